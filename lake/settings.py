@@ -1,0 +1,76 @@
+"""One settings object for the whole project, read from environment variables with local defaults.
+
+Every command and every asset calls :func:`get_settings` instead of reading the environment itself, so that
+production swaps URIs, not code. The defaults run everything embedded on one machine, under ``var/`` in the
+repository (git-ignored).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_VAR_DIR = REPO_ROOT / "var"
+
+# Environment variables that switch off the usage telemetry of the tools this project runs.
+TELEMETRY_OFF = {
+    "DAGSTER_DISABLE_TELEMETRY": "true",
+    "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+    "DO_NOT_TRACK": "true",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where everything lives and the few secrets and choices that differ between environments."""
+
+    lake_root: str
+    warehouse_path: Path
+    mlflow_tracking_uri: str
+    pii_secret: str
+    schedule_timezone: str
+
+    @property
+    def is_local(self) -> bool:
+        """True when the lake root is a folder on this machine rather than an object-store URI."""
+        return "://" not in self.lake_root or self.lake_root.startswith("file://")
+
+    def zone(self, name: str) -> str:
+        """The URI or path of one zone of the lake (``landing``, ``bronze``, ``silver``, ``gold``, ...)."""
+        return f"{self.lake_root.rstrip('/')}/{name}"
+
+    @property
+    def landing(self) -> str:
+        """Where raw files arrive: ``cdc/<topic>/`` and ``clickstream/<source>/``."""
+        return self.zone("landing")
+
+    @property
+    def simulator_truth(self) -> str:
+        """Where the simulated company keeps its ground truth: inside the lake root, outside the landing zone."""
+        return self.zone("simulator_truth")
+
+
+def get_settings() -> Settings:
+    """Read the settings from the environment (``LAKE_ROOT``, ``WAREHOUSE_PATH``, ``MLFLOW_TRACKING_URI``,
+    ``PII_SECRET``, ``SCHEDULE_TIMEZONE``), falling back to local defaults."""
+    lake_root = os.environ.get("LAKE_ROOT") or str(DEFAULT_VAR_DIR / "lake")
+    if "://" not in lake_root:
+        lake_root = str(Path(lake_root).expanduser().resolve())
+    warehouse = os.environ.get("WAREHOUSE_PATH") or str(DEFAULT_VAR_DIR / "warehouse" / "engagement.duckdb")
+    mlflow_uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{DEFAULT_VAR_DIR / 'mlflow' / 'mlflow.db'}"
+    return Settings(
+        lake_root=lake_root,
+        warehouse_path=Path(warehouse).expanduser().resolve(),
+        mlflow_tracking_uri=mlflow_uri,
+        pii_secret=os.environ.get("PII_SECRET") or "local-development-secret-change-me",
+        schedule_timezone=os.environ.get("SCHEDULE_TIMEZONE") or "UTC",
+    )
+
+
+def disable_telemetry() -> None:
+    """Switch off the usage telemetry of Dagster, dbt and MLflow for this process and its children."""
+    for name, value in TELEMETRY_OFF.items():
+        os.environ.setdefault(name, value)

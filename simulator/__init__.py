@@ -1,0 +1,11 @@
+"""The simulated company: a deterministic, vectorised generator of an online retailer's raw data feeds.
+
+It writes what real sinks write (Debezium change events per topic, Segment messages per received hour) into a
+landing folder, and its ground truth (who every identifier really is, how every person responds to every
+action) into a separate folder. See :func:`simulator.generate.generate`.
+"""
+
+from simulator.config import FaultRates, SimulationConfig
+from simulator.generate import GenerationReport, generate
+
+__all__ = ["FaultRates", "GenerationReport", "SimulationConfig", "generate"]

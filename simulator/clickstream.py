@@ -1,0 +1,273 @@
+"""Segment-spec messages as Segment's object-store destination writes them: gzipped JSON lines per hour.
+
+:class:`ClickstreamWriter` takes click events (true time, device, person, kind), adds what the real pipeline
+adds (device clocks, batching, network latency, message ids, context), injects the faults of real feeds
+(skewed clocks, duplicate deliveries, late arrivals, malformed lines, missing fields) and writes every
+message into the file of the hour Segment received it: ``clickstream/<source>/<date>/<hour>/part-NNNN.jsonl.gz``.
+
+All random draws happen in the caller's thread, in a fixed order; the JSON encoding of a day runs on a
+background thread while the next day is simulated, so the output does not depend on thread timing.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from simulator import catalog as cat
+from simulator.config import SimulationConfig
+from simulator.debezium import write_lines
+from simulator.encoding import iso_utc, random_hex, random_uuid
+
+HOUR_US = 3600 * 1_000_000
+SITE = "https://shop.example.com"
+MISSING_FIELD_PATTERNS = (
+    (r'^\{"messageId":"[^"]*",', "{"),
+    (r'"type":"[a-z]+",', ""),
+    (r'"anonymousId":(?:"[^"]*"|null),"userId":(?:"[^"]*"|null),', ""),
+)
+"""How a message loses a required field: its messageId, its type, or both of its identities."""
+OPTIONAL_COLUMNS = {
+    "product_id": pl.Int64, "quantity": pl.Int64, "order_id": pl.Int64, "value_cents": pl.Int64,
+    "campaign_id": pl.String, "activity_id": pl.Int64, "trait_person": pl.Int64, "source": pl.String,
+}
+
+
+@dataclass
+class _Batch:
+    """One day's messages with every random decision already drawn."""
+
+    events: pl.DataFrame
+    duplicate_rows: np.ndarray
+    duplicate_delay_us: np.ndarray
+    fault_draw: np.ndarray
+    """One uniform draw per line (after duplication) deciding malformed and missing-field faults."""
+    cut_fraction: np.ndarray
+    missing_mode: np.ndarray
+
+
+class ClickstreamWriter:
+    """Buffers encoded messages until their received hour is complete, then writes the hour's files."""
+
+    def __init__(self, landing: Path, config: SimulationConfig, rng: np.random.Generator, executor: Executor,
+                 devices: pl.DataFrame, persons: pl.DataFrame, products: pl.DataFrame) -> None:
+        self.folder = landing / "clickstream"
+        self.config = config
+        self.rng = rng
+        self.executor = executor
+        self.encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="segment-encoder")
+        self.devices = devices.select("device", pl.col("source").alias("device_source"), "anonymous_id",
+                                      "skew_us").join(device_context(devices), on="device")
+        self.persons = persons.select(pl.col("person").alias("trait_person"), pl.struct(
+            "email", pl.col("first_name").str.to_titlecase(), pl.col("last_name").str.to_titlecase(),
+        ).alias("traits"))
+        self.products = products.select("product_id", "sku", pl.col("category_name").alias("category"), "price_cents")
+        self.buffer = pl.DataFrame(schema={"source": pl.String, "received": pl.Int64, "line": pl.String})
+        self.encoding: list[Future] = []
+        self.parts: Counter[tuple[str, int]] = Counter()
+        self.stats: Counter[str] = Counter()
+        self.pending: list[Future] = []
+
+    def add(self, events: pl.DataFrame) -> None:
+        """Draw the delivery of one batch of click events (clocks, delays, ids, faults) and queue its encoding."""
+        if events.is_empty():
+            return
+        rng = self.rng
+        faults = self.config.faults
+        events = events.with_columns(pl.lit(None, t).alias(c) for c, t in OPTIONAL_COLUMNS.items() if c not in events.columns)
+        events = (events.sort(["ts", "device", "type", "name"], maintain_order=True)
+                  .join(self.devices, on="device", how="left")
+                  .join(self.products, on="product_id", how="left")
+                  .join(self.persons, on="trait_person", how="left"))
+        n = events.height
+        source = events["source"].fill_null(events["device_source"])
+        server = (source == cat.SERVER_SOURCE).to_numpy()
+        app = (source == cat.APP_SOURCE).to_numpy()
+        send_delay = np.where(app, rng.uniform(1, 60, n), np.where(server, rng.uniform(0.01, 0.3, n), rng.uniform(0.05, 1.5, n)))
+        late = ~server & (rng.random(n) < faults.click_late)
+        send_delay = send_delay + np.where(late, np.exp(rng.uniform(np.log(3600), np.log(3 * 86_400), n)), 0)
+        latency = rng.uniform(0.03, 0.4, n)
+        skew = np.where(server, 0, events["skew_us"].to_numpy())
+        ts = events["ts"].to_numpy()
+        sent_true = ts + (send_delay * 1e6).astype(np.int64)
+        message_id = np.where(source.to_numpy() == cat.WEB_SOURCE, ("ajs-next-" + random_hex(rng, n, 16)).to_numpy(),
+                              random_uuid(rng, n).to_numpy())
+        events = events.with_columns(
+            source.alias("source"),
+            pl.Series("message_id", message_id, dtype=pl.String),
+            pl.Series("original", ts + skew),
+            pl.Series("sent", sent_true + skew),
+            pl.Series("received", sent_true + (latency * 1e6).astype(np.int64)),
+            pl.Series("referrer", np.asarray(cat.WEB_PAGES)[rng.integers(0, len(cat.WEB_PAGES), n)], dtype=pl.String),
+            pl.when(pl.col("source") == cat.SERVER_SOURCE).then(None).otherwise(pl.col("anonymous_id")).alias("anonymous_id"),
+        )
+        duplicates = np.flatnonzero(rng.random(n) < faults.click_duplicate)
+        total = n + len(duplicates)
+        batch = _Batch(
+            events=events,
+            duplicate_rows=duplicates,
+            duplicate_delay_us=(rng.uniform(1, 5400, len(duplicates)) * 1e6).astype(np.int64),
+            fault_draw=rng.random(total),
+            cut_fraction=rng.uniform(0.2, 0.9, total),
+            missing_mode=rng.integers(0, len(MISSING_FIELD_PATTERNS), total),
+        )
+        malformed = batch.fault_draw < faults.click_malformed
+        self.stats["messages"] += n
+        self.stats["late_messages"] += int(late.sum())
+        self.stats["duplicate_deliveries"] += len(duplicates)
+        self.stats["malformed_lines"] += int(malformed.sum())
+        self.stats["missing_field_messages"] += int(
+            (~malformed & (batch.fault_draw < faults.click_malformed + faults.click_missing_field)).sum())
+        self.encoding.append(self.encoder.submit(self._encode_batch, batch))
+
+    def _encode_batch(self, batch: _Batch) -> pl.DataFrame:
+        """Encode a batch to JSON lines and apply its faults (runs on the encoder thread)."""
+        events = batch.events
+        shapes = events.group_by(["source", "type", "name"], maintain_order=True)
+        encoded = pl.concat([_encode_shape(group) for _, group in shapes])
+        copies = encoded.gather(batch.duplicate_rows).with_columns(
+            pl.col("received") + pl.Series(batch.duplicate_delay_us))
+        encoded = pl.concat([encoded, copies])
+        faults = self.config.faults
+        malformed = np.flatnonzero(batch.fault_draw < faults.click_malformed)
+        missing = np.flatnonzero((batch.fault_draw >= faults.click_malformed)
+                                 & (batch.fault_draw < faults.click_malformed + faults.click_missing_field))
+        lines = encoded["line"]
+        if len(malformed):
+            cut = (lines.gather(malformed).str.len_chars().to_numpy() * batch.cut_fraction[malformed]).astype(np.int64)
+            truncated = pl.DataFrame({"l": lines.gather(malformed), "k": cut}).select(pl.col("l").str.slice(0, pl.col("k")))
+            lines = lines.scatter(malformed, truncated.to_series())
+        for mode, (pattern, replacement) in enumerate(MISSING_FIELD_PATTERNS):
+            rows = missing[batch.missing_mode[missing] == mode]
+            if len(rows):
+                lines = lines.scatter(rows, lines.gather(rows).str.replace(pattern, replacement))
+        return encoded.with_columns(lines.alias("line"))
+
+    def flush_through(self, end_us: int) -> None:
+        """Write every message received before ``end_us`` into its received hour's file."""
+        if self.encoding:
+            self.buffer = pl.concat([self.buffer, *(f.result() for f in self.encoding)])
+            self.encoding.clear()
+        ready = self.buffer.filter(pl.col("received") < end_us)
+        if ready.is_empty():
+            return
+        self.buffer = self.buffer.filter(pl.col("received") >= end_us)
+        ready = ready.with_columns((pl.col("received") // HOUR_US).alias("hour")).sort(["source", "hour", "received"], maintain_order=True)
+        for (source, hour), group in ready.group_by(["source", "hour"], maintain_order=True):
+            part = self.parts[(source, hour)]
+            self.parts[(source, hour)] += 1
+            stamp = np.datetime64(int(hour) * 3600, "s").astype(object)
+            path = self.folder / source / stamp.strftime("%Y-%m-%d") / stamp.strftime("%H") / f"part-{part:04d}.jsonl.gz"
+            self.pending.append(self.executor.submit(write_lines, path, group["line"], True))
+            self.stats["files"] += 1
+            self.stats["lines"] += group.height
+
+    def finish(self) -> None:
+        """Write whatever is still buffered (messages received after the window) and wait for all files."""
+        self.flush_through(np.iinfo(np.int64).max)
+        self.encoder.shutdown()
+        for f in self.pending:
+            f.result()
+        self.pending.clear()
+
+
+def _money(cents: pl.Expr) -> pl.Expr:
+    return (cents / 100).round(2)
+
+
+def _encode_shape(group: pl.DataFrame) -> pl.DataFrame:
+    """JSON lines for messages that share a shape (source, type and event or page name)."""
+    source, kind, name = group["source"][0], group["type"][0], group["name"][0]
+    fields: list[pl.Expr] = [pl.col("message_id").alias("messageId"), pl.col("type")]
+    if kind == "track":
+        fields.append(pl.col("name").alias("event"))
+    elif kind == "page":
+        fields.append(pl.lit(cat.WEB_PAGE_NAMES[cat.WEB_PAGES.index(name)]).alias("name"))
+    elif kind == "screen":
+        fields.append(pl.col("name"))
+    fields += [pl.col("anonymous_id").alias("anonymousId"), pl.col("user_id").alias("userId")]
+    if kind == "alias":
+        fields.append(pl.col("anonymous_id").alias("previousId"))
+    if kind == "identify":
+        fields.append(pl.col("traits"))
+    elif kind in ("page", "screen", "track"):
+        fields.append(_properties(kind, name).alias("properties"))
+    fields += [
+        _context(source, kind, name).alias("context"),
+        iso_utc(pl.col("original")).alias("originalTimestamp"),
+        iso_utc(pl.col("sent")).alias("sentAt"),
+        iso_utc(pl.col("received")).alias("receivedAt"),
+    ]
+    if source == cat.SERVER_SOURCE:
+        fields.append(iso_utc(pl.col("ts")).alias("timestamp"))
+    fields += [pl.lit("server" if source == cat.SERVER_SOURCE else "client").alias("channel"), pl.lit(2).alias("version")]
+    return group.select("source", "received", pl.struct(fields).struct.json_encode().alias("line"))
+
+
+def _properties(kind: str, name: str) -> pl.Expr:
+    """The ``properties`` of a page, screen or track message, shaped by its event."""
+    if kind == "page":
+        return pl.struct(pl.lit(name).alias("path"), pl.lit(SITE + name).alias("url"),
+                         pl.concat_str([pl.lit(SITE), pl.col("referrer")]).alias("referrer"))
+    if kind == "screen":
+        return pl.struct(pl.col("name"))
+    product = [pl.col("sku").alias("product_id"), pl.col("category"), _money(pl.col("price_cents")).alias("price"),
+               pl.lit("EUR").alias("currency")]
+    order_id = pl.col("order_id").cast(pl.String)
+    if name == "Product Viewed":
+        return pl.struct(product)
+    if name == "Product Added":
+        return pl.struct([*product, pl.col("quantity")])
+    if name == "Checkout Started":
+        return pl.struct(order_id, _money(pl.col("value_cents")).alias("value"), pl.lit("EUR").alias("currency"))
+    if name == "Order Completed":
+        return pl.struct(order_id, _money(pl.col("value_cents")).alias("total"), pl.lit("EUR").alias("currency"))
+    if name == "Email Link Clicked":
+        return pl.struct(pl.col("campaign_id"), pl.col("activity_id").cast(pl.String).alias("email_id"),
+                         pl.concat_str([pl.lit(SITE + "/offers?utm_campaign="), pl.col("campaign_id")]).alias("link_url"))
+    raise ValueError(f"no properties for track event {name!r}")
+
+
+def _context(source: str, kind: str, name: str) -> pl.Expr:
+    """The ``context`` of a message: its library and device, the web page, the campaign of an e-mail click."""
+    if source == cat.SERVER_SOURCE:
+        return pl.struct(pl.struct(pl.lit("analytics-python").alias("name"), pl.lit("2.3.3").alias("version")).alias("library"))
+    if source == cat.APP_SOURCE:
+        fields = [pl.col("app_context").struct.field(f) for f in ("library", "app", "device", "os", "ip", "locale")]
+    else:
+        path = name if kind == "page" else cat.WEB_EVENT_PATHS[name if kind == "track" else kind]
+        fields = [
+            pl.struct(pl.lit("analytics.js").alias("name"), pl.lit("next-1.76.0").alias("version")).alias("library"),
+            pl.struct(pl.lit(path).alias("path"), pl.lit(SITE + path).alias("url")).alias("page"),
+            *(pl.col("web_context").struct.field(f) for f in ("userAgent", "ip", "locale")),
+        ]
+    if name == "Email Link Clicked":
+        fields.append(pl.struct(pl.lit("crm").alias("source"), pl.lit("email").alias("medium"),
+                                pl.col("campaign_id").alias("name")).alias("campaign"))
+    return pl.struct(fields)
+
+
+def device_context(devices: pl.DataFrame) -> pl.DataFrame:
+    """Per device, the parts of its Segment ``context`` that never change, as structs: for an app its SDK,
+    app, device and OS; for a browser its user agent; for both the IP address and locale."""
+    model = pl.col("app_model")
+
+    def pick(i: int) -> pl.Expr:
+        return model.replace_strict(list(range(len(cat.APP_DEVICES))), [d[i] for d in cat.APP_DEVICES], return_dtype=pl.String)
+
+    return devices.select(
+        "device",
+        pl.struct(
+            pl.struct(pl.concat_str([pl.lit("analytics-"), pick(2)]).alias("name"), pl.lit("4.6.1").alias("version")).alias("library"),
+            pl.struct(pl.lit("Shop").alias("name"), pl.lit("5.12.0").alias("version"), pl.lit("512").alias("build")).alias("app"),
+            pl.struct(pick(0).alias("manufacturer"), pick(1).alias("model"), pick(2).alias("type")).alias("device"),
+            pl.struct(pick(3).alias("name"), pick(4).alias("version")).alias("os"),
+            pl.col("ip"), pl.col("locale"),
+        ).alias("app_context"),
+        pl.struct(pl.col("user_agent").alias("userAgent"), pl.col("ip"), pl.col("locale")).alias("web_context"),
+    )
