@@ -1,0 +1,50 @@
+# The project's commands. `make demo` sets everything up and runs the pipeline end to end on the embedded
+# default; `make test` runs the tests. Both need only Python 3.11 and make: uv is bootstrapped when missing.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
+RUN := $(UV) run --frozen
+
+export DAGSTER_HOME ?= $(CURDIR)/var/dagster
+export DAGSTER_DISABLE_TELEMETRY := true
+export DBT_SEND_ANONYMOUS_USAGE_STATS := false
+export DO_NOT_TRACK := true
+export MLFLOW_DISABLE_TELEMETRY := true
+
+# demo scale of the simulated company (make demo DEMO_PERSONS=50000 ...)
+DEMO_PERSONS ?= 10000
+DEMO_DAYS ?= 30
+DEMO_SEED ?= 7
+
+.PHONY: help install demo test dev bench lint docs-parse clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+install:  ## bootstrap uv if missing and install the locked environment
+	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m uv --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
+	$(UV) sync --frozen
+	@mkdir -p $(DAGSTER_HOME) && cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+
+demo: install  ## generate the demo company's data, materialize every asset, print what was built
+	$(RUN) dagster asset materialize -m orchestration.definitions --select '*' \
+		--config-json '{"ops": {"landing__simulated_company": {"config": {"persons": $(DEMO_PERSONS), "days": $(DEMO_DAYS), "seed": $(DEMO_SEED)}}}}'
+	$(RUN) python -m lake.summary
+
+test: install  ## run the test suite
+	$(RUN) pytest
+
+dev: install  ## serve the Dagster UI on http://127.0.0.1:3000
+	$(RUN) dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+bench: install  ## print throughput and memory figures (benchmarks/)
+	$(RUN) python benchmarks/simulator_throughput.py
+
+lint: install  ## ruff lint and format check
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
+
+clean:  ## delete everything the project wrote at run time (the lake, warehouse, MLflow store, Dagster home)
+	rm -rf var dbt_project/target dbt_project/logs

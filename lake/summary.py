@@ -1,0 +1,49 @@
+"""``python -m lake.summary``: what the lake root holds, zone by zone, in a few lines."""
+
+from __future__ import annotations
+
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+from lake.settings import get_settings
+
+
+def landing_summary(landing: Path) -> list[tuple[str, int, int]]:
+    """(feed, files, bytes) for every CDC topic and clickstream source under ``landing``."""
+    feeds: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for kind, depth in (("cdc", 1), ("clickstream", 1)):
+        root = landing / kind
+        if not root.is_dir():
+            continue
+        for path in root.rglob("*"):
+            if path.is_file():
+                feed = f"{kind}/{'/'.join(path.relative_to(root).parts[:depth])}"
+                feeds[feed][0] += 1
+                feeds[feed][1] += path.stat().st_size
+    return [(feed, files, size) for feed, (files, size) in sorted(feeds.items())]
+
+
+def main() -> int:
+    """Print the lake root, the landing zone per feed, and where the ground truth is."""
+    settings = get_settings()
+    if not settings.is_local:
+        print(f"lake root {settings.lake_root} (object storage: no local summary)")
+        return 0
+    root = Path(settings.lake_root)
+    print(f"lake root: {root}")
+    rows = landing_summary(Path(settings.landing))
+    if not rows:
+        print("  landing: empty (run `make demo` or `python -m simulator generate --out <landing>`)")
+    for feed, files, size in rows:
+        print(f"  landing/{feed:<34} {files:>6,} files {size / 1e6:>9.1f} MB")
+    truth = Path(settings.simulator_truth)
+    if truth.is_dir():
+        print(f"  simulator ground truth: {truth}")
+    print(f"warehouse: {settings.warehouse_path}")
+    print(f"mlflow:    {settings.mlflow_tracking_uri}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
