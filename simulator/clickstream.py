@@ -127,12 +127,12 @@ class ClickstreamWriter:
 
     def _encode_batch(self, batch: _Batch) -> pl.DataFrame:
         """Encode a batch to JSON lines and apply its faults (runs on the encoder thread)."""
-        events = batch.events
+        # a retried delivery is the same message received again later
+        copies = batch.events.gather(batch.duplicate_rows).with_columns(
+            pl.col("received") + pl.Series(batch.duplicate_delay_us))
+        events = pl.concat([batch.events, copies])
         shapes = events.group_by(["source", "type", "name"], maintain_order=True)
         encoded = pl.concat([_encode_shape(group) for _, group in shapes])
-        copies = encoded.gather(batch.duplicate_rows).with_columns(
-            pl.col("received") + pl.Series(batch.duplicate_delay_us))
-        encoded = pl.concat([encoded, copies])
         faults = self.config.faults
         malformed = np.flatnonzero(batch.fault_draw < faults.click_malformed)
         missing = np.flatnonzero((batch.fault_draw >= faults.click_malformed)

@@ -1,0 +1,55 @@
+"""Shared fixtures: one small simulated company, generated once per test session with raised fault rates."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from lake.settings import disable_telemetry
+from simulator import FaultRates, SimulationConfig, generate
+
+disable_telemetry()
+
+TEST_FAULTS = FaultRates(
+    cdc_duplicate=0.02, cdc_out_of_order_file=0.1, click_duplicate=0.02, click_late=0.03, click_malformed=0.01,
+    click_missing_field=0.01, skewed_device=0.05, shared_device=0.04, duplicate_contact=0.05,
+    placeholder_email=0.01,
+)
+TEST_CONFIG = SimulationConfig(persons=3000, days=14, seed=11, start=date(2026, 9, 1), history_days=14,
+                               faults=TEST_FAULTS)
+
+
+@dataclass
+class Simulated:
+    """A generated landing zone and its ground truth."""
+
+    config: SimulationConfig
+    landing: Path
+    truth: Path
+
+    @property
+    def manifest(self) -> dict:
+        return json.loads((self.truth / "manifest.json").read_text())
+
+    def identifiers(self) -> pl.DataFrame:
+        return pl.read_parquet(self.truth / "identifiers.parquet")
+
+
+def read_lines(path: Path) -> list[str]:
+    """The lines of a landing file, plain or gzipped."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        return f.read().splitlines()
+
+
+@pytest.fixture(scope="session")
+def simulated(tmp_path_factory: pytest.TempPathFactory) -> Simulated:
+    root = tmp_path_factory.mktemp("simulated")
+    generate(TEST_CONFIG, root / "landing", root / "truth", progress=False)
+    return Simulated(TEST_CONFIG, root / "landing", root / "truth")
