@@ -12,7 +12,7 @@ background thread while the next day is simulated, so the output does not depend
 from __future__ import annotations
 
 from collections import Counter
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,8 +21,8 @@ import polars as pl
 
 from simulator import catalog as cat
 from simulator.config import SimulationConfig
-from simulator.debezium import write_lines
 from simulator.encoding import iso_utc, random_hex, random_uuid
+from simulator.files import FileWriter
 
 HOUR_US = 3600 * 1_000_000
 SITE = "https://shop.example.com"
@@ -54,15 +54,15 @@ class _Batch:
 class ClickstreamWriter:
     """Buffers encoded messages until their received hour is complete, then writes the hour's files."""
 
-    def __init__(self, landing: Path, config: SimulationConfig, rng: np.random.Generator, executor: Executor,
+    def __init__(self, landing: Path, config: SimulationConfig, rng: np.random.Generator, writer: FileWriter,
                  devices: pl.DataFrame, persons: pl.DataFrame, products: pl.DataFrame) -> None:
         self.folder = landing / "clickstream"
         self.config = config
         self.rng = rng
-        self.executor = executor
+        self.writer = writer
         self.encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="segment-encoder")
-        self.devices = devices.select("device", pl.col("source").alias("device_source"), "anonymous_id",
-                                      "skew_us").join(device_context(devices), on="device")
+        self.devices = devices.select("device", pl.col("source").alias("device_source"), "anonymous_id", "skew_us")
+        self.device_context = devices.select("device", "user_agent", "ip", "locale", "app_model")
         self.persons = persons.select(pl.col("person").alias("trait_person"), pl.struct(
             "email", pl.col("first_name").str.to_titlecase(), pl.col("last_name").str.to_titlecase(),
         ).alias("traits"))
@@ -71,7 +71,6 @@ class ClickstreamWriter:
         self.encoding: list[Future] = []
         self.parts: Counter[tuple[str, int]] = Counter()
         self.stats: Counter[str] = Counter()
-        self.pending: list[Future] = []
 
     def add(self, events: pl.DataFrame) -> None:
         """Draw the delivery of one batch of click events (clocks, delays, ids, faults) and queue its encoding."""
@@ -80,10 +79,7 @@ class ClickstreamWriter:
         rng = self.rng
         faults = self.config.faults
         events = events.with_columns(pl.lit(None, t).alias(c) for c, t in OPTIONAL_COLUMNS.items() if c not in events.columns)
-        events = (events.sort(["ts", "device", "type", "name"], maintain_order=True)
-                  .join(self.devices, on="device", how="left")
-                  .join(self.products, on="product_id", how="left")
-                  .join(self.persons, on="trait_person", how="left"))
+        events = events.sort(["ts", "device", "type", "name"], maintain_order=True).join(self.devices, on="device", how="left")
         n = events.height
         source = events["source"].fill_null(events["device_source"])
         server = (source == cat.SERVER_SOURCE).to_numpy()
@@ -130,7 +126,10 @@ class ClickstreamWriter:
         # a retried delivery is the same message received again later
         copies = batch.events.gather(batch.duplicate_rows).with_columns(
             pl.col("received") + pl.Series(batch.duplicate_delay_us))
-        events = pl.concat([batch.events, copies])
+        events = (pl.concat([batch.events, copies])
+                  .join(self.device_context, on="device", how="left", maintain_order="left")
+                  .join(self.products, on="product_id", how="left", maintain_order="left")
+                  .join(self.persons, on="trait_person", how="left", maintain_order="left"))
         shapes = events.group_by(["source", "type", "name"], maintain_order=True)
         encoded = pl.concat([_encode_shape(group) for _, group in shapes])
         faults = self.config.faults
@@ -163,17 +162,14 @@ class ClickstreamWriter:
             self.parts[(source, hour)] += 1
             stamp = np.datetime64(int(hour) * 3600, "s").astype(object)
             path = self.folder / source / stamp.strftime("%Y-%m-%d") / stamp.strftime("%H") / f"part-{part:04d}.jsonl.gz"
-            self.pending.append(self.executor.submit(write_lines, path, group["line"], True))
+            self.writer.write(path, group["line"], True)
             self.stats["files"] += 1
             self.stats["lines"] += group.height
 
     def finish(self) -> None:
-        """Write whatever is still buffered (messages received after the window) and wait for all files."""
+        """Write whatever is still buffered (messages received after the window)."""
         self.flush_through(np.iinfo(np.int64).max)
         self.encoder.shutdown()
-        for f in self.pending:
-            f.result()
-        self.pending.clear()
 
 
 def _money(cents: pl.Expr) -> pl.Expr:
@@ -238,36 +234,25 @@ def _context(source: str, kind: str, name: str) -> pl.Expr:
     if source == cat.SERVER_SOURCE:
         return pl.struct(pl.struct(pl.lit("analytics-python").alias("name"), pl.lit("2.3.3").alias("version")).alias("library"))
     if source == cat.APP_SOURCE:
-        fields = [pl.col("app_context").struct.field(f) for f in ("library", "app", "device", "os", "ip", "locale")]
-    else:
-        path = name if kind == "page" else cat.WEB_EVENT_PATHS[name if kind == "track" else kind]
+        def pick(i: int) -> pl.Expr:
+            values = [d[i] for d in cat.APP_DEVICES]
+            return pl.col("app_model").replace_strict(list(range(len(values))), values, return_dtype=pl.String)
+
         fields = [
-            pl.struct(pl.lit("analytics.js").alias("name"), pl.lit("next-1.76.0").alias("version")).alias("library"),
-            pl.struct(pl.lit(path).alias("path"), pl.lit(SITE + path).alias("url")).alias("page"),
-            *(pl.col("web_context").struct.field(f) for f in ("userAgent", "ip", "locale")),
-        ]
-    if name == "Email Link Clicked":
-        fields.append(pl.struct(pl.lit("crm").alias("source"), pl.lit("email").alias("medium"),
-                                pl.col("campaign_id").alias("name")).alias("campaign"))
-    return pl.struct(fields)
-
-
-def device_context(devices: pl.DataFrame) -> pl.DataFrame:
-    """Per device, the parts of its Segment ``context`` that never change, as structs: for an app its SDK,
-    app, device and OS; for a browser its user agent; for both the IP address and locale."""
-    model = pl.col("app_model")
-
-    def pick(i: int) -> pl.Expr:
-        return model.replace_strict(list(range(len(cat.APP_DEVICES))), [d[i] for d in cat.APP_DEVICES], return_dtype=pl.String)
-
-    return devices.select(
-        "device",
-        pl.struct(
             pl.struct(pl.concat_str([pl.lit("analytics-"), pick(2)]).alias("name"), pl.lit("4.6.1").alias("version")).alias("library"),
             pl.struct(pl.lit("Shop").alias("name"), pl.lit("5.12.0").alias("version"), pl.lit("512").alias("build")).alias("app"),
             pl.struct(pick(0).alias("manufacturer"), pick(1).alias("model"), pick(2).alias("type")).alias("device"),
             pl.struct(pick(3).alias("name"), pick(4).alias("version")).alias("os"),
             pl.col("ip"), pl.col("locale"),
-        ).alias("app_context"),
-        pl.struct(pl.col("user_agent").alias("userAgent"), pl.col("ip"), pl.col("locale")).alias("web_context"),
-    )
+        ]
+    else:
+        path = name if kind == "page" else cat.WEB_EVENT_PATHS[name if kind == "track" else kind]
+        fields = [
+            pl.struct(pl.lit("analytics.js").alias("name"), pl.lit("next-1.76.0").alias("version")).alias("library"),
+            pl.struct(pl.lit(path).alias("path"), pl.lit(SITE + path).alias("url")).alias("page"),
+            pl.col("user_agent").alias("userAgent"), pl.col("ip"), pl.col("locale"),
+        ]
+    if name == "Email Link Clicked":
+        fields.append(pl.struct(pl.lit("crm").alias("source"), pl.lit("email").alias("medium"),
+                                pl.col("campaign_id").alias("name")).alias("campaign"))
+    return pl.struct(fields)

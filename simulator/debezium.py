@@ -9,18 +9,15 @@ at-least-once delivery: replayed blocks of events and files that arrive out of o
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
-from concurrent.futures import Executor, Future
 from pathlib import Path
 
 import numpy as np
 import polars as pl
-import pyarrow as pa
-from isal import igzip
 
 from simulator.config import US_PER_DAY, SimulationConfig
 from simulator.encoding import decimal_base64, decimal_strings, iso_utc
+from simulator.files import FileWriter
 from simulator.tables import Column, Server, Table
 
 DEBEZIUM_VERSION = "2.7.3.Final"
@@ -52,11 +49,11 @@ class Connector:
     """One Debezium connector: the state of its tables, its log position and its sink's files."""
 
     def __init__(self, server: Server, landing: Path, config: SimulationConfig, rng: np.random.Generator,
-                 executor: Executor) -> None:
+                 writer: FileWriter) -> None:
         self.server = server
         self.config = config
         self.rng = rng
-        self.executor = executor
+        self.writer = writer
         self.folder = {t.name: landing / "cdc" / server.topic(t) for t in server.tables}
         self.state = {t.name: pl.DataFrame(schema=state_schema(t)) for t in server.tables}
         self.unapplied: dict[str, list[pl.DataFrame]] = {t.name: [] for t in server.tables}
@@ -66,7 +63,6 @@ class Connector:
         self.offsets: Counter[tuple[str, int]] = Counter()
         self.stats: Counter[str] = Counter()
         self.files: list[tuple[str, int, int, int]] = []  # (topic, partition, start offset, arrival us)
-        self.pending: list[Future] = []
 
     # -- state --------------------------------------------------------------------------------------------
     def apply(self, day: int, changes: dict[str, pl.DataFrame], emit: bool) -> None:
@@ -135,27 +131,32 @@ class Connector:
 
     # -- events -------------------------------------------------------------------------------------------
     def snapshot(self, ts_us: int) -> None:
-        """Write the initial snapshot: every current row as an ``op: r`` event, in table order."""
+        """Write the initial snapshot: every current row as an ``op: r`` event, in table order and in chunks
+        of the sink's flush size."""
         self.snapshot_taken = True
         tables = [(i, t) for i, t in enumerate(self.server.tables) if not self.current(t).is_empty()]
+        size = self.config.cdc_flush_size
         for n, (index, table) in enumerate(tables):
             rows = self.current(table).sort(table.primary_key)
-            marker = pl.lit("true")
             count = rows.height
             first = pl.lit("first" if n == 0 else "first_in_data_collection")
             last = pl.lit("last" if n == len(tables) - 1 else "last_in_data_collection")
-            row_no = pl.int_range(pl.len())
-            marker = pl.when(row_no == count - 1).then(last).when(row_no == 0).then(first).otherwise(marker)
-            events = rows.with_columns(
-                [pl.lit(None, dtype).alias(f"b_{c}") for c, dtype in state_schema(table).items()]
-            ).with_columns(
-                pl.lit(ts_us + n * 1_000_000, pl.Int64).alias("_ts"), pl.lit("r").alias("_op"),
-                pl.lit(index, pl.Int32).alias("_table"), marker.alias("_snapshot"),
-                pl.lit(self.position, pl.Int64).alias("_pos"), pl.lit(0, pl.Int64).alias("_row"),
-                pl.lit(self.tx_id, pl.Int64).alias("_tx"), pl.lit(self.position, pl.Int64).alias("_prev_pos"),
-            )
-            self._write_topic(0, table, events)
+            for start in range(0, count, size):
+                chunk = rows.slice(start, size)
+                row_no = pl.int_range(pl.len()) + start
+                marker = pl.when(row_no == count - 1).then(last).when(row_no == 0).then(first).otherwise(pl.lit("true"))
+                events = chunk.with_columns(
+                    [pl.lit(None, dtype).alias(f"b_{c}") for c, dtype in state_schema(table).items()]
+                ).with_columns(
+                    pl.lit(ts_us + n * 1_000_000, pl.Int64).alias("_ts"), pl.lit("r").alias("_op"),
+                    pl.lit(index, pl.Int32).alias("_table"), marker.alias("_snapshot"),
+                    pl.lit(self.position, pl.Int64).alias("_pos"), pl.lit(0, pl.Int64).alias("_row"),
+                    pl.lit(self.tx_id, pl.Int64).alias("_tx"), pl.lit(self.position, pl.Int64).alias("_prev_pos"),
+                )
+                self._write_topic(0, table, events)
             self.stats["snapshot_events"] += count
+            if self.server.connector == "postgresql":  # no before images to look up: free the rows
+                self.state[table.name] = self.state[table.name].clear()
 
     def _emit(self, day: int, events: list[pl.DataFrame]) -> None:
         frames = [e.select("_ts", "_table", "_seq") for e in events]
@@ -305,34 +306,9 @@ class Connector:
                     self.stats["out_of_order_files"] += 1
                 suffix = ".json.gz" if self.server.gzip else ".json"
                 path = self.folder[topic.rsplit(".", 1)[1]] / f"{topic}+{partition}+{offset:010d}{suffix}"
-                self.pending.append(self.executor.submit(write_lines, path, chunk["line"], self.server.gzip, arrival))
+                self.writer.write(path, chunk["line"], self.server.gzip, arrival)
                 self.files.append((topic, partition, offset, arrival))
                 self.stats["files"] += 1
-
-    def finish(self) -> None:
-        """Wait for every file of this connector to be on disk (re-raising any write error)."""
-        for f in self.pending:
-            f.result()
-        self.pending.clear()
-
-
-def write_lines(path: Path, lines: pl.Series, gzip: bool, mtime_us: int | None = None) -> None:
-    """Write ``lines`` as a newline-terminated text file, gzipped (level 1, no timestamp in the header) or
-    plain, and set its modification time to ``mtime_us`` when given (the simulated arrival)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = _text_bytes(lines)
-    path.write_bytes(igzip.compress(text, compresslevel=1, mtime=0) if gzip else text)
-    if mtime_us is not None:
-        os.utime(path, ns=(mtime_us * 1000, mtime_us * 1000))
-
-
-def _text_bytes(lines: pl.Series) -> memoryview:
-    """The lines, each followed by a newline, as one contiguous buffer (no copy through Python strings)."""
-    array = (lines + "\n").to_arrow(compat_level=pl.CompatLevel.oldest())
-    if isinstance(array, pa.ChunkedArray):
-        array = array.combine_chunks()
-    offsets = np.frombuffer(array.buffers()[1], dtype=np.int64, count=len(array) + 1, offset=array.offset * 8)
-    return memoryview(array.buffers()[2])[offsets[0]:offsets[-1]]
 
 
 def connect_schema(server: Server, table: Table, columns: tuple[Column, ...]) -> dict:

@@ -6,7 +6,6 @@ import json
 import shutil
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from simulator.behaviour import Company
 from simulator.clickstream import ClickstreamWriter
 from simulator.config import SimulationConfig
 from simulator.debezium import Connector
+from simulator.files import FileWriter
 from simulator.tables import crm_server, shop_server
 from simulator.world import World, build_world
 
@@ -55,10 +55,11 @@ def generate(config: SimulationConfig, landing: Path, truth: Path | None = None,
     world_rng, company_rng, crm_rng, shop_rng, click_rng = (
         np.random.default_rng(s) for s in np.random.SeedSequence(config.seed).spawn(5))
     world = build_world(config, world_rng)
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="simulator-writer") as executor:
-        crm = Connector(crm_server(config.days), landing, config, crm_rng, executor)
-        shop = Connector(shop_server(config.days), landing, config, shop_rng, executor)
-        clicks = ClickstreamWriter(landing, config, click_rng, executor, world.devices, world.persons, world.products)
+    writer = FileWriter()
+    try:
+        crm = Connector(crm_server(config.days), landing, config, crm_rng, writer)
+        shop = Connector(shop_server(config.days), landing, config, shop_rng, writer)
+        clicks = ClickstreamWriter(landing, config, click_rng, writer, world.devices, world.persons, world.products)
         company = Company(config, world, company_rng, crm, shop, clicks)
         show = sys.stderr.isatty() if progress is None else progress
         for day in tqdm(range(-config.history_days, config.days), desc="simulating days", unit="day", disable=not show):
@@ -66,8 +67,9 @@ def generate(config: SimulationConfig, landing: Path, truth: Path | None = None,
                 crm.snapshot(config.start_us)
                 shop.snapshot(config.start_us)
             company.run_day(day)
-        for writer in (crm, shop, clicks):
-            writer.finish()
+        clicks.finish()
+    finally:
+        writer.close()
     report = GenerationReport(landing=landing, truth=Path(truth) if truth else None)
     report.lines_by_feed = {
         "cdc": sum(c.stats["events"] + c.stats["tombstones"] + c.stats["duplicate_events"] for c in (crm, shop)),

@@ -184,11 +184,13 @@ def _devices(config: SimulationConfig, rng: np.random.Generator, persons: pl.Dat
         "anonymous_id": random_uuid(rng, m).to_numpy(),
         "skew_us": skew_us,
         "skewed": skewed,
-        "user_agent": np.asarray(cat.WEB_USER_AGENTS, dtype=str)[rng.integers(0, len(cat.WEB_USER_AGENTS), m)],
+        "user_agent": pl.Series(np.asarray(cat.WEB_USER_AGENTS)[rng.integers(0, len(cat.WEB_USER_AGENTS), m)])
+        .cast(pl.Enum(cat.WEB_USER_AGENTS)),
         "app_model": app_model.astype(np.int8),
         "ip": pl.DataFrame(octets, schema=["a", "b", "c", "d"])
         .select(pl.concat_str(pl.all().cast(pl.String), separator=".")).to_series().to_numpy(),
-        "locale": np.asarray(cat.COUNTRY_LOCALE, dtype=str)[persons["country"].to_numpy()[owner]],
+        "locale": pl.Series(np.asarray(cat.COUNTRY_LOCALE)[persons["country"].to_numpy()[owner]])
+        .cast(pl.Enum(sorted(set(cat.COUNTRY_LOCALE)))),
     })
     links = pl.DataFrame({"person": owner, "device": np.arange(m, dtype=np.int64), "weight": rng.uniform(0.5, 2.0, m)})
     # shared devices: a person's first device is used by a second person too (a family tablet)
