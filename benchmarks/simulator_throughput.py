@@ -33,7 +33,9 @@ def write_floor(landing: Path, scratch: Path) -> float:
     started = time.perf_counter()
     for i, (path, data) in enumerate(files):
         out = scratch / f"{i}"
-        out.write_bytes(igzip.compress(igzip.decompress(data), compresslevel=1, mtime=0) if path.suffix == ".gz" else data)
+        out.write_bytes(
+            igzip.compress(igzip.decompress(data), compresslevel=1, mtime=0) if path.suffix == ".gz" else data
+        )
     elapsed = time.perf_counter() - started
     decompress = time.perf_counter()
     for path, data in files:
@@ -51,19 +53,38 @@ def throughput(persons: int, days: int, work: Path) -> None:
     floor = write_floor(work / "landing", scratch)
     verdict = "meets" if report.events_per_second >= TARGET_EVENTS_PER_SECOND else "MISSES"
     print(f"simulator {persons:,} persons x {days} days on {os.cpu_count()} cores")
-    print(f"  lines written        {report.lines:>14,}  (cdc {report.lines_by_feed['cdc']:,}, "
-          f"clickstream {report.lines_by_feed['clickstream']:,})")
+    print(
+        f"  lines written        {report.lines:>14,}  (cdc {report.lines_by_feed['cdc']:,}, "
+        f"clickstream {report.lines_by_feed['clickstream']:,})"
+    )
     print(f"  files / bytes        {report.files:>14,}  {size / 1e6:,.0f} MB on disk")
     print(f"  wall time            {report.seconds:>14.1f} s")
-    print(f"  throughput           {report.events_per_second:>14,.0f} events/s  ({verdict} the {TARGET_EVENTS_PER_SECOND:,} target)")
+    print(
+        f"  throughput           {report.events_per_second:>14,.0f} events/s  ({verdict} the {TARGET_EVENTS_PER_SECOND:,} target)"
+    )
     print(f"  write floor          {floor:>14.1f} s  (same bytes written without simulating)")
     print(f"  ratio to floor       {report.seconds / floor:>14.1f} x")
 
 
 def peak_memory(persons: int, days: int, work: Path) -> None:
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "simulator", "generate", "--out", str(work / "big"), "--persons", str(persons),
-                    "--days", str(days), "--no-progress"], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "simulator",
+            "generate",
+            "--out",
+            str(work / "big"),
+            "--persons",
+            str(persons),
+            "--days",
+            str(days),
+            "--no-progress",
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     elapsed = time.perf_counter() - started
     peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024**2
     verdict = "meets" if peak_gb < TARGET_PEAK_GB else "MISSES"

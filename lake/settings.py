@@ -60,7 +60,9 @@ def get_settings() -> Settings:
     if "://" not in lake_root:
         lake_root = str(Path(lake_root).expanduser().resolve())
     warehouse = os.environ.get("WAREHOUSE_PATH") or str(DEFAULT_VAR_DIR / "warehouse" / "engagement.duckdb")
-    mlflow_uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{DEFAULT_VAR_DIR / 'mlflow' / 'mlflow.db'}"
+    mlflow_uri = (
+        os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{DEFAULT_VAR_DIR / 'mlflow' / 'mlflow.db'}"
+    )
     return Settings(
         lake_root=lake_root,
         warehouse_path=Path(warehouse).expanduser().resolve(),

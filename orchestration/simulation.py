@@ -32,16 +32,21 @@ def simulated_company(context: dg.AssetExecutionContext, config: SimulationRunCo
     settings = get_settings()
     if not settings.is_local:
         raise dg.Failure(f"the simulator writes local folders; LAKE_ROOT is {settings.lake_root}")
-    sim = SimulationConfig(persons=config.persons, days=config.days, seed=config.seed,
-                           start=date.fromisoformat(config.start))
-    report = generate(sim, Path(settings.landing), Path(settings.simulator_truth), overwrite=True, progress=False)
+    sim = SimulationConfig(
+        persons=config.persons, days=config.days, seed=config.seed, start=date.fromisoformat(config.start)
+    )
+    report = generate(
+        sim, Path(settings.landing), Path(settings.simulator_truth), overwrite=True, progress=False
+    )
     context.log.info(f"wrote {report.lines:,} lines in {report.files:,} files in {report.seconds:.1f} s")
-    return dg.MaterializeResult(metadata={
-        "landing": dg.MetadataValue.path(str(report.landing)),
-        "truth": dg.MetadataValue.path(str(report.truth)),
-        "files": report.files,
-        "cdc_lines": report.lines_by_feed["cdc"],
-        "clickstream_lines": report.lines_by_feed["clickstream"],
-        "events_per_second": round(report.events_per_second),
-        "faults": dg.MetadataValue.json(report.faults),
-    })
+    return dg.MaterializeResult(
+        metadata={
+            "landing": dg.MetadataValue.path(str(report.landing)),
+            "truth": dg.MetadataValue.path(str(report.truth)),
+            "files": report.files,
+            "cdc_lines": report.lines_by_feed["cdc"],
+            "clickstream_lines": report.lines_by_feed["clickstream"],
+            "events_per_second": round(report.events_per_second),
+            "faults": dg.MetadataValue.json(report.faults),
+        }
+    )

@@ -20,8 +20,34 @@ from simulator.world import World, raw_phone
 
 HOUR_US = 3600 * 1_000_000
 MINUTE_US = 60 * 1_000_000
-SESSION_HOURS = np.array([1, 0.6, 0.4, 0.3, 0.3, 0.5, 1.2, 2.5, 3.5, 3.8, 4, 4.2, 4.8, 4.6, 4.3, 4.2, 4.5, 5, 5.8,
-                          6.8, 7.4, 6.6, 4.4, 2.2])
+SESSION_HOURS = np.array(
+    [
+        1,
+        0.6,
+        0.4,
+        0.3,
+        0.3,
+        0.5,
+        1.2,
+        2.5,
+        3.5,
+        3.8,
+        4,
+        4.2,
+        4.8,
+        4.6,
+        4.3,
+        4.2,
+        4.5,
+        5,
+        5.8,
+        6.8,
+        7.4,
+        6.6,
+        4.4,
+        2.2,
+    ]
+)
 SESSION_HOURS = SESSION_HOURS / SESSION_HOURS.sum()
 WEEKDAY_FACTOR = np.array([0.95, 0.92, 0.94, 0.98, 1.05, 1.15, 1.12])  # Monday .. Sunday
 SESSIONS_PER_DAY = 0.12
@@ -56,14 +82,21 @@ def _labels(codes: pl.Series | np.ndarray, values: tuple[str, ...] | np.ndarray)
 def _column_added_on(connector: Connector, table: str, column: str) -> int:
     spec = next(t for t in connector.server.tables if t.name == table)
     added = next(c for c in spec.columns if c.name == column).added_on_day
-    return -10**9 if added is None else added
+    return -(10**9) if added is None else added
 
 
 class Company:
     """The simulated retailer, advanced one day at a time by :meth:`run_day`."""
 
-    def __init__(self, config: SimulationConfig, world: World, rng: np.random.Generator,
-                 crm: Connector, shop: Connector, clicks: ClickstreamWriter) -> None:
+    def __init__(
+        self,
+        config: SimulationConfig,
+        world: World,
+        rng: np.random.Generator,
+        crm: Connector,
+        shop: Connector,
+        clicks: ClickstreamWriter,
+    ) -> None:
         self.config, self.world, self.rng = config, world, rng
         self.crm, self.shop, self.clicks = crm, shop, clicks
         p = world.persons
@@ -74,7 +107,6 @@ class Company:
         self.engagement = p["engagement"].to_numpy()
         self.abandonment = p["abandonment"].to_numpy()
         self.preferred = p["preferred_category"].to_numpy()
-        self.country = p["country"].to_numpy()
         self.wants_account = p["has_account"].to_numpy()
         self.user_ids = p["app_user_id"].to_numpy().astype(str)
         self.customer_id = np.full(n, -1, dtype=np.int64)
@@ -101,17 +133,21 @@ class Company:
         self.link_device = links["device"].to_numpy()
         share = links.select((pl.col("weight").cum_sum() / pl.col("weight").sum()).over("person")).to_series()
         self.link_cum = self.link_person + share.to_numpy()
-        self.link_cum[np.r_[self.link_person[1:] != self.link_person[:-1], True]] = self.link_person[
-            np.r_[self.link_person[1:] != self.link_person[:-1], True]] + 1.0
+        self.link_cum[np.r_[self.link_person[1:] != self.link_person[:-1], True]] = (
+            self.link_person[np.r_[self.link_person[1:] != self.link_person[:-1], True]] + 1.0
+        )
         self.link_identified = np.zeros(len(links), dtype=bool)
         self.device_is_app = (world.devices["source"] == cat.APP_SOURCE).to_numpy()
         # products, orders and the order status changes scheduled for later days
         self.product_category = world.products["category"].to_numpy()
         self.product_price = world.products["price_cents"].to_numpy().copy()
-        self.product_grid = np.stack([np.flatnonzero(self.product_category == k) for k in range(len(cat.CATEGORIES))])
+        self.product_grid = np.stack(
+            [np.flatnonzero(self.product_category == k) for k in range(len(cat.CATEGORIES))]
+        )
         self.orders = pl.DataFrame()
-        self.scheduled = pl.DataFrame(schema={"_ts": pl.Int64, "order_id": pl.Int64, "status": pl.String,
-                                              "purge": pl.Boolean})
+        self.scheduled = pl.DataFrame(
+            schema={"_ts": pl.Int64, "order_id": pl.Int64, "status": pl.String, "purge": pl.Boolean}
+        )
         self.order_lines = pl.DataFrame()
         self.next_order_id = 100_001
         self.next_line_id = 1
@@ -134,7 +170,12 @@ class Company:
         start = self.day_start(day)
         end = start + US_PER_DAY
         crm: dict[str, list[pl.DataFrame]] = {"contacts": [], "consents": [], "activities": []}
-        shop: dict[str, list[pl.DataFrame]] = {"products": [], "customers": [], "orders": [], "order_lines": []}
+        shop: dict[str, list[pl.DataFrame]] = {
+            "products": [],
+            "customers": [],
+            "orders": [],
+            "order_lines": [],
+        }
         clicks: list[pl.DataFrame] = []
         if day == -self.config.history_days:
             shop["products"].append(self._new_products(start))
@@ -172,27 +213,46 @@ class Company:
             language = pl.Series([None] * len(idx), dtype=pl.String)
         birth = persons["birth_days"].to_numpy().astype(np.float64)
         birth[contacts["contact_id"].to_numpy() % 3 == 0] = np.nan
-        return pl.DataFrame({
-            "_ts": ts, "_op": op, "contact_id": contacts["contact_id"], "email": contacts["email"],
-            "phone": contacts["phone"], "first_name": persons["first_name"].str.to_titlecase(),
-            "last_name": persons["last_name"].str.to_titlecase(), "country": _labels(persons["country"], cat.COUNTRIES),
-            "birth_date": pl.Series(birth, nan_to_null=True).cast(pl.Int32),
-            "attributes": pl.Series(np.char.add(np.char.add('{"tier":"', np.where(loyal, "gold", "standard")),
-                                                np.where(imported, '","source":"import"}', '","source":"signup"}')), dtype=pl.String),
-            "created_at": contacts["created_us"], "updated_at": ts, "preferred_language": language,
-        })
+        return pl.DataFrame(
+            {
+                "_ts": ts,
+                "_op": op,
+                "contact_id": contacts["contact_id"],
+                "email": contacts["email"],
+                "phone": contacts["phone"],
+                "first_name": persons["first_name"].str.to_titlecase(),
+                "last_name": persons["last_name"].str.to_titlecase(),
+                "country": _labels(persons["country"], cat.COUNTRIES),
+                "birth_date": pl.Series(birth, nan_to_null=True).cast(pl.Int32),
+                "attributes": pl.Series(
+                    np.char.add(
+                        np.char.add('{"tier":"', np.where(loyal, "gold", "standard")),
+                        np.where(imported, '","source":"import"}', '","source":"signup"}'),
+                    ),
+                    dtype=pl.String,
+                ),
+                "created_at": contacts["created_us"],
+                "updated_at": ts,
+                "preferred_language": language,
+            }
+        )
 
-    def _consent_rows(self, contacts: np.ndarray, channels: np.ndarray, ts: np.ndarray, op: str) -> pl.DataFrame:
+    def _consent_rows(
+        self, contacts: np.ndarray, channels: np.ndarray, ts: np.ndarray, op: str
+    ) -> pl.DataFrame:
         status = self.consent[contacts, channels]
-        return pl.DataFrame({
-            "_ts": ts, "_op": op,
-            "consent_id": (contacts * len(cat.CHANNELS) + channels + 1).astype(np.int64),
-            "contact_id": self.world.contacts["contact_id"].to_numpy()[contacts],
-            "channel": _labels(channels, cat.CHANNELS),
-            "status": _labels(np.where(status == GRANTED, 0, 1), ("granted", "revoked")),
-            "source": "signup" if op == "c" else "preference_center",
-            "updated_at": ts,
-        })
+        return pl.DataFrame(
+            {
+                "_ts": ts,
+                "_op": op,
+                "consent_id": (contacts * len(cat.CHANNELS) + channels + 1).astype(np.int64),
+                "contact_id": self.world.contacts["contact_id"].to_numpy()[contacts],
+                "channel": _labels(channels, cat.CHANNELS),
+                "status": _labels(np.where(status == GRANTED, 0, 1), ("granted", "revoked")),
+                "source": "signup" if op == "c" else "preference_center",
+                "updated_at": ts,
+            }
+        )
 
     def _contacts_day(self, day: int, start: int, end: int, out: dict) -> None:
         rng = self.rng
@@ -203,10 +263,17 @@ class Company:
             new_ts = np.maximum(self.contact_created[new], start)
             out["contacts"].append(self._contact_rows(new, new_ts, "c", day))
             persons = self.contact_person[new]
-            wants = np.stack([rng.random(len(new)) < 0.7,
-                              self.has_phone[persons] & (rng.random(len(new)) < 0.4),
-                              self.has_app[persons] & (rng.random(len(new)) < 0.6)], axis=1)
-            asked = np.stack([np.ones(len(new), bool), self.has_phone[persons], self.has_app[persons]], axis=1)
+            wants = np.stack(
+                [
+                    rng.random(len(new)) < 0.7,
+                    self.has_phone[persons] & (rng.random(len(new)) < 0.4),
+                    self.has_app[persons] & (rng.random(len(new)) < 0.6),
+                ],
+                axis=1,
+            )
+            asked = np.stack(
+                [np.ones(len(new), bool), self.has_phone[persons], self.has_app[persons]], axis=1
+            )
             for ch in range(len(cat.CHANNELS)):
                 rows = new[asked[:, ch]]
                 self.consent[rows, ch] = np.where(wants[asked[:, ch], ch], GRANTED, REVOKED)
@@ -220,7 +287,9 @@ class Company:
         rows, chans = np.nonzero(flips)
         if len(rows):
             contacts = alive[rows]
-            self.consent[contacts, chans] = np.where(self.consent[contacts, chans] == GRANTED, REVOKED, GRANTED)
+            self.consent[contacts, chans] = np.where(
+                self.consent[contacts, chans] == GRANTED, REVOKED, GRANTED
+            )
             out["consents"].append(self._consent_rows(contacts, chans, _times(rng, start, len(rows)), "u"))
         # profile edits, deletions (with their consents) and restores of deleted contacts
         edited = alive[rng.random(len(alive)) < 0.003]
@@ -229,8 +298,15 @@ class Company:
         deleted = alive[rng.random(len(alive)) < 0.0003]
         if len(deleted):
             ts = _times(rng, start, len(deleted))
-            out["contacts"].append(pl.DataFrame({"_ts": ts, "_op": "d",
-                                                 "contact_id": self.world.contacts["contact_id"].to_numpy()[deleted]}))
+            out["contacts"].append(
+                pl.DataFrame(
+                    {
+                        "_ts": ts,
+                        "_op": "d",
+                        "contact_id": self.world.contacts["contact_id"].to_numpy()[deleted],
+                    }
+                )
+            )
             rows, chans = np.nonzero(self.consent[deleted] > 0)
             out["consents"].append(self._consent_rows(deleted[rows], chans, ts[rows], "d"))
             self.consent[deleted] = 0
@@ -249,18 +325,42 @@ class Company:
         style = self.rng.integers(0, 3, len(persons))
         email = p["email"]
         capitalised = self.rng.random(len(persons)) < 0.2
-        email = pl.Series(np.where(capitalised, (email.str.slice(0, 1).str.to_uppercase() + email.str.slice(1)).to_numpy(),
-                                   email.to_numpy()), dtype=pl.String)
-        phone = pl.DataFrame({"e": p["phone_e164"], "s": style, "c": p["country"]}).select(
-            raw_phone(pl.col("e"), pl.col("s"), pl.col("c"))).to_series()
-        return pl.DataFrame({
-            "_ts": ts, "_op": op, "customer_id": self.customer_id[persons], "email": email, "phone": phone,
-            "first_name": p["first_name"].str.to_titlecase(), "last_name": p["last_name"].str.to_titlecase(),
-            "country": _labels(p["country"], cat.COUNTRIES), "created_at": ts, "updated_at": ts,
-        })
+        email = pl.Series(
+            np.where(
+                capitalised,
+                (email.str.slice(0, 1).str.to_uppercase() + email.str.slice(1)).to_numpy(),
+                email.to_numpy(),
+            ),
+            dtype=pl.String,
+        )
+        phone = (
+            pl.DataFrame({"e": p["phone_e164"], "s": style, "c": p["country"]})
+            .select(raw_phone(pl.col("e"), pl.col("s"), pl.col("c")))
+            .to_series()
+        )
+        return pl.DataFrame(
+            {
+                "_ts": ts,
+                "_op": op,
+                "customer_id": self.customer_id[persons],
+                "email": email,
+                "phone": phone,
+                "first_name": p["first_name"].str.to_titlecase(),
+                "last_name": p["last_name"].str.to_titlecase(),
+                "country": _labels(p["country"], cat.COUNTRIES),
+                "created_at": ts,
+                "updated_at": ts,
+            }
+        )
 
-    def open_accounts(self, persons: np.ndarray, ts: np.ndarray, shop: dict, clicks: list,
-                      created_at: np.ndarray | None = None) -> None:
+    def open_accounts(
+        self,
+        persons: np.ndarray,
+        ts: np.ndarray,
+        shop: dict,
+        clicks: list,
+        created_at: np.ndarray | None = None,
+    ) -> None:
         """Open shop accounts (customer rows) for people who have none; a web sign-up aliases the browser."""
         created_at = ts if created_at is None else created_at
         fresh = self.customer_id[persons] < 0
@@ -273,7 +373,9 @@ class Company:
         self.customer_id[persons] = self.next_customer_id + np.arange(len(persons))
         self.account_created[persons] = created_at
         self.next_customer_id += len(persons)
-        shop["customers"].append(self._customer_rows(persons, ts, "c").with_columns(pl.Series("created_at", created_at)))
+        shop["customers"].append(
+            self._customer_rows(persons, ts, "c").with_columns(pl.Series("created_at", created_at))
+        )
         if ts[0] >= self.config.start_us:
             links = self.pick_links(persons)
             on_web = ~self.device_is_app[self.link_device[links]]
@@ -282,7 +384,9 @@ class Company:
 
     def _accounts_day(self, start: int, end: int, shop: dict, clicks: list) -> None:
         signing_up = np.flatnonzero(self.wants_account & (self.customer_id < 0) & (self.created < end))
-        created_at = self.created[signing_up] + (self.rng.random(len(signing_up)) * MINUTE_US).astype(np.int64)
+        created_at = self.created[signing_up] + (self.rng.random(len(signing_up)) * MINUTE_US).astype(
+            np.int64
+        )
         self.open_accounts(signing_up, np.maximum(created_at, start), shop, clicks, created_at)
         existing = np.flatnonzero((self.customer_id >= 0) & (self.created < start))
         edited = existing[self.rng.random(len(existing)) < 0.001]
@@ -292,24 +396,40 @@ class Company:
 
     def _new_products(self, start: int) -> pl.DataFrame:
         prod = self.world.products
-        return pl.DataFrame({
-            "_ts": start + prod["product_id"].to_numpy(), "_op": "c", "product_id": prod["product_id"],
-            "sku": prod["sku"], "category": prod["category_name"],
-            "name": prod["name"],
-            "price": prod["price_cents"], "updated_at": start + prod["product_id"].to_numpy(),
-        })
+        return pl.DataFrame(
+            {
+                "_ts": start + prod["product_id"].to_numpy(),
+                "_op": "c",
+                "product_id": prod["product_id"],
+                "sku": prod["sku"],
+                "category": prod["category_name"],
+                "name": prod["name"],
+                "price": prod["price_cents"],
+                "updated_at": start + prod["product_id"].to_numpy(),
+            }
+        )
 
     def _price_changes(self, start: int) -> pl.DataFrame:
         changed = np.flatnonzero(self.rng.random(len(self.product_price)) < 0.003)
         if not len(changed):
             return None
-        self.product_price[changed] = np.maximum(99, (self.product_price[changed] * self.rng.uniform(0.85, 1.15, len(changed))) // 5 * 5 - 1)
+        self.product_price[changed] = np.maximum(
+            99, (self.product_price[changed] * self.rng.uniform(0.85, 1.15, len(changed))) // 5 * 5 - 1
+        )
         rows = self.world.products[changed]
         ts = start + 6 * HOUR_US + changed.astype(np.int64) * 1_000
-        return pl.DataFrame({"_ts": ts, "_op": "u", "product_id": rows["product_id"], "sku": rows["sku"],
-                             "category": rows["category_name"],
-                             "name": rows["name"],
-                             "price": self.product_price[changed], "updated_at": ts})
+        return pl.DataFrame(
+            {
+                "_ts": ts,
+                "_op": "u",
+                "product_id": rows["product_id"],
+                "sku": rows["sku"],
+                "category": rows["category_name"],
+                "name": rows["name"],
+                "price": self.product_price[changed],
+                "updated_at": ts,
+            }
+        )
 
     # -- campaigns ------------------------------------------------------------------------------------------
     def _campaigns_day(self, day: int, start: int, crm: dict, clicks: list) -> None:
@@ -343,25 +463,41 @@ class Company:
         contacts = contacts[rng.random(len(contacts)) < 0.8]
         if len(contacts):
             n = len(contacts)
-            decisions.append((contacts, np.full(n, cat.ACTIONS.index("cart_reminder")), np.zeros(n, np.int64),
-                              np.full(n, 0.8), start + 9 * HOUR_US + (rng.random(n) * HOUR_US).astype(np.int64),
-                              "bau-cart-reminder"))
+            decisions.append(
+                (
+                    contacts,
+                    np.full(n, cat.ACTIONS.index("cart_reminder")),
+                    np.zeros(n, np.int64),
+                    np.full(n, 0.8),
+                    start + 9 * HOUR_US + (rng.random(n) * HOUR_US).astype(np.int64),
+                    "bau-cart-reminder",
+                )
+            )
         for contacts, action, channel, propensity, ts, campaign in decisions:
             if not len(contacts):
                 continue
             ids = self.next_activity_id + np.arange(len(contacts))
             self.next_activity_id += len(contacts)
             offer = np.asarray([cat.OFFER_VALUE_CENTS[a] for a in cat.ACTIONS])[action]
-            crm["activities"].append(pl.DataFrame({
-                "_ts": ts, "_op": "c", "activity_id": ids,
-                "contact_id": self.world.contacts["contact_id"].to_numpy()[contacts],
-                "campaign_id": campaign,
-                "activity_type": _labels((action == NO_ACTION).astype(np.int64), ("campaign_touch", "control")),
-                "action": _labels(action, cat.ACTIONS),
-                "channel": _labels(channel, cat.CHANNELS),
-                "propensity": propensity, "offer_value": offer,
-                "sent_at": ts,
-            }))
+            crm["activities"].append(
+                pl.DataFrame(
+                    {
+                        "_ts": ts,
+                        "_op": "c",
+                        "activity_id": ids,
+                        "contact_id": self.world.contacts["contact_id"].to_numpy()[contacts],
+                        "campaign_id": campaign,
+                        "activity_type": _labels(
+                            (action == NO_ACTION).astype(np.int64), ("campaign_touch", "control")
+                        ),
+                        "action": _labels(action, cat.ACTIONS),
+                        "channel": _labels(channel, cat.CHANNELS),
+                        "propensity": propensity,
+                        "offer_value": offer,
+                        "sent_at": ts,
+                    }
+                )
+            )
             treated = action != NO_ACTION
             persons = self.contact_person[contacts[treated]]
             self.active_action[persons] = action[treated]
@@ -372,10 +508,12 @@ class Company:
                 clicked = rng.random(len(who)) < 0.04 + 0.08 * np.clip(self.engagement[who] / 2, 0, 1)
                 when = ts[emailed][clicked] + (rng.exponential(3 * HOUR_US, clicked.sum())).astype(np.int64)
                 frame = self._click_frame(self.pick_links(who[clicked]), when, "track", "Email Link Clicked")
-                clicks.append(frame.with_columns(
-                    pl.Series("campaign_id", [campaign] * frame.height, dtype=pl.String),
-                    pl.Series("activity_id", ids[emailed][clicked]),
-                ))
+                clicks.append(
+                    frame.with_columns(
+                        pl.Series("campaign_id", [campaign] * frame.height, dtype=pl.String),
+                        pl.Series("activity_id", ids[emailed][clicked]),
+                    )
+                )
 
     # -- purchases ------------------------------------------------------------------------------------------
     def _purchases_day(self, day: int, start: int, shop: dict, clicks: list) -> None:
@@ -395,13 +533,21 @@ class Company:
         buyers = buyers[rng.permutation(len(buyers))]
         self.open_accounts(buyers, ts - 5 * MINUTE_US, shop, clicks)
         act = action[buyers]
-        value = self.basket_mean[buyers] * self.world.basket_multiplier[buyers, act] * rng.lognormal(0, 0.3, len(buyers))
+        value = (
+            self.basket_mean[buyers]
+            * self.world.basket_multiplier[buyers, act]
+            * rng.lognormal(0, 0.3, len(buyers))
+        )
         n_lines = np.clip(_stochastic_round(rng, value / 4500.0), 1, 8)
         order_ids = self.next_order_id + np.arange(len(buyers))
         self.next_order_id += len(buyers)
         line_order = np.repeat(np.arange(len(buyers)), n_lines)
         favourite = rng.random(len(line_order)) < 0.6
-        category = np.where(favourite, self.preferred[buyers][line_order], rng.integers(0, len(cat.CATEGORIES), len(line_order)))
+        category = np.where(
+            favourite,
+            self.preferred[buyers][line_order],
+            rng.integers(0, len(cat.CATEGORIES), len(line_order)),
+        )
         product = self.product_grid[category, rng.integers(0, cat.PRODUCTS_PER_CATEGORY, len(line_order))]
         quantity = 1 + (rng.random(len(line_order)) < 0.15).astype(np.int64)
         price = self.product_price[product]
@@ -413,26 +559,54 @@ class Company:
         total = subtotal - discount + shipping
         links = self.pick_links(buyers)
         channel = self.device_is_app[self.link_device[links]].astype(np.int64)
-        orders = pl.DataFrame({
-            "order_id": order_ids, "customer_id": self.customer_id[buyers], "currency": "EUR",
-            "subtotal_amount": subtotal, "discount_amount": discount, "shipping_amount": shipping,
-            "total_amount": total, "ordered_on": (ts // US_PER_DAY).astype(np.int32), "created_at": ts,
-            "sales_channel": _labels(np.where(day >= self.sales_channel_from, channel, -1), ("web", "app")),
-        })
+        orders = pl.DataFrame(
+            {
+                "order_id": order_ids,
+                "customer_id": self.customer_id[buyers],
+                "currency": "EUR",
+                "subtotal_amount": subtotal,
+                "discount_amount": discount,
+                "shipping_amount": shipping,
+                "total_amount": total,
+                "ordered_on": (ts // US_PER_DAY).astype(np.int32),
+                "created_at": ts,
+                "sales_channel": _labels(
+                    np.where(day >= self.sales_channel_from, channel, -1), ("web", "app")
+                ),
+            }
+        )
         self.orders = pl.concat([self.orders, orders]) if self.orders.height else orders
-        shop["orders"].append(orders.with_columns(pl.col("created_at").alias("_ts"), pl.lit("c").alias("_op"),
-                                                  pl.lit("pending").alias("status"),
-                                                  pl.col("created_at").alias("updated_at")))
+        shop["orders"].append(
+            orders.with_columns(
+                pl.col("created_at").alias("_ts"),
+                pl.lit("c").alias("_op"),
+                pl.lit("pending").alias("status"),
+                pl.col("created_at").alias("updated_at"),
+            )
+        )
         line_ids = self.next_line_id + np.arange(len(line_order))
         self.next_line_id += len(line_order)
-        lines = pl.DataFrame({"_ts": ts[line_order], "_op": "c", "line_id": line_ids, "order_id": order_ids[line_order],
-                              "product_id": product + 1, "quantity": quantity.astype(np.int32), "unit_price": price,
-                              "created_at": ts[line_order]})
+        lines = pl.DataFrame(
+            {
+                "_ts": ts[line_order],
+                "_op": "c",
+                "line_id": line_ids,
+                "order_id": order_ids[line_order],
+                "product_id": product + 1,
+                "quantity": quantity.astype(np.int32),
+                "unit_price": price,
+                "created_at": ts[line_order],
+            }
+        )
         shop["order_lines"].append(lines)
-        self.order_lines = pl.concat([self.order_lines, lines.drop("_op")]) if self.order_lines.height else lines.drop("_op")
+        self.order_lines = (
+            pl.concat([self.order_lines, lines.drop("_op")]) if self.order_lines.height else lines.drop("_op")
+        )
         self._schedule_statuses(order_ids, ts)
         if day >= 0:
-            clicks.append(self._purchase_sessions(buyers, links, ts, order_ids, line_order, product, quantity, total))
+            clicks.append(
+                self._purchase_sessions(buyers, links, ts, order_ids, line_order, product, quantity, total)
+            )
 
     def _schedule_statuses(self, order_ids: np.ndarray, ts: np.ndarray) -> None:
         """Paid within minutes; then shipped and delivered, or cancelled (and sometimes purged), or refunded."""
@@ -454,8 +628,11 @@ class Company:
             (delivered, ~cancelled, "delivered", False),
             (refund_at, refunded, "refunded", False),
         ]
-        frames = [pl.DataFrame({"_ts": when[mask], "order_id": order_ids[mask], "status": status, "purge": purge})
-                  for when, mask, status, purge in events if mask.any()]
+        frames = [
+            pl.DataFrame({"_ts": when[mask], "order_id": order_ids[mask], "status": status, "purge": purge})
+            for when, mask, status, purge in events
+            if mask.any()
+        ]
         self.scheduled = pl.concat([self.scheduled, *frames])
 
     def _status_changes(self, day: int, end: int, shop: dict) -> pl.DataFrame | None:
@@ -469,8 +646,12 @@ class Company:
         )
         purged = rows.filter(pl.col("purge"))
         if purged.height:
-            lines = self.order_lines.join(purged.select("order_id", pl.col("_ts").alias("_purge_ts")), on="order_id")
-            shop["order_lines"].append(lines.select(pl.col("_purge_ts").alias("_ts"), pl.lit("d").alias("_op"), "line_id"))
+            lines = self.order_lines.join(
+                purged.select("order_id", pl.col("_ts").alias("_purge_ts")), on="order_id"
+            )
+            shop["order_lines"].append(
+                lines.select(pl.col("_purge_ts").alias("_ts"), pl.lit("d").alias("_op"), "line_id")
+            )
             self.orders = self.orders.join(purged.select("order_id"), on="order_id", how="anti")
             self.order_lines = self.order_lines.join(purged.select("order_id"), on="order_id", how="anti")
         return rows.drop("purge")
@@ -480,25 +661,33 @@ class Company:
         """Click events of one kind on the given device links at the given true times."""
         persons = self.link_person[links]
         logged_in = self.customer_id[persons] >= 0
-        return pl.DataFrame({
-            "ts": ts.astype(np.int64), "device": self.link_device[links], "person": persons,
-            "user_id": _labels(np.where(logged_in, persons, -1), self.user_ids),
-            "type": kind, "name": name,
-        })
+        return pl.DataFrame(
+            {
+                "ts": ts.astype(np.int64),
+                "device": self.link_device[links],
+                "person": persons,
+                "user_id": _labels(np.where(logged_in, persons, -1), self.user_ids),
+                "type": kind,
+                "name": name,
+            }
+        )
 
     def _identify(self, links: np.ndarray, ts: np.ndarray) -> pl.DataFrame:
         self.link_identified[links] = True
         persons = self.link_person[links]
         frame = self._click_frame(links, ts, "identify", "identify")
-        return frame.with_columns(pl.Series("user_id", self.user_ids[persons], dtype=pl.String),
-                                  pl.Series("trait_person", persons))
+        return frame.with_columns(
+            pl.Series("user_id", self.user_ids[persons], dtype=pl.String), pl.Series("trait_person", persons)
+        )
 
-    def _sessions(self, persons: np.ndarray, links: np.ndarray, start: np.ndarray,
-                  n_events: np.ndarray) -> tuple[pl.DataFrame, np.ndarray]:
+    def _sessions(
+        self, persons: np.ndarray, links: np.ndarray, start: np.ndarray, n_events: np.ndarray
+    ) -> tuple[pl.DataFrame, np.ndarray]:
         """Page or screen views and product views of sessions; logged-in devices identify first."""
         rng = self.rng
-        logged_in = (self.customer_id[persons] >= 0) & (rng.random(len(persons)) < np.where(
-            self.device_is_app[self.link_device[links]], 0.9, 0.5))
+        logged_in = (self.customer_id[persons] >= 0) & (
+            rng.random(len(persons)) < np.where(self.device_is_app[self.link_device[links]], 0.9, 0.5)
+        )
         first_time = logged_in & ~self.link_identified[links]
         again = logged_in & (rng.random(len(persons)) < 0.05)
         ident = first_time | again
@@ -510,18 +699,35 @@ class Company:
         ts = start[session] + offset
         is_product = rng.random(len(session)) < 0.45
         favourite = rng.random(len(session)) < 0.6
-        category = np.where(favourite, self.preferred[persons[session]], rng.integers(0, len(cat.CATEGORIES), len(session)))
+        category = np.where(
+            favourite, self.preferred[persons[session]], rng.integers(0, len(cat.CATEGORIES), len(session))
+        )
         product = self.product_grid[category, rng.integers(0, cat.PRODUCTS_PER_CATEGORY, len(session))]
         app = self.device_is_app[self.link_device[links[session]]]
         page = rng.integers(0, len(cat.WEB_PAGES), len(session))
         screen = rng.integers(0, len(cat.APP_SCREENS), len(session))
         frame = self._click_frame(links[session], ts, "page", "page").with_columns(
-            pl.Series("type", np.where(is_product, "track", np.where(app, "screen", "page")), dtype=pl.String),
-            pl.Series("name", np.where(is_product, "Product Viewed", np.where(
-                app, np.asarray(cat.APP_SCREENS, dtype=str)[screen], np.asarray(cat.WEB_PAGES, dtype=str)[page])), dtype=pl.String),
+            pl.Series(
+                "type", np.where(is_product, "track", np.where(app, "screen", "page")), dtype=pl.String
+            ),
+            pl.Series(
+                "name",
+                np.where(
+                    is_product,
+                    "Product Viewed",
+                    np.where(
+                        app,
+                        np.asarray(cat.APP_SCREENS, dtype=str)[screen],
+                        np.asarray(cat.WEB_PAGES, dtype=str)[page],
+                    ),
+                ),
+                dtype=pl.String,
+            ),
             pl.Series("product_id", product + 1).scatter(np.flatnonzero(~is_product), None),
         )
-        frame = frame.with_columns(pl.when(pl.Series(logged_in[session])).then(pl.col("user_id")).otherwise(None).alias("user_id"))
+        frame = frame.with_columns(
+            pl.when(pl.Series(logged_in[session])).then(pl.col("user_id")).otherwise(None).alias("user_id")
+        )
         frames.append(frame)
         return pl.concat(frames, how="diagonal_relaxed"), logged_in
 
@@ -543,24 +749,34 @@ class Company:
         product = self.product_grid[category, rng.integers(0, cat.PRODUCTS_PER_CATEGORY, carted.sum())]
         end_of = starts[carted] + (n_events[carted] + 1) * 45 * 1_000_000
         added = self._click_frame(links[carted], end_of, "track", "Product Added").with_columns(
-            pl.Series("product_id", product + 1), pl.Series("quantity", np.ones(carted.sum(), dtype=np.int64)))
-        added = added.with_columns(pl.when(pl.Series(logged_in[carted])).then(pl.col("user_id")).otherwise(None).alias("user_id"))
+            pl.Series("product_id", product + 1), pl.Series("quantity", np.ones(carted.sum(), dtype=np.int64))
+        )
+        added = added.with_columns(
+            pl.when(pl.Series(logged_in[carted])).then(pl.col("user_id")).otherwise(None).alias("user_id")
+        )
         return pl.concat([views, added], how="diagonal_relaxed")
 
-    def _purchase_sessions(self, buyers, links, ts, order_ids, line_order, product, quantity, total) -> pl.DataFrame:
+    def _purchase_sessions(
+        self, buyers, links, ts, order_ids, line_order, product, quantity, total
+    ) -> pl.DataFrame:
         """The clicks of a purchase: views, one add per order line, checkout, and the server's Order Completed."""
         rng = self.rng
         n_views = 2 + rng.poisson(2.0, len(buyers))
         lead = (n_views + np.bincount(line_order, minlength=len(buyers)) + 2) * 50 * 1_000_000
         start = ts - lead
-        views, logged_in = self._sessions(buyers, links, start, n_views)
+        views, _ = self._sessions(buyers, links, start, n_views)
         self.link_identified[links] = True
         line_ts = ts[line_order] - lead[line_order] // 2 + np.arange(len(line_order)) * 1_000_000
         adds = self._click_frame(links[line_order], line_ts, "track", "Product Added").with_columns(
-            pl.Series("product_id", product + 1), pl.Series("quantity", quantity))
+            pl.Series("product_id", product + 1), pl.Series("quantity", quantity)
+        )
         checkout = self._click_frame(links, ts - 30 * 1_000_000, "track", "Checkout Started").with_columns(
-            pl.Series("order_id", order_ids), pl.Series("value_cents", total))
+            pl.Series("order_id", order_ids), pl.Series("value_cents", total)
+        )
         completed = self._click_frame(links, ts, "track", "Order Completed").with_columns(
-            pl.Series("order_id", order_ids), pl.Series("value_cents", total),
-            pl.Series("user_id", self.user_ids[buyers], dtype=pl.String), pl.lit("server").alias("source"))
+            pl.Series("order_id", order_ids),
+            pl.Series("value_cents", total),
+            pl.Series("user_id", self.user_ids[buyers], dtype=pl.String),
+            pl.lit("server").alias("source"),
+        )
         return pl.concat([views, adds, checkout, completed], how="diagonal_relaxed")

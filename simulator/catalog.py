@@ -5,7 +5,13 @@ from __future__ import annotations
 ACTIONS = ("no_action", "discount_10", "free_shipping", "cart_reminder", "loyalty_offer")
 """The next-best-action catalogue: what the CRM can do for a person."""
 
-OFFER_VALUE_CENTS = {"no_action": 0, "discount_10": 1000, "free_shipping": 495, "cart_reminder": 0, "loyalty_offer": 500}
+OFFER_VALUE_CENTS = {
+    "no_action": 0,
+    "discount_10": 1000,
+    "free_shipping": 495,
+    "cart_reminder": 0,
+    "loyalty_offer": 500,
+}
 """The nominal value of each offer as the CRM records it (``activities.offer_value``)."""
 
 CHANNELS = ("email", "sms", "push")
@@ -24,20 +30,129 @@ COUNTRY_DIAL = ("44", "49", "33", "31", "1")
 LANGUAGES = ("en", "de", "fr", "nl", "en")
 
 FIRST_NAMES = (
-    "olivia", "liam", "emma", "noah", "amelia", "oliver", "ava", "elijah", "sophia", "lucas", "mia", "levi",
-    "isabella", "mateo", "luna", "ezra", "harper", "leo", "evelyn", "asher", "ella", "james", "aurora",
-    "ethan", "hannah", "jonas", "lea", "paul", "marie", "louis", "chloe", "hugo", "ines", "jules", "sara",
-    "daan", "julia", "sem", "tess", "finn", "anna", "ben", "lena", "felix", "clara", "max", "emil", "ida",
-    "oscar", "nora", "adam", "alice", "arthur", "rose", "gabriel", "lina", "raphael", "jade", "theo", "zoe",
+    "olivia",
+    "liam",
+    "emma",
+    "noah",
+    "amelia",
+    "oliver",
+    "ava",
+    "elijah",
+    "sophia",
+    "lucas",
+    "mia",
+    "levi",
+    "isabella",
+    "mateo",
+    "luna",
+    "ezra",
+    "harper",
+    "leo",
+    "evelyn",
+    "asher",
+    "ella",
+    "james",
+    "aurora",
+    "ethan",
+    "hannah",
+    "jonas",
+    "lea",
+    "paul",
+    "marie",
+    "louis",
+    "chloe",
+    "hugo",
+    "ines",
+    "jules",
+    "sara",
+    "daan",
+    "julia",
+    "sem",
+    "tess",
+    "finn",
+    "anna",
+    "ben",
+    "lena",
+    "felix",
+    "clara",
+    "max",
+    "emil",
+    "ida",
+    "oscar",
+    "nora",
+    "adam",
+    "alice",
+    "arthur",
+    "rose",
+    "gabriel",
+    "lina",
+    "raphael",
+    "jade",
+    "theo",
+    "zoe",
 )
 LAST_NAMES = (
-    "smith", "jones", "taylor", "brown", "williams", "wilson", "johnson", "davies", "patel", "wright",
-    "mueller", "schmidt", "schneider", "fischer", "weber", "meyer", "wagner", "becker", "schulz", "hoffmann",
-    "martin", "bernard", "dubois", "thomas", "robert", "richard", "petit", "durand", "leroy", "moreau",
-    "de jong", "jansen", "de vries", "van dijk", "bakker", "janssen", "visser", "smit", "meijer", "de boer",
-    "garcia", "miller", "davis", "rodriguez", "martinez", "hernandez", "lopez", "gonzalez", "anderson", "lee",
+    "smith",
+    "jones",
+    "taylor",
+    "brown",
+    "williams",
+    "wilson",
+    "johnson",
+    "davies",
+    "patel",
+    "wright",
+    "mueller",
+    "schmidt",
+    "schneider",
+    "fischer",
+    "weber",
+    "meyer",
+    "wagner",
+    "becker",
+    "schulz",
+    "hoffmann",
+    "martin",
+    "bernard",
+    "dubois",
+    "thomas",
+    "robert",
+    "richard",
+    "petit",
+    "durand",
+    "leroy",
+    "moreau",
+    "de jong",
+    "jansen",
+    "de vries",
+    "van dijk",
+    "bakker",
+    "janssen",
+    "visser",
+    "smit",
+    "meijer",
+    "de boer",
+    "garcia",
+    "miller",
+    "davis",
+    "rodriguez",
+    "martinez",
+    "hernandez",
+    "lopez",
+    "gonzalez",
+    "anderson",
+    "lee",
 )
-EMAIL_DOMAINS = ("gmail.com", "outlook.com", "yahoo.com", "icloud.com", "gmx.de", "orange.fr", "ziggo.nl", "proton.me")
+EMAIL_DOMAINS = (
+    "gmail.com",
+    "outlook.com",
+    "yahoo.com",
+    "icloud.com",
+    "gmx.de",
+    "orange.fr",
+    "ziggo.nl",
+    "proton.me",
+)
 PLACEHOLDER_EMAILS = ("test@example.com", "noemail@shop.invalid")
 """Values that staff type when a customer gives no address: they must never glue people together."""
 
@@ -49,12 +164,23 @@ WEB_USER_AGENTS = (
     "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0",
     "Mozilla/5.0 (iPad; CPU OS 18_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148",
 )
-APP_DEVICES = (("Apple", "iPhone16,1", "ios", "iOS", "18.1"), ("Google", "Pixel 9", "android", "Android", "15"),
-               ("Samsung", "SM-S921B", "android", "Android", "14"), ("Apple", "iPad14,3", "ios", "iPadOS", "18.1"))
+APP_DEVICES = (
+    ("Apple", "iPhone16,1", "ios", "iOS", "18.1"),
+    ("Google", "Pixel 9", "android", "Android", "15"),
+    ("Samsung", "SM-S921B", "android", "Android", "14"),
+    ("Apple", "iPad14,3", "ios", "iPadOS", "18.1"),
+)
 WEB_PAGES = ("/", "/search", "/category", "/product", "/cart", "/account", "/help", "/offers")
 WEB_PAGE_NAMES = ("Home", "Search", "Category", "Product", "Cart", "Account", "Help", "Offers")
-WEB_EVENT_PATHS = {"identify": "/account", "alias": "/account", "Product Viewed": "/product", "Product Added": "/product",
-                   "Checkout Started": "/checkout", "Order Completed": "/checkout", "Email Link Clicked": "/offers"}
+WEB_EVENT_PATHS = {
+    "identify": "/account",
+    "alias": "/account",
+    "Product Viewed": "/product",
+    "Product Added": "/product",
+    "Checkout Started": "/checkout",
+    "Order Completed": "/checkout",
+    "Email Link Clicked": "/offers",
+}
 """The page a web event other than a page view happens on."""
 APP_SCREENS = ("Home", "Search", "Category", "Product", "Cart", "Account", "Offers")
 

@@ -11,7 +11,7 @@ background thread while the next day is simulated, so the output does not depend
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,8 +33,14 @@ MISSING_FIELD_PATTERNS = (
 )
 """How a message loses a required field: its messageId, its type, or both of its identities."""
 OPTIONAL_COLUMNS = {
-    "product_id": pl.Int64, "quantity": pl.Int64, "order_id": pl.Int64, "value_cents": pl.Int64,
-    "campaign_id": pl.String, "activity_id": pl.Int64, "trait_person": pl.Int64, "source": pl.String,
+    "product_id": pl.Int64,
+    "quantity": pl.Int64,
+    "order_id": pl.Int64,
+    "value_cents": pl.Int64,
+    "campaign_id": pl.String,
+    "activity_id": pl.Int64,
+    "trait_person": pl.Int64,
+    "source": pl.String,
 }
 
 
@@ -54,20 +60,38 @@ class _Batch:
 class ClickstreamWriter:
     """Buffers encoded messages until their received hour is complete, then writes the hour's files."""
 
-    def __init__(self, landing: Path, config: SimulationConfig, rng: np.random.Generator, writer: FileWriter,
-                 devices: pl.DataFrame, persons: pl.DataFrame, products: pl.DataFrame) -> None:
+    def __init__(
+        self,
+        landing: Path,
+        config: SimulationConfig,
+        rng: np.random.Generator,
+        writer: FileWriter,
+        devices: pl.DataFrame,
+        persons: pl.DataFrame,
+        products: pl.DataFrame,
+    ) -> None:
         self.folder = landing / "clickstream"
         self.config = config
         self.rng = rng
         self.writer = writer
         self.encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="segment-encoder")
-        self.devices = devices.select("device", pl.col("source").alias("device_source"), "anonymous_id", "skew_us")
+        self.devices = devices.select(
+            "device", pl.col("source").alias("device_source"), "anonymous_id", "skew_us"
+        )
         self.device_context = devices.select("device", "user_agent", "ip", "locale", "app_model")
-        self.persons = persons.select(pl.col("person").alias("trait_person"), pl.struct(
-            "email", pl.col("first_name").str.to_titlecase(), pl.col("last_name").str.to_titlecase(),
-        ).alias("traits"))
-        self.products = products.select("product_id", "sku", pl.col("category_name").alias("category"), "price_cents")
-        self.buffer = pl.DataFrame(schema={"source": pl.String, "received": pl.Int64, "line": pl.String})
+        self.persons = persons.select(
+            pl.col("person").alias("trait_person"),
+            pl.struct(
+                "email",
+                pl.col("first_name").str.to_titlecase(),
+                pl.col("last_name").str.to_titlecase(),
+            ).alias("traits"),
+        )
+        self.products = products.select(
+            "product_id", "sku", pl.col("category_name").alias("category"), "price_cents"
+        )
+        self.buffer: defaultdict[tuple[str, int], list[pl.DataFrame]] = defaultdict(list)
+        """Encoded messages per (source, received hour since the epoch) not yet written."""
         self.encoding: list[Future] = []
         self.parts: Counter[tuple[str, int]] = Counter()
         self.stats: Counter[str] = Counter()
@@ -78,29 +102,43 @@ class ClickstreamWriter:
             return
         rng = self.rng
         faults = self.config.faults
-        events = events.with_columns(pl.lit(None, t).alias(c) for c, t in OPTIONAL_COLUMNS.items() if c not in events.columns)
-        events = events.sort(["ts", "device", "type", "name"], maintain_order=True).join(self.devices, on="device", how="left")
+        events = events.with_columns(
+            pl.lit(None, t).alias(c) for c, t in OPTIONAL_COLUMNS.items() if c not in events.columns
+        )
+        events = events.sort(["ts", "device", "type", "name"], maintain_order=True).join(
+            self.devices, on="device", how="left"
+        )
         n = events.height
         source = events["source"].fill_null(events["device_source"])
         server = (source == cat.SERVER_SOURCE).to_numpy()
         app = (source == cat.APP_SOURCE).to_numpy()
-        send_delay = np.where(app, rng.uniform(1, 60, n), np.where(server, rng.uniform(0.01, 0.3, n), rng.uniform(0.05, 1.5, n)))
+        send_delay = np.where(
+            app, rng.uniform(1, 60, n), np.where(server, rng.uniform(0.01, 0.3, n), rng.uniform(0.05, 1.5, n))
+        )
         late = ~server & (rng.random(n) < faults.click_late)
         send_delay = send_delay + np.where(late, np.exp(rng.uniform(np.log(3600), np.log(3 * 86_400), n)), 0)
         latency = rng.uniform(0.03, 0.4, n)
         skew = np.where(server, 0, events["skew_us"].to_numpy())
         ts = events["ts"].to_numpy()
         sent_true = ts + (send_delay * 1e6).astype(np.int64)
-        message_id = np.where(source.to_numpy() == cat.WEB_SOURCE, ("ajs-next-" + random_hex(rng, n, 16)).to_numpy(),
-                              random_uuid(rng, n).to_numpy())
+        message_id = np.where(
+            source.to_numpy() == cat.WEB_SOURCE,
+            ("ajs-next-" + random_hex(rng, n, 16)).to_numpy(),
+            random_uuid(rng, n).to_numpy(),
+        )
         events = events.with_columns(
             source.alias("source"),
             pl.Series("message_id", message_id, dtype=pl.String),
             pl.Series("original", ts + skew),
             pl.Series("sent", sent_true + skew),
             pl.Series("received", sent_true + (latency * 1e6).astype(np.int64)),
-            pl.Series("referrer", np.asarray(cat.WEB_PAGES)[rng.integers(0, len(cat.WEB_PAGES), n)], dtype=pl.String),
-            pl.when(pl.col("source") == cat.SERVER_SOURCE).then(None).otherwise(pl.col("anonymous_id")).alias("anonymous_id"),
+            pl.Series(
+                "referrer", np.asarray(cat.WEB_PAGES)[rng.integers(0, len(cat.WEB_PAGES), n)], dtype=pl.String
+            ),
+            pl.when(pl.col("source") == cat.SERVER_SOURCE)
+            .then(None)
+            .otherwise(pl.col("anonymous_id"))
+            .alias("anonymous_id"),
         )
         duplicates = np.flatnonzero(rng.random(n) < faults.click_duplicate)
         total = n + len(duplicates)
@@ -118,53 +156,69 @@ class ClickstreamWriter:
         self.stats["duplicate_deliveries"] += len(duplicates)
         self.stats["malformed_lines"] += int(malformed.sum())
         self.stats["missing_field_messages"] += int(
-            (~malformed & (batch.fault_draw < faults.click_malformed + faults.click_missing_field)).sum())
+            (~malformed & (batch.fault_draw < faults.click_malformed + faults.click_missing_field)).sum()
+        )
         self.encoding.append(self.encoder.submit(self._encode_batch, batch))
 
-    def _encode_batch(self, batch: _Batch) -> pl.DataFrame:
-        """Encode a batch to JSON lines and apply its faults (runs on the encoder thread)."""
+    def _encode_batch(self, batch: _Batch) -> dict[tuple[str, int], pl.DataFrame]:
+        """Encode a batch to JSON lines, apply its faults and split them by source and received hour (runs on
+        the encoder thread)."""
         # a retried delivery is the same message received again later
         copies = batch.events.gather(batch.duplicate_rows).with_columns(
-            pl.col("received") + pl.Series(batch.duplicate_delay_us))
-        events = (pl.concat([batch.events, copies])
-                  .join(self.device_context, on="device", how="left", maintain_order="left")
-                  .join(self.products, on="product_id", how="left", maintain_order="left")
-                  .join(self.persons, on="trait_person", how="left", maintain_order="left"))
+            pl.col("received") + pl.Series(batch.duplicate_delay_us)
+        )
+        events = (
+            pl.concat([batch.events, copies])
+            .join(self.device_context, on="device", how="left", maintain_order="left")
+            .join(self.products, on="product_id", how="left", maintain_order="left")
+            .join(self.persons, on="trait_person", how="left", maintain_order="left")
+        )
         shapes = events.group_by(["source", "type", "name"], maintain_order=True)
         encoded = pl.concat([_encode_shape(group) for _, group in shapes])
         faults = self.config.faults
         malformed = np.flatnonzero(batch.fault_draw < faults.click_malformed)
-        missing = np.flatnonzero((batch.fault_draw >= faults.click_malformed)
-                                 & (batch.fault_draw < faults.click_malformed + faults.click_missing_field))
+        missing = np.flatnonzero(
+            (batch.fault_draw >= faults.click_malformed)
+            & (batch.fault_draw < faults.click_malformed + faults.click_missing_field)
+        )
         lines = encoded["line"]
         if len(malformed):
-            cut = (lines.gather(malformed).str.len_chars().to_numpy() * batch.cut_fraction[malformed]).astype(np.int64)
-            truncated = pl.DataFrame({"l": lines.gather(malformed), "k": cut}).select(pl.col("l").str.slice(0, pl.col("k")))
+            cut = (lines.gather(malformed).str.len_chars().to_numpy() * batch.cut_fraction[malformed]).astype(
+                np.int64
+            )
+            truncated = pl.DataFrame({"l": lines.gather(malformed), "k": cut}).select(
+                pl.col("l").str.slice(0, pl.col("k"))
+            )
             lines = lines.scatter(malformed, truncated.to_series())
         for mode, (pattern, replacement) in enumerate(MISSING_FIELD_PATTERNS):
             rows = missing[batch.missing_mode[missing] == mode]
             if len(rows):
                 lines = lines.scatter(rows, lines.gather(rows).str.replace(pattern, replacement))
-        return encoded.with_columns(lines.alias("line"))
+        encoded = encoded.select(
+            "source", (pl.col("received") // HOUR_US).alias("hour"), "received", lines.alias("line")
+        )
+        return {
+            (source, hour): rows.drop("source", "hour")
+            for (source, hour), rows in encoded.partition_by(
+                ["source", "hour"], as_dict=True, maintain_order=True
+            ).items()
+        }
 
     def flush_through(self, end_us: int) -> None:
-        """Write every message received before ``end_us`` into its received hour's file."""
-        if self.encoding:
-            self.buffer = pl.concat([self.buffer, *(f.result() for f in self.encoding)])
-            self.encoding.clear()
-        ready = self.buffer.filter(pl.col("received") < end_us)
-        if ready.is_empty():
-            return
-        self.buffer = self.buffer.filter(pl.col("received") >= end_us)
-        ready = ready.with_columns((pl.col("received") // HOUR_US).alias("hour")).sort(["source", "hour", "received"], maintain_order=True)
-        for (source, hour), group in ready.group_by(["source", "hour"], maintain_order=True):
+        """Write every message received before ``end_us`` (a whole hour) into its received hour's file."""
+        for future in self.encoding:
+            for key, rows in future.result().items():
+                self.buffer[key].append(rows)
+        self.encoding.clear()
+        for source, hour in sorted(k for k in self.buffer if (k[1] + 1) * HOUR_US <= end_us):
+            lines = pl.concat(self.buffer.pop((source, hour))).sort("received", maintain_order=True)["line"]
             part = self.parts[(source, hour)]
             self.parts[(source, hour)] += 1
-            stamp = np.datetime64(int(hour) * 3600, "s").astype(object)
-            path = self.folder / source / stamp.strftime("%Y-%m-%d") / stamp.strftime("%H") / f"part-{part:04d}.jsonl.gz"
-            self.writer.write(path, group["line"], True)
+            stamp = np.datetime64(hour * 3600, "s").astype(object)
+            name = f"{stamp:%Y-%m-%d}/{stamp:%H}/part-{part:04d}.jsonl.gz"
+            self.writer.write(self.folder / source / name, lines, True)
             self.stats["files"] += 1
-            self.stats["lines"] += group.height
+            self.stats["lines"] += len(lines)
 
     def finish(self) -> None:
         """Write whatever is still buffered (messages received after the window)."""
@@ -201,58 +255,98 @@ def _encode_shape(group: pl.DataFrame) -> pl.DataFrame:
     ]
     if source == cat.SERVER_SOURCE:
         fields.append(iso_utc(pl.col("ts")).alias("timestamp"))
-    fields += [pl.lit("server" if source == cat.SERVER_SOURCE else "client").alias("channel"), pl.lit(2).alias("version")]
+    fields += [
+        pl.lit("server" if source == cat.SERVER_SOURCE else "client").alias("channel"),
+        pl.lit(2).alias("version"),
+    ]
     return group.select("source", "received", pl.struct(fields).struct.json_encode().alias("line"))
 
 
 def _properties(kind: str, name: str) -> pl.Expr:
     """The ``properties`` of a page, screen or track message, shaped by its event."""
     if kind == "page":
-        return pl.struct(pl.lit(name).alias("path"), pl.lit(SITE + name).alias("url"),
-                         pl.concat_str([pl.lit(SITE), pl.col("referrer")]).alias("referrer"))
+        return pl.struct(
+            pl.lit(name).alias("path"),
+            pl.lit(SITE + name).alias("url"),
+            pl.concat_str([pl.lit(SITE), pl.col("referrer")]).alias("referrer"),
+        )
     if kind == "screen":
         return pl.struct(pl.col("name"))
-    product = [pl.col("sku").alias("product_id"), pl.col("category"), _money(pl.col("price_cents")).alias("price"),
-               pl.lit("EUR").alias("currency")]
+    product = [
+        pl.col("sku").alias("product_id"),
+        pl.col("category"),
+        _money(pl.col("price_cents")).alias("price"),
+        pl.lit("EUR").alias("currency"),
+    ]
     order_id = pl.col("order_id").cast(pl.String)
     if name == "Product Viewed":
         return pl.struct(product)
     if name == "Product Added":
         return pl.struct([*product, pl.col("quantity")])
     if name == "Checkout Started":
-        return pl.struct(order_id, _money(pl.col("value_cents")).alias("value"), pl.lit("EUR").alias("currency"))
+        return pl.struct(
+            order_id, _money(pl.col("value_cents")).alias("value"), pl.lit("EUR").alias("currency")
+        )
     if name == "Order Completed":
-        return pl.struct(order_id, _money(pl.col("value_cents")).alias("total"), pl.lit("EUR").alias("currency"))
+        return pl.struct(
+            order_id, _money(pl.col("value_cents")).alias("total"), pl.lit("EUR").alias("currency")
+        )
     if name == "Email Link Clicked":
-        return pl.struct(pl.col("campaign_id"), pl.col("activity_id").cast(pl.String).alias("email_id"),
-                         pl.concat_str([pl.lit(SITE + "/offers?utm_campaign="), pl.col("campaign_id")]).alias("link_url"))
+        return pl.struct(
+            pl.col("campaign_id"),
+            pl.col("activity_id").cast(pl.String).alias("email_id"),
+            pl.concat_str([pl.lit(SITE + "/offers?utm_campaign="), pl.col("campaign_id")]).alias("link_url"),
+        )
     raise ValueError(f"no properties for track event {name!r}")
 
 
 def _context(source: str, kind: str, name: str) -> pl.Expr:
     """The ``context`` of a message: its library and device, the web page, the campaign of an e-mail click."""
     if source == cat.SERVER_SOURCE:
-        return pl.struct(pl.struct(pl.lit("analytics-python").alias("name"), pl.lit("2.3.3").alias("version")).alias("library"))
+        return pl.struct(
+            pl.struct(pl.lit("analytics-python").alias("name"), pl.lit("2.3.3").alias("version")).alias(
+                "library"
+            )
+        )
     if source == cat.APP_SOURCE:
+
         def pick(i: int) -> pl.Expr:
             values = [d[i] for d in cat.APP_DEVICES]
-            return pl.col("app_model").replace_strict(list(range(len(values))), values, return_dtype=pl.String)
+            return pl.col("app_model").replace_strict(
+                list(range(len(values))), values, return_dtype=pl.String
+            )
 
         fields = [
-            pl.struct(pl.concat_str([pl.lit("analytics-"), pick(2)]).alias("name"), pl.lit("4.6.1").alias("version")).alias("library"),
-            pl.struct(pl.lit("Shop").alias("name"), pl.lit("5.12.0").alias("version"), pl.lit("512").alias("build")).alias("app"),
-            pl.struct(pick(0).alias("manufacturer"), pick(1).alias("model"), pick(2).alias("type")).alias("device"),
+            pl.struct(
+                pl.concat_str([pl.lit("analytics-"), pick(2)]).alias("name"), pl.lit("4.6.1").alias("version")
+            ).alias("library"),
+            pl.struct(
+                pl.lit("Shop").alias("name"), pl.lit("5.12.0").alias("version"), pl.lit("512").alias("build")
+            ).alias("app"),
+            pl.struct(pick(0).alias("manufacturer"), pick(1).alias("model"), pick(2).alias("type")).alias(
+                "device"
+            ),
             pl.struct(pick(3).alias("name"), pick(4).alias("version")).alias("os"),
-            pl.col("ip"), pl.col("locale"),
+            pl.col("ip"),
+            pl.col("locale"),
         ]
     else:
         path = name if kind == "page" else cat.WEB_EVENT_PATHS[name if kind == "track" else kind]
         fields = [
-            pl.struct(pl.lit("analytics.js").alias("name"), pl.lit("next-1.76.0").alias("version")).alias("library"),
+            pl.struct(pl.lit("analytics.js").alias("name"), pl.lit("next-1.76.0").alias("version")).alias(
+                "library"
+            ),
             pl.struct(pl.lit(path).alias("path"), pl.lit(SITE + path).alias("url")).alias("page"),
-            pl.col("user_agent").alias("userAgent"), pl.col("ip"), pl.col("locale"),
+            pl.col("user_agent").alias("userAgent"),
+            pl.col("ip"),
+            pl.col("locale"),
         ]
     if name == "Email Link Clicked":
-        fields.append(pl.struct(pl.lit("crm").alias("source"), pl.lit("email").alias("medium"),
-                                pl.col("campaign_id").alias("name")).alias("campaign"))
+        fields.append(
+            pl.struct(
+                pl.lit("crm").alias("source"),
+                pl.lit("email").alias("medium"),
+                pl.col("campaign_id").alias("name"),
+            ).alias("campaign")
+        )
     return pl.struct(fields)

@@ -25,14 +25,27 @@ TOMBSTONE = "null"
 """A tombstone (a Kafka record with a null value) as the sink writes it: the JSON literal ``null``."""
 
 _STATE_TYPES = {
-    "int32": pl.Int32, "int64": pl.Int64, "float64": pl.Float64, "bool": pl.Boolean, "string": pl.String,
-    "json": pl.String, "decimal": pl.Int64, "date": pl.Int32, "timestamp_ms": pl.Int64,
-    "timestamp_us": pl.Int64, "timestamptz": pl.Int64,
+    "int32": pl.Int32,
+    "int64": pl.Int64,
+    "float64": pl.Float64,
+    "bool": pl.Boolean,
+    "string": pl.String,
+    "json": pl.String,
+    "decimal": pl.Int64,
+    "date": pl.Int32,
+    "timestamp_ms": pl.Int64,
+    "timestamp_us": pl.Int64,
+    "timestamptz": pl.Int64,
 }
 _CONNECT_TYPES = {
-    "int32": ("int32", None), "int64": ("int64", None), "float64": ("double", None), "bool": ("boolean", None),
-    "string": ("string", None), "json": ("string", "io.debezium.data.Json"),
-    "decimal": ("bytes", "org.apache.kafka.connect.data.Decimal"), "date": ("int32", "io.debezium.time.Date"),
+    "int32": ("int32", None),
+    "int64": ("int64", None),
+    "float64": ("double", None),
+    "bool": ("boolean", None),
+    "string": ("string", None),
+    "json": ("string", "io.debezium.data.Json"),
+    "decimal": ("bytes", "org.apache.kafka.connect.data.Decimal"),
+    "date": ("int32", "io.debezium.time.Date"),
     "timestamp_ms": ("int64", "io.debezium.time.Timestamp"),
     "timestamp_us": ("int64", "io.debezium.time.MicroTimestamp"),
     "timestamptz": ("string", "io.debezium.time.ZonedTimestamp"),
@@ -48,8 +61,14 @@ def state_schema(table: Table) -> dict[str, pl.DataType]:
 class Connector:
     """One Debezium connector: the state of its tables, its log position and its sink's files."""
 
-    def __init__(self, server: Server, landing: Path, config: SimulationConfig, rng: np.random.Generator,
-                 writer: FileWriter) -> None:
+    def __init__(
+        self,
+        server: Server,
+        landing: Path,
+        config: SimulationConfig,
+        rng: np.random.Generator,
+        writer: FileWriter,
+    ) -> None:
         self.server = server
         self.config = config
         self.rng = rng
@@ -90,13 +109,20 @@ class Connector:
         change = change.with_row_index("_seq").with_columns(pl.col("_seq").cast(pl.Int64))
         if self.server.connector == "postgresql":
             befores = [
-                (pl.when(pl.col("_op") == "d").then(pl.col(c)) if c == pk else pl.lit(None, dtype)).alias(f"b_{c}")
+                (pl.when(pl.col("_op") == "d").then(pl.col(c)) if c == pk else pl.lit(None, dtype)).alias(
+                    f"b_{c}"
+                )
                 for c, dtype in state_schema(table).items()
             ]
             return change.with_columns(befores)
         prior = (
-            self.current(table).join(change.select(pk).unique(), on=pk, how="semi")
-            .with_columns(pl.lit(-1, pl.Int64).alias("_ts"), pl.lit("s").alias("_op"), pl.lit(-1, pl.Int64).alias("_seq"))
+            self.current(table)
+            .join(change.select(pk).unique(), on=pk, how="semi")
+            .with_columns(
+                pl.lit(-1, pl.Int64).alias("_ts"),
+                pl.lit("s").alias("_op"),
+                pl.lit(-1, pl.Int64).alias("_seq"),
+            )
         )
         history = pl.concat([prior.select(change.columns), change]).sort([pk, "_ts", "_seq"])
         history = history.with_columns(
@@ -106,7 +132,9 @@ class Connector:
         no_before = (pl.col("_op") == "c") | pl.col("_prev_op").is_null() | (pl.col("_prev_op") == "d")
         return (
             history.filter(pl.col("_op") != "s")
-            .with_columns([pl.when(no_before).then(None).otherwise(pl.col(f"b_{c}")).alias(f"b_{c}") for c in cols])
+            .with_columns(
+                [pl.when(no_before).then(None).otherwise(pl.col(f"b_{c}")).alias(f"b_{c}") for c in cols]
+            )
             .drop("_prev_op")
             .sort("_seq")
         )
@@ -144,14 +172,24 @@ class Connector:
             for start in range(0, count, size):
                 chunk = rows.slice(start, size)
                 row_no = pl.int_range(pl.len()) + start
-                marker = pl.when(row_no == count - 1).then(last).when(row_no == 0).then(first).otherwise(pl.lit("true"))
+                marker = (
+                    pl.when(row_no == count - 1)
+                    .then(last)
+                    .when(row_no == 0)
+                    .then(first)
+                    .otherwise(pl.lit("true"))
+                )
                 events = chunk.with_columns(
                     [pl.lit(None, dtype).alias(f"b_{c}") for c, dtype in state_schema(table).items()]
                 ).with_columns(
-                    pl.lit(ts_us + n * 1_000_000, pl.Int64).alias("_ts"), pl.lit("r").alias("_op"),
-                    pl.lit(index, pl.Int32).alias("_table"), marker.alias("_snapshot"),
-                    pl.lit(self.position, pl.Int64).alias("_pos"), pl.lit(0, pl.Int64).alias("_row"),
-                    pl.lit(self.tx_id, pl.Int64).alias("_tx"), pl.lit(self.position, pl.Int64).alias("_prev_pos"),
+                    pl.lit(ts_us + n * 1_000_000, pl.Int64).alias("_ts"),
+                    pl.lit("r").alias("_op"),
+                    pl.lit(index, pl.Int32).alias("_table"),
+                    marker.alias("_snapshot"),
+                    pl.lit(self.position, pl.Int64).alias("_pos"),
+                    pl.lit(0, pl.Int64).alias("_row"),
+                    pl.lit(self.tx_id, pl.Int64).alias("_tx"),
+                    pl.lit(self.position, pl.Int64).alias("_prev_pos"),
                 )
                 self._write_topic(0, table, events)
             self.stats["snapshot_events"] += count
@@ -177,9 +215,16 @@ class Connector:
         prev = np.concatenate([[self.position], pos[:-1]])
         self.position = int(pos[-1])
         self.tx_id = int(tx[-1])
-        positions = order.select("_i").with_columns(
-            pl.Series("_pos", pos), pl.Series("_row", row), pl.Series("_tx", tx), pl.Series("_prev_pos", prev),
-        ).sort("_i")
+        positions = (
+            order.select("_i")
+            .with_columns(
+                pl.Series("_pos", pos),
+                pl.Series("_row", row),
+                pl.Series("_tx", tx),
+                pl.Series("_prev_pos", prev),
+            )
+            .sort("_i")
+        )
         offset = 0
         for e in events:
             part = positions.slice(offset, e.height).drop("_i")
@@ -192,28 +237,46 @@ class Connector:
         s = self.server
         ts_ms = pl.col("_ts") // 1000
         common = [
-            pl.lit(DEBEZIUM_VERSION).alias("version"), pl.lit(s.connector).alias("connector"),
-            pl.lit(s.name).alias("name"), ts_ms.alias("ts_ms"), pl.col("_snapshot").alias("snapshot"),
+            pl.lit(DEBEZIUM_VERSION).alias("version"),
+            pl.lit(s.connector).alias("connector"),
+            pl.lit(s.name).alias("name"),
+            ts_ms.alias("ts_ms"),
+            pl.col("_snapshot").alias("snapshot"),
             pl.lit(s.database).alias("db"),
         ]
         if s.connector == "postgresql":
             fields = [
                 *common,
-                pl.concat_str([pl.lit('["'), pl.col("_prev_pos").cast(pl.String), pl.lit('","'),
-                               pl.col("_pos").cast(pl.String), pl.lit('"]')]).alias("sequence"),
-                pl.col("_ts").alias("ts_us"), (pl.col("_ts") * 1000).alias("ts_ns"),
-                pl.lit(s.schema).alias("schema"), pl.lit(table.name).alias("table"),
-                pl.col("_tx").alias("txId"), pl.col("_pos").alias("lsn"), pl.lit(None).alias("xmin"),
+                pl.concat_str(
+                    [
+                        pl.lit('["'),
+                        pl.col("_prev_pos").cast(pl.String),
+                        pl.lit('","'),
+                        pl.col("_pos").cast(pl.String),
+                        pl.lit('"]'),
+                    ]
+                ).alias("sequence"),
+                pl.col("_ts").alias("ts_us"),
+                (pl.col("_ts") * 1000).alias("ts_ns"),
+                pl.lit(s.schema).alias("schema"),
+                pl.lit(table.name).alias("table"),
+                pl.col("_tx").alias("txId"),
+                pl.col("_pos").alias("lsn"),
+                pl.lit(None).alias("xmin"),
             ]
         else:
             binlog_no = 1 + pl.col("_pos") // _MYSQL_BINLOG_BYTES
             fields = [
-                *common, pl.lit(None).alias("sequence"),
-                pl.col("_ts").alias("ts_us"), (pl.col("_ts") * 1000).alias("ts_ns"),
-                pl.lit(table.name).alias("table"), pl.lit(s.options["server_id"]).alias("server_id"),
+                *common,
+                pl.lit(None).alias("sequence"),
+                pl.col("_ts").alias("ts_us"),
+                (pl.col("_ts") * 1000).alias("ts_ns"),
+                pl.lit(table.name).alias("table"),
+                pl.lit(s.options["server_id"]).alias("server_id"),
                 pl.lit(None).alias("gtid"),
                 pl.format("mysql-bin.{}", binlog_no.cast(pl.String).str.zfill(6)).alias("file"),
-                (154 + pl.col("_pos") % _MYSQL_BINLOG_BYTES).alias("pos"), pl.col("_row").alias("row"),
+                (154 + pl.col("_pos") % _MYSQL_BINLOG_BYTES).alias("pos"),
+                pl.col("_row").alias("row"),
                 pl.when(pl.col("_op") == "r").then(None).otherwise(pl.lit(7)).alias("thread"),
                 pl.lit(None).alias("query"),
             ]
@@ -226,7 +289,11 @@ class Connector:
             c = c // 1000
         elif kind == "timestamptz":
             digits = 6 if self.server.connector == "postgresql" else 0
-            c = pl.from_epoch(c, time_unit="us").dt.to_string("%Y-%m-%dT%H:%M:%SZ") if digits == 0 else iso_utc(c, digits)
+            c = (
+                pl.from_epoch(c, time_unit="us").dt.to_string("%Y-%m-%dT%H:%M:%SZ")
+                if digits == 0
+                else iso_utc(c, digits)
+            )
         return c.alias(column.name)
 
     def _encode(self, day: int, table: Table, events: pl.DataFrame) -> pl.DataFrame:
@@ -245,27 +312,44 @@ class Connector:
         has_before = pl.col(f"b_{table.primary_key}").is_not_null()
         lag_ms = (pl.col("_ts") // 1000) + 150 + (pl.col("_pos") % 1700)
         payload = pl.struct(
-            pl.when(has_before).then(pl.struct([self._value(c, "b_") for c in columns])).otherwise(None).alias("before"),
-            pl.when(op != "d").then(pl.struct([self._value(c, "") for c in columns])).otherwise(None).alias("after"),
+            pl.when(has_before)
+            .then(pl.struct([self._value(c, "b_") for c in columns]))
+            .otherwise(None)
+            .alias("before"),
+            pl.when(op != "d")
+            .then(pl.struct([self._value(c, "") for c in columns]))
+            .otherwise(None)
+            .alias("after"),
             self._source(table),
             pl.lit(None).alias("transaction"),
-            op.alias("op"), lag_ms.alias("ts_ms"), (lag_ms * 1000).alias("ts_us"), (lag_ms * 1_000_000).alias("ts_ns"),
+            op.alias("op"),
+            lag_ms.alias("ts_ms"),
+            (lag_ms * 1000).alias("ts_us"),
+            (lag_ms * 1_000_000).alias("ts_ns"),
         ).struct.json_encode()
         if self.server.schemas_enabled:
             schema = json.dumps(connect_schema(self.server, table, columns), separators=(",", ":"))
             line = pl.concat_str([pl.lit('{"schema":' + schema + ',"payload":'), payload, pl.lit("}")])
         else:
             line = payload
-        return events.select("_ts", "_op", "_pos", pl.col(table.primary_key).alias("_key"), line.alias("_line"))
+        return events.select(
+            "_ts", "_op", "_pos", pl.col(table.primary_key).alias("_key"), line.alias("_line")
+        )
 
     # -- files --------------------------------------------------------------------------------------------
     def _write_topic(self, day: int, table: Table, events: pl.DataFrame) -> None:
         topic = self.server.topic(table)
         encoded = self._encode(day, table, events).sort("_pos", maintain_order=True)
-        encoded = encoded.with_columns((pl.col("_key").hash(7) % table.partitions).cast(pl.Int32).alias("_partition"))
+        encoded = encoded.with_columns(
+            (pl.col("_key").hash(7) % table.partitions).cast(pl.Int32).alias("_partition")
+        )
         # a tombstone follows each delete in the same partition: the two lines travel together
         encoded = encoded.with_columns(
-            pl.when(pl.col("_op") == "d").then(pl.col("_line") + "\n" + TOMBSTONE).otherwise(pl.col("_line")).alias("line"))
+            pl.when(pl.col("_op") == "d")
+            .then(pl.col("_line") + "\n" + TOMBSTONE)
+            .otherwise(pl.col("_line"))
+            .alias("line")
+        )
         for partition in range(table.partitions):
             rows = encoded.filter(pl.col("_partition") == partition)
             if rows.is_empty():
@@ -286,6 +370,7 @@ class Connector:
         start = int(self.rng.integers(0, lines.height - size + 1))
         block = lines.slice(start, size).with_columns(pl.lit(lines["_ts"].max()).alias("_ts"))
         self.stats["duplicate_events"] += size
+        self.stats["tombstones"] += int(block["line"].str.ends_with("\n" + TOMBSTONE).sum())
         return pl.concat([lines, block])
 
     def _write_files(self, topic: str, partition: int, day: int, lines: pl.DataFrame) -> None:
@@ -313,6 +398,7 @@ class Connector:
 
 def connect_schema(server: Server, table: Table, columns: tuple[Column, ...]) -> dict:
     """The Kafka Connect JSON schema of a Debezium envelope for ``table`` with ``columns``."""
+
     def field(c: Column) -> dict:
         ctype, name = _CONNECT_TYPES[c.kind]
         f: dict = {"type": ctype, "optional": c.nullable}
@@ -325,15 +411,32 @@ def connect_schema(server: Server, table: Table, columns: tuple[Column, ...]) ->
         return f
 
     topic = server.topic(table)
-    row = {"type": "struct", "fields": [field(c) for c in columns], "optional": True, "name": f"{topic}.Value"}
+    row = {
+        "type": "struct",
+        "fields": [field(c) for c in columns],
+        "optional": True,
+        "name": f"{topic}.Value",
+    }
     if server.connector == "postgresql":
-        source_fields = [("schema", "string", False), ("table", "string", False), ("txId", "int64", True),
-                         ("lsn", "int64", True), ("xmin", "int64", True)]
+        source_fields = [
+            ("schema", "string", False),
+            ("table", "string", False),
+            ("txId", "int64", True),
+            ("lsn", "int64", True),
+            ("xmin", "int64", True),
+        ]
         source_name = "io.debezium.connector.postgresql.Source"
     else:
-        source_fields = [("table", "string", True), ("server_id", "int64", False), ("gtid", "string", True),
-                         ("file", "string", False), ("pos", "int64", False), ("row", "int32", False),
-                         ("thread", "int64", True), ("query", "string", True)]
+        source_fields = [
+            ("table", "string", True),
+            ("server_id", "int64", False),
+            ("gtid", "string", True),
+            ("file", "string", False),
+            ("pos", "int64", False),
+            ("row", "int32", False),
+            ("thread", "int64", True),
+            ("query", "string", True),
+        ]
         source_name = "io.debezium.connector.mysql.Source"
     source = {
         "type": "struct",
@@ -342,9 +445,17 @@ def connect_schema(server: Server, table: Table, columns: tuple[Column, ...]) ->
             {"type": "string", "optional": False, "field": "connector"},
             {"type": "string", "optional": False, "field": "name"},
             {"type": "int64", "optional": False, "field": "ts_ms"},
-            {"type": "string", "optional": True, "name": "io.debezium.data.Enum", "version": 1,
-             "parameters": {"allowed": "true,first,first_in_data_collection,last_in_data_collection,last,false,incremental"},
-             "default": "false", "field": "snapshot"},
+            {
+                "type": "string",
+                "optional": True,
+                "name": "io.debezium.data.Enum",
+                "version": 1,
+                "parameters": {
+                    "allowed": "true,first,first_in_data_collection,last_in_data_collection,last,false,incremental"
+                },
+                "default": "false",
+                "field": "snapshot",
+            },
             {"type": "string", "optional": False, "field": "db"},
             {"type": "string", "optional": True, "field": "sequence"},
             {"type": "int64", "optional": True, "field": "ts_us"},
@@ -357,18 +468,28 @@ def connect_schema(server: Server, table: Table, columns: tuple[Column, ...]) ->
     }
     transaction = {
         "type": "struct",
-        "fields": [{"type": "string", "optional": False, "field": "id"},
-                   {"type": "int64", "optional": False, "field": "total_order"},
-                   {"type": "int64", "optional": False, "field": "data_collection_order"}],
-        "optional": True, "name": "event.block", "version": 1, "field": "transaction",
+        "fields": [
+            {"type": "string", "optional": False, "field": "id"},
+            {"type": "int64", "optional": False, "field": "total_order"},
+            {"type": "int64", "optional": False, "field": "data_collection_order"},
+        ],
+        "optional": True,
+        "name": "event.block",
+        "version": 1,
+        "field": "transaction",
     }
     return {
         "type": "struct",
-        "fields": [{**row, "field": "before"}, {**row, "field": "after"}, source, transaction,
-                   {"type": "string", "optional": False, "field": "op"},
-                   {"type": "int64", "optional": True, "field": "ts_ms"},
-                   {"type": "int64", "optional": True, "field": "ts_us"},
-                   {"type": "int64", "optional": True, "field": "ts_ns"}],
+        "fields": [
+            {**row, "field": "before"},
+            {**row, "field": "after"},
+            source,
+            transaction,
+            {"type": "string", "optional": False, "field": "op"},
+            {"type": "int64", "optional": True, "field": "ts_ms"},
+            {"type": "int64", "optional": True, "field": "ts_us"},
+            {"type": "int64", "optional": True, "field": "ts_ns"},
+        ],
         "optional": False,
         "name": f"{topic}.Envelope",
         "version": 2,

@@ -28,8 +28,13 @@ def random_uuid(rng: np.random.Generator, n: int) -> pl.Series:
     h = pl.DataFrame({"h": fixed_binary(raw).bin.encode("hex")})
     return h.select(
         pl.concat_str(
-            [pl.col("h").str.slice(0, 8), pl.col("h").str.slice(8, 4), pl.col("h").str.slice(12, 4),
-             pl.col("h").str.slice(16, 4), pl.col("h").str.slice(20, 12)],
+            [
+                pl.col("h").str.slice(0, 8),
+                pl.col("h").str.slice(8, 4),
+                pl.col("h").str.slice(12, 4),
+                pl.col("h").str.slice(16, 4),
+                pl.col("h").str.slice(20, 12),
+            ],
             separator="-",
         )
     ).to_series()
@@ -64,7 +69,7 @@ def decimal_base64(unscaled: pl.Series) -> pl.Series:
     out = np.empty(len(v), dtype="<U12")
     for width in np.unique(nbytes):
         rows = np.flatnonzero(nbytes == width)
-        out[rows] = fixed_binary(big_endian[rows, 8 - width:]).bin.encode("base64").to_numpy()
+        out[rows] = fixed_binary(big_endian[rows, 8 - width :]).bin.encode("base64").to_numpy()
     encoded = pl.Series(unscaled.name, out, dtype=pl.String)
     missing = np.flatnonzero(~valid)
     return encoded.scatter(missing, None) if len(missing) else encoded

@@ -51,4 +51,4 @@ def _text_bytes(lines: pl.Series) -> memoryview:
     if isinstance(array, pa.ChunkedArray):
         array = array.combine_chunks()
     offsets = np.frombuffer(array.buffers()[1], dtype=np.int64, count=len(array) + 1, offset=array.offset * 8)
-    return memoryview(array.buffers()[2])[offsets[0]:offsets[-1]]
+    return memoryview(array.buffers()[2])[offsets[0] : offsets[-1]]

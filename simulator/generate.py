@@ -45,24 +45,35 @@ class GenerationReport:
         return self.lines / self.seconds if self.seconds else 0.0
 
 
-def generate(config: SimulationConfig, landing: Path, truth: Path | None = None, *, overwrite: bool = False,
-             progress: bool | None = None) -> GenerationReport:
+def generate(
+    config: SimulationConfig,
+    landing: Path,
+    truth: Path | None = None,
+    *,
+    overwrite: bool = False,
+    progress: bool | None = None,
+) -> GenerationReport:
     """Simulate ``config`` and write its raw files under ``landing`` (``cdc/``, ``clickstream/``) and, when
     ``truth`` is given, its ground truth there. The same config always writes the same bytes."""
     landing = Path(landing)
     _prepare(landing, overwrite)
     started = time.perf_counter()
     world_rng, company_rng, crm_rng, shop_rng, click_rng = (
-        np.random.default_rng(s) for s in np.random.SeedSequence(config.seed).spawn(5))
+        np.random.default_rng(s) for s in np.random.SeedSequence(config.seed).spawn(5)
+    )
     world = build_world(config, world_rng)
     writer = FileWriter()
     try:
         crm = Connector(crm_server(config.days), landing, config, crm_rng, writer)
         shop = Connector(shop_server(config.days), landing, config, shop_rng, writer)
-        clicks = ClickstreamWriter(landing, config, click_rng, writer, world.devices, world.persons, world.products)
+        clicks = ClickstreamWriter(
+            landing, config, click_rng, writer, world.devices, world.persons, world.products
+        )
         company = Company(config, world, company_rng, crm, shop, clicks)
         show = sys.stderr.isatty() if progress is None else progress
-        for day in tqdm(range(-config.history_days, config.days), desc="simulating days", unit="day", disable=not show):
+        for day in tqdm(
+            range(-config.history_days, config.days), desc="simulating days", unit="day", disable=not show
+        ):
             if day == 0:
                 crm.snapshot(config.start_us)
                 shop.snapshot(config.start_us)
@@ -72,7 +83,9 @@ def generate(config: SimulationConfig, landing: Path, truth: Path | None = None,
         writer.close()
     report = GenerationReport(landing=landing, truth=Path(truth) if truth else None)
     report.lines_by_feed = {
-        "cdc": sum(c.stats["events"] + c.stats["tombstones"] + c.stats["duplicate_events"] for c in (crm, shop)),
+        "cdc": sum(
+            c.stats["events"] + c.stats["tombstones"] + c.stats["duplicate_events"] for c in (crm, shop)
+        ),
         "clickstream": clicks.stats["lines"],
     }
     report.files = crm.stats["files"] + shop.stats["files"] + clicks.stats["files"]
@@ -88,7 +101,8 @@ def _prepare(landing: Path, overwrite: bool) -> None:
     if existing and not overwrite:
         raise FileExistsError(
             f"{landing} already holds simulated feeds ({', '.join(p.name for p in existing)}); "
-            "pass overwrite=True (--overwrite) to replace them")
+            "pass overwrite=True (--overwrite) to replace them"
+        )
     for path in existing:
         shutil.rmtree(path)
     landing.mkdir(parents=True, exist_ok=True)
@@ -97,7 +111,8 @@ def _prepare(landing: Path, overwrite: bool) -> None:
 def _fault_counts(world: World, crm: Connector, shop: Connector, clicks: ClickstreamWriter) -> dict[str, int]:
     contacts = world.contacts
     return {
-        "cdc_events": crm.stats["events"] + shop.stats["events"] + crm.stats["snapshot_events"] * 0,
+        "cdc_events": crm.stats["events"] + shop.stats["events"],
+        "cdc_snapshot_events": crm.stats["snapshot_events"] + shop.stats["snapshot_events"],
         "cdc_duplicate_events": crm.stats["duplicate_events"] + shop.stats["duplicate_events"],
         "cdc_tombstones": crm.stats["tombstones"] + shop.stats["tombstones"],
         "cdc_files": crm.stats["files"] + shop.stats["files"],
@@ -118,43 +133,88 @@ def _fault_counts(world: World, crm: Connector, shop: Connector, clicks: Clickst
     }
 
 
-def write_truth(folder: Path, config: SimulationConfig, world: World, company: Company, report: GenerationReport) -> None:
+def write_truth(
+    folder: Path, config: SimulationConfig, world: World, company: Company, report: GenerationReport
+) -> None:
     """The ground truth: every identifier's true person, each person's response model, and a manifest."""
     folder.mkdir(parents=True, exist_ok=True)
     persons = world.persons
     pid = persons.select("person", "person_id")
     with_account = company.customer_id >= 0
     normalise = pl.col("identifier").str.strip_chars().str.to_lowercase()
-    identifiers = pl.concat([
-        world.contacts.select(pl.lit("crm_contact_id").alias("identifier_type"),
-                              pl.col("contact_id").cast(pl.String).alias("identifier"), "person"),
-        pl.DataFrame({"identifier_type": "shop_customer_id", "identifier": company.customer_id[with_account].astype(str),
-                      "person": np.flatnonzero(with_account)}),
-        pl.DataFrame({"identifier_type": "app_user_id", "identifier": company.user_ids[with_account].astype(str),
-                      "person": np.flatnonzero(with_account)}),
-        world.person_devices.join(world.devices.select("device", "anonymous_id"), on="device").select(
-            pl.lit("anonymous_id").alias("identifier_type"), pl.col("anonymous_id").alias("identifier"), "person"),
-        world.contacts.select(pl.lit("email").alias("identifier_type"), pl.col("email").alias("identifier"), "person")
-        .with_columns(normalise),
-        persons.select(pl.lit("email").alias("identifier_type"), pl.col("email").alias("identifier"), "person"),
-        persons.filter(pl.col("phone_e164").is_not_null()).select(
-            pl.lit("phone").alias("identifier_type"), pl.col("phone_e164").alias("identifier"), "person"),
-    ], how="vertical_relaxed").unique(maintain_order=True).join(pid, on="person").drop("person")
-    identifiers.sort(["identifier_type", "identifier", "person_id"]).write_parquet(folder / "identifiers.parquet")
+    identifiers = (
+        pl.concat(
+            [
+                world.contacts.select(
+                    pl.lit("crm_contact_id").alias("identifier_type"),
+                    pl.col("contact_id").cast(pl.String).alias("identifier"),
+                    "person",
+                ),
+                pl.DataFrame(
+                    {
+                        "identifier_type": "shop_customer_id",
+                        "identifier": company.customer_id[with_account].astype(str),
+                        "person": np.flatnonzero(with_account),
+                    }
+                ),
+                pl.DataFrame(
+                    {
+                        "identifier_type": "app_user_id",
+                        "identifier": company.user_ids[with_account].astype(str),
+                        "person": np.flatnonzero(with_account),
+                    }
+                ),
+                world.person_devices.join(world.devices.select("device", "anonymous_id"), on="device").select(
+                    pl.lit("anonymous_id").alias("identifier_type"),
+                    pl.col("anonymous_id").alias("identifier"),
+                    "person",
+                ),
+                world.contacts.select(
+                    pl.lit("email").alias("identifier_type"), pl.col("email").alias("identifier"), "person"
+                ).with_columns(normalise),
+                persons.select(
+                    pl.lit("email").alias("identifier_type"), pl.col("email").alias("identifier"), "person"
+                ),
+                persons.filter(pl.col("phone_e164").is_not_null()).select(
+                    pl.lit("phone").alias("identifier_type"),
+                    pl.col("phone_e164").alias("identifier"),
+                    "person",
+                ),
+            ],
+            how="vertical_relaxed",
+        )
+        .unique(maintain_order=True)
+        .join(pid, on="person")
+        .drop("person")
+    )
+    identifiers.sort(["identifier_type", "identifier", "person_id"]).write_parquet(
+        folder / "identifiers.parquet"
+    )
     persons.select(
-        "person_id", pl.col("created_us").alias("created_at_us"),
-        pl.col("country").replace_strict(list(range(len(cat.COUNTRIES))), list(cat.COUNTRIES), return_dtype=pl.String),
-        "engagement", "price_sensitivity", "loyalty", "abandonment", "base_weekly",
-        (pl.col("basket_mean") / 100).alias("basket_mean_eur"), pl.col("preferred_category").replace_strict(
-            list(range(len(cat.CATEGORIES))), list(cat.CATEGORIES), return_dtype=pl.String),
+        "person_id",
+        pl.col("created_us").alias("created_at_us"),
+        pl.col("country").replace_strict(
+            list(range(len(cat.COUNTRIES))), list(cat.COUNTRIES), return_dtype=pl.String
+        ),
+        "engagement",
+        "price_sensitivity",
+        "loyalty",
+        "abandonment",
+        "base_weekly",
+        (pl.col("basket_mean") / 100).alias("basket_mean_eur"),
+        pl.col("preferred_category").replace_strict(
+            list(range(len(cat.CATEGORIES))), list(cat.CATEGORIES), return_dtype=pl.String
+        ),
     ).write_parquet(folder / "persons.parquet")
     n = persons.height
-    pl.DataFrame({
-        "person_id": np.repeat(persons["person_id"].to_numpy(), len(cat.ACTIONS)),
-        "action": np.tile(np.asarray(cat.ACTIONS), n),
-        "weekly_purchase_uplift": world.uplift.ravel(),
-        "basket_multiplier": world.basket_multiplier.ravel(),
-    }).write_parquet(folder / "responses.parquet")
+    pl.DataFrame(
+        {
+            "person_id": np.repeat(persons["person_id"].to_numpy(), len(cat.ACTIONS)),
+            "action": np.tile(np.asarray(cat.ACTIONS), n),
+            "weekly_purchase_uplift": world.uplift.ravel(),
+            "basket_multiplier": world.basket_multiplier.ravel(),
+        }
+    ).write_parquet(folder / "responses.parquet")
     manifest = {
         "config": config.to_dict(),
         "lines_by_feed": report.lines_by_feed,
@@ -164,7 +224,7 @@ def write_truth(folder: Path, config: SimulationConfig, world: World, company: C
             "effect_days": 7,
             "actions": list(cat.ACTIONS),
             "meaning": "a person's daily purchase probability is (base_weekly + weekly_purchase_uplift of the "
-                       "action sent in the last 7 days) / 7; basket value is scaled by basket_multiplier",
+            "action sent in the last 7 days) / 7; basket value is scaled by basket_multiplier",
         },
     }
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")

@@ -17,12 +17,20 @@ from simulator import FaultRates, SimulationConfig, generate
 disable_telemetry()
 
 TEST_FAULTS = FaultRates(
-    cdc_duplicate=0.02, cdc_out_of_order_file=0.1, click_duplicate=0.02, click_late=0.03, click_malformed=0.01,
-    click_missing_field=0.01, skewed_device=0.05, shared_device=0.04, duplicate_contact=0.05,
+    cdc_duplicate=0.02,
+    cdc_out_of_order_file=0.1,
+    click_duplicate=0.02,
+    click_late=0.03,
+    click_malformed=0.01,
+    click_missing_field=0.01,
+    skewed_device=0.05,
+    shared_device=0.04,
+    duplicate_contact=0.05,
     placeholder_email=0.01,
 )
-TEST_CONFIG = SimulationConfig(persons=3000, days=14, seed=11, start=date(2026, 9, 1), history_days=14,
-                               faults=TEST_FAULTS)
+TEST_CONFIG = SimulationConfig(
+    persons=3000, days=14, seed=11, start=date(2026, 9, 1), history_days=14, faults=TEST_FAULTS
+)
 
 
 @dataclass

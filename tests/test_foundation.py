@@ -42,8 +42,13 @@ def test_simulated_company_asset_materializes_into_the_lake_root(monkeypatch, tm
     from orchestration.definitions import defs
 
     asset = defs.resolve_assets_def(dg.AssetKey(["landing", "simulated_company"]))
-    result = dg.materialize([asset], run_config={"ops": {"landing__simulated_company": {
-        "config": {"persons": 300, "days": 2, "seed": 1}}}}, instance=dg.DagsterInstance.ephemeral())
+    result = dg.materialize(
+        [asset],
+        run_config={
+            "ops": {"landing__simulated_company": {"config": {"persons": 300, "days": 2, "seed": 1}}}
+        },
+        instance=dg.DagsterInstance.ephemeral(),
+    )
     assert result.success
     metadata = result.asset_materializations_for_node("landing__simulated_company")[0].metadata
     summary = landing_summary(tmp_path / "lake" / "landing")
@@ -53,8 +58,12 @@ def test_simulated_company_asset_materializes_into_the_lake_root(monkeypatch, tm
 
 
 def test_dagster_definitions_validate() -> None:
-    done = subprocess.run([sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"],
-                          cwd=REPO_ROOT, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -62,8 +71,19 @@ def test_dbt_parses_offline(tmp_path: Path) -> None:
     project = tmp_path / "dbt_project"
     shutil.copytree(REPO_ROOT / "dbt_project", project, ignore=shutil.ignore_patterns("target", "logs"))
     done = subprocess.run(
-        [shutil.which("dbt") or "dbt", "parse", "--profiles-dir", ".", "--target-path", str(tmp_path / "target")],
-        cwd=project, capture_output=True, text=True, env={**os.environ, "WAREHOUSE_PATH": str(tmp_path / "w.duckdb")})
+        [
+            shutil.which("dbt") or "dbt",
+            "parse",
+            "--profiles-dir",
+            ".",
+            "--target-path",
+            str(tmp_path / "target"),
+        ],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "WAREHOUSE_PATH": str(tmp_path / "w.duckdb")},
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     manifest = json.loads((tmp_path / "target" / "manifest.json").read_text())
     assert manifest["metadata"]["project_name"] == "engagement_lakehouse"

@@ -8,6 +8,7 @@ import math
 import os
 from collections import Counter, defaultdict
 from datetime import UTC, date, datetime
+from itertools import pairwise
 
 import pytest
 
@@ -47,9 +48,12 @@ def test_topics_are_the_source_tables(cdc: dict, simulated: Simulated) -> None:
     days = simulated.config.days
     expected = {s.topic(t) for s in (crm_server(days), shop_server(days)) for t in s.tables}
     assert set(cdc) == expected
+    assert sum(len(rows) for rows in cdc.values()) == simulated.manifest["lines_by_feed"]["cdc"]
 
 
-def test_every_line_is_a_debezium_envelope_or_a_tombstone_after_a_delete(cdc: dict, simulated: Simulated) -> None:
+def test_every_line_is_a_debezium_envelope_or_a_tombstone_after_a_delete(
+    cdc: dict, simulated: Simulated
+) -> None:
     days = simulated.config.days
     servers = {s.name: s for s in (crm_server(days), shop_server(days))}
     for topic, rows in cdc.items():
@@ -58,7 +62,9 @@ def test_every_line_is_a_debezium_envelope_or_a_tombstone_after_a_delete(cdc: di
         previous = None
         for name, _, _, number, value in rows:
             if value is None:
-                assert previous is not None and previous["op"] == "d", f"{name}:{number} tombstone without a delete"
+                assert previous is not None and previous["op"] == "d", (
+                    f"{name}:{number} tombstone without a delete"
+                )
                 previous = None
                 continue
             if server.schemas_enabled:
@@ -102,8 +108,10 @@ def test_debezium_encodings_decode_to_consistent_values(cdc: dict) -> None:
     orders = [p["after"] for p in _payloads(cdc["shop.shop.orders"]) if p["after"]]
     assert orders
     for order in orders:
-        sub, disc, ship, total = (_decimal(order[k], 2, precise=True) for k in
-                                  ("subtotal_amount", "discount_amount", "shipping_amount", "total_amount"))
+        sub, disc, ship, total = (
+            _decimal(order[k], 2, precise=True)
+            for k in ("subtotal_amount", "discount_amount", "shipping_amount", "total_amount")
+        )
         assert total == pytest.approx(sub - disc + ship) and total > 0
         created = datetime.fromtimestamp(order["created_at"] / 1000, UTC)  # io.debezium.time.Timestamp (ms)
         assert date.fromordinal(date(1970, 1, 1).toordinal() + order["ordered_on"]) == created.date()  # Date
@@ -114,7 +122,9 @@ def test_debezium_encodings_decode_to_consistent_values(cdc: dict) -> None:
     contacts = [p["after"] for p in _payloads(cdc["crm.public.contacts"]) if p["after"]]
     for contact in contacts[:500]:
         created = datetime.strptime(contact["created_at"], "%Y-%m-%dT%H:%M:%S.%fZ")  # ZonedTimestamp
-        assert contact["updated_at"] >= int(created.replace(tzinfo=UTC).timestamp() * 1e6) - 1  # MicroTimestamp
+        assert (
+            contact["updated_at"] >= int(created.replace(tzinfo=UTC).timestamp() * 1e6) - 1
+        )  # MicroTimestamp
         assert json.loads(contact["attributes"])["tier"] in ("gold", "standard")  # io.debezium.data.Json
 
 
@@ -145,7 +155,9 @@ def test_duplicate_deliveries_at_the_configured_rate(cdc: dict, simulated: Simul
                 continue
             streamed += 1
             source = value["source"]
-            position = source.get("lsn") if "lsn" in source else (source["file"], source["pos"], source["row"])
+            position = (
+                source.get("lsn") if "lsn" in source else (source["file"], source["pos"], source["row"])
+            )
             seen[(topic, position, json.dumps(value["after"] or value["before"], sort_keys=True))] += 1
     duplicates = sum(n - 1 for n in seen.values())
     assert duplicates == simulated.manifest["faults"]["cdc_duplicate_events"]
@@ -162,7 +174,7 @@ def test_some_files_arrive_out_of_order(simulated: Simulated) -> None:
         for entries in by_partition.values():
             entries.sort()
             files += len(entries)
-            late += sum(a[1] > b[1] for a, b in zip(entries, entries[1:], strict=False))
+            late += sum(a[1] > b[1] for a, b in pairwise(entries))
     injected = simulated.manifest["faults"]["cdc_out_of_order_files"]
     assert 0 < late <= injected
     assert _within(injected, files, simulated.config.faults.cdc_out_of_order_file, sigmas=5)
@@ -170,10 +182,17 @@ def test_some_files_arrive_out_of_order(simulated: Simulated) -> None:
 
 def test_a_column_appears_part_way_through_the_history(cdc: dict, simulated: Simulated) -> None:
     start = datetime.combine(simulated.config.start, datetime.min.time(), UTC).timestamp() * 1000
-    for topic, column in (("crm.public.contacts", "preferred_language"), ("shop.shop.orders", "sales_channel")):
+    for topic, column in (
+        ("crm.public.contacts", "preferred_language"),
+        ("shop.shop.orders", "sales_channel"),
+    ):
         with_column = [column in p["after"] for p in _payloads(cdc[topic]) if p["after"]]
         assert not with_column[0] and with_column[-1], f"{column} must be added during the window"
-        days = [(p["source"]["ts_ms"] - start) // 86_400_000 for p in _payloads(cdc[topic]) if p["after"] and column in p["after"]]
+        days = [
+            (p["source"]["ts_ms"] - start) // 86_400_000
+            for p in _payloads(cdc[topic])
+            if p["after"] and column in p["after"]
+        ]
         assert min(days) > 0
     schemas = {len(v["schema"]["fields"][1]["fields"]) for *_, v in cdc["shop.shop.orders"] if v is not None}
     assert len(schemas) == 2, "the schema envelope changes with the new column"

@@ -79,15 +79,24 @@ def test_files_group_messages_by_received_hour(clicks: dict) -> None:
         received = _time(message["receivedAt"])
         assert (received.strftime("%Y-%m-%d"), received.strftime("%H")) == (day, hour)
         assert source == {"analytics.js": "web", "analytics-python": "server"}.get(
-            message["context"]["library"]["name"], "app")
+            message["context"]["library"]["name"], "app"
+        )
     assert {"web", "app", "server"} == {m[0] for m in clicks["messages"]}
 
 
 def test_all_event_kinds_of_a_shop_are_present(clicks: dict) -> None:
     kinds = Counter((m["type"], m.get("event")) for *_, m in clicks["messages"])
-    for kind in [("page", None), ("screen", None), ("identify", None), ("alias", None),
-                 ("track", "Product Viewed"), ("track", "Product Added"), ("track", "Checkout Started"),
-                 ("track", "Order Completed"), ("track", "Email Link Clicked")]:
+    for kind in [
+        ("page", None),
+        ("screen", None),
+        ("identify", None),
+        ("alias", None),
+        ("track", "Product Viewed"),
+        ("track", "Product Added"),
+        ("track", "Checkout Started"),
+        ("track", "Order Completed"),
+        ("track", "Email Link Clicked"),
+    ]:
         assert kinds[kind] > 0, kind
     hours = Counter(_time(m["originalTimestamp"]).hour for *_, m in clicks["messages"] if m["type"] == "page")
     assert hours[20] > 3 * hours[4], "traffic follows a daily rhythm"
@@ -98,9 +107,12 @@ def test_duplicate_deliveries_and_late_arrivals(clicks: dict, simulated: Simulat
     duplicates = sum(n - 1 for n in ids.values())
     sent = len(ids)
     assert _within(duplicates, sent, simulated.config.faults.click_duplicate)
-    late = {m["messageId"] for *_, m in clicks["messages"]
-            if (_time(m["sentAt"]) - _time(m["originalTimestamp"])).total_seconds() > 3000
-            and m["channel"] == "client"}
+    late = {
+        m["messageId"]
+        for *_, m in clicks["messages"]
+        if (_time(m["sentAt"]) - _time(m["originalTimestamp"])).total_seconds() > 3000
+        and m["channel"] == "client"
+    }
     # a skewed clock shifts sentAt and originalTimestamp alike, so their gap is the true batching delay
     assert _within(len(late), sent, simulated.config.faults.click_late * 0.98, sigmas=6)
 

@@ -36,7 +36,11 @@ def _click_ids(simulated: Simulated) -> dict[str, set[str]]:
                 m = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            for field, kind in (("anonymousId", "anonymous_id"), ("previousId", "anonymous_id"), ("userId", "app_user_id")):
+            for field, kind in (
+                ("anonymousId", "anonymous_id"),
+                ("previousId", "anonymous_id"),
+                ("userId", "app_user_id"),
+            ):
                 if m.get(field):
                     ids[kind].add(m[field])
     return ids
@@ -47,7 +51,9 @@ def test_truth_covers_every_identifier_in_the_files(simulated: Simulated) -> Non
     known = {k: set(g["identifier"]) for (k,), g in truth.group_by("identifier_type")}
     contacts = {str(r["contact_id"]) for r in _cdc_values(simulated, "crm.public.contacts")}
     customers = {str(r["customer_id"]) for r in _cdc_values(simulated, "shop.shop.customers")}
-    order_customers = {str(r["customer_id"]) for r in _cdc_values(simulated, "shop.shop.orders") if r.get("customer_id")}
+    order_customers = {
+        str(r["customer_id"]) for r in _cdc_values(simulated, "shop.shop.orders") if r.get("customer_id")
+    }
     assert contacts and contacts <= known["crm_contact_id"]
     assert customers and customers <= known["shop_customer_id"] and order_customers <= customers
     for kind, values in _click_ids(simulated).items():
@@ -75,7 +81,9 @@ def test_identified_users_and_emails_agree_with_the_truth(simulated: Simulated) 
 
 
 def test_duplicate_contacts_and_placeholder_emails(simulated: Simulated) -> None:
-    contacts = {r["contact_id"]: r["email"] for r in _cdc_values(simulated, "crm.public.contacts") if r.get("email")}
+    contacts = {
+        r["contact_id"]: r["email"] for r in _cdc_values(simulated, "crm.public.contacts") if r.get("email")
+    }
     by_normalised = defaultdict(set)
     for contact_id, email in contacts.items():
         by_normalised[email.strip().lower()].add(contact_id)
@@ -84,7 +92,10 @@ def test_duplicate_contacts_and_placeholder_emails(simulated: Simulated) -> None
     variants = [v for v in duplicated if len({contacts[c] for c in v}) == 2]
     faults = simulated.config.faults
     n = len(contacts)
-    assert placeholder > 0 and abs(placeholder - n * faults.placeholder_email) < 5 * math.sqrt(n * faults.placeholder_email) + 1
+    assert (
+        placeholder > 0
+        and abs(placeholder - n * faults.placeholder_email) < 5 * math.sqrt(n * faults.placeholder_email) + 1
+    )
     assert variants, "a second contact's e-mail differs only in case or white space"
     crm_persons = simulated.manifest["faults"]["crm_persons"]
     expected = crm_persons * faults.duplicate_contact
@@ -102,12 +113,16 @@ def test_response_model_has_realistic_heterogeneous_effects(simulated: Simulated
     assert 0.001 < effects["weekly_purchase_uplift"].abs().mean() < 0.03
     for action in ("discount_10", "loyalty_offer", "cart_reminder"):
         uplift = effects.filter(pl.col("action") == action)["weekly_purchase_uplift"]
-        assert (uplift > 0.002).sum() > 0 and (uplift < -0.002).sum() > 0, f"{action} helps some and hurts others"
+        assert (uplift > 0.002).sum() > 0 and (uplift < -0.002).sum() > 0, (
+            f"{action} helps some and hurts others"
+        )
     assert responses.filter(pl.col("action") == "no_action")["weekly_purchase_uplift"].abs().max() == 0
 
 
 def test_exploration_campaign_logs_action_channel_and_probability(simulated: Simulated) -> None:
-    touches = [r for r in _cdc_values(simulated, "crm.public.activities") if r["campaign_id"].startswith("explore-")]
+    touches = [
+        r for r in _cdc_values(simulated, "crm.public.activities") if r["campaign_id"].startswith("explore-")
+    ]
     assert len({t["action"] for t in touches}) == len(ACTIONS)
     for t in touches:
         assert 0 < t["propensity"] <= 1
@@ -123,14 +138,33 @@ def test_same_seed_same_bytes_and_other_seed_other_bytes(tmp_path: Path) -> None
     generate(config, tmp_path / "b" / "landing", tmp_path / "b" / "truth", progress=False)
     first, second = files(tmp_path / "a"), files(tmp_path / "b")
     assert len(first) > 50 and first == second
-    generate(SimulationConfig(persons=400, days=3, history_days=3, seed=6), tmp_path / "c" / "landing", progress=False)
+    generate(
+        SimulationConfig(persons=400, days=3, history_days=3, seed=6),
+        tmp_path / "c" / "landing",
+        progress=False,
+    )
     other = files(tmp_path / "c")
     assert any(first[k] != other[k] for k in set(first) & set(other) if k.startswith("landing"))
 
 
 def test_command_line_writes_and_refuses_to_overwrite_by_accident(tmp_path: Path) -> None:
-    args = [sys.executable, "-m", "simulator", "generate", "--out", str(tmp_path / "landing"),
-            "--truth", str(tmp_path / "truth"), "--persons", "200", "--days", "2", "--seed", "3", "--no-progress"]
+    args = [
+        sys.executable,
+        "-m",
+        "simulator",
+        "generate",
+        "--out",
+        str(tmp_path / "landing"),
+        "--truth",
+        str(tmp_path / "truth"),
+        "--persons",
+        "200",
+        "--days",
+        "2",
+        "--seed",
+        "3",
+        "--no-progress",
+    ]
     done = subprocess.run(args, capture_output=True, text=True, check=True)
     assert "events/s" in done.stdout and (tmp_path / "truth" / "manifest.json").exists()
     again = subprocess.run(args, capture_output=True, text=True)
@@ -143,4 +177,5 @@ def test_invalid_arguments_are_rejected() -> None:
         SimulationConfig(persons=1)
     with pytest.raises(ValueError, match="click_malformed"):
         from simulator import FaultRates
+
         FaultRates(click_malformed=1.5)
