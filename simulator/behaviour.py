@@ -196,8 +196,6 @@ class Company:
                     frames[table] = pl.concat(parts, how="diagonal_relaxed").sort("_ts", maintain_order=True)
             connector.apply(day, frames, emit)
         if emit:
-            # yesterday's messages were encoded while today was simulated: write them, then queue today's
-            self.clicks.flush_through(start)
             parts = [c for c in clicks if c is not None and c.height]
             if parts:
                 self.clicks.add(pl.concat(parts, how="diagonal_relaxed"))

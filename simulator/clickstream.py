@@ -11,7 +11,7 @@ background thread while the next day is simulated, so the output does not depend
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,7 +58,9 @@ class _Batch:
 
 
 class ClickstreamWriter:
-    """Buffers encoded messages until their received hour is complete, then writes the hour's files."""
+    """Encodes each day's messages on a background thread and writes them into the files of the hours
+    Segment received them in: one part file per hour and simulated day (``part-<day>.jsonl.gz``), so a late
+    message lands in a later hour's folder beside that hour's own messages."""
 
     def __init__(
         self,
@@ -90,11 +92,11 @@ class ClickstreamWriter:
         self.products = products.select(
             "product_id", "sku", pl.col("category_name").alias("category"), "price_cents"
         )
-        self.buffer: defaultdict[tuple[str, int], list[pl.DataFrame]] = defaultdict(list)
-        """Encoded messages per (source, received hour since the epoch) not yet written."""
-        self.encoding: list[Future] = []
-        self.parts: Counter[tuple[str, int]] = Counter()
+        self.encoding: Future | None = None
+        self.batches = 0
         self.stats: Counter[str] = Counter()
+        self.written: Counter[str] = Counter()
+        """Files and lines written, counted on the encoder thread."""
 
     def add(self, events: pl.DataFrame) -> None:
         """Draw the delivery of one batch of click events (clocks, delays, ids, faults) and queue its encoding."""
@@ -158,10 +160,13 @@ class ClickstreamWriter:
         self.stats["missing_field_messages"] += int(
             (~malformed & (batch.fault_draw < faults.click_malformed + faults.click_missing_field)).sum()
         )
-        self.encoding.append(self.encoder.submit(self._encode_batch, batch))
+        # one batch is encoded while the next day is simulated; waiting here bounds the memory to two days
+        self.wait()
+        self.encoding = self.encoder.submit(self._encode_and_write, batch, self.batches)
+        self.batches += 1
 
-    def _encode_batch(self, batch: _Batch) -> dict[tuple[str, int], pl.DataFrame]:
-        """Encode a batch to JSON lines, apply its faults and split them by source and received hour (runs on
+    def _encode_and_write(self, batch: _Batch, number: int) -> None:
+        """Encode a batch to JSON lines, apply its faults and write them by source and received hour (runs on
         the encoder thread)."""
         # a retried delivery is the same message received again later
         copies = batch.events.gather(batch.duplicate_rows).with_columns(
@@ -196,34 +201,26 @@ class ClickstreamWriter:
                 lines = lines.scatter(rows, lines.gather(rows).str.replace(pattern, replacement))
         encoded = encoded.select(
             "source", (pl.col("received") // HOUR_US).alias("hour"), "received", lines.alias("line")
-        )
-        return {
-            (source, hour): rows.drop("source", "hour")
-            for (source, hour), rows in encoded.partition_by(
-                ["source", "hour"], as_dict=True, maintain_order=True
-            ).items()
-        }
+        ).sort(["source", "hour", "received"], maintain_order=True)
+        for (source, hour), rows in encoded.group_by(["source", "hour"], maintain_order=True):
+            stamp = np.datetime64(int(hour) * 3600, "s").astype(object)
+            path = self.folder / source / f"{stamp:%Y-%m-%d}/{stamp:%H}/part-{number:04d}.jsonl.gz"
+            self.writer.write(path, rows["line"], True)
+            self.written["files"] += 1
+            self.written["lines"] += rows.height
 
-    def flush_through(self, end_us: int) -> None:
-        """Write every message received before ``end_us`` (a whole hour) into its received hour's file."""
-        for future in self.encoding:
-            for key, rows in future.result().items():
-                self.buffer[key].append(rows)
-        self.encoding.clear()
-        for source, hour in sorted(k for k in self.buffer if (k[1] + 1) * HOUR_US <= end_us):
-            lines = pl.concat(self.buffer.pop((source, hour))).sort("received", maintain_order=True)["line"]
-            part = self.parts[(source, hour)]
-            self.parts[(source, hour)] += 1
-            stamp = np.datetime64(hour * 3600, "s").astype(object)
-            name = f"{stamp:%Y-%m-%d}/{stamp:%H}/part-{part:04d}.jsonl.gz"
-            self.writer.write(self.folder / source / name, lines, True)
-            self.stats["files"] += 1
-            self.stats["lines"] += len(lines)
+    def wait(self) -> None:
+        """Wait for the batch being encoded, re-raising its error."""
+        if self.encoding is not None:
+            self.encoding.result()
+            self.encoding = None
 
     def finish(self) -> None:
-        """Write whatever is still buffered (messages received after the window)."""
-        self.flush_through(np.iinfo(np.int64).max)
+        """Wait for the last batch and fold the counts of written files and lines into :attr:`stats`."""
+        self.wait()
         self.encoder.shutdown()
+        self.stats.update(self.written)
+        self.written.clear()
 
 
 def _money(cents: pl.Expr) -> pl.Expr:

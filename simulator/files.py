@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -15,23 +16,26 @@ from isal import igzip
 
 class FileWriter:
     """Writes files on ``threads`` threads; :meth:`write` blocks while ``max_pending`` files wait, so memory
-    stays bounded however fast the simulation produces lines."""
+    stays bounded however fast the simulation produces lines. Safe to call from several threads."""
 
-    def __init__(self, threads: int = 2, max_pending: int = 16) -> None:
+    def __init__(self, threads: int = 2, max_pending: int = 8) -> None:
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="simulator-writer")
         self.pending: deque[Future] = deque()
         self.max_pending = max_pending
+        self.lock = threading.Lock()
 
     def write(self, path: Path, lines: pl.Series, gzip: bool, mtime_us: int | None = None) -> None:
         """Queue ``lines`` to be written to ``path`` (see :func:`write_lines`)."""
-        while len(self.pending) >= self.max_pending:
-            self.pending.popleft().result()
-        self.pending.append(self.executor.submit(write_lines, path, lines, gzip, mtime_us))
+        with self.lock:
+            while len(self.pending) >= self.max_pending:
+                self.pending.popleft().result()
+            self.pending.append(self.executor.submit(write_lines, path, lines, gzip, mtime_us))
 
     def close(self) -> None:
         """Wait for every queued file, re-raising the first write error."""
-        while self.pending:
-            self.pending.popleft().result()
+        with self.lock:
+            while self.pending:
+                self.pending.popleft().result()
         self.executor.shutdown()
 
 
