@@ -3,7 +3,7 @@
 :class:`ClickstreamWriter` takes click events (true time, device, person, kind), adds what the real pipeline
 adds (device clocks, batching, network latency, message ids, context), injects the faults of real feeds
 (skewed clocks, duplicate deliveries, late arrivals, malformed lines, missing fields) and writes every
-message into the file of the hour Segment received it: ``clickstream/<source>/<date>/<hour>/part-NNNN.jsonl.gz``.
+message into the file of the hour Segment received it: ``clickstream/<source>/<date>/<hour>/part-<day>.jsonl.gz``.
 
 All random draws happen in the caller's thread, in a fixed order; the JSON encoding of a day runs on a
 background thread while the next day is simulated, so the output does not depend on thread timing.

@@ -73,7 +73,7 @@ class Connector:
         self.config = config
         self.rng = rng
         self.writer = writer
-        self.folder = {t.name: landing / "cdc" / server.topic(t) for t in server.tables}
+        self.cdc_root = landing / "cdc"
         self.state = {t.name: pl.DataFrame(schema=state_schema(t)) for t in server.tables}
         self.unapplied: dict[str, list[pl.DataFrame]] = {t.name: [] for t in server.tables}
         self.snapshot_taken = False
@@ -81,7 +81,6 @@ class Connector:
         self.tx_id = 780
         self.offsets: Counter[tuple[str, int]] = Counter()
         self.stats: Counter[str] = Counter()
-        self.files: list[tuple[str, int, int, int]] = []  # (topic, partition, start offset, arrival us)
 
     # -- state --------------------------------------------------------------------------------------------
     def apply(self, day: int, changes: dict[str, pl.DataFrame], emit: bool) -> None:
@@ -390,9 +389,8 @@ class Connector:
                     arrival += window_us + int(self.rng.integers(3600, 86_400)) * 1_000_000
                     self.stats["out_of_order_files"] += 1
                 suffix = ".json.gz" if self.server.gzip else ".json"
-                path = self.folder[topic.rsplit(".", 1)[1]] / f"{topic}+{partition}+{offset:010d}{suffix}"
+                path = self.cdc_root / topic / f"{topic}+{partition}+{offset:010d}{suffix}"
                 self.writer.write(path, chunk["line"], self.server.gzip, arrival)
-                self.files.append((topic, partition, offset, arrival))
                 self.stats["files"] += 1
 
 
