@@ -294,6 +294,9 @@ class Company:
         if len(edited):
             out["contacts"].append(self._contact_rows(edited, _times(rng, start, len(edited)), "u", day))
         deleted = alive[rng.random(len(alive)) < 0.0003]
+        # a row changed earlier today is not deleted today: no change event may follow a delete the same day
+        touched = np.concatenate([edited, alive[rows]]) if len(rows) else edited
+        deleted = deleted[~np.isin(deleted, touched)]
         if len(deleted):
             ts = _times(rng, start, len(deleted))
             out["contacts"].append(

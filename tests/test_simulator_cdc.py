@@ -196,3 +196,24 @@ def test_a_column_appears_part_way_through_the_history(cdc: dict, simulated: Sim
         assert min(days) > 0
     schemas = {len(v["schema"]["fields"][1]["fields"]) for *_, v in cdc["shop.shop.orders"] if v is not None}
     assert len(schemas) == 2, "the schema envelope changes with the new column"
+
+
+def test_a_deleted_row_only_comes_back_through_a_create(cdc: dict, simulated: Simulated) -> None:
+    days = simulated.config.days
+    keys = {s.topic(t): t.primary_key for s in (crm_server(days), shop_server(days)) for t in s.tables}
+    reinserts = 0
+    for topic, rows in cdc.items():
+        history = defaultdict(list)
+        for value in _payloads(rows):
+            source = value["source"]
+            position = (
+                source.get("lsn") if "lsn" in source else (source["file"], source["pos"], source["row"])
+            )
+            history[(value["after"] or value["before"])[keys[topic]]].append((position, value["op"]))
+        for changes in history.values():
+            ops = [op for _, op in sorted(set(changes))]
+            for before, after in pairwise(ops):
+                if before == "d":
+                    assert after == "c", f"{topic}: {after} after a delete"
+                    reinserts += 1
+    assert reinserts > 0, "some deleted contacts are restored"
