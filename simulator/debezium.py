@@ -9,7 +9,8 @@ at-least-once delivery: replayed blocks of events and files that arrive out of o
 from __future__ import annotations
 
 import json
-from collections import Counter
+from collections import Counter, deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +74,8 @@ class Connector:
         self.config = config
         self.rng = rng
         self.writer = writer
+        self.encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{server.name}-encoder")
+        self.pending: deque[Future] = deque()
         self.cdc_root = landing / "cdc"
         self.state = {t.name: pl.DataFrame(schema=state_schema(t)) for t in server.tables}
         self.unapplied: dict[str, list[pl.DataFrame]] = {t.name: [] for t in server.tables}
@@ -331,67 +334,91 @@ class Connector:
             line = pl.concat_str([pl.lit('{"schema":' + schema + ',"payload":'), payload, pl.lit("}")])
         else:
             line = payload
-        return events.select(
-            "_ts", "_op", "_pos", pl.col(table.primary_key).alias("_key"), line.alias("_line")
-        )
+        return events.select("_op", line.alias("_line"))
 
     # -- files --------------------------------------------------------------------------------------------
     def _write_topic(self, day: int, table: Table, events: pl.DataFrame) -> None:
+        """Plan a topic's files for one batch of events (partitions, replayed block, file rotation, arrival
+        times: every random draw, here in order) and queue their encoding and writing on the encoder thread."""
         topic = self.server.topic(table)
-        encoded = self._encode(day, table, events).sort("_pos", maintain_order=True)
-        encoded = encoded.with_columns(
-            (pl.col("_key").hash(7) % table.partitions).cast(pl.Int32).alias("_partition")
+        events = events.sort("_pos", maintain_order=True).with_columns(
+            (pl.col(table.primary_key).hash(7) % table.partitions).cast(pl.Int32).alias("_partition")
         )
-        # a tombstone follows each delete in the same partition: the two lines travel together
-        encoded = encoded.with_columns(
-            pl.when(pl.col("_op") == "d")
-            .then(pl.col("_line") + "\n" + TOMBSTONE)
-            .otherwise(pl.col("_line"))
-            .alias("line")
-        )
+        frame = events.select("_ts", "_op", "_partition").with_row_index("_i")
+        plans = []
         for partition in range(table.partitions):
-            rows = encoded.filter(pl.col("_partition") == partition)
+            rows = frame.filter(pl.col("_partition") == partition)
             if rows.is_empty():
                 continue
+            deletes = (rows["_op"] == "d").to_numpy()
             self.stats["events"] += rows.height
-            self.stats["tombstones"] += int((rows["_op"] == "d").sum())
-            lines = rows.select("_ts", "line")
-            if rows["_op"][0] != "r":
-                lines = self._replay(lines)
-            self._write_files(topic, partition, day, lines)
+            self.stats["tombstones"] += int(deletes.sum())
+            ts = rows["_ts"].to_numpy()
+            block = None if rows["_op"][0] == "r" else self._replay(len(ts))
+            if block:
+                start, size = block
+                self.stats["duplicate_events"] += size
+                self.stats["tombstones"] += int(deletes[start : start + size].sum())
+                ts = np.concatenate([ts, np.full(size, ts.max())])
+            plans.append((rows["_i"], block, self._plan_files(topic, partition, day, ts)))
+        while len(self.pending) > 1:
+            self.pending.popleft().result()
+        self.pending.append(self.encoder.submit(self._encode_and_write, day, table, events, plans))
 
-    def _replay(self, lines: pl.DataFrame) -> pl.DataFrame:
-        """At-least-once delivery: a connector restart re-sends a contiguous block of already sent events."""
-        expected = self.config.faults.cdc_duplicate * lines.height
+    def _replay(self, n: int) -> tuple[int, int] | None:
+        """At-least-once delivery: a connector restart re-sends a contiguous block of already sent events
+        (its start and size, or None)."""
+        expected = self.config.faults.cdc_duplicate * n
         size = int(expected) + int(self.rng.random() < expected - int(expected))
         if size == 0:
-            return lines
-        start = int(self.rng.integers(0, lines.height - size + 1))
-        block = lines.slice(start, size).with_columns(pl.lit(lines["_ts"].max()).alias("_ts"))
-        self.stats["duplicate_events"] += size
-        self.stats["tombstones"] += int(block["line"].str.ends_with("\n" + TOMBSTONE).sum())
-        return pl.concat([lines, block])
+            return None
+        return int(self.rng.integers(0, n - size + 1)), size
 
-    def _write_files(self, topic: str, partition: int, day: int, lines: pl.DataFrame) -> None:
+    def _plan_files(self, topic: str, partition: int, day: int, ts: np.ndarray) -> list:
+        """Split a partition's lines into files: a new file every rotation window and every flush size; each
+        file gets its start offset and its arrival time (some arrive after the file that follows them)."""
         cfg = self.config
         day_start = cfg.start_us + day * US_PER_DAY
         window_us = cfg.cdc_rotate_hours * 3600 * 1_000_000
-        window = ((pl.col("_ts") - day_start).clip(0) // window_us).alias("_window")
-        lines = lines.with_columns(window).with_row_index("_k")
-        for (w,), group in lines.group_by(["_window"], maintain_order=True):
-            for chunk_start in range(0, group.height, cfg.cdc_flush_size):
-                chunk = group.slice(chunk_start, cfg.cdc_flush_size)
+        window = np.maximum(ts - day_start, 0) // window_us
+        _, first = np.unique(window, return_index=True)
+        files = []
+        for w in window[np.sort(first)]:
+            members = np.flatnonzero(window == w)
+            for chunk_start in range(0, len(members), cfg.cdc_flush_size):
+                chunk = members[chunk_start : chunk_start + cfg.cdc_flush_size]
                 offset = self.offsets[(topic, partition)]
-                self.offsets[(topic, partition)] += chunk.height
-                closed = day_start + (int(w) + 1) * window_us
-                arrival = closed + int(self.rng.integers(30, 600)) * 1_000_000
+                self.offsets[(topic, partition)] += len(chunk)
+                arrival = day_start + (int(w) + 1) * window_us + int(self.rng.integers(30, 600)) * 1_000_000
                 if self.rng.random() < cfg.faults.cdc_out_of_order_file:
                     arrival += window_us + int(self.rng.integers(3600, 86_400)) * 1_000_000
                     self.stats["out_of_order_files"] += 1
                 suffix = ".json.gz" if self.server.gzip else ".json"
-                path = self.cdc_root / topic / f"{topic}+{partition}+{offset:010d}{suffix}"
-                self.writer.write(path, chunk["line"], self.server.gzip, arrival)
+                files.append(
+                    (chunk, self.cdc_root / topic / f"{topic}+{partition}+{offset:010d}{suffix}", arrival)
+                )
                 self.stats["files"] += 1
+        return files
+
+    def _encode_and_write(self, day: int, table: Table, events: pl.DataFrame, plans: list) -> None:
+        """Encode the events and write the planned files (runs on the encoder thread)."""
+        encoded = self._encode(day, table, events)
+        # a tombstone follows each delete in the same partition: the two lines travel together
+        line = encoded.select(
+            pl.when(pl.col("_op") == "d").then(pl.col("_line") + "\n" + TOMBSTONE).otherwise(pl.col("_line"))
+        ).to_series()
+        for rows, block, files in plans:
+            lines = line.gather(rows)
+            if block:
+                lines = pl.concat([lines, lines.slice(*block)])
+            for chunk, path, arrival in files:
+                self.writer.write(path, lines.gather(chunk), self.server.gzip, arrival)
+
+    def finish(self) -> None:
+        """Wait until every planned file is queued for writing, re-raising any encoding error."""
+        while self.pending:
+            self.pending.popleft().result()
+        self.encoder.shutdown()
 
 
 def connect_schema(server: Server, table: Table, columns: tuple[Column, ...]) -> dict:

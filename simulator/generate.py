@@ -78,7 +78,8 @@ def generate(
                 crm.snapshot(config.start_us)
                 shop.snapshot(config.start_us)
             company.run_day(day)
-        clicks.finish()
+        for feed in (crm, shop, clicks):
+            feed.finish()
     finally:
         writer.close()
     report = GenerationReport(landing=landing, truth=Path(truth) if truth else None)
