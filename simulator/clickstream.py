@@ -11,7 +11,7 @@ background thread while the next day is simulated, so the output does not depend
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +25,8 @@ from simulator.encoding import iso_utc, random_hex, random_uuid
 from simulator.files import FileWriter
 
 HOUR_US = 3600 * 1_000_000
+MAX_QUEUED_BATCHES = 1
+"""Days of messages that may wait for the encoder while the simulation runs ahead."""
 SITE = "https://shop.example.com"
 MISSING_FIELD_PATTERNS = (
     (r'^\{"messageId":"[^"]*",', "{"),
@@ -92,7 +94,7 @@ class ClickstreamWriter:
         self.products = products.select(
             "product_id", "sku", pl.col("category_name").alias("category"), "price_cents"
         )
-        self.encoding: Future | None = None
+        self.encoding: deque[Future] = deque()
         self.batches = 0
         self.stats: Counter[str] = Counter()
         self.written: Counter[str] = Counter()
@@ -160,9 +162,9 @@ class ClickstreamWriter:
         self.stats["missing_field_messages"] += int(
             (~malformed & (batch.fault_draw < faults.click_malformed + faults.click_missing_field)).sum()
         )
-        # one batch is encoded while the next day is simulated; waiting here bounds the memory to two days
-        self.wait()
-        self.encoding = self.encoder.submit(self._encode_and_write, batch, self.batches)
+        # batches are encoded while the next days are simulated; waiting here bounds the memory
+        self.wait(keep=MAX_QUEUED_BATCHES - 1)
+        self.encoding.append(self.encoder.submit(self._encode_and_write, batch, self.batches))
         self.batches += 1
 
     def _encode_and_write(self, batch: _Batch, number: int) -> None:
@@ -209,11 +211,10 @@ class ClickstreamWriter:
             self.written["files"] += 1
             self.written["lines"] += rows.height
 
-    def wait(self) -> None:
-        """Wait for the batch being encoded, re-raising its error."""
-        if self.encoding is not None:
-            self.encoding.result()
-            self.encoding = None
+    def wait(self, keep: int = 0) -> None:
+        """Wait until at most ``keep`` batches are still being encoded, re-raising any error."""
+        while len(self.encoding) > keep:
+            self.encoding.popleft().result()
 
     def finish(self) -> None:
         """Wait for the last batch and fold the counts of written files and lines into :attr:`stats`."""
