@@ -180,7 +180,9 @@ class ClickstreamWriter:
             .join(self.products, on="product_id", how="left", maintain_order="left")
             .join(self.persons, on="trait_person", how="left", maintain_order="left")
         )
-        shapes = events.group_by(["source", "type", "name"], maintain_order=True)
+        # one shape per source, type and track event; page and screen names vary inside a shape
+        shape = pl.when(pl.col("type") == "track").then(pl.col("name")).alias("_shape")
+        shapes = events.with_columns(shape).group_by(["source", "type", "_shape"], maintain_order=True)
         encoded = pl.concat([_encode_shape(group) for _, group in shapes])
         faults = self.config.faults
         malformed = np.flatnonzero(batch.fault_draw < faults.click_malformed)
@@ -235,7 +237,9 @@ def _encode_shape(group: pl.DataFrame) -> pl.DataFrame:
     if kind == "track":
         fields.append(pl.col("name").alias("event"))
     elif kind == "page":
-        fields.append(pl.lit(cat.WEB_PAGE_NAMES[cat.WEB_PAGES.index(name)]).alias("name"))
+        fields.append(
+            pl.col("name").replace_strict(cat.WEB_PAGES, cat.WEB_PAGE_NAMES, return_dtype=pl.String)
+        )
     elif kind == "screen":
         fields.append(pl.col("name"))
     fields += [pl.col("anonymous_id").alias("anonymousId"), pl.col("user_id").alias("userId")]
@@ -264,8 +268,8 @@ def _properties(kind: str, name: str) -> pl.Expr:
     """The ``properties`` of a page, screen or track message, shaped by its event."""
     if kind == "page":
         return pl.struct(
-            pl.lit(name).alias("path"),
-            pl.lit(SITE + name).alias("url"),
+            pl.col("name").alias("path"),
+            pl.concat_str([pl.lit(SITE), pl.col("name")]).alias("url"),
             pl.concat_str([pl.lit(SITE), pl.col("referrer")]).alias("referrer"),
         )
     if kind == "screen":
@@ -329,12 +333,16 @@ def _context(source: str, kind: str, name: str) -> pl.Expr:
             pl.col("locale"),
         ]
     else:
-        path = name if kind == "page" else cat.WEB_EVENT_PATHS[name if kind == "track" else kind]
+        path = (
+            pl.col("name")
+            if kind == "page"
+            else pl.lit(cat.WEB_EVENT_PATHS[name if kind == "track" else kind])
+        )
         fields = [
             pl.struct(pl.lit("analytics.js").alias("name"), pl.lit("next-1.76.0").alias("version")).alias(
                 "library"
             ),
-            pl.struct(pl.lit(path).alias("path"), pl.lit(SITE + path).alias("url")).alias("page"),
+            pl.struct(path.alias("path"), pl.concat_str([pl.lit(SITE), path]).alias("url")).alias("page"),
             pl.col("user_agent").alias("userAgent"),
             pl.col("ip"),
             pl.col("locale"),
