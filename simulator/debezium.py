@@ -127,17 +127,23 @@ class Connector:
             )
         )
         history = pl.concat([prior.select(change.columns), change]).sort([pk, "_ts", "_seq"])
+        # sorted by key, the row before a change is its before image when it belongs to the same key
         history = history.with_columns(
-            [pl.col(c).shift(1).over(pk).alias(f"b_{c}") for c in cols]
-            + [pl.col("_op").shift(1).over(pk).alias("_prev_op")]
+            [pl.col(c).shift(1).alias(f"b_{c}") for c in cols]
+            + [
+                pl.col("_op").shift(1).alias("_prev_op"),
+                (pl.col(pk).shift(1) == pl.col(pk)).alias("_same_key"),
+            ]
         )
-        no_before = (pl.col("_op") == "c") | pl.col("_prev_op").is_null() | (pl.col("_prev_op") == "d")
+        no_before = (
+            (pl.col("_op") == "c") | ~pl.col("_same_key").fill_null(False) | (pl.col("_prev_op") == "d")
+        )
         return (
             history.filter(pl.col("_op") != "s")
             .with_columns(
                 [pl.when(no_before).then(None).otherwise(pl.col(f"b_{c}")).alias(f"b_{c}") for c in cols]
             )
-            .drop("_prev_op")
+            .drop("_prev_op", "_same_key")
             .sort("_seq")
         )
 
