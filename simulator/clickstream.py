@@ -125,14 +125,16 @@ class ClickstreamWriter:
         skew = np.where(server, 0, events["skew_us"].to_numpy())
         ts = events["ts"].to_numpy()
         sent_true = ts + (send_delay * 1e6).astype(np.int64)
-        message_id = np.where(
-            source.to_numpy() == cat.WEB_SOURCE,
-            ("ajs-next-" + random_hex(rng, n, 16)).to_numpy(),
-            random_uuid(rng, n).to_numpy(),
+        # analytics.js ids for the web, UUIDs for the SDKs and the server
+        web = (source == cat.WEB_SOURCE).to_numpy()
+        order = np.argsort(~web, kind="stable")
+        ids = pl.concat(
+            ["ajs-next-" + random_hex(rng, int(web.sum()), 16), random_uuid(rng, int((~web).sum()))]
         )
+        message_id = ids.gather(np.argsort(order))
         events = events.with_columns(
             source.alias("source"),
-            pl.Series("message_id", message_id, dtype=pl.String),
+            message_id.alias("message_id"),
             pl.Series("original", ts + skew),
             pl.Series("sent", sent_true + skew),
             pl.Series("received", sent_true + (latency * 1e6).astype(np.int64)),
