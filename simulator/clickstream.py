@@ -82,7 +82,9 @@ class ClickstreamWriter:
         self.devices = devices.select(
             "device", pl.col("source").alias("device_source"), "anonymous_id", "skew_us"
         )
-        self.device_context = devices.select("device", "user_agent", "ip", "locale", "app_model")
+        self.device_context = devices.select("device", "user_agent", "ip", "locale", "app_model").join(
+            app_sdk_contexts(), on="app_model", how="left"
+        )
         self.persons = persons.select(
             pl.col("person").alias("trait_person"),
             pl.struct(
@@ -313,24 +315,8 @@ def _context(source: str, kind: str, name: str) -> pl.Expr:
             )
         )
     if source == cat.APP_SOURCE:
-
-        def pick(i: int) -> pl.Expr:
-            values = [d[i] for d in cat.APP_DEVICES]
-            return pl.col("app_model").replace_strict(
-                list(range(len(values))), values, return_dtype=pl.String
-            )
-
         fields = [
-            pl.struct(
-                pl.concat_str([pl.lit("analytics-"), pick(2)]).alias("name"), pl.lit("4.6.1").alias("version")
-            ).alias("library"),
-            pl.struct(
-                pl.lit("Shop").alias("name"), pl.lit("5.12.0").alias("version"), pl.lit("512").alias("build")
-            ).alias("app"),
-            pl.struct(pick(0).alias("manufacturer"), pick(1).alias("model"), pick(2).alias("type")).alias(
-                "device"
-            ),
-            pl.struct(pick(3).alias("name"), pick(4).alias("version")).alias("os"),
+            *(pl.col("app_sdk").struct.field(f) for f in ("library", "app", "device", "os")),
             pl.col("ip"),
             pl.col("locale"),
         ]
@@ -358,3 +344,20 @@ def _context(source: str, kind: str, name: str) -> pl.Expr:
             ).alias("campaign")
         )
     return pl.struct(fields)
+
+
+def app_sdk_contexts() -> pl.DataFrame:
+    """Per app device model, the fixed part of its Segment ``context``: SDK library, app, device and OS."""
+    rows = [
+        {
+            "app_model": i,
+            "app_sdk": {
+                "library": {"name": f"analytics-{kind}", "version": "4.6.1"},
+                "app": {"name": "Shop", "version": "5.12.0", "build": "512"},
+                "device": {"manufacturer": maker, "model": model, "type": kind},
+                "os": {"name": os_name, "version": os_version},
+            },
+        }
+        for i, (maker, model, kind, os_name, os_version) in enumerate(cat.APP_DEVICES)
+    ]
+    return pl.DataFrame(rows).with_columns(pl.col("app_model").cast(pl.Int8))
