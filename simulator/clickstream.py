@@ -82,9 +82,8 @@ class ClickstreamWriter:
         self.devices = devices.select(
             "device", pl.col("source").alias("device_source"), "anonymous_id", "skew_us"
         )
-        self.device_context = devices.select("device", "user_agent", "ip", "locale", "app_model").join(
-            app_sdk_contexts(), on="app_model", how="left"
-        )
+        self.device_context = devices.select("device", "user_agent", "ip", "locale", "app_model")
+        self.app_sdk = app_sdk_contexts()
         self.persons = persons.select(
             pl.col("person").alias("trait_person"),
             pl.struct(
@@ -181,6 +180,7 @@ class ClickstreamWriter:
         events = (
             pl.concat([batch.events, copies])
             .join(self.device_context, on="device", how="left", maintain_order="left")
+            .join(self.app_sdk, on="app_model", how="left", maintain_order="left")
             .join(self.products, on="product_id", how="left", maintain_order="left")
             .join(self.persons, on="trait_person", how="left", maintain_order="left")
         )
