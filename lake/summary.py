@@ -12,13 +12,13 @@ from lake.settings import get_settings
 def landing_summary(landing: Path) -> list[tuple[str, int, int]]:
     """(feed, files, bytes) for every CDC topic and clickstream source under ``landing``."""
     feeds: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    for kind, depth in (("cdc", 1), ("clickstream", 1)):
+    for kind in ("cdc", "clickstream"):
         root = landing / kind
         if not root.is_dir():
             continue
         for path in root.rglob("*"):
             if path.is_file():
-                feed = f"{kind}/{'/'.join(path.relative_to(root).parts[:depth])}"
+                feed = f"{kind}/{path.relative_to(root).parts[0]}"
                 feeds[feed][0] += 1
                 feeds[feed][1] += path.stat().st_size
     return [(feed, files, size) for feed, (files, size) in sorted(feeds.items())]
