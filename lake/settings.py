@@ -32,6 +32,10 @@ class Settings:
     mlflow_tracking_uri: str
     pii_secret: str
     schedule_timezone: str
+    max_reject_rate: float = 0.2
+    """Share of a landing file's records that may go to quarantine before the ingestion fails on that file."""
+    bronze_retention_days: int = 90
+    """Days the raw (restricted) bronze zone keeps a record after its ingestion."""
 
     @property
     def is_local(self) -> bool:
@@ -41,6 +45,14 @@ class Settings:
     def zone(self, name: str) -> str:
         """The URI or path of one zone of the lake (``landing``, ``bronze``, ``silver``, ``gold``, ...)."""
         return f"{self.lake_root.rstrip('/')}/{name}"
+
+    @property
+    def storage_options(self) -> dict[str, str]:
+        """Object-store options for deltalake and polars, from the standard ``AWS_*`` variables (empty when local)."""
+        if self.is_local:
+            return {}
+        names = ("AWS_ENDPOINT_URL", "AWS_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ALLOW_HTTP")
+        return {name: os.environ[name] for name in names if os.environ.get(name)}
 
     @property
     def landing(self) -> str:
@@ -55,7 +67,7 @@ class Settings:
 
 def get_settings() -> Settings:
     """Read the settings from the environment (``LAKE_ROOT``, ``WAREHOUSE_PATH``, ``MLFLOW_TRACKING_URI``,
-    ``PII_SECRET``, ``SCHEDULE_TIMEZONE``), falling back to local defaults."""
+    ``PII_SECRET``, ``SCHEDULE_TIMEZONE``, ``INGEST_MAX_REJECT_RATE``, ``BRONZE_RETENTION_DAYS``), falling back to local defaults."""
     lake_root = os.environ.get("LAKE_ROOT") or str(DEFAULT_VAR_DIR / "lake")
     if "://" not in lake_root:
         lake_root = str(Path(lake_root).expanduser().resolve())
@@ -69,6 +81,8 @@ def get_settings() -> Settings:
         mlflow_tracking_uri=mlflow_uri,
         pii_secret=os.environ.get("PII_SECRET") or "local-development-secret-change-me",
         schedule_timezone=os.environ.get("SCHEDULE_TIMEZONE") or "UTC",
+        max_reject_rate=float(os.environ.get("INGEST_MAX_REJECT_RATE") or 0.2),
+        bronze_retention_days=int(os.environ.get("BRONZE_RETENTION_DAYS") or 90),
     )
 
 

@@ -1,0 +1,418 @@
+"""Landing to bronze: every landed file taken in exactly once, valid records appended, the rest quarantined.
+
+For each feed (a CDC topic or the clickstream) the pending files are grouped into batches. A batch is planned
+in the ledger first; its valid records are then streamed chunk by chunk into the bronze table in one Delta
+commit, its rejected records appended to the quarantine table in one commit, and the ledger closed. Both
+commits carry the application transaction ``(ingest:<feed>, batch number)``, so a batch resumed after a
+crash skips what was already committed and writes what was not: nothing is duplicated, nothing is lost.
+
+Parsing and validation run in DuckDB over Arrow chunks of raw lines (``json_valid``, ``json_transform``
+and the SQL that :func:`data_contracts.violation_sql` derives from the feed's contract).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from data_contracts import Contract, key_violation_sql, violation_sql
+from lake import delta
+from lake.faults import crash_point
+from lake.landing import CHUNK_BYTES, CLICKSTREAM_FEED, LandedFile, discover, read_line_chunks
+from lake.ledger import FileCounts, Ledger
+from lake.settings import Settings
+
+MAX_FILES_PER_BATCH = 5_000
+MAX_BATCH_BYTES = 1 << 30
+REASONS_SHOWN = 3
+
+METADATA_FIELDS = [
+    ("_source_file", pa.string()),
+    ("_line", pa.int64()),
+    ("_batch_seq", pa.int64()),
+    ("_batch_id", pa.string()),
+    ("_ingested_at", pa.timestamp("us", tz="UTC")),
+    ("_ingest_date", pa.date32()),
+]
+CDC_SCHEMA = pa.schema(
+    [
+        ("op", pa.string()),
+        ("is_tombstone", pa.bool_()),
+        ("before", pa.string()),
+        ("after", pa.string()),
+        ("source", pa.string()),
+        ("transaction", pa.string()),
+        ("value_schema", pa.string()),
+        ("ts_ms", pa.int64()),
+        ("source_ts_ms", pa.int64()),
+        ("source_lsn", pa.int64()),
+        ("source_binlog_file", pa.string()),
+        ("source_binlog_pos", pa.int64()),
+        ("source_binlog_row", pa.int64()),
+        ("source_snapshot", pa.string()),
+        ("source_tx_id", pa.int64()),
+        ("_kafka_partition", pa.int64()),
+        ("_kafka_offset", pa.int64()),
+        *METADATA_FIELDS,
+    ]
+)
+CLICKSTREAM_SCHEMA = pa.schema(
+    [
+        ("message_id", pa.string()),
+        ("type", pa.string()),
+        ("event", pa.string()),
+        ("anonymous_id", pa.string()),
+        ("user_id", pa.string()),
+        ("received_at", pa.string()),
+        ("source", pa.string()),
+        ("raw", pa.string()),
+        *METADATA_FIELDS,
+    ]
+)
+QUARANTINE_SCHEMA = pa.schema(
+    [
+        ("feed_id", pa.string()),
+        ("source_file", pa.string()),
+        ("line", pa.int64()),
+        ("raw", pa.string()),
+        ("reason", pa.string()),
+        ("batch_seq", pa.int64()),
+        ("quarantined_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
+# Lines that cannot be parsed at all; the main query only sees JSON objects (and, for CDC, tombstones).
+PARSE_ERRORS_SQL = """
+    select line_no, line,
+        case when trim(line) = '' then 'empty line'
+             when trim(line) = 'null' and $tombstones then null
+             when not json_valid(line) then 'invalid JSON'
+             when json_type(line) <> 'OBJECT' then 'not a JSON object' end as reason
+    from chunk
+"""
+
+CDC_SQL = """
+with classified as ({parse_errors}),
+ok as (select line_no, line from classified where reason is null and trim(line) <> 'null'),
+envelope as (
+    select line_no, line, json_transform(line, '{{"schema": "JSON", "payload": "JSON"}}') as e from ok
+),
+unwrapped as (
+    select line_no, line,
+        case when e.schema is not null and e.payload is not null then e.payload else line end as payload,
+        case when e.schema is not null and e.payload is not null then e.schema end as schema
+    from envelope
+),
+fields as (
+    select line_no, line, schema,
+        json_transform(payload, '{{"op": "VARCHAR", "before": "JSON", "after": "JSON", "source": "JSON",
+                                   "transaction": "JSON", "ts_ms": "BIGINT"}}') as p
+    from unwrapped
+),
+positioned as (
+    select *, json_transform(p.source, '{{"lsn": "BIGINT", "file": "VARCHAR", "pos": "BIGINT", "row": "BIGINT",
+                                          "ts_ms": "BIGINT", "snapshot": "VARCHAR", "txId": "BIGINT"}}') as s
+    from fields
+)
+select line_no, line, false as is_tombstone,
+    p.op, p.before::varchar as before, p.after::varchar as after, p.source::varchar as source,
+    p.transaction::varchar as transaction,
+    list_filter(json_extract(schema, '$.fields[*]'), lambda f: f->>'field' = 'after')[1]::varchar as value_schema,
+    p.ts_ms, s.ts_ms as source_ts_ms, s.lsn as source_lsn, s.file as source_binlog_file,
+    s.pos as source_binlog_pos, s.row as source_binlog_row, s.snapshot as source_snapshot, s.txId as source_tx_id,
+    case when p.op is null then 'missing op'
+         when p.op not in ('c', 'u', 'd', 'r', 't') then 'unknown op ' || p.op
+         when p.source is null then 'missing source block'
+         when {position_missing} then 'missing log position ({position_fields})'
+         when p.op in ('c', 'u', 'r') and p.after is null then 'op ' || p.op || ' without after image'
+         when p.op = 'd' and p.before is null then 'delete without before image'
+         when p.op in ('c', 'u', 'r') then {after_violation}
+         when p.op = 'd' then {key_violation}
+    end as reason
+from positioned
+union all
+select line_no, line, true, null, null, null, null, null, null, null, null, null, null, null, null, null, null, null
+from classified where reason is null and trim(line) = 'null'
+union all
+select line_no, line, false, null, null, null, null, null, null, null, null, null, null, null, null, null, null, reason
+from classified where reason is not null
+"""
+
+CLICKSTREAM_SQL = """
+with classified as ({parse_errors}),
+ok as (
+    select line_no, line,
+        json_transform(line, '{{"messageId": "VARCHAR", "type": "VARCHAR", "event": "VARCHAR",
+                                "anonymousId": "VARCHAR", "userId": "VARCHAR", "receivedAt": "VARCHAR"}}') as m
+    from classified where reason is null
+)
+select line_no, line, m.messageId as message_id, m.type, m.event, m.anonymousId as anonymous_id,
+    m.userId as user_id, m.receivedAt as received_at, {violation} as reason
+from ok
+union all
+select line_no, line, null, null, null, null, null, null, reason from classified where reason is not null
+"""
+
+POSITION_CHECKS = {
+    "postgresql": ("s.lsn is null", "source.lsn"),
+    "mysql": ("s.file is null or s.pos is null", "source.file, source.pos"),
+    None: ("s.lsn is null and (s.file is null or s.pos is null)", "source.lsn or source.file and pos"),
+}
+
+
+def parse_sql(contract: Contract) -> str:
+    """The DuckDB query that splits a chunk of raw lines (table ``chunk(line_no, line)``) of this feed into
+    bronze columns and a ``reason`` that is NULL for valid records."""
+    if contract.feed == CLICKSTREAM_FEED:
+        return CLICKSTREAM_SQL.format(
+            parse_errors=PARSE_ERRORS_SQL.replace("$tombstones", "false"), violation=violation_sql(contract, "line")
+        )
+    position_missing, position_fields = POSITION_CHECKS[contract.connector]
+    return CDC_SQL.format(
+        parse_errors=PARSE_ERRORS_SQL.replace("$tombstones", "true"),
+        position_missing=position_missing,
+        position_fields=position_fields,
+        after_violation=violation_sql(contract, "p.after"),
+        key_violation=key_violation_sql(contract, "p.before"),
+    )
+
+
+@dataclass(frozen=True)
+class FileRejection:
+    """A file whose share of quarantined records passed the threshold."""
+
+    relpath: str
+    records: int
+    quarantined: int
+    reasons: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return (
+            f"{self.relpath}: {self.quarantined:,} of {self.records:,} records quarantined "
+            f"({self.quarantined / max(self.records, 1):.0%}); first reasons: {'; '.join(self.reasons)}"
+        )
+
+
+@dataclass
+class IngestReport:
+    """What one ingestion run of one feed did."""
+
+    feed_id: str
+    batches: int = 0
+    files: int = 0
+    records: int = 0
+    bronze_rows: int = 0
+    quarantined: int = 0
+    rejections: list[FileRejection] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def quarantine_rate(self) -> float:
+        """Share of this run's records that went to quarantine."""
+        return self.quarantined / self.records if self.records else 0.0
+
+
+def bronze_uri(settings: Settings, contract: Contract) -> str:
+    """Where a feed's bronze table lives: ``bronze/cdc/<topic>`` or ``bronze/clickstream/events``."""
+    if contract.feed == CLICKSTREAM_FEED:
+        return delta.table_uri(settings, "bronze", "clickstream", "events")
+    return delta.table_uri(settings, "bronze", "cdc", contract.feed_id)
+
+
+def quarantine_uri(settings: Settings) -> str:
+    """The quarantine table of every feed (partitioned by ``feed_id``)."""
+    return delta.table_uri(settings, "quarantine", "records")
+
+
+def ledger_uri(settings: Settings) -> str:
+    """The ingestion ledger table."""
+    return delta.table_uri(settings, "bronze", "_ingestion_ledger")
+
+
+class _BatchParser:
+    """Streams the valid records of a batch's files as bronze record batches, keeping the rejected ones."""
+
+    def __init__(self, settings: Settings, contract: Contract, seq: int, chunk_bytes: int):
+        self.settings = settings
+        self.contract = contract
+        self.seq = seq
+        self.chunk_bytes = chunk_bytes
+        self.schema = CLICKSTREAM_SCHEMA if contract.feed == CLICKSTREAM_FEED else CDC_SCHEMA
+        self.sql = parse_sql(contract)
+        self.ingested_at = datetime.now(UTC)
+        self.quarantine: list[pa.Table] = []
+        self.counts: list[tuple[LandedFile, FileCounts]] = []
+        self.rejections: list[FileRejection] = []
+
+    def batches(self, files: list[LandedFile]) -> Iterator[pa.RecordBatch]:
+        """Bronze record batches of every file in turn; quarantine rows and counts are kept on the side."""
+        with duckdb.connect() as con:
+            for file in files:
+                records = quarantined = 0
+                reasons: list[str] = []
+                for first_line, lines in read_line_chunks(self.settings.landing, file, self.chunk_bytes):
+                    parsed = self._parse(con, first_line, lines)
+                    bad = parsed.filter(pc.is_valid(parsed["reason"]))
+                    good = parsed.filter(pc.is_null(parsed["reason"]))
+                    records += parsed.num_rows
+                    quarantined += bad.num_rows
+                    if bad.num_rows:
+                        self.quarantine.append(self._quarantine_rows(file, bad))
+                        reasons.extend(r for r in bad["reason"].to_pylist()[:REASONS_SHOWN] if r not in reasons)
+                    if good.num_rows:
+                        yield from self._bronze_rows(file, good).to_batches()
+                self.counts.append((file, FileCounts(records, records - quarantined, quarantined)))
+                if records and quarantined / records > self.settings.max_reject_rate:
+                    self.rejections.append(
+                        FileRejection(file.relpath, records, quarantined, tuple(reasons[:REASONS_SHOWN]))
+                    )
+
+    def _parse(self, con: duckdb.DuckDBPyConnection, first_line: int, lines: pa.Array) -> pa.Table:
+        numbers = pa.array(range(first_line, first_line + len(lines)), pa.int64())
+        invalid_utf8: list[int] = []
+        try:
+            text = lines.cast(pa.large_string())
+        except pa.ArrowInvalid:  # rare: decode line by line, and quarantine the lines that are not UTF-8
+            decoded = []
+            for number, raw in zip(numbers.to_pylist(), lines.to_pylist(), strict=True):
+                try:
+                    decoded.append(raw.decode("utf-8"))
+                except UnicodeDecodeError:
+                    decoded.append(raw.decode("utf-8", "backslashreplace"))
+                    invalid_utf8.append(number)
+            text = pa.array(decoded, pa.large_string())
+        con.register("chunk", pa.table({"line_no": numbers, "line": text}))
+        try:
+            parsed = con.sql(self.sql).to_arrow_table().sort_by("line_no")
+        finally:
+            con.unregister("chunk")
+        if invalid_utf8:
+            mask = pc.is_in(parsed["line_no"], pa.array(invalid_utf8, pa.int64()))
+            reason = pc.if_else(mask, pa.scalar("invalid UTF-8"), parsed["reason"])
+            parsed = parsed.set_column(parsed.schema.get_field_index("reason"), "reason", reason)
+        return parsed
+
+    def _metadata(self, file: LandedFile, parsed: pa.Table) -> dict[str, pa.Array]:
+        n = parsed.num_rows
+        return {
+            "_source_file": pa.repeat(file.relpath, n),
+            "_line": parsed["line_no"],
+            "_batch_seq": pa.repeat(self.seq, n),
+            "_batch_id": pa.repeat(f"{self.contract.feed_id}:{self.seq:06d}", n),
+            "_ingested_at": pa.repeat(pa.scalar(self.ingested_at, pa.timestamp("us", tz="UTC")), n),
+            "_ingest_date": pa.repeat(pa.scalar(self.ingested_at.date(), pa.date32()), n),
+        }
+
+    def _bronze_rows(self, file: LandedFile, good: pa.Table) -> pa.Table:
+        columns = self._metadata(file, good)
+        if self.contract.feed == CLICKSTREAM_FEED:
+            columns["raw"] = good["line"]
+            columns["source"] = pa.repeat(file.clickstream_source, good.num_rows)
+        else:
+            offsets = None
+            if file.kafka_start_offset is not None:
+                offsets = pc.add(pc.subtract(good["line_no"], 1), file.kafka_start_offset)
+            columns["_kafka_partition"] = pa.repeat(pa.scalar(file.kafka_partition, pa.int64()), good.num_rows)
+            columns["_kafka_offset"] = offsets if offsets is not None else pa.nulls(good.num_rows, pa.int64())
+        return pa.table(
+            [columns[f.name] if f.name in columns else good[f.name] for f in self.schema], schema=self.schema
+        )
+
+    def _quarantine_rows(self, file: LandedFile, bad: pa.Table) -> pa.Table:
+        n = bad.num_rows
+        return pa.table(
+            [
+                pa.repeat(self.contract.feed_id, n),
+                pa.repeat(file.relpath, n),
+                bad["line_no"],
+                bad["line"].cast(pa.string()),
+                bad["reason"].cast(pa.string()),
+                pa.repeat(self.seq, n),
+                pa.repeat(pa.scalar(self.ingested_at, pa.timestamp("us", tz="UTC")), n),
+            ],
+            schema=QUARANTINE_SCHEMA,
+        )
+
+
+def _run_batch(settings: Settings, contract: Contract, ledger: Ledger, seq: int, files: list[LandedFile],
+               report: IngestReport, chunk_bytes: int) -> None:
+    options = settings.storage_options
+    app_id = f"ingest:{contract.feed_id}"
+    target, quarantine = bronze_uri(settings, contract), quarantine_uri(settings)
+    parser = _BatchParser(settings, contract, seq, chunk_bytes)
+    if delta.applied_version(target, app_id, options) >= seq:
+        for _ in parser.batches(files):  # already committed: only the quarantine rows and counts are needed
+            pass
+    else:
+        reader = pa.RecordBatchReader.from_batches(parser.schema, parser.batches(files))
+        delta.append(target, reader, storage_options=options, partition_by=["_ingest_date"], app_id=app_id, version=seq)
+    crash_point("ingest:after_bronze")
+    if parser.quarantine and delta.applied_version(quarantine, app_id, options) < seq:
+        delta.append(
+            quarantine,
+            pa.concat_tables(parser.quarantine),
+            storage_options=options,
+            partition_by=["feed_id"],
+            app_id=app_id,
+            version=seq,
+        )
+    crash_point("ingest:after_quarantine")
+    ledger.commit(contract.feed_id, seq, parser.counts)
+    report.batches += 1
+    report.files += len(files)
+    for _, counts in parser.counts:
+        report.records += counts.records
+        report.bronze_rows += counts.bronze_rows
+        report.quarantined += counts.quarantined
+    report.rejections.extend(parser.rejections)
+
+
+def _plan_batches(files: list[LandedFile], max_files: int, max_bytes: int) -> list[list[LandedFile]]:
+    batches: list[list[LandedFile]] = []
+    size = 0
+    for file in files:
+        if not batches or len(batches[-1]) >= max_files or size + file.size > max_bytes:
+            batches.append([])
+            size = 0
+        batches[-1].append(file)
+        size += file.size
+    return batches
+
+
+def ingest(
+    settings: Settings,
+    contract: Contract,
+    *,
+    max_files_per_batch: int = MAX_FILES_PER_BATCH,
+    max_batch_bytes: int = MAX_BATCH_BYTES,
+    chunk_bytes: int = CHUNK_BYTES,
+) -> IngestReport:
+    """Take every landed file of ``contract``'s feed that is not in the ledger yet into bronze (and quarantine),
+    first finishing a batch that an earlier run left open. Safe to run again at any time."""
+    started = time.perf_counter()
+    report = IngestReport(contract.feed_id)
+    ledger = Ledger(ledger_uri(settings), settings.storage_options)
+    state = ledger.state(contract.feed_id)
+    seq = state.next_seq
+    if state.open_batch is not None:
+        open_seq, open_files = state.open_batch
+        _run_batch(settings, contract, ledger, open_seq, open_files, report, chunk_bytes)
+        state = ledger.state(contract.feed_id)
+        seq = state.next_seq
+    pending = [
+        f for f in discover(settings.landing, contract.feed_id) if (f.relpath, f.size, f.mtime_ns) not in state.done
+    ]
+    pending.sort(key=lambda f: (f.mtime_ns, f.relpath))
+    for files in _plan_batches(pending, max_files_per_batch, max_batch_bytes):
+        ledger.plan(contract.feed_id, seq, files)
+        crash_point("ingest:after_plan")
+        _run_batch(settings, contract, ledger, seq, files, report, chunk_bytes)
+        seq += 1
+    report.seconds = time.perf_counter() - started
+    return report

@@ -1,0 +1,115 @@
+"""The landing zone: which raw files have arrived, and their lines read in bounded chunks.
+
+Layout (as the sinks write it): ``cdc/<topic>/<topic>+<partition>+<start offset>.json[l][.gz]`` for Kafka
+Connect / Debezium Server sinks, and ``clickstream/**/*.json[l][.gz]`` for the Segment object-store
+destination. The zone is read through ``pyarrow.fs``, so the same code lists a local folder or a bucket.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+from isal import igzip
+
+CLICKSTREAM_FEED = "clickstream"
+DATA_SUFFIXES = (".json", ".jsonl", ".json.gz", ".jsonl.gz")
+KAFKA_FILE_NAME = re.compile(r"^(?P<topic>.+)\+(?P<partition>\d+)\+(?P<offset>\d+)\.jsonl?(\.gz)?$")
+CHUNK_BYTES = 32 * 1024 * 1024
+"""Uncompressed bytes read per chunk: the bound on what one file holds in memory at a time."""
+
+
+@dataclass(frozen=True)
+class LandedFile:
+    """One raw file in the landing zone, identified by its path relative to the zone, size and mtime."""
+
+    feed_id: str
+    """The CDC topic folder the file is in (``crm.public.contacts``), or ``clickstream``."""
+    relpath: str
+    size: int
+    mtime_ns: int
+    kafka_partition: int | None = None
+    kafka_start_offset: int | None = None
+    """Offset of the file's first record in its Kafka partition, when the name carries it."""
+
+    @property
+    def compressed(self) -> bool:
+        """True for gzipped files (``.gz``)."""
+        return self.relpath.endswith(".gz")
+
+    @property
+    def clickstream_source(self) -> str | None:
+        """The Segment source folder (``web``, ``app``, ``server``) of a clickstream file."""
+        if self.feed_id != CLICKSTREAM_FEED:
+            return None
+        parts = self.relpath.split("/")
+        return parts[1] if len(parts) > 2 else None
+
+
+def landing_filesystem(landing: str) -> tuple[pafs.FileSystem, str]:
+    """The filesystem and base path of the landing zone (a local folder or an object-store URI)."""
+    if "://" in landing:
+        return pafs.FileSystem.from_uri(landing)
+    return pafs.LocalFileSystem(), landing
+
+
+def _landed(feed_id: str, relpath: str, info: pafs.FileInfo) -> LandedFile:
+    match = KAFKA_FILE_NAME.match(relpath.rsplit("/", 1)[-1])
+    return LandedFile(
+        feed_id=feed_id,
+        relpath=relpath,
+        size=info.size,
+        mtime_ns=info.mtime_ns or 0,
+        kafka_partition=int(match["partition"]) if match else None,
+        kafka_start_offset=int(match["offset"]) if match else None,
+    )
+
+
+def discover(landing: str, feed_id: str) -> list[LandedFile]:
+    """Every data file of one feed (a CDC topic or ``clickstream``), sorted by path."""
+    fs, base = landing_filesystem(landing)
+    folder = f"{base.rstrip('/')}/{CLICKSTREAM_FEED if feed_id == CLICKSTREAM_FEED else 'cdc/' + feed_id}"
+    selector = pafs.FileSelector(folder, recursive=True, allow_not_found=True)
+    files = []
+    for info in fs.get_file_info(selector):
+        if info.type != pafs.FileType.File or not info.path.endswith(DATA_SUFFIXES):
+            continue
+        relpath = info.path[len(base.rstrip("/")) + 1 :]
+        files.append(_landed(feed_id, relpath, info))
+    return sorted(files, key=lambda f: f.relpath)
+
+
+def cdc_topics(landing: str) -> list[str]:
+    """The topic folders present under ``cdc/``."""
+    fs, base = landing_filesystem(landing)
+    selector = pafs.FileSelector(f"{base.rstrip('/')}/cdc", recursive=False, allow_not_found=True)
+    return sorted(i.base_name for i in fs.get_file_info(selector) if i.type == pafs.FileType.Directory)
+
+
+def read_line_chunks(landing: str, file: LandedFile, chunk_bytes: int = CHUNK_BYTES) -> Iterator[tuple[int, pa.Array]]:
+    """The file's lines as ``(number of the first line, large_binary array of lines)`` chunks of about
+    ``chunk_bytes``, decompressing gzip on the fly. Line numbers start at 1; a final newline ends the last
+    line instead of starting an empty one."""
+    fs, base = landing_filesystem(landing)
+    with fs.open_input_stream(f"{base.rstrip('/')}/{file.relpath}", compression=None) as raw:
+        stream = igzip.GzipFile(fileobj=raw, mode="rb") if file.compressed else raw
+        next_line, carry = 1, b""
+        while True:
+            block = stream.read(chunk_bytes)
+            if not block:
+                break
+            data = carry + block
+            cut = data.rfind(b"\n")
+            if cut < 0:
+                carry = data
+                continue
+            data, carry = data[:cut], data[cut + 1 :]
+            lines = pc.split_pattern(pa.array([data], pa.large_binary()), b"\n").flatten()
+            yield next_line, lines
+            next_line += len(lines)
+        if carry:
+            yield next_line, pa.array([carry], pa.large_binary())

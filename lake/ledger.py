@@ -1,0 +1,127 @@
+"""The ingestion ledger: which landing files each feed has taken in, batch by batch.
+
+A batch is planned before anything is written (its files recorded with status ``planned``) and closed after
+its bronze and quarantine commits (status ``committed``, with counts). A run that finds a planned batch not
+yet committed resumes it with exactly the same files, so a crash at any point is repaired by running again.
+The ledger is an append-only Delta table (``bronze/_ingestion_ledger``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import polars as pl
+import pyarrow as pa
+
+from lake import delta
+from lake.landing import LandedFile
+
+PLANNED = "planned"
+COMMITTED = "committed"
+SCHEMA = pa.schema(
+    [
+        ("feed_id", pa.string()),
+        ("batch_seq", pa.int64()),
+        ("status", pa.string()),
+        ("relpath", pa.string()),
+        ("size", pa.int64()),
+        ("mtime_ns", pa.int64()),
+        ("kafka_partition", pa.int64()),
+        ("kafka_start_offset", pa.int64()),
+        ("records", pa.int64()),
+        ("bronze_rows", pa.int64()),
+        ("quarantined", pa.int64()),
+        ("recorded_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class FileCounts:
+    """What one file of a batch turned into."""
+
+    records: int
+    bronze_rows: int
+    quarantined: int
+
+
+@dataclass(frozen=True)
+class LedgerState:
+    """One feed's position in the ledger."""
+
+    done: frozenset[tuple[str, int, int]]
+    """(relpath, size, mtime_ns) of every committed file."""
+    open_batch: tuple[int, list[LandedFile]] | None
+    """A planned batch whose commit is missing: (sequence number, its files)."""
+    next_seq: int
+
+
+class Ledger:
+    """Reads and appends the ingestion ledger table at ``uri``."""
+
+    def __init__(self, uri: str, storage_options: dict[str, str] | None = None):
+        self.uri = uri
+        self.storage_options = storage_options
+
+    def state(self, feed_id: str) -> LedgerState:
+        """Committed files, the open batch if any, and the next batch number of one feed."""
+        lazy = delta.scan(self.uri, self.storage_options)
+        rows = pl.DataFrame(schema=pl.Schema(SCHEMA)) if lazy is None else lazy.filter(pl.col("feed_id") == feed_id).collect()
+        committed = rows.filter(pl.col("status") == COMMITTED)
+        done = frozenset(committed.select("relpath", "size", "mtime_ns").iter_rows())
+        closed = set(committed["batch_seq"].to_list())
+        planned = rows.filter((pl.col("status") == PLANNED) & ~pl.col("batch_seq").is_in(list(closed)))
+        open_batch = None
+        if planned.height:
+            seq = planned["batch_seq"].min()
+            files = [
+                LandedFile(
+                    feed_id=feed_id,
+                    relpath=r["relpath"],
+                    size=r["size"],
+                    mtime_ns=r["mtime_ns"],
+                    kafka_partition=r["kafka_partition"],
+                    kafka_start_offset=r["kafka_start_offset"],
+                )
+                for r in planned.filter(pl.col("batch_seq") == seq).sort("relpath").iter_rows(named=True)
+            ]
+            open_batch = (seq, files)
+        next_seq = (rows["batch_seq"].max() or 0) + 1
+        return LedgerState(done=done, open_batch=open_batch, next_seq=next_seq)
+
+    def plan(self, feed_id: str, seq: int, files: list[LandedFile]) -> None:
+        """Record the files of batch ``seq`` before any of them is written."""
+        self._append(feed_id, seq, PLANNED, [(f, None) for f in files])
+
+    def commit(self, feed_id: str, seq: int, files: list[tuple[LandedFile, FileCounts]]) -> None:
+        """Close batch ``seq`` with what each of its files turned into."""
+        self._append(feed_id, seq, COMMITTED, files)
+
+    def committed_files(self) -> pl.DataFrame:
+        """Every committed file with its counts (all feeds)."""
+        lazy = delta.scan(self.uri, self.storage_options)
+        if lazy is None:
+            return pl.DataFrame(schema=pl.Schema(SCHEMA))
+        return lazy.filter(pl.col("status") == COMMITTED).collect()
+
+    def _append(self, feed_id: str, seq: int, status: str, files: list[tuple[LandedFile, FileCounts | None]]) -> None:
+        now = datetime.now(UTC)
+        rows = [
+            {
+                "feed_id": feed_id,
+                "batch_seq": seq,
+                "status": status,
+                "relpath": f.relpath,
+                "size": f.size,
+                "mtime_ns": f.mtime_ns,
+                "kafka_partition": f.kafka_partition,
+                "kafka_start_offset": f.kafka_start_offset,
+                "records": counts.records if counts else None,
+                "bronze_rows": counts.bronze_rows if counts else None,
+                "quarantined": counts.quarantined if counts else None,
+                "recorded_at": now,
+            }
+            for f, counts in files
+        ]
+        delta.append(self.uri, pa.Table.from_pylist(rows, schema=SCHEMA), storage_options=self.storage_options)
