@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import duckdb
+import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -89,7 +90,7 @@ QUARANTINE_SCHEMA = pa.schema(
 
 # Lines that cannot be parsed at all; the main query only sees JSON objects (and, for CDC, tombstones).
 PARSE_ERRORS_SQL = """
-    select line_no, line,
+    select row_id, file_idx, line_no, line,
         case when trim(line) = '' then 'empty line'
              when trim(line) = 'null' and $tombstones then null
              when not json_valid(line) then 'invalid JSON'
@@ -99,18 +100,18 @@ PARSE_ERRORS_SQL = """
 
 CDC_SQL = """
 with classified as ({parse_errors}),
-ok as (select line_no, line from classified where reason is null and trim(line) <> 'null'),
+ok as (select row_id, file_idx, line_no, line from classified where reason is null and trim(line) <> 'null'),
 envelope as (
-    select line_no, line, json_transform(line, '{{"schema": "JSON", "payload": "JSON"}}') as e from ok
+    select row_id, file_idx, line_no, line, json_transform(line, '{{"schema": "JSON", "payload": "JSON"}}') as e from ok
 ),
 unwrapped as (
-    select line_no, line,
+    select row_id, file_idx, line_no, line,
         case when e.schema is not null and e.payload is not null then e.payload else line end as payload,
         case when e.schema is not null and e.payload is not null then e.schema end as schema
     from envelope
 ),
 fields as (
-    select line_no, line, schema,
+    select row_id, file_idx, line_no, line, schema,
         json_transform(payload, '{{"op": "VARCHAR", "before": "JSON", "after": "JSON", "source": "JSON",
                                    "transaction": "JSON", "ts_ms": "BIGINT"}}') as p
     from unwrapped
@@ -120,7 +121,7 @@ positioned as (
                                           "ts_ms": "BIGINT", "snapshot": "VARCHAR", "txId": "BIGINT"}}') as s
     from fields
 )
-select line_no, line, false as is_tombstone,
+select row_id, file_idx, line_no, line, false as is_tombstone,
     p.op, p.before::varchar as before, p.after::varchar as after, p.source::varchar as source,
     p.transaction::varchar as transaction,
     list_filter(json_extract(schema, '$.fields[*]'), lambda f: f->>'field' = 'after')[1]::varchar as value_schema,
@@ -137,26 +138,26 @@ select line_no, line, false as is_tombstone,
     end as reason
 from positioned
 union all
-select line_no, line, true, null, null, null, null, null, null, null, null, null, null, null, null, null, null, null
+select row_id, file_idx, line_no, line, true, null, null, null, null, null, null, null, null, null, null, null, null, null, null, null
 from classified where reason is null and trim(line) = 'null'
 union all
-select line_no, line, false, null, null, null, null, null, null, null, null, null, null, null, null, null, null, reason
+select row_id, file_idx, line_no, line, false, null, null, null, null, null, null, null, null, null, null, null, null, null, null, reason
 from classified where reason is not null
 """
 
 CLICKSTREAM_SQL = """
 with classified as ({parse_errors}),
 ok as (
-    select line_no, line,
+    select row_id, file_idx, line_no, line,
         json_transform(line, '{{"messageId": "VARCHAR", "type": "VARCHAR", "event": "VARCHAR",
                                 "anonymousId": "VARCHAR", "userId": "VARCHAR", "receivedAt": "VARCHAR"}}') as m
     from classified where reason is null
 )
-select line_no, line, m.messageId as message_id, m.type, m.event, m.anonymousId as anonymous_id,
+select row_id, file_idx, line_no, line, m.messageId as message_id, m.type, m.event, m.anonymousId as anonymous_id,
     m.userId as user_id, m.receivedAt as received_at, {violation} as reason
 from ok
 union all
-select line_no, line, null, null, null, null, null, null, reason from classified where reason is not null
+select row_id, file_idx, line_no, line, null, null, null, null, null, null, reason from classified where reason is not null
 """
 
 POSITION_CHECKS = {
@@ -167,7 +168,7 @@ POSITION_CHECKS = {
 
 
 def parse_sql(contract: Contract) -> str:
-    """The DuckDB query that splits a chunk of raw lines (table ``chunk(line_no, line)``) of this feed into
+    """The DuckDB query that splits a chunk of raw lines (table ``chunk(row_id, file_idx, line_no, line)``) of this feed into
     bronze columns and a ``reason`` that is NULL for valid records."""
     if contract.feed == CLICKSTREAM_FEED:
         return CLICKSTREAM_SQL.format(
@@ -236,100 +237,143 @@ def ledger_uri(settings: Settings) -> str:
 
 
 class _BatchParser:
-    """Streams the valid records of a batch's files as bronze record batches, keeping the rejected ones."""
+    """Streams the valid records of a batch's files as bronze record batches, keeping the rejected ones.
 
-    def __init__(self, settings: Settings, contract: Contract, seq: int, chunk_bytes: int):
+    Lines of consecutive small files share one chunk (and one DuckDB query) of about ``chunk_bytes``; a large
+    file is split into several chunks, so memory stays bounded whatever the file sizes."""
+
+    def __init__(self, settings: Settings, contract: Contract, seq: int, files: list[LandedFile], chunk_bytes: int):
         self.settings = settings
         self.contract = contract
         self.seq = seq
+        self.files = files
         self.chunk_bytes = chunk_bytes
         self.schema = CLICKSTREAM_SCHEMA if contract.feed == CLICKSTREAM_FEED else CDC_SCHEMA
         self.sql = parse_sql(contract)
         self.ingested_at = datetime.now(UTC)
         self.quarantine: list[pa.Table] = []
-        self.counts: list[tuple[LandedFile, FileCounts]] = []
-        self.rejections: list[FileRejection] = []
+        self.records = [0] * len(files)
+        self.quarantined = [0] * len(files)
+        self.reasons: list[list[str]] = [[] for _ in files]
+        self._paths = pa.array([f.relpath for f in files], pa.string())
+        self._sources = pa.array([f.clickstream_source for f in files], pa.string())
+        self._partitions = pa.array([f.kafka_partition for f in files], pa.int64())
+        self._start_offsets = pa.array([f.kafka_start_offset for f in files], pa.int64())
 
-    def batches(self, files: list[LandedFile]) -> Iterator[pa.RecordBatch]:
+    @property
+    def counts(self) -> list[tuple[LandedFile, FileCounts]]:
+        """What each file of the batch turned into."""
+        return [
+            (f, FileCounts(r, r - q, q)) for f, r, q in zip(self.files, self.records, self.quarantined, strict=True)
+        ]
+
+    @property
+    def rejections(self) -> list[FileRejection]:
+        """The files whose share of quarantined records passed the threshold."""
+        return [
+            FileRejection(f.relpath, r, q, tuple(reasons[:REASONS_SHOWN]))
+            for f, r, q, reasons in zip(self.files, self.records, self.quarantined, self.reasons, strict=True)
+            if q >= self.settings.min_rejected_records and q / r > self.settings.max_reject_rate
+        ]
+
+    def _chunks(self) -> Iterator[pa.Table]:
+        pending: list[pa.Table] = []
+        size = 0
+        for index, file in enumerate(self.files):
+            for first_line, lines in read_line_chunks(self.settings.landing, file, self.chunk_bytes):
+                pending.append(
+                    pa.table(
+                        {
+                            "file_idx": pa.repeat(pa.scalar(index, pa.int32()), len(lines)),
+                            "line_no": pa.array(range(first_line, first_line + len(lines)), pa.int64()),
+                            "line": lines,
+                        }
+                    )
+                )
+                size += lines.nbytes
+                if size >= self.chunk_bytes:
+                    yield pa.concat_tables(pending)
+                    pending, size = [], 0
+        if pending:
+            yield pa.concat_tables(pending)
+
+    def batches(self) -> Iterator[pa.RecordBatch]:
         """Bronze record batches of every file in turn; quarantine rows and counts are kept on the side."""
         with duckdb.connect() as con:
-            for file in files:
-                records = quarantined = 0
-                reasons: list[str] = []
-                for first_line, lines in read_line_chunks(self.settings.landing, file, self.chunk_bytes):
-                    parsed = self._parse(con, first_line, lines)
-                    bad = parsed.filter(pc.is_valid(parsed["reason"]))
-                    good = parsed.filter(pc.is_null(parsed["reason"]))
-                    records += parsed.num_rows
-                    quarantined += bad.num_rows
-                    if bad.num_rows:
-                        self.quarantine.append(self._quarantine_rows(file, bad))
-                        reasons.extend(r for r in bad["reason"].to_pylist()[:REASONS_SHOWN] if r not in reasons)
-                    if good.num_rows:
-                        yield from self._bronze_rows(file, good).to_batches()
-                self.counts.append((file, FileCounts(records, records - quarantined, quarantined)))
-                if records and quarantined / records > self.settings.max_reject_rate:
-                    self.rejections.append(
-                        FileRejection(file.relpath, records, quarantined, tuple(reasons[:REASONS_SHOWN]))
-                    )
+            for chunk in self._chunks():
+                parsed = self._parse(con, chunk)
+                rejected = pc.is_valid(parsed["reason"])
+                bad = parsed.filter(rejected)
+                good = parsed.filter(pc.invert(rejected))
+                for index, count in zip(*_counts(parsed["file_idx"]), strict=True):
+                    self.records[index] += count
+                for index, count in zip(*_counts(bad["file_idx"]), strict=True):
+                    self.quarantined[index] += count
+                if bad.num_rows:
+                    self.quarantine.append(self._quarantine_rows(bad))
+                    for index, reason in zip(bad["file_idx"].to_pylist(), bad["reason"].to_pylist(), strict=True):
+                        if len(self.reasons[index]) < REASONS_SHOWN and reason not in self.reasons[index]:
+                            self.reasons[index].append(reason)
+                if good.num_rows:
+                    yield from self._bronze_rows(good).to_batches()
 
-    def _parse(self, con: duckdb.DuckDBPyConnection, first_line: int, lines: pa.Array) -> pa.Table:
-        numbers = pa.array(range(first_line, first_line + len(lines)), pa.int64())
+    def _parse(self, con: duckdb.DuckDBPyConnection, chunk: pa.Table) -> pa.Table:
+        lines = chunk["line"].combine_chunks()
         invalid_utf8: list[int] = []
         try:
             text = lines.cast(pa.large_string())
         except pa.ArrowInvalid:  # rare: decode line by line, and quarantine the lines that are not UTF-8
             decoded = []
-            for number, raw in zip(numbers.to_pylist(), lines.to_pylist(), strict=True):
+            for row, raw in enumerate(lines.to_pylist()):
                 try:
                     decoded.append(raw.decode("utf-8"))
                 except UnicodeDecodeError:
                     decoded.append(raw.decode("utf-8", "backslashreplace"))
-                    invalid_utf8.append(number)
+                    invalid_utf8.append(row)
             text = pa.array(decoded, pa.large_string())
-        con.register("chunk", pa.table({"line_no": numbers, "line": text}))
+        rows = pa.array(range(chunk.num_rows), pa.int64())
+        con.register("chunk", pa.table({"row_id": rows, "file_idx": chunk["file_idx"], "line_no": chunk["line_no"], "line": text}))
         try:
-            parsed = con.sql(self.sql).to_arrow_table().sort_by("line_no")
+            parsed = con.sql(self.sql).to_arrow_table().sort_by("row_id")
         finally:
             con.unregister("chunk")
         if invalid_utf8:
-            mask = pc.is_in(parsed["line_no"], pa.array(invalid_utf8, pa.int64()))
+            mask = pc.is_in(parsed["row_id"], pa.array(invalid_utf8, pa.int64()))
             reason = pc.if_else(mask, pa.scalar("invalid UTF-8"), parsed["reason"])
             parsed = parsed.set_column(parsed.schema.get_field_index("reason"), "reason", reason)
         return parsed
 
-    def _metadata(self, file: LandedFile, parsed: pa.Table) -> dict[str, pa.Array]:
-        n = parsed.num_rows
-        return {
-            "_source_file": pa.repeat(file.relpath, n),
-            "_line": parsed["line_no"],
+    def _metadata(self, rows: pa.Table) -> dict[str, pa.Array]:
+        n = rows.num_rows
+        file_idx = rows["file_idx"]
+        columns = {
+            "_source_file": pc.take(self._paths, file_idx),
+            "_line": rows["line_no"],
             "_batch_seq": pa.repeat(self.seq, n),
             "_batch_id": pa.repeat(f"{self.contract.feed_id}:{self.seq:06d}", n),
             "_ingested_at": pa.repeat(pa.scalar(self.ingested_at, pa.timestamp("us", tz="UTC")), n),
             "_ingest_date": pa.repeat(pa.scalar(self.ingested_at.date(), pa.date32()), n),
         }
-
-    def _bronze_rows(self, file: LandedFile, good: pa.Table) -> pa.Table:
-        columns = self._metadata(file, good)
         if self.contract.feed == CLICKSTREAM_FEED:
-            columns["raw"] = good["line"]
-            columns["source"] = pa.repeat(file.clickstream_source, good.num_rows)
+            columns["raw"] = rows["line"]
+            columns["source"] = pc.take(self._sources, file_idx)
         else:
-            offsets = None
-            if file.kafka_start_offset is not None:
-                offsets = pc.add(pc.subtract(good["line_no"], 1), file.kafka_start_offset)
-            columns["_kafka_partition"] = pa.repeat(pa.scalar(file.kafka_partition, pa.int64()), good.num_rows)
-            columns["_kafka_offset"] = offsets if offsets is not None else pa.nulls(good.num_rows, pa.int64())
+            columns["_kafka_partition"] = pc.take(self._partitions, file_idx)
+            columns["_kafka_offset"] = pc.add(pc.subtract(rows["line_no"], 1), pc.take(self._start_offsets, file_idx))
+        return columns
+
+    def _bronze_rows(self, good: pa.Table) -> pa.Table:
+        columns = self._metadata(good)
         return pa.table(
             [columns[f.name] if f.name in columns else good[f.name] for f in self.schema], schema=self.schema
         )
 
-    def _quarantine_rows(self, file: LandedFile, bad: pa.Table) -> pa.Table:
+    def _quarantine_rows(self, bad: pa.Table) -> pa.Table:
         n = bad.num_rows
         return pa.table(
             [
                 pa.repeat(self.contract.feed_id, n),
-                pa.repeat(file.relpath, n),
+                pc.take(self._paths, bad["file_idx"]),
                 bad["line_no"],
                 bad["line"].cast(pa.string()),
                 bad["reason"].cast(pa.string()),
@@ -340,17 +384,23 @@ class _BatchParser:
         )
 
 
+def _counts(file_idx: pa.ChunkedArray) -> tuple[list[int], list[int]]:
+    """(file index, rows) pairs of a column of file indexes."""
+    counted = pc.value_counts(file_idx)
+    return counted.field("values").to_pylist(), counted.field("counts").to_pylist()
+
+
 def _run_batch(settings: Settings, contract: Contract, ledger: Ledger, seq: int, files: list[LandedFile],
                report: IngestReport, chunk_bytes: int) -> None:
     options = settings.storage_options
     app_id = f"ingest:{contract.feed_id}"
     target, quarantine = bronze_uri(settings, contract), quarantine_uri(settings)
-    parser = _BatchParser(settings, contract, seq, chunk_bytes)
+    parser = _BatchParser(settings, contract, seq, files, chunk_bytes)
     if delta.applied_version(target, app_id, options) >= seq:
-        for _ in parser.batches(files):  # already committed: only the quarantine rows and counts are needed
+        for _ in parser.batches():  # already committed: only the quarantine rows and counts are needed
             pass
     else:
-        reader = pa.RecordBatchReader.from_batches(parser.schema, parser.batches(files))
+        reader = pa.RecordBatchReader.from_batches(parser.schema, parser.batches())
         delta.append(target, reader, storage_options=options, partition_by=["_ingest_date"], app_id=app_id, version=seq)
     crash_point("ingest:after_bronze")
     if parser.quarantine and delta.applied_version(quarantine, app_id, options) < seq:
@@ -371,6 +421,20 @@ def _run_batch(settings: Settings, contract: Contract, ledger: Ledger, seq: int,
         report.bronze_rows += counts.bronze_rows
         report.quarantined += counts.quarantined
     report.rejections.extend(parser.rejections)
+
+
+def pending_steps(bronze: pl.LazyFrame, applied: int, max_rows: int) -> list[tuple[int, int]]:
+    """The bronze batches after ``applied`` as ranges ``(after, up to and including)`` of at most about
+    ``max_rows`` rows each (a single larger batch stays whole), for consumers that apply bronze incrementally."""
+    sizes = bronze.filter(pl.col("_batch_seq") > applied).group_by("_batch_seq").len().sort("_batch_seq").collect()
+    steps, low, rows = [], applied, 0
+    last = sizes["_batch_seq"].max()
+    for seq, count in sizes.iter_rows():
+        rows += count
+        if rows >= max_rows or seq == last:
+            steps.append((low, seq))
+            low, rows = seq, 0
+    return steps
 
 
 def _plan_batches(files: list[LandedFile], max_files: int, max_bytes: int) -> list[list[LandedFile]]:

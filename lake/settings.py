@@ -34,8 +34,12 @@ class Settings:
     schedule_timezone: str
     max_reject_rate: float = 0.2
     """Share of a landing file's records that may go to quarantine before the ingestion fails on that file."""
+    min_rejected_records: int = 10
+    """A file is rejected only when at least this many of its records were quarantined (and the share passed)."""
     bronze_retention_days: int = 90
     """Days the raw (restricted) bronze zone keeps a record after its ingestion."""
+    contracts_dir: Path = REPO_ROOT / "data_contracts" / "contracts"
+    """The data contracts of the feeds: one per feed; a new contract (and its landing folder) adds a feed."""
 
     @property
     def is_local(self) -> bool:
@@ -67,7 +71,9 @@ class Settings:
 
 def get_settings() -> Settings:
     """Read the settings from the environment (``LAKE_ROOT``, ``WAREHOUSE_PATH``, ``MLFLOW_TRACKING_URI``,
-    ``PII_SECRET``, ``SCHEDULE_TIMEZONE``, ``INGEST_MAX_REJECT_RATE``, ``BRONZE_RETENTION_DAYS``), falling back to local defaults."""
+    ``PII_SECRET``, ``SCHEDULE_TIMEZONE``, ``INGEST_MAX_REJECT_RATE``, ``INGEST_MIN_REJECTED_RECORDS``,
+    ``BRONZE_RETENTION_DAYS``,
+    ``DATA_CONTRACTS_DIR``), falling back to local defaults."""
     lake_root = os.environ.get("LAKE_ROOT") or str(DEFAULT_VAR_DIR / "lake")
     if "://" not in lake_root:
         lake_root = str(Path(lake_root).expanduser().resolve())
@@ -82,7 +88,9 @@ def get_settings() -> Settings:
         pii_secret=os.environ.get("PII_SECRET") or "local-development-secret-change-me",
         schedule_timezone=os.environ.get("SCHEDULE_TIMEZONE") or "UTC",
         max_reject_rate=float(os.environ.get("INGEST_MAX_REJECT_RATE") or 0.2),
+        min_rejected_records=int(os.environ.get("INGEST_MIN_REJECTED_RECORDS") or 10),
         bronze_retention_days=int(os.environ.get("BRONZE_RETENTION_DAYS") or 90),
+        contracts_dir=Path(os.environ.get("DATA_CONTRACTS_DIR") or REPO_ROOT / "data_contracts" / "contracts"),
     )
 
 

@@ -1,0 +1,298 @@
+"""CDC apply, bronze to silver: the current state of every source table, and the history of every row.
+
+The log position orders everything: PostgreSQL ``lsn``; MySQL binlog file, position and row (columns
+``_log_file``, ``_log_pos``, ``_log_row``). For each key the change with the highest position wins, whatever
+order the files arrived in; replayed events (same key, same position) count once; a delete removes the row
+and a later create brings it back; a truncate ends every version written before it; tombstones are skipped.
+
+Each run reads only the bronze batches it has not applied yet, decodes them (:mod:`lake.debezium`),
+tokenises personal data (:mod:`lake.privacy`), and then, for the keys those batches touch only:
+
+- ``silver/<system>/<table>_history``: every version with its validity interval ``[_valid_from, _valid_to)``
+  (a delete is a version with ``_op = 'd'``; a truncate is one row with ``_op = 't'`` and a null key),
+  recomputed for the touched keys and merged where it changed;
+- ``silver/<system>/<table>``: the latest live version per key, merged where its position changed.
+
+Both merges record the last applied bronze batch as a Delta application transaction in the same commit,
+so a run interrupted between them finishes the other one next time.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import polars as pl
+
+from data_contracts import Contract
+from lake import delta
+from lake.bronze import bronze_uri, pending_steps
+from lake.debezium import decode_images
+from lake.faults import crash_point
+from lake.privacy import protect
+from lake.settings import Settings
+
+POSITION = ["_log_file", "_log_pos", "_log_row"]
+CHANGE_COLUMNS = ["_op", *POSITION, "_changed_at"]
+INTERVAL = ["_valid_from", "_valid_to"]
+MAX_ROWS_PER_STEP = 2_000_000
+BRONZE_COLUMNS = [
+    "op",
+    "is_tombstone",
+    "before",
+    "after",
+    "value_schema",
+    "ts_ms",
+    "source_ts_ms",
+    "source_lsn",
+    "source_binlog_file",
+    "source_binlog_pos",
+    "source_binlog_row",
+    "_batch_seq",
+]
+
+
+@dataclass
+class ApplyReport:
+    """What one CDC apply run did for one table."""
+
+    feed_id: str
+    bronze_rows: int = 0
+    changes: int = 0
+    replayed: int = 0
+    truncates: int = 0
+    history_rows_merged: int = 0
+    current_upserts: int = 0
+    current_deletes: int = 0
+    applied_batch: int = 0
+    seconds: float = 0.0
+
+
+def silver_uris(settings: Settings, contract: Contract) -> tuple[str, str]:
+    """(current, history) table URIs of a CDC feed: ``silver/<system>/<table>`` and ``..._history``."""
+    current = delta.table_uri(settings, "silver", contract.source_system, contract.name)
+    return current, current + "_history"
+
+
+def _app_id(contract: Contract) -> str:
+    return f"cdc-apply:{contract.feed_id}"
+
+
+def position_before(left: list[str], right: list[str]) -> pl.Expr:
+    """True where position ``left`` (three column names) comes strictly before position ``right``."""
+    (lf, lp, lr), (rf, rp, rr) = left, right
+    return (pl.col(lf) < pl.col(rf)) | (
+        (pl.col(lf) == pl.col(rf)) & ((pl.col(lp) < pl.col(rp)) | ((pl.col(lp) == pl.col(rp)) & (pl.col(lr) < pl.col(rr))))
+    )
+
+
+def decode_changes(bronze: pl.DataFrame, contract: Contract, secret: str) -> tuple[pl.DataFrame, pl.DataFrame, int]:
+    """Typed, tokenised change rows (key, columns, ``_op``, position, ``_changed_at``), the truncate markers
+    (position and time), and how many replayed duplicates were dropped."""
+    events = bronze.filter(~pl.col("is_tombstone")).with_columns(
+        pl.col("op").alias("_op"),
+        pl.coalesce("source_binlog_file", pl.lit("")).alias("_log_file"),
+        pl.coalesce("source_lsn", "source_binlog_pos").alias("_log_pos"),
+        pl.coalesce("source_binlog_row", pl.lit(0)).cast(pl.Int64).alias("_log_row"),
+        pl.from_epoch(pl.coalesce("source_ts_ms", "ts_ms"), "ms").dt.replace_time_zone("UTC").dt.cast_time_unit("us").alias("_changed_at"),
+        pl.when(pl.col("op") == "d").then("before").otherwise("after").alias("_image"),
+    )
+    truncates = events.filter(pl.col("_op") == "t").select(*POSITION, "_changed_at").unique(POSITION).sort(POSITION)
+    rows = events.filter(pl.col("_op") != "t").with_row_index("_order")
+    parts = []
+    for (value_schema,), group in rows.partition_by("value_schema", as_dict=True, include_key=False).items():
+        decoded = decode_images(group["_image"], contract, value_schema)
+        parts.append(pl.concat([group.select("_order", *CHANGE_COLUMNS), decoded], how="horizontal"))
+    if not parts:
+        return pl.DataFrame(), truncates, 0
+    changes = pl.concat(parts, how="diagonal_relaxed").sort("_order").drop("_order")
+    pii = {c.name: c.pii for c in contract.pii_columns}
+    region = "country" if any(c.name == "country" for c in contract.columns) else None
+    changes = protect(changes, pii, secret, region)
+    unique = changes.unique([*contract.primary_key, *POSITION], keep="first", maintain_order=True)
+    data = [c for c in unique.columns if c not in CHANGE_COLUMNS]
+    return unique.select(*data, *CHANGE_COLUMNS), truncates, changes.height - unique.height
+
+
+def history_versions(versions: pl.DataFrame, truncates: pl.DataFrame, key: list[str]) -> pl.DataFrame:
+    """Every version of the given keys with its validity interval: from its change time to the next version's,
+    or to the first truncate that comes between them; open (null) for the latest version."""
+    ordered = versions.unique([*key, *POSITION], keep="first").sort([*key, *POSITION])
+    nxt = [f"_next{c}" for c in POSITION]
+    ordered = ordered.with_columns(
+        pl.col("_changed_at").alias("_valid_from"),
+        pl.col("_changed_at").shift(-1).over(key).alias("_valid_to"),
+        *[pl.col(c).shift(-1).over(key).alias(n) for c, n in zip(POSITION, nxt, strict=True)],
+    )
+    if truncates.height:
+        marks = truncates.rename({c: f"_t{c}" for c in [*POSITION, "_changed_at"]})
+        tpos = [f"_t{c}" for c in POSITION]
+        closed = (
+            ordered.select(*key, *POSITION, *nxt)
+            .join(marks, how="cross")
+            .filter(position_before(POSITION, tpos) & (pl.col(nxt[0]).is_null() | position_before(tpos, nxt)))
+            .sort(tpos)
+            .group_by([*key, *POSITION], maintain_order=True)
+            .agg(pl.col("_t_changed_at").first())
+        )
+        ordered = ordered.join(closed, on=[*key, *POSITION], how="left", nulls_equal=True).with_columns(
+            pl.coalesce("_t_changed_at", "_valid_to").alias("_valid_to")
+        )
+        ordered = ordered.drop("_t_changed_at")
+    return ordered.drop(nxt).drop("_changed_at")
+
+
+def _existing(uri: str, options: dict[str, str], key: list[str], keys: pl.DataFrame) -> pl.DataFrame | None:
+    lazy = delta.scan(uri, options)
+    if lazy is None:
+        return None
+    if len(key) == 1:
+        lazy = lazy.filter(pl.col(key[0]).is_in(keys[key[0]].implode()))
+    else:
+        lazy = lazy.join(keys.lazy(), on=key, how="semi")
+    return lazy.collect()
+
+
+def _key_predicate(key: list[str]) -> str:
+    return " AND ".join(f"t.{k} = s.{k}" for k in key)
+
+
+def _merge(uri: str, source: pl.DataFrame, on: list[str], options: dict[str, str], app_id: str, version: int,
+           delete_flag: str | None = None) -> None:
+    """Upsert ``source`` into the table on ``on`` (rows whose ``delete_flag`` is true are deleted instead),
+    recording ``(app_id, version)`` in the same commit; the first write creates the table."""
+    table = delta.open_table(uri, options)
+    if table is None:
+        rows = source if delete_flag is None else source.filter(~pl.col(delete_flag)).drop(delete_flag)
+        delta.append(uri, rows.to_arrow(), storage_options=options, app_id=app_id, version=version)
+        return
+    merger = table.merge(
+        source.to_arrow(),
+        predicate=_key_predicate(on),
+        source_alias="s",
+        target_alias="t",
+        merge_schema=True,
+        commit_properties=delta.commit_properties(app_id, version),
+    )
+    if delete_flag is not None:
+        merger = (
+            merger.when_matched_delete(predicate=f"s.{delete_flag}")
+            .when_matched_update_all(predicate=f"NOT s.{delete_flag}", except_cols=[delete_flag])
+            .when_not_matched_insert_all(predicate=f"NOT s.{delete_flag}", except_cols=[delete_flag])
+        )
+    else:
+        merger = merger.when_matched_update_all().when_not_matched_insert_all()
+    merger.execute()
+
+
+def _position_sql(position: dict[str, object], op: str) -> str:
+    """A Delta predicate: the row's position comes before ``position`` (op ``<``)."""
+    f, p, r = (delta.sql_literal(position[c]) for c in POSITION)
+    return f"(_log_file {op} {f} OR (_log_file = {f} AND (_log_pos {op} {p} OR (_log_pos = {p} AND _log_row {op} {r}))))"
+
+
+def _apply_step(settings: Settings, contract: Contract, bronze: pl.DataFrame, upto: int, applied_history: int,
+                applied_current: int, report: ApplyReport) -> None:
+    options = settings.storage_options
+    current_uri, history_uri = silver_uris(settings, contract)
+    key = list(contract.primary_key)
+    changes, new_truncates, replayed = decode_changes(bronze, contract, settings.pii_secret)
+    report.bronze_rows += bronze.height
+    report.changes += changes.height
+    report.replayed += replayed
+    report.truncates += new_truncates.height
+    history = delta.scan(history_uri, options)
+    known_truncates = (
+        pl.DataFrame()
+        if history is None
+        else history.filter(pl.col("_op") == "t").select(*POSITION, pl.col("_valid_from").alias("_changed_at")).collect()
+    )
+    truncates = pl.concat([known_truncates, new_truncates], how="diagonal_relaxed").unique(POSITION).sort(POSITION) if (
+        known_truncates.height or new_truncates.height
+    ) else new_truncates
+    keys = changes.select(key).unique() if changes.height else pl.DataFrame()
+    existing = _existing(history_uri, options, key, keys) if keys.height else None
+    if existing is not None and existing.height:
+        old_versions = existing.with_columns(pl.col("_valid_from").alias("_changed_at")).drop(INTERVAL)
+        combined = pl.concat([old_versions, changes], how="diagonal_relaxed")
+    else:
+        combined = changes
+    versions = history_versions(combined, truncates, key) if combined.height else combined
+    app_id = _app_id(contract)
+
+    if applied_history < upto:
+        merged = versions
+        if existing is not None and existing.height:
+            before = existing.select(*key, *POSITION, pl.col("_valid_to").alias("_old_valid_to"), pl.lit(True).alias("_known"))
+            merged = versions.join(before, on=[*key, *POSITION], how="left").filter(
+                pl.col("_known").is_null() | pl.col("_valid_to").ne_missing(pl.col("_old_valid_to"))
+            ).drop("_old_valid_to", "_known")
+        fresh = new_truncates
+        if known_truncates.height and new_truncates.height:
+            fresh = new_truncates.join(known_truncates, on=POSITION, how="anti")
+        if fresh.height:
+            table = delta.open_table(history_uri, options)
+            for mark in fresh.iter_rows(named=True):  # close the open versions of keys this batch did not touch
+                if table is not None:
+                    table.update(
+                        predicate=f"_valid_to IS NULL AND _op <> 't' AND {_position_sql(mark, '<')}",
+                        updates={"_valid_to": f"'{mark['_changed_at'].isoformat()}'::timestamp"},
+                    )
+            marks = fresh.select(*POSITION, pl.col("_changed_at").alias("_valid_from"), pl.lit("t").alias("_op"))
+            merged = pl.concat([merged, marks], how="diagonal_relaxed")
+        _merge(history_uri, merged, [*key, *POSITION], options, app_id, upto)
+        report.history_rows_merged += merged.height
+    crash_point("cdc:after_history")
+
+    if applied_current < upto:
+        current = delta.open_table(current_uri, options)
+        if current is not None and new_truncates.height:
+            current.delete(_position_sql(new_truncates.row(-1, named=True), "<"))
+        latest = versions.filter(pl.col("_op") != "t").group_by(key, maintain_order=True).last() if versions.height else versions
+        if latest.height:
+            gone = pl.col("_op") == "d"
+            if truncates.height:
+                last = truncates.row(-1, named=True)
+                tpos = ["_tf", "_tp", "_tr"]
+                latest = latest.with_columns(*[pl.lit(last[c]).alias(t) for c, t in zip(POSITION, tpos, strict=True)])
+                gone = gone | position_before(POSITION, tpos)
+            latest = latest.with_columns(gone.alias("_deleted")).drop("_valid_to", "_tf", "_tp", "_tr", strict=False)
+            latest = latest.rename({"_valid_from": "_changed_at"})
+            in_current = _existing(current_uri, options, key, keys)
+            if in_current is not None and in_current.height:
+                seen = in_current.select(*key, *[pl.col(c).alias(f"_cur{c}") for c in POSITION], pl.lit(True).alias("_present"))
+                latest = latest.join(seen, on=key, how="left")
+                changed = pl.col("_present").is_null() | pl.any_horizontal(
+                    pl.col(c).ne_missing(pl.col(f"_cur{c}")) for c in POSITION
+                )
+                latest = latest.filter(
+                    (pl.col("_deleted") & pl.col("_present").is_not_null()) | (~pl.col("_deleted") & changed)
+                ).drop("_present", *[f"_cur{c}" for c in POSITION])
+            else:
+                latest = latest.filter(~pl.col("_deleted"))
+            report.current_deletes += latest["_deleted"].sum()
+            report.current_upserts += latest.height - latest["_deleted"].sum()
+            if latest.height or current is None:
+                _merge(current_uri, latest, key, options, app_id, upto, delete_flag="_deleted")
+    report.applied_batch = upto
+
+
+def apply(settings: Settings, contract: Contract, *, max_rows_per_step: int = MAX_ROWS_PER_STEP) -> ApplyReport:
+    """Apply every bronze batch of ``contract``'s topic not applied yet to its silver current and history
+    tables, in steps of at most ``max_rows_per_step`` bronze rows. Safe to run again at any time."""
+    started = time.perf_counter()
+    report = ApplyReport(contract.feed_id)
+    options = settings.storage_options
+    current_uri, history_uri = silver_uris(settings, contract)
+    bronze = delta.scan(bronze_uri(settings, contract), options)
+    if bronze is None:
+        report.seconds = time.perf_counter() - started
+        return report
+    app_id = _app_id(contract)
+    applied_history = delta.applied_version(history_uri, app_id, options)
+    applied_current = delta.applied_version(current_uri, app_id, options)
+    for low, upto in pending_steps(bronze, min(applied_history, applied_current), max_rows_per_step):
+        rows = bronze.filter((pl.col("_batch_seq") > low) & (pl.col("_batch_seq") <= upto)).select(BRONZE_COLUMNS).collect()
+        _apply_step(settings, contract, rows, upto, max(applied_history, low), max(applied_current, low), report)
+    report.seconds = time.perf_counter() - started
+    return report

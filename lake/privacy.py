@@ -1,0 +1,100 @@
+"""Tokenisation of personal data on its way to silver: nothing readable leaves the restricted bronze zone.
+
+E-mail addresses are trimmed and lower-cased, phone numbers normalised to E.164 (``phonenumbers``, with the
+record's country as the default region), names trimmed and lower-cased; each is then replaced by a keyed
+hash (HMAC-SHA256 with the project's ``PII_SECRET``), so equal values still join and match identities.
+IP addresses keep their network prefix only (/24 for IPv4, /48 for IPv6); birth dates keep their year
+(``birth_date`` becomes ``birth_year``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+import phonenumbers
+import polars as pl
+
+TOKEN_SUFFIX = "_token"
+IP_SUFFIX = "_prefix"
+
+
+def token(values: pl.Series, secret: str) -> pl.Series:
+    """The keyed hash (hex HMAC-SHA256) of every non-null value; each distinct value is hashed once."""
+    key = secret.encode()
+    distinct = values.drop_nulls().unique()
+    hashed = {v: hmac.new(key, v.encode(), hashlib.sha256).hexdigest() for v in distinct.to_list()}
+    return values.replace_strict(hashed, default=None, return_dtype=pl.String)
+
+
+def normalise_email(values: pl.Series) -> pl.Series:
+    """E-mail addresses trimmed and lower-cased (empty strings become null)."""
+    out = values.cast(pl.String).str.strip_chars().str.to_lowercase()
+    return out.replace("", None)
+
+
+def normalise_name(values: pl.Series) -> pl.Series:
+    """Names trimmed, inner spaces collapsed and lower-cased."""
+    return values.cast(pl.String).str.strip_chars().str.replace_all(r"\s+", " ").str.to_lowercase().replace("", None)
+
+
+def _e164(number: str, region: str | None) -> str | None:
+    try:
+        parsed = phonenumbers.parse(number, region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_possible_number(parsed):
+        return None
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def normalise_phone(values: pl.Series, regions: pl.Series | None = None) -> pl.Series:
+    """Phone numbers in E.164 (``+4915112345678``); a number that cannot be a phone number becomes null.
+    ``regions`` (ISO country codes, one per value) says how to read numbers written without a country code."""
+    regions = regions if regions is not None else pl.Series([None] * len(values), dtype=pl.String)
+    pairs = pl.DataFrame({"number": values.cast(pl.String), "region": regions.cast(pl.String)})
+    distinct = pairs.drop_nulls("number").unique()
+    mapping = pl.DataFrame(
+        {
+            "number": distinct["number"],
+            "region": distinct["region"],
+            "e164": [_e164(n, r) for n, r in distinct.iter_rows()],
+        },
+        schema={"number": pl.String, "region": pl.String, "e164": pl.String},
+    )
+    return pairs.join(mapping, on=["number", "region"], how="left", nulls_equal=True, maintain_order="left")["e164"]
+
+
+def truncate_ip(values: pl.Series) -> pl.Series:
+    """The network prefix of each IP address: ``a.b.c.0`` for IPv4, the first three groups + ``::`` for IPv6."""
+    text = values.cast(pl.String)
+    v4 = text.str.replace(r"^(\d+\.\d+\.\d+)\.\d+$", "${1}.0")
+    v6 = text.str.extract(r"^([0-9A-Fa-f]{0,4}:[0-9A-Fa-f]{0,4}:[0-9A-Fa-f]{0,4})", 1).str.to_lowercase() + "::"
+    return pl.select(
+        pl.when(text.str.contains(":")).then(v6).when(text.str.contains(r"^\d+\.\d+\.\d+\.\d+$")).then(v4)
+    ).to_series()
+
+
+def protect(frame: pl.DataFrame, pii: dict[str, str], secret: str, region_column: str | None = None) -> pl.DataFrame:
+    """Replace every personal column of ``frame`` (``pii`` maps column -> kind: email, phone, name, ip,
+    birth_date) by its protected form: ``<column>_token``, ``<column>_prefix`` or ``<column without _date>_year``."""
+    regions = frame[region_column] if region_column and region_column in frame.columns else None
+    for column, kind in pii.items():
+        if column not in frame.columns:
+            continue
+        values = frame[column]
+        if kind == "email":
+            frame = frame.with_columns(token(normalise_email(values), secret).alias(column + TOKEN_SUFFIX))
+        elif kind == "phone":
+            frame = frame.with_columns(token(normalise_phone(values, regions), secret).alias(column + TOKEN_SUFFIX))
+        elif kind == "name":
+            frame = frame.with_columns(token(normalise_name(values), secret).alias(column + TOKEN_SUFFIX))
+        elif kind == "ip":
+            frame = frame.with_columns(truncate_ip(values).alias(column + IP_SUFFIX))
+        elif kind == "birth_date":
+            year = column.removesuffix("_date") + "_year"
+            frame = frame.with_columns(values.cast(pl.Date, strict=False).dt.year().cast(pl.Int32).alias(year))
+        else:
+            raise ValueError(f"unknown kind of personal data {kind!r} for column {column!r}")
+        frame = frame.drop(column)
+    return frame
