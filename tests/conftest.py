@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import gzip
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
 
 import polars as pl
 import pytest
 
-from lake.settings import disable_telemetry
+from lake.settings import Settings, disable_telemetry, get_settings
 from simulator import FaultRates, SimulationConfig, generate
 
 disable_telemetry()
@@ -61,3 +61,34 @@ def simulated(tmp_path_factory: pytest.TempPathFactory) -> Simulated:
     root = tmp_path_factory.mktemp("simulated")
     generate(TEST_CONFIG, root / "landing", root / "truth", progress=False)
     return Simulated(TEST_CONFIG, root / "landing", root / "truth")
+
+
+def lake_settings(lake_root: Path, landing: Path | None = None, **overrides) -> Settings:
+    """Settings for a lake under ``lake_root``; its landing zone is a link to ``landing`` when given."""
+    lake_root.mkdir(parents=True, exist_ok=True)
+    if landing is not None and not (lake_root / "landing").exists():
+        (lake_root / "landing").symlink_to(landing, target_is_directory=True)
+    return replace(get_settings(), lake_root=str(lake_root), **overrides)
+
+
+VOLATILE_COLUMNS = ("_ingested_at", "quarantined_at", "recorded_at")
+
+
+def lake_tables(settings: Settings, drop: tuple[str, ...] = VOLATILE_COLUMNS) -> dict[str, pl.DataFrame]:
+    """Every Delta table under the lake root (by relative path), sorted, without the columns in ``drop``."""
+    root = Path(settings.lake_root)
+    tables = {}
+    for log in sorted(root.rglob("_delta_log")):
+        frame = pl.read_delta(str(log.parent))
+        frame = frame.drop([c for c in drop if c in frame.columns])
+        tables[str(log.parent.relative_to(root))] = frame.select(sorted(frame.columns)).sort(sorted(frame.columns))
+    return tables
+
+
+@pytest.fixture(scope="session")
+def ingested(simulated: Simulated, tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, object]:
+    """The simulated landing zone ingested once into bronze and silver, and the run's reports (read-only)."""
+    from lake.ingest import ingest_all
+
+    settings = lake_settings(tmp_path_factory.mktemp("lake"), simulated.landing)
+    return settings, ingest_all(settings)
