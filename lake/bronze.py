@@ -172,7 +172,8 @@ def parse_sql(contract: Contract) -> str:
     bronze columns and a ``reason`` that is NULL for valid records."""
     if contract.feed == CLICKSTREAM_FEED:
         return CLICKSTREAM_SQL.format(
-            parse_errors=PARSE_ERRORS_SQL.replace("$tombstones", "false"), violation=violation_sql(contract, "line")
+            parse_errors=PARSE_ERRORS_SQL.replace("$tombstones", "false"),
+            violation=violation_sql(contract, "line"),
         )
     position_missing, position_fields = POSITION_CHECKS[contract.connector]
     return CDC_SQL.format(
@@ -242,7 +243,9 @@ class _BatchParser:
     Lines of consecutive small files share one chunk (and one DuckDB query) of about ``chunk_bytes``; a large
     file is split into several chunks, so memory stays bounded whatever the file sizes."""
 
-    def __init__(self, settings: Settings, contract: Contract, seq: int, files: list[LandedFile], chunk_bytes: int):
+    def __init__(
+        self, settings: Settings, contract: Contract, seq: int, files: list[LandedFile], chunk_bytes: int
+    ):
         self.settings = settings
         self.contract = contract
         self.seq = seq
@@ -264,7 +267,8 @@ class _BatchParser:
     def counts(self) -> list[tuple[LandedFile, FileCounts]]:
         """What each file of the batch turned into."""
         return [
-            (f, FileCounts(r, r - q, q)) for f, r, q in zip(self.files, self.records, self.quarantined, strict=True)
+            (f, FileCounts(r, r - q, q))
+            for f, r, q in zip(self.files, self.records, self.quarantined, strict=True)
         ]
 
     @property
@@ -311,7 +315,9 @@ class _BatchParser:
                     self.quarantined[index] += count
                 if bad.num_rows:
                     self.quarantine.append(self._quarantine_rows(bad))
-                    for index, reason in zip(bad["file_idx"].to_pylist(), bad["reason"].to_pylist(), strict=True):
+                    for index, reason in zip(
+                        bad["file_idx"].to_pylist(), bad["reason"].to_pylist(), strict=True
+                    ):
                         if len(self.reasons[index]) < REASONS_SHOWN and reason not in self.reasons[index]:
                             self.reasons[index].append(reason)
                 if good.num_rows:
@@ -332,7 +338,12 @@ class _BatchParser:
                     invalid_utf8.append(row)
             text = pa.array(decoded, pa.large_string())
         rows = pa.array(range(chunk.num_rows), pa.int64())
-        con.register("chunk", pa.table({"row_id": rows, "file_idx": chunk["file_idx"], "line_no": chunk["line_no"], "line": text}))
+        con.register(
+            "chunk",
+            pa.table(
+                {"row_id": rows, "file_idx": chunk["file_idx"], "line_no": chunk["line_no"], "line": text}
+            ),
+        )
         try:
             parsed = con.sql(self.sql).to_arrow_table().sort_by("row_id")
         finally:
@@ -359,7 +370,9 @@ class _BatchParser:
             columns["source"] = pc.take(self._sources, file_idx)
         else:
             columns["_kafka_partition"] = pc.take(self._partitions, file_idx)
-            columns["_kafka_offset"] = pc.add(pc.subtract(rows["line_no"], 1), pc.take(self._start_offsets, file_idx))
+            columns["_kafka_offset"] = pc.add(
+                pc.subtract(rows["line_no"], 1), pc.take(self._start_offsets, file_idx)
+            )
         return columns
 
     def _bronze_rows(self, good: pa.Table) -> pa.Table:
@@ -390,8 +403,15 @@ def _counts(file_idx: pa.ChunkedArray) -> tuple[list[int], list[int]]:
     return counted.field("values").to_pylist(), counted.field("counts").to_pylist()
 
 
-def _run_batch(settings: Settings, contract: Contract, ledger: Ledger, seq: int, files: list[LandedFile],
-               report: IngestReport, chunk_bytes: int) -> None:
+def _run_batch(
+    settings: Settings,
+    contract: Contract,
+    ledger: Ledger,
+    seq: int,
+    files: list[LandedFile],
+    report: IngestReport,
+    chunk_bytes: int,
+) -> None:
     options = settings.storage_options
     app_id = f"ingest:{contract.feed_id}"
     target, quarantine = bronze_uri(settings, contract), quarantine_uri(settings)
@@ -401,7 +421,9 @@ def _run_batch(settings: Settings, contract: Contract, ledger: Ledger, seq: int,
             pass
     else:
         reader = pa.RecordBatchReader.from_batches(parser.schema, parser.batches())
-        delta.append(target, reader, storage_options=options, partition_by=["_ingest_date"], app_id=app_id, version=seq)
+        delta.append(
+            target, reader, storage_options=options, partition_by=["_ingest_date"], app_id=app_id, version=seq
+        )
     crash_point("ingest:after_bronze")
     if parser.quarantine and delta.applied_version(quarantine, app_id, options) < seq:
         delta.append(
@@ -426,7 +448,13 @@ def _run_batch(settings: Settings, contract: Contract, ledger: Ledger, seq: int,
 def pending_steps(bronze: pl.LazyFrame, applied: int, max_rows: int) -> list[tuple[int, int]]:
     """The bronze batches after ``applied`` as ranges ``(after, up to and including)`` of at most about
     ``max_rows`` rows each (a single larger batch stays whole), for consumers that apply bronze incrementally."""
-    sizes = bronze.filter(pl.col("_batch_seq") > applied).group_by("_batch_seq").len().sort("_batch_seq").collect()
+    sizes = (
+        bronze.filter(pl.col("_batch_seq") > applied)
+        .group_by("_batch_seq")
+        .len()
+        .sort("_batch_seq")
+        .collect()
+    )
     steps, low, rows = [], applied, 0
     last = sizes["_batch_seq"].max()
     for seq, count in sizes.iter_rows():
@@ -470,7 +498,9 @@ def ingest(
         state = ledger.state(contract.feed_id)
         seq = state.next_seq
     pending = [
-        f for f in discover(settings.landing, contract.feed_id) if (f.relpath, f.size, f.mtime_ns) not in state.done
+        f
+        for f in discover(settings.landing, contract.feed_id)
+        if (f.relpath, f.size, f.mtime_ns) not in state.done
     ]
     pending.sort(key=lambda f: (f.mtime_ns, f.relpath))
     for files in _plan_batches(pending, max_files_per_batch, max_batch_bytes):

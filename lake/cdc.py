@@ -29,6 +29,7 @@ from lake import delta
 from lake.bronze import bronze_uri, pending_steps
 from lake.debezium import decode_images
 from lake.faults import crash_point
+from lake.ordering import lexicographic_less
 from lake.privacy import protect
 from lake.settings import Settings
 
@@ -78,15 +79,9 @@ def _app_id(contract: Contract) -> str:
     return f"cdc-apply:{contract.feed_id}"
 
 
-def position_before(left: list[str], right: list[str]) -> pl.Expr:
-    """True where position ``left`` (three column names) comes strictly before position ``right``."""
-    (lf, lp, lr), (rf, rp, rr) = left, right
-    return (pl.col(lf) < pl.col(rf)) | (
-        (pl.col(lf) == pl.col(rf)) & ((pl.col(lp) < pl.col(rp)) | ((pl.col(lp) == pl.col(rp)) & (pl.col(lr) < pl.col(rr))))
-    )
-
-
-def decode_changes(bronze: pl.DataFrame, contract: Contract, secret: str) -> tuple[pl.DataFrame, pl.DataFrame, int]:
+def decode_changes(
+    bronze: pl.DataFrame, contract: Contract, secret: str
+) -> tuple[pl.DataFrame, pl.DataFrame, int]:
     """Typed, tokenised change rows (key, columns, ``_op``, position, ``_changed_at``), the truncate markers
     (position and time), and how many replayed duplicates were dropped."""
     events = bronze.filter(~pl.col("is_tombstone")).with_columns(
@@ -94,10 +89,15 @@ def decode_changes(bronze: pl.DataFrame, contract: Contract, secret: str) -> tup
         pl.coalesce("source_binlog_file", pl.lit("")).alias("_log_file"),
         pl.coalesce("source_lsn", "source_binlog_pos").alias("_log_pos"),
         pl.coalesce("source_binlog_row", pl.lit(0)).cast(pl.Int64).alias("_log_row"),
-        pl.from_epoch(pl.coalesce("source_ts_ms", "ts_ms"), "ms").dt.replace_time_zone("UTC").dt.cast_time_unit("us").alias("_changed_at"),
+        pl.from_epoch(pl.coalesce("source_ts_ms", "ts_ms"), "ms")
+        .dt.replace_time_zone("UTC")
+        .dt.cast_time_unit("us")
+        .alias("_changed_at"),
         pl.when(pl.col("op") == "d").then("before").otherwise("after").alias("_image"),
     )
-    truncates = events.filter(pl.col("_op") == "t").select(*POSITION, "_changed_at").unique(POSITION).sort(POSITION)
+    truncates = (
+        events.filter(pl.col("_op") == "t").select(*POSITION, "_changed_at").unique(POSITION).sort(POSITION)
+    )
     rows = events.filter(pl.col("_op") != "t").with_row_index("_order")
     parts = []
     for (value_schema,), group in rows.partition_by("value_schema", as_dict=True, include_key=False).items():
@@ -130,7 +130,10 @@ def history_versions(versions: pl.DataFrame, truncates: pl.DataFrame, key: list[
         closed = (
             ordered.select(*key, *POSITION, *nxt)
             .join(marks, how="cross")
-            .filter(position_before(POSITION, tpos) & (pl.col(nxt[0]).is_null() | position_before(tpos, nxt)))
+            .filter(
+                lexicographic_less(POSITION, tpos)
+                & (pl.col(nxt[0]).is_null() | lexicographic_less(tpos, nxt))
+            )
             .sort(tpos)
             .group_by([*key, *POSITION], maintain_order=True)
             .agg(pl.col("_t_changed_at").first())
@@ -157,8 +160,15 @@ def _key_predicate(key: list[str]) -> str:
     return " AND ".join(f"t.{k} = s.{k}" for k in key)
 
 
-def _merge(uri: str, source: pl.DataFrame, on: list[str], options: dict[str, str], app_id: str, version: int,
-           delete_flag: str | None = None) -> None:
+def _merge(
+    uri: str,
+    source: pl.DataFrame,
+    on: list[str],
+    options: dict[str, str],
+    app_id: str,
+    version: int,
+    delete_flag: str | None = None,
+) -> None:
     """Upsert ``source`` into the table on ``on`` (rows whose ``delete_flag`` is true are deleted instead),
     recording ``(app_id, version)`` in the same commit; the first write creates the table."""
     table = delta.open_table(uri, options)
@@ -191,8 +201,15 @@ def _position_sql(position: dict[str, object], op: str) -> str:
     return f"(_log_file {op} {f} OR (_log_file = {f} AND (_log_pos {op} {p} OR (_log_pos = {p} AND _log_row {op} {r}))))"
 
 
-def _apply_step(settings: Settings, contract: Contract, bronze: pl.DataFrame, upto: int, applied_history: int,
-                applied_current: int, report: ApplyReport) -> None:
+def _apply_step(
+    settings: Settings,
+    contract: Contract,
+    bronze: pl.DataFrame,
+    upto: int,
+    applied_history: int,
+    applied_current: int,
+    report: ApplyReport,
+) -> None:
     options = settings.storage_options
     current_uri, history_uri = silver_uris(settings, contract)
     key = list(contract.primary_key)
@@ -205,11 +222,15 @@ def _apply_step(settings: Settings, contract: Contract, bronze: pl.DataFrame, up
     known_truncates = (
         pl.DataFrame()
         if history is None
-        else history.filter(pl.col("_op") == "t").select(*POSITION, pl.col("_valid_from").alias("_changed_at")).collect()
+        else history.filter(pl.col("_op") == "t")
+        .select(*POSITION, pl.col("_valid_from").alias("_changed_at"))
+        .collect()
     )
-    truncates = pl.concat([known_truncates, new_truncates], how="diagonal_relaxed").unique(POSITION).sort(POSITION) if (
-        known_truncates.height or new_truncates.height
-    ) else new_truncates
+    truncates = (
+        pl.concat([known_truncates, new_truncates], how="diagonal_relaxed").unique(POSITION).sort(POSITION)
+        if (known_truncates.height or new_truncates.height)
+        else new_truncates
+    )
     keys = changes.select(key).unique() if changes.height else pl.DataFrame()
     existing = _existing(history_uri, options, key, keys) if keys.height else None
     if existing is not None and existing.height:
@@ -223,22 +244,30 @@ def _apply_step(settings: Settings, contract: Contract, bronze: pl.DataFrame, up
     if applied_history < upto:
         merged = versions
         if existing is not None and existing.height:
-            before = existing.select(*key, *POSITION, pl.col("_valid_to").alias("_old_valid_to"), pl.lit(True).alias("_known"))
-            merged = versions.join(before, on=[*key, *POSITION], how="left").filter(
-                pl.col("_known").is_null() | pl.col("_valid_to").ne_missing(pl.col("_old_valid_to"))
-            ).drop("_old_valid_to", "_known")
+            before = existing.select(
+                *key, *POSITION, pl.col("_valid_to").alias("_old_valid_to"), pl.lit(True).alias("_known")
+            )
+            merged = (
+                versions.join(before, on=[*key, *POSITION], how="left")
+                .filter(pl.col("_known").is_null() | pl.col("_valid_to").ne_missing(pl.col("_old_valid_to")))
+                .drop("_old_valid_to", "_known")
+            )
         fresh = new_truncates
         if known_truncates.height and new_truncates.height:
             fresh = new_truncates.join(known_truncates, on=POSITION, how="anti")
         if fresh.height:
             table = delta.open_table(history_uri, options)
-            for mark in fresh.iter_rows(named=True):  # close the open versions of keys this batch did not touch
+            for mark in fresh.iter_rows(
+                named=True
+            ):  # close the open versions of keys this batch did not touch
                 if table is not None:
                     table.update(
                         predicate=f"_valid_to IS NULL AND _op <> 't' AND {_position_sql(mark, '<')}",
                         updates={"_valid_to": f"'{mark['_changed_at'].isoformat()}'::timestamp"},
                     )
-            marks = fresh.select(*POSITION, pl.col("_changed_at").alias("_valid_from"), pl.lit("t").alias("_op"))
+            marks = fresh.select(
+                *POSITION, pl.col("_changed_at").alias("_valid_from"), pl.lit("t").alias("_op")
+            )
             merged = pl.concat([merged, marks], how="diagonal_relaxed")
         _merge(history_uri, merged, [*key, *POSITION], options, app_id, upto)
         report.history_rows_merged += merged.height
@@ -248,19 +277,29 @@ def _apply_step(settings: Settings, contract: Contract, bronze: pl.DataFrame, up
         current = delta.open_table(current_uri, options)
         if current is not None and new_truncates.height:
             current.delete(_position_sql(new_truncates.row(-1, named=True), "<"))
-        latest = versions.filter(pl.col("_op") != "t").group_by(key, maintain_order=True).last() if versions.height else versions
+        latest = (
+            versions.filter(pl.col("_op") != "t").group_by(key, maintain_order=True).last()
+            if versions.height
+            else versions
+        )
         if latest.height:
             gone = pl.col("_op") == "d"
             if truncates.height:
                 last = truncates.row(-1, named=True)
                 tpos = ["_tf", "_tp", "_tr"]
-                latest = latest.with_columns(*[pl.lit(last[c]).alias(t) for c, t in zip(POSITION, tpos, strict=True)])
-                gone = gone | position_before(POSITION, tpos)
-            latest = latest.with_columns(gone.alias("_deleted")).drop("_valid_to", "_tf", "_tp", "_tr", strict=False)
+                latest = latest.with_columns(
+                    *[pl.lit(last[c]).alias(t) for c, t in zip(POSITION, tpos, strict=True)]
+                )
+                gone = gone | lexicographic_less(POSITION, tpos)
+            latest = latest.with_columns(gone.alias("_deleted")).drop(
+                "_valid_to", "_tf", "_tp", "_tr", strict=False
+            )
             latest = latest.rename({"_valid_from": "_changed_at"})
             in_current = _existing(current_uri, options, key, keys)
             if in_current is not None and in_current.height:
-                seen = in_current.select(*key, *[pl.col(c).alias(f"_cur{c}") for c in POSITION], pl.lit(True).alias("_present"))
+                seen = in_current.select(
+                    *key, *[pl.col(c).alias(f"_cur{c}") for c in POSITION], pl.lit(True).alias("_present")
+                )
                 latest = latest.join(seen, on=key, how="left")
                 changed = pl.col("_present").is_null() | pl.any_horizontal(
                     pl.col(c).ne_missing(pl.col(f"_cur{c}")) for c in POSITION
@@ -277,7 +316,9 @@ def _apply_step(settings: Settings, contract: Contract, bronze: pl.DataFrame, up
     report.applied_batch = upto
 
 
-def apply(settings: Settings, contract: Contract, *, max_rows_per_step: int = MAX_ROWS_PER_STEP) -> ApplyReport:
+def apply(
+    settings: Settings, contract: Contract, *, max_rows_per_step: int = MAX_ROWS_PER_STEP
+) -> ApplyReport:
     """Apply every bronze batch of ``contract``'s topic not applied yet to its silver current and history
     tables, in steps of at most ``max_rows_per_step`` bronze rows. Safe to run again at any time."""
     started = time.perf_counter()
@@ -292,7 +333,13 @@ def apply(settings: Settings, contract: Contract, *, max_rows_per_step: int = MA
     applied_history = delta.applied_version(history_uri, app_id, options)
     applied_current = delta.applied_version(current_uri, app_id, options)
     for low, upto in pending_steps(bronze, min(applied_history, applied_current), max_rows_per_step):
-        rows = bronze.filter((pl.col("_batch_seq") > low) & (pl.col("_batch_seq") <= upto)).select(BRONZE_COLUMNS).collect()
-        _apply_step(settings, contract, rows, upto, max(applied_history, low), max(applied_current, low), report)
+        rows = (
+            bronze.filter((pl.col("_batch_seq") > low) & (pl.col("_batch_seq") <= upto))
+            .select(BRONZE_COLUMNS)
+            .collect()
+        )
+        _apply_step(
+            settings, contract, rows, upto, max(applied_history, low), max(applied_current, low), report
+        )
     report.seconds = time.perf_counter() - started
     return report

@@ -23,6 +23,7 @@ import polars as pl
 from data_contracts import Contract
 from lake import delta
 from lake.bronze import bronze_uri, pending_steps
+from lake.ordering import lexicographic_less
 from lake.privacy import protect
 from lake.settings import Settings
 
@@ -125,8 +126,10 @@ def typed_events(bronze: pl.DataFrame, contract: Contract, secret: str) -> pl.Da
         typed = pl.from_arrow(con.sql(sql).to_arrow_table())
     typed = typed.with_columns(
         pl.col("event_at").dt.date().alias("event_date"),
-        *[pl.col(c).dt.convert_time_zone("UTC").dt.cast_time_unit("us") for c in
-          ("event_at", "original_timestamp", "timestamp", "sent_at", "received_at")],
+        *[
+            pl.col(c).dt.convert_time_zone("UTC").dt.cast_time_unit("us")
+            for c in ("event_at", "original_timestamp", "timestamp", "sent_at", "received_at")
+        ],
     )
     return protect(typed, kinds, secret)
 
@@ -137,7 +140,9 @@ def _first_deliveries(events: pl.DataFrame) -> tuple[pl.DataFrame, int]:
     return first, events.height - first.height
 
 
-def _apply_step(settings: Settings, contract: Contract, bronze: pl.DataFrame, upto: int, report: ClickstreamReport) -> None:
+def _apply_step(
+    settings: Settings, contract: Contract, bronze: pl.DataFrame, upto: int, report: ClickstreamReport
+) -> None:
     options = settings.storage_options
     uri = silver_uri(settings)
     events, duplicates = _first_deliveries(typed_events(bronze, contract, settings.pii_secret))
@@ -153,7 +158,7 @@ def _apply_step(settings: Settings, contract: Contract, bronze: pl.DataFrame, up
         )
         events = events.join(known, on=DEDUP_KEY, how="left")
         is_new = pl.col("_oldreceived_at").is_null() & pl.col("_old_source_file").is_null()
-        earlier = pl.struct(RANK) < pl.struct([f"_old{c}" for c in RANK])
+        earlier = lexicographic_less(RANK, [f"_old{c}" for c in RANK])
         replacements = events.filter(~is_new & earlier).drop([f"_old{c}" for c in RANK])
         events = events.filter(is_new).drop([f"_old{c}" for c in RANK])
     report.inserted += events.height
@@ -174,11 +179,20 @@ def _apply_step(settings: Settings, contract: Contract, bronze: pl.DataFrame, up
             .execute()
         )
     else:
-        delta.append(uri, events.to_arrow(), storage_options=options, partition_by=["event_date"], app_id=APP_ID, version=upto)
+        delta.append(
+            uri,
+            events.to_arrow(),
+            storage_options=options,
+            partition_by=["event_date"],
+            app_id=APP_ID,
+            version=upto,
+        )
     report.applied_batch = upto
 
 
-def apply(settings: Settings, contract: Contract, *, max_rows_per_step: int = MAX_ROWS_PER_STEP) -> ClickstreamReport:
+def apply(
+    settings: Settings, contract: Contract, *, max_rows_per_step: int = MAX_ROWS_PER_STEP
+) -> ClickstreamReport:
     """Apply every bronze clickstream batch not applied yet to the silver events table. Safe to re-run."""
     started = time.perf_counter()
     report = ClickstreamReport()

@@ -91,7 +91,10 @@ def field_specs(contract: Contract, value_schema: str | None) -> dict[str, Field
 
 def precise_decimals(values: pl.Series, precision: int, scale: int) -> pl.Series:
     """Base64 big-endian two's-complement unscaled integers (Kafka Connect ``Decimal`` bytes) as decimals."""
-    raw = [None if v is None else int.from_bytes(base64.b64decode(v), "big", signed=True) for v in values.to_list()]
+    raw = [
+        None if v is None else int.from_bytes(base64.b64decode(v), "big", signed=True)
+        for v in values.to_list()
+    ]
     if precision <= 18:
         valid = np.array([v is not None for v in raw], dtype=bool)
         low = np.array([v or 0 for v in raw], dtype=np.int64)
@@ -103,7 +106,9 @@ def precise_decimals(values: pl.Series, precision: int, scale: int) -> pl.Series
             null_count=int((~valid).sum()),
         )
     else:
-        array = pa.array([None if v is None else Decimal(v).scaleb(-scale) for v in raw], pa.decimal128(precision, scale))
+        array = pa.array(
+            [None if v is None else Decimal(v).scaleb(-scale) for v in raw], pa.decimal128(precision, scale)
+        )
     return pl.Series(values.name, array)
 
 
@@ -134,11 +139,15 @@ def decode_images(images: pl.Series, contract: Contract, value_schema: str | Non
     specs = field_specs(contract, value_schema)
     decoded = images.str.json_decode(infer_schema_length=None) if images.len() else None
     struct = (
-        decoded.struct.unnest() if decoded is not None and isinstance(decoded.dtype, pl.Struct) else pl.DataFrame()
+        decoded.struct.unnest()
+        if decoded is not None and isinstance(decoded.dtype, pl.Struct)
+        else pl.DataFrame()
     )
     columns = []
     for name, target in targets.items():
-        values = struct[name] if name in struct.columns else pl.Series(name, [None] * images.len(), dtype=target)
+        values = (
+            struct[name] if name in struct.columns else pl.Series(name, [None] * images.len(), dtype=target)
+        )
         columns.append(_convert(values, specs.get(name, FieldSpec(name)), target).alias(name))
     for name in struct.columns:
         if name not in targets:

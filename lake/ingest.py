@@ -53,7 +53,9 @@ def ingest_all(settings: Settings, feeds: list[str] | None = None) -> LakeRun:
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point: ingest, apply, print a line per feed."""
     parser = argparse.ArgumentParser(prog="python -m lake.ingest", description=__doc__.splitlines()[0])
-    parser.add_argument("--feed", action="append", help="only this feed (a CDC topic or 'clickstream'); repeatable")
+    parser.add_argument(
+        "--feed", action="append", help="only this feed (a CDC topic or 'clickstream'); repeatable"
+    )
     args = parser.parse_args(argv)
     disable_telemetry()
     settings = get_settings()
@@ -70,7 +72,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{ingested.quarantined:>10,}   {silver}"
         )
     for topic in run.topics_without_contract:
-        print(f"  cdc/{topic}: no data contract, not ingested (add data_contracts/contracts/{topic}.odcs.yaml)")
+        print(
+            f"  cdc/{topic}: no data contract, not ingested (add data_contracts/contracts/{topic}.odcs.yaml)"
+        )
     for rejection in run.rejections:
         print(f"REJECTED {rejection}", file=sys.stderr)
     return 1 if run.rejections else 0

@@ -90,7 +90,9 @@ def cdc_topics(landing: str) -> list[str]:
     return sorted(i.base_name for i in fs.get_file_info(selector) if i.type == pafs.FileType.Directory)
 
 
-def read_line_chunks(landing: str, file: LandedFile, chunk_bytes: int = CHUNK_BYTES) -> Iterator[tuple[int, pa.Array]]:
+def read_line_chunks(
+    landing: str, file: LandedFile, chunk_bytes: int = CHUNK_BYTES
+) -> Iterator[tuple[int, pa.Array]]:
     """The file's lines as ``(number of the first line, large_binary array of lines)`` chunks of about
     ``chunk_bytes``, decompressing gzip on the fly. Line numbers start at 1; a final newline ends the last
     line instead of starting an empty one."""

@@ -67,7 +67,11 @@ class Ledger:
     def state(self, feed_id: str) -> LedgerState:
         """Committed files, the open batch if any, and the next batch number of one feed."""
         lazy = delta.scan(self.uri, self.storage_options)
-        rows = pl.DataFrame(schema=pl.Schema(SCHEMA)) if lazy is None else lazy.filter(pl.col("feed_id") == feed_id).collect()
+        rows = (
+            pl.DataFrame(schema=pl.Schema(SCHEMA))
+            if lazy is None
+            else lazy.filter(pl.col("feed_id") == feed_id).collect()
+        )
         committed = rows.filter(pl.col("status") == COMMITTED)
         done = frozenset(committed.select("relpath", "size", "mtime_ns").iter_rows())
         closed = set(committed["batch_seq"].to_list())
@@ -105,7 +109,9 @@ class Ledger:
             return pl.DataFrame(schema=pl.Schema(SCHEMA))
         return lazy.filter(pl.col("status") == COMMITTED).collect()
 
-    def _append(self, feed_id: str, seq: int, status: str, files: list[tuple[LandedFile, FileCounts | None]]) -> None:
+    def _append(
+        self, feed_id: str, seq: int, status: str, files: list[tuple[LandedFile, FileCounts | None]]
+    ) -> None:
         now = datetime.now(UTC)
         rows = [
             {
@@ -124,4 +130,6 @@ class Ledger:
             }
             for f, counts in files
         ]
-        delta.append(self.uri, pa.Table.from_pylist(rows, schema=SCHEMA), storage_options=self.storage_options)
+        delta.append(
+            self.uri, pa.Table.from_pylist(rows, schema=SCHEMA), storage_options=self.storage_options
+        )

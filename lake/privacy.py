@@ -35,7 +35,13 @@ def normalise_email(values: pl.Series) -> pl.Series:
 
 def normalise_name(values: pl.Series) -> pl.Series:
     """Names trimmed, inner spaces collapsed and lower-cased."""
-    return values.cast(pl.String).str.strip_chars().str.replace_all(r"\s+", " ").str.to_lowercase().replace("", None)
+    return (
+        values.cast(pl.String)
+        .str.strip_chars()
+        .str.replace_all(r"\s+", " ")
+        .str.to_lowercase()
+        .replace("", None)
+    )
 
 
 def _e164(number: str, region: str | None) -> str | None:
@@ -62,20 +68,27 @@ def normalise_phone(values: pl.Series, regions: pl.Series | None = None) -> pl.S
         },
         schema={"number": pl.String, "region": pl.String, "e164": pl.String},
     )
-    return pairs.join(mapping, on=["number", "region"], how="left", nulls_equal=True, maintain_order="left")["e164"]
+    return pairs.join(mapping, on=["number", "region"], how="left", nulls_equal=True, maintain_order="left")[
+        "e164"
+    ]
 
 
 def truncate_ip(values: pl.Series) -> pl.Series:
     """The network prefix of each IP address: ``a.b.c.0`` for IPv4, the first three groups + ``::`` for IPv6."""
     text = values.cast(pl.String)
     v4 = text.str.replace(r"^(\d+\.\d+\.\d+)\.\d+$", "${1}.0")
-    v6 = text.str.extract(r"^([0-9A-Fa-f]{0,4}:[0-9A-Fa-f]{0,4}:[0-9A-Fa-f]{0,4})", 1).str.to_lowercase() + "::"
+    v6 = (
+        text.str.extract(r"^([0-9A-Fa-f]{0,4}:[0-9A-Fa-f]{0,4}:[0-9A-Fa-f]{0,4})", 1).str.to_lowercase()
+        + "::"
+    )
     return pl.select(
         pl.when(text.str.contains(":")).then(v6).when(text.str.contains(r"^\d+\.\d+\.\d+\.\d+$")).then(v4)
     ).to_series()
 
 
-def protect(frame: pl.DataFrame, pii: dict[str, str], secret: str, region_column: str | None = None) -> pl.DataFrame:
+def protect(
+    frame: pl.DataFrame, pii: dict[str, str], secret: str, region_column: str | None = None
+) -> pl.DataFrame:
     """Replace every personal column of ``frame`` (``pii`` maps column -> kind: email, phone, name, ip,
     birth_date) by its protected form: ``<column>_token``, ``<column>_prefix`` or ``<column without _date>_year``."""
     regions = frame[region_column] if region_column and region_column in frame.columns else None
@@ -86,14 +99,18 @@ def protect(frame: pl.DataFrame, pii: dict[str, str], secret: str, region_column
         if kind == "email":
             frame = frame.with_columns(token(normalise_email(values), secret).alias(column + TOKEN_SUFFIX))
         elif kind == "phone":
-            frame = frame.with_columns(token(normalise_phone(values, regions), secret).alias(column + TOKEN_SUFFIX))
+            frame = frame.with_columns(
+                token(normalise_phone(values, regions), secret).alias(column + TOKEN_SUFFIX)
+            )
         elif kind == "name":
             frame = frame.with_columns(token(normalise_name(values), secret).alias(column + TOKEN_SUFFIX))
         elif kind == "ip":
             frame = frame.with_columns(truncate_ip(values).alias(column + IP_SUFFIX))
         elif kind == "birth_date":
             year = column.removesuffix("_date") + "_year"
-            frame = frame.with_columns(values.cast(pl.Date, strict=False).dt.year().cast(pl.Int32).alias(year))
+            frame = frame.with_columns(
+                values.cast(pl.Date, strict=False).dt.year().cast(pl.Int32).alias(year)
+            )
         else:
             raise ValueError(f"unknown kind of personal data {kind!r} for column {column!r}")
         frame = frame.drop(column)

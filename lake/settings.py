@@ -55,7 +55,13 @@ class Settings:
         """Object-store options for deltalake and polars, from the standard ``AWS_*`` variables (empty when local)."""
         if self.is_local:
             return {}
-        names = ("AWS_ENDPOINT_URL", "AWS_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ALLOW_HTTP")
+        names = (
+            "AWS_ENDPOINT_URL",
+            "AWS_REGION",
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_ALLOW_HTTP",
+        )
         return {name: os.environ[name] for name in names if os.environ.get(name)}
 
     @property
@@ -90,7 +96,9 @@ def get_settings() -> Settings:
         max_reject_rate=float(os.environ.get("INGEST_MAX_REJECT_RATE") or 0.2),
         min_rejected_records=int(os.environ.get("INGEST_MIN_REJECTED_RECORDS") or 10),
         bronze_retention_days=int(os.environ.get("BRONZE_RETENTION_DAYS") or 90),
-        contracts_dir=Path(os.environ.get("DATA_CONTRACTS_DIR") or REPO_ROOT / "data_contracts" / "contracts"),
+        contracts_dir=Path(
+            os.environ.get("DATA_CONTRACTS_DIR") or REPO_ROOT / "data_contracts" / "contracts"
+        ),
     )
 
 

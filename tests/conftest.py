@@ -81,7 +81,9 @@ def lake_tables(settings: Settings, drop: tuple[str, ...] = VOLATILE_COLUMNS) ->
     for log in sorted(root.rglob("_delta_log")):
         frame = pl.read_delta(str(log.parent))
         frame = frame.drop([c for c in drop if c in frame.columns])
-        tables[str(log.parent.relative_to(root))] = frame.select(sorted(frame.columns)).sort(sorted(frame.columns))
+        tables[str(log.parent.relative_to(root))] = frame.select(sorted(frame.columns)).sort(
+            sorted(frame.columns)
+        )
     return tables
 
 

@@ -42,7 +42,12 @@ def test_every_landed_record_is_in_bronze_or_quarantine(simulated: Simulated, in
         rejected = quarantine.filter(pl.col("feed_id") == report.feed_id)
         assert table.height + rejected.height == lines[report.feed_id] == report.records, report.feed_id
         # each record once: (file, line) is a key across bronze and quarantine together
-        keys = pl.concat([table.select("_source_file", "_line"), rejected.select(pl.col("source_file").alias("_source_file"), pl.col("line").alias("_line"))])
+        keys = pl.concat(
+            [
+                table.select("_source_file", "_line"),
+                rejected.select(pl.col("source_file").alias("_source_file"), pl.col("line").alias("_line")),
+            ]
+        )
         assert keys.n_unique() == keys.height
     faults = simulated.manifest["faults"]
     click = quarantine.filter(pl.col("feed_id") == "clickstream")
@@ -82,13 +87,22 @@ def run_ingest(lake_root: Path, crash_at: str | None = None) -> subprocess.Compl
         env["LAKE_CRASH_AT"] = crash_at
     feeds = [arg for feed in CRASH_FEEDS for arg in ("--feed", feed)]
     return subprocess.run(
-        [sys.executable, "-m", "lake.ingest", *feeds], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "lake.ingest", *feeds],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("crash_at", ["ingest:after_plan", "ingest:after_bronze", "ingest:after_quarantine", "cdc:after_history"])
-def test_a_killed_run_repaired_by_a_rerun_equals_an_uninterrupted_run(simulated: Simulated, tmp_path: Path, crash_at: str) -> None:
+@pytest.mark.parametrize(
+    "crash_at", ["ingest:after_plan", "ingest:after_bronze", "ingest:after_quarantine", "cdc:after_history"]
+)
+def test_a_killed_run_repaired_by_a_rerun_equals_an_uninterrupted_run(
+    simulated: Simulated, tmp_path: Path, crash_at: str
+) -> None:
     clean = lake_settings(tmp_path / "clean", simulated.landing)
     assert run_ingest(tmp_path / "clean").returncode == 0
     crashed = lake_settings(tmp_path / "crashed", simulated.landing)
@@ -100,21 +114,33 @@ def test_a_killed_run_repaired_by_a_rerun_equals_an_uninterrupted_run(simulated:
     ledger = "bronze/_ingestion_ledger"
     assert expected.keys() == actual.keys()
     for name in expected:
-        if name == ledger:  # the repaired run's ledger has the same committed files (and the batch it resumed)
+        if (
+            name == ledger
+        ):  # the repaired run's ledger has the same committed files (and the batch it resumed)
             columns = ["feed_id", "batch_seq", "relpath", "records", "bronze_rows", "quarantined"]
-            committed = [t.filter(pl.col("status") == "committed").select(columns).sort(columns) for t in (expected[name], actual[name])]
+            committed = [
+                t.filter(pl.col("status") == "committed").select(columns).sort(columns)
+                for t in (expected[name], actual[name])
+            ]
             assert committed[0].equals(committed[1])
         else:
             assert expected[name].equals(actual[name]), name
 
 
-def test_a_file_over_the_reject_threshold_fails_loudly_but_keeps_every_record(simulated: Simulated, tmp_path: Path) -> None:
+def test_a_file_over_the_reject_threshold_fails_loudly_but_keeps_every_record(
+    simulated: Simulated, tmp_path: Path
+) -> None:
     landing = tmp_path / "landing"
     topic = "crm.public.consents"
     shutil.copytree(simulated.landing / "cdc" / topic, landing / "cdc" / topic)
     good = max((read_lines(p) for p in (landing / "cdc" / topic).glob("*.json")), key=len)[:20]
     bad_file = landing / "cdc" / topic / f"{topic}+0+9000000000.json"
-    bad = ["{not json", '{"op": "x"}', "[1, 2]", '{"before": null, "after": {"consent_id": 1}, "op": "c", "source": {"lsn": 1}}'] * 5
+    bad = [
+        "{not json",
+        '{"op": "x"}',
+        "[1, 2]",
+        '{"before": null, "after": {"consent_id": 1}, "op": "c", "source": {"lsn": 1}}',
+    ] * 5
     bad_file.write_text("\n".join(good + bad) + "\n")
     settings = lake_settings(tmp_path / "lake", landing)
     report = bronze.ingest(settings, load_contracts()[topic])
@@ -122,7 +148,9 @@ def test_a_file_over_the_reject_threshold_fails_loudly_but_keeps_every_record(si
     rejection = report.rejections[0]
     assert (rejection.records, rejection.quarantined) == (40, 20)
     assert "invalid JSON" in str(rejection) and "40" in str(rejection)
-    quarantine = pl.read_delta(bronze.quarantine_uri(settings)).filter(pl.col("source_file") == rejection.relpath)
+    quarantine = pl.read_delta(bronze.quarantine_uri(settings)).filter(
+        pl.col("source_file") == rejection.relpath
+    )
     assert sorted(quarantine["line"].to_list()) == list(range(21, 41))
     reasons = set(quarantine["reason"].to_list())
     assert {"invalid JSON", "unknown op x", "not a JSON object"} <= reasons
@@ -130,7 +158,13 @@ def test_a_file_over_the_reject_threshold_fails_loudly_but_keeps_every_record(si
     # the command line names the file and exits 1; the file is not taken in twice
     env = {**os.environ, "LAKE_ROOT": str(tmp_path / "lake2")}
     lake_settings(tmp_path / "lake2", landing)
-    done = subprocess.run([sys.executable, "-m", "lake.ingest", "--feed", topic], cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "lake.ingest", "--feed", topic],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 1 and bad_file.name in done.stderr
     assert bronze.ingest(settings, load_contracts()[topic]).files == 0
 
@@ -142,7 +176,9 @@ def test_large_files_are_read_in_chunks_with_the_same_result(simulated: Simulate
     bronze.ingest(small, contract, chunk_bytes=4096, max_files_per_batch=50)
     bronze.ingest(large, contract)
     columns = ["message_id", "raw", "_source_file", "_line"]
-    a, b = (pl.read_delta(bronze.bronze_uri(s, contract)).select(columns).sort(columns) for s in (small, large))
+    a, b = (
+        pl.read_delta(bronze.bronze_uri(s, contract)).select(columns).sort(columns) for s in (small, large)
+    )
     assert a.equals(b)
     assert Ledger(bronze.ledger_uri(small)).committed_files()["batch_seq"].n_unique() > 1
 
@@ -160,4 +196,6 @@ def test_invalid_utf8_and_gzipped_lines_are_quarantined_with_their_line(tmp_path
     assert (report.records, report.bronze_rows, report.quarantined) == (5, 4, 1)
     row = pl.read_delta(bronze.quarantine_uri(settings)).row(0, named=True)
     assert (row["line"], row["reason"]) == (3, "invalid UTF-8") and "\\xff" in row["raw"]
-    assert [f.relpath for f in discover(settings.landing, "clickstream")] == ["clickstream/web/2026-09-01/00/part-0000.jsonl.gz"]
+    assert [f.relpath for f in discover(settings.landing, "clickstream")] == [
+        "clickstream/web/2026-09-01/00/part-0000.jsonl.gz"
+    ]
