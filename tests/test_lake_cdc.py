@@ -13,8 +13,8 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-
 from conftest import Simulated, lake_settings, lake_tables
+
 from data_contracts import load_contracts
 from lake import cdc
 from lake.debezium import decode_images, precise_decimals

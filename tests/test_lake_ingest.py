@@ -11,8 +11,8 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-
 from conftest import Simulated, lake_settings, lake_tables, read_lines
+
 from data_contracts import load_contracts
 from lake import bronze
 from lake.ingest import ingest_all
