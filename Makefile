@@ -18,7 +18,7 @@ DEMO_PERSONS ?= 10000
 DEMO_DAYS ?= 30
 DEMO_SEED ?= 7
 
-.PHONY: help install demo test dev bench lint docs-parse clean
+.PHONY: help install demo ingest test dev bench lint contracts clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -28,10 +28,13 @@ install:  ## bootstrap uv if missing and install the locked environment
 	$(UV) sync --frozen
 	@mkdir -p $(DAGSTER_HOME) && cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 
-demo: install  ## generate the demo company's data, materialize every asset, print what was built
+demo: install  ## generate the demo company's data, materialize every asset (landing, bronze, silver), print what was built
 	$(RUN) dagster asset materialize -m orchestration.definitions --select '*' \
-		--config-json '{"ops": {"landing__simulated_company": {"config": {"persons": $(DEMO_PERSONS), "days": $(DEMO_DAYS), "seed": $(DEMO_SEED)}}}}'
+		--config-json '{"ops": {"simulated_company": {"config": {"persons": $(DEMO_PERSONS), "days": $(DEMO_DAYS), "seed": $(DEMO_SEED)}}}}'
 	$(RUN) python -m lake.summary
+
+ingest: install  ## ingest everything in the landing zone (LAKE_ROOT) into bronze and silver, and print what it did
+	$(RUN) python -m lake.ingest
 
 test: install  ## run the test suite
 	$(RUN) pytest
@@ -45,6 +48,9 @@ bench: install  ## print throughput and memory figures (benchmarks/)
 lint: install  ## ruff lint and format check
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
+
+contracts: install  ## lint the data contracts and fail on a breaking change without a major version bump
+	$(RUN) python -m data_contracts check
 
 clean:  ## delete everything the project wrote at run time (the lake, warehouse, MLflow store, Dagster home)
 	rm -rf var dbt_project/target dbt_project/logs

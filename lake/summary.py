@@ -6,7 +6,10 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from lake import delta
 from lake.settings import get_settings
+
+TABLE_ZONES = ("bronze", "silver", "quarantine")
 
 
 def landing_summary(landing: Path) -> list[tuple[str, int, int]]:
@@ -24,8 +27,17 @@ def landing_summary(landing: Path) -> list[tuple[str, int, int]]:
     return [(feed, files, size) for feed, (files, size) in sorted(feeds.items())]
 
 
+def table_summary(root: Path) -> list[tuple[str, int]]:
+    """(table path, rows) for every Delta table in the bronze, silver and quarantine zones under ``root``."""
+    rows = []
+    for zone in TABLE_ZONES:
+        for log in sorted((root / zone).rglob("_delta_log")) if (root / zone).is_dir() else []:
+            rows.append((str(log.parent.relative_to(root)), delta.row_count(str(log.parent))))
+    return rows
+
+
 def main() -> int:
-    """Print the lake root, the landing zone per feed, and where the ground truth is."""
+    """Print the lake root, the landing zone per feed, the Delta tables, and where the ground truth is."""
     settings = get_settings()
     if not settings.is_local:
         print(f"lake root {settings.lake_root} (object storage: no local summary)")
@@ -37,6 +49,8 @@ def main() -> int:
         print("  landing: empty (run `make demo` or `python -m simulator generate --out <landing>`)")
     for feed, files, size in rows:
         print(f"  landing/{feed:<34} {files:>6,} files {size / 1e6:>9.1f} MB")
+    for table, count in table_summary(root):
+        print(f"  {table:<42} {count:>10,} rows")
     truth = Path(settings.simulator_truth)
     if truth.is_dir():
         print(f"  simulator ground truth: {truth}")

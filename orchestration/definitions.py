@@ -1,10 +1,27 @@
-"""The Dagster entry point (``dagster dev`` through ``workspace.yaml``)."""
+"""The Dagster entry point (``dagster dev`` through ``workspace.yaml``): every asset, check, job, schedule
+and sensor of the project, built from the data contracts in ``DATA_CONTRACTS_DIR``."""
 
 import dagster as dg
 
-from lake.settings import disable_telemetry
-from orchestration.simulation import simulated_company
+from data_contracts import load_contracts
+from lake.settings import disable_telemetry, get_settings
+from orchestration.lake_assets import lake_definitions
+from orchestration.operations import ingest_job, landing_sensor, maintenance_job, nightly_maintenance
+from orchestration.resources import LakeResource
+from orchestration.simulation import simulated_company_asset, simulated_feeds
 
 disable_telemetry()
 
-defs = dg.Definitions(assets=[simulated_company])
+contracts = load_contracts(get_settings().contracts_dir)
+lake_assets, lake_checks = lake_definitions(contracts, produced=simulated_feeds())
+maintenance = maintenance_job(contracts)
+
+defs = dg.Definitions(
+    assets=[simulated_company_asset(contracts), *lake_assets],
+    asset_checks=lake_checks,
+    jobs=[ingest_job, maintenance],
+    schedules=[nightly_maintenance(maintenance)],
+    sensors=[landing_sensor(contracts)],
+    resources={"lake": LakeResource()},
+    executor=dg.in_process_executor,
+)

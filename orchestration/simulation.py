@@ -5,7 +5,19 @@ from pathlib import Path
 
 import dagster as dg
 
-from lake.settings import get_settings
+from data_contracts import Contract
+from orchestration.lake_assets import landing_spec
+from orchestration.resources import LakeResource
+from simulator.tables import crm_server, shop_server
+
+CLICKSTREAM_FEED = "clickstream"
+
+
+def simulated_feeds() -> set[str]:
+    """The feed ids (CDC topics and ``clickstream``) the simulated company writes."""
+    return {server.topic(t) for server in (crm_server(1), shop_server(1)) for t in server.tables} | {
+        CLICKSTREAM_FEED
+    }
 
 
 class SimulationRunConfig(dg.Config):
@@ -17,30 +29,28 @@ class SimulationRunConfig(dg.Config):
     start: str = "2026-09-01"
 
 
-@dg.asset(
-    key=["landing", "simulated_company"],
-    group_name="simulation",
-    kinds={"python", "json"},
-    owners=["team:data-platform"],
-)
-def simulated_company(context: dg.AssetExecutionContext, config: SimulationRunConfig) -> dg.MaterializeResult:
-    """Raw feeds of the simulated retailer in the landing zone: Debezium change events of the CRM and the
-    shop (``landing/cdc/<topic>/``) and Segment messages per received hour (``landing/clickstream/``), with
-    its ground truth beside them (``simulator_truth/``). Replaces the feeds a previous run wrote."""
-    from simulator import SimulationConfig, generate
+def simulated_company_asset(contracts: dict[str, Contract]) -> dg.AssetsDefinition:
+    """The simulator writing every landing feed it knows that has a contract."""
+    specs = [landing_spec(c) for c in contracts.values() if c.feed_id in simulated_feeds()]
 
-    settings = get_settings()
-    if not settings.is_local:
-        raise dg.Failure(f"the simulator writes local folders; LAKE_ROOT is {settings.lake_root}")
-    sim = SimulationConfig(
-        persons=config.persons, days=config.days, seed=config.seed, start=date.fromisoformat(config.start)
-    )
-    report = generate(
-        sim, Path(settings.landing), Path(settings.simulator_truth), overwrite=True, progress=False
-    )
-    context.log.info(f"wrote {report.lines:,} lines in {report.files:,} files in {report.seconds:.1f} s")
-    return dg.MaterializeResult(
-        metadata={
+    @dg.multi_asset(name="simulated_company", specs=specs, description=__doc__)
+    def simulated_company(context: dg.AssetExecutionContext, config: SimulationRunConfig, lake: LakeResource):
+        """Raw feeds of the simulated retailer in the landing zone: Debezium change events of the CRM and the
+        shop (``landing/cdc/<topic>/``) and Segment messages per received hour (``landing/clickstream/``), with
+        its ground truth beside them (``simulator_truth/``). Replaces the feeds a previous run wrote."""
+        from simulator import SimulationConfig, generate
+
+        settings = lake.settings()
+        if not settings.is_local:
+            raise dg.Failure(f"the simulator writes local folders; LAKE_ROOT is {settings.lake_root}")
+        sim = SimulationConfig(
+            persons=config.persons, days=config.days, seed=config.seed, start=date.fromisoformat(config.start)
+        )
+        report = generate(
+            sim, Path(settings.landing), Path(settings.simulator_truth), overwrite=True, progress=False
+        )
+        context.log.info(f"wrote {report.lines:,} lines in {report.files:,} files in {report.seconds:.1f} s")
+        summary = {
             "landing": dg.MetadataValue.path(str(report.landing)),
             "truth": dg.MetadataValue.path(str(report.truth)),
             "files": report.files,
@@ -49,4 +59,7 @@ def simulated_company(context: dg.AssetExecutionContext, config: SimulationRunCo
             "events_per_second": round(report.events_per_second),
             "faults": dg.MetadataValue.json(report.faults),
         }
-    )
+        for spec in specs:
+            yield dg.MaterializeResult(asset_key=spec.key, metadata=summary)
+
+    return simulated_company

@@ -1,0 +1,83 @@
+"""Nightly care of the lake's Delta tables: small files compacted, old files vacuumed, raw data expired.
+
+Hourly appends and merges leave many small files and, after rewrites, files that no version still needs.
+Compaction (``OPTIMIZE``) rewrites them into large ones in a commit that changes no row; vacuum then deletes
+the files that versions older than the retention no longer reference. The restricted bronze zone keeps raw
+records for ``BRONZE_RETENTION_DAYS`` after their ingestion (the ledger and quarantine keep their trace).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from data_contracts import Contract
+from lake import bronze, cdc, clickstream, delta
+from lake.landing import CLICKSTREAM_FEED
+from lake.settings import Settings
+
+VACUUM_RETENTION_HOURS = 168
+"""Versions younger than this stay readable (time travel, readers still scanning an older version)."""
+
+
+@dataclass(frozen=True)
+class TableCare:
+    """What maintenance did to one table."""
+
+    uri: str
+    files_before: int
+    files_after: int
+    files_vacuumed: int
+    rows_expired: int = 0
+
+
+def table_uris(settings: Settings, contracts: dict[str, Contract]) -> list[str]:
+    """Every Delta table the lake writes for these feeds, plus the ledger and the quarantine."""
+    uris = [bronze.ledger_uri(settings), bronze.quarantine_uri(settings)]
+    for contract in contracts.values():
+        uris.append(bronze.bronze_uri(settings, contract))
+        if contract.feed == CLICKSTREAM_FEED:
+            uris.append(clickstream.silver_uri(settings))
+        else:
+            uris.extend(cdc.silver_uris(settings, contract))
+    return uris
+
+
+def expire_bronze(settings: Settings, contract: Contract, now: datetime | None = None) -> int:
+    """Delete the feed's bronze records ingested more than ``bronze_retention_days`` ago; the rows deleted."""
+    table = delta.open_table(bronze.bronze_uri(settings, contract), settings.storage_options)
+    if table is None:
+        return 0
+    cutoff = ((now or datetime.now(UTC)) - timedelta(days=settings.bronze_retention_days)).date()
+    result = table.delete(f"_ingest_date < '{cutoff.isoformat()}'")
+    return int(result.get("num_deleted_rows") or 0)
+
+
+def care_for(uri: str, settings: Settings, retention_hours: int = VACUUM_RETENTION_HOURS) -> TableCare | None:
+    """Compact the table's small files, checkpoint its log and vacuum unreferenced files."""
+    table = delta.open_table(uri, settings.storage_options)
+    if table is None:
+        return None
+    before = len(table.file_uris())
+    table.optimize.compact()
+    table.create_checkpoint()
+    vacuumed = table.vacuum(retention_hours=retention_hours, dry_run=False, enforce_retention_duration=False)
+    table.cleanup_metadata()
+    return TableCare(uri, before, len(table.file_uris()), len(vacuumed))
+
+
+def maintain(
+    settings: Settings, contracts: dict[str, Contract], retention_hours: int = VACUUM_RETENTION_HOURS
+) -> list[TableCare]:
+    """Expire old bronze records, then compact and vacuum every table of the lake."""
+    expired = {bronze.bronze_uri(settings, c): expire_bronze(settings, c) for c in contracts.values()}
+    done = []
+    for uri in table_uris(settings, contracts):
+        care = care_for(uri, settings, retention_hours)
+        if care is not None:
+            done.append(
+                TableCare(
+                    care.uri, care.files_before, care.files_after, care.files_vacuumed, expired.get(uri, 0)
+                )
+            )
+    return done

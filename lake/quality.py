@@ -1,0 +1,98 @@
+"""Quality of the lake's tables, measured: contract rules on silver, quarantine rates, history intervals."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+from data_contracts import Contract, RuleResult, validate_frame
+from lake import bronze, cdc, clickstream, delta
+from lake.landing import CLICKSTREAM_FEED
+from lake.ledger import Ledger
+from lake.privacy import TOKEN_SUFFIX
+from lake.settings import Settings
+
+SEGMENT_NAMES = {
+    "message_id": "messageId",
+    "anonymous_id": "anonymousId",
+    "user_id": "userId",
+    "previous_id": "previousId",
+    "group_id": "groupId",
+    "original_timestamp": "originalTimestamp",
+    "sent_at": "sentAt",
+    "received_at": "receivedAt",
+}
+"""Silver clickstream columns under their Segment (contract) names, so the contract's rules can read them."""
+
+
+def silver_table(settings: Settings, contract: Contract) -> str:
+    """The silver table a contract's rules apply to (the current state for CDC, the events for clickstream)."""
+    if contract.feed == CLICKSTREAM_FEED:
+        return clickstream.silver_uri(settings)
+    return cdc.silver_uris(settings, contract)[0]
+
+
+def contract_rules(settings: Settings, contract: Contract) -> list[RuleResult]:
+    """Every quality rule of the contract evaluated on the feed's silver table (Great Expectations); tokenised
+    columns are checked under their source names."""
+    frame = delta.read(silver_table(settings, contract), settings.storage_options)
+    renamed = dict(SEGMENT_NAMES) if contract.feed == CLICKSTREAM_FEED else {}
+    renamed |= {
+        c.name + TOKEN_SUFFIX: c.name for c in contract.pii_columns
+    }  # a token keeps null and uniqueness
+    frame = frame.rename({k: v for k, v in renamed.items() if k in frame.columns})
+    return validate_frame(contract, frame.to_pandas())
+
+
+@dataclass(frozen=True)
+class QuarantineRate:
+    """How much of a feed went to quarantine, over all its ingested records."""
+
+    records: int
+    quarantined: int
+
+    @property
+    def rate(self) -> float:
+        """Quarantined share of all records (0 when there are none)."""
+        return self.quarantined / self.records if self.records else 0.0
+
+
+def quarantine_rate(settings: Settings, contract: Contract) -> QuarantineRate:
+    """Quarantined and total records of one feed, from the ingestion ledger."""
+    files = Ledger(bronze.ledger_uri(settings), settings.storage_options).committed_files()
+    mine = files.filter(pl.col("feed_id") == contract.feed_id)
+    return QuarantineRate(int(mine["records"].sum() or 0), int(mine["quarantined"].sum() or 0))
+
+
+def history_problems(settings: Settings, contract: Contract) -> dict[str, int]:
+    """Counts of broken validity intervals in a CDC history table: intervals that end before they start,
+    keys with more than one open version, and live keys of the current table without an open version."""
+    current_uri, history_uri = cdc.silver_uris(settings, contract)
+    history = delta.scan(history_uri, settings.storage_options)
+    if history is None:
+        return {
+            "reversed_intervals": 0,
+            "keys_with_several_open_versions": 0,
+            "current_keys_without_open_version": 0,
+        }
+    key = list(contract.primary_key)
+    versions = history.filter(pl.col("_op") != "t")
+    open_live = versions.filter(pl.col("_valid_to").is_null() & (pl.col("_op") != "d"))
+    current = delta.read(current_uri, settings.storage_options).select(key)
+    return {
+        "reversed_intervals": versions.filter(pl.col("_valid_to") < pl.col("_valid_from"))
+        .select(pl.len())
+        .collect()
+        .item(),
+        "keys_with_several_open_versions": versions.filter(pl.col("_valid_to").is_null())
+        .group_by(key)
+        .len()
+        .filter(pl.col("len") > 1)
+        .select(pl.len())
+        .collect()
+        .item(),
+        "current_keys_without_open_version": current.join(
+            open_live.select(key).collect(), on=key, how="anti"
+        ).height,
+    }

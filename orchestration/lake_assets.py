@@ -1,0 +1,244 @@
+"""The lake's assets, one set per data contract: landing feed -> bronze table -> silver table(s), with checks.
+
+A new contract file (and its landing folder) adds a feed here without code. The work itself is done by
+``lake.bronze`` (ingestion), ``lake.cdc`` (CDC apply), ``lake.clickstream`` and ``lake.quality``.
+"""
+
+import dagster as dg
+
+from data_contracts import Contract
+from lake import bronze, cdc, clickstream, quality
+from lake.landing import CLICKSTREAM_FEED
+from orchestration.metadata import contract_metadata, contract_schema, table_metadata
+from orchestration.resources import LakeResource
+
+BRONZE_GROUP = "bronze"
+SILVER_GROUP = "silver"
+QUARANTINE_CHECK = "quarantine_rate"
+HISTORY_CHECK = "validity_intervals"
+
+
+def feed_path(contract: Contract) -> list[str]:
+    """The asset key path of a feed below its zone: ``[system, table]``, ``[clickstream, events]``."""
+    if contract.feed == CLICKSTREAM_FEED:
+        return ["clickstream", "events"]
+    return [contract.source_system, contract.name]
+
+
+def _name(zone: str, contract: Contract) -> str:
+    return "_".join([zone, *feed_path(contract)])
+
+
+def landing_key(contract: Contract) -> dg.AssetKey:
+    """The landing feed (raw files) of a contract."""
+    return dg.AssetKey(["landing", *feed_path(contract)])
+
+
+def bronze_key(contract: Contract) -> dg.AssetKey:
+    """The bronze table of a contract's feed."""
+    return dg.AssetKey(["bronze", *feed_path(contract)])
+
+
+def silver_keys(contract: Contract) -> list[dg.AssetKey]:
+    """The silver tables of a feed: current state (+ history) for CDC, events for the clickstream."""
+    key = dg.AssetKey(["silver", *feed_path(contract)])
+    if contract.feed == CLICKSTREAM_FEED:
+        return [key]
+    return [key, dg.AssetKey(["silver", contract.source_system, f"{contract.name}_history"])]
+
+
+def landing_spec(contract: Contract) -> dg.AssetSpec:
+    """The raw files of a feed as they land (written by a source's sink, or by the simulated company)."""
+    return dg.AssetSpec(
+        key=landing_key(contract),
+        description=contract.description,
+        group_name="landing",
+        kinds={"json"},
+        owners=[contract.owner],
+        metadata={**contract_metadata(contract), "dagster/column_schema": contract_schema(contract)},
+    )
+
+
+def bronze_asset(contract: Contract) -> dg.AssetsDefinition:
+    """Landing -> bronze for one feed, with a quarantine-rate check."""
+    key = bronze_key(contract)
+
+    @dg.asset(
+        key=key,
+        deps=[landing_key(contract)],
+        group_name=BRONZE_GROUP,
+        kinds={"delta", "duckdb"},
+        owners=[contract.owner],
+        metadata=contract_metadata(contract),
+        check_specs=[
+            dg.AssetCheckSpec(
+                QUARANTINE_CHECK,
+                asset=key,
+                description="Share of the feed's records sent to quarantine stays under INGEST_MAX_REJECT_RATE.",
+            )
+        ],
+        description=f"Raw records of `{contract.feed_id}`, appended exactly once per landed file, with "
+        "ingestion metadata (file, line, batch, time); records that break the contract go to `quarantine/records`.",
+    )
+    def ingest(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+        settings = lake.settings()
+        report = bronze.ingest(settings, contract)
+        rate = quality.quarantine_rate(settings, contract)
+        metadata = {
+            **table_metadata(settings, bronze.bronze_uri(settings, contract)),
+            "files_ingested": report.files,
+            "records_ingested": report.records,
+            "rows_appended": report.bronze_rows,
+            "records_quarantined": report.quarantined,
+            "seconds": round(report.seconds, 2),
+        }
+        check = dg.AssetCheckResult(
+            check_name=QUARANTINE_CHECK,
+            passed=rate.rate <= settings.max_reject_rate,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"records": rate.records, "quarantined": rate.quarantined, "rate": round(rate.rate, 5)},
+        )
+        if report.rejections:
+            context.log_event(dg.AssetMaterialization(asset_key=key, metadata=metadata))
+            raise dg.Failure(
+                description=f"{len(report.rejections)} file(s) of {contract.feed_id} rejected: "
+                + "; ".join(str(r) for r in report.rejections[:5]),
+                metadata={"rejected_files": [r.relpath for r in report.rejections]},
+            )
+        context.log.info(
+            f"{contract.feed_id}: {report.files} files, {report.bronze_rows} rows, {report.quarantined} quarantined"
+        )
+        return dg.MaterializeResult(metadata=metadata, check_results=[check])
+
+    return ingest
+
+
+def silver_asset(contract: Contract) -> dg.AssetsDefinition:
+    """Bronze -> silver for one feed: CDC apply (current + history) or the clickstream clean-up."""
+    keys = silver_keys(contract)
+    current_description = (
+        f"Current state of `{contract.feed_id}`: the latest change per key by log position, deletes applied, "
+        "personal data tokenised."
+        if contract.feed != CLICKSTREAM_FEED
+        else "Segment messages, one row per messageId, typed, with event time corrected for client clock skew "
+        "and personal data tokenised; partitioned by event date."
+    )
+    specs = [
+        dg.AssetSpec(
+            key=keys[0],
+            deps=[bronze_key(contract)],
+            description=current_description,
+            group_name=SILVER_GROUP,
+            kinds={"delta", "polars"},
+            owners=[contract.owner],
+            metadata=contract_metadata(contract),
+        )
+    ]
+    if len(keys) > 1:
+        specs.append(
+            dg.AssetSpec(
+                key=keys[1],
+                deps=[bronze_key(contract)],
+                description=f"Every version of every row of `{contract.feed_id}` with its validity interval "
+                "[_valid_from, _valid_to): the table's state as of any past time.",
+                group_name=SILVER_GROUP,
+                kinds={"delta", "polars"},
+                owners=[contract.owner],
+                metadata=contract_metadata(contract),
+            )
+        )
+
+    @dg.multi_asset(name=_name("silver", contract), specs=specs)
+    def apply(context: dg.AssetExecutionContext, lake: LakeResource):
+        settings = lake.settings()
+        if contract.feed == CLICKSTREAM_FEED:
+            report = clickstream.apply(settings, contract)
+            yield dg.MaterializeResult(
+                asset_key=keys[0],
+                metadata={
+                    **table_metadata(settings, clickstream.silver_uri(settings)),
+                    "events_inserted": report.inserted,
+                    "duplicates_dropped": report.duplicates,
+                    "earlier_deliveries_replaced": report.replaced,
+                },
+            )
+            return
+        report = cdc.apply(settings, contract)
+        current_uri, history_uri = cdc.silver_uris(settings, contract)
+        context.log.info(f"{contract.feed_id}: {report}")
+        yield dg.MaterializeResult(
+            asset_key=keys[0],
+            metadata={
+                **table_metadata(settings, current_uri),
+                "changes_applied": report.changes,
+                "replayed_changes_dropped": report.replayed,
+                "upserts": report.current_upserts,
+                "deletes": report.current_deletes,
+                "truncates": report.truncates,
+                "last_bronze_batch": report.applied_batch,
+            },
+        )
+        yield dg.MaterializeResult(
+            asset_key=keys[1],
+            metadata={**table_metadata(settings, history_uri), "rows_merged": report.history_rows_merged},
+        )
+
+    return apply
+
+
+def contract_checks(contract: Contract) -> dg.AssetChecksDefinition:
+    """The contract's quality rules on the feed's silver table: blocking for errors, warnings otherwise."""
+    key = silver_keys(contract)[0]
+    specs = [
+        dg.AssetCheckSpec(
+            rule.name, asset=key, blocking=rule.severity == "error", description=rule.description
+        )
+        for rule in contract.rules
+    ]
+
+    @dg.multi_asset_check(name=f"{_name('contract', contract)}_rules", specs=specs)
+    def rules(lake: LakeResource):
+        for result in quality.contract_rules(lake.settings(), contract):
+            yield dg.AssetCheckResult(
+                asset_key=key,
+                check_name=result.name,
+                passed=result.passed is not False,
+                severity=dg.AssetCheckSeverity.ERROR
+                if result.severity == "error"
+                else dg.AssetCheckSeverity.WARN,
+                metadata={"observed": str(result.observed), "skipped": result.passed is None},
+                description=result.description,
+            )
+
+    return rules
+
+
+def history_check(contract: Contract) -> dg.AssetChecksDefinition:
+    """Validity intervals of a CDC history table are well formed (blocking)."""
+
+    @dg.asset_check(
+        asset=silver_keys(contract)[1],
+        name=HISTORY_CHECK,
+        blocking=True,
+        description="No interval ends before it starts; one open version per live key.",
+    )
+    def intervals(lake: LakeResource) -> dg.AssetCheckResult:
+        problems = quality.history_problems(lake.settings(), contract)
+        return dg.AssetCheckResult(passed=not any(problems.values()), metadata=problems)
+
+    return intervals
+
+
+def lake_definitions(contracts: dict[str, Contract], produced: set[str]) -> tuple[list, list]:
+    """(assets, checks) of every feed; landing feeds whose id is in ``produced`` are materialized elsewhere
+    (by the simulated company) and get no external spec here."""
+    assets: list = []
+    checks: list = []
+    for contract in contracts.values():
+        if contract.feed_id not in produced:
+            assets.append(landing_spec(contract))
+        assets.extend([bronze_asset(contract), silver_asset(contract)])
+        checks.append(contract_checks(contract))
+        if contract.feed != CLICKSTREAM_FEED:
+            checks.append(history_check(contract))
+    return assets, checks

@@ -1,0 +1,18 @@
+"""Resources shared by the assets: where the lake is."""
+
+from dataclasses import replace
+
+import dagster as dg
+
+from lake.settings import Settings, get_settings
+
+
+class LakeResource(dg.ConfigurableResource):
+    """The project settings (``lake.settings``), with the lake root overridable per run or per test."""
+
+    lake_root: str | None = None
+
+    def settings(self) -> Settings:
+        """The settings the assets of this run read and write with."""
+        settings = get_settings()
+        return replace(settings, lake_root=self.lake_root) if self.lake_root else settings
