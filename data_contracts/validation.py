@@ -1,0 +1,122 @@
+"""Record validation in DuckDB SQL: an expression that explains why a raw JSON record breaks its contract.
+
+Built for millions of rows: a lambda binds the record expression so it is evaluated once; ``json_valid``
+guards the parsers (which raise on malformed text); ``json_type`` with the list of every contract path gives
+the JSON type of each field in one parse, ``json_extract_string`` with the paths of the accepted-values
+rules their values in a second; a second lambda binds both so the checks read them without parsing again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from data_contracts.model import Column, Contract
+
+SEGMENT_IDENTITIES = ("anonymousId", "userId")
+SEGMENT_NEEDS = (("track", "event"), ("alias", "previousId"), ("alias", "userId"), ("group", "groupId"))
+"""Fields the Segment spec requires for some message types: (type, field)."""
+
+
+def violation_sql(contract: Contract, record: str) -> str:
+    """A DuckDB expression over the JSON text expression ``record`` that is NULL when the record satisfies the
+    contract, else a short reason for its first violation: not valid JSON or not an object, a required field
+    missing or null, a field of a JSON type its column does not accept, a value outside an accepted-values
+    rule of severity error, and for the clickstream the Segment spec's rules (anonymousId or userId; event
+    for track; previousId and userId for alias; groupId for group). Fields the contract does not name are
+    allowed."""
+    return _violation_sql(contract, record, contract.columns, accepted_values=True)
+
+
+def key_violation_sql(contract: Contract, record: str) -> str:
+    """Like :func:`violation_sql`, but checks only the primary-key fields (for Debezium deletes, whose
+    ``before`` may hold only the key)."""
+    return _violation_sql(contract, record, [contract.column(n) for n in contract.primary_key], False)
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _path(name: str) -> str:
+    return "$." + '"' + name.replace('"', '\\"') + '"'
+
+
+def _violation_sql(contract: Contract, record: str, columns: Sequence[Column], accepted_values: bool) -> str:
+    segment = contract.feed == "clickstream" and accepted_values
+    if segment:  # the Segment rules read these fields: KeyError naming the contract when one is missing
+        for name in ("type", *SEGMENT_IDENTITIES, *(n for _, n in SEGMENT_NEEDS)):
+            contract.column(name)
+    position = {c.name: i + 2 for i, c in enumerate(columns)}  # 1 is the record itself
+
+    def json_type(name: str) -> str:
+        return f"__r.t[{position[name]}]"
+
+    def missing(name: str) -> str:
+        return f"coalesce({json_type(name)}, 'NULL') = 'NULL'"
+
+    value_rules = [  # values are compared as JSON text (json_extract_string)
+        (rule.column, rule.accepted_values)
+        for rule in contract.quality
+        if accepted_values and rule.severity == "error" and rule.accepted_values is not None
+    ]
+    value_fields = [name for name, _ in value_rules]
+    if segment and "type" not in value_fields:
+        value_fields.append("type")
+    value_index = {name: i + 1 for i, name in enumerate(value_fields)}
+
+    def value(name: str) -> str:
+        return f"__r.v[{value_index[name]}]"
+
+    whens = [
+        (
+            "__r IS NULL",
+            "CASE WHEN __record IS NULL THEN 'record is null' ELSE 'record is not valid JSON' END",
+        ),
+        ("__r.t[1] <> 'OBJECT'", "'record is JSON ' || __r.t[1] || ', expected OBJECT'"),
+    ]
+    for c in columns:
+        if c.required:
+            whens.append((f"{json_type(c.name)} IS NULL", _literal(f"missing required field {c.name}")))
+            whens.append((f"{json_type(c.name)} = 'NULL'", _literal(f"required field {c.name} is null")))
+    for c in columns:
+        accepted = ", ".join(_literal(t) for t in (*c.wire_json_types, "NULL"))
+        whens.append(
+            (
+                f"{json_type(c.name)} NOT IN ({accepted})",
+                f"{_literal(f'field {c.name} has JSON type ')} || {json_type(c.name)} || "
+                f"{_literal(', expected ' + '|'.join(c.wire_json_types))}",
+            )
+        )
+    for name, values in value_rules:
+        prefix, suffix = _literal(f"field {name} has value '"), _literal("' not in accepted values")
+        whens.append(
+            (
+                f"{value(name)} NOT IN ({', '.join(_literal(str(v)) for v in values)})",
+                f"{prefix} || left({value(name)}, 40) || {suffix}",
+            )
+        )
+    if segment:
+        whens.append(
+            (
+                f"{value('type')} <> 'alias' AND " + " AND ".join(missing(n) for n in SEGMENT_IDENTITIES),
+                _literal(f"message has neither {' nor '.join(SEGMENT_IDENTITIES)}"),
+            )
+        )
+        whens += [
+            (
+                f"{value('type')} = {_literal(kind)} AND {missing(name)}",
+                _literal(f"{kind} message without {name}"),
+            )
+            for kind, name in SEGMENT_NEEDS
+        ]
+    paths = ", ".join(_literal(p) for p in ["$", *(_path(c.name) for c in columns)])
+    bound = f"'t': json_type(__record, [{paths}])"
+    if value_fields:
+        values = ", ".join(_literal(_path(n)) for n in value_fields)
+        bound += f", 'v': json_extract_string(__record, [{values}])"
+    cases = "\n    ".join(f"WHEN {condition} THEN {reason}" for condition, reason in whens)
+    return (
+        f"list_transform([{record}], lambda __record: list_transform(\n"
+        f"  [CASE WHEN json_valid(__record) THEN {{{bound}}} END], lambda __r: CASE\n"
+        f"    {cases}\n  END)[1])[1]"
+    )
