@@ -41,16 +41,19 @@ def test_simulated_company_asset_materializes_into_the_lake_root(monkeypatch, tm
     monkeypatch.setenv("LAKE_ROOT", str(tmp_path / "lake"))
     from orchestration.definitions import defs
 
-    asset = defs.resolve_assets_def(dg.AssetKey(["landing", "simulated_company"]))
+    asset = defs.resolve_assets_def(dg.AssetKey(["landing", "crm", "contacts"]))
     result = dg.materialize(
         [asset],
-        run_config={
-            "ops": {"landing__simulated_company": {"config": {"persons": 300, "days": 2, "seed": 1}}}
-        },
+        run_config={"ops": {"simulated_company": {"config": {"persons": 300, "days": 2, "seed": 1}}}},
         instance=dg.DagsterInstance.ephemeral(),
     )
     assert result.success
-    metadata = result.asset_materializations_for_node("landing__simulated_company")[0].metadata
+    materialized = result.asset_materializations_for_node("simulated_company")
+    assert {m.asset_key.to_user_string() for m in materialized} >= {
+        "landing/crm/contacts",
+        "landing/clickstream/events",
+    }
+    metadata = materialized[0].metadata
     summary = landing_summary(tmp_path / "lake" / "landing")
     assert sum(files for _, files, _ in summary) == metadata["files"].value
     assert {feed.split("/")[0] for feed, _, _ in summary} == {"cdc", "clickstream"}
