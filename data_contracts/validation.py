@@ -17,11 +17,29 @@ SEGMENT_NEEDS = (("track", "event"), ("alias", "previousId"), ("alias", "userId"
 """Fields the Segment spec requires for some message types: (type, field)."""
 
 
+DECIMAL = "org.apache.kafka.connect.data.Decimal"
+SYNTAX = {
+    "decimal_string": ("NOT regexp_full_match({value}, '-?[0-9]+([.][0-9]+)?')", "a decimal number"),
+    "decimal_base64": ("NOT regexp_full_match({value}, '[A-Za-z0-9+/]+={{0,2}}')", "base64 decimal bytes"),
+    "zoned_timestamp": ("TRY_CAST({value} AS TIMESTAMPTZ) IS NULL", "an ISO timestamp with a zone"),
+}
+"""Value syntax that decoding relies on, per wire encoding: (condition that flags a bad value, what it must be)."""
+
+
+def _syntax_key(contract: Contract, column: Column) -> str | None:
+    """Which syntax rule a column's wire values must follow, if any."""
+    if column.debezium_type == DECIMAL:
+        return "decimal_base64" if contract.decimal_handling == "precise" else "decimal_string"
+    if column.debezium_type == "io.debezium.time.ZonedTimestamp":
+        return "zoned_timestamp"
+    return None
+
+
 def violation_sql(contract: Contract, record: str) -> str:
     """A DuckDB expression over the JSON text expression ``record`` that is NULL when the record satisfies the
     contract, else a short reason for its first violation: not valid JSON or not an object, a required field
-    missing or null, a field of a JSON type its column does not accept, a value outside an accepted-values
-    rule of severity error, and for the clickstream the Segment spec's rules (anonymousId or userId; event
+    missing or null, a field of a JSON type its column does not accept, a decimal or zoned timestamp whose text
+    cannot be decoded, a value outside an accepted-values rule of severity error, and for the clickstream the Segment spec's rules (anonymousId or userId; event
     for track; previousId and userId for alias; groupId for group). Fields the contract does not name are
     allowed."""
     return _violation_sql(contract, record, contract.columns, accepted_values=True)
@@ -62,6 +80,8 @@ def _violation_sql(contract: Contract, record: str, columns: Sequence[Column], a
     value_fields = [name for name, _ in value_rules]
     if segment and "type" not in value_fields:
         value_fields.append("type")
+    syntax_rules = [(c.name, SYNTAX[key]) for c in columns if accepted_values and (key := _syntax_key(contract, c))]
+    value_fields += [name for name, _ in syntax_rules if name not in value_fields]
     value_index = {name: i + 1 for i, name in enumerate(value_fields)}
 
     def value(name: str) -> str:
@@ -95,6 +115,9 @@ def _violation_sql(contract: Contract, record: str, columns: Sequence[Column], a
                 f"{prefix} || left({value(name)}, 40) || {suffix}",
             )
         )
+    for name, (condition, what) in syntax_rules:
+        prefix, suffix = _literal(f"field {name} is not {what}: '"), _literal("'")
+        whens.append((condition.format(value=value(name)), f"{prefix} || left({value(name)}, 40) || {suffix}"))
     if segment:
         whens.append(
             (

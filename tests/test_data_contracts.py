@@ -327,6 +327,24 @@ def _changed(record: dict, **changes: object) -> str:
             {"propensity": 1},
             None,
         ),
+        (
+            "shop.shop.orders",
+            "shop.shop.orders",
+            {"total_amount": "12.50"},
+            "field total_amount is not base64 decimal bytes: '12.50'",
+        ),
+        (
+            "shop.shop.orders",
+            "shop.shop.orders",
+            {"updated_at": "yesterday"},
+            "field updated_at is not an ISO timestamp with a zone: 'yesterday'",
+        ),
+        (
+            "crm.public.activities",
+            "crm.public.activities",
+            {"offer_value": "5,00"},
+            "field offer_value is not a decimal number: '5,00'",
+        ),
         ("clickstream", "clickstream.track", {}, None),
         ("clickstream", "clickstream.track", {"event": ...}, "track message without event"),
         (
