@@ -201,6 +201,98 @@ def _position_sql(position: dict[str, object], op: str) -> str:
     return f"(_log_file {op} {f} OR (_log_file = {f} AND (_log_pos {op} {p} OR (_log_pos = {p} AND _log_row {op} {r}))))"
 
 
+def _known_truncates(history_uri: str, options: dict[str, str]) -> pl.DataFrame:
+    """The truncate markers already in the history table (position and time)."""
+    history = delta.scan(history_uri, options)
+    if history is None:
+        return pl.DataFrame()
+    marks = history.filter(pl.col("_op") == "t")
+    return marks.select(*POSITION, pl.col("_valid_from").alias("_changed_at")).collect()
+
+
+def _all_truncates(known: pl.DataFrame, new: pl.DataFrame) -> pl.DataFrame:
+    if not known.height:
+        return new
+    return pl.concat([known, new], how="diagonal_relaxed").unique(POSITION).sort(POSITION)
+
+
+def _touched_versions(
+    changes: pl.DataFrame, existing: pl.DataFrame | None, truncates: pl.DataFrame, key: list[str]
+) -> pl.DataFrame:
+    """All versions of the keys the changes touch (those already in history and the new ones), with intervals."""
+    combined = changes
+    if existing is not None and existing.height:
+        old_versions = existing.with_columns(pl.col("_valid_from").alias("_changed_at")).drop(INTERVAL)
+        combined = pl.concat([old_versions, changes], how="diagonal_relaxed")
+    return history_versions(combined, truncates, key) if combined.height else combined
+
+
+def _merge_history(
+    history_uri: str,
+    options: dict[str, str],
+    key: list[str],
+    versions: pl.DataFrame,
+    existing: pl.DataFrame | None,
+    fresh_truncates: pl.DataFrame,
+    app_id: str,
+    upto: int,
+) -> int:
+    """Merge the versions that are new or whose interval changed, and the new truncate markers; first close
+    the open versions that new truncates end among keys this step does not touch. Returns rows merged."""
+    merged = versions
+    if existing is not None and existing.height:
+        before = existing.select(
+            *key, *POSITION, pl.col("_valid_to").alias("_old_valid_to"), pl.lit(True).alias("_known")
+        )
+        merged = (
+            versions.join(before, on=[*key, *POSITION], how="left")
+            .filter(pl.col("_known").is_null() | pl.col("_valid_to").ne_missing(pl.col("_old_valid_to")))
+            .drop("_old_valid_to", "_known")
+        )
+    if fresh_truncates.height:
+        table = delta.open_table(history_uri, options)
+        for mark in fresh_truncates.iter_rows(named=True) if table is not None else []:
+            table.update(
+                predicate=f"_valid_to IS NULL AND _op <> 't' AND {_position_sql(mark, '<')}",
+                updates={"_valid_to": f"'{mark['_changed_at'].isoformat()}'::timestamptz"},
+            )
+        marks = fresh_truncates.select(
+            *POSITION, pl.col("_changed_at").alias("_valid_from"), pl.lit("t").alias("_op")
+        )
+        merged = pl.concat([merged, marks], how="diagonal_relaxed")
+    _merge(history_uri, merged, [*key, *POSITION], options, app_id, upto)
+    return merged.height
+
+
+def _current_changes(
+    versions: pl.DataFrame, truncates: pl.DataFrame, in_current: pl.DataFrame | None, key: list[str]
+) -> pl.DataFrame:
+    """The latest version of every touched key, flagged ``_deleted`` when it is a delete or a truncate came after
+    it, keeping only what differs from the current table: new or moved positions, and deletes of present keys."""
+    latest = versions.filter(pl.col("_op") != "t").group_by(key, maintain_order=True).last()
+    gone = pl.col("_op") == "d"
+    if truncates.height:
+        last = truncates.row(-1, named=True)
+        marks = ["_truncate_file", "_truncate_pos", "_truncate_row"]
+        latest = latest.with_columns(pl.lit(last[c]).alias(m) for c, m in zip(POSITION, marks, strict=True))
+        gone = gone | lexicographic_less(POSITION, marks)
+    latest = latest.with_columns(gone.alias("_deleted")).drop(
+        "_valid_to", "_truncate_file", "_truncate_pos", "_truncate_row", strict=False
+    )
+    latest = latest.rename({"_valid_from": "_changed_at"})
+    if in_current is None or not in_current.height:
+        return latest.filter(~pl.col("_deleted"))
+    seen = in_current.select(
+        *key, *[pl.col(c).alias(f"_cur{c}") for c in POSITION], pl.lit(True).alias("_present")
+    )
+    latest = latest.join(seen, on=key, how="left")
+    moved = pl.col("_present").is_null() | pl.any_horizontal(
+        pl.col(c).ne_missing(pl.col(f"_cur{c}")) for c in POSITION
+    )
+    keep = (pl.col("_deleted") & pl.col("_present").is_not_null()) | (~pl.col("_deleted") & moved)
+    return latest.filter(keep).drop("_present", *[f"_cur{c}" for c in POSITION])
+
+
 def _apply_step(
     settings: Settings,
     contract: Contract,
@@ -210,107 +302,41 @@ def _apply_step(
     applied_current: int,
     report: ApplyReport,
 ) -> None:
+    """Apply one range of bronze batches: history first, then the current state (each skipped if done)."""
     options = settings.storage_options
     current_uri, history_uri = silver_uris(settings, contract)
     key = list(contract.primary_key)
+    app_id = _app_id(contract)
     changes, new_truncates, replayed = decode_changes(bronze, contract, settings.pii_secret)
     report.bronze_rows += bronze.height
     report.changes += changes.height
     report.replayed += replayed
     report.truncates += new_truncates.height
-    history = delta.scan(history_uri, options)
-    known_truncates = (
-        pl.DataFrame()
-        if history is None
-        else history.filter(pl.col("_op") == "t")
-        .select(*POSITION, pl.col("_valid_from").alias("_changed_at"))
-        .collect()
-    )
-    truncates = (
-        pl.concat([known_truncates, new_truncates], how="diagonal_relaxed").unique(POSITION).sort(POSITION)
-        if (known_truncates.height or new_truncates.height)
-        else new_truncates
-    )
+    known_truncates = _known_truncates(history_uri, options)
+    truncates = _all_truncates(known_truncates, new_truncates)
     keys = changes.select(key).unique() if changes.height else pl.DataFrame()
     existing = _existing(history_uri, options, key, keys) if keys.height else None
-    if existing is not None and existing.height:
-        old_versions = existing.with_columns(pl.col("_valid_from").alias("_changed_at")).drop(INTERVAL)
-        combined = pl.concat([old_versions, changes], how="diagonal_relaxed")
-    else:
-        combined = changes
-    versions = history_versions(combined, truncates, key) if combined.height else combined
-    app_id = _app_id(contract)
+    versions = _touched_versions(changes, existing, truncates, key)
 
     if applied_history < upto:
-        merged = versions
-        if existing is not None and existing.height:
-            before = existing.select(
-                *key, *POSITION, pl.col("_valid_to").alias("_old_valid_to"), pl.lit(True).alias("_known")
-            )
-            merged = (
-                versions.join(before, on=[*key, *POSITION], how="left")
-                .filter(pl.col("_known").is_null() | pl.col("_valid_to").ne_missing(pl.col("_old_valid_to")))
-                .drop("_old_valid_to", "_known")
-            )
         fresh = new_truncates
         if known_truncates.height and new_truncates.height:
             fresh = new_truncates.join(known_truncates, on=POSITION, how="anti")
-        if fresh.height:
-            table = delta.open_table(history_uri, options)
-            for mark in fresh.iter_rows(
-                named=True
-            ):  # close the open versions of keys this batch did not touch
-                if table is not None:
-                    table.update(
-                        predicate=f"_valid_to IS NULL AND _op <> 't' AND {_position_sql(mark, '<')}",
-                        updates={"_valid_to": f"'{mark['_changed_at'].isoformat()}'::timestamp"},
-                    )
-            marks = fresh.select(
-                *POSITION, pl.col("_changed_at").alias("_valid_from"), pl.lit("t").alias("_op")
-            )
-            merged = pl.concat([merged, marks], how="diagonal_relaxed")
-        _merge(history_uri, merged, [*key, *POSITION], options, app_id, upto)
-        report.history_rows_merged += merged.height
+        report.history_rows_merged += _merge_history(
+            history_uri, options, key, versions, existing, fresh, app_id, upto
+        )
     crash_point("cdc:after_history")
 
     if applied_current < upto:
         current = delta.open_table(current_uri, options)
         if current is not None and new_truncates.height:
             current.delete(_position_sql(new_truncates.row(-1, named=True), "<"))
-        latest = (
-            versions.filter(pl.col("_op") != "t").group_by(key, maintain_order=True).last()
-            if versions.height
-            else versions
-        )
-        if latest.height:
-            gone = pl.col("_op") == "d"
-            if truncates.height:
-                last = truncates.row(-1, named=True)
-                tpos = ["_tf", "_tp", "_tr"]
-                latest = latest.with_columns(
-                    *[pl.lit(last[c]).alias(t) for c, t in zip(POSITION, tpos, strict=True)]
-                )
-                gone = gone | lexicographic_less(POSITION, tpos)
-            latest = latest.with_columns(gone.alias("_deleted")).drop(
-                "_valid_to", "_tf", "_tp", "_tr", strict=False
-            )
-            latest = latest.rename({"_valid_from": "_changed_at"})
+        if versions.height:
             in_current = _existing(current_uri, options, key, keys)
-            if in_current is not None and in_current.height:
-                seen = in_current.select(
-                    *key, *[pl.col(c).alias(f"_cur{c}") for c in POSITION], pl.lit(True).alias("_present")
-                )
-                latest = latest.join(seen, on=key, how="left")
-                changed = pl.col("_present").is_null() | pl.any_horizontal(
-                    pl.col(c).ne_missing(pl.col(f"_cur{c}")) for c in POSITION
-                )
-                latest = latest.filter(
-                    (pl.col("_deleted") & pl.col("_present").is_not_null()) | (~pl.col("_deleted") & changed)
-                ).drop("_present", *[f"_cur{c}" for c in POSITION])
-            else:
-                latest = latest.filter(~pl.col("_deleted"))
-            report.current_deletes += latest["_deleted"].sum()
-            report.current_upserts += latest.height - latest["_deleted"].sum()
+            latest = _current_changes(versions, truncates, in_current, key)
+            deletes = int(latest["_deleted"].sum())
+            report.current_deletes += deletes
+            report.current_upserts += latest.height - deletes
             if latest.height or current is None:
                 _merge(current_uri, latest, key, options, app_id, upto, delete_flag="_deleted")
     report.applied_batch = upto
