@@ -29,6 +29,11 @@ def _name(zone: str, contract: Contract) -> str:
     return "_".join([zone, *feed_path(contract)])
 
 
+def feed_pool(contract: Contract) -> str:
+    """The concurrency pool of a feed's steps: two runs never ingest or apply the same feed at once."""
+    return _name("lake", contract)
+
+
 def landing_key(contract: Contract) -> dg.AssetKey:
     """The landing feed (raw files) of a contract."""
     return dg.AssetKey(["landing", *feed_path(contract)])
@@ -66,6 +71,7 @@ def bronze_asset(contract: Contract) -> dg.AssetsDefinition:
     @dg.asset(
         key=key,
         deps=[landing_key(contract)],
+        pool=feed_pool(contract),
         group_name=BRONZE_GROUP,
         kinds={"delta", "duckdb"},
         owners=[contract.owner],
@@ -148,7 +154,7 @@ def silver_asset(contract: Contract) -> dg.AssetsDefinition:
             )
         )
 
-    @dg.multi_asset(name=_name("silver", contract), specs=specs)
+    @dg.multi_asset(name=_name("silver", contract), specs=specs, pool=feed_pool(contract))
     def apply(context: dg.AssetExecutionContext, lake: LakeResource):
         settings = lake.settings()
         if contract.feed == CLICKSTREAM_FEED:

@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -13,6 +14,7 @@ import pytest
 from conftest import Simulated, lake_settings
 
 from data_contracts import CONTRACTS_DIR, load_contracts
+from lake import bronze, maintenance
 from lake.settings import REPO_ROOT
 from orchestration.lake_assets import lake_definitions
 from orchestration.operations import landing_sensor, maintenance_job, pending_files
@@ -95,7 +97,6 @@ def test_maintenance_compacts_small_files_without_changing_rows(simulated: Simul
     topic = "crm.public.consents"
     contracts = {topic: load_contracts()[topic]}
     settings = lake_settings(tmp_path / "lake", simulated.landing)
-    from lake import bronze
 
     bronze.ingest(settings, contracts[topic], max_files_per_batch=3)
     uri = bronze.bronze_uri(settings, contracts[topic])
@@ -107,6 +108,11 @@ def test_maintenance_compacts_small_files_without_changing_rows(simulated: Simul
     assert job.execute_in_process(resources={"lake": LakeResource(lake_root=settings.lake_root)}).success
     assert len(DeltaTable(uri).file_uris()) < files_before
     assert pl.read_delta(uri).sort("_source_file", "_line").equals(before)
+    # raw records expire after the retention; the ledger still knows their files, so none comes back
+    later = datetime.now(UTC) + timedelta(days=settings.bronze_retention_days + 1)
+    assert maintenance.expire_bronze(settings, contracts[topic], now=later) == before.height
+    assert pl.read_delta(uri).height == 0
+    assert bronze.ingest(settings, contracts[topic]).files == 0
 
 
 def test_a_new_cdc_source_needs_only_a_contract_and_a_landing_folder(tmp_path: Path) -> None:
