@@ -21,6 +21,7 @@ import duckdb
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
+from isal import isal_zlib
 
 from data_contracts import Contract, key_violation_sql, violation_sql
 from lake import delta
@@ -284,22 +285,36 @@ class _BatchParser:
         pending: list[pa.Table] = []
         size = 0
         for index, file in enumerate(self.files):
-            for first_line, lines in read_line_chunks(self.settings.landing, file, self.chunk_bytes):
-                pending.append(
-                    pa.table(
-                        {
-                            "file_idx": pa.repeat(pa.scalar(index, pa.int32()), len(lines)),
-                            "line_no": pa.array(range(first_line, first_line + len(lines)), pa.int64()),
-                            "line": lines,
-                        }
+            next_line = 1
+            try:
+                for first_line, lines in read_line_chunks(self.settings.landing, file, self.chunk_bytes):
+                    pending.append(
+                        pa.table(
+                            {
+                                "file_idx": pa.repeat(pa.scalar(index, pa.int32()), len(lines)),
+                                "line_no": pa.array(range(first_line, first_line + len(lines)), pa.int64()),
+                                "line": lines,
+                            }
+                        )
                     )
-                )
-                size += lines.nbytes
-                if size >= self.chunk_bytes:
-                    yield pa.concat_tables(pending)
-                    pending, size = [], 0
+                    next_line = first_line + len(lines)
+                    size += lines.nbytes
+                    if size >= self.chunk_bytes:
+                        yield pa.concat_tables(pending)
+                        pending, size = [], 0
+            except (OSError, EOFError, isal_zlib.error) as error:  # a truncated or corrupt file
+                self._unreadable(index, next_line, error)
         if pending:
             yield pa.concat_tables(pending)
+
+    def _unreadable(self, index: int, line: int, error: Exception) -> None:
+        """Quarantine the rest of a file that cannot be read past ``line`` (one record, with the error)."""
+        reason = f"file unreadable from line {line}: {type(error).__name__}: {error}"
+        row = pa.table({"file_idx": [index], "line_no": [line], "line": [""], "reason": [reason]})
+        self.quarantine.append(self._quarantine_rows(row))
+        self.records[index] += 1
+        self.quarantined[index] += 1
+        self.reasons[index].append(reason)
 
     def batches(self) -> Iterator[pa.RecordBatch]:
         """Bronze record batches of every file in turn; quarantine rows and counts are kept on the side."""

@@ -199,3 +199,24 @@ def test_invalid_utf8_and_gzipped_lines_are_quarantined_with_their_line(tmp_path
     assert [f.relpath for f in discover(settings.landing, "clickstream")] == [
         "clickstream/web/2026-09-01/00/part-0000.jsonl.gz"
     ]
+
+
+def test_a_truncated_gzip_file_keeps_what_was_readable_and_quarantines_the_rest(
+    simulated: Simulated, tmp_path: Path
+) -> None:
+    source = max(simulated.landing.glob("clickstream/**/*.jsonl.gz"), key=lambda p: p.stat().st_size)
+    folder = tmp_path / "landing" / source.parent.relative_to(simulated.landing)
+    folder.mkdir(parents=True)
+    data = gzip.compress(b"\n".join(line.encode() for line in read_lines(source) * 200) + b"\n")
+    (folder / source.name).write_bytes(data[: len(data) // 2])
+    settings = lake_settings(tmp_path / "lake", tmp_path / "landing")
+    report = bronze.ingest(settings, load_contracts()["clickstream"], chunk_bytes=64 * 1024)
+    quarantine = pl.read_delta(bronze.quarantine_uri(settings))
+    unreadable = quarantine.filter(pl.col("reason").str.starts_with("file unreadable from line"))
+    assert unreadable.height == 1 and "EOFError" in unreadable["reason"][0]
+    lines = pl.read_delta(bronze.bronze_uri(settings, load_contracts()["clickstream"]))["_line"].to_list()
+    lines += quarantine.filter(~pl.col("reason").str.starts_with("file unreadable"))["line"].to_list()
+    assert (
+        sorted(lines) == list(range(1, unreadable["line"][0])) and len(lines) > 1000
+    )  # every line before it
+    assert report.records == len(lines) + 1
