@@ -36,6 +36,8 @@ from lake.settings import Settings
 POSITION = ["_log_file", "_log_pos", "_log_row"]
 CHANGE_COLUMNS = ["_op", *POSITION, "_changed_at"]
 INTERVAL = ["_valid_from", "_valid_to"]
+FROM_HISTORY = "_from_history"
+"""Marks a version read back from the history table with its key, position and interval only."""
 MAX_ROWS_PER_STEP = 2_000_000
 BRONZE_COLUMNS = [
     "op",
@@ -115,14 +117,17 @@ def decode_changes(
 
 
 def history_versions(versions: pl.DataFrame, truncates: pl.DataFrame, key: list[str]) -> pl.DataFrame:
-    """Every version of the given keys with its validity interval: from its change time to the next version's,
-    or to the first truncate that comes between them; open (null) for the latest version."""
-    ordered = versions.unique([*key, *POSITION], keep="first").sort([*key, *POSITION])
+    """Every version of the given keys (unique by key and position) with its validity interval: from its change
+    time to the next version's, or to the first truncate that comes between them; open (null) for the latest."""
+    ordered = versions.sort([*key, *POSITION])
     nxt = [f"_next{c}" for c in POSITION]
+    same_key = pl.all_horizontal(
+        pl.col(k).shift(-1).eq_missing(pl.col(k)) for k in key
+    )  # sorted: no window needed
     ordered = ordered.with_columns(
         pl.col("_changed_at").alias("_valid_from"),
-        pl.col("_changed_at").shift(-1).over(key).alias("_valid_to"),
-        *[pl.col(c).shift(-1).over(key).alias(n) for c, n in zip(POSITION, nxt, strict=True)],
+        pl.when(same_key).then(pl.col("_changed_at").shift(-1)).alias("_valid_to"),
+        *[pl.when(same_key).then(pl.col(c).shift(-1)).alias(n) for c, n in zip(POSITION, nxt, strict=True)],
     )
     if truncates.height:
         marks = truncates.rename({c: f"_t{c}" for c in [*POSITION, "_changed_at"]})
@@ -145,10 +150,15 @@ def history_versions(versions: pl.DataFrame, truncates: pl.DataFrame, key: list[
     return ordered.drop(nxt).drop("_changed_at")
 
 
-def _existing(uri: str, options: dict[str, str], key: list[str], keys: pl.DataFrame) -> pl.DataFrame | None:
+def _existing(
+    uri: str, options: dict[str, str], key: list[str], keys: pl.DataFrame, columns: list[str] | None = None
+) -> pl.DataFrame | None:
+    """The rows of the table at ``uri`` whose key is in ``keys`` (only ``columns`` when given)."""
     lazy = delta.scan(uri, options)
     if lazy is None:
         return None
+    if columns is not None:
+        lazy = lazy.select(columns)
     if len(key) == 1:
         lazy = lazy.filter(pl.col(key[0]).is_in(keys[key[0]].implode()))
     else:
@@ -168,9 +178,11 @@ def _merge(
     app_id: str,
     version: int,
     delete_flag: str | None = None,
+    update_only: list[str] | None = None,
 ) -> None:
-    """Upsert ``source`` into the table on ``on`` (rows whose ``delete_flag`` is true are deleted instead),
-    recording ``(app_id, version)`` in the same commit; the first write creates the table."""
+    """Upsert ``source`` into the table on ``on`` (rows whose ``delete_flag`` is true are deleted instead;
+    matched rows get only the ``update_only`` columns when given), recording ``(app_id, version)`` in the same
+    commit; the first write creates the table."""
     table = delta.open_table(uri, options)
     if table is None:
         rows = source if delete_flag is None else source.filter(~pl.col(delete_flag)).drop(delete_flag)
@@ -190,6 +202,8 @@ def _merge(
             .when_matched_update_all(predicate=f"NOT s.{delete_flag}", except_cols=[delete_flag])
             .when_not_matched_insert_all(predicate=f"NOT s.{delete_flag}", except_cols=[delete_flag])
         )
+    elif update_only is not None:
+        merger = merger.when_matched_update({c: f"s.{c}" for c in update_only}).when_not_matched_insert_all()
     else:
         merger = merger.when_matched_update_all().when_not_matched_insert_all()
     merger.execute()
@@ -219,11 +233,16 @@ def _all_truncates(known: pl.DataFrame, new: pl.DataFrame) -> pl.DataFrame:
 def _touched_versions(
     changes: pl.DataFrame, existing: pl.DataFrame | None, truncates: pl.DataFrame, key: list[str]
 ) -> pl.DataFrame:
-    """All versions of the keys the changes touch (those already in history and the new ones), with intervals."""
-    combined = changes
+    """All versions of the keys the changes touch, with intervals: the new ones (full rows) and those already
+    in history (key, position, ``_op`` and interval only; ``_from_history`` marks them)."""
+    combined = changes.with_columns(pl.lit(False).alias(FROM_HISTORY))
     if existing is not None and existing.height:
-        old_versions = existing.with_columns(pl.col("_valid_from").alias("_changed_at")).drop(INTERVAL)
-        combined = pl.concat([old_versions, changes], how="diagonal_relaxed")
+        old_versions = (
+            existing.join(changes, on=[*key, *POSITION], how="anti")
+            .with_columns(pl.col("_valid_from").alias("_changed_at"), pl.lit(True).alias(FROM_HISTORY))
+            .drop(INTERVAL)
+        )
+        combined = pl.concat([combined, old_versions], how="diagonal_relaxed")
     return history_versions(combined, truncates, key) if combined.height else combined
 
 
@@ -260,7 +279,8 @@ def _merge_history(
             *POSITION, pl.col("_changed_at").alias("_valid_from"), pl.lit("t").alias("_op")
         )
         merged = pl.concat([merged, marks], how="diagonal_relaxed")
-    _merge(history_uri, merged, [*key, *POSITION], options, app_id, upto)
+    merged = merged.drop(FROM_HISTORY, strict=False)
+    _merge(history_uri, merged, [*key, *POSITION], options, app_id, upto, update_only=["_valid_to"])
     return merged.height
 
 
@@ -293,6 +313,14 @@ def _current_changes(
     return latest.filter(keep).drop("_present", *[f"_cur{c}" for c in POSITION])
 
 
+def _live_rows(latest: pl.DataFrame) -> pl.DataFrame:
+    """The latest versions to write to the current table, without the history marker. A live version read back
+    from history cannot need writing: it came from a batch the current table had already applied."""
+    if latest.filter(pl.col(FROM_HISTORY) & ~pl.col("_deleted")).height:
+        raise RuntimeError("current table behind a version that only history holds; rebuild it from history")
+    return latest.drop(FROM_HISTORY)
+
+
 def _apply_step(
     settings: Settings,
     contract: Contract,
@@ -315,7 +343,8 @@ def _apply_step(
     known_truncates = _known_truncates(history_uri, options)
     truncates = _all_truncates(known_truncates, new_truncates)
     keys = changes.select(key).unique() if changes.height else pl.DataFrame()
-    existing = _existing(history_uri, options, key, keys) if keys.height else None
+    slim = [*key, *POSITION, "_op", *INTERVAL]
+    existing = _existing(history_uri, options, key, keys, slim) if keys.height else None
     versions = _touched_versions(changes, existing, truncates, key)
 
     if applied_history < upto:
@@ -332,8 +361,8 @@ def _apply_step(
         if current is not None and new_truncates.height:
             current.delete(_position_sql(new_truncates.row(-1, named=True), "<"))
         if versions.height:
-            in_current = _existing(current_uri, options, key, keys)
-            latest = _current_changes(versions, truncates, in_current, key)
+            in_current = _existing(current_uri, options, key, keys, [*key, *POSITION])
+            latest = _live_rows(_current_changes(versions, truncates, in_current, key))
             deletes = int(latest["_deleted"].sum())
             report.current_deletes += deletes
             report.current_upserts += latest.height - deletes
