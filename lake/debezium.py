@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass
 from decimal import Decimal
 
+import duckdb
 import numpy as np
 import polars as pl
 import pyarrow as pa
@@ -37,6 +38,20 @@ ENVELOPE_TYPES = {
     "boolean": pl.Boolean,
     "string": pl.String,
 }
+
+
+WIRE_DTYPES = {
+    "int8": pl.Int64,
+    "int16": pl.Int64,
+    "int32": pl.Int64,
+    "int64": pl.Int64,
+    "float32": pl.Float64,
+    "float64": pl.Float64,
+    "boolean": pl.Boolean,
+    "string": pl.String,
+    "bytes": pl.String,
+}
+"""How a Kafka Connect schema type reads from JSON."""
 
 
 @dataclass(frozen=True)
@@ -132,12 +147,47 @@ def _convert(values: pl.Series, spec: FieldSpec, target: pl.DataType | None) -> 
     return values
 
 
+def _json_dtype(wire_json_types: tuple[str, ...]) -> pl.DataType | None:
+    """The polars type that reads every value a contract column accepts on the wire (None: objects, arrays)."""
+    if {"OBJECT", "ARRAY"} & set(wire_json_types):
+        return None
+    if "DOUBLE" in wire_json_types:
+        return pl.Float64
+    if {"BIGINT", "UBIGINT"} & set(wire_json_types):
+        return pl.Int64
+    return pl.Boolean if wire_json_types == ("BOOLEAN",) else pl.String
+
+
+def wire_struct(images: pl.Series, contract: Contract, value_schema: str | None) -> pl.Struct | None:
+    """The JSON layout of the row images when it is known in full (from the envelope, or from the contract when
+    the images hold no other field), so they decode in one pass; None when it must be inferred."""
+    if value_schema:
+        fields = {
+            f["field"]: WIRE_DTYPES.get(f.get("type")) for f in json.loads(value_schema).get("fields", [])
+        }
+    else:
+        with duckdb.connect() as con:
+            con.register("images", pl.DataFrame({"image": images}).to_arrow())
+            keys = {k for (k,) in con.sql("select distinct unnest(json_keys(image)) from images").fetchall()}
+        known = {c.name: c for c in contract.columns}
+        if keys - known.keys():
+            return None
+        fields = {name: _json_dtype(known[name].wire_json_types) for name in known}
+    return None if any(t is None for t in fields.values()) else pl.Struct(fields)
+
+
 def decode_images(images: pl.Series, contract: Contract, value_schema: str | None) -> pl.DataFrame:
     """Row images (JSON text, one per row; null stays an all-null row) as typed columns: every contract
     column, in contract order, then any field the stream carries that the contract does not know."""
     targets = {c.name: pl.from_arrow(pa.array([], c.arrow_type)).dtype for c in contract.columns}
     specs = field_specs(contract, value_schema)
-    decoded = images.str.json_decode(infer_schema_length=None) if images.len() else None
+    layout = wire_struct(images, contract, value_schema) if images.len() else None
+    if not images.len():
+        decoded = None
+    elif layout is not None:
+        decoded = images.str.json_decode(layout)
+    else:  # a field no contract or envelope describes yet (a column new in the source): infer its type
+        decoded = images.str.json_decode(infer_schema_length=None)
     struct = (
         decoded.struct.unnest()
         if decoded is not None and isinstance(decoded.dtype, pl.Struct)
