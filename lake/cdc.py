@@ -118,48 +118,70 @@ def decode_changes(
 
 def history_versions(versions: pl.DataFrame, truncates: pl.DataFrame, key: list[str]) -> pl.DataFrame:
     """Every version of the given keys (unique by key and position) with its validity interval: from its change
-    time to the next version's, or to the first truncate that comes between them; open (null) for the latest."""
+    time (never before the previous version's) to the next version's, or to the first truncate between them;
+    open (null) for the latest."""
     ordered = versions.sort([*key, *POSITION])
-    nxt = [f"_next{c}" for c in POSITION]
-    same_key = pl.all_horizontal(
-        pl.col(k).shift(-1).eq_missing(pl.col(k)) for k in key
-    )  # sorted: no window needed
-    ordered = ordered.with_columns(
-        pl.col("_changed_at").alias("_valid_from"),
-        pl.when(same_key).then(pl.col("_changed_at").shift(-1)).alias("_valid_to"),
-        *[pl.when(same_key).then(pl.col(c).shift(-1)).alias(n) for c, n in zip(POSITION, nxt, strict=True)],
-    )
+    same_key = pl.all_horizontal(pl.col(k).shift(-1).eq_missing(pl.col(k)) for k in key)  # sorted: no window
+    ordered = ordered.with_columns(pl.col("_changed_at").cum_max().over(key).alias("_valid_from"))
+    ordered = ordered.with_columns(pl.when(same_key).then(pl.col("_valid_from").shift(-1)).alias("_valid_to"))
     if truncates.height:
-        marks = truncates.rename({c: f"_t{c}" for c in [*POSITION, "_changed_at"]})
-        tpos = [f"_t{c}" for c in POSITION]
-        closed = (
-            ordered.select(*key, *POSITION, *nxt)
-            .join(marks, how="cross")
-            .filter(
-                lexicographic_less(POSITION, tpos)
-                & (pl.col(nxt[0]).is_null() | lexicographic_less(tpos, nxt))
-            )
-            .sort(tpos)
-            .group_by([*key, *POSITION], maintain_order=True)
-            .agg(pl.col("_t_changed_at").first())
-        )
-        ordered = ordered.join(closed, on=[*key, *POSITION], how="left", nulls_equal=True).with_columns(
-            pl.coalesce("_t_changed_at", "_valid_to").alias("_valid_to")
-        )
-        ordered = ordered.drop("_t_changed_at")
-    return ordered.drop(nxt).drop("_changed_at")
+        ordered = _ended_by_truncates(ordered, truncates, key, same_key)
+    return ordered.drop("_changed_at")
+
+
+def _ended_by_truncates(
+    ordered: pl.DataFrame, truncates: pl.DataFrame, key: list[str], same_key: pl.Expr
+) -> pl.DataFrame:
+    """Versions (sorted by key and position) whose interval a truncate ends: the first truncate after a version
+    and before the key's next version closes it at the truncate's time."""
+    order = (
+        pl.concat([ordered.select(POSITION), truncates.select(POSITION)])
+        .unique()
+        .sort(POSITION)
+        .with_row_index("_order")
+    )
+    marks = truncates.join(order, on=POSITION).select(
+        pl.col("_order").alias("_truncate_order"), pl.col("_changed_at").alias("_truncated_at")
+    )
+    ranked = ordered.join(order, on=POSITION, how="left", maintain_order="left")
+    ranked = ranked.with_columns(pl.when(same_key).then(pl.col("_order").shift(-1)).alias("_next_order"))
+    ranked = ranked.sort("_order").join_asof(
+        marks.sort("_truncate_order"),
+        left_on="_order",
+        right_on="_truncate_order",
+        strategy="forward",
+        allow_exact_matches=False,
+    )
+    ended = pl.col("_truncate_order").is_not_null() & (
+        pl.col("_next_order").is_null() | (pl.col("_truncate_order") < pl.col("_next_order"))
+    )
+    ranked = ranked.with_columns(
+        pl.when(ended)
+        .then(pl.max_horizontal("_truncated_at", "_valid_from"))
+        .otherwise(pl.col("_valid_to"))
+        .alias("_valid_to")
+    )
+    return ranked.sort([*key, *POSITION]).drop("_order", "_next_order", "_truncate_order", "_truncated_at")
 
 
 def _existing(
-    uri: str, options: dict[str, str], key: list[str], keys: pl.DataFrame, columns: list[str] | None = None
+    uri: str,
+    options: dict[str, str],
+    key: list[str],
+    keys: pl.DataFrame | None,
+    columns: list[str] | None = None,
 ) -> pl.DataFrame | None:
-    """The rows of the table at ``uri`` whose key is in ``keys`` (only ``columns`` when given)."""
+    """The rows of the table at ``uri`` whose key is in ``keys`` (every keyed row when None; only ``columns``
+    when given)."""
     lazy = delta.scan(uri, options)
-    if lazy is None:
+    schema = lazy.collect_schema() if lazy is not None else {}
+    if any(k not in schema for k in key):  # no table yet, or only truncate markers so far
         return None
     if columns is not None:
-        lazy = lazy.select(columns)
-    if len(key) == 1:
+        lazy = lazy.select(c for c in columns if c in schema)
+    if keys is None:
+        lazy = lazy.filter(pl.all_horizontal(pl.col(k).is_not_null() for k in key))
+    elif len(key) == 1:
         lazy = lazy.filter(pl.col(key[0]).is_in(keys[key[0]].implode()))
     else:
         lazy = lazy.join(keys.lazy(), on=key, how="semi")
@@ -175,16 +197,17 @@ def _merge(
     source: pl.DataFrame,
     on: list[str],
     options: dict[str, str],
-    app_id: str,
-    version: int,
+    *,
+    app_id: str | None = None,
+    version: int | None = None,
     delete_flag: str | None = None,
     update_only: list[str] | None = None,
 ) -> None:
     """Upsert ``source`` into the table on ``on`` (rows whose ``delete_flag`` is true are deleted instead;
     matched rows get only the ``update_only`` columns when given), recording ``(app_id, version)`` in the same
-    commit; the first write creates the table."""
+    commit when given; the first write (or the first with keys) appends."""
     table = delta.open_table(uri, options)
-    if table is None:
+    if table is None or not set(on) <= {f.name for f in table.schema().fields}:  # nothing there can match
         rows = source if delete_flag is None else source.filter(~pl.col(delete_flag)).drop(delete_flag)
         delta.append(uri, rows.to_arrow(), storage_options=options, app_id=app_id, version=version)
         return
@@ -209,12 +232,6 @@ def _merge(
     merger.execute()
 
 
-def _position_sql(position: dict[str, object], op: str) -> str:
-    """A Delta predicate: the row's position comes before ``position`` (op ``<``)."""
-    f, p, r = (delta.sql_literal(position[c]) for c in POSITION)
-    return f"(_log_file {op} {f} OR (_log_file = {f} AND (_log_pos {op} {p} OR (_log_pos = {p} AND _log_row {op} {r}))))"
-
-
 def _known_truncates(history_uri: str, options: dict[str, str]) -> pl.DataFrame:
     """The truncate markers already in the history table (position and time)."""
     history = delta.scan(history_uri, options)
@@ -237,12 +254,13 @@ def _touched_versions(
     in history (key, position, ``_op`` and interval only; ``_from_history`` marks them)."""
     combined = changes.with_columns(pl.lit(False).alias(FROM_HISTORY))
     if existing is not None and existing.height:
-        old_versions = (
-            existing.join(changes, on=[*key, *POSITION], how="anti")
-            .with_columns(pl.col("_valid_from").alias("_changed_at"), pl.lit(True).alias(FROM_HISTORY))
-            .drop(INTERVAL)
+        fresh = existing.join(changes, on=[*key, *POSITION], how="anti") if changes.height else existing
+        old_versions = fresh.with_columns(
+            pl.col("_valid_from").alias("_changed_at"), pl.lit(True).alias(FROM_HISTORY)
+        ).drop(INTERVAL)
+        combined = (
+            pl.concat([combined, old_versions], how="diagonal_relaxed") if changes.height else old_versions
         )
-        combined = pl.concat([combined, old_versions], how="diagonal_relaxed")
     return history_versions(combined, truncates, key) if combined.height else combined
 
 
@@ -256,32 +274,30 @@ def _merge_history(
     app_id: str,
     upto: int,
 ) -> int:
-    """Merge the versions that are new or whose interval changed, and the new truncate markers; first close
-    the open versions that new truncates end among keys this step does not touch. Returns rows merged."""
-    merged = versions
-    if existing is not None and existing.height:
+    """Merge the versions that are new or whose interval changed (matched rows get their new ``_valid_to``), then
+    append the new truncate markers in the commit that records ``(app_id, upto)``. Returns the rows written."""
+    changed = versions
+    if existing is not None and existing.height and versions.height:
         before = existing.select(
             *key, *POSITION, pl.col("_valid_to").alias("_old_valid_to"), pl.lit(True).alias("_known")
         )
-        merged = (
+        changed = (
             versions.join(before, on=[*key, *POSITION], how="left")
             .filter(pl.col("_known").is_null() | pl.col("_valid_to").ne_missing(pl.col("_old_valid_to")))
             .drop("_old_valid_to", "_known")
         )
-    if fresh_truncates.height:
-        table = delta.open_table(history_uri, options)
-        for mark in fresh_truncates.iter_rows(named=True) if table is not None else []:
-            table.update(
-                predicate=f"_valid_to IS NULL AND _op <> 't' AND {_position_sql(mark, '<')}",
-                updates={"_valid_to": f"'{mark['_changed_at'].isoformat()}'::timestamptz"},
-            )
-        marks = fresh_truncates.select(
-            *POSITION, pl.col("_changed_at").alias("_valid_from"), pl.lit("t").alias("_op")
-        )
-        merged = pl.concat([merged, marks], how="diagonal_relaxed")
-    merged = merged.drop(FROM_HISTORY, strict=False)
-    _merge(history_uri, merged, [*key, *POSITION], options, app_id, upto, update_only=["_valid_to"])
-    return merged.height
+    marks = fresh_truncates.select(
+        *POSITION, pl.col("_changed_at").alias("_valid_from"), pl.lit("t").alias("_op")
+    )
+    done = {"app_id": app_id, "version": upto}
+    if changed.height:
+        rows, on = changed.drop(FROM_HISTORY), [*key, *POSITION]
+        _merge(history_uri, rows, on, options, update_only=["_valid_to"], **({} if marks.height else done))
+    if marks.height or (not changed.height and delta.open_table(history_uri, options) is not None):
+        delta.append(
+            history_uri, marks.to_arrow(), storage_options=options, **done
+        )  # markers and the watermark
+    return changed.height + marks.height
 
 
 def _current_changes(
@@ -342,32 +358,37 @@ def _apply_step(
     report.truncates += new_truncates.height
     known_truncates = _known_truncates(history_uri, options)
     truncates = _all_truncates(known_truncates, new_truncates)
-    keys = changes.select(key).unique() if changes.height else pl.DataFrame()
+    # the keys this step may change: those its changes touch, or every key when it holds a truncate
+    scope = (
+        None if new_truncates.height else changes.select(key).unique() if changes.height else pl.DataFrame()
+    )
     slim = [*key, *POSITION, "_op", *INTERVAL]
-    existing = _existing(history_uri, options, key, keys, slim) if keys.height else None
+    existing = _existing(history_uri, options, key, scope, slim) if scope is None or scope.height else None
     versions = _touched_versions(changes, existing, truncates, key)
 
     if applied_history < upto:
-        fresh = new_truncates
-        if known_truncates.height and new_truncates.height:
-            fresh = new_truncates.join(known_truncates, on=POSITION, how="anti")
+        fresh = (
+            new_truncates.join(known_truncates, on=POSITION, how="anti")
+            if known_truncates.height
+            else new_truncates
+        )
         report.history_rows_merged += _merge_history(
             history_uri, options, key, versions, existing, fresh, app_id, upto
         )
     crash_point("cdc:after_history")
 
     if applied_current < upto:
-        current = delta.open_table(current_uri, options)
-        if current is not None and new_truncates.height:
-            current.delete(_position_sql(new_truncates.row(-1, named=True), "<"))
+        latest = pl.DataFrame()
         if versions.height:
-            in_current = _existing(current_uri, options, key, keys, [*key, *POSITION])
+            in_current = _existing(current_uri, options, key, scope, [*key, *POSITION])
             latest = _live_rows(_current_changes(versions, truncates, in_current, key))
             deletes = int(latest["_deleted"].sum())
             report.current_deletes += deletes
             report.current_upserts += latest.height - deletes
-            if latest.height or current is None:
-                _merge(current_uri, latest, key, options, app_id, upto, delete_flag="_deleted")
+        if latest.height:
+            _merge(current_uri, latest, key, options, app_id=app_id, version=upto, delete_flag="_deleted")
+        elif delta.open_table(current_uri, options) is not None:  # nothing to change: record the watermark
+            delta.record_version(current_uri, app_id, upto, options)
     report.applied_batch = upto
 
 

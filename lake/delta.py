@@ -66,6 +66,20 @@ def append(
     )
 
 
+def record_version(
+    uri: str, app_id: str, version: int, storage_options: dict[str, str] | None = None
+) -> None:
+    """Commit no rows, only the application transaction ``(app_id, version)``: a step that changed nothing is done."""
+    schema = pl.scan_delta(uri, storage_options=storage_options or None).collect_schema()
+    append(
+        uri,
+        pl.DataFrame(schema=schema).to_arrow(),
+        storage_options=storage_options,
+        app_id=app_id,
+        version=version,
+    )
+
+
 def scan(uri: str, storage_options: dict[str, str] | None = None) -> pl.LazyFrame | None:
     """A lazy polars scan of the table's current version, or None when the table does not exist yet."""
     if open_table(uri, storage_options) is None:

@@ -333,3 +333,39 @@ def test_shuffled_files_give_identical_silver_tables(simulated: Simulated, silve
     assert shuffled.keys() == silver.keys()
     for name, frame in silver.items():
         assert frame.equals(shuffled[name]), name
+
+
+def test_a_batch_of_only_tombstones_or_truncates_applies_and_history_ignores_arrival_order(
+    tmp_path: Path,
+) -> None:
+    truncate = json.dumps(
+        {
+            "before": None,
+            "after": None,
+            "op": "t",
+            "ts_ms": T0 + 205,
+            "source": {"connector": "postgresql", "ts_ms": T0 + 200, "lsn": 200},
+        }
+    )
+    files = {
+        "0000000000": [event("c", 100, contact(1, "a@x.com")), event("u", 300, contact(1, "b@x.com"))],
+        "0000000002": ["null"],
+        "0000000003": [truncate],
+    }
+    histories = []
+    for run, order in enumerate(
+        (["0000000000", "0000000002", "0000000003"], ["0000000003", "0000000002", "0000000000"])
+    ):
+        landing = tmp_path / f"landing{run}"
+        settings = lake_settings(tmp_path / f"lake{run}", landing)
+        for i, name in enumerate(order):
+            land(landing, name, files[name], 1_800_000_000 + i)
+            report = ingest_all(settings, [CONTACTS]).applied[0]  # one file at a time
+            assert report.applied_batch == i + 1
+        current_uri, history_uri = cdc.silver_uris(settings, load_contracts()[CONTACTS])
+        assert pl.read_delta(current_uri).select("contact_id", "_log_pos").rows() == [(1, 300)]
+        history = pl.read_delta(history_uri)
+        histories.append(history.select(sorted(history.columns)).sort("_log_pos"))
+    assert histories[0].equals(histories[1])
+    ended = histories[0].filter(pl.col("_log_pos") == 100)["_valid_to"].item()
+    assert ended == datetime.fromtimestamp((T0 + 200) / 1000, UTC)  # the truncate, not the next version
