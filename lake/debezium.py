@@ -158,22 +158,26 @@ def _json_dtype(wire_json_types: tuple[str, ...]) -> pl.DataType | None:
     return pl.Boolean if wire_json_types == ("BOOLEAN",) else pl.String
 
 
-def wire_struct(images: pl.Series, contract: Contract, value_schema: str | None) -> pl.Struct | None:
-    """The JSON layout of the row images when it is known in full (from the envelope, or from the contract when
-    the images hold no other field), so they decode in one pass; None when it must be inferred."""
+def wire_layout(
+    images: pl.Series, contract: Contract, value_schema: str | None
+) -> dict[str, pl.DataType | None]:
+    """How each field of the row images reads from JSON: a polars type for the scalars the envelope or the
+    contract describes; None for objects, arrays and fields neither knows (read as their JSON text, so a column
+    new in the source keeps one type, text, until its contract gives it one)."""
     if value_schema:
-        fields = {
+        return {
             f["field"]: WIRE_DTYPES.get(f.get("type")) for f in json.loads(value_schema).get("fields", [])
         }
-    else:
-        with duckdb.connect() as con:
-            con.register("images", pl.DataFrame({"image": images}).to_arrow())
-            keys = {k for (k,) in con.sql("select distinct unnest(json_keys(image)) from images").fetchall()}
-        known = {c.name: c for c in contract.columns}
-        if keys - known.keys():
-            return None
-        fields = {name: _json_dtype(known[name].wire_json_types) for name in known}
-    return None if any(t is None for t in fields.values()) else pl.Struct(fields)
+    with duckdb.connect() as con:
+        con.register("images", pl.DataFrame({"image": images}).to_arrow())
+        keys = [
+            k
+            for (k,) in con.sql(
+                "select distinct unnest(json_keys(image)) as k from images order by k"
+            ).fetchall()
+        ]
+    layout: dict[str, pl.DataType | None] = {c.name: _json_dtype(c.wire_json_types) for c in contract.columns}
+    return layout | {k: None for k in keys if k not in layout}
 
 
 def decode_images(images: pl.Series, contract: Contract, value_schema: str | None) -> pl.DataFrame:
@@ -181,18 +185,18 @@ def decode_images(images: pl.Series, contract: Contract, value_schema: str | Non
     column, in contract order, then any field the stream carries that the contract does not know."""
     targets = {c.name: pl.from_arrow(pa.array([], c.arrow_type)).dtype for c in contract.columns}
     specs = field_specs(contract, value_schema)
-    layout = wire_struct(images, contract, value_schema) if images.len() else None
-    if not images.len():
-        decoded = None
-    elif layout is not None:
-        decoded = images.str.json_decode(layout)
-    else:  # a field no contract or envelope describes yet (a column new in the source): infer its type
-        decoded = images.str.json_decode(infer_schema_length=None)
-    struct = (
-        decoded.struct.unnest()
-        if decoded is not None and isinstance(decoded.dtype, pl.Struct)
-        else pl.DataFrame()
-    )
+    struct = pl.DataFrame(height=images.len())
+    if images.len():
+        layout = wire_layout(images, contract, value_schema)
+        typed = {name: dtype for name, dtype in layout.items() if dtype is not None}
+        if typed:
+            struct = images.str.json_decode(pl.Struct(typed)).struct.unnest()
+        as_text = [
+            images.str.json_path_match(f"$.{name}").alias(name)
+            for name, dtype in layout.items()
+            if dtype is None
+        ]
+        struct = struct.with_columns(as_text) if as_text else struct
     columns = []
     for name, target in targets.items():
         values = (

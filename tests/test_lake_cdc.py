@@ -251,6 +251,13 @@ def test_every_debezium_encoding_decodes_to_its_value() -> None:
     )
     assert activity["offer_value"][0] == Decimal("-5.10") and activity["propensity"][0] == 1.0
     assert precise_decimals(pl.Series(["AA==", None]), 38, 4).to_list() == [Decimal("0.0000"), None]
+    # a field no contract knows yet and no envelope types keeps its JSON text: one stable type across batches
+    new = decode_images(
+        pl.Series(['{"contact_id": 1, "score": 3}', '{"contact_id": 2, "score": 3.50, "tags": ["a"]}']),
+        contracts[CONTACTS],
+        None,
+    )
+    assert new["score"].to_list() == ["3", "3.5"] and new["tags"].to_list() == [None, '["a"]']
 
 
 @pytest.fixture(scope="module")
