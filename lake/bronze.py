@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from gzip import BadGzipFile
 
 import duckdb
 import polars as pl
@@ -44,6 +45,7 @@ METADATA_FIELDS = [
 ]
 CDC_SCHEMA = pa.schema(
     [
+        ("raw", pa.string()),
         ("op", pa.string()),
         ("is_tombstone", pa.bool_()),
         ("before", pa.string()),
@@ -176,7 +178,7 @@ def parse_sql(contract: Contract) -> str:
             parse_errors=PARSE_ERRORS_SQL.replace("$tombstones", "false"),
             violation=violation_sql(contract, "line"),
         )
-    position_missing, position_fields = POSITION_CHECKS[contract.connector]
+    position_missing, position_fields = POSITION_CHECKS.get(contract.connector, POSITION_CHECKS[None])
     return CDC_SQL.format(
         parse_errors=PARSE_ERRORS_SQL.replace("$tombstones", "true"),
         position_missing=position_missing,
@@ -213,6 +215,9 @@ class IngestReport:
     bronze_rows: int = 0
     quarantined: int = 0
     rejections: list[FileRejection] = field(default_factory=list)
+    changed_files: list[str] = field(default_factory=list)
+    """Files already taken in that are now of another size or time: not taken in again (landing files are
+    immutable; a rewritten file needs a new name), but reported."""
     seconds: float = 0.0
 
     @property
@@ -259,6 +264,7 @@ class _BatchParser:
         self.records = [0] * len(files)
         self.quarantined = [0] * len(files)
         self.reasons: list[list[str]] = [[] for _ in files]
+        self.unreadable = [False] * len(files)
         self._paths = pa.array([f.relpath for f in files], pa.string())
         self._sources = pa.array([f.clickstream_source for f in files], pa.string())
         self._partitions = pa.array([f.kafka_partition for f in files], pa.int64())
@@ -277,8 +283,14 @@ class _BatchParser:
         """The files whose share of quarantined records passed the threshold."""
         return [
             FileRejection(f.relpath, r, q, tuple(reasons[:REASONS_SHOWN]))
-            for f, r, q, reasons in zip(self.files, self.records, self.quarantined, self.reasons, strict=True)
-            if q >= self.settings.min_rejected_records and q / r > self.settings.max_reject_rate
+            for f, r, q, reasons, unreadable in zip(
+                self.files, self.records, self.quarantined, self.reasons, self.unreadable, strict=True
+            )
+            if r
+            and (
+                unreadable
+                or (q >= self.settings.min_rejected_records and q / r > self.settings.max_reject_rate)
+            )
         ]
 
     def _chunks(self) -> Iterator[pa.Table]:
@@ -302,19 +314,25 @@ class _BatchParser:
                     if size >= self.chunk_bytes:
                         yield pa.concat_tables(pending)
                         pending, size = [], 0
-            except (OSError, EOFError, isal_zlib.error) as error:  # a truncated or corrupt file
+            except (
+                EOFError,
+                BadGzipFile,
+                isal_zlib.error,
+            ) as error:  # a truncated or corrupt file (not an I/O error)
                 self._unreadable(index, next_line, error)
         if pending:
             yield pa.concat_tables(pending)
 
     def _unreadable(self, index: int, line: int, error: Exception) -> None:
-        """Quarantine the rest of a file that cannot be read past ``line`` (one record, with the error)."""
+        """Quarantine the rest of a file that cannot be read past ``line`` (one record, with the error); the file
+        is then rejected whatever its other counts."""
         reason = f"file unreadable from line {line}: {type(error).__name__}: {error}"
         row = pa.table({"file_idx": [index], "line_no": [line], "line": [""], "reason": [reason]})
         self.quarantine.append(self._quarantine_rows(row))
         self.records[index] += 1
         self.quarantined[index] += 1
         self.reasons[index].append(reason)
+        self.unreadable[index] = True
 
     def batches(self) -> Iterator[pa.RecordBatch]:
         """Bronze record batches of every file in turn; quarantine rows and counts are kept on the side."""
@@ -380,8 +398,10 @@ class _BatchParser:
             "_ingested_at": pa.repeat(pa.scalar(self.ingested_at, pa.timestamp("us", tz="UTC")), n),
             "_ingest_date": pa.repeat(pa.scalar(self.ingested_at.date(), pa.date32()), n),
         }
+        columns["raw"] = rows[
+            "line"
+        ]  # the line as it arrived; the parsed columns beside it are for convenience
         if self.contract.feed == CLICKSTREAM_FEED:
-            columns["raw"] = rows["line"]
             columns["source"] = pc.take(self._sources, file_idx)
         else:
             columns["_kafka_partition"] = pc.take(self._partitions, file_idx)
@@ -512,10 +532,10 @@ def ingest(
         _run_batch(settings, contract, ledger, open_seq, open_files, report, chunk_bytes)
         state = ledger.state(contract.feed_id)
         seq = state.next_seq
-    pending = [
-        f
-        for f in discover(settings.landing, contract.feed_id)
-        if (f.relpath, f.size, f.mtime_ns) not in state.done
+    landed = discover(settings.landing, contract.feed_id)
+    pending = [f for f in landed if f.relpath not in state.done]
+    report.changed_files = [
+        f.relpath for f in landed if state.done.get(f.relpath, (f.size, f.mtime_ns)) != (f.size, f.mtime_ns)
     ]
     pending.sort(key=lambda f: (f.mtime_ns, f.relpath))
     for files in _plan_batches(pending, max_files_per_batch, max_batch_bytes):

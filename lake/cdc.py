@@ -333,7 +333,10 @@ def _live_rows(latest: pl.DataFrame) -> pl.DataFrame:
     """The latest versions to write to the current table, without the history marker. A live version read back
     from history cannot need writing: it came from a batch the current table had already applied."""
     if latest.filter(pl.col(FROM_HISTORY) & ~pl.col("_deleted")).height:
-        raise RuntimeError("current table behind a version that only history holds; rebuild it from history")
+        raise RuntimeError(
+            "the current table misses a version its history holds; delete the current table and apply again "
+            "to rebuild it from bronze"
+        )
     return latest.drop(FROM_HISTORY)
 
 
@@ -392,6 +395,16 @@ def _apply_step(
     report.applied_batch = upto
 
 
+def watermark(settings: Settings, contract: Contract) -> int:
+    """The last bronze batch both silver tables of the feed have applied."""
+    current_uri, history_uri = silver_uris(settings, contract)
+    options, app_id = settings.storage_options, _app_id(contract)
+    return min(
+        delta.applied_version(history_uri, app_id, options),
+        delta.applied_version(current_uri, app_id, options),
+    )
+
+
 def apply(
     settings: Settings, contract: Contract, *, max_rows_per_step: int = MAX_ROWS_PER_STEP
 ) -> ApplyReport:
@@ -408,7 +421,7 @@ def apply(
     app_id = _app_id(contract)
     applied_history = delta.applied_version(history_uri, app_id, options)
     applied_current = delta.applied_version(current_uri, app_id, options)
-    for low, upto in pending_steps(bronze, min(applied_history, applied_current), max_rows_per_step):
+    for low, upto in pending_steps(bronze, watermark(settings, contract), max_rows_per_step):
         rows = (
             bronze.filter((pl.col("_batch_seq") > low) & (pl.col("_batch_seq") <= upto))
             .select(BRONZE_COLUMNS)

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 
@@ -89,7 +90,9 @@ class ClickstreamReport:
     bronze_rows: int = 0
     inserted: int = 0
     replaced: int = 0
+    """Messages met again with an earlier delivery, which replaced the silver row."""
     duplicates: int = 0
+    """Deliveries dropped within this run's bronze rows (later copies of one message)."""
     applied_batch: int = 0
     seconds: float = 0.0
 
@@ -110,9 +113,15 @@ def _pii_sql(contract: Contract) -> tuple[str, str, dict[str, str]]:
             kinds[name] = kind
             removed.setdefault(column, []).append(path.removeprefix("$."))
     traits = "m.traits::varchar"
-    if removed.get("traits"):
-        patch = "{" + ", ".join(f'"{k}": null' for k in removed["traits"] if "." not in k) + "}"
-        traits = f"json_merge_patch(m.traits, '{patch}')::varchar"
+    if removed.get("traits"):  # a JSON merge patch with nulls removes the paths, nested ones included
+        patch: dict = {}
+        for path in removed["traits"]:
+            *parents, leaf = path.split(".")
+            node = patch
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = None
+        traits = f"json_merge_patch(m.traits, '{json.dumps(patch)}')::varchar"
     return "\n    ".join(extracted), traits, kinds
 
 
@@ -190,6 +199,11 @@ def _apply_step(
     report.applied_batch = upto
 
 
+def watermark(settings: Settings) -> int:
+    """The last bronze batch the silver events table has applied."""
+    return delta.applied_version(silver_uri(settings), APP_ID, settings.storage_options)
+
+
 def apply(
     settings: Settings, contract: Contract, *, max_rows_per_step: int = MAX_ROWS_PER_STEP
 ) -> ClickstreamReport:
@@ -199,8 +213,7 @@ def apply(
     options = settings.storage_options
     bronze = delta.scan(bronze_uri(settings, contract), options)
     if bronze is not None:
-        done = delta.applied_version(silver_uri(settings), APP_ID, options)
-        for low, upto in pending_steps(bronze, done, max_rows_per_step):
+        for low, upto in pending_steps(bronze, watermark(settings), max_rows_per_step):
             step = bronze.filter((pl.col("_batch_seq") > low) & (pl.col("_batch_seq") <= upto))
             columns = ["message_id", "source", "raw", "_source_file", "_line", "_batch_seq"]
             _apply_step(settings, contract, step.select(columns).collect(), upto, report)

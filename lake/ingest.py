@@ -11,9 +11,12 @@ import argparse
 import sys
 from dataclasses import dataclass, field
 
+import polars as pl
+
 from data_contracts import Contract, load_contracts
-from lake import bronze, cdc, clickstream
-from lake.landing import CLICKSTREAM_FEED, cdc_topics
+from lake import bronze, cdc, clickstream, delta
+from lake.landing import CLICKSTREAM_FEED, cdc_topics, discover
+from lake.ledger import Ledger
 from lake.settings import Settings, disable_telemetry, get_settings
 
 
@@ -36,6 +39,28 @@ def refresh(settings: Settings, contract: Contract) -> cdc.ApplyReport | clickst
     if contract.feed == CLICKSTREAM_FEED:
         return clickstream.apply(settings, contract)
     return cdc.apply(settings, contract)
+
+
+def silver_watermark(settings: Settings, contract: Contract) -> int:
+    """The last bronze batch of the feed that its silver tables have applied."""
+    if contract.feed == CLICKSTREAM_FEED:
+        return clickstream.watermark(settings)
+    return cdc.watermark(settings, contract)
+
+
+def backlog(settings: Settings, contracts: dict[str, Contract]) -> list[str]:
+    """What is waiting: landed files the ledger has not taken in (by path), and ``silver:<feed>`` for every feed
+    whose silver tables are behind its bronze table (a failed or skipped apply)."""
+    waiting = []
+    done = Ledger(bronze.ledger_uri(settings), settings.storage_options).committed_files()
+    for feed_id, contract in contracts.items():
+        taken = set(done.filter(pl.col("feed_id") == feed_id)["relpath"].to_list())
+        waiting += [f.relpath for f in discover(settings.landing, feed_id) if f.relpath not in taken]
+        table = delta.scan(bronze.bronze_uri(settings, contract), settings.storage_options)
+        latest = table.select(pl.col("_batch_seq").max()).collect().item() if table is not None else None
+        if latest is not None and latest > silver_watermark(settings, contract):
+            waiting.append(f"silver:{feed_id}")
+    return waiting
 
 
 def ingest_all(settings: Settings, feeds: list[str] | None = None) -> LakeRun:
@@ -75,6 +100,12 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"  cdc/{topic}: no data contract, not ingested (add data_contracts/contracts/{topic}.odcs.yaml)"
         )
+    for report in run.ingested:
+        for relpath in report.changed_files:
+            print(
+                f"CHANGED {relpath}: taken in before with another size or time; not taken in again",
+                file=sys.stderr,
+            )
     for rejection in run.rejections:
         print(f"REJECTED {rejection}", file=sys.stderr)
     return 1 if run.rejections else 0

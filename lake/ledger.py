@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 
 import polars as pl
 import pyarrow as pa
+from deltalake.exceptions import CommitFailedError
 
 from lake import delta
 from lake.landing import LandedFile
@@ -50,11 +51,15 @@ class FileCounts:
 class LedgerState:
     """One feed's position in the ledger."""
 
-    done: frozenset[tuple[str, int, int]]
-    """(relpath, size, mtime_ns) of every committed file."""
+    done: dict[str, tuple[int, int]]
+    """Every committed file: relpath -> (size, mtime_ns) when it was taken in."""
     open_batch: tuple[int, list[LandedFile]] | None
     """A planned batch whose commit is missing: (sequence number, its files)."""
     next_seq: int
+
+
+class ConcurrentIngestion(RuntimeError):
+    """Another run is ingesting the same feed: this one stops before writing anything."""
 
 
 class Ledger:
@@ -73,7 +78,10 @@ class Ledger:
             else lazy.filter(pl.col("feed_id") == feed_id).collect()
         )
         committed = rows.filter(pl.col("status") == COMMITTED)
-        done = frozenset(committed.select("relpath", "size", "mtime_ns").iter_rows())
+        done = {
+            relpath: (size, mtime)
+            for relpath, size, mtime in committed.select("relpath", "size", "mtime_ns").iter_rows()
+        }
         closed = set(committed["batch_seq"].to_list())
         planned = rows.filter((pl.col("status") == PLANNED) & ~pl.col("batch_seq").is_in(list(closed)))
         open_batch = None
@@ -95,8 +103,15 @@ class Ledger:
         return LedgerState(done=done, open_batch=open_batch, next_seq=next_seq)
 
     def plan(self, feed_id: str, seq: int, files: list[LandedFile]) -> None:
-        """Record the files of batch ``seq`` before any of them is written."""
-        self._append(feed_id, seq, PLANNED, [(f, None) for f in files])
+        """Record the files of batch ``seq`` before any of them is written. The commit carries the application
+        transaction ``(plan:<feed>, seq)``: of two runs planning the same batch at once, one fails."""
+        app_id = f"plan:{feed_id}"
+        if delta.applied_version(self.uri, app_id, self.storage_options) >= seq:
+            raise ConcurrentIngestion(f"batch {seq} of {feed_id} was planned by another run meanwhile")
+        try:
+            self._append(feed_id, seq, PLANNED, [(f, None) for f in files], app_id=app_id)
+        except CommitFailedError as error:
+            raise ConcurrentIngestion(f"another run is ingesting {feed_id} (batch {seq}): {error}") from error
 
     def commit(self, feed_id: str, seq: int, files: list[tuple[LandedFile, FileCounts]]) -> None:
         """Close batch ``seq`` with what each of its files turned into."""
@@ -110,7 +125,12 @@ class Ledger:
         return lazy.filter(pl.col("status") == COMMITTED).collect()
 
     def _append(
-        self, feed_id: str, seq: int, status: str, files: list[tuple[LandedFile, FileCounts | None]]
+        self,
+        feed_id: str,
+        seq: int,
+        status: str,
+        files: list[tuple[LandedFile, FileCounts | None]],
+        app_id: str | None = None,
     ) -> None:
         now = datetime.now(UTC)
         rows = [
@@ -130,6 +150,11 @@ class Ledger:
             }
             for f, counts in files
         ]
+        table = pa.Table.from_pylist(rows, schema=SCHEMA)
         delta.append(
-            self.uri, pa.Table.from_pylist(rows, schema=SCHEMA), storage_options=self.storage_options
+            self.uri,
+            table,
+            storage_options=self.storage_options,
+            app_id=app_id,
+            version=seq if app_id else None,
         )

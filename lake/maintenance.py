@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 from data_contracts import Contract
 from lake import bronze, cdc, clickstream, delta
+from lake.ingest import silver_watermark
 from lake.landing import CLICKSTREAM_FEED
 from lake.settings import Settings
 
@@ -44,12 +45,14 @@ def table_uris(settings: Settings, contracts: dict[str, Contract]) -> list[str]:
 
 
 def expire_bronze(settings: Settings, contract: Contract, now: datetime | None = None) -> int:
-    """Delete the feed's bronze records ingested more than ``bronze_retention_days`` ago; the rows deleted."""
+    """Delete the feed's bronze records ingested more than ``bronze_retention_days`` ago and already applied
+    to silver (a batch silver has not applied stays, however old); the rows deleted."""
     table = delta.open_table(bronze.bronze_uri(settings, contract), settings.storage_options)
     if table is None:
         return 0
     cutoff = ((now or datetime.now(UTC)) - timedelta(days=settings.bronze_retention_days)).date()
-    result = table.delete(f"_ingest_date < '{cutoff.isoformat()}'")
+    applied = silver_watermark(settings, contract)
+    result = table.delete(f"_ingest_date < '{cutoff.isoformat()}' AND _batch_seq <= {applied}")
     return int(result.get("num_deleted_rows") or 0)
 
 

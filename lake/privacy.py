@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 
 import phonenumbers
 import polars as pl
@@ -73,17 +74,20 @@ def normalise_phone(values: pl.Series, regions: pl.Series | None = None) -> pl.S
     ]
 
 
+def _network(address: str) -> str | None:
+    try:
+        ip = ipaddress.ip_address(address.strip())
+    except ValueError:
+        return None
+    return str(ipaddress.ip_network(f"{ip}/{24 if ip.version == 4 else 48}", strict=False).network_address)
+
+
 def truncate_ip(values: pl.Series) -> pl.Series:
-    """The network prefix of each IP address: ``a.b.c.0`` for IPv4, the first three groups + ``::`` for IPv6."""
+    """The network prefix of each IP address: ``a.b.c.0`` (/24) for IPv4, the /48 network for IPv6; what is not
+    an IP address becomes null."""
     text = values.cast(pl.String)
-    v4 = text.str.replace(r"^(\d+\.\d+\.\d+)\.\d+$", "${1}.0")
-    v6 = (
-        text.str.extract(r"^([0-9A-Fa-f]{0,4}:[0-9A-Fa-f]{0,4}:[0-9A-Fa-f]{0,4})", 1).str.to_lowercase()
-        + "::"
-    )
-    return pl.select(
-        pl.when(text.str.contains(":")).then(v6).when(text.str.contains(r"^\d+\.\d+\.\d+\.\d+$")).then(v4)
-    ).to_series()
+    distinct = text.drop_nulls().unique().to_list()
+    return text.replace_strict({v: _network(v) for v in distinct}, default=None, return_dtype=pl.String)
 
 
 def protect(

@@ -91,8 +91,9 @@ def bronze_asset(contract: Contract) -> dg.AssetsDefinition:
         report = bronze.ingest(settings, contract)
         rate = quality.quarantine_rate(settings, contract)
         metadata = {
-            **table_metadata(settings, bronze.bronze_uri(settings, contract)),
+            **table_metadata(settings, bronze.bronze_uri(settings, contract), with_preview=False),  # raw PII
             "files_ingested": report.files,
+            "changed_files_not_taken_in": report.changed_files,
             "records_ingested": report.records,
             "rows_appended": report.bronze_rows,
             "records_quarantined": report.quarantined,
@@ -114,6 +115,10 @@ def bronze_asset(contract: Contract) -> dg.AssetsDefinition:
         context.log.info(
             f"{contract.feed_id}: {report.files} files, {report.bronze_rows} rows, {report.quarantined} quarantined"
         )
+        for relpath in report.changed_files:
+            context.log.warning(
+                f"{relpath} was taken in before with another size or time: not taken in again"
+            )
         return dg.MaterializeResult(metadata=metadata, check_results=[check])
 
     return ingest

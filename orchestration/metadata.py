@@ -51,8 +51,9 @@ def preview(frame: pl.DataFrame) -> dg.MetadataValue:
     return dg.MetadataValue.md("\n".join(lines))
 
 
-def table_metadata(settings: Settings, uri: str) -> dict[str, object]:
-    """Row count, actual column schema, a preview and the location of the Delta table at ``uri``."""
+def table_metadata(settings: Settings, uri: str, with_preview: bool = True) -> dict[str, object]:
+    """Row count, actual column schema, a preview (not for tables of raw personal data) and the location of
+    the Delta table at ``uri``."""
     lazy = delta.scan(uri, settings.storage_options)
     if lazy is None:
         return {"table": dg.MetadataValue.path(uri), "dagster/row_count": 0}

@@ -1,13 +1,13 @@
 """Jobs, schedules and sensors of the lake: ingest when files land, care for the tables every night."""
 
 import hashlib
+from datetime import UTC, datetime
 
 import dagster as dg
 
 from data_contracts import Contract
-from lake import bronze, maintenance
-from lake.landing import discover
-from lake.ledger import Ledger
+from lake import maintenance
+from lake.ingest import backlog
 from lake.settings import get_settings
 from orchestration.lake_assets import BRONZE_GROUP, SILVER_GROUP
 from orchestration.resources import LakeResource
@@ -19,31 +19,23 @@ ingest_job = dg.define_asset_job(
 )
 
 
-def pending_files(lake: LakeResource, contracts: dict[str, Contract]) -> list[str]:
-    """Landed files of every contracted feed that the ingestion ledger has not committed yet."""
-    settings = lake.settings()
-    done = Ledger(bronze.ledger_uri(settings), settings.storage_options).committed_files()
-    seen = set(done.select("relpath", "size", "mtime_ns").iter_rows())
-    return [
-        f.relpath
-        for feed_id in contracts
-        for f in discover(settings.landing, feed_id)
-        if (f.relpath, f.size, f.mtime_ns) not in seen
-    ]
-
-
 def landing_sensor(contracts: dict[str, Contract]) -> dg.SensorDefinition:
     """Starts the ingestion job when files that the ledger has not taken in land."""
 
     @dg.sensor(job=ingest_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING)
     def new_landing_files(context: dg.SensorEvaluationContext, lake: LakeResource):
-        """One run per new set of landed files (the run key is a hash of their paths)."""
-        pending = pending_files(lake, contracts)
-        if not pending:
-            return dg.SkipReason("no new files in the landing zone")
-        digest = hashlib.sha256("\n".join(sorted(pending)).encode()).hexdigest()[:16]
-        context.log.info(f"{len(pending)} new landing files")
-        return dg.RunRequest(run_key=f"landing-{digest}", tags={"landing_files": str(len(pending))})
+        """One run per new backlog (files not taken in, silver behind bronze); the same backlog is asked for
+        again at most once an hour, so a failed run is retried."""
+        waiting = backlog(lake.settings(), contracts)
+        if not waiting:
+            return dg.SkipReason("nothing new in the landing zone, silver up to date")
+        digest = hashlib.sha256("\n".join(sorted(waiting)).encode()).hexdigest()[:16]
+        hour = datetime.now(UTC).strftime("%Y%m%d%H")
+        files = [w for w in waiting if not w.startswith("silver:")]
+        context.log.info(
+            f"{len(files)} new landing files; behind: {[w for w in waiting if w.startswith('silver:')]}"
+        )
+        return dg.RunRequest(run_key=f"backlog-{digest}-{hour}", tags={"landing_files": str(len(files))})
 
     return new_landing_files
 

@@ -6,11 +6,10 @@ from pathlib import Path
 import dagster as dg
 
 from data_contracts import Contract
+from lake.landing import CLICKSTREAM_FEED
 from orchestration.lake_assets import landing_spec
 from orchestration.resources import LakeResource
 from simulator.tables import crm_server, shop_server
-
-CLICKSTREAM_FEED = "clickstream"
 
 
 def simulated_feeds() -> set[str]:

@@ -17,7 +17,8 @@ from data_contracts import CONTRACTS_DIR, load_contracts
 from lake import bronze, maintenance
 from lake.settings import REPO_ROOT
 from orchestration.lake_assets import lake_definitions
-from orchestration.operations import landing_sensor, maintenance_job, pending_files
+from lake.ingest import backlog
+from orchestration.operations import landing_sensor, maintenance_job
 from orchestration.resources import LakeResource
 
 
@@ -45,7 +46,7 @@ def test_lake_assets_materialize_with_their_checks_and_the_sensor_follows_the_le
     request = sensor(dg.build_sensor_context(resources={"lake": lake}))
     assert (
         isinstance(request, dg.RunRequest)
-        and int(request.tags["landing_files"]) == len(pending_files(lake, contracts)) > 0
+        and int(request.tags["landing_files"]) == len(backlog(settings, contracts)) > 0
     )
 
     result = materialize_lake(contracts, lake)
@@ -73,6 +74,10 @@ def test_lake_assets_materialize_with_their_checks_and_the_sensor_follows_the_le
     assert specs["orders_status_accepted"].blocking and not specs["orders_not_empty"].blocking
 
     assert isinstance(sensor(dg.build_sensor_context(resources={"lake": lake})), dg.SkipReason)
+    # a feed whose silver is behind its bronze (a failed apply) is in the backlog too
+    behind = lake_settings(tmp_path / "behind", simulated.landing)
+    bronze.ingest(behind, contracts["crm.public.contacts"])
+    assert backlog(behind, {"crm.public.contacts": contracts["crm.public.contacts"]}) == ["silver:crm.public.contacts"]
 
 
 def test_a_rejected_file_fails_the_bronze_asset_and_names_the_file(
