@@ -14,7 +14,7 @@ import pytest
 from conftest import Simulated, lake_settings
 
 from data_contracts import CONTRACTS_DIR, load_contracts
-from lake import bronze, maintenance
+from lake import bronze, cdc, maintenance
 from lake.settings import REPO_ROOT
 from orchestration.lake_assets import lake_definitions
 from lake.ingest import backlog
@@ -113,8 +113,11 @@ def test_maintenance_compacts_small_files_without_changing_rows(simulated: Simul
     assert job.execute_in_process(resources={"lake": LakeResource(lake_root=settings.lake_root)}).success
     assert len(DeltaTable(uri).file_uris()) < files_before
     assert pl.read_delta(uri).sort("_source_file", "_line").equals(before)
-    # raw records expire after the retention; the ledger still knows their files, so none comes back
+    # raw records expire after the retention once silver has applied them; the ledger still knows their
+    # files, so none comes back
     later = datetime.now(UTC) + timedelta(days=settings.bronze_retention_days + 1)
+    assert maintenance.expire_bronze(settings, contracts[topic], now=later) == 0  # not applied yet
+    cdc.apply(settings, contracts[topic])
     assert maintenance.expire_bronze(settings, contracts[topic], now=later) == before.height
     assert pl.read_delta(uri).height == 0
     assert bronze.ingest(settings, contracts[topic]).files == 0
