@@ -58,6 +58,12 @@ EFFECT_US = 7 * US_PER_DAY
 EXPLORATION_WEEKDAY = 1  # Tuesday
 EXPLORATION_SHARE = 0.15
 NO_ACTION = 0
+CONTACT_ATTRIBUTES = tuple(
+    f'{{"tier":"{tier}","source":"{source}"}}'
+    for tier in ("standard", "gold")
+    for source in ("signup", "import")
+)
+"""A contact's ``attributes`` JSON by code: 2 if its person is loyal (gold tier), plus 1 if it was imported."""
 
 
 def _times(rng: np.random.Generator, day_start: int, n: int) -> np.ndarray:
@@ -71,12 +77,18 @@ def _stochastic_round(rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
     return (base + (rng.random(len(x)) < x - base)).astype(np.int64)
 
 
-def _labels(codes: pl.Series | np.ndarray, values: tuple[str, ...] | np.ndarray) -> pl.Series:
+def _labels(codes: pl.Series | np.ndarray, values: tuple[str, ...] | pl.Series) -> pl.Series:
     """Strings looked up by code; a negative code gives null."""
     codes = np.asarray(codes)
-    out = pl.Series(np.asarray(values, dtype=str)[np.maximum(codes, 0)], dtype=pl.String)
+    labels = values if isinstance(values, pl.Series) else pl.Series(values, dtype=pl.String)
+    out = labels.gather(np.maximum(codes, 0))
     missing = np.flatnonzero(codes < 0)
     return out.scatter(missing, None) if len(missing) else out
+
+
+def _constant(value: str, n: int) -> pl.Series:
+    """``n`` times the string ``value``."""
+    return pl.Series([value], dtype=pl.String).new_from_index(0, n)
 
 
 def _column_added_on(connector: Connector, table: str, column: str) -> int:
@@ -108,7 +120,21 @@ class Company:
         self.abandonment = p["abandonment"].to_numpy()
         self.preferred = p["preferred_category"].to_numpy()
         self.wants_account = p["has_account"].to_numpy()
-        self.user_ids = p["app_user_id"].to_numpy().astype(str)
+        self.user_ids = p["app_user_id"]
+        # what CRM contacts and shop customers copy from their person
+        self.profiles = p.select(
+            "email",
+            "phone_e164",
+            pl.col("first_name").str.to_titlecase(),
+            pl.col("last_name").str.to_titlecase(),
+            pl.col("country").alias("country_code"),
+            pl.col("country").replace_strict(
+                list(range(len(cat.COUNTRIES))), list(cat.COUNTRIES), return_dtype=pl.String
+            ),
+        )
+        self.loyal = p["loyalty"].to_numpy() > 0.6
+        self.country = p["country"].to_numpy()
+        self.birth_days = p["birth_days"].to_numpy()
         self.customer_id = np.full(n, -1, dtype=np.int64)
         self.next_customer_id = 1
         self.account_created = np.zeros(n, dtype=np.int64)
@@ -117,6 +143,9 @@ class Company:
         self.abandoned_on = np.full(n, -10_000, dtype=np.int64)
         # CRM contacts and their consents per channel
         c = world.contacts
+        self.contacts = c.select("contact_id", "email", "phone", pl.col("created_us").alias("created_at"))
+        self.contact_id = c["contact_id"].to_numpy()
+        self.contact_imported = c["is_duplicate"].to_numpy()
         self.contact_person = c["person"].to_numpy()
         self.contact_created = c["created_us"].to_numpy()
         self.contact_alive = np.zeros(c.height, dtype=bool)
@@ -202,37 +231,35 @@ class Company:
 
     # -- CRM ----------------------------------------------------------------------------------------------
     def _contact_rows(self, idx: np.ndarray, ts: np.ndarray, op: str, day: int) -> pl.DataFrame:
-        contacts = self.world.contacts[idx]
-        persons = self.world.persons[contacts["person"].to_numpy()]
-        loyal = persons["loyalty"].to_numpy() > 0.6
-        imported = contacts["is_duplicate"].to_numpy()
-        language = _labels(persons["country"], cat.LANGUAGES)
+        persons = self.contact_person[idx]
+        profile = self.profiles[persons]
+        n = len(idx)
         if day < self.language_from:
-            language = pl.Series([None] * len(idx), dtype=pl.String)
-        birth = persons["birth_days"].to_numpy().astype(np.float64)
-        birth[contacts["contact_id"].to_numpy() % 3 == 0] = np.nan
-        return pl.DataFrame(
-            {
-                "_ts": ts,
-                "_op": op,
-                "contact_id": contacts["contact_id"],
-                "email": contacts["email"],
-                "phone": contacts["phone"],
-                "first_name": persons["first_name"].str.to_titlecase(),
-                "last_name": persons["last_name"].str.to_titlecase(),
-                "country": _labels(persons["country"], cat.COUNTRIES),
-                "birth_date": pl.Series(birth, nan_to_null=True).cast(pl.Int32),
-                "attributes": pl.Series(
-                    np.char.add(
-                        np.char.add('{"tier":"', np.where(loyal, "gold", "standard")),
-                        np.where(imported, '","source":"import"}', '","source":"signup"}'),
-                    ),
-                    dtype=pl.String,
+            language = pl.Series([None] * n, dtype=pl.String)
+        else:
+            language = _labels(self.country[persons], cat.LANGUAGES)
+        birth = self.birth_days[persons].astype(np.float64)
+        birth[self.contact_id[idx] % 3 == 0] = np.nan
+        return pl.concat(
+            [
+                self.contacts[idx],
+                pl.DataFrame(
+                    {
+                        "_ts": ts,
+                        "_op": _constant(op, n),
+                        "first_name": profile["first_name"],
+                        "last_name": profile["last_name"],
+                        "country": profile["country"],
+                        "birth_date": pl.Series(birth, nan_to_null=True).cast(pl.Int32),
+                        "attributes": _labels(
+                            2 * self.loyal[persons] + self.contact_imported[idx], CONTACT_ATTRIBUTES
+                        ),
+                        "updated_at": ts,
+                        "preferred_language": language,
+                    }
                 ),
-                "created_at": contacts["created_us"],
-                "updated_at": ts,
-                "preferred_language": language,
-            }
+            ],
+            how="horizontal",
         )
 
     def _consent_rows(
@@ -242,12 +269,12 @@ class Company:
         return pl.DataFrame(
             {
                 "_ts": ts,
-                "_op": op,
+                "_op": _constant(op, len(contacts)),
                 "consent_id": (contacts * len(cat.CHANNELS) + channels + 1).astype(np.int64),
-                "contact_id": self.world.contacts["contact_id"].to_numpy()[contacts],
+                "contact_id": self.contact_id[contacts],
                 "channel": _labels(channels, cat.CHANNELS),
                 "status": _labels(np.where(status == GRANTED, 0, 1), ("granted", "revoked")),
-                "source": "signup" if op == "c" else "preference_center",
+                "source": _constant("signup" if op == "c" else "preference_center", len(contacts)),
                 "updated_at": ts,
             }
         )
@@ -301,11 +328,7 @@ class Company:
             ts = _times(rng, start, len(deleted))
             out["contacts"].append(
                 pl.DataFrame(
-                    {
-                        "_ts": ts,
-                        "_op": "d",
-                        "contact_id": self.world.contacts["contact_id"].to_numpy()[deleted],
-                    }
+                    {"_ts": ts, "_op": _constant("d", len(deleted)), "contact_id": self.contact_id[deleted]}
                 )
             )
             rows, chans = np.nonzero(self.consent[deleted] > 0)
@@ -322,36 +345,34 @@ class Company:
 
     # -- shop accounts --------------------------------------------------------------------------------------
     def _customer_rows(self, persons: np.ndarray, ts: np.ndarray, op: str) -> pl.DataFrame:
-        p = self.world.persons[persons]
+        profile = self.profiles[persons]
         style = self.rng.integers(0, 3, len(persons))
-        email = p["email"]
         capitalised = self.rng.random(len(persons)) < 0.2
-        email = pl.Series(
-            np.where(
-                capitalised,
-                (email.str.slice(0, 1).str.to_uppercase() + email.str.slice(1)).to_numpy(),
-                email.to_numpy(),
-            ),
-            dtype=pl.String,
+        email = pl.col("email")
+        entered = profile.with_columns(
+            pl.Series("style", style), pl.Series("capitalised", capitalised)
+        ).select(
+            pl.when("capitalised")
+            .then(email.str.slice(0, 1).str.to_uppercase() + email.str.slice(1))
+            .otherwise(email)
+            .alias("email"),
+            raw_phone(pl.col("phone_e164"), pl.col("style"), pl.col("country_code")).alias("phone"),
         )
-        phone = (
-            pl.DataFrame({"e": p["phone_e164"], "s": style, "c": p["country"]})
-            .select(raw_phone(pl.col("e"), pl.col("s"), pl.col("c")))
-            .to_series()
-        )
-        return pl.DataFrame(
-            {
-                "_ts": ts,
-                "_op": op,
-                "customer_id": self.customer_id[persons],
-                "email": email,
-                "phone": phone,
-                "first_name": p["first_name"].str.to_titlecase(),
-                "last_name": p["last_name"].str.to_titlecase(),
-                "country": _labels(p["country"], cat.COUNTRIES),
-                "created_at": ts,
-                "updated_at": ts,
-            }
+        return pl.concat(
+            [
+                entered,
+                profile.select("first_name", "last_name", "country"),
+                pl.DataFrame(
+                    {
+                        "_ts": ts,
+                        "_op": _constant(op, len(persons)),
+                        "customer_id": self.customer_id[persons],
+                        "created_at": ts,
+                        "updated_at": ts,
+                    }
+                ),
+            ],
+            how="horizontal",
         )
 
     def open_accounts(
@@ -380,7 +401,7 @@ class Company:
         if ts[0] >= self.config.start_us:
             links = self.pick_links(persons)
             on_web = ~self.device_is_app[self.link_device[links]]
-            clicks.append(self._click_frame(links[on_web], ts[on_web] - 2_000_000, "alias", "alias"))
+            clicks.append(self._click_frame(links[on_web], ts[on_web] - 2_000_000, "alias"))
             clicks.append(self._identify(links, ts))
 
     def _accounts_day(self, start: int, end: int, shop: dict, clicks: list) -> None:
@@ -422,7 +443,7 @@ class Company:
         return pl.DataFrame(
             {
                 "_ts": ts,
-                "_op": "u",
+                "_op": _constant("u", len(changed)),
                 "product_id": rows["product_id"],
                 "sku": rows["sku"],
                 "category": rows["category_name"],
@@ -484,10 +505,10 @@ class Company:
                 pl.DataFrame(
                     {
                         "_ts": ts,
-                        "_op": "c",
+                        "_op": _constant("c", len(contacts)),
                         "activity_id": ids,
-                        "contact_id": self.world.contacts["contact_id"].to_numpy()[contacts],
-                        "campaign_id": campaign,
+                        "contact_id": self.contact_id[contacts],
+                        "campaign_id": _constant(campaign, len(contacts)),
                         "activity_type": _labels(
                             (action == NO_ACTION).astype(np.int64), ("campaign_touch", "control")
                         ),
@@ -508,11 +529,14 @@ class Company:
                 who = self.contact_person[contacts[emailed]]
                 clicked = rng.random(len(who)) < 0.04 + 0.08 * np.clip(self.engagement[who] / 2, 0, 1)
                 when = ts[emailed][clicked] + (rng.exponential(3 * HOUR_US, clicked.sum())).astype(np.int64)
-                frame = self._click_frame(self.pick_links(who[clicked]), when, "track", "Email Link Clicked")
                 clicks.append(
-                    frame.with_columns(
-                        pl.Series("campaign_id", [campaign] * frame.height, dtype=pl.String),
-                        pl.Series("activity_id", ids[emailed][clicked]),
+                    self._click_frame(
+                        self.pick_links(who[clicked]),
+                        when,
+                        "track",
+                        "Email Link Clicked",
+                        campaign_id=_constant(campaign, int(clicked.sum())),
+                        activity_id=ids[emailed][clicked],
                     )
                 )
 
@@ -564,7 +588,7 @@ class Company:
             {
                 "order_id": order_ids,
                 "customer_id": self.customer_id[buyers],
-                "currency": "EUR",
+                "currency": _constant("EUR", len(buyers)),
                 "subtotal_amount": subtotal,
                 "discount_amount": discount,
                 "shipping_amount": shipping,
@@ -590,7 +614,7 @@ class Company:
         lines = pl.DataFrame(
             {
                 "_ts": ts[line_order],
-                "_op": "c",
+                "_op": _constant("c", len(line_order)),
                 "line_id": line_ids,
                 "order_id": order_ids[line_order],
                 "product_id": product + 1,
@@ -630,7 +654,14 @@ class Company:
             (refund_at, refunded, "refunded", False),
         ]
         frames = [
-            pl.DataFrame({"_ts": when[mask], "order_id": order_ids[mask], "status": status, "purge": purge})
+            pl.DataFrame(
+                {
+                    "_ts": when[mask],
+                    "order_id": order_ids[mask],
+                    "status": _constant(status, int(mask.sum())),
+                    "purge": np.full(mask.sum(), purge),
+                }
+            )
             for when, mask, status, purge in events
             if mask.any()
         ]
@@ -658,27 +689,40 @@ class Company:
         return rows.drop("purge")
 
     # -- clickstream ------------------------------------------------------------------------------------------
-    def _click_frame(self, links: np.ndarray, ts: np.ndarray, kind: str, name: str) -> pl.DataFrame:
-        """Click events of one kind on the given device links at the given true times."""
+    def _click_frame(
+        self,
+        links: np.ndarray,
+        ts: np.ndarray,
+        kind: str | pl.Series,
+        name: str | pl.Series | None = None,
+        signed_in: np.ndarray | None = None,
+        **columns: pl.Series | np.ndarray,
+    ) -> pl.DataFrame:
+        """Click events on the given device links at the given true times, of one kind and name (``name``
+        defaults to the kind) or one per event, and further ``columns``. Events carry the person's user id
+        when they are ``signed_in`` (by default: when the person has a shop account)."""
         persons = self.link_person[links]
-        logged_in = self.customer_id[persons] >= 0
+        if signed_in is None:
+            signed_in = self.customer_id[persons] >= 0
+        name = kind if name is None else name
+        n = len(links)
         return pl.DataFrame(
             {
                 "ts": ts.astype(np.int64),
                 "device": self.link_device[links],
                 "person": persons,
-                "user_id": _labels(np.where(logged_in, persons, -1), self.user_ids),
-                "type": kind,
-                "name": name,
+                "user_id": _labels(np.where(signed_in, persons, -1), self.user_ids),
+                "type": _constant(kind, n) if isinstance(kind, str) else kind,
+                "name": _constant(name, n) if isinstance(name, str) else name,
+                **columns,
             }
         )
 
     def _identify(self, links: np.ndarray, ts: np.ndarray) -> pl.DataFrame:
         self.link_identified[links] = True
         persons = self.link_person[links]
-        frame = self._click_frame(links, ts, "identify", "identify")
-        return frame.with_columns(
-            pl.Series("user_id", self.user_ids[persons], dtype=pl.String), pl.Series("trait_person", persons)
+        return self._click_frame(
+            links, ts, "identify", signed_in=np.ones(len(links), dtype=bool), trait_person=persons
         )
 
     def _sessions(
@@ -707,29 +751,19 @@ class Company:
         app = self.device_is_app[self.link_device[links[session]]]
         page = rng.integers(0, len(cat.WEB_PAGES), len(session))
         screen = rng.integers(0, len(cat.APP_SCREENS), len(session))
-        frame = self._click_frame(links[session], ts, "page", "page").with_columns(
-            pl.Series(
-                "type", np.where(is_product, "track", np.where(app, "screen", "page")), dtype=pl.String
-            ),
-            pl.Series(
-                "name",
-                np.where(
-                    is_product,
-                    "Product Viewed",
-                    np.where(
-                        app,
-                        np.asarray(cat.APP_SCREENS, dtype=str)[screen],
-                        np.asarray(cat.WEB_PAGES, dtype=str)[page],
-                    ),
-                ),
-                dtype=pl.String,
-            ),
-            pl.Series("product_id", product + 1).scatter(np.flatnonzero(~is_product), None),
+        # a view is a tracked product view, an app screen or a web page
+        kind = np.where(is_product, 0, np.where(app, 1, 2))
+        name = np.where(kind == 0, 0, np.where(kind == 1, 1 + screen, 1 + len(cat.APP_SCREENS) + page))
+        frames.append(
+            self._click_frame(
+                links[session],
+                ts,
+                _labels(kind, ("track", "screen", "page")),
+                _labels(name, ("Product Viewed", *cat.APP_SCREENS, *cat.WEB_PAGES)),
+                signed_in=logged_in[session],
+                product_id=pl.Series(product + 1).scatter(np.flatnonzero(~is_product), None),
+            )
         )
-        frame = frame.with_columns(
-            pl.when(pl.Series(logged_in[session])).then(pl.col("user_id")).otherwise(None).alias("user_id")
-        )
-        frames.append(frame)
         return pl.concat(frames, how="diagonal_relaxed"), logged_in
 
     def _browsing_day(self, day: int, start: int) -> pl.DataFrame:
@@ -749,11 +783,14 @@ class Company:
         category = self.preferred[persons[carted]]
         product = self.product_grid[category, rng.integers(0, cat.PRODUCTS_PER_CATEGORY, carted.sum())]
         end_of = starts[carted] + (n_events[carted] + 1) * 45 * 1_000_000
-        added = self._click_frame(links[carted], end_of, "track", "Product Added").with_columns(
-            pl.Series("product_id", product + 1), pl.Series("quantity", np.ones(carted.sum(), dtype=np.int64))
-        )
-        added = added.with_columns(
-            pl.when(pl.Series(logged_in[carted])).then(pl.col("user_id")).otherwise(None).alias("user_id")
+        added = self._click_frame(
+            links[carted],
+            end_of,
+            "track",
+            "Product Added",
+            signed_in=logged_in[carted],
+            product_id=product + 1,
+            quantity=np.ones(carted.sum(), dtype=np.int64),
         )
         return pl.concat([views, added], how="diagonal_relaxed")
 
@@ -768,16 +805,20 @@ class Company:
         views, _ = self._sessions(buyers, links, start, n_views)
         self.link_identified[links] = True
         line_ts = ts[line_order] - lead[line_order] // 2 + np.arange(len(line_order)) * 1_000_000
-        adds = self._click_frame(links[line_order], line_ts, "track", "Product Added").with_columns(
-            pl.Series("product_id", product + 1), pl.Series("quantity", quantity)
+        adds = self._click_frame(
+            links[line_order], line_ts, "track", "Product Added", product_id=product + 1, quantity=quantity
         )
-        checkout = self._click_frame(links, ts - 30 * 1_000_000, "track", "Checkout Started").with_columns(
-            pl.Series("order_id", order_ids), pl.Series("value_cents", total)
+        checkout = self._click_frame(
+            links, ts - 30 * 1_000_000, "track", "Checkout Started", order_id=order_ids, value_cents=total
         )
-        completed = self._click_frame(links, ts, "track", "Order Completed").with_columns(
-            pl.Series("order_id", order_ids),
-            pl.Series("value_cents", total),
-            pl.Series("user_id", self.user_ids[buyers], dtype=pl.String),
-            pl.lit("server").alias("source"),
+        completed = self._click_frame(
+            links,
+            ts,
+            "track",
+            "Order Completed",
+            signed_in=np.ones(len(links), dtype=bool),
+            order_id=order_ids,
+            value_cents=total,
+            source=_constant(cat.SERVER_SOURCE, len(links)),
         )
         return pl.concat([views, adds, checkout, completed], how="diagonal_relaxed")

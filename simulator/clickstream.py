@@ -21,13 +21,18 @@ import polars as pl
 
 from simulator import catalog as cat
 from simulator.config import SimulationConfig
-from simulator.encoding import iso_utc, random_hex, random_uuid
+from simulator.encoding import ascii_strings, iso_utc, random_hex_chars, random_uuid_chars
 from simulator.files import FileWriter
 
 HOUR_US = 3600 * 1_000_000
 MAX_QUEUED_BATCHES = 1
 """Days of messages that may wait for the encoder while the simulation runs ahead."""
+ENCODE_PART_ROWS = 8_000
+"""Messages encoded together at most; the parts of a day are encoded in parallel."""
 SITE = "https://shop.example.com"
+SOURCE_NAME_RANK = np.argsort(np.argsort(cat.CLICK_SOURCES))
+"""Per source (by its index in ``CLICK_SOURCES``), its rank in name order."""
+WEB_ID_PREFIX = b"ajs-next-"
 MISSING_FIELD_PATTERNS = (
     (r'^\{"messageId":"[^"]*",', "{"),
     (r'"type":"[a-z]+",', ""),
@@ -51,6 +56,16 @@ class _Batch:
     """One day's messages with every random decision already drawn."""
 
     events: pl.DataFrame
+    """The click events as simulated; ``order`` lists them in message order."""
+    order: np.ndarray
+    source: np.ndarray
+    """Per message, its index in ``CLICK_SOURCES``; this and the arrays below are in message order."""
+    original: np.ndarray
+    sent: np.ndarray
+    received: np.ndarray
+    message_id: pl.Series
+    """The ids of the web messages, then those of the others."""
+    referrer: np.ndarray
     duplicate_rows: np.ndarray
     duplicate_delay_us: np.ndarray
     fault_draw: np.ndarray
@@ -79,22 +94,21 @@ class ClickstreamWriter:
         self.rng = rng
         self.writer = writer
         self.encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="segment-encoder")
-        self.devices = devices.select(
-            "device", pl.col("source").alias("device_source"), "anonymous_id", "skew_us"
+        # devices, persons and products are looked up by position: device d, person p, product_id - 1
+        self.device_source = (
+            devices["source"].replace_strict(cat.CLICK_SOURCES, range(len(cat.CLICK_SOURCES))).to_numpy()
         )
-        self.device_context = devices.select("device", "user_agent", "ip", "locale", "app_model")
-        self.app_sdk = app_sdk_contexts()
+        self.device_skew = devices["skew_us"].to_numpy()
+        self.device_context = devices.select("anonymous_id", "user_agent", "ip", "locale", "app_model")
+        self.app_sdk = app_sdk_contexts().drop("app_model")
         self.persons = persons.select(
-            pl.col("person").alias("trait_person"),
             pl.struct(
                 "email",
                 pl.col("first_name").str.to_titlecase(),
                 pl.col("last_name").str.to_titlecase(),
             ).alias("traits"),
         )
-        self.products = products.select(
-            "product_id", "sku", pl.col("category_name").alias("category"), "price_cents"
-        )
+        self.products = products.select("sku", pl.col("category_name").alias("category"), "price_cents")
         self.encoding: deque[Future] = deque()
         self.batches = 0
         self.stats: Counter[str] = Counter()
@@ -107,50 +121,47 @@ class ClickstreamWriter:
             return
         rng = self.rng
         faults = self.config.faults
-        events = events.with_columns(
-            pl.lit(None, t).alias(c) for c, t in OPTIONAL_COLUMNS.items() if c not in events.columns
-        )
-        events = events.sort(["ts", "device", "type", "name"], maintain_order=True).join(
-            self.devices, on="device", how="left"
-        )
-        n = events.height
-        source = events["source"].fill_null(events["device_source"])
-        server = (source == cat.SERVER_SOURCE).to_numpy()
-        app = (source == cat.APP_SOURCE).to_numpy()
+        order = _message_order(events)
+        n = len(order)
+        device = events["device"].to_numpy()[order]
+        source = self.device_source[device]
+        if "source" in events.columns:
+            given = events["source"].replace_strict(
+                cat.CLICK_SOURCES, range(len(cat.CLICK_SOURCES)), default=-1, return_dtype=pl.Int64
+            )
+            given = given.fill_null(-1).to_numpy()[order]
+            source = np.where(given >= 0, given, source)
+        server = source == cat.CLICK_SOURCES.index(cat.SERVER_SOURCE)
+        app = source == cat.CLICK_SOURCES.index(cat.APP_SOURCE)
         send_delay = np.where(
             app, rng.uniform(1, 60, n), np.where(server, rng.uniform(0.01, 0.3, n), rng.uniform(0.05, 1.5, n))
         )
         late = ~server & (rng.random(n) < faults.click_late)
         send_delay = send_delay + np.where(late, np.exp(rng.uniform(np.log(3600), np.log(3 * 86_400), n)), 0)
         latency = rng.uniform(0.03, 0.4, n)
-        skew = np.where(server, 0, events["skew_us"].to_numpy())
-        ts = events["ts"].to_numpy()
+        skew = np.where(server, 0, self.device_skew[device])
+        ts = events["ts"].to_numpy()[order]
         sent_true = ts + (send_delay * 1e6).astype(np.int64)
         # analytics.js ids for the web, UUIDs for the SDKs and the server
-        web = (source == cat.WEB_SOURCE).to_numpy()
-        order = np.argsort(~web, kind="stable")
-        ids = pl.concat(
-            ["ajs-next-" + random_hex(rng, int(web.sum()), 16), random_uuid(rng, int((~web).sum()))]
+        web = source == cat.CLICK_SOURCES.index(cat.WEB_SOURCE)
+        web_ids = np.empty((int(web.sum()), len(WEB_ID_PREFIX) + 32), dtype=np.uint8)
+        web_ids[:, : len(WEB_ID_PREFIX)] = np.frombuffer(WEB_ID_PREFIX, dtype=np.uint8)
+        web_ids[:, len(WEB_ID_PREFIX) :] = random_hex_chars(rng, len(web_ids), 16)
+        message_id = pl.concat(
+            [ascii_strings(web_ids), ascii_strings(random_uuid_chars(rng, int((~web).sum())))]
         )
-        message_id = ids.gather(np.argsort(order))
-        events = events.with_columns(
-            source.alias("source"),
-            message_id.alias("message_id"),
-            pl.Series("original", ts + skew),
-            pl.Series("sent", sent_true + skew),
-            pl.Series("received", sent_true + (latency * 1e6).astype(np.int64)),
-            pl.Series(
-                "referrer", np.asarray(cat.WEB_PAGES)[rng.integers(0, len(cat.WEB_PAGES), n)], dtype=pl.String
-            ),
-            pl.when(pl.col("source") == cat.SERVER_SOURCE)
-            .then(None)
-            .otherwise(pl.col("anonymous_id"))
-            .alias("anonymous_id"),
-        )
+        referrer = rng.integers(0, len(cat.WEB_PAGES), n)
         duplicates = np.flatnonzero(rng.random(n) < faults.click_duplicate)
         total = n + len(duplicates)
         batch = _Batch(
             events=events,
+            order=order,
+            source=source,
+            original=ts + skew,
+            sent=sent_true + skew,
+            received=sent_true + (latency * 1e6).astype(np.int64),
+            message_id=message_id,
+            referrer=referrer,
             duplicate_rows=duplicates,
             duplicate_delay_us=(rng.uniform(1, 5400, len(duplicates)) * 1e6).astype(np.int64),
             fault_draw=rng.random(total),
@@ -173,28 +184,30 @@ class ClickstreamWriter:
     def _encode_and_write(self, batch: _Batch, number: int) -> None:
         """Encode a batch to JSON lines, apply its faults and write them by source and received hour (runs on
         the encoder thread)."""
-        # a retried delivery is the same message received again later
-        copies = batch.events.gather(batch.duplicate_rows).with_columns(
-            pl.col("received") + pl.Series(batch.duplicate_delay_us)
+        # deliveries: every message, then the retried ones again (the same message received again later)
+        rows = np.concatenate([np.arange(len(batch.order)), batch.duplicate_rows])
+        received = np.concatenate(
+            [batch.received, batch.received[batch.duplicate_rows] + batch.duplicate_delay_us]
         )
-        events = (
-            pl.concat([batch.events, copies])
-            .join(self.device_context, on="device", how="left", maintain_order="left")
-            .join(self.app_sdk, on="app_model", how="left", maintain_order="left")
-            .join(self.products, on="product_id", how="left", maintain_order="left")
-            .join(self.persons, on="trait_person", how="left", maintain_order="left")
-        )
-        # one shape per source, type and track event; page and screen names vary inside a shape
-        shape = pl.when(pl.col("type") == "track").then(pl.col("name")).alias("_shape")
-        shapes = events.with_columns(shape).group_by(["source", "type", "_shape"], maintain_order=True)
-        encoded = pl.concat([_encode_shape(group) for _, group in shapes])
+        events = batch.events.with_columns(
+            pl.lit(None, t).alias(c) for c, t in OPTIONAL_COLUMNS.items() if c not in batch.events.columns
+        ).rechunk()
+        grouped, sizes = self._shapes(batch, events, rows)
+        rows, received = rows[grouped], received[grouped]
+        events = self._messages(batch, events, rows, received)
+        # the shapes are encoded in parallel, large ones in parts
+        parts = [
+            _encode_shape(events.slice(offset, min(ENCODE_PART_ROWS, start + size - offset)))
+            for start, size in zip(np.cumsum([0, *sizes[:-1]]), sizes, strict=True)
+            for offset in range(start, start + size, ENCODE_PART_ROWS)
+        ]
+        lines = pl.concat([part.to_series() for part in pl.collect_all(parts)])
         faults = self.config.faults
         malformed = np.flatnonzero(batch.fault_draw < faults.click_malformed)
         missing = np.flatnonzero(
             (batch.fault_draw >= faults.click_malformed)
             & (batch.fault_draw < faults.click_malformed + faults.click_missing_field)
         )
-        lines = encoded["line"]
         if len(malformed):
             cut = (lines.gather(malformed).str.len_chars().to_numpy() * batch.cut_fraction[malformed]).astype(
                 np.int64
@@ -204,18 +217,71 @@ class ClickstreamWriter:
             )
             lines = lines.scatter(malformed, truncated.to_series())
         for mode, (pattern, replacement) in enumerate(MISSING_FIELD_PATTERNS):
-            rows = missing[batch.missing_mode[missing] == mode]
-            if len(rows):
-                lines = lines.scatter(rows, lines.gather(rows).str.replace(pattern, replacement))
-        encoded = encoded.select(
-            "source", (pl.col("received") // HOUR_US).alias("hour"), "received", lines.alias("line")
-        ).sort(["source", "hour", "received"], maintain_order=True)
-        for (source, hour), rows in encoded.group_by(["source", "hour"], maintain_order=True):
-            stamp = np.datetime64(int(hour) * 3600, "s").astype(object)
-            path = self.folder / source / f"{stamp:%Y-%m-%d}/{stamp:%H}/part-{number:04d}.jsonl.gz"
-            self.writer.write(path, rows["line"], True)
+            at = missing[batch.missing_mode[missing] == mode]
+            if len(at):
+                lines = lines.scatter(at, lines.gather(at).str.replace(pattern, replacement))
+        # one file per source (in name order) and received hour, its lines in received order
+        source = SOURCE_NAME_RANK[batch.source[rows]]
+        order = np.lexsort((received, source))
+        source, hour, lines = source[order], received[order] // HOUR_US, (lines + "\n").gather(order)
+        ends = np.flatnonzero(np.r_[(source[1:] != source[:-1]) | (hour[1:] != hour[:-1]), True]) + 1
+        for start, end in zip(np.r_[0, ends[:-1]], ends, strict=True):
+            stamp = np.datetime64(int(hour[start]) * 3600, "s").astype(object)
+            folder = self.folder / sorted(cat.CLICK_SOURCES)[source[start]]
+            path = folder / f"{stamp:%Y-%m-%d}/{stamp:%H}/part-{number:04d}.jsonl.gz"
+            self.writer.write(path, lines.slice(start, end - start), True)
             self.written["files"] += 1
-            self.written["lines"] += rows.height
+            self.written["lines"] += int(end - start)
+
+    def _shapes(self, batch: _Batch, events: pl.DataFrame, rows: np.ndarray) -> tuple[np.ndarray, list[int]]:
+        """The deliveries (messages ``rows``) grouped by shape, and the size of each shape. A shape is a source,
+        type and track event (page and screen names vary inside a shape); shapes come in the order they first
+        appear, deliveries keep their order inside a shape."""
+        kind = events["type"].gather(batch.order[rows])
+        shapes = (
+            pl.DataFrame({"source": batch.source[rows], "type": kind})
+            .with_columns(
+                pl.when(kind == "track").then(events["name"].gather(batch.order[rows])).alias("event")
+            )
+            .with_row_index()
+            .group_by(["source", "type", "event"], maintain_order=True)
+            .agg("index")
+        )
+        return shapes["index"].explode().to_numpy(), shapes["index"].list.len().to_list()
+
+    def _messages(
+        self, batch: _Batch, events: pl.DataFrame, rows: np.ndarray, received: np.ndarray
+    ) -> pl.DataFrame:
+        """The deliveries of messages ``rows`` (of ``events``) received at ``received``, with the device, app,
+        product and trait columns their JSON needs."""
+        events = events.gather(batch.order[rows])
+        source = batch.source[rows]
+        # message ids: those of the web messages, then those of the others, each in message order
+        web = batch.source == cat.CLICK_SOURCES.index(cat.WEB_SOURCE)
+        id_row = np.where(web, np.cumsum(web) - 1, web.sum() + np.cumsum(~web) - 1)
+        # the server sends no anonymous id: its messages look up no device
+        server = np.flatnonzero(source == cat.CLICK_SOURCES.index(cat.SERVER_SOURCE))
+        context = self.device_context[events["device"].scatter(server, None)]
+        return pl.concat(
+            [
+                events.drop("source").with_columns(iso_utc(events["ts"])),
+                pl.DataFrame(
+                    [
+                        pl.Series("source", cat.CLICK_SOURCES).gather(source),
+                        batch.message_id.gather(id_row[rows]).alias("message_id"),
+                        iso_utc(batch.original[rows]).alias("original"),
+                        iso_utc(batch.sent[rows]).alias("sent"),
+                        iso_utc(received).alias("received"),
+                        pl.Series("referrer", cat.WEB_PAGES).gather(batch.referrer[rows]),
+                    ]
+                ),
+                context.drop("app_model"),
+                self.app_sdk[context["app_model"]],
+                self.products[events["product_id"] - 1],
+                self.persons[events["trait_person"]],
+            ],
+            how="horizontal",
+        )
 
     def wait(self, keep: int = 0) -> None:
         """Wait until at most ``keep`` batches are still being encoded, re-raising any error."""
@@ -230,12 +296,27 @@ class ClickstreamWriter:
         self.written.clear()
 
 
+def _message_order(events: pl.DataFrame) -> np.ndarray:
+    """The rows of ``events`` in message order: by true time, device, type and name, ties in their order."""
+    ts = events["ts"].to_numpy()
+    device = events["device"].to_numpy()
+    order = np.lexsort((device, ts))
+    tied = np.flatnonzero((np.diff(ts[order]) == 0) & (np.diff(device[order]) == 0))
+    if len(tied):
+        kind, name = events["type"], events["name"]
+        breaks = np.diff(tied) > 1
+        for first, last in zip(tied[np.r_[True, breaks]], tied[np.r_[breaks, True]] + 1, strict=True):
+            rows = order[first : last + 1]
+            order[first : last + 1] = sorted(rows, key=lambda r: (kind[int(r)], name[int(r)]))
+    return order
+
+
 def _money(cents: pl.Expr) -> pl.Expr:
     return (cents / 100).round(2)
 
 
-def _encode_shape(group: pl.DataFrame) -> pl.DataFrame:
-    """JSON lines for messages that share a shape (source, type and event or page name)."""
+def _encode_shape(group: pl.DataFrame) -> pl.LazyFrame:
+    """The JSON lines (``line``) of messages that share a shape (source, type and event or page name)."""
     source, kind, name = group["source"][0], group["type"][0], group["name"][0]
     fields: list[pl.Expr] = [pl.col("message_id").alias("messageId"), pl.col("type")]
     if kind == "track":
@@ -255,17 +336,17 @@ def _encode_shape(group: pl.DataFrame) -> pl.DataFrame:
         fields.append(_properties(kind, name).alias("properties"))
     fields += [
         _context(source, kind, name).alias("context"),
-        iso_utc(pl.col("original")).alias("originalTimestamp"),
-        iso_utc(pl.col("sent")).alias("sentAt"),
-        iso_utc(pl.col("received")).alias("receivedAt"),
+        pl.col("original").alias("originalTimestamp"),
+        pl.col("sent").alias("sentAt"),
+        pl.col("received").alias("receivedAt"),
     ]
     if source == cat.SERVER_SOURCE:
-        fields.append(iso_utc(pl.col("ts")).alias("timestamp"))
+        fields.append(pl.col("ts").alias("timestamp"))
     fields += [
         pl.lit("server" if source == cat.SERVER_SOURCE else "client").alias("channel"),
         pl.lit(2).alias("version"),
     ]
-    return group.select("source", "received", pl.struct(fields).struct.json_encode().alias("line"))
+    return group.lazy().select(pl.struct(fields).struct.json_encode().alias("line"))
 
 
 def _properties(kind: str, name: str) -> pl.Expr:

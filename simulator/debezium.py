@@ -295,27 +295,26 @@ class Connector:
         kind = column.kind
         if kind == "timestamp_ms":
             c = c // 1000
-        elif kind == "timestamptz":
-            digits = 6 if self.server.connector == "postgresql" else 0
-            c = (
-                pl.from_epoch(c, time_unit="us").dt.to_string("%Y-%m-%dT%H:%M:%SZ")
-                if digits == 0
-                else iso_utc(c, digits)
-            )
         return c.alias(column.name)
 
-    def _encode(self, day: int, table: Table, events: pl.DataFrame) -> pl.DataFrame:
-        """JSON lines of change events with the columns that exist on ``day``; ``_line`` holds the JSON."""
+    def _encode(self, day: int, table: Table, events: pl.DataFrame) -> pl.Series:
+        """The change events as JSON with the columns that exist on ``day``, each ending with its newline
+        (and a delete with its tombstone line)."""
         columns = table.columns_on(day)
+        # decimals and zoned timestamps are encoded as strings first
         encoder = decimal_base64 if self.server.decimal_mode == "precise" else None
-        decimals = []
+        digits = 6 if self.server.connector == "postgresql" else 0
+        strings = []
         for c in columns:
-            if c.kind == "decimal":
-                for name in (c.name, f"b_{c.name}"):
-                    s = events[name]
-                    decimals.append(encoder(s) if encoder else decimal_strings(s, c.scale))
-        if decimals:
-            events = events.with_columns(decimals)
+            for name in (c.name, f"b_{c.name}"):
+                if c.kind == "decimal":
+                    strings.append(
+                        encoder(events[name]) if encoder else decimal_strings(events[name], c.scale)
+                    )
+                elif c.kind == "timestamptz":
+                    strings.append(iso_utc(events[name], digits))
+        if strings:
+            events = events.with_columns(strings)
         op = pl.col("_op")
         has_before = pl.col(f"b_{table.primary_key}").is_not_null()
         lag_ms = (pl.col("_ts") // 1000) + 150 + (pl.col("_pos") % 1700)
@@ -335,12 +334,14 @@ class Connector:
             (lag_ms * 1000).alias("ts_us"),
             (lag_ms * 1_000_000).alias("ts_ns"),
         ).struct.json_encode()
+        # a tombstone follows each delete in the same partition: the two lines travel together
+        end = pl.when(op == "d").then(pl.lit("\n" + TOMBSTONE + "\n")).otherwise(pl.lit("\n"))
         if self.server.schemas_enabled:
             schema = json.dumps(connect_schema(self.server, table, columns), separators=(",", ":"))
-            line = pl.concat_str([pl.lit('{"schema":' + schema + ',"payload":'), payload, pl.lit("}")])
+            line = pl.concat_str([pl.lit('{"schema":' + schema + ',"payload":'), payload, pl.lit("}"), end])
         else:
-            line = payload
-        return events.select("_op", line.alias("_line"))
+            line = pl.concat_str([payload, end])
+        return events.select(line).to_series()
 
     # -- files --------------------------------------------------------------------------------------------
     def _write_topic(self, day: int, table: Table, events: pl.DataFrame) -> None:
@@ -366,7 +367,7 @@ class Connector:
                 self.stats["duplicate_events"] += size
                 self.stats["tombstones"] += int(deletes[start : start + size].sum())
                 ts = np.concatenate([ts, np.full(size, ts.max())])
-            plans.append((rows["_i"], block, self._plan_files(topic, partition, day, ts)))
+            plans.append((rows["_i"].to_numpy(), block, self._plan_files(topic, partition, day, ts)))
         while len(self.pending) > 1:
             self.pending.popleft().result()
         self.pending.append(self.encoder.submit(self._encode_and_write, day, table, events, plans))
@@ -408,17 +409,13 @@ class Connector:
 
     def _encode_and_write(self, day: int, table: Table, events: pl.DataFrame, plans: list) -> None:
         """Encode the events and write the planned files (runs on the encoder thread)."""
-        encoded = self._encode(day, table, events)
-        # a tombstone follows each delete in the same partition: the two lines travel together
-        line = encoded.select(
-            pl.when(pl.col("_op") == "d").then(pl.col("_line") + "\n" + TOMBSTONE).otherwise(pl.col("_line"))
-        ).to_series()
+        lines = self._encode(day, table, events)
         for rows, block, files in plans:
-            lines = line.gather(rows)
             if block:
-                lines = pl.concat([lines, lines.slice(*block)])
+                start, size = block
+                rows = np.concatenate([rows, rows[start : start + size]])
             for chunk, path, arrival in files:
-                self.writer.write(path, lines.gather(chunk), self.server.gzip, arrival)
+                self.writer.write(path, lines.gather(rows[chunk]), self.server.gzip, arrival)
 
     def finish(self) -> None:
         """Wait until every planned file is queued for writing, re-raising any encoding error."""

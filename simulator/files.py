@@ -40,8 +40,8 @@ class FileWriter:
 
 
 def write_lines(path: Path, lines: pl.Series, gzip: bool, mtime_us: int | None = None) -> None:
-    """Write ``lines`` as a newline-terminated text file, gzipped (level 1, no timestamp in the header) or
-    plain, and set its modification time to ``mtime_us`` when given (the simulated arrival)."""
+    """Write ``lines`` (each ending with its newline) as a text file, gzipped (level 1, no timestamp in the
+    header) or plain, and set its modification time to ``mtime_us`` when given (the simulated arrival)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     text = _text_bytes(lines)
     path.write_bytes(igzip.compress(text, compresslevel=1, mtime=0) if gzip else text)
@@ -50,8 +50,8 @@ def write_lines(path: Path, lines: pl.Series, gzip: bool, mtime_us: int | None =
 
 
 def _text_bytes(lines: pl.Series) -> memoryview:
-    """The lines, each followed by a newline, as one contiguous buffer (no copy through Python strings)."""
-    array = (lines + "\n").to_arrow(compat_level=pl.CompatLevel.oldest())
+    """The lines as one contiguous buffer (no copy through Python strings)."""
+    array = lines.to_arrow(compat_level=pl.CompatLevel.oldest())
     if isinstance(array, pa.ChunkedArray):
         array = array.combine_chunks()
     offsets = np.frombuffer(array.buffers()[1], dtype=np.int64, count=len(array) + 1, offset=array.offset * 8)

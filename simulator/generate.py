@@ -161,7 +161,7 @@ def write_truth(
                 pl.DataFrame(
                     {
                         "identifier_type": "app_user_id",
-                        "identifier": company.user_ids[with_account].astype(str),
+                        "identifier": company.user_ids.filter(with_account),
                         "person": np.flatnonzero(with_account),
                     }
                 ),

@@ -32,8 +32,13 @@ class World:
     """Multiplier of the basket value under each action, shape (persons, actions)."""
 
 
-def _choice(rng: np.random.Generator, values: tuple, n: int, p=None) -> np.ndarray:
-    return np.asarray(values, dtype=str)[rng.choice(len(values), size=n, p=p)]
+def _choice(rng: np.random.Generator, values: tuple, n: int, p=None) -> pl.Series:
+    return _pick(values, rng.choice(len(values), size=n, p=p))
+
+
+def _pick(values: tuple[str, ...], codes: np.ndarray) -> pl.Series:
+    """The strings ``values[code]`` of the codes."""
+    return pl.Series(values, dtype=pl.String).gather(codes)
 
 
 def build_world(config: SimulationConfig, rng: np.random.Generator) -> World:
@@ -85,8 +90,8 @@ def build_world(config: SimulationConfig, rng: np.random.Generator) -> World:
             "person": np.arange(n, dtype=np.int64),
             "created_us": created,
             "country": country.astype(np.int8),
-            "first_name": np.asarray(cat.FIRST_NAMES, dtype=str)[first],
-            "last_name": np.asarray(cat.LAST_NAMES, dtype=str)[last],
+            "first_name": _pick(cat.FIRST_NAMES, first),
+            "last_name": _pick(cat.LAST_NAMES, last),
             "domain": _choice(rng, cat.EMAIL_DOMAINS, n),
             "local_no": local_no,
             "national": national,
@@ -101,7 +106,7 @@ def build_world(config: SimulationConfig, rng: np.random.Generator) -> World:
             "base_weekly": base_weekly,
             "basket_mean": basket_mean,
             "preferred_category": rng.integers(0, len(cat.CATEGORIES), n).astype(np.int8),
-            "app_user_id": ("usr_" + random_hex(rng, n, 8)).to_numpy(),
+            "app_user_id": "usr_" + random_hex(rng, n, 8),
         }
     ).with_columns(
         pl.format("P{}", pl.col("person").cast(pl.String).str.zfill(7)).alias("person_id"),
@@ -227,19 +232,18 @@ def _devices(
         {
             "device": np.arange(m, dtype=np.int64),
             "owner": owner,
-            "source": np.where(is_app, cat.APP_SOURCE, cat.WEB_SOURCE),
-            "anonymous_id": random_uuid(rng, m).to_numpy(),
+            "source": _pick((cat.WEB_SOURCE, cat.APP_SOURCE), is_app.astype(np.int64)),
+            "anonymous_id": random_uuid(rng, m),
             "skew_us": skew_us,
             "skewed": skewed,
-            "user_agent": pl.Series(
-                np.asarray(cat.WEB_USER_AGENTS)[rng.integers(0, len(cat.WEB_USER_AGENTS), m)]
-            ).cast(pl.Enum(cat.WEB_USER_AGENTS)),
+            "user_agent": _pick(cat.WEB_USER_AGENTS, rng.integers(0, len(cat.WEB_USER_AGENTS), m)).cast(
+                pl.Enum(cat.WEB_USER_AGENTS)
+            ),
             "app_model": app_model.astype(np.int8),
             "ip": pl.DataFrame(octets, schema=["a", "b", "c", "d"])
             .select(pl.concat_str(pl.all().cast(pl.String), separator="."))
-            .to_series()
-            .to_numpy(),
-            "locale": pl.Series(np.asarray(cat.COUNTRY_LOCALE)[persons["country"].to_numpy()[owner]]).cast(
+            .to_series(),
+            "locale": _pick(cat.COUNTRY_LOCALE, persons["country"].to_numpy()[owner]).cast(
                 pl.Enum(sorted(set(cat.COUNTRY_LOCALE)))
             ),
         }
