@@ -2,9 +2,12 @@
 and sensor of the project, built from the data contracts in ``DATA_CONTRACTS_DIR``."""
 
 import dagster as dg
+from dagster_dbt import DbtCliResource
 
 from data_contracts import load_contracts
 from lake.settings import disable_telemetry, get_settings
+from orchestration.dbt_assets import dbt_models
+from orchestration.dbt_project import dbt_project
 from orchestration.lake_assets import lake_definitions
 from orchestration.operations import ingest_job, landing_sensor, maintenance_job, nightly_maintenance
 from orchestration.resources import LakeResource
@@ -17,11 +20,11 @@ lake_assets, lake_checks = lake_definitions(contracts, produced=simulated_feeds(
 maintenance = maintenance_job(contracts)
 
 defs = dg.Definitions(
-    assets=[simulated_company_asset(contracts), *lake_assets],
+    assets=[simulated_company_asset(contracts), *lake_assets, dbt_models],
     asset_checks=lake_checks,
     jobs=[ingest_job, maintenance],
     schedules=[nightly_maintenance(maintenance)],
     sensors=[landing_sensor(contracts)],
-    resources={"lake": LakeResource()},
+    resources={"lake": LakeResource(), "dbt": DbtCliResource(project_dir=dbt_project)},
     executor=dg.in_process_executor,
 )

@@ -1,0 +1,89 @@
+"""The silver Delta tables as views in the DuckDB warehouse, for dbt and anyone with a DuckDB client.
+
+DuckDB cannot read Delta here (no ``delta`` extension), and a Delta folder must never be read as a parquet
+glob (removed files would come back). Each view reads exactly the live parquet files of the table's current
+version (``DeltaTable.file_uris()``) with DuckDB's own parquet reader: no copy, all cores, and the view is
+persistent in the warehouse file, so ``dbt build`` and other processes can use it. A view is refreshed after
+every change of its table (ingestion, maintenance); its partition columns come back from the hive-style paths.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import duckdb
+import polars as pl
+
+from data_contracts import Contract
+from lake import cdc, clickstream, delta
+from lake.landing import CLICKSTREAM_FEED
+from lake.settings import Settings
+
+SCHEMA = "silver"
+
+
+@dataclass(frozen=True)
+class SilverTable:
+    """A silver Delta table and the name of its warehouse view (``silver.<system>__<table>``)."""
+
+    uri: str
+    view: str
+
+
+def silver_tables(settings: Settings, contracts: dict[str, Contract]) -> list[SilverTable]:
+    """Every silver table of the contracted feeds, with its view name."""
+    tables = []
+    for contract in contracts.values():
+        if contract.feed == CLICKSTREAM_FEED:
+            tables.append(SilverTable(clickstream.silver_uri(settings), "clickstream__events"))
+            continue
+        current, history = cdc.silver_uris(settings, contract)
+        tables.append(SilverTable(current, f"{contract.source_system}__{contract.name}"))
+        tables.append(SilverTable(history, f"{contract.source_system}__{contract.name}_history"))
+    return tables
+
+
+def _quoted(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def view_sql(table: SilverTable, settings: Settings) -> str | None:
+    """The ``create or replace view`` statement of one table's current version (None: no table yet)."""
+    dt = delta.open_table(table.uri, settings.storage_options)
+    if dt is None:
+        return None
+    name = f'{SCHEMA}."{table.view}"'
+    files = dt.file_uris()
+    if files:
+        partitioned = bool(dt.metadata().partition_columns)
+        source = f"read_parquet([{', '.join(_quoted(f) for f in files)}], hive_partitioning = {str(partitioned).lower()})"
+        columns = ", ".join(
+            f'"{c}"'
+            for c in pl.scan_delta(
+                table.uri, storage_options=settings.storage_options or None
+            ).collect_schema()
+        )
+        return f"create or replace view {name} as select {columns} from {source}"
+    with duckdb.connect() as con:  # an empty table: a typed view with no rows
+        empty = (
+            pl.scan_delta(table.uri, storage_options=settings.storage_options or None)
+            .head(0)
+            .collect()
+            .to_arrow()
+        )
+        con.register("empty", empty)
+        types = con.sql("select * from empty").types
+    columns = ", ".join(f'cast(null as {t}) as "{c}"' for c, t in zip(empty.column_names, types, strict=True))
+    return f"create or replace view {name} as select {columns} where false"
+
+
+def publish_silver(settings: Settings, contracts: dict[str, Contract]) -> list[str]:
+    """Create or refresh the warehouse view of every silver table; the names of the views written."""
+    statements = [(t.view, view_sql(t, settings)) for t in silver_tables(settings, contracts)]
+    settings.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
+    with duckdb.connect(str(settings.warehouse_path)) as con:
+        con.execute(f"create schema if not exists {SCHEMA}")
+        for _, sql in statements:
+            if sql is not None:
+                con.execute(sql)
+    return [view for view, sql in statements if sql is not None]

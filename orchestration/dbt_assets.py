@@ -1,0 +1,58 @@
+"""The dbt models as Dagster assets: their sources are the silver assets, so lineage runs from the landing files
+to the marts; dbt tests (source tests included) become asset checks."""
+
+from collections.abc import Mapping
+from typing import Any
+
+import dagster as dg
+from dagster_dbt import (
+    DagsterDbtTranslator,
+    DagsterDbtTranslatorSettings,
+    DbtCliResource,
+    DbtProject,
+    dbt_assets,
+)
+
+from data_contracts import load_contracts
+from lake.warehouse import publish_silver
+from orchestration.dbt_project import dbt_project
+from orchestration.resources import LakeResource
+
+WAREHOUSE_POOL = "warehouse"
+"""One writer of the DuckDB warehouse file at a time, across runs."""
+
+
+class LakeDbtTranslator(DagsterDbtTranslator):
+    """Model keys ``<folder>/<model>`` in a group per folder (staging, identity, ...), owned as the project says;
+    sources keep the silver asset keys their YAML names (``meta.dagster.asset_key``)."""
+
+    def get_asset_spec(
+        self, manifest: Mapping[str, Any], unique_id: str, project: DbtProject | None
+    ) -> dg.AssetSpec:
+        spec = super().get_asset_spec(manifest, unique_id, project)
+        node = manifest["nodes"].get(unique_id)
+        if node is None or node["resource_type"] not in ("model", "seed", "snapshot"):
+            return spec
+        folder = node["fqn"][1] if len(node["fqn"]) > 2 else "models"
+        owner = node.get("config", {}).get("meta", {}).get("owner")
+        return spec.replace_attributes(
+            key=dg.AssetKey([folder, node["name"]]),
+            group_name=folder,
+            owners=[owner] if owner else spec.owners,
+        ).merge_attributes(kinds={"duckdb"})
+
+
+@dbt_assets(
+    manifest=dbt_project.manifest_path,
+    project=dbt_project,
+    dagster_dbt_translator=LakeDbtTranslator(
+        settings=DagsterDbtTranslatorSettings(enable_source_tests_as_checks=True)
+    ),
+    pool=WAREHOUSE_POOL,
+)
+def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, lake: LakeResource):
+    """Refresh the warehouse views of the silver tables, then ``dbt build`` the selected models and tests."""
+    settings = lake.settings()
+    views = publish_silver(settings, load_contracts(settings.contracts_dir))
+    context.log.info(f"{len(views)} silver views refreshed in {settings.warehouse_path}")
+    yield from dbt.cli(["build"], context=context).stream()
