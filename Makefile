@@ -18,7 +18,7 @@ DEMO_PERSONS ?= 10000
 DEMO_DAYS ?= 30
 DEMO_SEED ?= 7
 
-.PHONY: help install demo ingest test dev bench lint contracts clean
+.PHONY: help install demo ingest test dev bench lint docs contracts clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -50,6 +50,9 @@ bench: install  ## print throughput and memory figures (benchmarks/)
 lint: install  ## ruff lint and format check
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
+
+docs: install  ## generate the dbt docs and serve them on http://127.0.0.1:8080
+	cd dbt_project && $(RUN) dbt docs generate --profiles-dir . && $(RUN) dbt docs serve --profiles-dir . --host 127.0.0.1 --port 8080 --no-browser
 
 contracts: install  ## lint the data contracts and fail on a breaking change without a major version bump
 	$(RUN) python -m data_contracts check
