@@ -1,4 +1,5 @@
-"""``python -m lake.ingest``: take everything in the landing zone into bronze and silver, and say what it did.
+"""``python -m lake.ingest``: take everything in the landing zone into bronze and silver, refresh the silver
+views of the warehouse, and say what it did.
 
 The same steps the Dagster assets run (landing -> bronze per feed, then CDC apply and clickstream clean-up),
 without the orchestrator: handy in a shell, a notebook or a test. Exits 1 when a file was rejected (its
@@ -18,6 +19,7 @@ from lake import bronze, cdc, clickstream, delta
 from lake.landing import CLICKSTREAM_FEED, cdc_topics, discover
 from lake.ledger import Ledger
 from lake.settings import Settings, disable_telemetry, get_settings
+from lake.warehouse import publish_silver
 
 
 @dataclass
@@ -85,7 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     disable_telemetry()
     settings = get_settings()
     run = ingest_all(settings, args.feed)
-    print(f"lake root: {settings.lake_root}")
+    views = publish_silver(settings, load_contracts(settings.contracts_dir))
+    print(
+        f"lake root: {settings.lake_root} ({len(views)} silver views refreshed in {settings.warehouse_path})"
+    )
     print(f"  {'feed':<24} {'files':>6} {'records':>10} {'bronze':>10} {'quarantine':>10}   silver")
     for ingested, applied in zip(run.ingested, run.applied, strict=True):
         if isinstance(applied, cdc.ApplyReport):

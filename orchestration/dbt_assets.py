@@ -16,10 +16,7 @@ from dagster_dbt import (
 from data_contracts import load_contracts
 from lake.warehouse import publish_silver
 from orchestration.dbt_project import dbt_project
-from orchestration.resources import LakeResource
-
-WAREHOUSE_POOL = "warehouse"
-"""One writer of the DuckDB warehouse file at a time, across runs."""
+from orchestration.resources import WAREHOUSE_POOL, LakeResource
 
 
 class LakeDbtTranslator(DagsterDbtTranslator):

@@ -9,8 +9,9 @@ from data_contracts import Contract
 from lake import maintenance
 from lake.ingest import backlog
 from lake.settings import get_settings
+from lake.warehouse import publish_silver
 from orchestration.lake_assets import BRONZE_GROUP, SILVER_GROUP
-from orchestration.resources import LakeResource
+from orchestration.resources import WAREHOUSE_POOL, LakeResource
 
 ingest_job = dg.define_asset_job(
     "ingest_lake",
@@ -43,13 +44,15 @@ def landing_sensor(contracts: dict[str, Contract]) -> dg.SensorDefinition:
 def maintenance_job(contracts: dict[str, Contract]) -> dg.JobDefinition:
     """Compaction, checkpoint and vacuum of every lake table, and expiry of old raw bronze records."""
 
-    @dg.op(description=maintenance.__doc__)
+    @dg.op(description=maintenance.__doc__, pool=WAREHOUSE_POOL)
     def care_for_lake_tables(context: dg.OpExecutionContext, lake: LakeResource) -> None:
-        for care in maintenance.maintain(lake.settings(), contracts):
+        settings = lake.settings()
+        for care in maintenance.maintain(settings, contracts):
             context.log.info(
                 f"{care.uri}: {care.files_before} -> {care.files_after} files, {care.files_vacuumed} vacuumed, "
                 f"{care.rows_expired} expired rows"
             )
+        publish_silver(settings, contracts)  # vacuum removed files the old views listed
 
     @dg.job(name="lake_maintenance", description="Nightly: compact and vacuum the lake's Delta tables.")
     def lake_maintenance():

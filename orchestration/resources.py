@@ -6,6 +6,9 @@ import dagster as dg
 
 from lake.settings import Settings, get_settings
 
+WAREHOUSE_POOL = "warehouse"
+"""Concurrency pool of every step that writes the DuckDB warehouse file: one writer at a time, across runs."""
+
 
 class LakeResource(dg.ConfigurableResource):
     """The project settings (``lake.settings``), with the lake root overridable per run or per test."""

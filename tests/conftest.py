@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
@@ -54,6 +55,14 @@ def read_lines(path: Path) -> list[str]:
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rt", encoding="utf-8") as f:
         return f.read().splitlines()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_warehouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every test (and the processes it starts) writes its DuckDB warehouse under a temporary folder."""
+    path = tmp_path_factory.mktemp("warehouse") / "engagement.duckdb"
+    os.environ["WAREHOUSE_PATH"] = str(path)
+    return path
 
 
 @pytest.fixture(scope="session")
