@@ -80,7 +80,9 @@ def _violation_sql(contract: Contract, record: str, columns: Sequence[Column], a
     value_fields = [name for name, _ in value_rules]
     if segment and "type" not in value_fields:
         value_fields.append("type")
-    syntax_rules = [(c.name, SYNTAX[key]) for c in columns if accepted_values and (key := _syntax_key(contract, c))]
+    syntax_rules = [
+        (c.name, SYNTAX[key]) for c in columns if accepted_values and (key := _syntax_key(contract, c))
+    ]
     value_fields += [name for name, _ in syntax_rules if name not in value_fields]
     value_index = {name: i + 1 for i, name in enumerate(value_fields)}
 
@@ -117,7 +119,9 @@ def _violation_sql(contract: Contract, record: str, columns: Sequence[Column], a
         )
     for name, (condition, what) in syntax_rules:
         prefix, suffix = _literal(f"field {name} is not {what}: '"), _literal("'")
-        whens.append((condition.format(value=value(name)), f"{prefix} || left({value(name)}, 40) || {suffix}"))
+        whens.append(
+            (condition.format(value=value(name)), f"{prefix} || left({value(name)}, 40) || {suffix}")
+        )
     if segment:
         whens.append(
             (

@@ -8,6 +8,7 @@ from data_contracts import load_contracts
 from lake.settings import disable_telemetry, get_settings
 from orchestration.dbt_assets import dbt_models
 from orchestration.dbt_project import dbt_project
+from orchestration.identity_checks import identity_quality_check
 from orchestration.lake_assets import lake_definitions
 from orchestration.operations import ingest_job, landing_sensor, maintenance_job, nightly_maintenance
 from orchestration.resources import LakeResource
@@ -21,7 +22,7 @@ maintenance = maintenance_job(contracts)
 
 defs = dg.Definitions(
     assets=[simulated_company_asset(contracts), *lake_assets, dbt_models],
-    asset_checks=lake_checks,
+    asset_checks=[*lake_checks, identity_quality_check],
     jobs=[ingest_job, maintenance],
     schedules=[nightly_maintenance(maintenance)],
     sensors=[landing_sensor(contracts)],

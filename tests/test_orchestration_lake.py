@@ -15,9 +15,9 @@ from conftest import Simulated, lake_settings
 
 from data_contracts import CONTRACTS_DIR, load_contracts
 from lake import bronze, cdc, maintenance
+from lake.ingest import backlog
 from lake.settings import REPO_ROOT
 from orchestration.lake_assets import lake_definitions
-from lake.ingest import backlog
 from orchestration.operations import landing_sensor, maintenance_job
 from orchestration.resources import LakeResource
 
@@ -77,7 +77,9 @@ def test_lake_assets_materialize_with_their_checks_and_the_sensor_follows_the_le
     # a feed whose silver is behind its bronze (a failed apply) is in the backlog too
     behind = lake_settings(tmp_path / "behind", simulated.landing)
     bronze.ingest(behind, contracts["crm.public.contacts"])
-    assert backlog(behind, {"crm.public.contacts": contracts["crm.public.contacts"]}) == ["silver:crm.public.contacts"]
+    assert backlog(behind, {"crm.public.contacts": contracts["crm.public.contacts"]}) == [
+        "silver:crm.public.contacts"
+    ]
 
 
 def test_a_rejected_file_fails_the_bronze_asset_and_names_the_file(

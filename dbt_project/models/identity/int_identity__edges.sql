@@ -1,0 +1,204 @@
+-- Every piece of evidence that two identifiers belong to one person, one row per pair, evidence and source.
+
+with
+
+contacts as (
+
+    select * from {{ ref('stg_crm__contacts_history') }}
+
+),
+
+customers as (
+
+    select * from {{ ref('stg_shop__customers_history') }}
+
+),
+
+orders as (
+
+    select * from {{ ref('stg_shop__orders') }}
+
+),
+
+activities as (
+
+    select * from {{ ref('stg_crm__activities') }}
+
+),
+
+events as (
+
+    select * from {{ ref('stg_clickstream__events') }}
+
+),
+
+contact_tokens as (
+
+    select
+        'crm_contact_id' as left_type,
+        cast(contact_id as varchar) as left_identifier,
+        token.identifier_type as right_type,
+        token.identifier as right_identifier,
+        'crm_contact_' || token.identifier_type as evidence,
+        'crm' as source,
+        valid_from as seen_at
+    from contacts
+    cross join lateral (
+        select 'email_token' as identifier_type, email_token as identifier
+        union all
+        select 'phone_token', phone_token
+    ) as token
+    where token.identifier is not null
+
+),
+
+customer_tokens as (
+
+    select
+        'shop_customer_id' as left_type,
+        cast(customer_id as varchar) as left_identifier,
+        token.identifier_type as right_type,
+        token.identifier as right_identifier,
+        'shop_customer_' || token.identifier_type as evidence,
+        'shop' as source,
+        valid_from as seen_at
+    from customers
+    cross join lateral (
+        select 'email_token' as identifier_type, email_token as identifier
+        union all
+        select 'phone_token', phone_token
+    ) as token
+    where token.identifier is not null
+
+),
+
+signed_in_devices as (
+
+    -- identify calls and every other message sent by a signed-in app or browser
+    select
+        'app_user_id' as left_type,
+        user_id as left_identifier,
+        'anonymous_id' as right_type,
+        anonymous_id as right_identifier,
+        case when message_type = 'identify' then 'identify' else 'signed_in_event' end as evidence,
+        'clickstream' as source,
+        event_at as seen_at
+    from events
+    where user_id is not null and anonymous_id is not null
+
+),
+
+aliases as (
+
+    select
+        'app_user_id' as left_type,
+        user_id as left_identifier,
+        'anonymous_id' as right_type,
+        previous_id as right_identifier,
+        'alias' as evidence,
+        'clickstream' as source,
+        event_at as seen_at
+    from events
+    where message_type = 'alias' and user_id is not null and previous_id is not null
+
+),
+
+trait_tokens as (
+
+    -- contact details given in traits, held by the user (or, before sign-in, the device) that sent them
+    select
+        case when user_id is not null then 'app_user_id' else 'anonymous_id' end as left_type,
+        coalesce(user_id, anonymous_id) as left_identifier,
+        token.identifier_type as right_type,
+        token.identifier as right_identifier,
+        'traits_' || token.identifier_type as evidence,
+        'clickstream' as source,
+        event_at as seen_at
+    from events
+    cross join lateral (
+        select 'email_token' as identifier_type, coalesce(traits_email_token, context_traits_email_token) as identifier
+        union all
+        select 'phone_token', coalesce(traits_phone_token, context_traits_phone_token)
+    ) as token
+    where token.identifier is not null and coalesce(user_id, anonymous_id) is not null
+
+),
+
+order_events as (
+
+    -- Order Completed (server side, signed-in user) and Checkout Started (the device) name the shop order
+    select
+        case when events.user_id is not null then 'app_user_id' else 'anonymous_id' end as left_type,
+        coalesce(events.user_id, events.anonymous_id) as left_identifier,
+        'shop_customer_id' as right_type,
+        cast(orders.customer_id as varchar) as right_identifier,
+        case
+            when events.event_name = 'Order Completed' then 'order_completed'
+            else 'checkout_started'
+        end as evidence,
+        'shop+clickstream' as source,
+        events.event_at as seen_at
+    from events
+    inner join orders
+        on events.order_id = cast(orders.order_id as varchar)
+    where events.event_name in ('Order Completed', 'Checkout Started')
+        and coalesce(events.user_id, events.anonymous_id) is not null
+
+),
+
+email_click_throughs as (
+
+    -- an e-mail link clicked on a device: the CRM activity names the contact the e-mail was sent to
+    select
+        'anonymous_id' as left_type,
+        events.anonymous_id as left_identifier,
+        'crm_contact_id' as right_type,
+        cast(activities.contact_id as varchar) as right_identifier,
+        'email_click_through' as evidence,
+        'crm+clickstream' as source,
+        events.event_at as seen_at
+    from events
+    inner join activities
+        on events.email_id = cast(activities.activity_id as varchar)
+    where events.event_name = 'Email Link Clicked'
+        and events.anonymous_id is not null
+
+),
+
+evidence as (
+
+    select * from contact_tokens
+    union all
+    select * from customer_tokens
+    union all
+    select * from signed_in_devices
+    union all
+    select * from aliases
+    union all
+    select * from trait_tokens
+    union all
+    select * from order_events
+    union all
+    select * from email_click_throughs
+
+),
+
+final as (
+
+    select
+        md5(concat_ws('|', left_type, left_identifier, right_type, right_identifier, evidence)) as edge_id,
+        left_type,
+        left_identifier,
+        right_type,
+        right_identifier,
+        evidence,
+        source,
+        min(seen_at) as first_seen,
+        max(seen_at) as last_seen,
+        count(*) as observations
+    from evidence
+    group by all
+
+)
+
+select * from final

@@ -1,0 +1,170 @@
+"""The identity graph on a real simulated company: dbt builds it from silver, the ground truth scores it, and
+every over-merging trap of the simulator is checked."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pytest
+from conftest import Simulated
+
+from data_contracts import load_contracts
+from lake.privacy import normalise_email, token
+from lake.settings import Settings
+from lake.warehouse import publish_silver
+from simulator import catalog
+from simulator.scoring import identity_quality
+
+DBT_PROJECT = Path(__file__).parents[1] / "dbt_project"
+SELECT = ["+identity_person_map", "identity_person_changes", "int_identity__guarded_out"]
+KEYS = ["identifier_type", "identifier"]
+
+
+@dataclass
+class IdentityBuild:
+    """A warehouse with the identity models built, its settings, and the tables the tests read."""
+
+    settings: Settings
+    person_map: pl.DataFrame
+    guarded_out: pl.DataFrame
+    contacts: pl.DataFrame
+
+
+def dbt_build(settings: Settings, scratch: Path) -> None:
+    """``dbt build`` of the identity models into the settings' warehouse, in a subprocess."""
+    env = {**os.environ, "LAKE_ROOT": settings.lake_root, "WAREHOUSE_PATH": str(settings.warehouse_path)}
+    command = ["dbt", "build", "--select", *SELECT, "--profiles-dir", str(DBT_PROJECT)]
+    command += ["--target-path", str(scratch / "target"), "--log-path", str(scratch / "logs")]
+    done = subprocess.run(command, cwd=DBT_PROJECT, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-4000:]
+
+
+def read(settings: Settings, query: str) -> pl.DataFrame:
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+        return con.sql(query).pl()
+
+
+@pytest.fixture(scope="session")
+def identity(ingested, tmp_path_factory: pytest.TempPathFactory) -> IdentityBuild:
+    """The identity models built once from the session's ingested lake."""
+    scratch = tmp_path_factory.mktemp("identity")
+    settings = replace(ingested[0], warehouse_path=scratch / "warehouse.duckdb")
+    publish_silver(settings, load_contracts(settings.contracts_dir))
+    dbt_build(settings, scratch)
+    return IdentityBuild(
+        settings,
+        read(settings, "select * from identity_person_map"),
+        read(settings, "select * from int_identity__guarded_out"),
+        read(settings, "select contact_id, email_token from silver.crm__contacts_history"),
+    )
+
+
+def truth_persons(simulated: Simulated, identity: IdentityBuild) -> pl.DataFrame:
+    """Identifiers of the map with their true person (one row per true owner) and predicted person."""
+    truth = simulated.identifiers().rename({"person_id": "true_person"})
+    return identity.person_map.join(truth, on=KEYS)
+
+
+def test_identity_quality_against_the_ground_truth(simulated: Simulated, identity: IdentityBuild) -> None:
+    quality = identity_quality(identity.person_map, simulated.identifiers())
+    assert quality.precision >= 0.99, quality
+    # devices never signed in and never used for an e-mail click carry no evidence at all: they bound recall
+    assert quality.recall >= 0.8, quality
+    devices = read(identity.settings, "select * from int_identity__components")
+    with_evidence = identity.person_map.join(
+        devices.filter(pl.col("reached_components") == 0).select(KEYS), on=KEYS, how="anti"
+    )
+    linked = identity_quality(with_evidence, simulated.identifiers())
+    assert linked.precision >= 0.99 and linked.recall >= 0.95, linked
+
+
+def test_a_shared_device_does_not_merge_its_two_people(simulated: Simulated, identity: IdentityBuild) -> None:
+    known = truth_persons(simulated, identity)
+    shared = known.filter((pl.col("identifier_type") == "anonymous_id") & (pl.len().over(KEYS) == 2)).select(
+        "identifier", "true_person"
+    )
+    assert shared.height > 0
+    people = known.filter(pl.col("identifier_type") != "anonymous_id").select("true_person", "person_id")
+    # the persons of each shared device's two owners (their non-device identifiers) never overlap
+    owners = shared.join(people, on="true_person").unique()
+    overlap = owners.group_by("identifier", "person_id").agg(pl.col("true_person").n_unique().alias("n"))
+    assert overlap.filter(pl.col("n") > 1).is_empty()
+    assert identity.guarded_out.filter(pl.col("guard") == "shared_device").height > 0
+
+
+def test_a_placeholder_email_does_not_glue_contacts(simulated: Simulated, identity: IdentityBuild) -> None:
+    secret = identity.settings.pii_secret
+    placeholders = token(normalise_email(pl.Series(catalog.PLACEHOLDER_EMAILS)), secret).to_list()
+    cut = identity.guarded_out.filter(pl.col("identifier").is_in(placeholders))
+    assert cut.height > 0 and set(cut["guard"]) == {"fanout"}
+    contacts = (
+        identity.contacts.filter(pl.col("email_token").is_in(placeholders))
+        .select(pl.col("contact_id").cast(pl.String).alias("identifier"))
+        .unique()
+        .join(
+            truth_persons(simulated, identity).filter(pl.col("identifier_type") == "crm_contact_id"),
+            on="identifier",
+        )
+    )
+    assert contacts["true_person"].n_unique() > 3
+    # no predicted person holds placeholder contacts of two true persons
+    assert (
+        contacts.group_by("person_id")
+        .agg(pl.col("true_person").n_unique())
+        .filter(pl.col("true_person") > 1)
+        .is_empty()
+    )
+
+
+def test_duplicate_crm_contacts_of_one_person_are_merged(
+    simulated: Simulated, identity: IdentityBuild
+) -> None:
+    placeholder_contacts = identity.contacts.join(
+        identity.guarded_out.select(pl.col("identifier").alias("email_token")), on="email_token"
+    )["contact_id"].cast(pl.String)
+    contacts = truth_persons(simulated, identity).filter(
+        (pl.col("identifier_type") == "crm_contact_id")
+        & ~pl.col("identifier").is_in(placeholder_contacts.implode())
+    )
+    duplicated = contacts.filter(pl.len().over("true_person") == 2)
+    assert duplicated.height > 20
+    assert duplicated.group_by("true_person").agg(pl.col("person_id").n_unique())["person_id"].max() == 1
+
+
+@pytest.fixture(scope="module")
+def rerun(identity: IdentityBuild, tmp_path_factory: pytest.TempPathFactory) -> tuple[pl.DataFrame, dict]:
+    """A second build on a copy of the warehouse whose previous map split one person in two: one of its
+    identifiers held an id of its own ('p_absorbed'). Returns the new map and the split person."""
+    scratch = tmp_path_factory.mktemp("identity_rerun")
+    settings = replace(identity.settings, warehouse_path=scratch / "warehouse.duckdb")
+    shutil.copy(identity.settings.warehouse_path, settings.warehouse_path)
+    sizes = identity.person_map.group_by("person_id").len().filter(pl.col("len") >= 3).sort("person_id")
+    person = sizes["person_id"][0]
+    moved = identity.person_map.filter(pl.col("person_id") == person).sort(KEYS).row(0, named=True)
+    with duckdb.connect(str(settings.warehouse_path)) as con:
+        con.execute(
+            "update identity_person_map set person_id = 'p_absorbed' where identifier_type = ? and identifier = ?",
+            [moved["identifier_type"], moved["identifier"]],
+        )
+    dbt_build(settings, scratch)
+    changes = read(settings, "select * from identity_person_changes")
+    return read(settings, "select * from identity_person_map"), {"person": person, "changes": changes}
+
+
+def test_person_ids_survive_a_rerun(identity: IdentityBuild, rerun) -> None:
+    before = identity.person_map.sort(KEYS)
+    after = rerun[0].sort(KEYS)
+    assert before.equals(after)
+
+
+def test_a_merge_between_runs_keeps_the_id_of_most_identifiers(rerun) -> None:
+    changes = rerun[1]["changes"]
+    assert changes.select("change_type", "person_id", "previous_person_id", "identifiers").rows() == [
+        ("merge", rerun[1]["person"], "p_absorbed", 1)
+    ]
