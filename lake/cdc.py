@@ -122,7 +122,14 @@ def history_versions(versions: pl.DataFrame, truncates: pl.DataFrame, key: list[
     open (null) for the latest."""
     ordered = versions.sort([*key, *POSITION])
     same_key = pl.all_horizontal(pl.col(k).shift(-1).eq_missing(pl.col(k)) for k in key)  # sorted: no window
-    ordered = ordered.with_columns(pl.col("_changed_at").cum_max().over(key).alias("_valid_from"))
+    same_previous_key = pl.all_horizontal(pl.col(k).shift(1).eq_missing(pl.col(k)) for k in key)
+    goes_back = ordered.select(
+        (same_previous_key & (pl.col("_changed_at") < pl.col("_changed_at").shift(1))).any()
+    ).item()
+    valid_from = (
+        pl.col("_changed_at").cum_max().over(key) if goes_back else pl.col("_changed_at")
+    )  # window if needed
+    ordered = ordered.with_columns(valid_from.alias("_valid_from"))
     ordered = ordered.with_columns(pl.when(same_key).then(pl.col("_valid_from").shift(-1)).alias("_valid_to"))
     if truncates.height:
         ordered = _ended_by_truncates(ordered, truncates, key, same_key)

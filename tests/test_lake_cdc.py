@@ -376,3 +376,26 @@ def test_a_batch_of_only_tombstones_or_truncates_applies_and_history_ignores_arr
     assert histories[0].equals(histories[1])
     ended = histories[0].filter(pl.col("_log_pos") == 100)["_valid_to"].item()
     assert ended == datetime.fromtimestamp((T0 + 200) / 1000, UTC)  # the truncate, not the next version
+
+
+def test_validity_never_runs_backwards_when_change_times_do() -> None:
+    """A snapshot read after a change that sits later in the log: intervals stay ordered by log position."""
+    at = [
+        datetime(2026, 9, 1, 12, tzinfo=UTC),
+        datetime(2026, 9, 1, 11, tzinfo=UTC),
+        datetime(2026, 9, 1, 13, tzinfo=UTC),
+    ]
+    versions = pl.DataFrame(
+        {
+            "contact_id": [1, 1, 1],
+            "_op": ["r", "u", "u"],
+            "_log_file": [""] * 3,
+            "_log_pos": [10, 20, 30],
+            "_log_row": [0, 0, 0],
+            "_changed_at": at,
+        }
+    )
+    history = cdc.history_versions(versions, pl.DataFrame(), ["contact_id"])
+    assert history["_valid_from"].to_list() == [at[0], at[0], at[2]]
+    assert history["_valid_to"].to_list() == [at[0], at[2], None]
+    assert history.filter(pl.col("_valid_to") < pl.col("_valid_from")).height == 0
