@@ -46,6 +46,7 @@ dev: install  ## serve the Dagster UI on http://127.0.0.1:3000
 bench: install  ## print throughput and memory figures (benchmarks/)
 	$(RUN) python benchmarks/simulator_throughput.py
 	$(RUN) python benchmarks/lake_throughput.py
+	$(RUN) python benchmarks/identity_components.py
 
 lint: install  ## ruff lint and format check
 	$(RUN) ruff check .
