@@ -14,6 +14,7 @@ from dagster_dbt import (
 )
 
 from data_contracts import load_contracts
+from lake.gold import publish_gold
 from lake.warehouse import publish_silver
 from orchestration.dbt_project import dbt_project
 from orchestration.resources import WAREHOUSE_POOL, LakeResource
@@ -48,8 +49,23 @@ class LakeDbtTranslator(DagsterDbtTranslator):
     pool=WAREHOUSE_POOL,
 )
 def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, lake: LakeResource):
-    """Refresh the warehouse views of the silver tables, then ``dbt build`` the selected models and tests."""
+    """Refresh the warehouse views of the silver tables, ``dbt build`` the selected models and tests, then
+    publish the marts marked ``meta: {gold: true}`` as Delta tables under ``gold/``."""
     settings = lake.settings()
     views = publish_silver(settings, load_contracts(settings.contracts_dir))
     context.log.info(f"{len(views)} silver views refreshed in {settings.warehouse_path}")
-    yield from dbt.cli(["build"], context=context).stream()
+    invocation = dbt.cli(["build"], context=context)
+    yield from invocation.stream()
+    built = {
+        r["unique_id"]
+        for r in invocation.get_artifact("run_results.json")["results"]
+        if r["status"] == "success"
+    }
+    nodes = invocation.get_artifact("manifest.json")["nodes"]
+    gold = [
+        n["name"]
+        for uid, n in nodes.items()
+        if uid in built and n.get("config", {}).get("meta", {}).get("gold")
+    ]
+    if gold:
+        context.log.info(f"published to gold: {publish_gold(settings, sorted(gold))}")

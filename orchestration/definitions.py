@@ -10,7 +10,13 @@ from orchestration.dbt_assets import dbt_models
 from orchestration.dbt_project import dbt_project
 from orchestration.identity_checks import identity_quality_check
 from orchestration.lake_assets import lake_definitions
-from orchestration.operations import ingest_job, landing_sensor, maintenance_job, nightly_maintenance
+from orchestration.operations import (
+    ingest_job,
+    landing_sensor,
+    maintenance_job,
+    nightly_maintenance,
+    refresh_schedules,
+)
 from orchestration.resources import LakeResource
 from orchestration.simulation import simulated_company_asset, simulated_feeds
 
@@ -24,7 +30,7 @@ defs = dg.Definitions(
     assets=[simulated_company_asset(contracts), *lake_assets, dbt_models],
     asset_checks=[*lake_checks, identity_quality_check],
     jobs=[ingest_job, maintenance],
-    schedules=[nightly_maintenance(maintenance)],
+    schedules=[nightly_maintenance(maintenance), *refresh_schedules(dbt_models)],
     sensors=[landing_sensor(contracts)],
     resources={"lake": LakeResource(), "dbt": DbtCliResource(project_dir=dbt_project)},
     executor=dg.in_process_executor,

@@ -4,6 +4,7 @@ import hashlib
 from datetime import UTC, datetime
 
 import dagster as dg
+from dagster_dbt import build_dbt_asset_selection
 
 from data_contracts import Contract
 from lake import maintenance
@@ -59,6 +60,31 @@ def maintenance_job(contracts: dict[str, Contract]) -> dg.JobDefinition:
         care_for_lake_tables()
 
     return lake_maintenance
+
+
+def refresh_schedules(dbt_models: dg.AssetsDefinition) -> list[dg.ScheduleDefinition]:
+    """Hourly: the lake and the dbt models tagged ``hourly`` (staging, identity); nightly: those tagged
+    ``nightly`` (features, training sets). Both in the schedule time zone."""
+    timezone = get_settings().schedule_timezone
+    hourly = dg.define_asset_job(
+        "hourly_refresh",
+        selection=dg.AssetSelection.groups(BRONZE_GROUP, SILVER_GROUP)
+        | build_dbt_asset_selection([dbt_models], dbt_select="tag:hourly"),
+        description="Landing into bronze and silver, then the hourly dbt models.",
+    )
+    nightly = dg.define_asset_job(
+        "nightly_refresh",
+        selection=build_dbt_asset_selection([dbt_models], dbt_select="tag:nightly"),
+        description="The nightly dbt models: features and training sets.",
+    )
+    return [
+        dg.ScheduleDefinition(
+            name="hourly_refresh", job=hourly, cron_schedule="5 * * * *", execution_timezone=timezone
+        ),
+        dg.ScheduleDefinition(
+            name="nightly_refresh", job=nightly, cron_schedule="0 2 * * *", execution_timezone=timezone
+        ),
+    ]
 
 
 def nightly_maintenance(job: dg.JobDefinition) -> dg.ScheduleDefinition:
