@@ -9,7 +9,7 @@ from pathlib import Path
 from lake import delta
 from lake.settings import get_settings
 
-TABLE_ZONES = ("bronze", "silver", "quarantine")
+TABLE_ZONES = ("bronze", "silver", "gold", "quarantine")
 
 
 def landing_summary(landing: Path) -> list[tuple[str, int, int]]:
@@ -28,7 +28,7 @@ def landing_summary(landing: Path) -> list[tuple[str, int, int]]:
 
 
 def table_summary(root: Path) -> list[tuple[str, int]]:
-    """(table path, rows) for every Delta table in the bronze, silver and quarantine zones under ``root``."""
+    """(table path, rows) for every Delta table in the bronze, silver, gold and quarantine zones under ``root``."""
     rows = []
     for zone in TABLE_ZONES:
         for log in sorted((root / zone).rglob("_delta_log")) if (root / zone).is_dir() else []:
