@@ -1,0 +1,146 @@
+-- One row per logged campaign decision (a CRM activity: action, channel, logged propensity) with the person's
+-- features as of the decision day (taken at 00:00 UTC that day, before any decision of the day) and labels
+-- from strictly after the decision: an order within the label horizon, and its revenue. Only decisions whose
+-- label window has ended before the latest loaded data (data_until) are kept.
+
+{% set horizon_days = var('label_horizon_days', 7) %}
+
+with
+
+activities as (
+
+    select * from {{ ref('stg_crm__activities') }}
+
+),
+
+orders as (
+
+    select * from {{ ref('stg_shop__orders') }}
+
+),
+
+identity_person_map as (
+
+    select * from {{ ref('identity_person_map') }}
+
+),
+
+features as (
+
+    select * from {{ ref('person_features_daily') }}
+
+),
+
+data_window as (
+
+    select * from {{ ref('int_marts__data_window') }}
+
+),
+
+decisions as (
+
+    select
+        activities.activity_id,
+        contacts.person_id,
+        activities.contact_id,
+        activities.campaign_id,
+        activities.activity_type,
+        activities.action,
+        activities.channel,
+        activities.propensity,
+        activities.offer_value,
+        activities.sent_at as decision_at,
+        {{ utc_date('activities.sent_at') }} as decision_date,
+        {{ dbt.dateadd('day', horizon_days, 'activities.sent_at') }} as label_window_end_at
+    from activities
+    inner join identity_person_map as contacts
+        on contacts.identifier_type = 'crm_contact_id'
+        and contacts.identifier = cast(activities.contact_id as varchar)
+    cross join data_window
+    where {{ dbt.dateadd('day', horizon_days, 'activities.sent_at') }} <= data_window.data_until
+
+),
+
+person_orders as (
+
+    -- cancelled and refunded orders are no conversion
+    select
+        customers.person_id,
+        orders.created_at,
+        orders.total_amount
+    from orders
+    inner join identity_person_map as customers
+        on customers.identifier_type = 'shop_customer_id'
+        and customers.identifier = cast(orders.customer_id as varchar)
+    where orders.status not in ('cancelled', 'refunded')
+
+),
+
+labels as (
+
+    -- the half-open window (decision_at, decision_at + horizon): strictly after the decision
+    select
+        decisions.activity_id,
+        count(*) as order_count,
+        sum(person_orders.total_amount) as revenue,
+        min(person_orders.created_at) as first_order_at
+    from decisions
+    inner join person_orders
+        on decisions.person_id = person_orders.person_id
+        and person_orders.created_at > decisions.decision_at
+        and person_orders.created_at < decisions.label_window_end_at
+    group by decisions.activity_id
+
+),
+
+final as (
+
+    select
+        decisions.activity_id,
+        decisions.person_id,
+        decisions.contact_id,
+        decisions.campaign_id,
+        decisions.activity_type,
+        decisions.action,
+        decisions.channel,
+        decisions.propensity,
+        decisions.offer_value,
+        decisions.decision_at,
+        decisions.decision_date,
+        features.snapshot_date as feature_snapshot_date,
+        features.days_since_last_order,
+        features.order_count,
+        features.order_count_30d,
+        features.monetary_value,
+        features.monetary_value_30d,
+        features.event_count_1d,
+        features.event_count_7d,
+        features.event_count_30d,
+        features.event_count_90d,
+        features.active_days_30d,
+        features.product_view_count_30d,
+        features.cart_abandoned_days_30d,
+        features.days_since_cart_abandoned,
+        features.email_sent_count_30d,
+        features.email_click_count_30d,
+        features.email_click_rate_30d,
+        features.top_category,
+        features.top_category_share,
+        features.days_since_campaign_touch,
+        features.has_email_consent,
+        features.has_sms_consent,
+        features.has_push_consent,
+        decisions.label_window_end_at,
+        labels.activity_id is not null as converted,
+        coalesce(labels.order_count, 0) as order_count_in_horizon,
+        cast(coalesce(labels.revenue, 0) as decimal(18, 2)) as revenue_in_horizon,
+        labels.first_order_at
+    from decisions
+    inner join features
+        on decisions.person_id = features.person_id
+        and decisions.decision_date = features.snapshot_date
+    left join labels on decisions.activity_id = labels.activity_id
+
+)
+
+select * from final

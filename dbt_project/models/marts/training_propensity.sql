@@ -1,0 +1,149 @@
+-- The training set of the organic purchase propensity: one row per person and snapshot date with the features
+-- as of the snapshot (T 00:00 UTC) and labels from the label horizon after it, [T, T + horizon), for people
+-- never treated: no campaign touch (any action but no_action) before the end of the label window. Only
+-- snapshots whose label window has ended before the latest loaded data are kept.
+
+{% set horizon_days = var('label_horizon_days', 7) %}
+
+with
+
+features as (
+
+    select * from {{ ref('person_features_daily') }}
+
+),
+
+activities as (
+
+    select * from {{ ref('stg_crm__activities') }}
+
+),
+
+orders as (
+
+    select * from {{ ref('stg_shop__orders') }}
+
+),
+
+identity_person_map as (
+
+    select * from {{ ref('identity_person_map') }}
+
+),
+
+data_window as (
+
+    select * from {{ ref('int_marts__data_window') }}
+
+),
+
+snapshots as (
+
+    select
+        features.snapshot_date,
+        features.person_id,
+        {{ utc_midnight('features.snapshot_date') }} as snapshot_at,
+        {{ dbt.dateadd('day', horizon_days, utc_midnight('features.snapshot_date')) }} as label_window_end_at
+    from features
+    cross join data_window
+    where {{ dbt.dateadd('day', horizon_days, utc_midnight('features.snapshot_date')) }} <= data_window.data_until
+
+),
+
+first_touches as (
+
+    select
+        contacts.person_id,
+        min(activities.sent_at) as first_touch_at
+    from activities
+    inner join identity_person_map as contacts
+        on contacts.identifier_type = 'crm_contact_id'
+        and contacts.identifier = cast(activities.contact_id as varchar)
+    where activities.activity_type = 'campaign_touch'
+    group by contacts.person_id
+
+),
+
+untreated as (
+
+    select snapshots.*
+    from snapshots
+    left join first_touches on snapshots.person_id = first_touches.person_id
+    where first_touches.first_touch_at is null
+        or first_touches.first_touch_at >= snapshots.label_window_end_at
+
+),
+
+person_orders as (
+
+    -- cancelled and refunded orders are no conversion
+    select
+        customers.person_id,
+        orders.created_at,
+        orders.total_amount
+    from orders
+    inner join identity_person_map as customers
+        on customers.identifier_type = 'shop_customer_id'
+        and customers.identifier = cast(orders.customer_id as varchar)
+    where orders.status not in ('cancelled', 'refunded')
+
+),
+
+labels as (
+
+    select
+        untreated.snapshot_date,
+        untreated.person_id,
+        count(*) as order_count,
+        sum(person_orders.total_amount) as revenue
+    from untreated
+    inner join person_orders
+        on untreated.person_id = person_orders.person_id
+        and person_orders.created_at >= untreated.snapshot_at
+        and person_orders.created_at < untreated.label_window_end_at
+    group by untreated.snapshot_date, untreated.person_id
+
+),
+
+final as (
+
+    select
+        untreated.snapshot_date,
+        untreated.person_id,
+        features.days_since_last_order,
+        features.order_count,
+        features.order_count_30d,
+        features.monetary_value,
+        features.monetary_value_30d,
+        features.event_count_1d,
+        features.event_count_7d,
+        features.event_count_30d,
+        features.event_count_90d,
+        features.active_days_30d,
+        features.product_view_count_30d,
+        features.cart_abandoned_days_30d,
+        features.days_since_cart_abandoned,
+        features.email_sent_count_30d,
+        features.email_click_count_30d,
+        features.email_click_rate_30d,
+        features.top_category,
+        features.top_category_share,
+        features.days_since_campaign_touch,
+        features.has_email_consent,
+        features.has_sms_consent,
+        features.has_push_consent,
+        untreated.label_window_end_at,
+        labels.person_id is not null as converted,
+        coalesce(labels.order_count, 0) as order_count_in_horizon,
+        cast(coalesce(labels.revenue, 0) as decimal(18, 2)) as revenue_in_horizon
+    from untreated
+    inner join features
+        on untreated.snapshot_date = features.snapshot_date
+        and untreated.person_id = features.person_id
+    left join labels
+        on untreated.snapshot_date = labels.snapshot_date
+        and untreated.person_id = labels.person_id
+
+)
+
+select * from final
