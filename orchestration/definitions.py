@@ -7,7 +7,7 @@ from dagster_dbt import DbtCliResource
 from data_contracts import load_contracts
 from lake.settings import disable_telemetry, get_settings
 from orchestration.dbt_assets import dbt_models
-from orchestration.dbt_project import dbt_project
+from orchestration.dbt_project import DBT_EXECUTABLE, dbt_project
 from orchestration.identity_checks import identity_quality_check
 from orchestration.lake_assets import lake_definitions
 from orchestration.operations import (
@@ -32,6 +32,9 @@ defs = dg.Definitions(
     jobs=[ingest_job, maintenance],
     schedules=[nightly_maintenance(maintenance), *refresh_schedules(dbt_models)],
     sensors=[landing_sensor(contracts)],
-    resources={"lake": LakeResource(), "dbt": DbtCliResource(project_dir=dbt_project)},
+    resources={
+        "lake": LakeResource(),
+        "dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=DBT_EXECUTABLE),
+    },
     executor=dg.in_process_executor,
 )
