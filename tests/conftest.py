@@ -5,10 +5,12 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import subprocess
 from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
 
+import duckdb
 import polars as pl
 import pytest
 
@@ -78,6 +80,25 @@ def lake_settings(lake_root: Path, landing: Path | None = None, **overrides) -> 
     if landing is not None and not (lake_root / "landing").exists():
         (lake_root / "landing").symlink_to(landing, target_is_directory=True)
     return replace(get_settings(), lake_root=str(lake_root), **overrides)
+
+
+DBT_PROJECT = Path(__file__).resolve().parents[1] / "dbt_project"
+
+
+def run_dbt(settings: Settings, scratch: Path, *arguments: str) -> None:
+    """Run dbt with ``arguments`` against the settings' lake and warehouse, in a subprocess (target and logs
+    under ``scratch``)."""
+    env = {**os.environ, "LAKE_ROOT": settings.lake_root, "WAREHOUSE_PATH": str(settings.warehouse_path)}
+    command = ["dbt", *arguments, "--profiles-dir", str(DBT_PROJECT)]
+    command += ["--target-path", str(scratch / "target"), "--log-path", str(scratch / "logs")]
+    done = subprocess.run(command, cwd=DBT_PROJECT, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-4000:]
+
+
+def read_warehouse(settings: Settings, query: str) -> pl.DataFrame:
+    """The result of a query on the settings' DuckDB warehouse (opened read-only, closed at once)."""
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+        return con.sql(query).pl()
 
 
 VOLATILE_COLUMNS = ("_ingested_at", "quarantined_at", "recorded_at")

@@ -6,24 +6,20 @@ copy of the warehouse gets a full refresh of the features."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-import duckdb
 import polars as pl
 import pytest
-from conftest import Simulated, lake_settings
+from conftest import Simulated, lake_settings, read_warehouse, run_dbt
 
 from data_contracts import load_contracts
 from lake.ingest import ingest_all
 from lake.settings import Settings
 from lake.warehouse import publish_silver
 
-DBT_PROJECT = Path(__file__).parents[1] / "dbt_project"
 SELECT = ["+training_decisions", "+training_propensity", "+person_profile"]
 FIRST_PART_UNTIL = datetime(2026, 9, 8, tzinfo=UTC)
 FEATURE_KEYS = ["snapshot_date", "person_id"]
@@ -62,24 +58,10 @@ def land(source: Path, landing: Path, arrived_before: datetime | None) -> None:
         target.symlink_to(path)
 
 
-def dbt(settings: Settings, scratch: Path, *arguments: str) -> None:
-    """Run dbt with ``arguments`` against the settings' lake and warehouse, in a subprocess."""
-    env = {**os.environ, "LAKE_ROOT": settings.lake_root, "WAREHOUSE_PATH": str(settings.warehouse_path)}
-    command = ["dbt", *arguments, "--profiles-dir", str(DBT_PROJECT)]
-    command += ["--target-path", str(scratch / "target"), "--log-path", str(scratch / "logs")]
-    done = subprocess.run(command, cwd=DBT_PROJECT, env=env, capture_output=True, text=True)
-    assert done.returncode == 0, done.stdout[-4000:]
-
-
 def dbt_build(settings: Settings, scratch: Path) -> None:
     """Refresh the silver views, then ``dbt build`` of the marts and their parents."""
     publish_silver(settings, load_contracts(settings.contracts_dir))
-    dbt(settings, scratch, "build", "--select", *SELECT)
-
-
-def read(settings: Settings, query: str) -> pl.DataFrame:
-    with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
-        return con.sql(query).pl()
+    run_dbt(settings, scratch, "build", "--select", *SELECT)
 
 
 @pytest.fixture(scope="module")
@@ -91,10 +73,10 @@ def marts(simulated: Simulated, tmp_path_factory: pytest.TempPathFactory) -> Mar
     settings = replace(lake_settings(scratch / "lake", landing), warehouse_path=scratch / "warehouse.duckdb")
     ingest_all(settings)
     dbt_build(settings, scratch)
-    first_features = read(settings, "select * from person_features_daily")
-    first_decisions = read(settings, "select * from training_decisions")
-    first_data_until = read(settings, "select data_until from int_marts__data_window").item()
-    first_person_map = read(
+    first_features = read_warehouse(settings, "select * from person_features_daily")
+    first_decisions = read_warehouse(settings, "select * from training_decisions")
+    first_data_until = read_warehouse(settings, "select data_until from int_marts__data_window").item()
+    first_person_map = read_warehouse(
         settings, "select identifier_type, identifier, person_id from identity_person_map"
     )
     land(simulated.landing, landing, None)
@@ -103,21 +85,21 @@ def marts(simulated: Simulated, tmp_path_factory: pytest.TempPathFactory) -> Mar
     # a full refresh on a copy: every date recomputed from all the data
     restated = replace(settings, warehouse_path=scratch / "restated.duckdb")
     shutil.copy(settings.warehouse_path, restated.warehouse_path)
-    dbt(restated, scratch, "run", "--select", "person_features_daily", "--full-refresh")
+    run_dbt(restated, scratch, "run", "--select", "person_features_daily", "--full-refresh")
     return MartsBuild(
         first_features,
         first_decisions,
         first_data_until,
         first_person_map,
         settings,
-        read(restated, "select * from person_features_daily"),
+        read_warehouse(restated, "select * from person_features_daily"),
     )
 
 
 def test_feature_rows_are_unchanged_by_later_data(marts: MartsBuild) -> None:
     first = marts.first_features.sort(FEATURE_KEYS)
     assert first["snapshot_date"].n_unique() >= 5 and first.height > 10_000
-    features = read(marts.settings, "select * from person_features_daily")
+    features = read_warehouse(marts.settings, "select * from person_features_daily")
     assert features["snapshot_date"].max() > first["snapshot_date"].max()
     again = features.join(first.select(FEATURE_KEYS), on=FEATURE_KEYS).sort(FEATURE_KEYS)
     assert again.equals(first)
@@ -126,7 +108,7 @@ def test_feature_rows_are_unchanged_by_later_data(marts: MartsBuild) -> None:
 def test_a_full_refresh_restates_earlier_rows_identically(marts: MartsBuild) -> None:
     # later data may link a device to a person after T (identity is current, not as of T): compare the
     # persons whose identifiers are the same in both identity maps
-    current_map = read(
+    current_map = read_warehouse(
         marts.settings, "select identifier_type, identifier, person_id from identity_person_map"
     )
     identifiers = ["identifier_type", "identifier"]
@@ -148,7 +130,7 @@ def test_features_count_only_what_was_known_at_the_snapshot(marts: MartsBuild) -
     # the 7-day event counts of the second build's dates (made with the current identity map), recomputed
     # from the clicks received before the snapshot instant
     first_dates_until = marts.first_features["snapshot_date"].max()
-    recomputed = read(
+    recomputed = read_warehouse(
         marts.settings,
         f"""
         select features.snapshot_date, features.person_id, features.event_count_7d, count(events.message_id) as n
@@ -167,14 +149,14 @@ def test_features_count_only_what_was_known_at_the_snapshot(marts: MartsBuild) -
 
 
 def test_labels_come_strictly_after_the_decision(marts: MartsBuild) -> None:
-    decisions = read(marts.settings, "select * from training_decisions")
+    decisions = read_warehouse(marts.settings, "select * from training_decisions")
     assert decisions["converted"].sum() > 0
     converted = decisions.filter(pl.col("converted"))
     assert (converted["first_order_at"] > converted["decision_at"]).all()
     assert (converted["first_order_at"] < converted["label_window_end_at"]).all()
     assert (decisions["feature_snapshot_date"] == decisions["decision_date"]).all()
     # the labels recomputed from the shop's orders: none at or before the decision counts
-    recounted = read(
+    recounted = read_warehouse(
         marts.settings,
         """
         select decisions.activity_id, decisions.order_count_in_horizon, count(orders.order_id) as n
@@ -193,8 +175,8 @@ def test_labels_come_strictly_after_the_decision(marts: MartsBuild) -> None:
 
 
 def test_no_decision_with_an_incomplete_label_window(marts: MartsBuild) -> None:
-    data_until = read(marts.settings, "select data_until from int_marts__data_window").item()
-    decisions = read(marts.settings, "select * from training_decisions")
+    data_until = read_warehouse(marts.settings, "select data_until from int_marts__data_window").item()
+    decisions = read_warehouse(marts.settings, "select * from training_decisions")
     assert (decisions["label_window_end_at"] <= data_until).all()
     assert (marts.first_decisions["label_window_end_at"] <= marts.first_data_until).all()
     # decisions left out of the first build for their open window are in the second one
@@ -203,7 +185,7 @@ def test_no_decision_with_an_incomplete_label_window(marts: MartsBuild) -> None:
 
 
 def test_the_propensity_set_holds_untreated_people_with_complete_label_windows(marts: MartsBuild) -> None:
-    touched = read(
+    touched = read_warehouse(
         marts.settings,
         """
         select count(*) as n
@@ -217,14 +199,14 @@ def test_the_propensity_set_holds_untreated_people_with_complete_label_windows(m
         """,
     ).item()
     assert touched == 0
-    training = read(marts.settings, "select * from training_propensity")
-    data_until = read(marts.settings, "select data_until from int_marts__data_window").item()
+    training = read_warehouse(marts.settings, "select * from training_propensity")
+    data_until = read_warehouse(marts.settings, "select data_until from int_marts__data_window").item()
     assert training.height > 10_000 and training["converted"].sum() > 0
     assert (training["label_window_end_at"] <= data_until).all()
 
 
 def test_sessions_split_after_30_minutes_without_an_event(marts: MartsBuild) -> None:
-    gaps = read(
+    gaps = read_warehouse(
         marts.settings,
         """
         with events as (
@@ -250,7 +232,7 @@ def test_sessions_split_after_30_minutes_without_an_event(marts: MartsBuild) -> 
     assert gaps.height > 1000
     assert gaps.filter(pl.col("long_gaps_inside") > 0).is_empty()
     assert gaps.filter(pl.col("events") != pl.col("event_count")).is_empty()
-    between = read(
+    between = read_warehouse(
         marts.settings,
         """
         select

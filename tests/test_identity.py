@@ -3,16 +3,14 @@ every over-merging trap of the simulator is checked."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import duckdb
 import polars as pl
 import pytest
-from conftest import Simulated
+from conftest import Simulated, read_warehouse, run_dbt
 
 from data_contracts import load_contracts
 from lake.privacy import normalise_email, token
@@ -21,7 +19,6 @@ from lake.warehouse import publish_silver
 from simulator import catalog
 from simulator.scoring import identity_quality
 
-DBT_PROJECT = Path(__file__).parents[1] / "dbt_project"
 SELECT = ["+identity_person_map", "identity_person_changes", "int_identity__guarded_out"]
 KEYS = ["identifier_type", "identifier"]
 
@@ -38,16 +35,7 @@ class IdentityBuild:
 
 def dbt_build(settings: Settings, scratch: Path) -> None:
     """``dbt build`` of the identity models into the settings' warehouse, in a subprocess."""
-    env = {**os.environ, "LAKE_ROOT": settings.lake_root, "WAREHOUSE_PATH": str(settings.warehouse_path)}
-    command = ["dbt", "build", "--select", *SELECT, "--profiles-dir", str(DBT_PROJECT)]
-    command += ["--target-path", str(scratch / "target"), "--log-path", str(scratch / "logs")]
-    done = subprocess.run(command, cwd=DBT_PROJECT, env=env, capture_output=True, text=True)
-    assert done.returncode == 0, done.stdout[-4000:]
-
-
-def read(settings: Settings, query: str) -> pl.DataFrame:
-    with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
-        return con.sql(query).pl()
+    run_dbt(settings, scratch, "build", "--select", *SELECT)
 
 
 @pytest.fixture(scope="session")
@@ -59,9 +47,9 @@ def identity(ingested, tmp_path_factory: pytest.TempPathFactory) -> IdentityBuil
     dbt_build(settings, scratch)
     return IdentityBuild(
         settings,
-        read(settings, "select * from identity_person_map"),
-        read(settings, "select * from int_identity__guarded_out"),
-        read(settings, "select contact_id, email_token from silver.crm__contacts_history"),
+        read_warehouse(settings, "select * from identity_person_map"),
+        read_warehouse(settings, "select * from int_identity__guarded_out"),
+        read_warehouse(settings, "select contact_id, email_token from silver.crm__contacts_history"),
     )
 
 
@@ -76,7 +64,7 @@ def test_identity_quality_against_the_ground_truth(simulated: Simulated, identit
     assert quality.precision >= 0.99, quality
     # devices never signed in and never used for an e-mail click carry no evidence at all: they bound recall
     assert quality.recall >= 0.8, quality
-    devices = read(identity.settings, "select * from int_identity__components")
+    devices = read_warehouse(identity.settings, "select * from int_identity__components")
     with_evidence = identity.person_map.join(
         devices.filter(pl.col("reached_components") == 0).select(KEYS), on=KEYS, how="anti"
     )
@@ -153,8 +141,11 @@ def rerun(identity: IdentityBuild, tmp_path_factory: pytest.TempPathFactory) -> 
             [moved["identifier_type"], moved["identifier"]],
         )
     dbt_build(settings, scratch)
-    changes = read(settings, "select * from identity_person_changes")
-    return read(settings, "select * from identity_person_map"), {"person": person, "changes": changes}
+    changes = read_warehouse(settings, "select * from identity_person_changes")
+    return read_warehouse(settings, "select * from identity_person_map"), {
+        "person": person,
+        "changes": changes,
+    }
 
 
 def test_person_ids_survive_a_rerun(identity: IdentityBuild, rerun) -> None:

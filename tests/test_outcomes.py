@@ -7,8 +7,8 @@ from datetime import timedelta
 
 import polars as pl
 import pytest
-from conftest import Simulated, lake_settings
-from test_features import dbt, land, read
+from conftest import Simulated, lake_settings, read_warehouse, run_dbt
+from test_features import land
 
 from data_contracts import load_contracts
 from lake.ingest import ingest_all
@@ -27,19 +27,19 @@ def outcomes(simulated: Simulated, tmp_path_factory: pytest.TempPathFactory) -> 
     settings = replace(lake_settings(scratch / "lake", landing), warehouse_path=scratch / "warehouse.duckdb")
     ingest_all(settings)
     publish_silver(settings, load_contracts(settings.contracts_dir))
-    dbt(settings, scratch, "build", "--select", "+decision_outcomes")
+    run_dbt(settings, scratch, "build", "--select", "+decision_outcomes")
     return settings
 
 
 def test_every_attributed_order_is_attributed_once(outcomes: Settings) -> None:
-    decisions = read(outcomes, "select * from decision_outcomes")
+    decisions = read_warehouse(outcomes, "select * from decision_outcomes")
     assert decisions["activity_id"].is_unique().all() and decisions["order_count"].sum() > 0
     # the raw windows overlap for some persons, so last touch has something to decide
     overlapping = decisions.sort("decision_at").with_columns(
         pl.col("decision_at").shift(-1).over("person_id").alias("next_at")
     )
     assert overlapping.filter(pl.col("next_at") < pl.col("window_end_at")).height > 0
-    matches = read(
+    matches = read_warehouse(
         outcomes,
         """
         select orders.order_id, decision_outcomes.activity_id
@@ -59,9 +59,11 @@ def test_every_attributed_order_is_attributed_once(outcomes: Settings) -> None:
 
 
 def test_attributed_revenue_matches_a_last_touch_recount(outcomes: Settings) -> None:
-    person_map = read(outcomes, "select identifier_type, identifier, person_id from identity_person_map")
-    activities = read(outcomes, "select activity_id, contact_id, sent_at from stg_crm__activities")
-    orders = read(
+    person_map = read_warehouse(
+        outcomes, "select identifier_type, identifier, person_id from identity_person_map"
+    )
+    activities = read_warehouse(outcomes, "select activity_id, contact_id, sent_at from stg_crm__activities")
+    orders = read_warehouse(
         outcomes, "select order_id, customer_id, status, total_amount, created_at from stg_shop__orders"
     )
 
@@ -97,7 +99,7 @@ def test_attributed_revenue_matches_a_last_touch_recount(outcomes: Settings) -> 
         pl.len().alias("order_count"), pl.col("total_amount").sum().alias("revenue")
     )
 
-    built = read(
+    built = read_warehouse(
         outcomes, "select activity_id, order_count, revenue from decision_outcomes where order_count > 0"
     )
     assert built.height > 0
