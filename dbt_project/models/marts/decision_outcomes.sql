@@ -15,9 +15,9 @@ activities as (
 
 ),
 
-orders as (
+person_orders as (
 
-    select * from {{ ref('stg_shop__orders') }}
+    select * from {{ ref('int_marts__person_orders') }}
 
 ),
 
@@ -84,22 +84,6 @@ attribution_windows as (
             else window_end_at
         end as attributed_until
     from decisions
-
-),
-
-person_orders as (
-
-    -- cancelled and refunded orders are no conversion
-    select
-        customers.person_id,
-        orders.order_id,
-        orders.created_at,
-        orders.total_amount
-    from orders
-    inner join identity_person_map as customers
-        on customers.identifier_type = 'shop_customer_id'
-        and customers.identifier = cast(orders.customer_id as varchar)
-    where orders.status not in ('cancelled', 'refunded')
 
 ),
 

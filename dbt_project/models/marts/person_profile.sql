@@ -14,9 +14,9 @@ consents as (
 
 ),
 
-orders as (
+converting_orders as (
 
-    select * from {{ ref('stg_shop__orders') }}
+    select * from {{ ref('int_marts__person_orders') }}
 
 ),
 
@@ -79,19 +79,14 @@ consent_flags as (
 
 person_orders as (
 
-    -- cancelled and refunded orders do not count
     select
-        identity_person_map.person_id,
+        person_id,
         count(*) as order_count,
-        sum(orders.total_amount) as total_revenue,
-        min(orders.created_at) as first_order_at,
-        max(orders.created_at) as last_order_at
-    from orders
-    inner join identity_person_map
-        on identity_person_map.identifier_type = 'shop_customer_id'
-        and identity_person_map.identifier = cast(orders.customer_id as varchar)
-    where orders.status not in ('cancelled', 'refunded')
-    group by identity_person_map.person_id
+        sum(total_amount) as total_revenue,
+        min(created_at) as first_order_at,
+        max(created_at) as last_order_at
+    from converting_orders
+    group by person_id
 
 ),
 

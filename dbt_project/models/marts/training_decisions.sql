@@ -13,9 +13,9 @@ activities as (
 
 ),
 
-orders as (
+person_orders as (
 
-    select * from {{ ref('stg_shop__orders') }}
+    select * from {{ ref('int_marts__person_orders') }}
 
 ),
 
@@ -58,21 +58,6 @@ decisions as (
         and contacts.identifier = cast(activities.contact_id as varchar)
     cross join data_window
     where {{ dbt.dateadd('day', horizon_days, 'activities.sent_at') }} <= data_window.data_until
-
-),
-
-person_orders as (
-
-    -- cancelled and refunded orders are no conversion
-    select
-        customers.person_id,
-        orders.created_at,
-        orders.total_amount
-    from orders
-    inner join identity_person_map as customers
-        on customers.identifier_type = 'shop_customer_id'
-        and customers.identifier = cast(orders.customer_id as varchar)
-    where orders.status not in ('cancelled', 'refunded')
 
 ),
 

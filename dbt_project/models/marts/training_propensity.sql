@@ -19,9 +19,9 @@ activities as (
 
 ),
 
-orders as (
+person_orders as (
 
-    select * from {{ ref('stg_shop__orders') }}
+    select * from {{ ref('int_marts__person_orders') }}
 
 ),
 
@@ -71,21 +71,6 @@ untreated as (
     left join first_touches on snapshots.person_id = first_touches.person_id
     where first_touches.first_touch_at is null
         or first_touches.first_touch_at >= snapshots.label_window_end_at
-
-),
-
-person_orders as (
-
-    -- cancelled and refunded orders are no conversion
-    select
-        customers.person_id,
-        orders.created_at,
-        orders.total_amount
-    from orders
-    inner join identity_person_map as customers
-        on customers.identifier_type = 'shop_customer_id'
-        and customers.identifier = cast(orders.customer_id as varchar)
-    where orders.status not in ('cancelled', 'refunded')
 
 ),
 
