@@ -13,13 +13,14 @@ tokenises personal data (:mod:`lake.privacy`), and then, for the keys those batc
   recomputed for the touched keys and merged where it changed;
 - ``silver/<system>/<table>``: the latest live version per key, merged where its position changed.
 
-Both merges record the last applied bronze batch as a Delta application transaction in the same commit,
-so a run interrupted between them finishes the other one next time.
+The two merges run side by side. Each records the last applied bronze batch as a Delta application transaction
+in the same commit, so a run interrupted with only one of them done finishes the other one next time.
 """
 
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import polars as pl
@@ -304,6 +305,7 @@ def _merge_history(
         delta.append(
             history_uri, marks.to_arrow(), storage_options=options, **done
         )  # markers and the watermark
+    crash_point("cdc:after_history")
     return changed.height + marks.height
 
 
@@ -336,6 +338,15 @@ def _current_changes(
     return latest.filter(keep).drop("_present", *[f"_cur{c}" for c in POSITION])
 
 
+def _open_versions(history: pl.DataFrame, key: list[str]) -> pl.DataFrame:
+    """The key and position of the live versions among history rows: open, and not deletes (truncated versions
+    are closed), which is what the current table holds for those keys."""
+    is_open = pl.col("_valid_to").is_null() & (pl.col("_op") != "d")
+    return history.filter(is_open & pl.all_horizontal(pl.col(k).is_not_null() for k in key)).select(
+        *key, *POSITION
+    )
+
+
 def _live_rows(latest: pl.DataFrame) -> pl.DataFrame:
     """The latest versions to write to the current table, without the history marker. A live version read back
     from history cannot need writing: it came from a batch the current table had already applied."""
@@ -347,6 +358,38 @@ def _live_rows(latest: pl.DataFrame) -> pl.DataFrame:
     return latest.drop(FROM_HISTORY)
 
 
+def _merge_current(
+    current_uri: str,
+    options: dict[str, str],
+    key: list[str],
+    versions: pl.DataFrame,
+    truncates: pl.DataFrame,
+    scope: pl.DataFrame | None,
+    open_in_history: pl.DataFrame | None,
+    app_id: str,
+    upto: int,
+    report: ApplyReport,
+) -> None:
+    """Merge the latest version of every touched key into the current table (deleting keys whose latest version
+    is gone) in the commit that records ``(app_id, upto)``. ``open_in_history`` (the open live versions of the
+    touched keys, when the history has applied exactly what the current table has) saves reading it."""
+    latest = pl.DataFrame()
+    if versions.height:
+        in_current = (
+            open_in_history
+            if open_in_history is not None
+            else _existing(current_uri, options, key, scope, [*key, *POSITION])
+        )
+        latest = _live_rows(_current_changes(versions, truncates, in_current, key))
+        deletes = int(latest["_deleted"].sum())
+        report.current_deletes += deletes
+        report.current_upserts += latest.height - deletes
+    if latest.height:
+        _merge(current_uri, latest, key, options, app_id=app_id, version=upto, delete_flag="_deleted")
+    elif delta.open_table(current_uri, options) is not None:  # nothing to change: record the watermark
+        delta.record_version(current_uri, app_id, upto, options)
+
+
 def _apply_step(
     settings: Settings,
     contract: Contract,
@@ -356,7 +399,8 @@ def _apply_step(
     applied_current: int,
     report: ApplyReport,
 ) -> None:
-    """Apply one range of bronze batches: history first, then the current state (each skipped if done)."""
+    """Apply one range of bronze batches to the history and the current table, side by side (each skipped if
+    done)."""
     options = settings.storage_options
     current_uri, history_uri = silver_uris(settings, contract)
     key = list(contract.primary_key)
@@ -376,29 +420,25 @@ def _apply_step(
     existing = _existing(history_uri, options, key, scope, slim) if scope is None or scope.height else None
     versions = _touched_versions(changes, existing, truncates, key)
 
-    if applied_history < upto:
-        fresh = (
-            new_truncates.join(known_truncates, on=POSITION, how="anti")
-            if known_truncates.height
-            else new_truncates
-        )
-        report.history_rows_merged += _merge_history(
-            history_uri, options, key, versions, existing, fresh, app_id, upto
-        )
-    crash_point("cdc:after_history")
-
-    if applied_current < upto:
-        latest = pl.DataFrame()
-        if versions.height:
-            in_current = _existing(current_uri, options, key, scope, [*key, *POSITION])
-            latest = _live_rows(_current_changes(versions, truncates, in_current, key))
-            deletes = int(latest["_deleted"].sum())
-            report.current_deletes += deletes
-            report.current_upserts += latest.height - deletes
-        if latest.height:
-            _merge(current_uri, latest, key, options, app_id=app_id, version=upto, delete_flag="_deleted")
-        elif delta.open_table(current_uri, options) is not None:  # nothing to change: record the watermark
-            delta.record_version(current_uri, app_id, upto, options)
+    with ThreadPoolExecutor(max_workers=1) as pool:  # the two merges rewrite different tables: overlap them
+        history_merged = None
+        if applied_history < upto:
+            fresh = (
+                new_truncates.join(known_truncates, on=POSITION, how="anti")
+                if known_truncates.height
+                else new_truncates
+            )
+            history_merged = pool.submit(
+                _merge_history, history_uri, options, key, versions, existing, fresh, app_id, upto
+            )
+        if applied_current < upto:
+            synced = existing is not None and applied_history == applied_current
+            open_in_history = _open_versions(existing, key) if synced else None
+            _merge_current(
+                current_uri, options, key, versions, truncates, scope, open_in_history, app_id, upto, report
+            )
+        if history_merged is not None:
+            report.history_rows_merged += history_merged.result()
     report.applied_batch = upto
 
 

@@ -147,6 +147,10 @@ def _convert(values: pl.Series, spec: FieldSpec, target: pl.DataType | None) -> 
     return values
 
 
+DUCKDB_TYPES = {pl.Int64: "BIGINT", pl.Float64: "DOUBLE", pl.Boolean: "BOOLEAN", pl.String: "VARCHAR"}
+"""How each wire type is read from JSON by DuckDB (``VARCHAR`` also gives objects and arrays as JSON text)."""
+
+
 def _json_dtype(wire_json_types: tuple[str, ...]) -> pl.DataType | None:
     """The polars type that reads every value a contract column accepts on the wire (None: objects, arrays)."""
     if {"OBJECT", "ARRAY"} & set(wire_json_types):
@@ -159,25 +163,35 @@ def _json_dtype(wire_json_types: tuple[str, ...]) -> pl.DataType | None:
 
 
 def wire_layout(
-    images: pl.Series, contract: Contract, value_schema: str | None
+    con: duckdb.DuckDBPyConnection, contract: Contract, value_schema: str | None
 ) -> dict[str, pl.DataType | None]:
-    """How each field of the row images reads from JSON: a polars type for the scalars the envelope or the
-    contract describes; None for objects, arrays and fields neither knows (read as their JSON text, so a column
-    new in the source keeps one type, text, until its contract gives it one)."""
+    """How each field of the row images (the ``images`` relation of ``con``) reads from JSON: a polars type for
+    the scalars the envelope or the contract describes; None for objects, arrays and fields neither knows (read
+    as their JSON text, so a column new in the source keeps one type, text, until its contract gives it one)."""
     if value_schema:
         return {
             f["field"]: WIRE_DTYPES.get(f.get("type")) for f in json.loads(value_schema).get("fields", [])
         }
-    with duckdb.connect() as con:
-        con.register("images", pl.DataFrame({"image": images}).to_arrow())
-        keys = [
-            k
-            for (k,) in con.sql(
-                "select distinct unnest(json_keys(image)) as k from images order by k"
-            ).fetchall()
-        ]
+    keys = [
+        k for (k,) in con.sql("select distinct unnest(json_keys(image)) from images order by 1").fetchall()
+    ]
     layout: dict[str, pl.DataType | None] = {c.name: _json_dtype(c.wire_json_types) for c in contract.columns}
     return layout | {k: None for k in keys if k not in layout}
+
+
+def _read_images(images: pl.Series, contract: Contract, value_schema: str | None) -> pl.DataFrame:
+    """Every field of the row images as a column of its wire type (JSON text for objects, arrays and unknown
+    fields), in one multi-threaded DuckDB pass."""
+    with duckdb.connect() as con:
+        con.register("images", pl.DataFrame({"image": images}).to_arrow())
+        layout = wire_layout(con, contract, value_schema)
+        if not layout:
+            return pl.DataFrame(height=images.len())
+        structure = json.dumps({name: DUCKDB_TYPES.get(dtype, "VARCHAR") for name, dtype in layout.items()})
+        read = con.sql(
+            f"select unnest(from_json(image, '{structure.replace(chr(39), chr(39) * 2)}')) from images"
+        )
+        return pl.from_arrow(read.to_arrow_table())
 
 
 def decode_images(images: pl.Series, contract: Contract, value_schema: str | None) -> pl.DataFrame:
@@ -185,18 +199,7 @@ def decode_images(images: pl.Series, contract: Contract, value_schema: str | Non
     column, in contract order, then any field the stream carries that the contract does not know."""
     targets = {c.name: pl.from_arrow(pa.array([], c.arrow_type)).dtype for c in contract.columns}
     specs = field_specs(contract, value_schema)
-    struct = pl.DataFrame(height=images.len())
-    if images.len():
-        layout = wire_layout(images, contract, value_schema)
-        typed = {name: dtype for name, dtype in layout.items() if dtype is not None}
-        if typed:
-            struct = images.str.json_decode(pl.Struct(typed)).struct.unnest()
-        as_text = [
-            images.str.json_path_match(f"$.{name}").alias(name)
-            for name, dtype in layout.items()
-            if dtype is None
-        ]
-        struct = struct.with_columns(as_text) if as_text else struct
+    struct = _read_images(images, contract, value_schema) if images.len() else pl.DataFrame()
     columns = []
     for name, target in targets.items():
         values = (
