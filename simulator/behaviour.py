@@ -97,6 +97,10 @@ def _column_added_on(connector: Connector, table: str, column: str) -> int:
     return -(10**9) if added is None else added
 
 
+LINKING_EVENTS = ("Email Link Clicked", "Checkout Started")
+"""Anonymous events that name a person's identifier: the e-mail activity, the order."""
+
+
 class Company:
     """The simulated retailer, advanced one day at a time by :meth:`run_day`."""
 
@@ -166,6 +170,9 @@ class Company:
             self.link_person[np.r_[self.link_person[1:] != self.link_person[:-1], True]] + 1.0
         )
         self.link_identified = np.zeros(len(links), dtype=bool)
+        self.link_evidenced = np.zeros(len(links), dtype=bool)
+        """Links (person, device) that some click message ties to an identifier of the person (a signed-in message,
+        an e-mail click-through, a checkout naming the order): the only ones identity resolution can find."""
         self.device_is_app = (world.devices["source"] == cat.APP_SOURCE).to_numpy()
         # products, orders and the order status changes scheduled for later days
         self.product_category = world.products["category"].to_numpy()
@@ -705,6 +712,9 @@ class Company:
         if signed_in is None:
             signed_in = self.customer_id[persons] >= 0
         name = kind if name is None else name
+        if "source" not in columns:  # a device's message (the server's carry no anonymous id)
+            linking = isinstance(name, str) and name in LINKING_EVENTS
+            self.link_evidenced[links if linking else links[signed_in]] = True
         n = len(links)
         return pl.DataFrame(
             {

@@ -137,7 +137,9 @@ def _fault_counts(world: World, crm: Connector, shop: Connector, clicks: Clickst
 def write_truth(
     folder: Path, config: SimulationConfig, world: World, company: Company, report: GenerationReport
 ) -> None:
-    """The ground truth: every identifier's true person, each person's response model, and a manifest."""
+    """The ground truth: every identifier's true person (``evidenced``: whether any message ties it to the
+    person's other identifiers, false only for devices never signed in), each person's response model, and a
+    manifest."""
     folder.mkdir(parents=True, exist_ok=True)
     persons = world.persons
     pid = persons.select("person", "person_id")
@@ -165,10 +167,13 @@ def write_truth(
                         "person": np.flatnonzero(with_account),
                     }
                 ),
-                world.person_devices.join(world.devices.select("device", "anonymous_id"), on="device").select(
+                world.person_devices.with_columns(evidenced=company.link_evidenced)
+                .join(world.devices.select("device", "anonymous_id"), on="device")
+                .select(
                     pl.lit("anonymous_id").alias("identifier_type"),
                     pl.col("anonymous_id").alias("identifier"),
                     "person",
+                    "evidenced",
                 ),
                 world.contacts.select(
                     pl.lit("email").alias("identifier_type"), pl.col("email").alias("identifier"), "person"
@@ -182,8 +187,9 @@ def write_truth(
                     "person",
                 ),
             ],
-            how="vertical_relaxed",
+            how="diagonal_relaxed",
         )
+        .with_columns(pl.col("evidenced").fill_null(True))
         .unique(maintain_order=True)
         .join(pid, on="person")
         .drop("person")

@@ -17,6 +17,9 @@ class IdentityQuality:
 
     precision: float
     recall: float
+    evidenced_recall: float
+    """Recall over the pairs of identifiers that messages tie to their person (the truth's ``evidenced``): a
+    device never signed in, never used for an e-mail click-through or a checkout, cannot be found by anyone."""
     identifiers: int
     """Identifiers scored: in the map and in the truth, with one true person."""
     predicted_persons: int
@@ -34,6 +37,13 @@ def _pairs(sizes: pl.Expr) -> pl.Expr:
     return (sizes * (sizes - 1) // 2).sum()
 
 
+def _correct_and_true_pairs(scored: pl.DataFrame) -> tuple[int, int]:
+    """Pairs of ``scored`` identifiers put together by the map and truly together, and pairs truly together."""
+    correct = scored.group_by("predicted", "true").len().select(_pairs(pl.col("len").cast(pl.Int64))).item()
+    true_pairs = scored.group_by("true").len().select(_pairs(pl.col("len").cast(pl.Int64))).item()
+    return correct, true_pairs
+
+
 def identity_quality(person_map: pl.DataFrame, truth_identifiers: pl.DataFrame) -> IdentityQuality:
     """Score ``person_map`` (identifier_type, identifier, person_id) against ``truth_identifiers``
     (identifier_type, identifier, person_id) on the non-personal identifier types, from the contingency
@@ -43,7 +53,10 @@ def identity_quality(person_map: pl.DataFrame, truth_identifiers: pl.DataFrame) 
         *keys, pl.col("person_id").alias("predicted")
     )
     truth = truth_identifiers.filter(pl.col("identifier_type").is_in(SCORED_TYPES))
-    owners = truth.group_by(keys).agg(pl.col("person_id").first().alias("true"), pl.len().alias("owners"))
+    evidenced = pl.col("evidenced").all() if "evidenced" in truth.columns else pl.lit(True)
+    owners = truth.group_by(keys).agg(
+        pl.col("person_id").first().alias("true"), pl.len().alias("owners"), evidenced.alias("evidenced")
+    )
     scored = predicted.join(owners, on=keys, how="left")
     known = scored.filter(pl.col("owners") == 1)
     counts = known.select(
@@ -51,13 +64,13 @@ def identity_quality(person_map: pl.DataFrame, truth_identifiers: pl.DataFrame) 
         pl.col("predicted").n_unique().alias("predicted_persons"),
         pl.col("true").n_unique().alias("true_persons"),
     ).row(0, named=True)
-    cells = known.group_by("predicted", "true").len()
-    correct = cells.select(_pairs(pl.col("len").cast(pl.Int64))).item()
+    correct, true_pairs = _correct_and_true_pairs(known)
+    evidenced_correct, evidenced_pairs = _correct_and_true_pairs(known.filter(pl.col("evidenced")))
     predicted_pairs = known.group_by("predicted").len().select(_pairs(pl.col("len").cast(pl.Int64))).item()
-    true_pairs = known.group_by("true").len().select(_pairs(pl.col("len").cast(pl.Int64))).item()
     return IdentityQuality(
         precision=correct / predicted_pairs if predicted_pairs else 1.0,
         recall=correct / true_pairs if true_pairs else 1.0,
+        evidenced_recall=evidenced_correct / evidenced_pairs if evidenced_pairs else 1.0,
         identifiers=counts["identifiers"],
         predicted_persons=counts["predicted_persons"],
         true_persons=counts["true_persons"],
