@@ -29,9 +29,14 @@ install:  ## bootstrap uv if missing and install the locked environment
 	@mkdir -p $(DAGSTER_HOME) && cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 	cd dbt_project && $(RUN) dbt parse --profiles-dir . --quiet  # the manifest the Dagster dbt assets load
 
-demo: install  ## generate the demo company's data, materialize every asset (landing, bronze, silver), print what was built
-	$(RUN) dagster asset materialize -m orchestration.definitions --select '*' \
+MATERIALIZE := $(RUN) dagster asset materialize -m orchestration.definitions
+SNAPSHOTS := key:"marts/person_features_daily"
+
+demo: install  ## generate the demo company's data, materialize every asset (lake, dbt models, daily snapshots), print what was built
+	$(MATERIALIZE) --select 'not $(SNAPSHOTS)+' \
 		--config-json '{"ops": {"simulated_company": {"config": {"persons": $(DEMO_PERSONS), "days": $(DEMO_DAYS), "seed": $(DEMO_SEED)}}}}'
+	$(MATERIALIZE) --select '$(SNAPSHOTS)' --partition-range "$$($(RUN) python -m orchestration.snapshot_dates)"
+	$(MATERIALIZE) --select '$(SNAPSHOTS)+ and not $(SNAPSHOTS)'
 	$(RUN) python -m lake.summary
 
 ingest: install  ## ingest everything in the landing zone (LAKE_ROOT) into bronze and silver, and print what it did

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -38,6 +39,8 @@ class Settings:
     """A file is rejected only when at least this many of its records were quarantined (and the share passed)."""
     bronze_retention_days: int = 90
     """Days the raw (restricted) bronze zone keeps a record after its ingestion."""
+    first_snapshot_date: date = date(2026, 9, 1)
+    """The first day of the daily feature snapshots (the first Dagster partition of the partitioned models)."""
     contracts_dir: Path = REPO_ROOT / "data_contracts" / "contracts"
     """The data contracts of the feeds: one per feed; a new contract (and its landing folder) adds a feed."""
 
@@ -78,8 +81,8 @@ class Settings:
 def get_settings() -> Settings:
     """Read the settings from the environment (``LAKE_ROOT``, ``WAREHOUSE_PATH``, ``MLFLOW_TRACKING_URI``,
     ``PII_SECRET``, ``SCHEDULE_TIMEZONE``, ``INGEST_MAX_REJECT_RATE``, ``INGEST_MIN_REJECTED_RECORDS``,
-    ``BRONZE_RETENTION_DAYS``,
-    ``DATA_CONTRACTS_DIR``), falling back to local defaults."""
+    ``BRONZE_RETENTION_DAYS``, ``FIRST_SNAPSHOT_DATE``, ``DATA_CONTRACTS_DIR``), falling back to local defaults
+    (the first snapshot date is the simulated company's first day)."""
     lake_root = os.environ.get("LAKE_ROOT") or str(DEFAULT_VAR_DIR / "lake")
     if "://" not in lake_root:
         lake_root = str(Path(lake_root).expanduser().resolve())
@@ -96,6 +99,7 @@ def get_settings() -> Settings:
         max_reject_rate=float(os.environ.get("INGEST_MAX_REJECT_RATE") or 0.2),
         min_rejected_records=int(os.environ.get("INGEST_MIN_REJECTED_RECORDS") or 10),
         bronze_retention_days=int(os.environ.get("BRONZE_RETENTION_DAYS") or 90),
+        first_snapshot_date=date.fromisoformat(os.environ.get("FIRST_SNAPSHOT_DATE") or "2026-09-01"),
         contracts_dir=Path(
             os.environ.get("DATA_CONTRACTS_DIR") or REPO_ROOT / "data_contracts" / "contracts"
         ),

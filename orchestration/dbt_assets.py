@@ -1,7 +1,9 @@
 """The dbt models as Dagster assets: their sources are the silver assets, so lineage runs from the landing files
-to the marts; dbt tests (source tests included) become asset checks."""
+to the marts; dbt tests (source tests included) become asset checks. The incremental daily snapshots are
+partitioned by day, the other models are rebuilt whole."""
 
-from collections.abc import Mapping
+import json
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import dagster as dg
@@ -15,6 +17,7 @@ from dagster_dbt import (
 
 from data_contracts import load_contracts
 from lake.gold import publish_gold
+from lake.settings import get_settings
 from lake.warehouse import publish_silver
 from orchestration.dbt_project import dbt_project
 from orchestration.resources import WAREHOUSE_POOL, LakeResource
@@ -40,21 +43,27 @@ class LakeDbtTranslator(DagsterDbtTranslator):
         ).merge_attributes(kinds={"duckdb"})
 
 
-@dbt_assets(
-    manifest=dbt_project.manifest_path,
-    project=dbt_project,
-    dagster_dbt_translator=LakeDbtTranslator(
-        settings=DagsterDbtTranslatorSettings(enable_source_tests_as_checks=True)
-    ),
-    pool=WAREHOUSE_POOL,
+DAILY_PARTITIONS_SELECT = "tag:daily_partitions"
+"""The incremental models Dagster partitions by day: a partition's half-open window goes to dbt as vars."""
+
+daily_snapshots = dg.DailyPartitionsDefinition(
+    start_date=get_settings().first_snapshot_date.isoformat(), end_offset=1, timezone="UTC"
 )
-def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, lake: LakeResource):
-    """Refresh the warehouse views of the silver tables, ``dbt build`` the selected models and tests, then
-    publish the marts marked ``meta: {gold: true}`` as Delta tables under ``gold/``."""
+"""One partition per snapshot date T (a snapshot is taken at T 00:00 UTC), today's included."""
+
+TRANSLATOR = LakeDbtTranslator(settings=DagsterDbtTranslatorSettings(enable_source_tests_as_checks=True))
+
+
+def _build(
+    context: dg.AssetExecutionContext, dbt: DbtCliResource, lake: LakeResource, args: list[str]
+) -> Iterator[Any]:
+    """Refresh the warehouse views of the silver tables, ``dbt build`` the selected models and tests with
+    ``args``, then publish those of the built marts marked ``meta: {gold: true}`` as Delta tables under
+    ``gold/``."""
     settings = lake.settings()
     views = publish_silver(settings, load_contracts(settings.contracts_dir))
     context.log.info(f"{len(views)} silver views refreshed in {settings.warehouse_path}")
-    invocation = dbt.cli(["build"], context=context)
+    invocation = dbt.cli(["build", *args], context=context)
     yield from invocation.stream()
     built = {
         r["unique_id"]
@@ -69,3 +78,37 @@ def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, lake: Lak
     ]
     if gold:
         context.log.info(f"published to gold: {publish_gold(settings, sorted(gold))}")
+
+
+@dbt_assets(
+    manifest=dbt_project.manifest_path,
+    project=dbt_project,
+    exclude=DAILY_PARTITIONS_SELECT,
+    dagster_dbt_translator=TRANSLATOR,
+    pool=WAREHOUSE_POOL,
+)
+def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, lake: LakeResource):
+    """The dbt models that are rebuilt whole (staging views, identity graph, profile, training sets, outcomes)
+    and their tests."""
+    yield from _build(context, dbt, lake, [])
+
+
+@dbt_assets(
+    manifest=dbt_project.manifest_path,
+    project=dbt_project,
+    select=DAILY_PARTITIONS_SELECT,
+    dagster_dbt_translator=TRANSLATOR,
+    partitions_def=daily_snapshots,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    pool=WAREHOUSE_POOL,
+)
+def dbt_daily_snapshots(context: dg.AssetExecutionContext, dbt: DbtCliResource, lake: LakeResource):
+    """The daily feature snapshots of the partitions (or backfill range) asked for: dbt gets their half-open
+    window ``[snapshot_from, snapshot_until)`` as vars and replaces the rows of those dates."""
+    window = context.partition_time_window
+    dates = {
+        "snapshot_from": window.start.date().isoformat(),
+        "snapshot_until": window.end.date().isoformat(),
+    }
+    context.log.info(f"snapshot dates in [{dates['snapshot_from']}, {dates['snapshot_until']})")
+    yield from _build(context, dbt, lake, ["--vars", json.dumps(dates)])

@@ -6,7 +6,7 @@ from dagster_dbt import DbtCliResource
 
 from data_contracts import load_contracts
 from lake.settings import disable_telemetry, get_settings
-from orchestration.dbt_assets import dbt_models
+from orchestration.dbt_assets import dbt_daily_snapshots, dbt_models
 from orchestration.dbt_project import DBT_EXECUTABLE, dbt_project
 from orchestration.identity_checks import identity_quality_check
 from orchestration.lake_assets import lake_definitions
@@ -26,12 +26,14 @@ contracts = load_contracts(get_settings().contracts_dir)
 lake_assets, lake_checks = lake_definitions(contracts, produced=simulated_feeds())
 maintenance = maintenance_job(contracts)
 
+refresh, after_snapshots = refresh_schedules(dbt_models, dbt_daily_snapshots)
+
 defs = dg.Definitions(
-    assets=[simulated_company_asset(contracts), *lake_assets, dbt_models],
+    assets=[simulated_company_asset(contracts), *lake_assets, dbt_models, dbt_daily_snapshots],
     asset_checks=[*lake_checks, identity_quality_check],
     jobs=[ingest_job, maintenance],
-    schedules=[nightly_maintenance(maintenance), *refresh_schedules(dbt_models)],
-    sensors=[landing_sensor(contracts)],
+    schedules=[nightly_maintenance(maintenance), *refresh],
+    sensors=[landing_sensor(contracts), *after_snapshots],
     resources={
         "lake": LakeResource(),
         "dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=DBT_EXECUTABLE),

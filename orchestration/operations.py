@@ -62,29 +62,50 @@ def maintenance_job(contracts: dict[str, Contract]) -> dg.JobDefinition:
     return lake_maintenance
 
 
-def refresh_schedules(dbt_models: dg.AssetsDefinition) -> list[dg.ScheduleDefinition]:
-    """Hourly: the lake and the dbt models tagged ``hourly`` (staging, identity); nightly: those tagged
-    ``nightly`` (features, training sets). Both in the schedule time zone."""
-    timezone = get_settings().schedule_timezone
+def refresh_schedules(
+    dbt_models: dg.AssetsDefinition, dbt_daily_snapshots: dg.AssetsDefinition
+) -> tuple[list[dg.ScheduleDefinition], list[dg.SensorDefinition]]:
+    """Hourly (schedule time zone): the lake and the dbt models tagged ``hourly`` (staging, identity). Nightly:
+    at 02:00 UTC today's partition of the daily feature snapshots, and once it succeeded, the other models
+    tagged ``nightly`` (profile, training sets, outcomes)."""
     hourly = dg.define_asset_job(
         "hourly_refresh",
         selection=dg.AssetSelection.groups(BRONZE_GROUP, SILVER_GROUP)
         | build_dbt_asset_selection([dbt_models], dbt_select="tag:hourly"),
         description="Landing into bronze and silver, then the hourly dbt models.",
     )
+    snapshots = dg.define_asset_job(
+        "nightly_snapshots",
+        selection=dg.AssetSelection.assets(dbt_daily_snapshots),
+        partitions_def=dbt_daily_snapshots.partitions_def,
+        description="The daily feature snapshots of one date (a partition) or a range of dates (a backfill).",
+    )
     nightly = dg.define_asset_job(
         "nightly_refresh",
         selection=build_dbt_asset_selection([dbt_models], dbt_select="tag:nightly"),
-        description="The nightly dbt models: features and training sets.",
+        description="The nightly dbt models rebuilt whole: profile, training sets, outcomes.",
     )
-    return [
+
+    @dg.run_status_sensor(
+        run_status=dg.DagsterRunStatus.SUCCESS,
+        monitored_jobs=[snapshots],
+        request_job=nightly,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+    )
+    def after_nightly_snapshots(context: dg.RunStatusSensorContext):
+        """Rebuild the nightly marts once the day's feature snapshots are in."""
+        return dg.RunRequest(run_key=context.dagster_run.run_id)
+
+    schedules = [
         dg.ScheduleDefinition(
-            name="hourly_refresh", job=hourly, cron_schedule="5 * * * *", execution_timezone=timezone
+            name="hourly_refresh",
+            job=hourly,
+            cron_schedule="5 * * * *",
+            execution_timezone=get_settings().schedule_timezone,
         ),
-        dg.ScheduleDefinition(
-            name="nightly_refresh", job=nightly, cron_schedule="0 2 * * *", execution_timezone=timezone
-        ),
+        dg.build_schedule_from_partitioned_job(snapshots, hour_of_day=2, name="nightly_snapshots"),
     ]
+    return schedules, [after_nightly_snapshots]
 
 
 def nightly_maintenance(job: dg.JobDefinition) -> dg.ScheduleDefinition:

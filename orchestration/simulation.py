@@ -7,6 +7,7 @@ import dagster as dg
 
 from data_contracts import Contract
 from lake.landing import CLICKSTREAM_FEED
+from lake.settings import get_settings
 from orchestration.lake_assets import landing_spec
 from orchestration.resources import LakeResource
 from simulator.tables import crm_server, shop_server
@@ -25,7 +26,7 @@ class SimulationRunConfig(dg.Config):
     persons: int = 10_000
     days: int = 30
     seed: int = 7
-    start: str = "2026-09-01"
+    start: str = get_settings().first_snapshot_date.isoformat()
 
 
 def simulated_company_asset(contracts: dict[str, Contract]) -> dg.AssetsDefinition:

@@ -11,14 +11,20 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+import dagster as dg
+import duckdb
 import polars as pl
 import pytest
 from conftest import Simulated, lake_settings, read_warehouse, run_dbt
+from dagster_dbt import DbtCliResource
 
 from data_contracts import load_contracts
 from lake.ingest import ingest_all
 from lake.settings import Settings
 from lake.warehouse import publish_silver
+from orchestration.dbt_assets import dbt_daily_snapshots
+from orchestration.dbt_project import dbt_project
+from orchestration.resources import LakeResource
 
 SELECT = ["+training_decisions", "+training_propensity", "+person_profile"]
 FIRST_PART_UNTIL = datetime(2026, 9, 8, tzinfo=UTC)
@@ -243,3 +249,48 @@ def test_sessions_split_after_30_minutes_without_an_event(marts: MartsBuild) -> 
     ).drop_nulls()
     assert between.height > 100
     assert between.filter(pl.col("gap_seconds") < 30 * 60).is_empty()
+
+
+def test_a_daily_partition_replaces_the_rows_of_its_dates_only(
+    marts: MartsBuild, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = replace(marts.settings, warehouse_path=tmp_path / "warehouse.duckdb")
+    shutil.copy(marts.settings.warehouse_path, settings.warehouse_path)
+    monkeypatch.setenv("WAREHOUSE_PATH", str(settings.warehouse_path))
+    before = read_warehouse(settings, "select * from person_features_daily").sort(FEATURE_KEYS)
+    dates = before["snapshot_date"].unique().sort()
+    day, next_day = dates[len(dates) // 2], dates[len(dates) // 2 + 1]
+    with duckdb.connect(str(settings.warehouse_path)) as con:  # two dates lost, one of them altered
+        con.execute("delete from person_features_daily where snapshot_date = ?", [day])
+        con.execute("update person_features_daily set order_count = -1 where snapshot_date = ?", [next_day])
+    resources = {
+        "lake": LakeResource(lake_root=settings.lake_root),
+        "dbt": DbtCliResource(project_dir=dbt_project),
+    }
+    instance = dg.DagsterInstance.ephemeral()
+    one = dg.materialize(
+        [dbt_daily_snapshots], partition_key=day.isoformat(), resources=resources, instance=instance
+    )
+    assert one.success
+    after_one = read_warehouse(settings, "select * from person_features_daily")
+    assert (
+        after_one.filter(pl.col("snapshot_date") == day)
+        .sort(FEATURE_KEYS)
+        .equals(before.filter(pl.col("snapshot_date") == day))
+    )
+    assert (
+        after_one.filter(pl.col("snapshot_date") == next_day)["order_count"] == -1
+    ).all()  # not its window
+    backfill = dg.materialize(  # a single-run backfill of a range: the window ends after its last date
+        [dbt_daily_snapshots],
+        resources=resources,
+        instance=instance,
+        tags={
+            "dagster/asset_partition_range_start": day.isoformat(),
+            "dagster/asset_partition_range_end": next_day.isoformat(),
+        },
+    )
+    assert backfill.success
+    assert read_warehouse(settings, "select * from person_features_daily").sort(FEATURE_KEYS).equals(before)
+    materialized = backfill.asset_materializations_for_node("dbt_daily_snapshots")
+    assert {m.partition for m in materialized} == {day.isoformat(), next_day.isoformat()}

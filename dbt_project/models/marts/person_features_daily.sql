@@ -1,8 +1,9 @@
 -- Features of every person as of each snapshot date T, taken at T 00:00 UTC: a row dated T uses only facts
 -- true and known before that instant (clicks with event_at and received_at before it, the versions of CRM
--- and shop rows live at it), so data added later never changes it. Incremental: each run adds the new dates
--- and never rewrites a row. Persons come from the current identity map: a full refresh re-attributes the
--- clicks of a device linked to its person only later.
+-- and shop rows live at it), so data added later never changes it. Incremental: a run adds the dates after the
+-- latest one present; given the half-open window [snapshot_from, snapshot_until) as vars (a Dagster daily
+-- partition), it replaces the rows of the dates in that window instead. Persons come from the current
+-- identity map: a full refresh re-attributes the clicks of a device linked to its person only later.
 
 with
 
@@ -58,7 +59,10 @@ snapshots as (
         cast(snapshot_day as date) as snapshot_date,
         {{ utc_midnight('snapshot_day') }} as snapshot_at
     from snapshot_days
-    {% if is_incremental() %}
+    {% if var('snapshot_from', none) is not none %}
+    where cast(snapshot_day as date) >= cast('{{ var("snapshot_from") }}' as date)
+        and cast(snapshot_day as date) < cast('{{ var("snapshot_until") }}' as date)
+    {% elif is_incremental() %}
     where cast(snapshot_day as date) > (select max(snapshot_date) from {{ this }})
     {% endif %}
 
