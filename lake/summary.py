@@ -8,6 +8,7 @@ from pathlib import Path
 
 from lake import delta
 from lake.settings import get_settings
+from simulator.scoring import warehouse_identity_quality
 
 TABLE_ZONES = ("bronze", "silver", "gold", "quarantine")
 
@@ -37,7 +38,8 @@ def table_summary(root: Path) -> list[tuple[str, int]]:
 
 
 def main() -> int:
-    """Print the lake root, the landing zone per feed, the Delta tables, and where the ground truth is."""
+    """Print the lake root, the landing zone per feed, the Delta tables, where the ground truth is, and the
+    identity map's quality against it."""
     settings = get_settings()
     if not settings.is_local:
         print(f"lake root {settings.lake_root} (object storage: no local summary)")
@@ -55,6 +57,13 @@ def main() -> int:
     if truth.is_dir():
         print(f"  simulator ground truth: {truth}")
     print(f"warehouse: {settings.warehouse_path}")
+    quality = warehouse_identity_quality(settings.warehouse_path, truth)
+    if quality is not None:
+        print(
+            f"  identity_person_map against the simulator truth ({quality.identifiers:,} non-personal identifiers):"
+            f" pairwise precision {quality.precision:.4f}, recall {quality.evidenced_recall:.4f} over the pairs"
+            f" some message ties together ({quality.recall:.4f} over all true pairs)"
+        )
     print(f"mlflow:    {settings.mlflow_tracking_uri}")
     return 0
 

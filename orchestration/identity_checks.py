@@ -3,11 +3,9 @@
 from pathlib import Path
 
 import dagster as dg
-import duckdb
-import polars as pl
 
 from orchestration.resources import WAREHOUSE_POOL, LakeResource
-from simulator.scoring import identity_quality
+from simulator.scoring import warehouse_identity_quality
 
 PRECISION_TARGET = 0.99
 RECALL_TARGET = 0.95
@@ -24,14 +22,9 @@ RECALL_TARGET = 0.95
 def identity_quality_check(lake: LakeResource) -> dg.AssetCheckResult:
     """Score the person map against ``simulator_truth/identifiers.parquet``."""
     settings = lake.settings()
-    truth = Path(settings.simulator_truth) / "identifiers.parquet"
-    if not truth.exists():
+    quality = warehouse_identity_quality(settings.warehouse_path, Path(settings.simulator_truth))
+    if quality is None:
         return dg.AssetCheckResult(passed=True, metadata={"note": "no simulator truth in this lake"})
-    with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
-        rows = con.sql(
-            "select identifier_type, identifier, person_id from identity_person_map"
-        ).to_arrow_table()
-    quality = identity_quality(pl.from_arrow(rows), pl.read_parquet(truth))
     return dg.AssetCheckResult(
         passed=quality.precision >= PRECISION_TARGET and quality.evidenced_recall >= RECALL_TARGET,
         severity=dg.AssetCheckSeverity.WARN,

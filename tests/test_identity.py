@@ -16,8 +16,10 @@ from data_contracts import load_contracts
 from lake.privacy import normalise_email, token
 from lake.settings import Settings
 from lake.warehouse import publish_silver
+from orchestration.identity_checks import identity_quality_check
+from orchestration.resources import LakeResource
 from simulator import catalog
-from simulator.scoring import identity_quality
+from simulator.scoring import identity_quality, warehouse_identity_quality
 
 SELECT = ["+identity_person_map", "identity_person_changes", "int_identity__guarded_out"]
 KEYS = ["identifier_type", "identifier"]
@@ -71,6 +73,23 @@ def test_identity_quality_against_the_ground_truth(simulated: Simulated, identit
     sizes = identity.person_map.with_columns(pl.len().over("person_id").alias("identifiers_of_person"))
     found = sizes.join(unlinkable.select(KEYS).unique(), on=KEYS)
     assert found.height and (found["identifiers_of_person"] == 1).mean() >= 0.9
+
+
+def test_the_quality_check_scores_the_warehouse_map(
+    simulated: Simulated, identity: IdentityBuild, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    quality = warehouse_identity_quality(identity.settings.warehouse_path, simulated.truth)
+    assert quality == identity_quality(identity.person_map, simulated.identifiers())
+    lake_root = tmp_path / "lake"
+    lake_root.mkdir()
+    monkeypatch.setenv("WAREHOUSE_PATH", str(identity.settings.warehouse_path))
+    without_truth = identity_quality_check(lake=LakeResource(lake_root=str(lake_root)))
+    assert without_truth.passed and "note" in without_truth.metadata
+    (lake_root / "simulator_truth").symlink_to(simulated.truth, target_is_directory=True)
+    checked = identity_quality_check(lake=LakeResource(lake_root=str(lake_root)))
+    assert checked.passed
+    assert checked.metadata["recall"].value == round(quality.evidenced_recall, 4)
+    assert checked.metadata["recall_all_pairs"].value == round(quality.recall, 4)
 
 
 def test_a_shared_device_does_not_merge_its_two_people(simulated: Simulated, identity: IdentityBuild) -> None:
