@@ -17,7 +17,9 @@ def supported_snapshot_dates() -> tuple[str, str]:
             "select first_snapshot_date, last_snapshot_date from int_marts__data_window"
         ).fetchall()[0]
     if first is None or last is None or last < settings.first_snapshot_date:
-        raise SystemExit("the warehouse holds no data for any snapshot date: ingest and build the models first")
+        raise SystemExit(
+            "the warehouse holds no data for any snapshot date: ingest and build the models first"
+        )
     return max(first, settings.first_snapshot_date).isoformat(), last.isoformat()
 
 
