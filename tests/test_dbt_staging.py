@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -76,3 +77,22 @@ def test_dbt_assets_continue_the_lake_lineage_and_build(ingested, tmp_path: Path
             con.sql("select count(*) from main.stg_crm__contacts").fetchall()[0][0]
             == pl.read_delta(f"{settings.lake_root}/silver/crm/contacts").height
         )
+
+
+def test_the_nightly_schedule_builds_the_snapshot_of_the_day_then_the_marts() -> None:
+    from orchestration.definitions import defs
+
+    schedule = defs.get_schedule_def("nightly_snapshots")
+    tick = datetime(2026, 9, 10, 2, 0, tzinfo=UTC)
+    with dg.instance_for_test() as instance:
+        context = dg.build_schedule_context(instance=instance, scheduled_execution_time=tick)
+        requests = schedule.evaluate_tick(context).run_requests
+    assert [r.partition_key for r in requests] == ["2026-09-10"]  # the snapshot taken at 2026-09-10 00:00 UTC
+    assert schedule.job_name == "nightly_snapshots"
+    sensor = defs.get_sensor_def("after_nightly_snapshots")
+    assert isinstance(sensor, dg.RunStatusSensorDefinition)
+    assert sensor.job_name == "nightly_refresh"
+    nightly = defs.resolve_job_def("nightly_refresh")
+    keys = {key.to_user_string() for key in nightly.asset_layer.executable_asset_keys}
+    assert {"marts/training_decisions", "marts/training_propensity"} <= keys
+    assert "marts/person_features_daily" not in keys
