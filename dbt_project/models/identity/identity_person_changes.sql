@@ -16,7 +16,7 @@ moves as (
     select previous_person_id, person_id, count(*) as identifiers
     from person_ids
     where previous_person_id is not null
-    group by all
+    group by previous_person_id, person_id
 
 ),
 
@@ -24,7 +24,7 @@ merged_persons as (
 
     select person_id
     from moves
-    group by all
+    group by person_id
     having count(*) > 1
 
 ),
@@ -33,7 +33,7 @@ split_persons as (
 
     select previous_person_id
     from moves
-    group by all
+    group by previous_person_id
     having count(*) > 1
 
 ),
@@ -59,7 +59,7 @@ final as (
         person_id,
         previous_person_id,
         identifiers,
-        cast('{{ run_started_at }}' as timestamp with time zone) as changed_at,
+        cast('{{ run_started_at }}' as {{ type_timestamp_tz() }}) as changed_at,
         '{{ invocation_id }}' as invocation_id
     from changes
 

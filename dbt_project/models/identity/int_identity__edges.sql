@@ -36,7 +36,7 @@ contact_tokens as (
 
     select
         'crm_contact_id' as left_type,
-        cast(contact_id as varchar) as left_identifier,
+        cast(contact_id as {{ dbt.type_string() }}) as left_identifier,
         token.identifier_type as right_type,
         token.identifier as right_identifier,
         'crm_contact_' || token.identifier_type as evidence,
@@ -56,7 +56,7 @@ customer_tokens as (
 
     select
         'shop_customer_id' as left_type,
-        cast(customer_id as varchar) as left_identifier,
+        cast(customer_id as {{ dbt.type_string() }}) as left_identifier,
         token.identifier_type as right_type,
         token.identifier as right_identifier,
         'shop_customer_' || token.identifier_type as evidence,
@@ -131,7 +131,7 @@ order_events as (
         case when events.user_id is not null then 'app_user_id' else 'anonymous_id' end as left_type,
         coalesce(events.user_id, events.anonymous_id) as left_identifier,
         'shop_customer_id' as right_type,
-        cast(orders.customer_id as varchar) as right_identifier,
+        cast(orders.customer_id as {{ dbt.type_string() }}) as right_identifier,
         case
             when events.event_name = 'Order Completed' then 'order_completed'
             else 'checkout_started'
@@ -140,7 +140,7 @@ order_events as (
         events.event_at as seen_at
     from events
     inner join orders
-        on events.order_id = cast(orders.order_id as varchar)
+        on events.order_id = cast(orders.order_id as {{ dbt.type_string() }})
     where events.event_name in ('Order Completed', 'Checkout Started')
         and coalesce(events.user_id, events.anonymous_id) is not null
 
@@ -153,13 +153,13 @@ email_click_throughs as (
         'anonymous_id' as left_type,
         events.anonymous_id as left_identifier,
         'crm_contact_id' as right_type,
-        cast(activities.contact_id as varchar) as right_identifier,
+        cast(activities.contact_id as {{ dbt.type_string() }}) as right_identifier,
         'email_click_through' as evidence,
         'crm+clickstream' as source,
         events.event_at as seen_at
     from events
     inner join activities
-        on events.email_id = cast(activities.activity_id as varchar)
+        on events.email_id = cast(activities.activity_id as {{ dbt.type_string() }})
     where events.event_name = 'Email Link Clicked'
         and events.anonymous_id is not null
 
@@ -186,7 +186,7 @@ evidence as (
 final as (
 
     select
-        md5(concat_ws('|', left_type, left_identifier, right_type, right_identifier, evidence)) as edge_id,
+        {{ dbt.hash("concat_ws('|', left_type, left_identifier, right_type, right_identifier, evidence)") }} as edge_id,
         left_type,
         left_identifier,
         right_type,
@@ -197,7 +197,7 @@ final as (
         max(seen_at) as last_seen,
         count(*) as observations
     from evidence
-    group by all
+    group by left_type, left_identifier, right_type, right_identifier, evidence, source
 
 )
 

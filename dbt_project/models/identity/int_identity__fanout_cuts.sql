@@ -32,7 +32,7 @@ fanout as (
         joined_type,
         count(distinct joined) as joined_count
     from both_directions
-    group by all
+    group by identifier_type, identifier, joined_type
 
 ),
 
@@ -44,8 +44,9 @@ final as (
         fanout.joined_type,
         fanout.joined_count,
         limits.max_joined,
-        format('{} joins {} {} values (limit {})',
-            fanout.identifier_type, fanout.joined_count, fanout.joined_type, limits.max_joined) as reason
+        fanout.identifier_type || ' joins ' || cast(fanout.joined_count as {{ dbt.type_string() }}) || ' '
+            || fanout.joined_type || ' values (limit ' || cast(limits.max_joined as {{ dbt.type_string() }}) || ')'
+            as reason
     from fanout
     inner join limits
         on fanout.identifier_type = limits.identifier_type

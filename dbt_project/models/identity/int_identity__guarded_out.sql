@@ -22,7 +22,8 @@ shared_devices as (
         'person' as joined_type,
         reached_components as joined_count,
         1 as max_joined,
-        format('{} reaches {} persons (limit 1)', identifier_type, reached_components) as reason
+        identifier_type || ' reaches ' || cast(reached_components as {{ dbt.type_string() }}) || ' persons (limit 1)'
+            as reason
     from components
     where reached_components > 1
 

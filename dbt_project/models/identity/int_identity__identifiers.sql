@@ -28,10 +28,13 @@ edges as (
 
 sightings as (
 
-    select 'crm_contact_id' as identifier_type, cast(contact_id as varchar) as identifier, valid_from as seen_at
+    select
+        'crm_contact_id' as identifier_type,
+        cast(contact_id as {{ dbt.type_string() }}) as identifier,
+        valid_from as seen_at
     from contacts
     union all
-    select 'shop_customer_id', cast(customer_id as varchar), valid_from
+    select 'shop_customer_id', cast(customer_id as {{ dbt.type_string() }}), valid_from
     from customers
     union all
     select 'anonymous_id', anonymous_id, event_at
@@ -64,7 +67,7 @@ final as (
         min(seen_at) as first_seen,
         max(seen_at) as last_seen
     from sightings
-    group by all
+    group by identifier_type, identifier
 
 )
 

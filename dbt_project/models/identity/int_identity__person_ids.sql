@@ -35,7 +35,7 @@ previous_persons as (
 
     select person_id, min(first_seen) as first_seen
     from previous_map
-    group by all
+    group by person_id
 
 ),
 
@@ -49,28 +49,47 @@ candidates as (
     from members
     inner join previous_persons
         on members.previous_person_id = previous_persons.person_id
-    group by all
+    group by members.component_key, members.previous_person_id, previous_persons.first_seen
+
+),
+
+ranked_homes as (
+
+    select
+        *,
+        row_number() over (
+            partition by previous_person_id order by carried desc, component_key
+        ) as home_rank
+    from candidates
 
 ),
 
 home_components as (
 
     -- where each previous person id could survive: the component holding most of its identifiers
-    select *
-    from candidates
-    qualify row_number() over (
-        partition by previous_person_id order by carried desc, component_key
-    ) = 1
+    select component_key, previous_person_id, first_seen, carried
+    from ranked_homes
+    where home_rank = 1
+
+),
+
+ranked_survivors as (
+
+    select
+        component_key,
+        previous_person_id,
+        row_number() over (
+            partition by component_key order by carried desc, first_seen, previous_person_id
+        ) as survivor_rank
+    from home_components
 
 ),
 
 survivors as (
 
     select component_key, previous_person_id as person_id
-    from home_components
-    qualify row_number() over (
-        partition by component_key order by carried desc, first_seen, previous_person_id
-    ) = 1
+    from ranked_survivors
+    where survivor_rank = 1
 
 ),
 
@@ -78,7 +97,7 @@ new_ids as (
 
     select
         component_key,
-        'p_' || left(md5(component_key || '|' || coalesce(previous_person_id, '')), 20) as person_id
+        'p_' || left({{ dbt.hash("component_key || '|' || coalesce(previous_person_id, '')") }}, 20) as person_id
     from members
     where identifier_type || ':' || identifier = component_key
 

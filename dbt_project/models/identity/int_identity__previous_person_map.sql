@@ -10,10 +10,10 @@ from {{ previous }}
 {% else %}
 
 select
-    cast(null as varchar) as identifier_type,
-    cast(null as varchar) as identifier,
-    cast(null as varchar) as person_id,
-    cast(null as timestamp with time zone) as first_seen
+    cast(null as {{ dbt.type_string() }}) as identifier_type,
+    cast(null as {{ dbt.type_string() }}) as identifier,
+    cast(null as {{ dbt.type_string() }}) as person_id,
+    cast(null as {{ type_timestamp_tz() }}) as first_seen
 where false
 
 {% endif %}

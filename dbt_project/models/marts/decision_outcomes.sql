@@ -70,7 +70,7 @@ decisions as (
     from activities
     inner join identity_person_map as contacts
         on contacts.identifier_type = 'crm_contact_id'
-        and contacts.identifier = cast(activities.contact_id as varchar)
+        and contacts.identifier = cast(activities.contact_id as {{ dbt.type_string() }})
 
 ),
 
@@ -110,7 +110,7 @@ email_clicks as (
         count(*) as email_click_count
     from attribution_windows
     inner join events
-        on events.email_id = cast(attribution_windows.activity_id as varchar)
+        on events.email_id = cast(attribution_windows.activity_id as {{ dbt.type_string() }})
         and events.event_at >= attribution_windows.decision_at
         and events.event_at < attribution_windows.window_end_at
     where events.event_name = 'Email Link Clicked'

@@ -38,7 +38,7 @@ final as (
 
     select
         min(latest_at) as data_until,
-        {{ utc_date('min(earliest_at)') }} + 1 as first_snapshot_date,
+        cast({{ dbt.dateadd('day', 1, utc_date('min(earliest_at)')) }} as date) as first_snapshot_date,
         {{ utc_date('min(latest_at)') }} as last_snapshot_date
     from feed_bounds
 

@@ -25,7 +25,7 @@ final as (
     from orders
     inner join identity_person_map as customers
         on customers.identifier_type = 'shop_customer_id'
-        and customers.identifier = cast(orders.customer_id as varchar)
+        and customers.identifier = cast(orders.customer_id as {{ dbt.type_string() }})
     where orders.status not in ('cancelled', 'refunded')
 
 )

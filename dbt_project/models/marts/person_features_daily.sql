@@ -45,10 +45,7 @@ consents_history as (
 
 snapshot_days as (
 
-    select
-        unnest(generate_series(
-            cast(first_snapshot_date as timestamp), cast(last_snapshot_date as timestamp), interval 1 day
-        )) as snapshot_day
+    select {{ date_series('first_snapshot_date', 'last_snapshot_date') }} as snapshot_date
     from data_window
 
 ),
@@ -56,14 +53,14 @@ snapshot_days as (
 snapshots as (
 
     select
-        cast(snapshot_day as date) as snapshot_date,
-        {{ utc_midnight('snapshot_day') }} as snapshot_at
+        snapshot_date,
+        {{ utc_midnight('snapshot_date') }} as snapshot_at
     from snapshot_days
     {% if var('snapshot_from', none) is not none %}
-    where cast(snapshot_day as date) >= cast('{{ var("snapshot_from") }}' as date)
-        and cast(snapshot_day as date) < cast('{{ var("snapshot_until") }}' as date)
+    where snapshot_date >= cast('{{ var("snapshot_from") }}' as date)
+        and snapshot_date < cast('{{ var("snapshot_until") }}' as date)
     {% elif is_incremental() %}
-    where cast(snapshot_day as date) > (select max(snapshot_date) from {{ this }})
+    where snapshot_date > (select max(snapshot_date) from {{ this }})
     {% endif %}
 
 ),
@@ -103,7 +100,7 @@ daily_events as (
         count(*) filter (where event_name = 'Order Completed') as order_completed_count,
         count(*) filter (where event_name = 'Email Link Clicked') as email_click_count
     from person_events
-    group by all
+    group by person_id, {{ utc_date('event_at') }}, {{ utc_date('received_at') }}
 
 ),
 
@@ -124,7 +121,7 @@ known_event_days as (
         on daily_events.received_date < snapshots.snapshot_date
         and daily_events.event_date < snapshots.snapshot_date
         and daily_events.event_date >= {{ dbt.dateadd('day', -90, 'snapshots.snapshot_date') }}
-    group by all
+    group by snapshots.snapshot_date, daily_events.person_id, daily_events.event_date
 
 ),
 
@@ -180,7 +177,23 @@ category_events as (
         and person_events.event_at < snapshots.snapshot_at
         and person_events.event_at >= {{ dbt.dateadd('day', -30, 'snapshots.snapshot_at') }}
     where person_events.category is not null
-    group by all
+    group by snapshots.snapshot_date, person_events.person_id, person_events.category
+
+),
+
+ranked_categories as (
+
+    select
+        snapshot_date,
+        person_id,
+        category,
+        category_event_count / sum(category_event_count) over (
+            partition by snapshot_date, person_id
+        ) as category_share,
+        row_number() over (
+            partition by snapshot_date, person_id order by category_event_count desc, category
+        ) as category_rank
+    from category_events
 
 ),
 
@@ -190,13 +203,9 @@ category_affinity as (
         snapshot_date,
         person_id,
         category as top_category,
-        category_event_count / sum(category_event_count) over (
-            partition by snapshot_date, person_id
-        ) as top_category_share
-    from category_events
-    qualify row_number() over (
-        partition by snapshot_date, person_id order by category_event_count desc, category
-    ) = 1
+        category_share as top_category_share
+    from ranked_categories
+    where category_rank = 1
 
 ),
 
@@ -216,7 +225,7 @@ known_orders as (
         and orders_history.created_at < snapshots.snapshot_at
     inner join identity_person_map as shop_customers
         on shop_customers.identifier_type = 'shop_customer_id'
-        and shop_customers.identifier = cast(orders_history.customer_id as varchar)
+        and shop_customers.identifier = cast(orders_history.customer_id as {{ dbt.type_string() }})
     where orders_history.change_op <> 'd'
         and orders_history.status not in ('cancelled', 'refunded')
 
@@ -258,7 +267,7 @@ known_activities as (
         and activities_history.sent_at < snapshots.snapshot_at
     inner join identity_person_map as contacts
         on contacts.identifier_type = 'crm_contact_id'
-        and contacts.identifier = cast(activities_history.contact_id as varchar)
+        and contacts.identifier = cast(activities_history.contact_id as {{ dbt.type_string() }})
     where activities_history.change_op <> 'd'
         and activities_history.activity_type = 'campaign_touch'
 
@@ -281,24 +290,32 @@ campaign_summary as (
 -- consent per channel: the version live at the snapshot; across a person's contacts the latest choice wins,
 -- and a revocation wins a tie
 
-known_consents as (
+ranked_consents as (
 
     select
         snapshots.snapshot_date,
         contacts.person_id,
         consents_history.channel,
-        consents_history.status
+        consents_history.status,
+        rank() over (
+            partition by snapshots.snapshot_date, contacts.person_id, consents_history.channel
+            order by consents_history.updated_at desc
+        ) as recency_rank
     from snapshots
     inner join consents_history
         on {{ valid_at('consents_history', 'snapshots.snapshot_at') }}
     inner join identity_person_map as contacts
         on contacts.identifier_type = 'crm_contact_id'
-        and contacts.identifier = cast(consents_history.contact_id as varchar)
+        and contacts.identifier = cast(consents_history.contact_id as {{ dbt.type_string() }})
     where consents_history.change_op <> 'd'
-    qualify rank() over (
-        partition by snapshots.snapshot_date, contacts.person_id, consents_history.channel
-        order by consents_history.updated_at desc
-    ) = 1
+
+),
+
+known_consents as (
+
+    select snapshot_date, person_id, channel, status
+    from ranked_consents
+    where recency_rank = 1
 
 ),
 

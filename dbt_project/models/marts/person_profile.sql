@@ -36,8 +36,8 @@ persons as (
 
     select
         person_id,
-        arg_max(identifier, last_seen) filter (where identifier_type = 'email_token') as email_token,
-        arg_max(identifier, last_seen) filter (where identifier_type = 'phone_token') as phone_token,
+        max_by(identifier, last_seen) filter (where identifier_type = 'email_token') as email_token,
+        max_by(identifier, last_seen) filter (where identifier_type = 'phone_token') as phone_token,
         count(*) filter (where identifier_type = 'crm_contact_id') as crm_contact_count,
         count(*) filter (where identifier_type = 'shop_customer_id') as shop_customer_count,
         count(*) filter (where identifier_type = 'anonymous_id') as device_count,
@@ -48,20 +48,28 @@ persons as (
 
 ),
 
-person_consents as (
+ranked_consents as (
 
-    -- a person with several CRM contacts: the most recent choice per channel wins, a revocation wins a tie
     select
         identity_person_map.person_id,
         consents.channel,
-        consents.status
+        consents.status,
+        rank() over (
+            partition by identity_person_map.person_id, consents.channel order by consents.updated_at desc
+        ) as recency_rank
     from consents
     inner join identity_person_map
         on identity_person_map.identifier_type = 'crm_contact_id'
-        and identity_person_map.identifier = cast(consents.contact_id as varchar)
-    qualify rank() over (
-        partition by identity_person_map.person_id, consents.channel order by consents.updated_at desc
-    ) = 1
+        and identity_person_map.identifier = cast(consents.contact_id as {{ dbt.type_string() }})
+
+),
+
+person_consents as (
+
+    -- a person with several CRM contacts: the most recent choice per channel wins, a revocation wins a tie
+    select person_id, channel, status
+    from ranked_consents
+    where recency_rank = 1
 
 ),
 

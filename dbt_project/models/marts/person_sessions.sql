@@ -37,7 +37,7 @@ numbered as (
 final as (
 
     select
-        md5(person_id || ':' || arg_min(message_id, event_at)) as session_id,
+        {{ dbt.hash("person_id || ':' || min_by(message_id, event_at)") }} as session_id,
         person_id,
         session_number,
         min(event_at) as started_at,
@@ -50,7 +50,7 @@ final as (
         count(*) filter (where event_name = 'Order Completed') as order_completed_count,
         count(*) filter (where event_name = 'Email Link Clicked') as email_click_count,
         count(distinct anonymous_id) as device_count,
-        string_agg(distinct sdk_source, ',' order by sdk_source) as sdk_sources
+        {{ listagg_distinct('sdk_source', "','") }} as sdk_sources
     from numbered
     group by person_id, session_number
 

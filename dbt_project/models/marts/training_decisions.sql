@@ -55,7 +55,7 @@ decisions as (
     from activities
     inner join identity_person_map as contacts
         on contacts.identifier_type = 'crm_contact_id'
-        and contacts.identifier = cast(activities.contact_id as varchar)
+        and contacts.identifier = cast(activities.contact_id as {{ dbt.type_string() }})
     cross join data_window
     where {{ dbt.dateadd('day', horizon_days, 'activities.sent_at') }} <= data_window.data_until
 

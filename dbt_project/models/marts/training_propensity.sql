@@ -58,7 +58,7 @@ first_touches as (
     from activities
     inner join identity_person_map as contacts
         on contacts.identifier_type = 'crm_contact_id'
-        and contacts.identifier = cast(activities.contact_id as varchar)
+        and contacts.identifier = cast(activities.contact_id as {{ dbt.type_string() }})
     where activities.activity_type = 'campaign_touch'
     group by contacts.person_id
 
