@@ -15,9 +15,10 @@ from dagster_dbt import DbtCliResource
 from data_contracts import load_contracts
 from lake.settings import REPO_ROOT
 from lake.warehouse import publish_silver
-from orchestration.dbt_assets import dbt_models
+from orchestration.dbt_assets import dbt_daily_snapshots, dbt_models
 from orchestration.dbt_project import dbt_project
 from orchestration.resources import LakeResource
+from orchestration.snapshot_dates import supported_snapshot_dates
 
 
 def test_silver_views_hold_exactly_the_live_rows(ingested, tmp_path: Path) -> None:
@@ -47,20 +48,45 @@ def test_dbt_assets_continue_the_lake_lineage_and_build(ingested, tmp_path: Path
     contacts = specs["staging/stg_crm__contacts"]
     assert {dep.asset_key.to_user_string() for dep in contacts.deps} == {"silver/crm/contacts"}
     assert contacts.group_name == "staging" and "dbt" in contacts.kinds
-    result = dg.materialize(
-        [dbt_models],
-        resources={
-            "lake": LakeResource(lake_root=settings.lake_root),
-            "dbt": DbtCliResource(project_dir=dbt_project),
-        },
-        instance=dg.DagsterInstance.ephemeral(),
+    resources = {
+        "lake": LakeResource(lake_root=settings.lake_root),
+        "dbt": DbtCliResource(project_dir=dbt_project),
+    }
+    instance = dg.DagsterInstance.ephemeral()
+    snapshots = dg.AssetSelection.assets(dbt_daily_snapshots)
+    runs = [  # as `make demo` runs them: the models before the snapshots, one snapshot partition, the models after
+        dg.materialize(
+            [dbt_models, dbt_daily_snapshots],
+            selection=dg.AssetSelection.assets(dbt_models) - snapshots.downstream(),
+            resources=resources,
+            instance=instance,
+        )
+    ]
+    first, last = supported_snapshot_dates()
+    assert first <= last
+    runs.append(
+        dg.materialize([dbt_daily_snapshots], partition_key=last, resources=resources, instance=instance)
     )
-    assert result.success
-    checks = result.get_asset_check_evaluations()
+    runs.append(
+        dg.materialize(
+            [dbt_models, dbt_daily_snapshots],
+            selection=snapshots.downstream() - snapshots,
+            resources=resources,
+            instance=instance,
+        )
+    )
+    assert all(run.success for run in runs)
+    checks = [c for run in runs for c in run.get_asset_check_evaluations()]
     assert checks and all(c.passed for c in checks)
     assert any(
         c.asset_key.to_user_string() == "silver/crm/contacts" for c in checks
     )  # source tests as checks
+    built = {m.asset_key.to_user_string() for run in runs for m in run.get_asset_materialization_events()}
+    assert {
+        "identity/identity_person_map",
+        "marts/person_features_daily",
+        "marts/training_decisions",
+    } <= built
     # and plain `dbt build` works on its own against the same warehouse
     project = tmp_path / "dbt_project"
     shutil.copytree(REPO_ROOT / "dbt_project", project, ignore=shutil.ignore_patterns("target", "logs"))
