@@ -52,6 +52,7 @@ bench: install  ## print throughput and memory figures (benchmarks/)
 	$(RUN) python benchmarks/simulator_throughput.py
 	$(RUN) python benchmarks/lake_throughput.py
 	$(RUN) python benchmarks/identity_components.py
+	$(RUN) python benchmarks/dbt_nightly.py
 
 lint: install  ## ruff lint and format check
 	$(RUN) ruff check .
