@@ -32,7 +32,9 @@ from lake.ledger import FileCounts, Ledger
 from lake.settings import Settings
 
 MAX_FILES_PER_BATCH = 5_000
-MAX_BATCH_BYTES = 1 << 30
+MAX_BATCH_BYTES = 64 << 20
+"""Landed bytes (compressed, as stored) per bronze batch: 64 MiB of gzipped clickstream is about 600,000
+records, which the apply to silver holds in memory at once (1 GiB batches passed 24 GB at 1,000,000 persons)."""
 REASONS_SHOWN = 3
 
 METADATA_FIELDS = [

@@ -39,7 +39,8 @@ CHANGE_COLUMNS = ["_op", *POSITION, "_changed_at"]
 INTERVAL = ["_valid_from", "_valid_to"]
 FROM_HISTORY = "_from_history"
 """Marks a version read back from the history table with its key, position and interval only."""
-MAX_ROWS_PER_STEP = 2_000_000
+MAX_ROWS_PER_STEP = 1_000_000
+"""Bronze rows decoded and merged per step."""
 BRONZE_COLUMNS = [
     "op",
     "is_tombstone",

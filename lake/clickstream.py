@@ -31,7 +31,8 @@ from lake.settings import Settings
 APP_ID = "clickstream-silver"
 DEDUP_KEY = ["message_id"]
 RANK = ["received_at", "_source_file", "_line"]
-MAX_ROWS_PER_STEP = 5_000_000
+MAX_ROWS_PER_STEP = 1_000_000
+"""Bronze rows applied per step (each step holds its raw lines and typed rows in memory)."""
 
 SEGMENT_FIELDS = """{"type": "VARCHAR", "event": "VARCHAR", "name": "VARCHAR", "anonymousId": "VARCHAR",
     "userId": "VARCHAR", "previousId": "VARCHAR", "groupId": "VARCHAR", "properties": "JSON", "traits": "JSON",
