@@ -2,9 +2,8 @@
 company at 1,000,000 persons over 30 days, against the same compiled SQL run directly in DuckDB in the same run.
 
 1. Preparation, kept in the scratch folder and reused by later runs with the same arguments (a marker file per
-   step): simulate the company, ingest it into bronze and silver (the steps of ``python -m lake.ingest``, in
-   bounded batches), publish the silver views into a warehouse file and ``dbt build`` everything the nightly
-   models depend on. The models tagged both hourly and nightly are built there too (hourly models read them).
+   step): simulate the company, ingest it into bronze and silver (``python -m lake.ingest``), publish the
+   silver views into a warehouse file and ``dbt build`` everything the nightly models depend on. The models tagged both hourly and nightly are built there too (hourly models read them).
    The daily feature snapshots are built for every date but the last, a few dates per dbt run (as Dagster
    backfills their partitions), so that the measured build does what a night does: add the newest snapshot
    date to the incremental ``person_features_daily``. Every other nightly relation is dropped, so the measured
@@ -53,10 +52,6 @@ DBT = Path(sys.executable).with_name("dbt")
 WAREHOUSE_FILE = "engagement.duckdb"
 PROFILE_KEYS = {"type", "path", "threads", "config_options", "settings", "extensions"}
 SLOWEST = 8
-# Ingestion in bounded batches: one 30-day landing zone taken in at once makes bronze batches of 1 GiB of files
-# (10 M clickstream rows at 1,000,000 persons), and the clickstream apply of such a batch passed 24 GB.
-INGEST_BATCH_BYTES = 64 << 20
-APPLY_ROWS_PER_STEP = 1_000_000
 SNAPSHOT_DATES_PER_RUN = 5
 """Daily feature snapshots built per dbt run in preparation (all 30 dates at once do not fit in memory at
 1,000,000 persons)."""
@@ -182,35 +177,13 @@ def prepare_lake(scratch: Scratch, persons: int, days: int) -> dict:
     generate += ["--persons", str(persons), "--days", str(days), "--seed", str(SEED), "--no-progress"]
     generated = measure(generate, scratch.env(), scratch.root / "logs" / "generate.out")
     print("ingesting into bronze and silver ...", flush=True)
-    command = [sys.executable, __file__, "--ingest"]
+    command = [sys.executable, "-m", "lake.ingest"]
     ingested = measure(command, scratch.env(), scratch.root / "logs" / "ingest.out")
     marker = {**inputs, "generate_seconds": generated.seconds, "ingest_seconds": ingested.seconds}
     marker |= {"generate_peak_gib": generated.peak_gib, "ingest_peak_gib": ingested.peak_gib}
     marker["made_at"] = time.time()
     marker_path.write_text(json.dumps(marker))
     return {**marker, "reused": False}
-
-
-def ingest() -> None:
-    """The ingestion (in its own process): every feed into bronze and silver as ``python -m lake.ingest`` does,
-    in bronze batches of at most ``INGEST_BATCH_BYTES`` of files and apply steps of ``APPLY_ROWS_PER_STEP``."""
-    from data_contracts import load_contracts
-    from lake import bronze, cdc, clickstream
-    from lake.landing import CLICKSTREAM_FEED
-
-    settings = get_settings()
-    for contract in load_contracts(settings.contracts_dir).values():
-        started = time.perf_counter()
-        report = bronze.ingest(settings, contract, max_batch_bytes=INGEST_BATCH_BYTES)
-        if report.rejections:
-            raise SystemExit(f"rejected: {report.rejections}")
-        apply = clickstream.apply if contract.feed == CLICKSTREAM_FEED else cdc.apply
-        apply(settings, contract, max_rows_per_step=APPLY_ROWS_PER_STEP)
-        print(
-            f"{contract.feed_id}: {report.records:,} records in {report.batches} batches, "
-            f"{report.quarantined:,} quarantined, {time.perf_counter() - started:.0f} s",
-            flush=True,
-        )
 
 
 def read_manifest(scratch: Scratch) -> dict:
@@ -439,13 +412,9 @@ def main() -> int:
     parser.add_argument("--persons", type=int, default=1_000_000)
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--scratch", type=Path, help="kept between runs (default: a folder in the temp dir)")
-    # the ingestion's and the raw run's own processes
-    parser.add_argument("--ingest", action="store_true", help=argparse.SUPPRESS)
+    # the raw run's own process
     parser.add_argument("--replay", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.ingest:
-        ingest()
-        return 0
     if args.replay:
         replay(args.replay)
         return 0
