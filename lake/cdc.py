@@ -340,12 +340,10 @@ def _current_changes(
 
 
 def _open_versions(history: pl.DataFrame, key: list[str]) -> pl.DataFrame:
-    """The key and position of the live versions among history rows: open, and not deletes (truncated versions
-    are closed), which is what the current table holds for those keys."""
+    """The key and position of the live versions among keyed history rows (as ``_existing`` reads them): open,
+    and not deletes (truncated versions are closed), which is what the current table holds for those keys."""
     is_open = pl.col("_valid_to").is_null() & (pl.col("_op") != "d")
-    return history.filter(is_open & pl.all_horizontal(pl.col(k).is_not_null() for k in key)).select(
-        *key, *POSITION
-    )
+    return history.filter(is_open).select(*key, *POSITION)
 
 
 def _live_rows(latest: pl.DataFrame) -> pl.DataFrame:
