@@ -3,8 +3,10 @@ every over-merging trap of the simulator is checked."""
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -179,3 +181,59 @@ def test_a_merge_between_runs_keeps_the_id_of_most_identifiers(rerun) -> None:
     assert changes.select("change_type", "person_id", "previous_person_id", "identifiers").rows() == [
         ("merge", rerun[1]["person"], "p_absorbed", 1)
     ]
+
+
+def components_model():
+    """The components model's module (a dbt Python model is a plain module with a ``model`` function)."""
+    path = Path(__file__).parents[1] / "dbt_project/models/identity/int_identity__components.py"
+    spec = importlib.util.spec_from_file_location("int_identity__components", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_identifiers_join_their_person_when_known_evidence_first_connects_them() -> None:
+    # person: contact c1 (the anchor: first seen, with e1, and first by name), e-mail e1, shop customer s1,
+    # app user u1; devices d1-d3 attach to it, d4 is shared with another person (u9)
+    seen = {"c1": 1, "e1": 1, "u1": 5, "s1": 3, "u9": 1, "d1": 1, "d2": 2, "d3": 2, "d4": 2}
+    types = {"c": "crm_contact_id", "e": "email_token", "u": "app_user_id", "s": "shop_customer_id"}
+    edges = [
+        ("c1", "e1", 1),
+        ("u1", "e1", 10),  # u1 reaches the anchor earlier through s1: on day 6
+        ("s1", "e1", 4),
+        ("u1", "s1", 6),
+        ("u1", "d1", 5),  # before u1 is linked: d1 waits for it
+        ("u1", "d1", 8),
+        ("d2", "c1", 2),
+        ("d2", "u1", 3),  # d2 reached c1 and u1, two people until day 6
+        ("d3", "c1", 2),
+        ("d4", "c1", 3),
+        ("d4", "u9", 4),
+    ]
+
+    def node(name: str) -> tuple[str, str]:
+        return types.get(name[0], "anonymous_id"), name
+
+    def day(n: int) -> datetime:
+        return datetime(2026, 9, n, tzinfo=UTC)
+
+    with duckdb.connect() as con:
+        con.execute("set TimeZone = 'UTC'")
+        con.execute(
+            "create table identifiers (identifier_type varchar, identifier varchar, first_seen timestamptz)"
+        )
+        con.executemany(
+            "insert into identifiers values (?, ?, ?)", [(*node(n), day(d)) for n, d in seen.items()]
+        )
+        con.execute("""
+            create table edges (left_type varchar, left_identifier varchar, right_type varchar,
+                right_identifier varchar, first_known_at timestamptz)
+        """)
+        con.executemany(
+            "insert into edges values (?, ?, ?, ?, ?)", [(*node(a), *node(b), day(d)) for a, b, d in edges]
+        )
+        con.execute("create table cuts (identifier_type varchar, identifier varchar)")
+        result = components_model().components(con, "identifiers", "edges", "cuts")
+    linked = {row["identifier"]: row["linked_at"] for row in result.to_pylist()}
+    expected = {"c1": 1, "e1": 1, "s1": 4, "u1": 6, "d1": 6, "d2": 6, "d3": 2, "d4": 2, "u9": 1}
+    assert linked == {name: day(d) for name, d in expected.items()}

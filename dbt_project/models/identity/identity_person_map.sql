@@ -1,4 +1,5 @@
--- The identity map: the person of every identifier. Every downstream model joins through it.
+-- The identity map: the person of every identifier, and since when it belongs to that person. Every downstream
+-- model joins through it.
 
 with
 
@@ -21,7 +22,8 @@ final as (
         person_ids.identifier,
         person_ids.person_id,
         identifiers.first_seen,
-        identifiers.last_seen
+        identifiers.last_seen,
+        person_ids.linked_at
     from person_ids
     inner join identifiers
         on person_ids.identifier_type = identifiers.identifier_type

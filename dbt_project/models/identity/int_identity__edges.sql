@@ -41,7 +41,8 @@ contact_tokens as (
         token.identifier as right_identifier,
         'crm_contact_' || token.identifier_type as evidence,
         'crm' as source,
-        valid_from as seen_at
+        valid_from as seen_at,
+        valid_from as known_at
     from contacts
     cross join lateral (
         select 'email_token' as identifier_type, email_token as identifier
@@ -61,7 +62,8 @@ customer_tokens as (
         token.identifier as right_identifier,
         'shop_customer_' || token.identifier_type as evidence,
         'shop' as source,
-        valid_from as seen_at
+        valid_from as seen_at,
+        valid_from as known_at
     from customers
     cross join lateral (
         select 'email_token' as identifier_type, email_token as identifier
@@ -82,7 +84,8 @@ signed_in_devices as (
         anonymous_id as right_identifier,
         case when message_type = 'identify' then 'identify' else 'signed_in_event' end as evidence,
         'clickstream' as source,
-        event_at as seen_at
+        event_at as seen_at,
+        received_at as known_at
     from events
     where user_id is not null and anonymous_id is not null
 
@@ -97,7 +100,8 @@ aliases as (
         previous_id as right_identifier,
         'alias' as evidence,
         'clickstream' as source,
-        event_at as seen_at
+        event_at as seen_at,
+        received_at as known_at
     from events
     where message_type = 'alias' and user_id is not null and previous_id is not null
 
@@ -113,7 +117,8 @@ trait_tokens as (
         token.identifier as right_identifier,
         'traits_' || token.identifier_type as evidence,
         'clickstream' as source,
-        event_at as seen_at
+        event_at as seen_at,
+        received_at as known_at
     from events
     cross join lateral (
         select 'email_token' as identifier_type, coalesce(traits_email_token, context_traits_email_token) as identifier
@@ -137,7 +142,9 @@ order_events as (
             else 'checkout_started'
         end as evidence,
         'shop+clickstream' as source,
-        events.event_at as seen_at
+        events.event_at as seen_at,
+        -- a checkout names its order before the order exists
+        greatest(events.received_at, orders.created_at) as known_at
     from events
     inner join orders
         on events.order_id = cast(orders.order_id as {{ dbt.type_string() }})
@@ -156,7 +163,8 @@ email_click_throughs as (
         cast(activities.contact_id as {{ dbt.type_string() }}) as right_identifier,
         'email_click_through' as evidence,
         'crm+clickstream' as source,
-        events.event_at as seen_at
+        events.event_at as seen_at,
+        events.received_at as known_at
     from events
     inner join activities
         on events.email_id = cast(activities.activity_id as {{ dbt.type_string() }})
@@ -195,6 +203,7 @@ final as (
         source,
         min(seen_at) as first_seen,
         max(seen_at) as last_seen,
+        min(known_at) as first_known_at,
         count(*) as observations
     from evidence
     group by left_type, left_identifier, right_type, right_identifier, evidence, source

@@ -23,6 +23,7 @@ members as (
         components.identifier_type,
         components.identifier,
         components.component_key,
+        components.linked_at,
         previous_map.person_id as previous_person_id
     from components
     left join previous_map
@@ -110,7 +111,8 @@ final as (
         members.identifier,
         coalesce(survivors.person_id, new_ids.person_id) as person_id,
         members.previous_person_id,
-        members.component_key
+        members.component_key,
+        members.linked_at
     from members
     left join survivors using (component_key)
     inner join new_ids using (component_key)

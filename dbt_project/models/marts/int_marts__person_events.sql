@@ -19,6 +19,7 @@ final as (
 
     select
         coalesce(users.person_id, devices.person_id) as person_id,
+        case when users.person_id is not null then users.linked_at else devices.linked_at end as linked_at,
         events.message_id,
         events.message_type,
         events.event_name,

@@ -3,7 +3,8 @@
 -- and shop rows live at it), so data added later never changes it. Incremental: a run adds the dates after the
 -- latest one present; given the half-open window [snapshot_from, snapshot_until) as vars (a Dagster daily
 -- partition), it replaces the rows of the dates in that window instead. Persons come from the current
--- identity map: a full refresh re-attributes the clicks of a device linked to its person only later.
+-- identity map, but an identifier counts for T only if it was linked to its person before T (linked_at), so a
+-- re-run or a full refresh restates the row; only a merge of persons changes their earlier rows.
 
 with
 
@@ -69,7 +70,7 @@ persons as (
 
     select
         person_id,
-        min(first_seen) as first_seen_at
+        min(linked_at) as first_linked_at
     from identity_person_map
     group by person_id
 
@@ -82,11 +83,12 @@ person_snapshots as (
         snapshots.snapshot_at,
         persons.person_id
     from snapshots
-    inner join persons on persons.first_seen_at < snapshots.snapshot_at
+    inner join persons on persons.first_linked_at < snapshots.snapshot_at
 
 ),
 
--- clicks: a day's events counted by the day they happened and the day they were received
+-- clicks: a day's events counted by the day they happened, the day they were received and the day their
+-- identifier was linked to the person
 
 daily_events as (
 
@@ -94,19 +96,20 @@ daily_events as (
         person_id,
         {{ utc_date('event_at') }} as event_date,
         {{ utc_date('received_at') }} as received_date,
+        {{ utc_date('linked_at') }} as linked_date,
         count(*) as event_count,
         count(*) filter (where event_name = 'Product Viewed') as product_view_count,
         count(*) filter (where event_name = 'Product Added') as product_added_count,
         count(*) filter (where event_name = 'Order Completed') as order_completed_count,
         count(*) filter (where event_name = 'Email Link Clicked') as email_click_count
     from person_events
-    group by person_id, {{ utc_date('event_at') }}, {{ utc_date('received_at') }}
+    group by person_id, {{ utc_date('event_at') }}, {{ utc_date('received_at') }}, {{ utc_date('linked_at') }}
 
 ),
 
 known_event_days as (
 
-    -- per snapshot, the days of the last 90 whose events had been received before it
+    -- per snapshot, the days of the last 90 whose events had been received and linked before it
     select
         snapshots.snapshot_date,
         daily_events.person_id,
@@ -119,6 +122,7 @@ known_event_days as (
     from snapshots
     inner join daily_events
         on daily_events.received_date < snapshots.snapshot_date
+        and daily_events.linked_date < snapshots.snapshot_date
         and daily_events.event_date < snapshots.snapshot_date
         and daily_events.event_date >= {{ dbt.dateadd('day', -90, 'snapshots.snapshot_date') }}
     group by snapshots.snapshot_date, daily_events.person_id, daily_events.event_date
@@ -174,6 +178,7 @@ category_events as (
     from snapshots
     inner join person_events
         on person_events.received_at < snapshots.snapshot_at
+        and person_events.linked_at < snapshots.snapshot_at
         and person_events.event_at < snapshots.snapshot_at
         and person_events.event_at >= {{ dbt.dateadd('day', -30, 'snapshots.snapshot_at') }}
     where person_events.category is not null
@@ -226,6 +231,7 @@ known_orders as (
     inner join identity_person_map as shop_customers
         on shop_customers.identifier_type = 'shop_customer_id'
         and shop_customers.identifier = cast(orders_history.customer_id as {{ dbt.type_string() }})
+        and shop_customers.linked_at < snapshots.snapshot_at
     where orders_history.change_op <> 'd'
         and orders_history.status not in ('cancelled', 'refunded')
 
@@ -268,6 +274,7 @@ known_activities as (
     inner join identity_person_map as contacts
         on contacts.identifier_type = 'crm_contact_id'
         and contacts.identifier = cast(activities_history.contact_id as {{ dbt.type_string() }})
+        and contacts.linked_at < snapshots.snapshot_at
     where activities_history.change_op <> 'd'
         and activities_history.activity_type = 'campaign_touch'
 
@@ -307,6 +314,7 @@ ranked_consents as (
     inner join identity_person_map as contacts
         on contacts.identifier_type = 'crm_contact_id'
         and contacts.identifier = cast(consents_history.contact_id as {{ dbt.type_string() }})
+        and contacts.linked_at < snapshots.snapshot_at
     where consents_history.change_op <> 'd'
 
 ),
