@@ -36,13 +36,14 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
 import yaml
 
 from lake.settings import REPO_ROOT, TELEMETRY_OFF, disable_telemetry, get_settings
+from orchestration.snapshot_dates import snapshot_windows
 
 TARGET_RATIO = 1.5
 SEED = 7
@@ -52,9 +53,6 @@ DBT = Path(sys.executable).with_name("dbt")
 WAREHOUSE_FILE = "engagement.duckdb"
 PROFILE_KEYS = {"type", "path", "threads", "config_options", "settings", "extensions"}
 SLOWEST = 8
-SNAPSHOT_DATES_PER_RUN = 5
-"""Daily feature snapshots built per dbt run in preparation (all 30 dates at once do not fit in memory at
-1,000,000 persons)."""
 INCREMENTAL_MODEL = "person_features_daily"
 
 
@@ -240,18 +238,16 @@ def prepare_warehouse(scratch: Scratch, lake: dict) -> dict:
 
 
 def build_snapshots_but_the_last(scratch: Scratch) -> None:
-    """Build the daily feature snapshots of every supported date but the last, a few dates per dbt run."""
+    """Build the daily feature snapshots of every supported date but the last, ``SNAPSHOT_DATES_PER_DBT_RUN``
+    dates per dbt run, as a Dagster backfill of their partitions does."""
     with duckdb.connect(str(scratch.warehouse), read_only=True) as con:
         first, last = con.execute(
             "select first_snapshot_date, last_snapshot_date from int_marts__data_window"
         ).fetchall()[0]
-    day = first
-    while day < last:
-        until = min(day + timedelta(days=SNAPSHOT_DATES_PER_RUN), last)
+    for day, until in snapshot_windows(first, last, get_settings().snapshot_dates_per_dbt_run):
         window = json.dumps({"snapshot_from": day.isoformat(), "snapshot_until": until.isoformat()})
         print(f"  snapshot dates [{day}, {until}) ...", flush=True)
         dbt(scratch, "run", "--select", INCREMENTAL_MODEL, "--vars", window, log=f"prepare-snapshots-{day}")
-        day = until
 
 
 def profile_target() -> dict:

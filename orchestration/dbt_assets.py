@@ -3,7 +3,7 @@ to the marts; dbt tests (source tests included) become asset checks. The increme
 partitioned by day, the other models are rebuilt whole."""
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import dagster as dg
@@ -21,6 +21,7 @@ from lake.settings import get_settings
 from lake.warehouse import publish_silver
 from orchestration.dbt_project import dbt_project
 from orchestration.resources import WAREHOUSE_POOL, LakeResource
+from orchestration.snapshot_dates import snapshot_windows
 
 
 class LakeDbtTranslator(DagsterDbtTranslator):
@@ -55,14 +56,20 @@ TRANSLATOR = LakeDbtTranslator(settings=DagsterDbtTranslatorSettings(enable_sour
 
 
 def _build(
-    context: dg.AssetExecutionContext, dbt: DbtCliResource, lake: LakeResource, args: list[str]
+    context: dg.AssetExecutionContext,
+    dbt: DbtCliResource,
+    lake: LakeResource,
+    args: list[str],
+    runs_before: Sequence[list[str]] = (),
 ) -> Iterator[Any]:
-    """Refresh the warehouse views of the silver tables, ``dbt build`` the selected models and tests with
-    ``args``, then publish those of the built marts marked ``meta: {gold: true}`` as Delta tables under
-    ``gold/``."""
+    """Refresh the warehouse views of the silver tables, ``dbt run`` the selected models once with each of
+    ``runs_before``, ``dbt build`` them and their tests with ``args``, then publish those of the built marts
+    marked ``meta: {gold: true}`` as Delta tables under ``gold/``."""
     settings = lake.settings()
     views = publish_silver(settings, load_contracts(settings.contracts_dir))
     context.log.info(f"{len(views)} silver views refreshed in {settings.warehouse_path}")
+    for run_args in runs_before:
+        dbt.cli(["run", *run_args], context=context).wait()
     invocation = dbt.cli(["build", *args], context=context)
     yield from invocation.stream()
     built = {
@@ -104,11 +111,16 @@ def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, lake: Lak
 )
 def dbt_daily_snapshots(context: dg.AssetExecutionContext, dbt: DbtCliResource, lake: LakeResource):
     """The daily feature snapshots of the partitions (or backfill range) asked for: dbt gets their half-open
-    window ``[snapshot_from, snapshot_until)`` as vars and replaces the rows of those dates."""
+    window ``[snapshot_from, snapshot_until)`` as vars and replaces the rows of those dates. A long backfill goes
+    to dbt in windows of ``SNAPSHOT_DATES_PER_DBT_RUN`` dates (``dbt run``, the last one ``dbt build``), so
+    that its memory does not grow with the range."""
     window = context.partition_time_window
-    dates = {
-        "snapshot_from": window.start.date().isoformat(),
-        "snapshot_until": window.end.date().isoformat(),
-    }
-    context.log.info(f"snapshot dates in [{dates['snapshot_from']}, {dates['snapshot_until']})")
-    yield from _build(context, dbt, lake, ["--vars", json.dumps(dates)])
+    windows = snapshot_windows(
+        window.start.date(), window.end.date(), lake.settings().snapshot_dates_per_dbt_run
+    )
+    args = []
+    for start, end in windows:
+        context.log.info(f"snapshot dates in [{start}, {end})")
+        dates = {"snapshot_from": start.isoformat(), "snapshot_until": end.isoformat()}
+        args.append(["--vars", json.dumps(dates)])
+    yield from _build(context, dbt, lake, args[-1], runs_before=args[:-1])

@@ -1,7 +1,9 @@
 """``python -m orchestration.snapshot_dates``: the daily snapshot partitions the warehouse's data supports, as the
-``FIRST...LAST`` range that ``dagster asset materialize --partition-range`` takes (``make demo`` backfills it)."""
+``FIRST...LAST`` range that ``dagster asset materialize --partition-range`` takes (``make demo`` backfills it);
+and how a backfill's window is cut into the windows of its dbt invocations."""
 
 import sys
+from datetime import date, timedelta
 
 import duckdb
 
@@ -21,6 +23,20 @@ def supported_snapshot_dates() -> tuple[str, str]:
             "the warehouse holds no data for any snapshot date: ingest and build the models first"
         )
     return max(first, settings.first_snapshot_date).isoformat(), last.isoformat()
+
+
+def snapshot_windows(start: date, end: date, dates_per_window: int) -> list[tuple[date, date]]:
+    """The half-open window ``[start, end)`` of snapshot dates cut into consecutive windows of at most
+    ``dates_per_window`` dates."""
+    if dates_per_window < 1:
+        raise ValueError(f"dates per window must be at least 1, not {dates_per_window}")
+    step = timedelta(days=dates_per_window)
+    windows = []
+    day = start
+    while day < end:
+        windows.append((day, min(day + step, end)))
+        day += step
+    return windows
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import shutil
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -284,6 +284,7 @@ def test_a_daily_partition_replaces_the_rows_of_its_dates_only(
     assert (
         after_one.filter(pl.col("snapshot_date") == next_day)["order_count"] == -1
     ).all()  # not its window
+    monkeypatch.setenv("SNAPSHOT_DATES_PER_DBT_RUN", "1")  # the range goes to dbt a date at a time
     backfill = dg.materialize(  # a single-run backfill of a range: the window ends after its last date
         [dbt_daily_snapshots],
         resources=resources,
@@ -297,3 +298,13 @@ def test_a_daily_partition_replaces_the_rows_of_its_dates_only(
     assert read_warehouse(settings, "select * from person_features_daily").sort(FEATURE_KEYS).equals(before)
     materialized = backfill.asset_materializations_for_node("dbt_daily_snapshots")
     assert {m.partition for m in materialized} == {day.isoformat(), next_day.isoformat()}
+    windows = [
+        entry.user_message
+        for entry in instance.all_logs(backfill.run_id)
+        if entry.user_message.startswith("snapshot dates in")
+    ]
+    after_next = next_day + timedelta(days=1)
+    assert windows == [
+        f"snapshot dates in [{day}, {next_day})",
+        f"snapshot dates in [{next_day}, {after_next})",
+    ]
