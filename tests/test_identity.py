@@ -192,11 +192,46 @@ def components_model():
     return module
 
 
+def day(n: int) -> datetime:
+    """Day ``n`` of September 2026, midnight UTC."""
+    return datetime(2026, 9, n, tzinfo=UTC)
+
+
+def link_times(seen: dict[str, int], edges: list[tuple[str, str, int]]) -> dict[str, datetime]:
+    """``linked_at`` per identifier of the components model, given the day each identifier was first seen and
+    the day each edge was first known; the name's first letter gives the type (``d``: a device)."""
+    types = {"c": "crm_contact_id", "e": "email_token", "u": "app_user_id", "s": "shop_customer_id"}
+
+    def node(name: str) -> tuple[str, str]:
+        return types.get(name[0], "anonymous_id"), name
+
+    with duckdb.connect() as con:
+        con.execute("set TimeZone = 'UTC'")
+        con.execute(
+            "create table identifiers (identifier_type varchar, identifier varchar, first_seen timestamptz)"
+        )
+        con.execute("""
+            create table edges (left_type varchar, left_identifier varchar, right_type varchar,
+                right_identifier varchar, first_known_at timestamptz)
+        """)
+        con.execute("create table cuts (identifier_type varchar, identifier varchar)")
+        if seen:
+            con.executemany(
+                "insert into identifiers values (?, ?, ?)", [(*node(n), day(d)) for n, d in seen.items()]
+            )
+        if edges:
+            con.executemany(
+                "insert into edges values (?, ?, ?, ?, ?)",
+                [(*node(a), *node(b), day(d)) for a, b, d in edges],
+            )
+        result = components_model().components(con, "identifiers", "edges", "cuts")
+    return {row["identifier"]: row["linked_at"] for row in result.to_pylist()}
+
+
 def test_identifiers_join_their_person_when_known_evidence_first_connects_them() -> None:
     # person: contact c1 (the anchor: first seen, with e1, and first by name), e-mail e1, shop customer s1,
     # app user u1; devices d1-d3 attach to it, d4 is shared with another person (u9)
     seen = {"c1": 1, "e1": 1, "u1": 5, "s1": 3, "u9": 1, "d1": 1, "d2": 2, "d3": 2, "d4": 2}
-    types = {"c": "crm_contact_id", "e": "email_token", "u": "app_user_id", "s": "shop_customer_id"}
     edges = [
         ("c1", "e1", 1),
         ("u1", "e1", 10),  # u1 reaches the anchor earlier through s1: on day 6
@@ -210,30 +245,9 @@ def test_identifiers_join_their_person_when_known_evidence_first_connects_them()
         ("d4", "c1", 3),
         ("d4", "u9", 4),
     ]
-
-    def node(name: str) -> tuple[str, str]:
-        return types.get(name[0], "anonymous_id"), name
-
-    def day(n: int) -> datetime:
-        return datetime(2026, 9, n, tzinfo=UTC)
-
-    with duckdb.connect() as con:
-        con.execute("set TimeZone = 'UTC'")
-        con.execute(
-            "create table identifiers (identifier_type varchar, identifier varchar, first_seen timestamptz)"
-        )
-        con.executemany(
-            "insert into identifiers values (?, ?, ?)", [(*node(n), day(d)) for n, d in seen.items()]
-        )
-        con.execute("""
-            create table edges (left_type varchar, left_identifier varchar, right_type varchar,
-                right_identifier varchar, first_known_at timestamptz)
-        """)
-        con.executemany(
-            "insert into edges values (?, ?, ?, ?, ?)", [(*node(a), *node(b), day(d)) for a, b, d in edges]
-        )
-        con.execute("create table cuts (identifier_type varchar, identifier varchar)")
-        result = components_model().components(con, "identifiers", "edges", "cuts")
-    linked = {row["identifier"]: row["linked_at"] for row in result.to_pylist()}
     expected = {"c1": 1, "e1": 1, "s1": 4, "u1": 6, "d1": 6, "d2": 6, "d3": 2, "d4": 2, "u9": 1}
-    assert linked == {name: day(d) for name, d in expected.items()}
+    assert link_times(seen, edges) == {name: day(d) for name, d in expected.items()}
+
+
+def test_an_empty_identity_graph_gives_an_empty_map() -> None:
+    assert link_times({}, []) == {}

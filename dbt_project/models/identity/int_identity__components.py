@@ -69,7 +69,10 @@ def components(con, identifiers: str, edges: str, cuts: str) -> pa.Table:
         raise ValueError(f"{identifiers} lacks the first sighting of identifiers that {edges} names")
     first_seen = np.asarray(first_seen, dtype=np.int64)
     n = len(is_device)
-    left, right, via_device, known = pairs["l"], pairs["r"], pairs["via_device"], pairs["known_us"]
+    if np.ma.is_masked(pairs["known_us"]):
+        raise ValueError(f"{edges} has evidence without first_known_at")
+    left, right, via_device = pairs["l"], pairs["r"], pairs["via_device"]
+    known = np.asarray(pairs["known_us"], dtype=np.int64)
     people = ~via_device
     label = people_components(n, left[people], right[people])
     linked = people_link_times(label, left[people], right[people], known[people], is_device, first_seen)
@@ -141,8 +144,10 @@ def people_link_times(
     (devices, which ``device_link_times`` handles), count from their first sighting."""
     n = len(label)
     order = np.lexsort((np.arange(n), first_seen, is_device, label))  # per label, the anchor comes first
+    first_of_label = np.ones(n, dtype=bool)
+    first_of_label[1:] = label[order][1:] != label[order][:-1]
     is_anchor = np.zeros(n, dtype=bool)
-    is_anchor[order[np.r_[True, label[order][1:] != label[order][:-1]]]] = True
+    is_anchor[order[first_of_label]] = True
     is_anchor &= ~is_device
     # the spanning forest of the people edges, then one tree: a root above every anchor
     # explicit zeros would be no edges: every weight at least 1
