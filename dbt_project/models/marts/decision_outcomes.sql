@@ -9,9 +9,9 @@
 
 with
 
-activities as (
+person_activities as (
 
-    select * from {{ ref('stg_crm__activities') }}
+    select * from {{ ref('int_marts__person_activities') }}
 
 ),
 
@@ -39,12 +39,6 @@ person_sessions as (
 
 ),
 
-identity_person_map as (
-
-    select * from {{ ref('identity_person_map') }}
-
-),
-
 data_window as (
 
     select * from {{ ref('int_marts__data_window') }}
@@ -54,23 +48,18 @@ data_window as (
 decisions as (
 
     select
-        activities.activity_id,
-        contacts.person_id,
-        activities.contact_id,
-        activities.campaign_id,
-        activities.action,
-        activities.channel,
-        activities.propensity,
-        activities.sent_at as decision_at,
-        {{ dbt.dateadd('day', attribution_days, 'activities.sent_at') }} as window_end_at,
+        activity_id,
+        person_id,
+        contact_id,
+        campaign_id,
+        action,
+        channel,
+        propensity,
+        sent_at as decision_at,
+        {{ dbt.dateadd('day', attribution_days, 'sent_at') }} as window_end_at,
         -- the person's next decision (ties at the same instant: the higher activity id is the later one)
-        lead(activities.sent_at) over (
-            partition by contacts.person_id order by activities.sent_at, activities.activity_id
-        ) as next_decision_at
-    from activities
-    inner join identity_person_map as contacts
-        on contacts.identifier_type = 'crm_contact_id'
-        and contacts.identifier = cast(activities.contact_id as {{ dbt.type_string() }})
+        lead(sent_at) over (partition by person_id order by sent_at, activity_id) as next_decision_at
+    from person_activities
 
 ),
 

@@ -7,21 +7,15 @@
 
 with
 
-activities as (
+person_activities as (
 
-    select * from {{ ref('stg_crm__activities') }}
+    select * from {{ ref('int_marts__person_activities') }}
 
 ),
 
 person_orders as (
 
     select * from {{ ref('int_marts__person_orders') }}
-
-),
-
-identity_person_map as (
-
-    select * from {{ ref('identity_person_map') }}
 
 ),
 
@@ -40,24 +34,21 @@ data_window as (
 decisions as (
 
     select
-        activities.activity_id,
-        contacts.person_id,
-        activities.contact_id,
-        activities.campaign_id,
-        activities.activity_type,
-        activities.action,
-        activities.channel,
-        activities.propensity,
-        activities.offer_value,
-        activities.sent_at as decision_at,
-        {{ utc_date('activities.sent_at') }} as decision_date,
-        {{ dbt.dateadd('day', horizon_days, 'activities.sent_at') }} as label_window_end_at
-    from activities
-    inner join identity_person_map as contacts
-        on contacts.identifier_type = 'crm_contact_id'
-        and contacts.identifier = cast(activities.contact_id as {{ dbt.type_string() }})
+        person_activities.activity_id,
+        person_activities.person_id,
+        person_activities.contact_id,
+        person_activities.campaign_id,
+        person_activities.activity_type,
+        person_activities.action,
+        person_activities.channel,
+        person_activities.propensity,
+        person_activities.offer_value,
+        person_activities.sent_at as decision_at,
+        {{ utc_date('person_activities.sent_at') }} as decision_date,
+        {{ dbt.dateadd('day', horizon_days, 'person_activities.sent_at') }} as label_window_end_at
+    from person_activities
     cross join data_window
-    where {{ dbt.dateadd('day', horizon_days, 'activities.sent_at') }} <= data_window.data_until
+    where {{ dbt.dateadd('day', horizon_days, 'person_activities.sent_at') }} <= data_window.data_until
 
 ),
 

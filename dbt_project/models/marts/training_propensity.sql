@@ -13,21 +13,15 @@ features as (
 
 ),
 
-activities as (
+person_activities as (
 
-    select * from {{ ref('stg_crm__activities') }}
+    select * from {{ ref('int_marts__person_activities') }}
 
 ),
 
 person_orders as (
 
     select * from {{ ref('int_marts__person_orders') }}
-
-),
-
-identity_person_map as (
-
-    select * from {{ ref('identity_person_map') }}
 
 ),
 
@@ -53,14 +47,11 @@ snapshots as (
 first_touches as (
 
     select
-        contacts.person_id,
-        min(activities.sent_at) as first_touch_at
-    from activities
-    inner join identity_person_map as contacts
-        on contacts.identifier_type = 'crm_contact_id'
-        and contacts.identifier = cast(activities.contact_id as {{ dbt.type_string() }})
-    where activities.activity_type = 'campaign_touch'
-    group by contacts.person_id
+        person_id,
+        min(sent_at) as first_touch_at
+    from person_activities
+    where activity_type = 'campaign_touch'
+    group by person_id
 
 ),
 
