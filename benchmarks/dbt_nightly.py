@@ -43,7 +43,7 @@ import duckdb
 import yaml
 
 from lake.settings import REPO_ROOT, TELEMETRY_OFF, disable_telemetry, get_settings
-from orchestration.snapshot_dates import snapshot_windows
+from orchestration.snapshot_dates import snapshot_window_vars, snapshot_windows
 
 TARGET_RATIO = 1.5
 SEED = 7
@@ -245,8 +245,8 @@ def build_snapshots_but_the_last(scratch: Scratch) -> None:
             "select first_snapshot_date, last_snapshot_date from int_marts__data_window"
         ).fetchall()[0]
     for day, until in snapshot_windows(first, last, get_settings().snapshot_dates_per_dbt_run):
-        window = json.dumps({"snapshot_from": day.isoformat(), "snapshot_until": until.isoformat()})
         print(f"  snapshot dates [{day}, {until}) ...", flush=True)
+        window = snapshot_window_vars(day, until)
         dbt(scratch, "run", "--select", INCREMENTAL_MODEL, "--vars", window, log=f"prepare-snapshots-{day}")
 
 

@@ -2,7 +2,6 @@
 to the marts; dbt tests (source tests included) become asset checks. The incremental daily snapshots are
 partitioned by day, the other models are rebuilt whole."""
 
-import json
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -21,7 +20,7 @@ from lake.settings import get_settings
 from lake.warehouse import publish_silver
 from orchestration.dbt_project import dbt_project
 from orchestration.resources import WAREHOUSE_POOL, LakeResource
-from orchestration.snapshot_dates import snapshot_windows
+from orchestration.snapshot_dates import snapshot_window_vars, snapshot_windows
 
 
 class LakeDbtTranslator(DagsterDbtTranslator):
@@ -121,6 +120,5 @@ def dbt_daily_snapshots(context: dg.AssetExecutionContext, dbt: DbtCliResource, 
     args = []
     for start, end in windows:
         context.log.info(f"snapshot dates in [{start}, {end})")
-        dates = {"snapshot_from": start.isoformat(), "snapshot_until": end.isoformat()}
-        args.append(["--vars", json.dumps(dates)])
+        args.append(["--vars", snapshot_window_vars(start, end)])
     yield from _build(context, dbt, lake, args[-1], runs_before=args[:-1])

@@ -2,6 +2,7 @@
 ``FIRST...LAST`` range that ``dagster asset materialize --partition-range`` takes (``make demo`` backfills it);
 and how a backfill's window is cut into the windows of its dbt invocations."""
 
+import json
 import sys
 from datetime import date, timedelta
 
@@ -37,6 +38,11 @@ def snapshot_windows(start: date, end: date, dates_per_window: int) -> list[tupl
         windows.append((day, min(day + step, end)))
         day += step
     return windows
+
+
+def snapshot_window_vars(start: date, end: date) -> str:
+    """The dbt ``--vars`` that make the daily snapshot model replace the rows of the dates in ``[start, end)``."""
+    return json.dumps({"snapshot_from": start.isoformat(), "snapshot_until": end.isoformat()})
 
 
 if __name__ == "__main__":
