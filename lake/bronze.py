@@ -93,6 +93,17 @@ QUARANTINE_SCHEMA = pa.schema(
     ]
 )
 
+BRONZE_STATS_COLUMNS = (
+    "_batch_seq",
+    "_ingest_date",
+    "_ingested_at",
+    "_line",
+    "_kafka_partition",
+    "_kafka_offset",
+)
+"""Columns of a bronze table with file statistics: ingestion metadata only, never the raw record or its fields."""
+QUARANTINE_STATS_COLUMNS = ("feed_id", "batch_seq", "line", "quarantined_at")
+
 # Lines that cannot be parsed at all; the main query only sees JSON objects (and, for CDC, tombstones).
 PARSE_ERRORS_SQL = """
     select row_id, file_idx, line_no, line,
@@ -459,7 +470,13 @@ def _run_batch(
     else:
         reader = pa.RecordBatchReader.from_batches(parser.schema, parser.batches())
         delta.append(
-            target, reader, storage_options=options, partition_by=["_ingest_date"], app_id=app_id, version=seq
+            target,
+            reader,
+            storage_options=options,
+            partition_by=["_ingest_date"],
+            app_id=app_id,
+            version=seq,
+            configuration=delta.stats_only(BRONZE_STATS_COLUMNS),
         )
     crash_point("ingest:after_bronze")
     if parser.quarantine and delta.applied_version(quarantine, app_id, options) < seq:
@@ -470,6 +487,7 @@ def _run_batch(
             partition_by=["feed_id"],
             app_id=app_id,
             version=seq,
+            configuration=delta.stats_only(QUARANTINE_STATS_COLUMNS),
         )
     crash_point("ingest:after_quarantine")
     ledger.commit(contract.feed_id, seq, parser.counts)

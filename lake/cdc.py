@@ -33,10 +33,13 @@ from lake.faults import crash_point
 from lake.ordering import lexicographic_less
 from lake.privacy import protect
 from lake.settings import Settings
+from lake.suppression import KEPT_FOR_ACCOUNTING, screen
 
 POSITION = ["_log_file", "_log_pos", "_log_row"]
 CHANGE_COLUMNS = ["_op", *POSITION, "_changed_at"]
 INTERVAL = ["_valid_from", "_valid_to"]
+STATS_COLUMNS = ["_op", *POSITION, "_changed_at", *INTERVAL]
+"""Columns with file statistics besides the key: the tokenised personal columns get none."""
 FROM_HISTORY = "_from_history"
 """Marks a version read back from the history table with its key, position and interval only."""
 MAX_ROWS_PER_STEP = 1_000_000
@@ -69,6 +72,8 @@ class ApplyReport:
     history_rows_merged: int = 0
     current_upserts: int = 0
     current_deletes: int = 0
+    suppressed: int = 0
+    """Changes of erased persons (suppression list) dropped, or de-identified in a table kept for accounting."""
     applied_batch: int = 0
     seconds: float = 0.0
 
@@ -218,7 +223,14 @@ def _merge(
     table = delta.open_table(uri, options)
     if table is None or not set(on) <= {f.name for f in table.schema().fields}:  # nothing there can match
         rows = source if delete_flag is None else source.filter(~pl.col(delete_flag)).drop(delete_flag)
-        delta.append(uri, rows.to_arrow(), storage_options=options, app_id=app_id, version=version)
+        delta.append(
+            uri,
+            rows.to_arrow(),
+            storage_options=options,
+            app_id=app_id,
+            version=version,
+            configuration=delta.stats_only([*on, *STATS_COLUMNS]),
+        )
         return
     merger = table.merge(
         source.to_arrow(),
@@ -304,7 +316,11 @@ def _merge_history(
         _merge(history_uri, rows, on, options, update_only=["_valid_to"], **({} if marks.height else done))
     if marks.height or (not changed.height and delta.open_table(history_uri, options) is not None):
         delta.append(
-            history_uri, marks.to_arrow(), storage_options=options, **done
+            history_uri,
+            marks.to_arrow(),
+            storage_options=options,
+            configuration=delta.stats_only([*key, *STATS_COLUMNS]),
+            **done,
         )  # markers and the watermark
     crash_point("cdc:after_history")
     return changed.height + marks.height
@@ -405,6 +421,8 @@ def _apply_step(
     key = list(contract.primary_key)
     app_id = _app_id(contract)
     changes, new_truncates, replayed = decode_changes(bronze, contract, settings.pii_secret)
+    changes, suppressed = screen(changes, settings, kept=contract.feed_id in KEPT_FOR_ACCOUNTING)
+    report.suppressed += suppressed
     report.bronze_rows += bronze.height
     report.changes += changes.height
     report.replayed += replayed

@@ -27,10 +27,13 @@ from lake.bronze import bronze_uri, pending_steps
 from lake.ordering import lexicographic_less
 from lake.privacy import protect
 from lake.settings import Settings
+from lake.suppression import screen
 
 APP_ID = "clickstream-silver"
 DEDUP_KEY = ["message_id"]
 RANK = ["received_at", "_source_file", "_line"]
+STATS_COLUMNS = ["message_id", "event_date", "event_at", "received_at", "_source_file", "_line"]
+"""Columns with file statistics: identifiers, tokens, network prefixes and JSON get none."""
 MAX_ROWS_PER_STEP = 1_000_000
 """Bronze rows applied per step (each step holds its raw lines and typed rows in memory)."""
 
@@ -94,6 +97,8 @@ class ClickstreamReport:
     """Messages met again with an earlier delivery, which replaced the silver row."""
     duplicates: int = 0
     """Deliveries dropped within this run's bronze rows (later copies of one message)."""
+    suppressed: int = 0
+    """Messages of erased persons (suppression list) dropped."""
     applied_batch: int = 0
     seconds: float = 0.0
 
@@ -155,7 +160,9 @@ def _apply_step(
 ) -> None:
     options = settings.storage_options
     uri = silver_uri(settings)
-    events, duplicates = _first_deliveries(typed_events(bronze, contract, settings.pii_secret))
+    typed, suppressed = screen(typed_events(bronze, contract, settings.pii_secret), settings, kept=False)
+    events, duplicates = _first_deliveries(typed)
+    report.suppressed += suppressed
     report.bronze_rows += bronze.height
     report.duplicates += duplicates
     existing = delta.scan(uri, options)
@@ -196,6 +203,7 @@ def _apply_step(
             partition_by=["event_date"],
             app_id=APP_ID,
             version=upto,
+            configuration=delta.stats_only(STATS_COLUMNS),
         )
     report.applied_batch = upto
 

@@ -51,10 +51,12 @@ def append(
     partition_by: Sequence[str] | None = None,
     app_id: str | None = None,
     version: int | None = None,
+    configuration: dict[str, str] | None = None,
     **metadata: str,
 ) -> None:
-    """Append ``data`` to the table at ``uri`` (created on first write) in one commit, merging new columns into
-    the schema, and record ``(app_id, version)`` in that same commit when given."""
+    """Append ``data`` to the table at ``uri`` (created on first write, with the table properties
+    ``configuration``) in one commit, merging new columns into the schema, and record ``(app_id, version)`` in
+    that same commit when given."""
     write_deltalake(
         uri,
         data,
@@ -62,8 +64,18 @@ def append(
         partition_by=list(partition_by) if partition_by else None,
         schema_mode="merge",
         storage_options=storage_options or None,
+        configuration=configuration,
         commit_properties=commit_properties(app_id, version, **metadata),
     )
+
+
+STATS_COLUMNS = "delta.dataSkippingStatsColumns"
+
+
+def stats_only(columns: Sequence[str]) -> dict[str, str]:
+    """Table properties that keep file statistics (min/max per file, in the Delta log) for ``columns`` only: the
+    raw and personal columns get none, since the minimum of a raw line is a copy of it."""
+    return {STATS_COLUMNS: ",".join(columns)}
 
 
 def record_version(

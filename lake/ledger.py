@@ -4,6 +4,12 @@ A batch is planned before anything is written (its files recorded with status ``
 its bronze and quarantine commits (status ``committed``, with counts). A run that finds a planned batch not
 yet committed resumes it with exactly the same files, so a crash at any point is repaired by running again.
 The ledger is an append-only Delta table (``bronze/_ingestion_ledger``).
+
+An erasure (:mod:`lake.erasure`) that rewrites a landing file already taken in appends a row with status
+``erased`` for it, in the file's batch: the file's new size and time (so it is not reported as changed, nor
+taken in again), and what the erasure removed: ``bronze_rows`` from bronze, ``quarantined`` from quarantine and
+``records`` their sum. Per feed, the records of committed rows equal bronze + quarantine + the records of erased
+rows (:meth:`Ledger.erased_counts`).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from lake.landing import LandedFile
 
 PLANNED = "planned"
 COMMITTED = "committed"
+ERASED = "erased"
 SCHEMA = pa.schema(
     [
         ("feed_id", pa.string()),
@@ -78,9 +85,12 @@ class Ledger:
             else lazy.filter(pl.col("feed_id") == feed_id).collect()
         )
         committed = rows.filter(pl.col("status") == COMMITTED)
-        done = {
+        taken = rows.filter(pl.col("status").is_in([COMMITTED, ERASED])).sort(
+            "recorded_at", maintain_order=True
+        )
+        done = {  # the file as last seen: an erasure's rewrite replaces the size and time it was taken in with
             relpath: (size, mtime)
-            for relpath, size, mtime in committed.select("relpath", "size", "mtime_ns").iter_rows()
+            for relpath, size, mtime in taken.select("relpath", "size", "mtime_ns").iter_rows()
         }
         closed = set(committed["batch_seq"].to_list())
         planned = rows.filter((pl.col("status") == PLANNED) & ~pl.col("batch_seq").is_in(list(closed)))
@@ -116,6 +126,22 @@ class Ledger:
     def commit(self, feed_id: str, seq: int, files: list[tuple[LandedFile, FileCounts]]) -> None:
         """Close batch ``seq`` with what each of its files turned into."""
         self._append(feed_id, seq, COMMITTED, files)
+
+    def record_erasure(self, feed_id: str, rewritten: list[tuple[int, LandedFile, FileCounts]]) -> None:
+        """Record landing files an erasure rewrote: ``(batch of the file, the file as it is now, what the
+        erasure removed)``, one row per file in its batch."""
+        for seq in sorted({s for s, _, _ in rewritten}):
+            self._append(feed_id, seq, ERASED, [(f, c) for s, f, c in rewritten if s == seq])
+
+    def erased_counts(self) -> pl.DataFrame:
+        """Per feed, the records an erasure removed: ``records``, ``bronze_rows``, ``quarantined``."""
+        lazy = delta.scan(self.uri, self.storage_options)
+        frame = pl.DataFrame(schema=pl.Schema(SCHEMA)) if lazy is None else lazy.collect()
+        return (
+            frame.filter(pl.col("status") == ERASED)
+            .group_by("feed_id")
+            .agg(pl.sum("records"), pl.sum("bronze_rows"), pl.sum("quarantined"))
+        )
 
     def committed_files(self) -> pl.DataFrame:
         """Every committed file with its counts (all feeds)."""
