@@ -110,7 +110,7 @@ def add(settings: Settings, identifiers: list[tuple[str, str]], request_id: str)
 
 def identifier_columns(columns: list[str]) -> list[tuple[str, str | None, tuple[str, ...]]]:
     """The columns of a typed table that identify a person: ``(column, type column or None, identifier types)``.
-    A ``<x>identifier`` column takes its type from ``<x>type`` (``identifier_type``, ``left_type``, ...)."""
+    ``identifier`` takes its type from ``identifier_type``, ``<x>_identifier`` from ``<x>_type``."""
     found = []
     for column in columns:
         if column in ID_COLUMNS:
@@ -120,10 +120,9 @@ def identifier_columns(columns: list[str]) -> list[tuple[str, str | None, tuple[
         elif column.endswith(tuple(TOKEN_TYPES)):
             suffix = next(s for s in TOKEN_TYPES if column.endswith(s))
             found.append((column, None, (TOKEN_TYPES[suffix],)))
-        elif column.endswith("identifier"):
-            type_column = column.removesuffix("identifier") + "type"
-            if type_column == "type":
-                continue
+        elif column == "identifier" or column.endswith("_identifier"):
+            prefix = column.removesuffix("identifier")
+            type_column = prefix + "type" if prefix else "identifier_type"
             if type_column in columns:
                 found.append((column, type_column, ()))
     return found
