@@ -591,7 +591,8 @@ def sweep(settings: Settings, contracts: dict[str, Contract], wanted: set[str]) 
             TableErasure(table, "deleted", sum(removed.values())),
             TableErasure(table, "deidentified", bronze_fixed),
         ]
-        _record_in_ledger(ledger, committed, feed_id, rewritten, removed, quarantined)
+        landed = {f.relpath: f for f in discover(settings.landing, feed_id)}
+        _record_in_ledger(ledger, committed, landed, feed_id, rewritten, removed, quarantined)
         kept = feed_id in suppression.KEPT_FOR_ACCOUNTING
         if contract.feed == CLICKSTREAM_FEED:
             silver = [(clickstream.silver_uri(settings), clickstream.DEDUP_KEY)]
@@ -610,6 +611,7 @@ def sweep(settings: Settings, contracts: dict[str, Contract], wanted: set[str]) 
 def _record_in_ledger(
     ledger: Ledger,
     committed: pl.DataFrame,
+    landed: dict[str, LandedFile],
     feed_id: str,
     rewritten: dict[str, tuple[LandedFile, int]],
     bronze_removed: dict[str, int],
@@ -623,16 +625,14 @@ def _record_in_ledger(
     rows = []
     for relpath in sorted(files & set(known)):
         row = known[relpath]
-        landed = rewritten.get(relpath, (None, 0))[0] or LandedFile(
+        now = landed.get(relpath) or LandedFile(  # a landing file deleted since keeps its last size and time
             feed_id, relpath, row["size"], row["mtime_ns"], row["kafka_partition"], row["kafka_start_offset"]
         )
         in_bronze, in_quarantine = (
             bronze_removed.get(relpath, 0),
             quarantine_removed.get((feed_id, relpath), 0),
         )
-        rows.append(
-            (row["batch_seq"], landed, FileCounts(in_bronze + in_quarantine, in_bronze, in_quarantine))
-        )
+        rows.append((row["batch_seq"], now, FileCounts(in_bronze + in_quarantine, in_bronze, in_quarantine)))
     if rows:
         ledger.record_erasure(feed_id, rows)
 

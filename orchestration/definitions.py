@@ -8,6 +8,7 @@ from data_contracts import load_contracts
 from lake.settings import disable_telemetry, get_settings
 from orchestration.dbt_assets import dbt_daily_snapshots, dbt_models
 from orchestration.dbt_project import DBT_EXECUTABLE, dbt_project
+from orchestration.erasure import erasure_job
 from orchestration.identity_checks import identity_quality_check
 from orchestration.lake_assets import lake_definitions
 from orchestration.operations import (
@@ -31,7 +32,7 @@ refresh, after_snapshots = refresh_schedules(dbt_models, dbt_daily_snapshots)
 defs = dg.Definitions(
     assets=[simulated_company_asset(contracts), *lake_assets, dbt_models, dbt_daily_snapshots],
     asset_checks=[*lake_checks, identity_quality_check],
-    jobs=[ingest_job, maintenance],
+    jobs=[ingest_job, maintenance, erasure_job],
     schedules=[nightly_maintenance(maintenance), *refresh],
     sensors=[landing_sensor(contracts), *after_snapshots],
     resources={

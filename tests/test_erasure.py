@@ -354,3 +354,30 @@ def test_a_request_by_a_shared_identifier_is_refused(erased: Erased):
     with pytest.raises(ErasureRefused, match="shared by several persons"):
         erase(settings, [ErasureRequest("email", placeholders[0], "ticket-shared")])
     assert suppression.suppressed(settings) == hashes_before
+
+
+def test_the_dagster_job_erases_the_requested_persons(erased: Erased, monkeypatch: pytest.MonkeyPatch):
+    from orchestration.definitions import defs
+    from orchestration.resources import LakeResource
+
+    settings = erased.settings
+    monkeypatch.setenv("WAREHOUSE_PATH", str(settings.warehouse_path))
+    contacts = pl.read_delta(str(Path(settings.lake_root) / "silver" / "crm" / "contacts"))
+    other = str(contacts.sort("contact_id")["contact_id"][0])
+    result = defs.get_job_def("erase_persons").execute_in_process(
+        run_config={
+            "ops": {
+                "erase_persons": {
+                    "config": {
+                        "requests": [{"kind": "crm_contact_id", "value": other, "request_id": "ticket-2"}]
+                    }
+                }
+            }
+        },
+        resources={"lake": LakeResource(lake_root=settings.lake_root)},
+    )
+    assert result.success
+    contacts = pl.read_delta(str(Path(settings.lake_root) / "silver" / "crm" / "contacts"))
+    assert other not in contacts["contact_id"].cast(pl.String).to_list()
+    audit = delta.read(erasure.audit_uri(settings)).filter(pl.col("request_id") == "ticket-2")
+    assert "silver/crm/contacts" in audit["table"].to_list()
