@@ -381,3 +381,37 @@ def test_the_dagster_job_erases_the_requested_persons(erased: Erased, monkeypatc
     assert other not in contacts["contact_id"].cast(pl.String).to_list()
     audit = delta.read(erasure.audit_uri(settings)).filter(pl.col("request_id") == "ticket-2")
     assert "silver/crm/contacts" in audit["table"].to_list()
+
+
+def test_a_shared_device_keeps_the_messages_of_others(erased: Erased):
+    """The rule for what a person shares: a device the identity graph detached from everyone (it reaches several
+    persons) is nobody's, so it is not erased; the person's own messages sent from it (signed in as them) are."""
+    settings = erased.settings
+    events_uri = str(Path(settings.lake_root) / "silver" / "clickstream" / "events")
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+        shared = [
+            d
+            for (d,) in con.sql(
+                "select identifier from int_identity__guarded_out where guard = 'shared_device' order by 1"
+            ).fetchall()
+        ]
+    events = pl.read_delta(events_uri).filter(pl.col("anonymous_id").is_in(shared))
+    users = events.drop_nulls("user_id").group_by("anonymous_id").agg(pl.col("user_id").unique(), pl.len())
+    candidates = [
+        (device, user)
+        for device, device_users, _ in users.sort("anonymous_id").iter_rows()
+        for user in sorted(device_users)
+        if events.filter((pl.col("anonymous_id") == device) & pl.col("user_id").ne_missing(user)).height
+    ]
+    assert candidates, "no shared device with messages of more than one user in the simulated company"
+    device, user = candidates[0]
+    before = events.filter(pl.col("anonymous_id") == device)
+
+    erase(settings, [ErasureRequest("app_user_id", user, "ticket-3")])
+
+    after = pl.read_delta(events_uri).filter(pl.col("anonymous_id") == device)
+    assert not after.filter(pl.col("user_id") == user).height
+    others = before.filter(pl.col("user_id").ne_missing(user))
+    assert_frame_equal(after, others, check_row_order=False)
+    people = pl.read_delta(str(Path(settings.lake_root) / "gold" / "identity_person_map"))
+    assert people.filter(pl.col("identifier") == device).height == 1
