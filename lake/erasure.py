@@ -6,7 +6,9 @@ the Dagster job ``erase_persons``). A request:
 1. **Resolves** the person through the identity graph (``gold/identity_person_map``): every identifier of
    the person's component (contacts, customers, app users, devices, e-mail and phone tokens) and the person
    id. Identifiers the graph's guards cut (a placeholder e-mail over its fan-out limit, a device shared by
-   several persons) are not the person's and are not erased; the person's own records that hold them are.
+   several persons) are nobody's: they are not erased, nor are the records that only they name (another
+   person's messages from a shared device, another contact with the placeholder e-mail); the person's own
+   records that hold them are (their contact row, the messages they sent signed in or with their e-mail).
    A request by such a shared identifier is refused: it does not name one person.
 2. **Suppresses** them (:mod:`lake.suppression`): keyed hashes, so that a later snapshot or re-ingestion does
    not bring the person back (every apply to silver screens its rows with the list).

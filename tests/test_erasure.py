@@ -415,3 +415,34 @@ def test_a_shared_device_keeps_the_messages_of_others(erased: Erased):
     assert_frame_equal(after, others, check_row_order=False)
     people = pl.read_delta(str(Path(settings.lake_root) / "gold" / "identity_person_map"))
     assert people.filter(pl.col("identifier") == device).height == 1
+
+
+def test_the_command_erases_by_email_and_prints_no_personal_data(
+    erased: Erased, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+):
+    settings = erased.settings
+    contacts = pl.read_delta(str(Path(settings.lake_root) / "silver" / "crm" / "contacts"))
+    emails = pl.read_parquet(erased.truth / "identifiers.parquet").filter(
+        pl.col("identifier_type") == "email"
+    )
+    tokens = token(normalise_email(emails["identifier"]), settings.pii_secret)
+    emails = emails.with_columns(tokens.alias("email_token")).join(contacts, on="email_token")
+    shared = emails.group_by("email_token").len().filter(pl.col("len") > 1)
+    email, contact_id = (
+        emails.join(shared, on="email_token", how="anti")
+        .sort("contact_id")
+        .select("identifier", "contact_id")
+        .row(0)
+    )
+    monkeypatch.setenv("LAKE_ROOT", settings.lake_root)
+    monkeypatch.setenv("WAREHOUSE_PATH", str(settings.warehouse_path))
+
+    assert erasure.main(["--email", email.upper()]) == 0
+
+    printed = capsys.readouterr()
+    assert email.lower() not in (printed.out + printed.err).lower() and "silver/crm/contacts" in printed.out
+    contacts = pl.read_delta(str(Path(settings.lake_root) / "silver" / "crm" / "contacts"))
+    assert contact_id not in contacts["contact_id"].to_list()
+    assert (
+        erasure.main(["--email", "", "--request-id", "a@b"]) == 1
+    )  # refused: a request id with personal data
