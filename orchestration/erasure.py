@@ -25,7 +25,9 @@ class ErasureConfig(dg.Config):
 
 
 @dg.op(pool=WAREHOUSE_POOL)
-def erase_persons(context: dg.OpExecutionContext, config: ErasureConfig, lake: LakeResource) -> None:
+def erase_requested_persons(
+    context: dg.OpExecutionContext, config: ErasureConfig, lake: LakeResource
+) -> None:
     """Erase every requested person from every zone of the lake and from the warehouse (see ``lake.erasure``);
     logs what was done per request and table, without personal data."""
     requests = [ErasureRequest(r.kind, r.value, r.request_id) for r in config.requests]
@@ -42,4 +44,4 @@ def erase_persons(context: dg.OpExecutionContext, config: ErasureConfig, lake: L
     "ingestion runs.",
 )
 def erasure_job():
-    erase_persons()
+    erase_requested_persons()

@@ -367,7 +367,7 @@ def test_the_dagster_job_erases_the_requested_persons(erased: Erased, monkeypatc
     result = defs.get_job_def("erase_persons").execute_in_process(
         run_config={
             "ops": {
-                "erase_persons": {
+                "erase_requested_persons": {
                     "config": {
                         "requests": [{"kind": "crm_contact_id", "value": other, "request_id": "ticket-2"}]
                     }
