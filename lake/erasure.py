@@ -374,9 +374,7 @@ def _sweep_bronze(settings: Settings, contract: Contract, wanted: pl.Series) -> 
     return dict(hit.group_by("_source_file").len().iter_rows()), 0
 
 
-def _sweep_quarantine(
-    settings: Settings, contracts: dict[str, Contract], wanted: pl.Series
-) -> tuple[dict[tuple[str, str], int], int]:
+def _sweep_quarantine(settings: Settings, wanted: pl.Series) -> tuple[dict[tuple[str, str], int], int]:
     """Delete the wanted quarantined records (kept feeds: de-identify them); rows removed per (feed, file), and
     rows de-identified."""
     uri = bronze.quarantine_uri(settings)
@@ -576,7 +574,7 @@ def sweep(settings: Settings, contracts: dict[str, Contract], wanted: set[str]) 
     ledger = Ledger(bronze.ledger_uri(settings), settings.storage_options)
     committed = ledger.committed_files()
     done: list[TableErasure] = []
-    quarantined, quarantine_fixed = _sweep_quarantine(settings, contracts, series)
+    quarantined, quarantine_fixed = _sweep_quarantine(settings, series)
     if quarantined or quarantine_fixed:
         table = _relative(settings, bronze.quarantine_uri(settings))
         done.append(TableErasure(table, "deleted", sum(quarantined.values())))
