@@ -5,8 +5,8 @@ its bronze and quarantine commits (status ``committed``, with counts). A run tha
 yet committed resumes it with exactly the same files, so a crash at any point is repaired by running again.
 The ledger is an append-only Delta table (``bronze/_ingestion_ledger``).
 
-An erasure (:mod:`lake.erasure`) that rewrites a landing file already taken in appends a row with status
-``erased`` for it, in the file's batch: the file's new size and time (so it is not reported as changed, nor
+An erasure (:mod:`lake.erasure`) that rewrites a landing file already taken in, or removes records that came
+from it, appends a row with status ``erased`` for it, in the file's batch: the file's new size and time (so it is not reported as changed, nor
 taken in again), and what the erasure removed: ``bronze_rows`` from bronze, ``quarantined`` from quarantine and
 ``records`` their sum. Per feed, the records of committed rows equal bronze + quarantine + the records of erased
 rows (:meth:`Ledger.erased_counts`).
