@@ -73,6 +73,7 @@ def _check_clickstream(landing: Path, manifest: dict) -> None:
     max_examples=20,
     deadline=None,
     derandomize=True,
+    database=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
 @given(
