@@ -23,6 +23,7 @@ DEVELOPMENT_PII_SECRET = "local-development-secret-change-me"
 class SettingsError(ValueError):
     """The environment asks for something the project refuses to run with (the message says what to set)."""
 
+
 # Environment variables that switch off the usage telemetry of the tools this project runs.
 TELEMETRY_OFF = {
     "DAGSTER_DISABLE_TELEMETRY": "true",

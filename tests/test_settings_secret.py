@@ -44,7 +44,7 @@ def test_production_needs_a_secret_of_its_own(no_secret, monkeypatch, secret: st
 
 def test_an_unknown_environment_name_is_refused(no_secret, monkeypatch) -> None:
     monkeypatch.setenv("LAKEHOUSE_ENV", "prod")
-    with pytest.raises(SettingsError, match="LAKEHOUSE_ENV='prod'.*development.*production"):
+    with pytest.raises(SettingsError, match=r"LAKEHOUSE_ENV='prod'.*development.*production"):
         get_settings()
 
 
