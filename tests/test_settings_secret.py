@@ -60,3 +60,16 @@ def test_the_ingestion_command_stops_before_writing(tmp_path: Path) -> None:
     assert "PII_SECRET is not set" in done.stderr and "Traceback" not in done.stderr
     assert sorted(p.name for p in lake.iterdir()) == ["landing"]
     assert not (tmp_path / "w.duckdb").exists()
+
+
+def test_the_dagster_code_location_refuses_to_load(tmp_path: Path) -> None:
+    env = {"PATH": "/usr/bin:/bin", "LAKE_ROOT": "s3://bucket/lake", "DAGSTER_HOME": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-c", "import orchestration.definitions"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode != 0
+    assert "SettingsError: PII_SECRET is not set" in done.stderr and "s3://bucket/lake" in done.stderr
