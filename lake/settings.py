@@ -95,8 +95,9 @@ def get_settings() -> Settings:
     ``MLFLOW_TRACKING_URI``, ``PII_SECRET``, ``SCHEDULE_TIMEZONE``, ``INGEST_MAX_REJECT_RATE``,
     ``INGEST_MIN_REJECTED_RECORDS``, ``BRONZE_RETENTION_DAYS``, ``FIRST_SNAPSHOT_DATE``,
     ``SNAPSHOT_DATES_PER_DBT_RUN``, ``DATA_CONTRACTS_DIR``), falling back to local defaults (the first snapshot
-    date is the simulated company's first day). Raises :class:`SettingsError` when the tokenisation secret
-    would fall back to the development value outside local development."""
+    date is the simulated company's first day). Raises :class:`SettingsError` for an unknown ``LAKEHOUSE_ENV``,
+    and when the tokenisation secret would fall back to the development value outside local development (with
+    ``LAKEHOUSE_ENV=production`` or a lake root on object storage)."""
     lake_root = os.environ.get("LAKE_ROOT") or str(DEFAULT_VAR_DIR / "lake")
     if "://" not in lake_root:
         lake_root = str(Path(lake_root).expanduser().resolve())
