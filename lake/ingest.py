@@ -18,7 +18,7 @@ from data_contracts import Contract, load_contracts
 from lake import bronze, cdc, clickstream, delta
 from lake.landing import CLICKSTREAM_FEED, cdc_topics, discover
 from lake.ledger import Ledger
-from lake.settings import Settings, disable_telemetry, get_settings
+from lake.settings import Settings, SettingsError, disable_telemetry, get_settings
 from lake.warehouse import publish_silver
 
 
@@ -85,7 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     disable_telemetry()
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except SettingsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     run = ingest_all(settings, args.feed)
     views = publish_silver(settings, load_contracts(settings.contracts_dir))
     print(

@@ -12,9 +12,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+from collections.abc import Iterable
 
 import phonenumbers
 import polars as pl
+
+from data_contracts import Contract
 
 TOKEN_SUFFIX = "_token"
 IP_SUFFIX = "_prefix"
@@ -90,6 +93,33 @@ def truncate_ip(values: pl.Series) -> pl.Series:
     return text.replace_strict({v: _network(v) for v in distinct}, default=None, return_dtype=pl.String)
 
 
+def protected_name(column: str, kind: str) -> str:
+    """The name a personal column of this kind has once protected: ``<column>_token``, ``<column>_prefix`` or
+    ``<column without _date>_year``."""
+    if kind == "ip":
+        return column + IP_SUFFIX
+    if kind == "birth_date":
+        return column.removesuffix("_date") + "_year"
+    return column + TOKEN_SUFFIX
+
+
+def personal_columns(contract: Contract, columns: Iterable[str]) -> list[str]:
+    """Those of ``columns`` (of a table of ``contract``'s feed) that hold personal data, raw or protected: the
+    contract's restricted columns and objects with personal fields, under their own names; every protected form
+    (tokens, network prefixes, birth years); and the columns taken out of such objects (``traits_...``)."""
+    raw = {c.name for c in contract.columns if c.pii or c.pii_paths or c.classification == "restricted"}
+    protected = {protected_name(c.name, c.pii) for c in contract.pii_columns}
+    taken_out = tuple(f"{name}_" for name in contract.pii_paths)
+    return [
+        name
+        for name in columns
+        if name in raw
+        or name in protected
+        or name.endswith((TOKEN_SUFFIX, IP_SUFFIX))
+        or name.startswith(taken_out)
+    ]
+
+
 def protect(
     frame: pl.DataFrame, pii: dict[str, str], secret: str, region_column: str | None = None
 ) -> pl.DataFrame:
@@ -101,21 +131,16 @@ def protect(
             continue
         values = frame[column]
         if kind == "email":
-            frame = frame.with_columns(token(normalise_email(values), secret).alias(column + TOKEN_SUFFIX))
+            protected = token(normalise_email(values), secret)
         elif kind == "phone":
-            frame = frame.with_columns(
-                token(normalise_phone(values, regions), secret).alias(column + TOKEN_SUFFIX)
-            )
+            protected = token(normalise_phone(values, regions), secret)
         elif kind == "name":
-            frame = frame.with_columns(token(normalise_name(values), secret).alias(column + TOKEN_SUFFIX))
+            protected = token(normalise_name(values), secret)
         elif kind == "ip":
-            frame = frame.with_columns(truncate_ip(values).alias(column + IP_SUFFIX))
+            protected = truncate_ip(values)
         elif kind == "birth_date":
-            year = column.removesuffix("_date") + "_year"
-            frame = frame.with_columns(
-                values.cast(pl.Date, strict=False).dt.year().cast(pl.Int32).alias(year)
-            )
+            protected = values.cast(pl.Date, strict=False).dt.year().cast(pl.Int32)
         else:
             raise ValueError(f"unknown kind of personal data {kind!r} for column {column!r}")
-        frame = frame.drop(column)
+        frame = frame.with_columns(protected.alias(protected_name(column, kind))).drop(column)
     return frame

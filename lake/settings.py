@@ -14,6 +14,15 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_VAR_DIR = REPO_ROOT / "var"
+ENVIRONMENTS = ("development", "production")
+"""The values of ``LAKEHOUSE_ENV`` (unset means ``development``)."""
+DEVELOPMENT_PII_SECRET = "local-development-secret-change-me"
+"""The tokenisation key of local development, refused in production and for a lake outside this machine."""
+
+
+class SettingsError(ValueError):
+    """The environment asks for something the project refuses to run with (the message says what to set)."""
+
 
 # Environment variables that switch off the usage telemetry of the tools this project runs.
 TELEMETRY_OFF = {
@@ -50,7 +59,7 @@ class Settings:
     @property
     def is_local(self) -> bool:
         """True when the lake root is a folder on this machine rather than an object-store URI."""
-        return "://" not in self.lake_root or self.lake_root.startswith("file://")
+        return _is_local(self.lake_root)
 
     def zone(self, name: str) -> str:
         """The URI or path of one zone of the lake (``landing``, ``bronze``, ``silver``, ``gold``, ...)."""
@@ -82,10 +91,13 @@ class Settings:
 
 
 def get_settings() -> Settings:
-    """Read the settings from the environment (``LAKE_ROOT``, ``WAREHOUSE_PATH``, ``MLFLOW_TRACKING_URI``,
-    ``PII_SECRET``, ``SCHEDULE_TIMEZONE``, ``INGEST_MAX_REJECT_RATE``, ``INGEST_MIN_REJECTED_RECORDS``,
-    ``BRONZE_RETENTION_DAYS``, ``FIRST_SNAPSHOT_DATE``, ``SNAPSHOT_DATES_PER_DBT_RUN``, ``DATA_CONTRACTS_DIR``),
-    falling back to local defaults (the first snapshot date is the simulated company's first day)."""
+    """Read the settings from the environment (``LAKEHOUSE_ENV``, ``LAKE_ROOT``, ``WAREHOUSE_PATH``,
+    ``MLFLOW_TRACKING_URI``, ``PII_SECRET``, ``SCHEDULE_TIMEZONE``, ``INGEST_MAX_REJECT_RATE``,
+    ``INGEST_MIN_REJECTED_RECORDS``, ``BRONZE_RETENTION_DAYS``, ``FIRST_SNAPSHOT_DATE``,
+    ``SNAPSHOT_DATES_PER_DBT_RUN``, ``DATA_CONTRACTS_DIR``), falling back to local defaults (the first snapshot
+    date is the simulated company's first day). Raises :class:`SettingsError` for an unknown ``LAKEHOUSE_ENV``,
+    and when the tokenisation secret would fall back to the development value outside local development (with
+    ``LAKEHOUSE_ENV=production`` or a lake root on object storage)."""
     lake_root = os.environ.get("LAKE_ROOT") or str(DEFAULT_VAR_DIR / "lake")
     if "://" not in lake_root:
         lake_root = str(Path(lake_root).expanduser().resolve())
@@ -97,7 +109,7 @@ def get_settings() -> Settings:
         lake_root=lake_root,
         warehouse_path=Path(warehouse).expanduser().resolve(),
         mlflow_tracking_uri=mlflow_uri,
-        pii_secret=os.environ.get("PII_SECRET") or "local-development-secret-change-me",
+        pii_secret=_pii_secret(lake_root),
         schedule_timezone=os.environ.get("SCHEDULE_TIMEZONE") or "UTC",
         max_reject_rate=float(os.environ.get("INGEST_MAX_REJECT_RATE") or 0.2),
         min_rejected_records=int(os.environ.get("INGEST_MIN_REJECTED_RECORDS") or 10),
@@ -108,6 +120,28 @@ def get_settings() -> Settings:
             os.environ.get("DATA_CONTRACTS_DIR") or REPO_ROOT / "data_contracts" / "contracts"
         ),
     )
+
+
+def _is_local(lake_root: str) -> bool:
+    return "://" not in lake_root or lake_root.startswith("file://")
+
+
+def _pii_secret(lake_root: str) -> str:
+    """``PII_SECRET``, or the development value for a local lake in development; fails closed otherwise."""
+    environment = os.environ.get("LAKEHOUSE_ENV") or "development"
+    if environment not in ENVIRONMENTS:
+        raise SettingsError(f"LAKEHOUSE_ENV={environment!r} is not one of {', '.join(ENVIRONMENTS)}")
+    secret = os.environ.get("PII_SECRET") or ""
+    if environment == "development" and _is_local(lake_root):
+        return secret or DEVELOPMENT_PII_SECRET
+    if not secret or secret == DEVELOPMENT_PII_SECRET:
+        where = "LAKEHOUSE_ENV=production" if environment == "production" else f"the lake root {lake_root}"
+        raise SettingsError(
+            f"PII_SECRET is not set (or is the development value) and {where} needs a secret of its own: "
+            "set PII_SECRET to this environment's tokenisation key; personal data is not tokenised with the "
+            "development key outside local development"
+        )
+    return secret
 
 
 def disable_telemetry() -> None:

@@ -91,7 +91,7 @@ def bronze_asset(contract: Contract) -> dg.AssetsDefinition:
         report = bronze.ingest(settings, contract)
         rate = quality.quarantine_rate(settings, contract)
         metadata = {
-            **table_metadata(settings, bronze.bronze_uri(settings, contract), with_preview=False),  # raw PII
+            **table_metadata(settings, bronze.bronze_uri(settings, contract)),  # raw records: no preview
             "files_ingested": report.files,
             "changed_files_not_taken_in": report.changed_files,
             "records_ingested": report.records,
@@ -167,7 +167,7 @@ def silver_asset(contract: Contract) -> dg.AssetsDefinition:
             yield dg.MaterializeResult(
                 asset_key=keys[0],
                 metadata={
-                    **table_metadata(settings, clickstream.silver_uri(settings)),
+                    **table_metadata(settings, clickstream.silver_uri(settings), preview_of=contract),
                     "events_inserted": report.inserted,
                     "duplicates_dropped": report.duplicates,
                     "earlier_deliveries_replaced": report.replaced,
@@ -180,7 +180,7 @@ def silver_asset(contract: Contract) -> dg.AssetsDefinition:
         yield dg.MaterializeResult(
             asset_key=keys[0],
             metadata={
-                **table_metadata(settings, current_uri),
+                **table_metadata(settings, current_uri, preview_of=contract),
                 "changes_applied": report.changes,
                 "replayed_changes_dropped": report.replayed,
                 "upserts": report.current_upserts,
@@ -191,7 +191,10 @@ def silver_asset(contract: Contract) -> dg.AssetsDefinition:
         )
         yield dg.MaterializeResult(
             asset_key=keys[1],
-            metadata={**table_metadata(settings, history_uri), "rows_merged": report.history_rows_merged},
+            metadata={
+                **table_metadata(settings, history_uri, preview_of=contract),
+                "rows_merged": report.history_rows_merged,
+            },
         )
 
     return apply

@@ -1,4 +1,8 @@
-"""Materialization metadata the UI shows for a Delta table: row count, column schema, a preview."""
+"""Materialization metadata the UI shows for a Delta table: row count, column schema, a preview.
+
+Dagster keeps materialization metadata in its event log, beyond the reach of the lake's retention and
+erasure: a preview therefore never shows personal data, raw or protected. Tables of raw records (bronze) get
+no preview at all; other tables show their first rows without the columns that hold personal data."""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import polars as pl
 
 from data_contracts import Contract
 from lake import delta
+from lake.privacy import personal_columns
 from lake.settings import Settings
 
 PREVIEW_ROWS = 5
@@ -43,26 +48,33 @@ def _cell(value: object) -> str:
     return text if len(text) <= PREVIEW_WIDTH else text[: PREVIEW_WIDTH - 1] + "…"
 
 
-def preview(frame: pl.DataFrame) -> dg.MetadataValue:
-    """The first rows of a frame as a markdown table (long values cut)."""
+def preview(frame: pl.DataFrame, hidden: list[str] | None = None) -> dg.MetadataValue:
+    """The first rows of a frame as a markdown table (long values cut), naming below it the ``hidden`` columns
+    left out of ``frame``."""
     head = frame.head(PREVIEW_ROWS)
     lines = ["| " + " | ".join(head.columns) + " |", "|" + "---|" * head.width]
     lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in head.iter_rows()]
+    if hidden:
+        lines += ["", f"Not shown (personal data): {', '.join(hidden)}."]
     return dg.MetadataValue.md("\n".join(lines))
 
 
-def table_metadata(settings: Settings, uri: str, with_preview: bool = True) -> dict[str, object]:
-    """Row count, actual column schema, a preview (not for tables of raw personal data) and the location of
-    the Delta table at ``uri``."""
+def table_metadata(settings: Settings, uri: str, preview_of: Contract | None = None) -> dict[str, object]:
+    """Row count, actual column schema and location of the Delta table at ``uri``; with ``preview_of`` (the
+    contract of the feed the table holds) also a preview of its first rows, without the columns that hold
+    personal data. Tables of raw records get no preview: leave ``preview_of`` out."""
     lazy = delta.scan(uri, settings.storage_options)
     if lazy is None:
         return {"table": dg.MetadataValue.path(uri), "dagster/row_count": 0}
     schema = lazy.collect_schema()
-    return {
+    metadata = {
         "table": dg.MetadataValue.path(uri),
         "dagster/row_count": lazy.select(pl.len()).collect().item(),
         "dagster/column_schema": dg.TableSchema(
             columns=[dg.TableColumn(n, str(t)) for n, t in schema.items()]
         ),
-        "preview": preview(lazy.head(PREVIEW_ROWS).collect()),
     }
+    if preview_of is not None:
+        hidden = personal_columns(preview_of, schema.names())
+        metadata["preview"] = preview(lazy.drop(hidden).head(PREVIEW_ROWS).collect(), hidden)
+    return metadata

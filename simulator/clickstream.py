@@ -261,7 +261,7 @@ class ClickstreamWriter:
         id_row = np.where(web, np.cumsum(web) - 1, web.sum() + np.cumsum(~web) - 1)
         # the server sends no anonymous id: its messages look up no device
         server = np.flatnonzero(source == cat.CLICK_SOURCES.index(cat.SERVER_SOURCE))
-        context = self.device_context[events["device"].scatter(server, None)]
+        context = self.device_context.gather(events["device"].scatter(server, None))
         return pl.concat(
             [
                 events.drop("source").with_columns(iso_utc(events["ts"])),
@@ -276,9 +276,10 @@ class ClickstreamWriter:
                     ]
                 ),
                 context.drop("app_model"),
-                self.app_sdk[context["app_model"]],
-                self.products[events["product_id"] - 1],
-                self.persons[events["trait_person"]],
+                # gathered by position (a batch without any product or trait looks up only nulls)
+                self.app_sdk.gather(context["app_model"]),
+                self.products.gather(events["product_id"] - 1),
+                self.persons.gather(events["trait_person"]),
             ],
             how="horizontal",
         )

@@ -95,7 +95,10 @@ class Connector:
             change = changes.get(table.name)
             if change is None or change.is_empty():
                 continue
-            change = change.select("_ts", "_op", *state_schema(table)).cast(state_schema(table))
+            # a day of only deletes carries only the key: the other columns are null, as in any delete
+            missing = [pl.lit(None, t).alias(c) for c, t in state_schema(table).items() if c not in change]
+            change = change.with_columns(missing).select("_ts", "_op", *state_schema(table))
+            change = change.cast(state_schema(table))
             if emit:
                 with_before = self._before_images(table, change)
                 events.append(with_before.with_columns(pl.lit(index, pl.Int32).alias("_table")))
