@@ -18,7 +18,7 @@ DEMO_PERSONS ?= 10000
 DEMO_DAYS ?= 30
 DEMO_SEED ?= 7
 
-.PHONY: help install demo ingest test dev bench lint docs contracts clean
+.PHONY: help install demo ingest replay test dev bench lint docs contracts clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -41,6 +41,9 @@ demo: install  ## generate the demo company's data, materialize every asset (lak
 
 ingest: install  ## ingest everything in the landing zone (LAKE_ROOT) into bronze and silver, and print what it did
 	$(RUN) python -m lake.ingest
+
+replay: install  ## move quarantined records the contracts accept now into bronze and silver (ARGS="--feed <topic> --reason-like '%decimal%'")
+	$(RUN) python -m lake.replay $(ARGS)
 
 test: install  ## run the test suite
 	$(RUN) pytest

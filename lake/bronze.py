@@ -14,7 +14,7 @@ event, from the schema envelope it carries).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from gzip import BadGzipFile
@@ -284,7 +284,7 @@ def ledger_uri(settings: Settings) -> str:
     return delta.table_uri(settings, "bronze", "_ingestion_ledger")
 
 
-class _BatchParser:
+class BatchParser:
     """Streams the valid records of a batch's files as bronze record batches, keeping the rejected ones.
 
     Lines of consecutive small files share one chunk (and one DuckDB query) of about ``chunk_bytes``; a large
@@ -375,10 +375,12 @@ class _BatchParser:
         self.reasons[index].append(reason)
         self.unreadable[index] = True
 
-    def batches(self) -> Iterator[pa.RecordBatch]:
-        """Bronze record batches of every file in turn; quarantine rows and counts are kept on the side."""
+    def batches(self, chunks: Iterable[pa.Table] | None = None) -> Iterator[pa.RecordBatch]:
+        """Bronze record batches of every file in turn; quarantine rows and counts are kept on the side. The
+        lines come from the files, or from ``chunks`` when given (tables ``(file_idx, line_no, line)``, the
+        index into the batch's files)."""
         with duckdb.connect() as con:
-            for chunk in self._chunks():
+            for chunk in self._chunks() if chunks is None else chunks:
                 parsed = self._parse(con, chunk)
                 rejected = pc.is_valid(parsed["reason"])
                 bad = parsed.filter(rejected)
@@ -493,7 +495,7 @@ def _run_batch(
     options = settings.storage_options
     app_id = f"ingest:{contract.feed_id}"
     target, quarantine = bronze_uri(settings, contract), quarantine_uri(settings)
-    parser = _BatchParser(settings, contract, seq, files, chunk_bytes)
+    parser = BatchParser(settings, contract, seq, files, chunk_bytes)
     if delta.applied_version(target, app_id, options) >= seq:
         for _ in parser.batches():  # already committed: only the quarantine rows and counts are needed
             pass

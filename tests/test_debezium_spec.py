@@ -542,10 +542,11 @@ def test_records_quarantined_by_a_wrong_rule_are_replayed_once_the_rule_is_fixed
     # replaying again finds nothing to move and changes nothing
     before = lake_tables(settings)
     again = replay(settings, contract)
-    assert (again.selected, again.replayed, again.still_quarantined) == (1, 0, 1)
+    assert (again.selected, again.replayed, again.still_quarantined) == (2, 0, 2)
     after = lake_tables(settings)
-    ledger = "bronze/_ingestion_ledger"
-    assert {k: v for k, v in before.items() if k != ledger} == {k: v for k, v in after.items() if k != ledger}
+    assert before.keys() == after.keys()
+    for name, frame in before.items():
+        assert name == "bronze/_ingestion_ledger" or frame.equals(after[name]), name
     assert ledger_totals(settings, ACCOUNTS) == (9, 7, 2)
 
 
@@ -563,6 +564,7 @@ def run_replay(settings: Settings, crash_at: str | None = None) -> subprocess.Co
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("crash_at", ["replay:after_plan", "replay:after_bronze", "replay:after_quarantine"])
 def test_a_killed_replay_repaired_by_a_rerun_equals_an_uninterrupted_one(
     tmp_path: Path, crash_at: str
