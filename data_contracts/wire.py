@@ -148,9 +148,19 @@ def _arrives_as(spec: dict) -> str:
         return SEMANTIC_DECODINGS[semantic]
     if semantic and semantic not in PLAIN_SEMANTICS:
         return "other"  # a time of day, a duration, bits, a geometry...: nothing a contract type converts
+    literal = _literal(wire)
+    return "other" if literal == "json_value" or (literal == "text" and wire != "string") else literal
+
+
+def _literal(wire: str | None) -> str:
+    """The encoding of a Kafka Connect schema type read for its literal value alone."""
     if wire in INTEGER_TYPES:
         return "integer"
-    return {"string": "text", "boolean": "boolean"}.get(wire) or ("float" if wire in FLOAT_TYPES else "other")
+    if wire in FLOAT_TYPES:
+        return "float"
+    if wire in ("struct", "map", "array"):
+        return "json_value"
+    return "boolean" if wire == "boolean" else "text"
 
 
 def _conversion(contract: Contract, column: Column, kind: str, wire: str) -> str | None:
@@ -198,8 +208,8 @@ def _from_envelope(contract: Contract, column: Column | None, spec: dict) -> Fie
     json_types = {"struct": ("OBJECT",), "map": ("OBJECT",), "array": ("ARRAY",)}.get(wire) or JSON_TYPES.get(
         kind, ("VARCHAR",)
     )
-    if column is None:  # a field the contract does not know: read as what it is
-        decoding = kind if kind != "other" else "json_value" if wire in ("struct", "map", "array") else "text"
+    if column is None:  # a field the contract does not know: read as what it is, or as its literal
+        decoding = kind if kind != "other" else _literal(wire)
         return FieldEncoding(name, decoding, json_types, **shape)
     described = " ".join(filter(None, (wire, semantic)))
     decoding = _conversion(contract, column, kind, wire)
