@@ -519,6 +519,14 @@ def quarantined_by_a_wrong_rule(tmp_path: Path) -> Settings:
     lines.append(change("postgresql", 800, account(8, precise(800), opened_at="soon"), fields))
     lines.append("{not json")
     land(settings, ACCOUNTS, lines)
+    # a record whose bytes are not UTF-8: its quarantine row holds a repaired text, never to be replayed as is
+    broken = (
+        change("postgresql", 900, account(9, precise(900)), fields)
+        .encode()
+        .replace(b'"crm"', b'"crm\xff"', 1)
+    )
+    path = Path(settings.landing) / "cdc" / ACCOUNTS / f"{ACCOUNTS}+0+0000000009.json"
+    path.write_bytes(broken + b"\n")
     ingest_all(settings)
     write_contract(settings.contracts_dir, ACCOUNTS, "postgresql", "precise", ACCOUNT_COLUMNS)
     return settings
@@ -528,15 +536,19 @@ def test_records_quarantined_by_a_wrong_rule_are_replayed_once_the_rule_is_fixed
     from lake.replay import replay
 
     settings = quarantined_by_a_wrong_rule(tmp_path)
-    assert counts(settings, ACCOUNTS) == (0, 9)
-    assert ledger_totals(settings, ACCOUNTS) == (9, 0, 9)
+    assert counts(settings, ACCOUNTS) == (0, 10)
+    assert ledger_totals(settings, ACCOUNTS) == (10, 0, 10)
     contract = load_contracts(settings.contracts_dir)[ACCOUNTS]
     report = replay(settings, contract, reason_like="%balance%")
     assert (report.selected, report.replayed, report.still_quarantined) == (8, 7, 1)
-    assert counts(settings, ACCOUNTS) == (7, 2)  # records in = bronze + quarantine, still
-    assert ledger_totals(settings, ACCOUNTS) == (9, 7, 2)
-    reasons = pl.read_delta(bronze.quarantine_uri(settings)).sort("line")["reason"].to_list()
-    assert reasons == ["field opened_at is not an ISO timestamp with a zone: 'soon'", "invalid JSON"]
+    assert counts(settings, ACCOUNTS) == (7, 3)  # records in = bronze + quarantine, still
+    assert ledger_totals(settings, ACCOUNTS) == (10, 7, 3)
+    reasons = pl.read_delta(bronze.quarantine_uri(settings)).sort("source_file", "line")["reason"].to_list()
+    assert reasons == [
+        "field opened_at is not an ISO timestamp with a zone: 'soon'",
+        "invalid JSON",
+        "invalid UTF-8",
+    ]
     silver, _ = ingest(settings, ACCOUNTS)
     assert silver["balance"].to_list() == [Decimal(10 * i) for i in range(1, 8)]
     # replaying again finds nothing to move and changes nothing
@@ -547,7 +559,7 @@ def test_records_quarantined_by_a_wrong_rule_are_replayed_once_the_rule_is_fixed
     assert before.keys() == after.keys()
     for name, frame in before.items():
         assert name == "bronze/_ingestion_ledger" or frame.equals(after[name]), name
-    assert ledger_totals(settings, ACCOUNTS) == (9, 7, 2)
+    assert ledger_totals(settings, ACCOUNTS) == (10, 7, 3)
 
 
 def run_replay(settings: Settings, crash_at: str | None = None) -> subprocess.CompletedProcess:
@@ -578,8 +590,8 @@ def test_a_killed_replay_repaired_by_a_rerun_equals_an_uninterrupted_one(
     assert killed.returncode == -9, killed.stderr
     rerun = run_replay(crashed)
     assert rerun.returncode == 0, rerun.stderr
-    assert counts(crashed, ACCOUNTS) == counts(clean, ACCOUNTS) == (7, 2)
-    assert ledger_totals(crashed, ACCOUNTS) == ledger_totals(clean, ACCOUNTS) == (9, 7, 2)
+    assert counts(crashed, ACCOUNTS) == counts(clean, ACCOUNTS) == (7, 3)
+    assert ledger_totals(crashed, ACCOUNTS) == ledger_totals(clean, ACCOUNTS) == (10, 7, 3)
     volatile = ("_ingested_at", "quarantined_at", "recorded_at", "_ingest_date")
     expected, actual = lake_tables(clean, volatile), lake_tables(crashed, volatile)
     ledger = "bronze/_ingestion_ledger"
