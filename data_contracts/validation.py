@@ -18,37 +18,82 @@ SEGMENT_NEEDS = (("track", "event"), ("alias", "previousId"), ("alias", "userId"
 """Fields the Segment spec requires for some message types: (type, field)."""
 
 
-def _syntax(encoding: FieldEncoding) -> tuple[Callable[[str], str], str] | None:
-    """The value syntax that decoding relies on, for a field's wire encoding: (the condition over the value's
-    JSON text that flags a bad value, what the value must be), or None when its JSON type says enough."""
+BASE64 = "[A-Za-z0-9+/]+={0,2}"
+DECIMAL_TEXT = "-?[0-9]+([.][0-9]+)?"
+
+
+def _magnitude(base64: str) -> str:
+    """SQL: the absolute value of the base64 big-endian two's-complement integer ``base64`` (a Kafka Connect
+    Decimal's unscaled bytes), as UHUGEINT; NULL beyond 16 bytes or when it is not base64."""
+    blob = f"from_base64({base64})"
+    hexed = f"hex({blob})"
+    negative = f"left({hexed}, 1) IN ('8', '9', 'A', 'B', 'C', 'D', 'E', 'F')"
+    return (
+        f"try(CASE WHEN octet_length({blob}) > 16 THEN NULL WHEN {negative} "
+        f"THEN ('0x' || repeat('F', length({hexed})))::UHUGEINT - ('0x' || {hexed})::UHUGEINT + 1 "
+        f"ELSE ('0x' || {hexed})::UHUGEINT END)"
+    )
+
+
+def _syntax(encoding: FieldEncoding) -> list[tuple[Callable[[str], str], str]]:
+    """The value syntax that decoding relies on, for a field's wire encoding: (condition over the value's JSON
+    text that flags a bad value, what the value must be) for each rule, checked in order."""
     decoding, fit = encoding.decoding, encoding.fit
     if decoding == "decimal_bytes":
-        return (lambda v: f"NOT regexp_full_match({v}, '[A-Za-z0-9+/]+={{0,2}}')"), "base64 decimal bytes"
+        rules = [(lambda v: f"NOT regexp_full_match({v}, '{BASE64}')", "base64 decimal bytes")]
+        if fit and encoding.wire_precision is None:  # no precision on the wire says the values fit
+            bound = 10 ** (fit[0] - fit[1] + (encoding.wire_scale or 0))
+            rules.append(
+                (lambda v: f"coalesce({_magnitude(v)} >= {bound}, true)", f"a decimal({fit[0]},{fit[1]})")
+            )
+        return rules
+    if decoding == "decimal_variable" and fit:
+        precision, scale = fit
+
+        def check(v: str) -> str:
+            value = f"json_extract_string({v}, '$.value')"
+            shift = f"TRY_CAST(json_extract_string({v}, '$.scale') AS INTEGER)"
+            size, digits = _magnitude(value), f"({precision - scale} + {shift})"
+            return (
+                f"(NOT regexp_full_match(coalesce({value}, ''), '{BASE64}') OR {shift} IS NULL OR {shift} < 0"
+                f" OR {shift} > {scale} + 38 OR {size} IS NULL"
+                f" OR ({digits} <= 38 AND {size} >= TRY_CAST('1' || repeat('0', {digits}) AS UHUGEINT))"
+                f" OR ({shift} > {scale} AND {size} % TRY_CAST('1' || repeat('0', {shift} - {scale}) AS UHUGEINT) <> 0))"
+            )
+
+        return [(check, f"a VariableScaleDecimal that fits decimal({precision},{scale})")]
     if decoding == "decimal_text" and fit:
         digits, scale = fit[0] - fit[1], fit[1]
-        return (
-            lambda v: (
-                f"(NOT regexp_full_match({v}, '-?[0-9]+([.][0-9]+)?')"
+
+        def fits(v: str) -> str:
+            return (
+                f"(NOT regexp_full_match({v}, '{DECIMAL_TEXT}')"
                 f" OR length(ltrim(split_part(ltrim({v}, '-'), '.', 1), '0')) > {digits}"
                 f" OR length(rtrim(split_part({v}, '.', 2), '0')) > {scale})"
             )
-        ), f"a decimal({fit[0]},{scale})"
+
+        return [(fits, f"a decimal({fit[0]},{scale})")]
     if decoding == "decimal_text":
-        return (lambda v: f"NOT regexp_full_match({v}, '-?[0-9]+([.][0-9]+)?')"), "a decimal number"
+        return [(lambda v: f"NOT regexp_full_match({v}, '{DECIMAL_TEXT}')", "a decimal number")]
     if decoding == "decimal_double" and fit:
         digits, scale = fit[0] - fit[1], fit[1]
-        return (
-            lambda v: f"round(abs(TRY_CAST({v} AS DOUBLE)), {scale}) >= 1e{digits}"
-        ), f"a decimal({fit[0]},{scale})"
-    if decoding in ("zoned", "iso_timestamp"):
-        return (lambda v: f"TRY_CAST({v} AS TIMESTAMPTZ) IS NULL"), "an ISO timestamp with a zone"
-    if decoding == "iso_date":
-        return (lambda v: f"TRY_CAST({v} AS DATE) IS NULL"), "an ISO date"
-    if decoding == "json":
-        return (lambda v: f"NOT json_valid({v})"), "JSON text"
-    if decoding == "int_boolean":
-        return (lambda v: f"{v} NOT IN ('0', '1', 'true', 'false')"), "0 or 1"
-    return None
+        return [
+            (
+                lambda v: f"round(abs(TRY_CAST({v} AS DOUBLE)), {scale}) >= 1e{digits}",
+                f"a decimal({fit[0]},{scale})",
+            )
+        ]
+    simple = {
+        "zoned": ("TRY_CAST({} AS TIMESTAMPTZ) IS NULL", "an ISO timestamp with a zone"),
+        "iso_timestamp": ("TRY_CAST({} AS TIMESTAMPTZ) IS NULL", "an ISO timestamp with a zone"),
+        "iso_date": ("TRY_CAST({} AS DATE) IS NULL", "an ISO date"),
+        "json": ("NOT json_valid({})", "JSON text"),
+        "int_boolean": ("{} NOT IN ('0', '1', 'true', 'false')", "0 or 1"),
+    }
+    if decoding in simple:
+        condition, what = simple[decoding]
+        return [(condition.format, what)]
+    return []
 
 
 def violation_sql(contract: Contract, record: str, value_schema: str | None = None) -> str:
@@ -109,9 +154,10 @@ def _violation_sql(
     syntax_rules = [
         (c.name, rule)
         for c in columns
-        if accepted_values and encodings and (rule := _syntax(encodings[c.name]))
+        if accepted_values and encodings
+        for rule in _syntax(encodings[c.name])
     ]
-    value_fields += [name for name, _ in syntax_rules if name not in value_fields]
+    value_fields += [name for name in dict.fromkeys(n for n, _ in syntax_rules) if name not in value_fields]
     value_index = {name: i + 1 for i, name in enumerate(value_fields)}
 
     def value(name: str) -> str:

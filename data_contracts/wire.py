@@ -15,7 +15,9 @@ The encodings (``FieldEncoding.decoding``):
 - ``integer``, ``float``, ``boolean``: the JSON scalar itself;
 - ``int_boolean``: a MySQL ``TINYINT(1)`` (``int16``) 0 or 1 for a boolean column;
 - ``decimal_bytes`` / ``decimal_text`` / ``decimal_double``: a decimal in ``decimal.handling.mode`` precise
-  (base64 two's-complement unscaled bytes and a ``scale``), string, or double;
+  (base64 two's-complement unscaled bytes and a ``scale``), string, or double; ``decimal_variable``: a
+  PostgreSQL ``NUMERIC`` without scale in precise mode (``io.debezium.data.VariableScaleDecimal``, a struct of
+  ``scale`` and ``value`` bytes);
 - ``epoch_days`` (``Date``), ``epoch_ms`` (``Timestamp``), ``epoch_us`` (``MicroTimestamp``), ``epoch_ns``
   (``NanoTimestamp``), ``zoned`` (``ZonedTimestamp``, ISO-8601 text); ``iso_date`` / ``iso_timestamp``:
   ISO-8601 text of a contract date or timestamp that names no Debezium type.
@@ -32,10 +34,12 @@ import pyarrow as pa
 from data_contracts.model import Column, Contract
 
 DECIMAL = "org.apache.kafka.connect.data.Decimal"
+VARIABLE_SCALE_DECIMAL = "io.debezium.data.VariableScaleDecimal"
 JSON = "io.debezium.data.Json"
 ZONED_TIMESTAMP = "io.debezium.time.ZonedTimestamp"
 SEMANTIC_DECODINGS = {
     DECIMAL: "decimal_bytes",
+    VARIABLE_SCALE_DECIMAL: "decimal_variable",
     "io.debezium.time.Date": "epoch_days",
     "org.apache.kafka.connect.data.Date": "epoch_days",
     "io.debezium.time.Timestamp": "epoch_ms",
@@ -63,6 +67,7 @@ JSON_TYPES = {
     "decimal_bytes": ("VARCHAR",),
     "decimal_text": ("VARCHAR",),
     "decimal_double": ("DOUBLE", *INTEGERS),
+    "decimal_variable": ("OBJECT",),
     "epoch_days": INTEGERS,
     "epoch_ms": INTEGERS,
     "epoch_us": INTEGERS,
@@ -172,10 +177,10 @@ def _conversion(contract: Contract, column: Column, kind: str, wire: str) -> str
     if logical == "integer":
         return "integer" if kind == "integer" else None
     if logical == "number":
-        decimal = {"decimal_bytes": "decimal_bytes", "text": "decimal_text", "float": "decimal_double"}
-        if _decimal_shape(column):
-            return decimal.get(kind)  # the three decimal.handling.mode encodings of DECIMAL and NUMERIC
-        return {"decimal_bytes": "decimal_bytes", "text": "decimal_text", "float": "float"}.get(kind)
+        decimal = {"decimal_bytes": "decimal_bytes", "decimal_variable": "decimal_variable"}
+        if _decimal_shape(column):  # the three decimal.handling.mode encodings of DECIMAL, NUMERIC and MONEY
+            return (decimal | {"text": "decimal_text", "float": "decimal_double"}).get(kind)
+        return (decimal | {"text": "decimal_text", "float": "float"}).get(kind)
     if logical == "boolean":
         if kind == "boolean":
             return "boolean"

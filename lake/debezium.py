@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
-from decimal import Decimal
+from decimal import Decimal, localcontext
 
 import duckdb
 import numpy as np
@@ -71,6 +71,28 @@ def precise_decimals(values: pl.Series, precision: int, scale: int) -> pl.Series
     return pl.Series(values.name, array)
 
 
+def variable_scale_decimals(values: pl.Series, target: pl.DataType | None) -> pl.Series:
+    """``io.debezium.data.VariableScaleDecimal`` structs (JSON text of ``{"scale": s, "value": <base64 unscaled
+    bytes>}``) as decimals of the target's precision and scale (validation refused any that does not fit it), as
+    doubles, or as decimal text for a column no contract types."""
+    parsed = values.str.json_decode(pl.Struct({"scale": pl.Int64, "value": pl.String})).to_list()
+    with localcontext() as context:
+        context.prec = 80
+        exact = [
+            None
+            if r is None or r["value"] is None or r["scale"] is None
+            else Decimal(int.from_bytes(base64.b64decode(r["value"]), "big", signed=True)).scaleb(-r["scale"])
+            for r in parsed
+        ]
+        if isinstance(target, pl.Decimal):
+            quantum = Decimal(1).scaleb(-target.scale)
+            exact = [None if d is None else d.quantize(quantum) for d in exact]
+            return pl.Series(values.name, pa.array(exact, pa.decimal128(target.precision, target.scale)))
+    if target == pl.Float64:
+        return pl.Series(values.name, [None if d is None else float(d) for d in exact], pl.Float64)
+    return pl.Series(values.name, [None if d is None else str(d) for d in exact], pl.String)
+
+
 def _convert(values: pl.Series, encoding: FieldEncoding, target: pl.DataType | None) -> pl.Series:
     """One decoded field: its wire encoding read first, then cast to the contract's type when it names one."""
     decoding = encoding.decoding
@@ -79,6 +101,8 @@ def _convert(values: pl.Series, encoding: FieldEncoding, target: pl.DataType | N
     if decoding == "decimal_bytes":
         precision = encoding.wire_precision or (target.precision if isinstance(target, pl.Decimal) else 38)
         values = precise_decimals(values.cast(pl.String), precision, encoding.wire_scale or 0)
+    elif decoding == "decimal_variable":
+        values = variable_scale_decimals(values.cast(pl.String), target)
     elif decoding in ("decimal_text", "decimal_double") and isinstance(target, pl.Decimal):
         values = values.round(target.scale) if decoding == "decimal_double" else values
     elif decoding == "epoch_days":

@@ -18,7 +18,7 @@ Sources (the Debezium reference documentation, ``documentation/modules/ROOT/page
   ``io.debezium.data.Json``), temporal types (``DATE`` -> ``INT32`` ``io.debezium.time.Date``, ``TIME(4-6)``
   -> ``INT64`` ``io.debezium.time.MicroTime``, ``TIMESTAMP`` -> ``INT64`` ``io.debezium.time.MicroTimestamp``;
   its example: ``2018-06-20 15:13:16.945104`` is ``1529507596945104``) and decimal types (the same three modes;
-  ``MONEY`` too).
+  ``MONEY`` too; ``NUMERIC`` without scale as ``io.debezium.data.VariableScaleDecimal`` in precise mode).
 - The envelope layout (``schema`` with ``before``/``after`` structs, ``source``, ``op``, ``ts_ms``, then
   ``payload``) is the one of the "Data change events" sections of both pages, with ``schemas.enable=true``.
 """
@@ -322,14 +322,70 @@ def test_without_an_envelope_the_contract_mode_decides(tmp_path: Path) -> None:
                 "postgresql", 200, account(2, "12.50")
             ),  # string mode text where the contract says precise
             change("postgresql", 300, account(3, 12.5)),  # double mode where the contract says precise
+            change(
+                "postgresql", 400, account(4, precise(-(10**12) + 1))
+            ),  # -9999999999.99: the smallest (12,2)
+            change(
+                "postgresql", 500, account(5, precise(10**12))
+            ),  # 13 digits: more than numeric(12,2) holds
         ],
     )
     silver, quarantined = ingest(settings, ACCOUNTS)
-    assert silver["balance"].to_list() == [Decimal("123.45")]
+    assert silver["balance"].to_list() == [Decimal("123.45"), Decimal("-9999999999.99")]
     assert quarantined["reason"].to_list() == [
         "field balance is not base64 decimal bytes: '12.50'",
         "field balance has JSON type DOUBLE, expected VARCHAR",
+        f"field balance is not a decimal(12,2): '{precise(10**12)}'",
     ]
+
+
+def test_a_numeric_without_scale_arrives_as_a_variable_scale_decimal(tmp_path: Path) -> None:
+    """PostgreSQL doc, "Decimal types": NUMERIC and DECIMAL without scale constraint, in precise mode, are a STRUCT
+    io.debezium.data.VariableScaleDecimal of scale (INT32) and value (BYTES, unscaled). The contract's
+    numeric(12,2) takes the values that fit it exactly."""
+    settings = lake(tmp_path, ACCOUNTS, "postgresql", "precise", ACCOUNT_COLUMNS)
+    struct = [field("scale", "int32", optional=False), field("value", "bytes", optional=False)]
+    variable = account_fields(
+        {
+            "type": "struct",
+            "fields": struct,
+            "optional": False,
+            "name": "io.debezium.data.VariableScaleDecimal",
+            "version": 1,
+            "doc": "Variable scaled decimal",
+            "field": "balance",
+        }
+    )
+
+    def numeric(unscaled: int, scale: int) -> dict:
+        return {"scale": scale, "value": precise(unscaled)}
+
+    land(
+        settings,
+        ACCOUNTS,
+        [
+            change("postgresql", 100, account(1, numeric(12345, 2)), variable),
+            change("postgresql", 200, account(2, numeric(-123, 0)), variable),
+            change("postgresql", 300, account(3, numeric(12345600, 4)), variable),  # 1234.5600: zeros only
+            change("postgresql", 400, account(4, numeric(12345, 3)), variable),  # 12.345: a third digit
+            change("postgresql", 500, account(5, numeric(10**10, 0)), variable),  # 11 integer digits
+            change(
+                "postgresql", 600, account(6, numeric(9_999_999_999_99, 2)), variable
+            ),  # the largest (12,2)
+        ],
+    )
+    silver, quarantined = ingest(settings, ACCOUNTS)
+    assert silver["balance"].to_list() == [
+        Decimal("123.45"),
+        Decimal("-123.00"),
+        Decimal("1234.56"),
+        Decimal("9999999999.99"),
+    ]
+    assert quarantined["line"].to_list() == [4, 5]
+    assert all(
+        r.startswith("field balance is not a VariableScaleDecimal that fits decimal(12,2)")
+        for r in quarantined["reason"]
+    ), quarantined["reason"].to_list()
 
 
 def test_tinyint_1_becomes_a_boolean_on_mysql_only(tmp_path: Path) -> None:
