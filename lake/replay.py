@@ -134,10 +134,8 @@ def replay(
             f"{feed}: ingestion batch {state.open_batch[0]} is unfinished; run python -m lake.ingest first"
         )
     selection = _selection(settings, contract, reason_like)
-    relpaths = (
-        [] if selection is None else selection.select(pl.col("source_file").unique()).collect()["source_file"]
-    )
-    relpaths = sorted(relpaths)
+    relpaths = [] if selection is None else selection.select(pl.col("source_file").unique()).collect()
+    relpaths = sorted(relpaths["source_file"]) if len(relpaths) else []
     unfinished = ledger.open_replay(feed)
     if unfinished is None and not relpaths:
         report.seconds = time.perf_counter() - started
