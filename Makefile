@@ -18,7 +18,7 @@ DEMO_PERSONS ?= 10000
 DEMO_DAYS ?= 30
 DEMO_SEED ?= 7
 
-.PHONY: help install demo ingest erase test dev bench lint docs contracts clean
+.PHONY: help install demo ingest replay erase test dev bench lint docs contracts clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -41,6 +41,9 @@ demo: install  ## generate the demo company's data, materialize every asset (lak
 
 ingest: install  ## ingest everything in the landing zone (LAKE_ROOT) into bronze and silver, and print what it did
 	$(RUN) python -m lake.ingest
+
+replay: install  ## move quarantined records the contracts accept now into bronze and silver (ARGS="--feed <topic> --reason-like '%decimal%'")
+	$(RUN) python -m lake.replay $(ARGS)
 
 erase: install  ## erase a person from the lake and the warehouse: make erase ERASE='--contact-id 42' (--customer-id, --app-user-id, --email)
 	$(RUN) python -m lake.erasure $(ERASE)

@@ -25,7 +25,7 @@ CONTRACT_SUFFIX = ".odcs.yaml"
 
 FEEDS = ("cdc", "clickstream")
 CONNECTORS = ("postgresql", "mysql")
-DECIMAL_MODES = ("string", "precise")
+DECIMAL_MODES = ("string", "precise", "double")
 PII_KINDS = ("email", "phone", "ip", "name", "birth_date")
 SEVERITIES = ("error", "warning")
 LOGICAL_TYPES = ("string", "integer", "number", "boolean", "date", "timestamp", "object", "array")
@@ -33,6 +33,9 @@ LOGICAL_TYPES = ("string", "integer", "number", "boolean", "date", "timestamp", 
 DEBEZIUM_DATE = "io.debezium.time.Date"
 DEBEZIUM_TIMESTAMP = "io.debezium.time.Timestamp"
 DEBEZIUM_MICRO_TIMESTAMP = "io.debezium.time.MicroTimestamp"
+DEBEZIUM_NANO_TIMESTAMP = "io.debezium.time.NanoTimestamp"
+CONNECT_DATE = "org.apache.kafka.connect.data.Date"
+CONNECT_TIMESTAMP = "org.apache.kafka.connect.data.Timestamp"
 DEBEZIUM_ZONED_TIMESTAMP = "io.debezium.time.ZonedTimestamp"
 DEBEZIUM_JSON = "io.debezium.data.Json"
 DEBEZIUM_DECIMAL = "org.apache.kafka.connect.data.Decimal"
@@ -40,6 +43,9 @@ DEBEZIUM_LOGICAL_TYPES = {
     DEBEZIUM_DATE: ("date",),
     DEBEZIUM_TIMESTAMP: ("timestamp",),
     DEBEZIUM_MICRO_TIMESTAMP: ("timestamp",),
+    DEBEZIUM_NANO_TIMESTAMP: ("timestamp",),
+    CONNECT_DATE: ("date",),
+    CONNECT_TIMESTAMP: ("timestamp",),
     DEBEZIUM_ZONED_TIMESTAMP: ("timestamp",),
     DEBEZIUM_JSON: ("object", "array", "string"),
     DEBEZIUM_DECIMAL: ("number",),
@@ -63,6 +69,9 @@ DEBEZIUM_WIRE_JSON_TYPES = {
     DEBEZIUM_DATE: INTEGERS,
     DEBEZIUM_TIMESTAMP: INTEGERS,
     DEBEZIUM_MICRO_TIMESTAMP: INTEGERS,
+    DEBEZIUM_NANO_TIMESTAMP: INTEGERS,
+    CONNECT_DATE: INTEGERS,
+    CONNECT_TIMESTAMP: INTEGERS,
     DEBEZIUM_ZONED_TIMESTAMP: ("VARCHAR",),
     DEBEZIUM_JSON: ("VARCHAR",),
     DEBEZIUM_DECIMAL: ("VARCHAR",),

@@ -8,47 +8,111 @@ rules their values in a second; a second lambda binds both so the checks read th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from data_contracts.model import Column, Contract
+from data_contracts.wire import FieldEncoding, field_encodings
 
 SEGMENT_IDENTITIES = ("anonymousId", "userId")
 SEGMENT_NEEDS = (("track", "event"), ("alias", "previousId"), ("alias", "userId"), ("group", "groupId"))
 """Fields the Segment spec requires for some message types: (type, field)."""
 
 
-DECIMAL = "org.apache.kafka.connect.data.Decimal"
-SYNTAX = {
-    "decimal_string": ("NOT regexp_full_match({value}, '-?[0-9]+([.][0-9]+)?')", "a decimal number"),
-    "decimal_base64": ("NOT regexp_full_match({value}, '[A-Za-z0-9+/]+={{0,2}}')", "base64 decimal bytes"),
-    "zoned_timestamp": ("TRY_CAST({value} AS TIMESTAMPTZ) IS NULL", "an ISO timestamp with a zone"),
-}
-"""Value syntax that decoding relies on, per wire encoding: (condition that flags a bad value, what it must be)."""
+BASE64 = "[A-Za-z0-9+/]+={0,2}"
+DECIMAL_TEXT = "-?[0-9]+([.][0-9]+)?"
 
 
-def _syntax_key(contract: Contract, column: Column) -> str | None:
-    """Which syntax rule a column's wire values must follow, if any."""
-    if column.debezium_type == DECIMAL:
-        return "decimal_base64" if contract.decimal_handling == "precise" else "decimal_string"
-    if column.debezium_type == "io.debezium.time.ZonedTimestamp":
-        return "zoned_timestamp"
-    return None
+def _magnitude(base64: str) -> str:
+    """SQL: the absolute value of the base64 big-endian two's-complement integer ``base64`` (a Kafka Connect
+    Decimal's unscaled bytes), as UHUGEINT; NULL beyond 16 bytes or when it is not base64."""
+    blob = f"from_base64({base64})"
+    hexed = f"hex({blob})"
+    negative = f"left({hexed}, 1) IN ('8', '9', 'A', 'B', 'C', 'D', 'E', 'F')"
+    return (
+        f"try(CASE WHEN octet_length({blob}) > 16 THEN NULL WHEN {negative} "
+        f"THEN ('0x' || repeat('F', length({hexed})))::UHUGEINT - ('0x' || {hexed})::UHUGEINT + 1 "
+        f"ELSE ('0x' || {hexed})::UHUGEINT END)"
+    )
 
 
-def violation_sql(contract: Contract, record: str) -> str:
+def _syntax(encoding: FieldEncoding) -> list[tuple[Callable[[str], str], str]]:
+    """The value syntax that decoding relies on, for a field's wire encoding: (condition over the value's JSON
+    text that flags a bad value, what the value must be) for each rule, checked in order."""
+    decoding, fit = encoding.decoding, encoding.fit
+    if decoding == "decimal_bytes":
+        rules = [(lambda v: f"NOT regexp_full_match({v}, '{BASE64}')", "base64 decimal bytes")]
+        if fit and encoding.wire_precision is None:  # no precision on the wire says the values fit
+            bound = 10 ** (fit[0] - fit[1] + (encoding.wire_scale or 0))
+            rules.append(
+                (lambda v: f"coalesce({_magnitude(v)} >= {bound}, true)", f"a decimal({fit[0]},{fit[1]})")
+            )
+        return rules
+    if decoding == "decimal_variable" and fit:
+        precision, scale = fit
+
+        def check(v: str) -> str:
+            value = f"json_extract_string({v}, '$.value')"
+            shift = f"TRY_CAST(json_extract_string({v}, '$.scale') AS INTEGER)"
+            size, digits = _magnitude(value), f"({precision - scale} + {shift})"
+            return (
+                f"(NOT regexp_full_match(coalesce({value}, ''), '{BASE64}') OR {shift} IS NULL OR {shift} < 0"
+                f" OR {shift} > {scale} + 38 OR {size} IS NULL"
+                f" OR ({digits} <= 38 AND {size} >= TRY_CAST('1' || repeat('0', {digits}) AS UHUGEINT))"
+                f" OR ({shift} > {scale} AND {size} % TRY_CAST('1' || repeat('0', {shift} - {scale}) AS UHUGEINT) <> 0))"
+            )
+
+        return [(check, f"a VariableScaleDecimal that fits decimal({precision},{scale})")]
+    if decoding == "decimal_text" and fit:
+        digits, scale = fit[0] - fit[1], fit[1]
+
+        def fits(v: str) -> str:
+            return (
+                f"(NOT regexp_full_match({v}, '{DECIMAL_TEXT}')"
+                f" OR length(ltrim(split_part(ltrim({v}, '-'), '.', 1), '0')) > {digits}"
+                f" OR length(rtrim(split_part({v}, '.', 2), '0')) > {scale})"
+            )
+
+        return [(fits, f"a decimal({fit[0]},{scale})")]
+    if decoding == "decimal_text":
+        return [(lambda v: f"NOT regexp_full_match({v}, '{DECIMAL_TEXT}')", "a decimal number")]
+    if decoding == "decimal_double" and fit:
+        digits, scale = fit[0] - fit[1], fit[1]
+        return [
+            (
+                lambda v: f"round(abs(TRY_CAST({v} AS DOUBLE)), {scale}) >= 1e{digits}",
+                f"a decimal({fit[0]},{scale})",
+            )
+        ]
+    simple = {
+        "zoned": ("TRY_CAST({} AS TIMESTAMPTZ) IS NULL", "an ISO timestamp with a zone"),
+        "iso_timestamp": ("TRY_CAST({} AS TIMESTAMPTZ) IS NULL", "an ISO timestamp with a zone"),
+        "iso_date": ("TRY_CAST({} AS DATE) IS NULL", "an ISO date"),
+        "json": ("NOT json_valid({})", "JSON text"),
+        "int_boolean": ("{} NOT IN ('0', '1', 'true', 'false')", "0 or 1"),
+    }
+    if decoding in simple:
+        condition, what = simple[decoding]
+        return [(condition.format, what)]
+    return []
+
+
+def violation_sql(contract: Contract, record: str, value_schema: str | None = None) -> str:
     """A DuckDB expression over the JSON text expression ``record`` that is NULL when the record satisfies the
     contract, else a short reason for its first violation: not valid JSON or not an object, a required field
-    missing or null, a field of a JSON type its column does not accept, a decimal or zoned timestamp whose text
-    cannot be decoded, a value outside an accepted-values rule of severity error, and for the clickstream the Segment spec's rules (anonymousId or userId; event
-    for track; previousId and userId for alias; groupId for group). Fields the contract does not name are
-    allowed."""
-    return _violation_sql(contract, record, contract.columns, accepted_values=True)
+    missing or null, a field that arrives in a type the contract's type cannot be converted from, a field of a
+    JSON type its encoding does not allow, a value outside an accepted-values rule of severity error, a value
+    whose text its encoding cannot decode (decimal, timestamp, JSON text, a TINYINT(1) other than 0 or 1), and
+    for the clickstream the Segment spec's rules (anonymousId or userId; event for track; previousId and userId
+    for alias; groupId for group). Fields the contract does not name are allowed. For a Debezium row image, the
+    encodings come from :func:`data_contracts.wire.field_encodings` with the message's ``value_schema``."""
+    return _violation_sql(contract, record, contract.columns, True, value_schema)
 
 
-def key_violation_sql(contract: Contract, record: str) -> str:
+def key_violation_sql(contract: Contract, record: str, value_schema: str | None = None) -> str:
     """Like :func:`violation_sql`, but checks only the primary-key fields (for Debezium deletes, whose
     ``before`` may hold only the key)."""
-    return _violation_sql(contract, record, [contract.column(n) for n in contract.primary_key], False)
+    columns = [contract.column(n) for n in contract.primary_key]
+    return _violation_sql(contract, record, columns, False, value_schema)
 
 
 def _literal(text: str) -> str:
@@ -59,7 +123,14 @@ def _path(name: str) -> str:
     return "$." + '"' + name.replace('"', '\\"') + '"'
 
 
-def _violation_sql(contract: Contract, record: str, columns: Sequence[Column], accepted_values: bool) -> str:
+def _violation_sql(
+    contract: Contract,
+    record: str,
+    columns: Sequence[Column],
+    accepted_values: bool,
+    value_schema: str | None,
+) -> str:
+    encodings = field_encodings(contract, value_schema) if contract.feed == "cdc" else None
     segment = contract.feed == "clickstream" and accepted_values
     if segment:  # the Segment rules read these fields: KeyError naming the contract when one is missing
         for name in ("type", *SEGMENT_IDENTITIES, *(n for _, n in SEGMENT_NEEDS)):
@@ -81,9 +152,12 @@ def _violation_sql(contract: Contract, record: str, columns: Sequence[Column], a
     if segment and "type" not in value_fields:
         value_fields.append("type")
     syntax_rules = [
-        (c.name, SYNTAX[key]) for c in columns if accepted_values and (key := _syntax_key(contract, c))
+        (c.name, rule)
+        for c in columns
+        if accepted_values and encodings
+        for rule in _syntax(encodings[c.name])
     ]
-    value_fields += [name for name, _ in syntax_rules if name not in value_fields]
+    value_fields += [name for name in dict.fromkeys(n for n, _ in syntax_rules) if name not in value_fields]
     value_index = {name: i + 1 for i, name in enumerate(value_fields)}
 
     def value(name: str) -> str:
@@ -101,12 +175,16 @@ def _violation_sql(contract: Contract, record: str, columns: Sequence[Column], a
             whens.append((f"{json_type(c.name)} IS NULL", _literal(f"missing required field {c.name}")))
             whens.append((f"{json_type(c.name)} = 'NULL'", _literal(f"required field {c.name} is null")))
     for c in columns:
-        accepted = ", ".join(_literal(t) for t in (*c.wire_json_types, "NULL"))
+        if encodings and encodings[c.name].problem:
+            whens.append((f"{json_type(c.name)} <> 'NULL'", _literal(encodings[c.name].problem)))
+    for c in columns:
+        json_types = encodings[c.name].json_types if encodings else c.wire_json_types
+        accepted = ", ".join(_literal(t) for t in (*json_types, "NULL"))
         whens.append(
             (
                 f"{json_type(c.name)} NOT IN ({accepted})",
                 f"{_literal(f'field {c.name} has JSON type ')} || {json_type(c.name)} || "
-                f"{_literal(', expected ' + '|'.join(c.wire_json_types))}",
+                f"{_literal(', expected ' + '|'.join(json_types))}",
             )
         )
     for name, values in value_rules:
@@ -119,9 +197,7 @@ def _violation_sql(contract: Contract, record: str, columns: Sequence[Column], a
         )
     for name, (condition, what) in syntax_rules:
         prefix, suffix = _literal(f"field {name} is not {what}: '"), _literal("'")
-        whens.append(
-            (condition.format(value=value(name)), f"{prefix} || left({value(name)}, 40) || {suffix}")
-        )
+        whens.append((condition(value(name)), f"{prefix} || left({value(name)}, 40) || {suffix}"))
     if segment:
         whens.append(
             (

@@ -7,13 +7,14 @@ commits carry the application transaction ``(ingest:<feed>, batch number)``, so 
 crash skips what was already committed and writes what was not: nothing is duplicated, nothing is lost.
 
 Parsing and validation run in DuckDB over Arrow chunks of raw lines (``json_valid``, ``json_transform``
-and the SQL that :func:`data_contracts.violation_sql` derives from the feed's contract).
+and the SQL that :func:`data_contracts.violation_sql` derives from the feed's contract and, for a change
+event, from the schema envelope it carries).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from gzip import BadGzipFile
@@ -149,8 +150,6 @@ select row_id, file_idx, line_no, line, false as is_tombstone,
          when {position_missing} then 'missing log position ({position_fields})'
          when p.op in ('c', 'u', 'r') and p.after is null then 'op ' || p.op || ' without after image'
          when p.op = 'd' and p.before is null then 'delete without before image'
-         when p.op in ('c', 'u', 'r') then {after_violation}
-         when p.op = 'd' then {key_violation}
     end as reason
 from positioned
 union all
@@ -176,6 +175,22 @@ union all
 select row_id, file_idx, line_no, line, null, null, null, null, null, null, reason from classified where reason is not null
 """
 
+IMAGE_SQL = """
+with keyed as (
+    select p.row_id, p.op, p.before, p.after, s.schema_idx
+    from parsed p join schemas s on coalesce(p.value_schema, '') = s.value_schema
+    where p.reason is null and p.op in ('c', 'u', 'r', 'd')
+),
+checked as ({checks})
+select p.* replace (coalesce(p.reason, c.image_reason) as reason)
+from parsed p left join checked c using (row_id)
+order by row_id
+"""
+"""The row images of the change events that passed :data:`CDC_SQL`, checked against the contract with the
+encodings of their own schema envelope (``schemas`` lists the chunk's distinct ones)."""
+IMAGE_CHECK = """select row_id, case when op = 'd' then {key_violation} else {after_violation} end as image_reason
+    from keyed where schema_idx = {index}"""
+
 POSITION_CHECKS = {
     "postgresql": ("s.lsn is null", "source.lsn"),
     "mysql": ("s.file is null or s.pos is null", "source.file, source.pos"),
@@ -196,9 +211,33 @@ def parse_sql(contract: Contract) -> str:
         parse_errors=PARSE_ERRORS_SQL.replace("$tombstones", "true"),
         position_missing=position_missing,
         position_fields=position_fields,
-        after_violation=violation_sql(contract, "p.after"),
-        key_violation=key_violation_sql(contract, "p.before"),
     )
+
+
+def check_images(con: duckdb.DuckDBPyConnection, contract: Contract, parsed: pa.Table) -> pa.Table:
+    """``parsed`` (the result of the CDC :func:`parse_sql`) with the reason of every change event whose row
+    image breaks the contract: the ``after`` image of creates, updates and reads, the key of a delete's
+    ``before``, each read with the encodings its own schema envelope gives (one rule with decoding, see
+    :func:`data_contracts.wire.field_encodings`)."""
+    pending = pc.and_(pc.is_null(parsed["reason"]), pc.is_in(parsed["op"], pa.array(["c", "u", "r", "d"])))
+    schemas = pc.unique(pc.fill_null(parsed.filter(pending)["value_schema"], "")).to_pylist()
+    if not schemas:
+        return parsed
+    checks = [
+        IMAGE_CHECK.format(
+            index=index,
+            key_violation=key_violation_sql(contract, "before", schema or None),
+            after_violation=violation_sql(contract, "after", schema or None),
+        )
+        for index, schema in enumerate(schemas)
+    ]
+    con.register("parsed", parsed)
+    con.register("schemas", pa.table({"schema_idx": range(len(schemas)), "value_schema": schemas}))
+    try:
+        return con.sql(IMAGE_SQL.format(checks="\nunion all\n".join(checks))).to_arrow_table()
+    finally:
+        con.unregister("parsed")
+        con.unregister("schemas")
 
 
 @dataclass(frozen=True)
@@ -256,7 +295,7 @@ def ledger_uri(settings: Settings) -> str:
     return delta.table_uri(settings, "bronze", "_ingestion_ledger")
 
 
-class _BatchParser:
+class BatchParser:
     """Streams the valid records of a batch's files as bronze record batches, keeping the rejected ones.
 
     Lines of consecutive small files share one chunk (and one DuckDB query) of about ``chunk_bytes``; a large
@@ -347,10 +386,12 @@ class _BatchParser:
         self.reasons[index].append(reason)
         self.unreadable[index] = True
 
-    def batches(self) -> Iterator[pa.RecordBatch]:
-        """Bronze record batches of every file in turn; quarantine rows and counts are kept on the side."""
+    def batches(self, chunks: Iterable[pa.Table] | None = None) -> Iterator[pa.RecordBatch]:
+        """Bronze record batches of every file in turn; quarantine rows and counts are kept on the side. The
+        lines come from the files, or from ``chunks`` when given (tables ``(file_idx, line_no, line)``, the
+        index into the batch's files)."""
         with duckdb.connect() as con:
-            for chunk in self._chunks():
+            for chunk in self._chunks() if chunks is None else chunks:
                 parsed = self._parse(con, chunk)
                 rejected = pc.is_valid(parsed["reason"])
                 bad = parsed.filter(rejected)
@@ -394,6 +435,8 @@ class _BatchParser:
             parsed = con.sql(self.sql).to_arrow_table().sort_by("row_id")
         finally:
             con.unregister("chunk")
+        if self.contract.feed != CLICKSTREAM_FEED:
+            parsed = check_images(con, self.contract, parsed)
         if invalid_utf8:
             mask = pc.is_in(parsed["row_id"], pa.array(invalid_utf8, pa.int64()))
             reason = pc.if_else(mask, pa.scalar("invalid UTF-8"), parsed["reason"])
@@ -463,7 +506,7 @@ def _run_batch(
     options = settings.storage_options
     app_id = f"ingest:{contract.feed_id}"
     target, quarantine = bronze_uri(settings, contract), quarantine_uri(settings)
-    parser = _BatchParser(settings, contract, seq, files, chunk_bytes)
+    parser = BatchParser(settings, contract, seq, files, chunk_bytes)
     if delta.applied_version(target, app_id, options) >= seq:
         for _ in parser.batches():  # already committed: only the quarantine rows and counts are needed
             pass

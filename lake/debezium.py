@@ -1,17 +1,17 @@
 """Decoding of Debezium row images (the ``before`` / ``after`` JSON of a change event) into typed columns.
 
-The semantic type of each field comes from the message's schema envelope when the connector sends one
-(``value_schema`` in bronze), and from the feed's contract otherwise (``debeziumType`` and
-``decimalHandlingMode``). A field that neither knows (a column added in the source) keeps the type its JSON
-values have, so it reaches silver without a migration.
+How each field is encoded comes from :func:`data_contracts.wire.field_encodings`: from the message's schema
+envelope when the connector sends one (``value_schema`` in bronze), and from the feed's contract otherwise
+(``debeziumType``, ``decimalHandlingMode``, logical and physical type). Validation at ingestion follows the same
+rule, so a record that reached bronze decodes. A field that neither knows (a column added in the source) keeps
+the type its JSON values have, so it reaches silver without a migration.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-from dataclasses import dataclass
-from decimal import Decimal
+from decimal import Decimal, localcontext
 
 import duckdb
 import numpy as np
@@ -19,89 +19,31 @@ import polars as pl
 import pyarrow as pa
 
 from data_contracts import Contract
+from data_contracts.wire import FieldEncoding, field_encodings
 
-DATE = "io.debezium.time.Date"
-TIMESTAMP = "io.debezium.time.Timestamp"
-MICRO_TIMESTAMP = "io.debezium.time.MicroTimestamp"
-NANO_TIMESTAMP = "io.debezium.time.NanoTimestamp"
-ZONED_TIMESTAMP = "io.debezium.time.ZonedTimestamp"
-JSON = "io.debezium.data.Json"
-DECIMAL = "org.apache.kafka.connect.data.Decimal"
-EPOCH_UNITS = {TIMESTAMP: "ms", MICRO_TIMESTAMP: "us", NANO_TIMESTAMP: "ns"}
+EPOCH_UNITS = {"epoch_ms": "ms", "epoch_us": "us", "epoch_ns": "ns"}
 ENVELOPE_TYPES = {
     "int8": pl.Int8,
     "int16": pl.Int16,
     "int32": pl.Int32,
     "int64": pl.Int64,
-    "float32": pl.Float32,
-    "float64": pl.Float64,
+    "float": pl.Float32,
+    "double": pl.Float64,
     "boolean": pl.Boolean,
     "string": pl.String,
 }
-
-
-WIRE_DTYPES = {
-    "int8": pl.Int64,
-    "int16": pl.Int64,
-    "int32": pl.Int64,
-    "int64": pl.Int64,
-    "float32": pl.Float64,
-    "float64": pl.Float64,
-    "boolean": pl.Boolean,
-    "string": pl.String,
-    "bytes": pl.String,
+"""The polars type of a Kafka Connect schema type (the JSON converter's names), for fields no contract types."""
+READ_TYPES = {
+    "integer": "BIGINT",
+    "float": "DOUBLE",
+    "boolean": "BOOLEAN",
+    "decimal_double": "DOUBLE",
+    "epoch_days": "BIGINT",
+    "epoch_ms": "BIGINT",
+    "epoch_us": "BIGINT",
+    "epoch_ns": "BIGINT",
 }
-"""How a Kafka Connect schema type reads from JSON."""
-
-
-@dataclass(frozen=True)
-class FieldSpec:
-    """How one field of a row image is encoded on the wire."""
-
-    name: str
-    semantic: str | None = None
-    """The Debezium / Kafka Connect logical type name, if any."""
-    wire: str | None = None
-    """The Kafka Connect schema type (``int64``, ``string``, ``bytes``, ...) when an envelope says it."""
-    precision: int | None = None
-    scale: int | None = None
-    precise: bool = False
-    """A Decimal sent as base64 two's-complement bytes (``decimal.handling.mode=precise``)."""
-
-
-def _decimal_shape(contract_type: pa.DataType | None) -> tuple[int | None, int | None]:
-    if contract_type is not None and pa.types.is_decimal(contract_type):
-        return contract_type.precision, contract_type.scale
-    return None, None
-
-
-def field_specs(contract: Contract, value_schema: str | None) -> dict[str, FieldSpec]:
-    """The encoding of every known field: from the schema envelope when there is one, else from the contract."""
-    specs = {}
-    if value_schema:
-        for f in json.loads(value_schema).get("fields", []):
-            params = f.get("parameters") or {}
-            precision = params.get("connect.decimal.precision")
-            scale = params.get("scale")
-            specs[f["field"]] = FieldSpec(
-                name=f["field"],
-                semantic=f.get("name"),
-                wire=f.get("type"),
-                precision=int(precision) if precision is not None else None,
-                scale=int(scale) if scale is not None else None,
-                precise=f.get("name") == DECIMAL and f.get("type") == "bytes",
-            )
-        return specs
-    for column in contract.columns:
-        precision, scale = _decimal_shape(column.arrow_type)
-        specs[column.name] = FieldSpec(
-            name=column.name,
-            semantic=column.debezium_type,
-            precision=precision,
-            scale=scale,
-            precise=column.debezium_type == DECIMAL and contract.decimal_handling == "precise",
-        )
-    return specs
+"""How DuckDB reads each encoding from JSON; every other one as ``VARCHAR`` (objects and arrays as JSON text)."""
 
 
 def precise_decimals(values: pl.Series, precision: int, scale: int) -> pl.Series:
@@ -113,6 +55,8 @@ def precise_decimals(values: pl.Series, precision: int, scale: int) -> pl.Series
     if precision <= 18:
         valid = np.array([v is not None for v in raw], dtype=bool)
         low = np.array([v or 0 for v in raw], dtype=np.int64)
+        if np.any(np.abs(low) >= 10**precision):  # pyarrow would not notice from raw buffers
+            raise ValueError(f"{values.name}: Decimal bytes with more than {precision} digits")
         words = np.stack([low, low >> 63], axis=1)  # little-endian int128: low word, sign-extended high word
         array = pa.Array.from_buffers(
             pa.decimal128(precision, scale),
@@ -127,67 +71,73 @@ def precise_decimals(values: pl.Series, precision: int, scale: int) -> pl.Series
     return pl.Series(values.name, array)
 
 
-def _convert(values: pl.Series, spec: FieldSpec, target: pl.DataType | None) -> pl.Series:
-    """One decoded field: semantic conversion first, then the contract's type when it names one."""
-    if spec.semantic == DATE:
+def variable_scale_decimals(values: pl.Series, target: pl.DataType | None) -> pl.Series:
+    """``io.debezium.data.VariableScaleDecimal`` structs (JSON text of ``{"scale": s, "value": <base64 unscaled
+    bytes>}``) as decimals of the target's precision and scale (validation refused any that does not fit it), as
+    doubles, or as decimal text for a column no contract types."""
+    parsed = values.str.json_decode(pl.Struct({"scale": pl.Int64, "value": pl.String})).to_list()
+    with localcontext() as context:
+        context.prec = 80
+        exact = [
+            None
+            if r is None or r["value"] is None or r["scale"] is None
+            else Decimal(int.from_bytes(base64.b64decode(r["value"]), "big", signed=True)).scaleb(-r["scale"])
+            for r in parsed
+        ]
+        if isinstance(target, pl.Decimal):
+            quantum = Decimal(1).scaleb(-target.scale)
+            exact = [None if d is None else d.quantize(quantum) for d in exact]
+            return pl.Series(values.name, pa.array(exact, pa.decimal128(target.precision, target.scale)))
+    if target == pl.Float64:
+        return pl.Series(values.name, [None if d is None else float(d) for d in exact], pl.Float64)
+    return pl.Series(values.name, [None if d is None else str(d) for d in exact], pl.String)
+
+
+def _convert(values: pl.Series, encoding: FieldEncoding, target: pl.DataType | None) -> pl.Series:
+    """One decoded field: its wire encoding read first, then cast to the contract's type when it names one."""
+    decoding = encoding.decoding
+    if encoding.problem is not None:  # validation let only nulls through
+        return pl.Series(values.name, [None] * values.len(), dtype=target or pl.String)
+    if decoding == "decimal_bytes":
+        precision = encoding.wire_precision or (target.precision if isinstance(target, pl.Decimal) else 38)
+        values = precise_decimals(values.cast(pl.String), precision, encoding.wire_scale or 0)
+    elif decoding == "decimal_variable":
+        values = variable_scale_decimals(values.cast(pl.String), target)
+    elif decoding in ("decimal_text", "decimal_double") and isinstance(target, pl.Decimal):
+        values = values.round(target.scale) if decoding == "decimal_double" else values
+    elif decoding == "epoch_days":
         values = values.cast(pl.Int32).cast(pl.Date)
-    elif spec.semantic in EPOCH_UNITS:
-        values = pl.select(pl.from_epoch(values.cast(pl.Int64), EPOCH_UNITS[spec.semantic])).to_series()
+    elif decoding in EPOCH_UNITS:
+        values = pl.select(pl.from_epoch(values.cast(pl.Int64), EPOCH_UNITS[decoding])).to_series()
         values = values.dt.replace_time_zone("UTC").dt.cast_time_unit("us")
-    elif spec.semantic == ZONED_TIMESTAMP:
+    elif decoding in ("zoned", "iso_timestamp"):
         values = values.cast(pl.String).str.to_datetime(time_unit="us", time_zone="UTC")
-    elif spec.semantic == DECIMAL and spec.precise and spec.precision is not None:
-        values = precise_decimals(values.cast(pl.String), spec.precision, spec.scale or 0)
-    elif spec.semantic == DECIMAL and spec.precision is not None:
-        values = values.cast(pl.String).cast(pl.Decimal(spec.precision, spec.scale or 0))
-    elif spec.wire in ENVELOPE_TYPES and target is None:
-        values = values.cast(ENVELOPE_TYPES[spec.wire])
+    elif decoding == "iso_date":
+        values = values.cast(pl.String).str.to_date()
+    elif decoding == "int_boolean":
+        values = values.cast(pl.String).replace_strict(
+            {"1": True, "true": True, "0": False, "false": False}, return_dtype=pl.Boolean
+        )
+    elif target is None and encoding.wire in ENVELOPE_TYPES:
+        values = values.cast(ENVELOPE_TYPES[encoding.wire])
     if target is not None and values.dtype != target:
         values = values.cast(target)
     return values
 
 
-DUCKDB_TYPES = {pl.Int64: "BIGINT", pl.Float64: "DOUBLE", pl.Boolean: "BOOLEAN", pl.String: "VARCHAR"}
-"""How each wire type is read from JSON by DuckDB (``VARCHAR`` also gives objects and arrays as JSON text)."""
-
-
-def _json_dtype(wire_json_types: tuple[str, ...]) -> pl.DataType | None:
-    """The polars type that reads every value a contract column accepts on the wire (None: objects, arrays)."""
-    if {"OBJECT", "ARRAY"} & set(wire_json_types):
-        return None
-    if "DOUBLE" in wire_json_types:
-        return pl.Float64
-    if {"BIGINT", "UBIGINT"} & set(wire_json_types):
-        return pl.Int64
-    return pl.Boolean if wire_json_types == ("BOOLEAN",) else pl.String
-
-
-def wire_layout(
-    con: duckdb.DuckDBPyConnection, contract: Contract, value_schema: str | None
-) -> dict[str, pl.DataType | None]:
-    """How each field of the row images (the ``images`` relation of ``con``) reads from JSON: a polars type for
-    the scalars the envelope or the contract describes; None for objects, arrays and fields neither knows (read
-    as their JSON text, so a column new in the source keeps one type, text, until its contract gives it one)."""
-    if value_schema:
-        return {
-            f["field"]: WIRE_DTYPES.get(f.get("type")) for f in json.loads(value_schema).get("fields", [])
-        }
-    keys = [
-        k for (k,) in con.sql("select distinct unnest(json_keys(image)) from images order by 1").fetchall()
-    ]
-    layout: dict[str, pl.DataType | None] = {c.name: _json_dtype(c.wire_json_types) for c in contract.columns}
-    return layout | {k: None for k in keys if k not in layout}
-
-
-def _read_images(images: pl.Series, contract: Contract, value_schema: str | None) -> pl.DataFrame:
-    """Every field of the row images as a column of its wire type (JSON text for objects, arrays and unknown
-    fields), in one multi-threaded DuckDB pass."""
+def _read_images(images: pl.Series, encodings: dict[str, FieldEncoding], envelope: bool) -> pl.DataFrame:
+    """Every field of the row images as a column of its wire type (JSON text for objects, arrays and fields no
+    envelope or contract describes, so a column new in the source keeps one type, text, until its contract gives
+    it one), in one multi-threaded DuckDB pass."""
     with duckdb.connect() as con:
         con.register("images", pl.DataFrame({"image": images}).to_arrow())
-        layout = wire_layout(con, contract, value_schema)
+        layout = {name: READ_TYPES.get(e.decoding, "VARCHAR") for name, e in encodings.items()}
+        if not envelope:
+            keys = con.sql("select distinct unnest(json_keys(image)) from images order by 1").fetchall()
+            layout |= {k: "VARCHAR" for (k,) in keys if k not in layout}
         if not layout:
             return pl.DataFrame(height=images.len())
-        structure = json.dumps({name: DUCKDB_TYPES.get(dtype, "VARCHAR") for name, dtype in layout.items()})
+        structure = json.dumps(layout)
         read = con.sql(
             f"select unnest(from_json(image, '{structure.replace(chr(39), chr(39) * 2)}')) from images"
         )
@@ -198,15 +148,16 @@ def decode_images(images: pl.Series, contract: Contract, value_schema: str | Non
     """Row images (JSON text, one per row; null stays an all-null row) as typed columns: every contract
     column, in contract order, then any field the stream carries that the contract does not know."""
     targets = {c.name: pl.from_arrow(pa.array([], c.arrow_type)).dtype for c in contract.columns}
-    specs = field_specs(contract, value_schema)
-    struct = _read_images(images, contract, value_schema) if images.len() else pl.DataFrame()
+    encodings = field_encodings(contract, value_schema)
+    struct = _read_images(images, encodings, bool(value_schema)) if images.len() else pl.DataFrame()
     columns = []
     for name, target in targets.items():
         values = (
             struct[name] if name in struct.columns else pl.Series(name, [None] * images.len(), dtype=target)
         )
-        columns.append(_convert(values, specs.get(name, FieldSpec(name)), target).alias(name))
+        columns.append(_convert(values, encodings[name], target).alias(name))
     for name in struct.columns:
         if name not in targets:
-            columns.append(_convert(struct[name], specs.get(name, FieldSpec(name)), None).alias(name))
+            encoding = encodings.get(name, FieldEncoding(name, "text", ("VARCHAR",)))
+            columns.append(_convert(struct[name], encoding, None).alias(name))
     return pl.DataFrame(columns, height=images.len())

@@ -10,6 +10,11 @@ from it, appends a row with status ``erased`` for it, in the file's batch: the f
 taken in again), and what the erasure removed: ``bronze_rows`` from bronze, ``quarantined`` from quarantine and
 ``records`` their sum. Per feed, the records of committed rows equal bronze + quarantine + the records of erased
 rows (:meth:`Ledger.erased_counts`).
+
+A replay from quarantine (:mod:`lake.replay`) is a batch too: planned with status ``replay`` (so ingestion
+neither resumes it nor takes its number), then committed with, for each file, no new records and the records
+it moved from quarantine to bronze (``bronze_rows`` +n, ``quarantined`` -n): summed per file, the counts keep
+"records = bronze rows + quarantined".
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from lake import delta
 from lake.landing import LandedFile
 
 PLANNED = "planned"
+REPLAY = "replay"
 COMMITTED = "committed"
 ERASED = "erased"
 SCHEMA = pa.schema(
@@ -84,7 +90,6 @@ class Ledger:
             if lazy is None
             else lazy.filter(pl.col("feed_id") == feed_id).collect()
         )
-        committed = rows.filter(pl.col("status") == COMMITTED)
         taken = rows.filter(pl.col("status").is_in([COMMITTED, ERASED])).sort(
             "recorded_at", maintain_order=True
         )
@@ -92,34 +97,24 @@ class Ledger:
             relpath: (size, mtime)
             for relpath, size, mtime in taken.select("relpath", "size", "mtime_ns").iter_rows()
         }
-        closed = set(committed["batch_seq"].to_list())
-        planned = rows.filter((pl.col("status") == PLANNED) & ~pl.col("batch_seq").is_in(list(closed)))
-        open_batch = None
-        if planned.height:
-            seq = planned["batch_seq"].min()
-            files = [
-                LandedFile(
-                    feed_id=feed_id,
-                    relpath=r["relpath"],
-                    size=r["size"],
-                    mtime_ns=r["mtime_ns"],
-                    kafka_partition=r["kafka_partition"],
-                    kafka_start_offset=r["kafka_start_offset"],
-                )
-                for r in planned.filter(pl.col("batch_seq") == seq).sort("relpath").iter_rows(named=True)
-            ]
-            open_batch = (seq, files)
         next_seq = (rows["batch_seq"].max() or 0) + 1
-        return LedgerState(done=done, open_batch=open_batch, next_seq=next_seq)
+        return LedgerState(done=done, open_batch=_open_batch(rows, feed_id, PLANNED), next_seq=next_seq)
 
-    def plan(self, feed_id: str, seq: int, files: list[LandedFile]) -> None:
-        """Record the files of batch ``seq`` before any of them is written. The commit carries the application
-        transaction ``(plan:<feed>, seq)``: of two runs planning the same batch at once, one fails."""
+    def open_replay(self, feed_id: str) -> tuple[int, list[LandedFile]] | None:
+        """A replay batch of the feed planned but not committed: (its number, its files), else None."""
+        lazy = delta.scan(self.uri, self.storage_options)
+        rows = None if lazy is None else lazy.filter(pl.col("feed_id") == feed_id).collect()
+        return None if rows is None else _open_batch(rows, feed_id, REPLAY)
+
+    def plan(self, feed_id: str, seq: int, files: list[LandedFile], status: str = PLANNED) -> None:
+        """Record the files of batch ``seq`` (an ingestion, or with status ``replay`` a replay) before any of them
+        is written. The commit carries the application transaction ``(plan:<feed>, seq)``: of two runs planning
+        the same batch at once, one fails."""
         app_id = f"plan:{feed_id}"
         if delta.applied_version(self.uri, app_id, self.storage_options) >= seq:
             raise ConcurrentIngestion(f"batch {seq} of {feed_id} was planned by another run meanwhile")
         try:
-            self._append(feed_id, seq, PLANNED, [(f, None) for f in files], app_id=app_id)
+            self._append(feed_id, seq, status, [(f, None) for f in files], app_id=app_id)
         except CommitFailedError as error:
             raise ConcurrentIngestion(f"another run is ingesting {feed_id} (batch {seq}): {error}") from error
 
@@ -184,3 +179,25 @@ class Ledger:
             app_id=app_id,
             version=seq if app_id else None,
         )
+
+
+def _open_batch(rows: pl.DataFrame, feed_id: str, status: str) -> tuple[int, list[LandedFile]] | None:
+    """The first batch of ``rows`` (one feed's ledger) planned with ``status`` and not committed: its number and
+    files."""
+    closed = rows.filter(pl.col("status") == COMMITTED)["batch_seq"].unique().to_list()
+    planned = rows.filter((pl.col("status") == status) & ~pl.col("batch_seq").is_in(closed))
+    if not planned.height:
+        return None
+    seq = planned["batch_seq"].min()
+    files = [
+        LandedFile(
+            feed_id=feed_id,
+            relpath=r["relpath"],
+            size=r["size"],
+            mtime_ns=r["mtime_ns"],
+            kafka_partition=r["kafka_partition"],
+            kafka_start_offset=r["kafka_start_offset"],
+        )
+        for r in planned.filter(pl.col("batch_seq") == seq).sort("relpath").iter_rows(named=True)
+    ]
+    return seq, files

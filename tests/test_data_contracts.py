@@ -343,7 +343,7 @@ def _changed(record: dict, **changes: object) -> str:
             "crm.public.activities",
             "crm.public.activities",
             {"offer_value": "5,00"},
-            "field offer_value is not a decimal number: '5,00'",
+            "field offer_value is not a decimal(10,2): '5,00'",
         ),
         ("clickstream", "clickstream.track", {}, None),
         ("clickstream", "clickstream.track", {"event": ...}, "track message without event"),
