@@ -1,4 +1,4 @@
-"""``python -m data_contracts check [--against GIT_REF]``: lint every contract and fail on a breaking change
+"""``python -m data_contracts check [--against GIT_REF] [--contracts-dir DIR]``: lint every contract and fail on a breaking change
 that does not bump the major version, comparing each contract with its version at ``GIT_REF`` (HEAD by
 default; a contract new since then is compared with nothing, and one removed since then must have been
 retired first)."""
@@ -65,13 +65,16 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     check_parser = commands.add_parser("check", help="lint the contracts and check their versions")
     check_parser.add_argument("--against", default="HEAD", help="git revision to compare with (default HEAD)")
+    check_parser.add_argument(
+        "--contracts-dir", type=Path, default=CONTRACTS_DIR, help="folder of the contracts to check"
+    )
     args = parser.parse_args(argv)
-    problems = check(args.against)
+    problems = check(args.against, args.contracts_dir)
     for problem in problems:
         print(f"FAIL {problem}", file=sys.stderr)
     if problems:
         return 1
-    count = len(list(CONTRACTS_DIR.glob(f"*{CONTRACT_SUFFIX}")))
+    count = len(list(args.contracts_dir.glob(f"*{CONTRACT_SUFFIX}")))
     print(
         f"ok: {count} contracts valid, no breaking change without a major version bump since {args.against}"
     )
