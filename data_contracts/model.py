@@ -28,6 +28,12 @@ CONNECTORS = ("postgresql", "mysql")
 DECIMAL_MODES = ("string", "precise")
 PII_KINDS = ("email", "phone", "ip", "name", "birth_date")
 SEVERITIES = ("error", "warning")
+FRESHNESS_UNITS = {
+    "minute": ("m", "min", "minute", "minutes"),
+    "hour": ("h", "hour", "hours"),
+    "day": ("d", "day", "days"),
+}
+"""The units a ``freshness`` SLA may have, by the period they count."""
 LOGICAL_TYPES = ("string", "integer", "number", "boolean", "date", "timestamp", "object", "array")
 
 DEBEZIUM_DATE = "io.debezium.time.Date"
@@ -441,6 +447,14 @@ def _to_contract(
         decimal_handling = attempt(
             _choice, custom.get("decimalHandlingMode"), "customProperties.decimalHandlingMode", DECIMAL_MODES
         )
+    for sla in odcs.slaProperties or []:
+        if sla.property == "freshness":
+            units = [u for units in FRESHNESS_UNITS.values() for u in units]
+            require(
+                isinstance(sla.value, int) and sla.value > 0 and sla.unit in units,
+                "slaProperties[freshness]",
+                f"needs a positive whole value and a unit of {', '.join(units)} (has {sla.value!r} {sla.unit!r})",
+            )
     columns: list[Column] = []
     quality: list[QualityRule] = []
     schema = None
