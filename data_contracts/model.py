@@ -99,11 +99,9 @@ class ContractError(ValueError):
     """Contract files that cannot be read or break a rule of this project: one line per problem, each naming
     its file and field."""
 
-    def __init__(self, *problems: ContractProblem | str) -> None:
-        self.problems = tuple(
-            p if isinstance(p, ContractProblem) else ContractProblem(Path(), None, p) for p in problems
-        )
-        super().__init__("\n".join(map(str, self.problems)))
+    def __init__(self, *problems: ContractProblem) -> None:
+        self.problems = problems
+        super().__init__("\n".join(map(str, problems)))
 
 
 @dataclass(frozen=True)
