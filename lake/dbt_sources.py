@@ -99,20 +99,20 @@ def _table(contract: Contract, system: str, name: str, history: bool) -> dict:
         subject = subject[0].lower() + subject[1:]
     tests: dict[str, list[str]] = {}
     table_tests: list[dict] = []
+    if not history:  # a history table holds many versions per key (and truncate markers without one)
+        tests, table_tests = _key_tests(contract, {k: v[0] for k, v in described.items()})
     if contract.feed == CLICKSTREAM_FEED:
         description = (
             f"{subject}: typed, one per messageId, event time corrected for client clock skew, personal data "
             f"tokenised (feed `{contract.feed_id}`)."
         )
         loaded_at, extra = "received_at", {}
-        tests = {"message_id": ["unique", "not_null"]}
     elif history:
         description = f"Every version of {subject}, with its validity interval (feed `{contract.feed_id}`)."
         loaded_at, extra = "_valid_from", {**CDC_COLUMNS, **HISTORY_COLUMNS}
     else:
         description = f"Current state of {subject}; deletes applied, personal data tokenised (feed `{contract.feed_id}`)."
         loaded_at, extra = "_changed_at", {**CDC_COLUMNS, **CURRENT_COLUMNS}
-        tests, table_tests = _key_tests(contract, {k: v[0] for k, v in described.items()})
     columns = []
     for column, text in [*described.values(), *extra.items()]:
         entry: dict = {"name": column, "description": text}
