@@ -10,9 +10,12 @@ from data_contracts.model import (
     Column,
     Contract,
     ContractError,
+    ContractProblem,
+    LoadedContracts,
     QualityRule,
     load_contract,
     load_contracts,
+    scan_contracts,
 )
 from data_contracts.validation import key_violation_sql, violation_sql
 
@@ -21,6 +24,8 @@ __all__ = [
     "Column",
     "Contract",
     "ContractError",
+    "ContractProblem",
+    "LoadedContracts",
     "QualityRule",
     "RuleResult",
     "breaking_changes",
@@ -30,6 +35,7 @@ __all__ = [
     "lint",
     "load_contract",
     "load_contracts",
+    "scan_contracts",
     "validate_frame",
     "violation_sql",
 ]

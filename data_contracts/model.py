@@ -28,6 +28,12 @@ CONNECTORS = ("postgresql", "mysql")
 DECIMAL_MODES = ("string", "precise", "double")
 PII_KINDS = ("email", "phone", "ip", "name", "birth_date")
 SEVERITIES = ("error", "warning")
+FRESHNESS_UNITS = {
+    "minute": ("m", "min", "minute", "minutes"),
+    "hour": ("h", "hour", "hours"),
+    "day": ("d", "day", "days"),
+}
+"""The units a ``freshness`` SLA may have, by the period they count."""
 LOGICAL_TYPES = ("string", "integer", "number", "boolean", "date", "timestamp", "object", "array")
 
 DEBEZIUM_DATE = "io.debezium.time.Date"
@@ -83,8 +89,28 @@ DECIMAL_PHYSICAL_TYPE = re.compile(
 UTC_MICROS = pa.timestamp("us", tz="UTC")
 
 
+@dataclass(frozen=True)
+class ContractProblem:
+    """One thing wrong with a contract file: the file, the field (a path such as
+    ``schema[contacts].properties[email].classification``; None for the whole file) and what is wrong."""
+
+    path: Path
+    field: str | None
+    message: str
+    other: Path | None = None
+    """The other file of a clash between two contracts (the message names it too)."""
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.field + ': ' if self.field else ''}{self.message}"
+
+
 class ContractError(ValueError):
-    """A contract file that cannot be read or breaks a rule of this project; the message names the file."""
+    """Contract files that cannot be read or break a rule of this project: one line per problem, each naming
+    its file and field."""
+
+    def __init__(self, *problems: ContractProblem) -> None:
+        self.problems = problems
+        super().__init__("\n".join(map(str, problems)))
 
 
 @dataclass(frozen=True)
@@ -159,6 +185,16 @@ class Contract:
     sla: Mapping[str, Mapping[str, Any]] = field(hash=False)
     """``slaProperties`` by property name: ``{"retention": {"value": 90, "unit": "d", ...}}``."""
     path: Path
+    table_description: str = ""
+    """What one row of the table is (the schema object's description)."""
+
+    @property
+    def silver_tables(self) -> tuple[tuple[str, str], ...]:
+        """The silver tables the feed writes, as ``(system, table)``: current state and history for CDC, the
+        events for the clickstream. Two feeds never share one (one's deletes would remove the other's rows)."""
+        if self.feed == "clickstream":
+            return (("clickstream", "events"),)
+        return ((self.source_system, self.name), (self.source_system, f"{self.name}_history"))
 
     @property
     def primary_key(self) -> tuple[str, ...]:
@@ -242,91 +278,230 @@ def _unique_rule(name: str, column: str, what: str) -> QualityRule:
 
 
 def load_contract(path: Path | str) -> Contract:
-    """Parse and check one contract file; ContractError naming the file when it is invalid."""
+    """Parse and check one contract file; ContractError listing every problem found in it otherwise."""
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        if not isinstance(data, dict):
-            raise ContractError("not a YAML mapping")
+    except OSError as e:
+        raise ContractError(ContractProblem(path, None, f"cannot be read: {e.strerror or e}")) from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        what = getattr(e, "problem", None) or str(e)
+        raise ContractError(ContractProblem(path, None, f"not valid YAML{where}: {what}")) from None
+    if not isinstance(data, dict):
+        raise ContractError(ContractProblem(path, None, "not a YAML mapping"))
+    try:
         odcs = OpenDataContractStandard(**data)
-        return _to_contract(odcs, path)
-    except ContractError as e:
-        raise ContractError(f"{path}: {e}") from None
-    except (OSError, yaml.YAMLError, ValidationError) as e:
-        raise ContractError(f"{path}: {e}") from e
+    except ValidationError as e:
+        raise ContractError(*_validation_problems(path, data, e)) from None
+    problems: list[ContractProblem] = []
+    contract = _to_contract(odcs, path, problems)
+    if problems or contract is None:
+        raise ContractError(*problems)
+    return contract
+
+
+def _validation_problems(path: Path, data: dict, error: ValidationError) -> list[ContractProblem]:
+    """One problem per error pydantic found, the field named by its path in the file (list items by name)."""
+    problems = []
+    for e in error.errors():
+        parts, node = [], data
+        for step in e["loc"]:
+            if isinstance(step, int) and isinstance(node, list) and step < len(node):
+                node = node[step]
+                label = node.get("name") or node.get("property") if isinstance(node, dict) else None
+                parts[-1] += f"[{label or step}]"
+            else:
+                node = node.get(step) if isinstance(node, dict) else None
+                parts.append(str(step))
+        problem = ContractProblem(path, ".".join(parts) or None, e["msg"])
+        if problem not in problems:
+            problems.append(problem)
+    return problems
+
+
+@dataclass(frozen=True)
+class LoadedContracts:
+    """The contracts of a folder that loaded, and the problems of those that did not."""
+
+    contracts: dict[str, Contract]
+    """Valid contracts keyed by feed id, sorted by it."""
+    problems: list[ContractProblem]
+    """Every problem found, in file order; a file with a problem has no contract above."""
+
+    @property
+    def invalid_files(self) -> list[Path]:
+        """The contract files that were refused (each named by at least one problem)."""
+        files = {p.path for p in self.problems} | {p.other for p in self.problems if p.other}
+        return sorted(files)
+
+
+def _clash(contract: Contract, earlier: Contract) -> tuple[str, str] | None:
+    """(field, message) when two contracts describe one feed or write one silver table (names compared
+    without case: the warehouse's view names ignore it), else None."""
+    if contract.feed_id == earlier.feed_id:
+        field = "customProperties.topic" if contract.topic else "customProperties.feed"
+        return field, f"describes feed {contract.feed_id}, as {earlier.path} does"
+    tables = [{"/".join(t).casefold() for t in c.silver_tables} for c in (contract, earlier)]
+    shared = tables[0] & tables[1]
+    if not shared:
+        return None
+    return (
+        "customProperties.sourceSystem",
+        f"writes silver table {min(shared)}, as {earlier.path} (feed {earlier.feed_id}) does: "
+        "two feeds would overwrite and delete each other's rows",
+    )
+
+
+def scan_contracts(directory: Path | str = CONTRACTS_DIR) -> LoadedContracts:
+    """Load every ``*.odcs.yaml`` contract of ``directory``, keeping going past invalid ones: a file with a
+    problem, and both files of two contracts that claim one feed id or one silver table, are left out and
+    reported."""
+    loaded: list[Contract] = []
+    problems: list[ContractProblem] = []
+    for path in sorted(Path(directory).glob(f"*{CONTRACT_SUFFIX}")):
+        try:
+            loaded.append(load_contract(path))
+        except ContractError as e:
+            problems.extend(e.problems)
+    refused: set[Path] = set()
+    for i, contract in enumerate(loaded):
+        for earlier in loaded[:i]:
+            clash = _clash(contract, earlier)
+            if clash:
+                problems.append(ContractProblem(contract.path, clash[0], clash[1], earlier.path))
+                refused |= {contract.path, earlier.path}
+    contracts = {c.feed_id: c for c in loaded if c.path not in refused}
+    return LoadedContracts(dict(sorted(contracts.items())), problems)
 
 
 def load_contracts(directory: Path | str = CONTRACTS_DIR) -> dict[str, Contract]:
-    """Every ``*.odcs.yaml`` contract of ``directory``, keyed by feed id and sorted by it."""
-    contracts: dict[str, Contract] = {}
-    for path in sorted(Path(directory).glob(f"*{CONTRACT_SUFFIX}")):
-        contract = load_contract(path)
-        if contract.feed_id in contracts:
-            raise ContractError(
-                f"{path}: feed {contract.feed_id} is already described by {contracts[contract.feed_id].path}"
-            )
-        contracts[contract.feed_id] = contract
-    return dict(sorted(contracts.items()))
+    """Every ``*.odcs.yaml`` contract of ``directory``, keyed by feed id and sorted by it; ContractError
+    listing every problem of every file when any is invalid (:func:`scan_contracts` skips them instead)."""
+    scanned = scan_contracts(directory)
+    if scanned.problems:
+        raise ContractError(*scanned.problems)
+    return scanned.contracts
 
 
 def _custom(properties: list | None) -> dict[str, Any]:
     return {p.property: p.value for p in properties or [] if p.property}
 
 
-def _choice(value: Any, what: str, allowed: tuple[str, ...]) -> str:
+class _Invalid(Exception):
+    """One problem inside a contract: the field it is about (a path in the file) and what is wrong."""
+
+    def __init__(self, field: str | None, message: str) -> None:
+        super().__init__(message)
+        self.field, self.message = field, message
+
+
+def _choice(value: Any, field: str, allowed: tuple[str, ...]) -> str:
+    if value is None:
+        raise _Invalid(field, f"missing (one of {', '.join(allowed)})")
     if value not in allowed:
-        raise ContractError(f"{what} is {value!r}, expected one of {', '.join(allowed)}")
+        raise _Invalid(field, f"{value!r} is not one of {', '.join(allowed)}")
     return value
 
 
-def _to_contract(odcs: OpenDataContractStandard, path: Path) -> Contract:
+def _to_contract(
+    odcs: OpenDataContractStandard, path: Path, problems: list[ContractProblem]
+) -> Contract | None:
+    """The contract of a parsed file, or None with every problem found appended to ``problems``."""
+    found: list[_Invalid] = []
+
+    def attempt(check, *args):
+        try:
+            return check(*args)
+        except _Invalid as e:
+            found.append(e)
+            return None
+
+    def require(ok: bool, field: str | None, message: str) -> None:
+        if not ok:
+            found.append(_Invalid(field, message))
+
     for name in ("id", "version", "status"):
-        if not getattr(odcs, name):
-            raise ContractError(f"the contract has no {name}")
-    if not re.fullmatch(r"\d+\.\d+\.\d+", odcs.version):
-        raise ContractError(f"version {odcs.version!r} is not a semantic version (major.minor.patch)")
-    if len(odcs.schema_ or []) != 1:
-        raise ContractError("a feed contract has exactly one schema object")
-    schema = odcs.schema_[0]
+        require(bool(getattr(odcs, name)), name, "missing")
+    if odcs.version:
+        require(
+            bool(re.fullmatch(r"\d+\.\d+\.\d+", odcs.version)),
+            "version",
+            f"{odcs.version!r} is not a semantic version (major.minor.patch)",
+        )
     custom = _custom(odcs.customProperties)
-    feed = _choice(custom.get("feed"), "customProperty feed", FEEDS)
+    feed = attempt(_choice, custom.get("feed"), "customProperties.feed", FEEDS)
     owner = custom.get("owner")
-    if not owner:
-        raise ContractError("customProperty owner is missing")
     team = odcs.team.name if odcs.team and not isinstance(odcs.team, list) else None
-    if owner != f"team:{team}":
-        raise ContractError(f"customProperty owner {owner!r} does not match team.name {team!r}")
+    require(bool(owner), "customProperties.owner", "missing")
+    require(
+        not owner or owner == f"team:{team}",
+        "customProperties.owner",
+        f"{owner!r} does not match team.name {team!r}",
+    )
     source_system = custom.get("sourceSystem")
-    if not source_system:
-        raise ContractError("customProperty sourceSystem is missing")
+    require(bool(source_system), "customProperties.sourceSystem", "missing")
     topic = connector = decimal_handling = None
     if feed == "cdc":
         topic = custom.get("topic")
-        if not topic or topic.count(".") != 2:
-            raise ContractError(f"customProperty topic {topic!r} is not <server>.<schema>.<table>")
-        connector = _choice(custom.get("connector"), "customProperty connector", CONNECTORS)
-        decimal_handling = _choice(
-            custom.get("decimalHandlingMode"), "customProperty decimalHandlingMode", DECIMAL_MODES
+        require(
+            bool(topic) and str(topic).count(".") == 2,
+            "customProperties.topic",
+            f"{topic!r} is not <server>.<schema>.<table>",
         )
-    columns = tuple(_column(p) for p in schema.properties or [])
-    if not columns:
-        raise ContractError("the schema has no properties")
-    names = [c.name for c in columns]
-    if len(set(names)) != len(names):
-        raise ContractError("property names are not unique")
-    positions = sorted(c.primary_key_position or 0 for c in columns if c.primary_key)
-    if positions != list(range(1, len(positions) + 1)):
-        raise ContractError("primaryKeyPosition of the primary-key properties must be 1, 2, ...")
-    quality = [_rule(q, None, schema.name) for q in schema.quality or []]
-    for p in schema.properties or []:
-        quality += [_rule(q, p.name, schema.name) for q in p.quality or []]
-    rule_names = [q.name for q in quality]
-    if len(set(rule_names)) != len(rule_names):
-        raise ContractError("quality rule names are not unique")
-    for rule in quality:
-        missing = [c for c in rule.columns if c not in names]
-        if missing:
-            raise ContractError(f"quality rule {rule.name} reads unknown columns {missing}")
+        connector = attempt(_choice, custom.get("connector"), "customProperties.connector", CONNECTORS)
+        decimal_handling = attempt(
+            _choice, custom.get("decimalHandlingMode"), "customProperties.decimalHandlingMode", DECIMAL_MODES
+        )
+    for sla in odcs.slaProperties or []:
+        if sla.property == "freshness":
+            units = [u for units in FRESHNESS_UNITS.values() for u in units]
+            require(
+                isinstance(sla.value, int) and sla.value > 0 and sla.unit in units,
+                "slaProperties[freshness]",
+                f"needs a positive whole value and a unit of {', '.join(units)} (has {sla.value!r} {sla.unit!r})",
+            )
+    columns: list[Column] = []
+    quality: list[QualityRule] = []
+    schema = None
+    if len(odcs.schema_ or []) != 1:
+        found.append(_Invalid("schema", "a feed contract has exactly one schema object"))
+    else:
+        schema = odcs.schema_[0]
+        where = f"schema[{schema.name}]"
+        for prop in schema.properties or []:
+            column = attempt(_column, prop, f"{where}.properties[{prop.name}]")
+            if column is not None:
+                columns.append(column)
+        require(bool(schema.properties), f"{where}.properties", "the schema has no properties")
+        names = [p.name for p in schema.properties or []]
+        require(len(set(names)) == len(names), f"{where}.properties", "property names are not unique")
+        positions = sorted(c.primary_key_position or 0 for c in columns if c.primary_key)
+        require(
+            positions == list(range(1, len(positions) + 1)),
+            f"{where}.properties",
+            "primaryKeyPosition of the primary-key properties must be 1, 2, ...",
+        )
+        entries = [(q, None, f"{where}.quality") for q in schema.quality or []]
+        for prop in schema.properties or []:
+            entries += [
+                (q, prop.name, f"{where}.properties[{prop.name}].quality") for q in prop.quality or []
+            ]
+        for q, column_name, field in entries:
+            rule = attempt(_rule, q, column_name, schema.name, field)
+            if rule is not None:
+                quality.append(rule)
+        rule_names = [q.name for q in quality]
+        require(
+            len(set(rule_names)) == len(rule_names), f"{where}.quality", "quality rule names are not unique"
+        )
+        for rule in quality:
+            missing = [c for c in rule.columns if c not in names]
+            require(not missing, f"{where}.quality[{rule.name}]", f"reads unknown columns {missing}")
+    problems.extend(ContractProblem(path, e.field, e.message) for e in found)
+    if found or schema is None:
+        return None
     return Contract(
         id=odcs.id,
         version=odcs.version,
@@ -340,7 +515,7 @@ def _to_contract(odcs: OpenDataContractStandard, path: Path) -> Contract:
         decimal_handling=decimal_handling,
         description=(odcs.description.purpose if odcs.description else None) or "",
         owner=owner,
-        columns=columns,
+        columns=tuple(columns),
         quality=tuple(quality),
         sla={
             s.property: s.model_dump(exclude={"property"}, exclude_none=True)
@@ -348,28 +523,33 @@ def _to_contract(odcs: OpenDataContractStandard, path: Path) -> Contract:
             if s.property
         },
         path=path,
+        table_description=schema.description or "",
     )
 
 
-def _column(p: SchemaProperty) -> Column:
-    where = f"property {p.name}"
+def _column(p: SchemaProperty, where: str) -> Column:
     if not p.name:
-        raise ContractError("a property has no name")
-    logical = _choice(p.logicalType, f"logicalType of {where}", LOGICAL_TYPES)
+        raise _Invalid(where, "a property has no name")
+    logical = _choice(p.logicalType, f"{where}.logicalType", LOGICAL_TYPES)
     custom = _custom(p.customProperties)
     debezium = custom.get("debeziumType")
     if debezium is not None:
-        _choice(debezium, f"debeziumType of {where}", tuple(DEBEZIUM_LOGICAL_TYPES))
+        _choice(debezium, f"{where}.customProperties.debeziumType", tuple(DEBEZIUM_LOGICAL_TYPES))
         if logical not in DEBEZIUM_LOGICAL_TYPES[debezium]:
-            raise ContractError(f"{where}: debeziumType {debezium} cannot decode to logicalType {logical}")
+            raise _Invalid(
+                f"{where}.customProperties.debeziumType", f"{debezium} cannot decode to logicalType {logical}"
+            )
     pii = custom.get("pii")
     if pii is not None:
-        _choice(pii, f"pii of {where}", PII_KINDS)
-    pii_paths = tuple(_nested_pii(p.properties or [], "$"))
+        _choice(pii, f"{where}.customProperties.pii", PII_KINDS)
+    pii_paths = tuple(_nested_pii(p.properties or [], "$", where))
     if (pii or pii_paths) and p.classification != "restricted":
-        raise ContractError(f"{where} holds personal data, so its classification must be restricted")
+        raise _Invalid(
+            f"{where}.classification",
+            f"{p.name} holds personal data, so its classification must be restricted",
+        )
     if p.primaryKey and not p.required:
-        raise ContractError(f"{where} is part of the primary key, so it must be required")
+        raise _Invalid(f"{where}.required", f"{p.name} is part of the primary key, so it must be required")
     return Column(
         name=p.name,
         logical_type=logical,
@@ -388,16 +568,20 @@ def _column(p: SchemaProperty) -> Column:
     )
 
 
-def _nested_pii(properties: list[SchemaProperty], prefix: str) -> Iterator[tuple[str, str]]:
+def _nested_pii(properties: list[SchemaProperty], prefix: str, where: str) -> Iterator[tuple[str, str]]:
     for p in properties:
         path = f"{prefix}.{p.name}"
+        field = f"{where}.properties[{p.name}]"
         kind = _custom(p.customProperties).get("pii")
         if kind is not None:
-            _choice(kind, f"pii of nested property {path}", PII_KINDS)
+            _choice(kind, f"{field}.customProperties.pii", PII_KINDS)
             if p.classification != "restricted":
-                raise ContractError(f"nested property {path} holds personal data, so it must be restricted")
+                raise _Invalid(
+                    f"{field}.classification",
+                    f"nested property {path} holds personal data, so it must be restricted",
+                )
             yield path, kind
-        yield from _nested_pii(p.properties or [], path)
+        yield from _nested_pii(p.properties or [], path, field)
 
 
 def _arrow_type(logical: str, physical: str | None, debezium: str | None, where: str) -> pa.DataType:
@@ -406,7 +590,7 @@ def _arrow_type(logical: str, physical: str | None, debezium: str | None, where:
         if match:
             return pa.decimal128(int(match[1]), int(match[2]))
         if debezium == DEBEZIUM_DECIMAL:
-            raise ContractError(f"{where}: a Decimal needs a physicalType such as numeric(12,2)")
+            raise _Invalid(f"{where}.physicalType", "a Decimal needs a physicalType such as numeric(12,2)")
         return pa.float64()
     if logical == "integer":
         return pa.int32() if (physical or "").lower() in INT32_PHYSICAL_TYPES else pa.int64()
@@ -428,32 +612,32 @@ _ROW_COUNT_BOUNDS = {
 }
 
 
-def _rule(q: DataQuality, column: str | None, table: str) -> QualityRule:
+def _rule(q: DataQuality, column: str | None, table: str, field: str) -> QualityRule:
     """A quality entry as an expectation: library metrics ``nullValues``, ``duplicateValues`` and
     ``invalidValues`` (``validValues`` or ``pattern``) with ``mustBe: 0``, ``rowCount`` with a bound, or
     ``type: custom`` with ``engine: great-expectations`` and ``implementation: {type, kwargs}``."""
     name = q.name or f"{column or table}_{q.metric or q.type}"
-    where = f"quality rule {name}"
-    severity = _choice(q.severity, f"severity of {where}", SEVERITIES)
+    where = f"{field}[{name}]"
+    severity = _choice(q.severity, f"{where}.severity", SEVERITIES)
     kind = q.type or "library"
     args = q.arguments or {}
     if kind == "custom":
         if q.engine != "great-expectations" or not isinstance(q.implementation, dict):
-            raise ContractError(f"{where}: custom rules need engine great-expectations and an implementation")
+            raise _Invalid(where, "custom rules need engine great-expectations and an implementation")
         expectation = q.implementation.get("type")
         if not expectation:
-            raise ContractError(f"{where}: the implementation names no expectation type")
+            raise _Invalid(where, "the implementation names no expectation type")
         kwargs = dict(q.implementation.get("kwargs") or {})
         if column:
             kwargs["column"] = column
     elif kind == "library":
-        metric = _choice(q.metric or q.rule, f"metric of {where}", _LIBRARY_METRICS)
+        metric = _choice(q.metric or q.rule, f"{where}.metric", _LIBRARY_METRICS)
         if metric == "rowCount":
             if column:
-                raise ContractError(f"{where}: rowCount is a schema-level metric")
+                raise _Invalid(where, "rowCount is a schema-level metric")
             bounds = [op for op in _ROW_COUNT_BOUNDS if getattr(q, op) is not None]
             if len(bounds) != 1:
-                raise ContractError(f"{where}: rowCount needs exactly one mustBe... bound")
+                raise _Invalid(where, "rowCount needs exactly one mustBe... bound")
             low, high = _ROW_COUNT_BOUNDS[bounds[0]](getattr(q, bounds[0]))
             expectation, kwargs = (
                 "expect_table_row_count_to_be_between",
@@ -461,10 +645,10 @@ def _rule(q: DataQuality, column: str | None, table: str) -> QualityRule:
             )
         else:
             if q.mustBe != 0:
-                raise ContractError(f"{where}: only mustBe: 0 is supported for {metric}")
+                raise _Invalid(where, f"only mustBe: 0 is supported for {metric}")
             expectation, kwargs = _zero_count_expectation(metric, column, args, where)
     else:
-        raise ContractError(f"{where}: type {kind!r} is not supported (library or custom)")
+        raise _Invalid(where, f"type {kind!r} is not supported (library or custom)")
     columns = tuple(kwargs.get("column_list") or ([kwargs["column"]] if "column" in kwargs else []))
     return QualityRule(
         name=name,
@@ -483,10 +667,10 @@ def _zero_count_expectation(
     if metric == "duplicateValues" and column is None:
         properties = args.get("properties")
         if not properties:
-            raise ContractError(f"{where}: a schema-level duplicateValues rule needs arguments.properties")
+            raise _Invalid(where, "a schema-level duplicateValues rule needs arguments.properties")
         return "expect_compound_columns_to_be_unique", {"column_list": list(properties)}
     if column is None:
-        raise ContractError(f"{where}: {metric} is a property-level metric")
+        raise _Invalid(where, f"{metric} is a property-level metric")
     if metric == "nullValues":
         return "expect_column_values_to_not_be_null", {"column": column}
     if metric == "duplicateValues":
@@ -495,4 +679,4 @@ def _zero_count_expectation(
         return "expect_column_values_to_be_in_set", {"column": column, "value_set": list(args["validValues"])}
     if "pattern" in args:
         return "expect_column_values_to_match_regex", {"column": column, "regex": args["pattern"]}
-    raise ContractError(f"{where}: invalidValues needs arguments.validValues or arguments.pattern")
+    raise _Invalid(where, "invalidValues needs arguments.validValues or arguments.pattern")

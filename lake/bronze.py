@@ -28,7 +28,7 @@ from isal import isal_zlib
 from data_contracts import Contract, key_violation_sql, violation_sql
 from lake import delta
 from lake.faults import crash_point
-from lake.landing import CHUNK_BYTES, CLICKSTREAM_FEED, LandedFile, discover, read_line_chunks
+from lake.landing import CHUNK_BYTES, CLICKSTREAM_FEED, LandedFile, read_line_chunks, survey
 from lake.ledger import FileCounts, Ledger
 from lake.settings import Settings
 
@@ -270,6 +270,9 @@ class IngestReport:
     changed_files: list[str] = field(default_factory=list)
     """Files already taken in that are now of another size or time: not taken in again (landing files are
     immutable; a rewritten file needs a new name), but reported."""
+    unrecognised_files: list[str] = field(default_factory=list)
+    """Files in the feed's folder whose names ingestion does not understand (not JSON lines): not taken in,
+    but reported."""
     seconds: float = 0.0
 
     @property
@@ -595,7 +598,7 @@ def ingest(
         _run_batch(settings, contract, ledger, open_seq, open_files, report, chunk_bytes)
         state = ledger.state(contract.feed_id)
         seq = state.next_seq
-    landed = discover(settings.landing, contract.feed_id)
+    landed, report.unrecognised_files = survey(settings.landing, contract.feed_id)
     pending = [f for f in landed if f.relpath not in state.done]
     report.changed_files = [
         f.relpath for f in landed if state.done.get(f.relpath, (f.size, f.mtime_ns)) != (f.size, f.mtime_ns)

@@ -3,7 +3,8 @@ views of the warehouse, and say what it did.
 
 The same steps the Dagster assets run (landing -> bronze per feed, then CDC apply and clickstream clean-up),
 without the orchestrator: handy in a shell, a notebook or a test. Exits 1 when a file was rejected (its
-share of quarantined records passed ``INGEST_MAX_REJECT_RATE``), after everything else was ingested.
+share of quarantined records passed ``INGEST_MAX_REJECT_RATE``) or a contract is invalid (its feed is skipped),
+after everything else was ingested. Files in a feed's folder that ingestion does not understand are listed.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from data_contracts import Contract, load_contracts
+from data_contracts import Contract, ContractProblem, scan_contracts
 from lake import bronze, cdc, clickstream, delta
-from lake.landing import CLICKSTREAM_FEED, cdc_topics, discover
+from lake.landing import CLICKSTREAM_FEED, DATA_SUFFIXES, cdc_topics, discover
 from lake.ledger import Ledger
 from lake.settings import Settings, SettingsError, disable_telemetry, get_settings
 from lake.warehouse import publish_silver
@@ -29,6 +30,8 @@ class LakeRun:
     ingested: list[bronze.IngestReport] = field(default_factory=list)
     applied: list[cdc.ApplyReport | clickstream.ClickstreamReport] = field(default_factory=list)
     topics_without_contract: list[str] = field(default_factory=list)
+    contract_problems: list[ContractProblem] = field(default_factory=list)
+    """Problems of the contract files that did not load: their feeds were skipped."""
 
     @property
     def rejections(self) -> list[bronze.FileRejection]:
@@ -66,9 +69,14 @@ def backlog(settings: Settings, contracts: dict[str, Contract]) -> list[str]:
 
 
 def ingest_all(settings: Settings, feeds: list[str] | None = None) -> LakeRun:
-    """Ingest and apply every feed that has a contract (or only ``feeds``)."""
-    contracts = load_contracts(settings.contracts_dir)
-    run = LakeRun(topics_without_contract=[t for t in cdc_topics(settings.landing) if t not in contracts])
+    """Ingest and apply every feed that has a valid contract (or only ``feeds``); the problems of the invalid
+    contracts are in the run's report."""
+    scanned = scan_contracts(settings.contracts_dir)
+    contracts = scanned.contracts
+    run = LakeRun(
+        topics_without_contract=[t for t in cdc_topics(settings.landing) if t not in contracts],
+        contract_problems=scanned.problems,
+    )
     for feed_id, contract in contracts.items():
         if feeds and feed_id not in feeds:
             continue
@@ -91,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     run = ingest_all(settings, args.feed)
-    views = publish_silver(settings, load_contracts(settings.contracts_dir))
+    views = publish_silver(settings, scan_contracts(settings.contracts_dir).contracts)
     print(
         f"lake root: {settings.lake_root} ({len(views)} silver views refreshed in {settings.warehouse_path})"
     )
@@ -107,8 +115,17 @@ def main(argv: list[str] | None = None) -> int:
         )
     for topic in run.topics_without_contract:
         print(
-            f"  cdc/{topic}: no data contract, not ingested (add data_contracts/contracts/{topic}.odcs.yaml)"
+            f"  cdc/{topic}: no valid data contract, not ingested "
+            f"(add or fix {settings.contracts_dir}/{topic}.odcs.yaml)"
         )
+    for report in run.ingested:
+        for relpath in report.unrecognised_files:
+            print(
+                f"UNRECOGNISED {relpath}: not a data file ({' '.join(DATA_SUFFIXES)}); not taken in",
+                file=sys.stderr,
+            )
+    for problem in run.contract_problems:
+        print(f"INVALID CONTRACT {problem}; its feed is skipped", file=sys.stderr)
     for report in run.ingested:
         for relpath in report.changed_files:
             print(
@@ -117,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
             )
     for rejection in run.rejections:
         print(f"REJECTED {rejection}", file=sys.stderr)
-    return 1 if run.rejections else 0
+    return 1 if run.rejections or run.contract_problems else 0
 
 
 if __name__ == "__main__":

@@ -1,8 +1,11 @@
 """The landing zone: which raw files have arrived, and their lines read in bounded chunks.
 
-Layout (as the sinks write it): ``cdc/<topic>/<topic>+<partition>+<start offset>.json[l][.gz]`` for Kafka
-Connect / Debezium Server sinks, and ``clickstream/**/*.json[l][.gz]`` for the Segment object-store
-destination. The zone is read through ``pyarrow.fs``, so the same code lists a local folder or a bucket.
+Layout (as the sinks write it): ``cdc/<topic>/<topic>+<partition>+<start offset>.<ext>`` for Kafka Connect
+sinks (other names in a topic folder, as Debezium Server sinks write them, are taken in without a Kafka
+position), and ``clickstream/**/*.<ext>`` for the Segment object-store destination, where ``<ext>`` is
+``json``, ``jsonl`` or ``ndjson`` (newline-delimited JSON), each optionally gzipped (``.gz``). Any other file
+in a feed's folder is not taken in and is reported (:func:`survey`). The zone is read through ``pyarrow.fs``,
+so the same code lists a local folder or a bucket.
 """
 
 from __future__ import annotations
@@ -17,8 +20,11 @@ import pyarrow.fs as pafs
 from isal import igzip
 
 CLICKSTREAM_FEED = "clickstream"
-DATA_SUFFIXES = (".json", ".jsonl", ".json.gz", ".jsonl.gz")
-KAFKA_FILE_NAME = re.compile(r"^(?P<topic>.+)\+(?P<partition>\d+)\+(?P<offset>\d+)\.jsonl?(\.gz)?$")
+DATA_SUFFIXES = tuple(f".{ext}{gz}" for ext in ("json", "jsonl", "ndjson") for gz in ("", ".gz"))
+"""The endings of the files ingestion takes in: JSON lines, plain or gzipped."""
+KAFKA_FILE_NAME = re.compile(
+    r"^(?P<topic>.+)\+(?P<partition>\d+)\+(?P<offset>\d+)\.(?:json|jsonl|ndjson)(\.gz)?$"
+)
 CHUNK_BYTES = 32 * 1024 * 1024
 """Uncompressed bytes read per chunk: the bound on what one file holds in memory at a time."""
 
@@ -69,18 +75,27 @@ def _landed(feed_id: str, relpath: str, info: pafs.FileInfo) -> LandedFile:
     )
 
 
-def discover(landing: str, feed_id: str) -> list[LandedFile]:
-    """Every data file of one feed (a CDC topic or ``clickstream``), sorted by path."""
+def survey(landing: str, feed_id: str) -> tuple[list[LandedFile], list[str]]:
+    """The data files of one feed (a CDC topic or ``clickstream``) sorted by path, and the paths (relative to
+    the zone) of the other files in its folder, which ingestion does not understand and leaves alone."""
     fs, base = landing_filesystem(landing)
     folder = f"{base.rstrip('/')}/{CLICKSTREAM_FEED if feed_id == CLICKSTREAM_FEED else 'cdc/' + feed_id}"
     selector = pafs.FileSelector(folder, recursive=True, allow_not_found=True)
-    files = []
+    files, others = [], []
     for info in fs.get_file_info(selector):
-        if info.type != pafs.FileType.File or not info.path.endswith(DATA_SUFFIXES):
+        if info.type != pafs.FileType.File:
             continue
         relpath = info.path[len(base.rstrip("/")) + 1 :]
-        files.append(_landed(feed_id, relpath, info))
-    return sorted(files, key=lambda f: f.relpath)
+        if info.path.endswith(DATA_SUFFIXES):
+            files.append(_landed(feed_id, relpath, info))
+        else:
+            others.append(relpath)
+    return sorted(files, key=lambda f: f.relpath), sorted(others)
+
+
+def discover(landing: str, feed_id: str) -> list[LandedFile]:
+    """Every data file of one feed (a CDC topic or ``clickstream``), sorted by path."""
+    return survey(landing, feed_id)[0]
 
 
 def cdc_topics(landing: str) -> list[str]:

@@ -14,7 +14,7 @@ from dagster_dbt import (
     dbt_assets,
 )
 
-from data_contracts import load_contracts
+from data_contracts import scan_contracts
 from lake.gold import publish_gold
 from lake.settings import get_settings
 from lake.warehouse import publish_silver
@@ -65,7 +65,7 @@ def _build(
     ``runs_before``, ``dbt build`` them and their tests with ``args``, then publish those of the built marts
     marked ``meta: {gold: true}`` as Delta tables under ``gold/``."""
     settings = lake.settings()
-    views = publish_silver(settings, load_contracts(settings.contracts_dir))
+    views = publish_silver(settings, scan_contracts(settings.contracts_dir).contracts)
     context.log.info(f"{len(views)} silver views refreshed in {settings.warehouse_path}")
     for run_args in runs_before:
         dbt.cli(["run", *run_args], context=context).wait()

@@ -4,13 +4,13 @@ and sensor of the project, built from the data contracts in ``DATA_CONTRACTS_DIR
 import dagster as dg
 from dagster_dbt import DbtCliResource
 
-from data_contracts import load_contracts
+from data_contracts import scan_contracts
 from lake.settings import disable_telemetry, get_settings
 from orchestration.dbt_assets import dbt_daily_snapshots, dbt_models
 from orchestration.dbt_project import DBT_EXECUTABLE, dbt_project
 from orchestration.erasure import erasure_job
 from orchestration.identity_checks import identity_quality_check
-from orchestration.lake_assets import lake_definitions
+from orchestration.lake_assets import invalid_contract_specs, lake_definitions
 from orchestration.operations import (
     ingest_job,
     landing_sensor,
@@ -23,14 +23,21 @@ from orchestration.simulation import simulated_company_asset, simulated_feeds
 
 disable_telemetry()
 
-contracts = load_contracts(get_settings().contracts_dir)
+scanned = scan_contracts(get_settings().contracts_dir)  # an invalid contract leaves out its feed only
+contracts = scanned.contracts
 lake_assets, lake_checks = lake_definitions(contracts, produced=simulated_feeds())
 maintenance = maintenance_job(contracts)
 
 refresh, after_snapshots = refresh_schedules(dbt_models, dbt_daily_snapshots)
 
 defs = dg.Definitions(
-    assets=[simulated_company_asset(contracts), *lake_assets, dbt_models, dbt_daily_snapshots],
+    assets=[
+        simulated_company_asset(contracts),
+        *lake_assets,
+        dbt_models,
+        dbt_daily_snapshots,
+        *invalid_contract_specs(scanned.problems),
+    ],
     asset_checks=[*lake_checks, identity_quality_check],
     jobs=[ingest_job, maintenance, erasure_job],
     schedules=[nightly_maintenance(maintenance), *refresh],

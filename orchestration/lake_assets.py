@@ -4,11 +4,15 @@ A new contract file (and its landing folder) adds a feed here without code. The 
 ``lake.bronze`` (ingestion), ``lake.cdc`` (CDC apply), ``lake.clickstream`` and ``lake.quality``.
 """
 
+import logging
+import re
+from pathlib import Path
+
 import dagster as dg
 
-from data_contracts import Contract
+from data_contracts import Contract, ContractProblem
 from lake import bronze, cdc, clickstream, quality
-from lake.landing import CLICKSTREAM_FEED
+from lake.landing import CLICKSTREAM_FEED, DATA_SUFFIXES
 from orchestration.metadata import contract_metadata, contract_schema, table_metadata
 from orchestration.resources import LakeResource
 
@@ -94,6 +98,7 @@ def bronze_asset(contract: Contract) -> dg.AssetsDefinition:
             **table_metadata(settings, bronze.bronze_uri(settings, contract)),  # raw records: no preview
             "files_ingested": report.files,
             "changed_files_not_taken_in": report.changed_files,
+            "unrecognised_files_not_taken_in": report.unrecognised_files,
             "records_ingested": report.records,
             "rows_appended": report.bronze_rows,
             "records_quarantined": report.quarantined,
@@ -119,6 +124,8 @@ def bronze_asset(contract: Contract) -> dg.AssetsDefinition:
             context.log.warning(
                 f"{relpath} was taken in before with another size or time: not taken in again"
             )
+        for relpath in report.unrecognised_files:
+            context.log.warning(f"{relpath} is not a data file ({' '.join(DATA_SUFFIXES)}): not taken in")
         return dg.MaterializeResult(metadata=metadata, check_results=[check])
 
     return ingest
@@ -241,6 +248,35 @@ def history_check(contract: Contract) -> dg.AssetChecksDefinition:
         return dg.AssetCheckResult(passed=not any(problems.values()), metadata=problems)
 
     return intervals
+
+
+INVALID_CONTRACTS_GROUP = "invalid_contracts"
+
+
+def invalid_contract_specs(problems: list[ContractProblem]) -> list[dg.AssetSpec]:
+    """One asset per contract file that did not load (its feed is left out of the code location), described by
+    its problems, in the group ``invalid_contracts``; each is logged as a warning when the definitions load."""
+    files: dict[Path, list[str]] = {}
+    for problem in problems:
+        for path in filter(None, (problem.path, problem.other)):
+            files.setdefault(path, []).append(str(problem))
+    specs = []
+    for path, messages in sorted(files.items()):
+        stem = path.name.removesuffix(".odcs.yaml")
+        for message in messages:
+            logging.getLogger(__name__).warning("invalid data contract, feed skipped: %s", message)
+        specs.append(
+            dg.AssetSpec(
+                key=dg.AssetKey([INVALID_CONTRACTS_GROUP, re.sub(r"[^A-Za-z0-9_]", "_", stem)]),
+                description=f"The data contract `{path.name}` is invalid, so its feed is not loaded: "
+                + "; ".join(messages),
+                group_name=INVALID_CONTRACTS_GROUP,
+                kinds={"yaml"},
+                metadata={"contract": dg.MetadataValue.path(str(path)), "problems": messages},
+                tags={"contract_status": "invalid"},
+            )
+        )
+    return specs
 
 
 def lake_definitions(contracts: dict[str, Contract], produced: set[str]) -> tuple[list, list]:
