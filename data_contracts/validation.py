@@ -8,11 +8,14 @@ rules their values in a second; a second lambda binds both so the checks read th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from data_contracts.model import Column, Contract
+from data_contracts.segment import is_placeholder_sql
 
 SEGMENT_IDENTITIES = ("anonymousId", "userId")
+SEGMENT_IDS = (*SEGMENT_IDENTITIES, "previousId")
+"""The id fields, where a placeholder such as ``"null"`` counts as absent (:mod:`data_contracts.segment`)."""
 SEGMENT_NEEDS = (("track", "event"), ("alias", "previousId"), ("alias", "userId"), ("group", "groupId"))
 """Fields the Segment spec requires for some message types: (type, field)."""
 
@@ -40,7 +43,8 @@ def violation_sql(contract: Contract, record: str) -> str:
     contract, else a short reason for its first violation: not valid JSON or not an object, a required field
     missing or null, a field of a JSON type its column does not accept, a decimal or zoned timestamp whose text
     cannot be decoded, a value outside an accepted-values rule of severity error, and for the clickstream the Segment spec's rules (anonymousId or userId; event
-    for track; previousId and userId for alias; groupId for group). Fields the contract does not name are
+    for track; previousId and userId for alias; groupId for group), where a placeholder id such as "null" counts
+    as absent (:mod:`data_contracts.segment`). Fields the contract does not name are
     allowed."""
     return _violation_sql(contract, record, contract.columns, accepted_values=True)
 
@@ -57,6 +61,40 @@ def _literal(text: str) -> str:
 
 def _path(name: str) -> str:
     return "$." + '"' + name.replace('"', '\\"') + '"'
+
+
+def _segment_rules(missing: Callable[[str], str], value: Callable[[str], str]) -> list[tuple[str, str]]:
+    """The Segment spec's rules as (condition, reason) pairs, given the SQL of a field's absence and of its
+    text. A placeholder id counts as absent, and the reason quotes it."""
+
+    def absent(name: str) -> str:
+        return f"({missing(name)} OR {is_placeholder_sql(value(name))})"
+
+    def reason(text: str, *names: str) -> str:
+        quoted = [
+            f"CASE WHEN {is_placeholder_sql(value(n))} THEN {_literal(n + ' ')} || to_json({value(n)}) END"
+            for n in names
+        ]
+        listed = f"nullif(concat_ws(', ', {', '.join(quoted)}), '')"
+        return f"{_literal(text)} || coalesce(' (placeholders are absent ids: ' || {listed} || ')', '')"
+
+    rules = [
+        (
+            f"{value('type')} <> 'alias' AND " + " AND ".join(absent(n) for n in SEGMENT_IDENTITIES),
+            reason(f"message has neither {' nor '.join(SEGMENT_IDENTITIES)}", *SEGMENT_IDENTITIES),
+        )
+    ]
+    for kind, name in SEGMENT_NEEDS:
+        is_id = name in SEGMENT_IDS
+        rules.append(
+            (
+                f"{value('type')} = {_literal(kind)} AND {absent(name) if is_id else missing(name)}",
+                reason(f"{kind} message without {name}", name)
+                if is_id
+                else _literal(f"{kind} message without {name}"),
+            )
+        )
+    return rules
 
 
 def _violation_sql(contract: Contract, record: str, columns: Sequence[Column], accepted_values: bool) -> str:
@@ -83,6 +121,8 @@ def _violation_sql(contract: Contract, record: str, columns: Sequence[Column], a
     syntax_rules = [
         (c.name, SYNTAX[key]) for c in columns if accepted_values and (key := _syntax_key(contract, c))
     ]
+    if segment:  # the ids, to tell placeholders ("null", "undefined", blank, ...) from real ones
+        value_fields += [n for n in SEGMENT_IDS if n not in value_fields]
     value_fields += [name for name, _ in syntax_rules if name not in value_fields]
     value_index = {name: i + 1 for i, name in enumerate(value_fields)}
 
@@ -123,19 +163,7 @@ def _violation_sql(contract: Contract, record: str, columns: Sequence[Column], a
             (condition.format(value=value(name)), f"{prefix} || left({value(name)}, 40) || {suffix}")
         )
     if segment:
-        whens.append(
-            (
-                f"{value('type')} <> 'alias' AND " + " AND ".join(missing(n) for n in SEGMENT_IDENTITIES),
-                _literal(f"message has neither {' nor '.join(SEGMENT_IDENTITIES)}"),
-            )
-        )
-        whens += [
-            (
-                f"{value('type')} = {_literal(kind)} AND {missing(name)}",
-                _literal(f"{kind} message without {name}"),
-            )
-            for kind, name in SEGMENT_NEEDS
-        ]
+        whens += _segment_rules(missing, value)
     paths = ", ".join(_literal(p) for p in ["$", *(_path(c.name) for c in columns)])
     bound = f"'t': json_type(__record, [{paths}])"
     if value_fields:

@@ -4,7 +4,7 @@ E-mail addresses are trimmed and lower-cased, phone numbers normalised to E.164 
 record's country as the default region), names trimmed and lower-cased; each is then replaced by a keyed
 hash (HMAC-SHA256 with the project's ``PII_SECRET``), so equal values still join and match identities.
 IP addresses keep their network prefix only (/24 for IPv4, /48 for IPv6); birth dates keep their year
-(``birth_date`` becomes ``birth_year``).
+(``birth_date`` becomes ``birth_year``); postal addresses are removed (nothing of them leaves bronze).
 """
 
 from __future__ import annotations
@@ -90,11 +90,20 @@ def truncate_ip(values: pl.Series) -> pl.Series:
     return text.replace_strict({v: _network(v) for v in distinct}, default=None, return_dtype=pl.String)
 
 
+def birth_year(values: pl.Series) -> pl.Series:
+    """The year of each date of birth: a date, or an ISO-8601 date or timestamp text (``1906-12-09``,
+    ``1906-12-09T00:00:00.000Z``); what is not a date becomes null."""
+    if values.dtype == pl.String:
+        values = values.str.strip_chars().str.slice(0, 10).str.to_date("%Y-%m-%d", strict=False)
+    return values.cast(pl.Date, strict=False).dt.year().cast(pl.Int32)
+
+
 def protect(
     frame: pl.DataFrame, pii: dict[str, str], secret: str, region_column: str | None = None
 ) -> pl.DataFrame:
     """Replace every personal column of ``frame`` (``pii`` maps column -> kind: email, phone, name, ip,
-    birth_date) by its protected form: ``<column>_token``, ``<column>_prefix`` or ``<column without _date>_year``."""
+    birth_date, address) by its protected form: ``<column>_token``, ``<column>_prefix``,
+    ``<column without _date>_year`` or nothing (an address is removed)."""
     regions = frame[region_column] if region_column and region_column in frame.columns else None
     for column, kind in pii.items():
         if column not in frame.columns:
@@ -112,9 +121,9 @@ def protect(
             frame = frame.with_columns(truncate_ip(values).alias(column + IP_SUFFIX))
         elif kind == "birth_date":
             year = column.removesuffix("_date") + "_year"
-            frame = frame.with_columns(
-                values.cast(pl.Date, strict=False).dt.year().cast(pl.Int32).alias(year)
-            )
+            frame = frame.with_columns(birth_year(values).alias(year))
+        elif kind == "address":
+            pass
         else:
             raise ValueError(f"unknown kind of personal data {kind!r} for column {column!r}")
         frame = frame.drop(column)
