@@ -98,33 +98,40 @@ def birth_year(values: pl.Series) -> pl.Series:
     return values.cast(pl.Date, strict=False).dt.year().cast(pl.Int32)
 
 
+def protected_name(column: str, kind: str) -> str | None:
+    """The silver column that holds the protected form of a personal column of this kind (None: removed)."""
+    if kind in ("email", "phone", "name"):
+        return column + TOKEN_SUFFIX
+    if kind == "ip":
+        return column + IP_SUFFIX
+    if kind == "birth_date":
+        return column.removesuffix("_date") + "_year"
+    if kind == "address":
+        return None
+    raise ValueError(f"unknown kind of personal data {kind!r} for column {column!r}")
+
+
 def protect(
     frame: pl.DataFrame, pii: dict[str, str], secret: str, region_column: str | None = None
 ) -> pl.DataFrame:
     """Replace every personal column of ``frame`` (``pii`` maps column -> kind: email, phone, name, ip,
-    birth_date, address) by its protected form: ``<column>_token``, ``<column>_prefix``,
+    birth_date, address) by its protected form (:func:`protected_name`): ``<column>_token``, ``<column>_prefix``,
     ``<column without _date>_year`` or nothing (an address is removed)."""
     regions = frame[region_column] if region_column and region_column in frame.columns else None
     for column, kind in pii.items():
+        name = protected_name(column, kind)
         if column not in frame.columns:
             continue
         values = frame[column]
         if kind == "email":
-            frame = frame.with_columns(token(normalise_email(values), secret).alias(column + TOKEN_SUFFIX))
+            frame = frame.with_columns(token(normalise_email(values), secret).alias(name))
         elif kind == "phone":
-            frame = frame.with_columns(
-                token(normalise_phone(values, regions), secret).alias(column + TOKEN_SUFFIX)
-            )
+            frame = frame.with_columns(token(normalise_phone(values, regions), secret).alias(name))
         elif kind == "name":
-            frame = frame.with_columns(token(normalise_name(values), secret).alias(column + TOKEN_SUFFIX))
+            frame = frame.with_columns(token(normalise_name(values), secret).alias(name))
         elif kind == "ip":
-            frame = frame.with_columns(truncate_ip(values).alias(column + IP_SUFFIX))
+            frame = frame.with_columns(truncate_ip(values).alias(name))
         elif kind == "birth_date":
-            year = column.removesuffix("_date") + "_year"
-            frame = frame.with_columns(birth_year(values).alias(year))
-        elif kind == "address":
-            pass
-        else:
-            raise ValueError(f"unknown kind of personal data {kind!r} for column {column!r}")
+            frame = frame.with_columns(birth_year(values).alias(name))
         frame = frame.drop(column)
     return frame
