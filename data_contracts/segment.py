@@ -10,12 +10,15 @@ from __future__ import annotations
 
 PLACEHOLDER_IDS = ("", "null", "undefined", "none", "nil", "(null)", "nan")
 """Values (trimmed, lower-cased) that stand for a missing id."""
+WHITESPACE = "' ' || chr(9) || chr(10) || chr(13)"
+"""DuckDB text of the characters trimmed (space, tab, line feed, carriage return): ``trim`` is much cheaper than a
+regular expression on millions of ids."""
 
 
 def is_placeholder_sql(value: str) -> str:
     """A DuckDB condition, true when the text expression ``value`` is a placeholder id (false when null)."""
     listed = ", ".join("'" + p.replace("'", "''") + "'" for p in PLACEHOLDER_IDS)
-    return f"coalesce(lower(regexp_replace({value}, '^\\s+|\\s+$', '', 'g')) IN ({listed}), false)"
+    return f"coalesce(lower(trim({value}, {WHITESPACE})) IN ({listed}), false)"
 
 
 def id_sql(value: str) -> str:

@@ -133,15 +133,26 @@ def personal_fields(contract: Contract) -> dict[str, tuple[str, str, list[str]]]
 def pii_sql(contract: Contract, objects: dict[str, str]) -> tuple[str, dict[str, str]]:
     """SQL select items that extract the personal values of the object columns in ``objects`` (column -> SQL of
     its JSON), one temporary column per silver name (the first of its case forms present), and the kind of each.
-    Addresses are not extracted: nothing of them is kept."""
-    items, kinds = [], {}
-    for name, (column, kind, paths) in personal_fields(contract).items():
-        if column not in objects or kind == "address":
+    Each object is parsed once for all its paths. Addresses are not extracted: nothing of them is kept."""
+    fields = {name: field for name, field in personal_fields(contract).items() if field[1] != "address"}
+    items = []
+    for column, expression in objects.items():
+        paths = [path for of, _, listed in fields.values() if of == column for path in listed]
+        if not paths:
             continue
-        values = ", ".join(f"json_extract_string({objects[column]}, '{path}')" for path in paths)
-        items.append(f"coalesce({values}) as {name},")
-        kinds[name] = kind
+        members = ", ".join(
+            f"'{name}': coalesce({', '.join(f'__v[{paths.index(p) + 1}]' for p in listed)})"
+            for name, (of, _, listed) in fields.items()
+            if of == column
+        )
+        extracted = f"json_extract_string({expression}, [{', '.join(_literal(p) for p in paths)}])"
+        items.append(f"unnest(list_transform([{extracted}], lambda __v: {{{members}}})[1]),")
+    kinds = {name: kind for name, (of, kind, _) in fields.items() if of in objects}
     return "\n    ".join(items), kinds
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
 def traits_sql(contract: Contract, traits: str) -> str:
