@@ -6,7 +6,8 @@ Earlier clean-ups kept the camelCase reserved traits (``firstName``, ``lastName`
 wrote an object of nulls as the traits of a message that had none. Silver outlives bronze's retention, so it is
 repaired from itself, one event date at a time (memory is bounded by a day's rows): the ids and the traits JSON
 are cleaned as :mod:`lake.clickstream` cleans new messages, the personal values found in the traits become the
-same tokens or year (a token already in silver is kept), and each date's rows replace the old ones in one commit.
+same tokens or year (a token already in silver is kept), and each date's rows replace the old ones in one commit
+(a date already clean is left as it is).
 Then every older version is vacuumed (retention 0) and the log before the repair is expired, so that no data
 file, log entry, statistic or checkpoint under silver still holds a clear value; the table's application
 watermark is kept, so ingestion goes on where it was. The warehouse's silver views are refreshed; rebuild the
@@ -42,6 +43,7 @@ class RepairReport:
     """What one repair did (counts only: no values)."""
 
     dates: int = 0
+    dates_rewritten: int = 0
     rows: int = 0
     ids_cleared: int = 0
     """Placeholder ids turned into nulls."""
@@ -124,6 +126,9 @@ def repair(settings: Settings, contract: Contract) -> RepairReport:
         fixed = repaired_rows(rows, contract, settings.pii_secret, schema)
         report.dates += 1
         report.rows += rows.height
+        if set(fixed.columns) == set(rows.columns) and fixed.select(rows.columns).equals(rows):
+            continue  # already clean (a re-run): nothing to rewrite
+        report.dates_rewritten += 1
         before, after = rows.sort("message_id"), fixed.sort("message_id")
         report.ids_cleared += sum(
             int((before[c].is_not_null() & after[c].is_null()).sum()) for c in IDS if c in before.columns
@@ -155,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     report = repair(settings, contract)
     publish_silver(settings, contracts)
     print(
-        f"silver clickstream repaired: {report.rows:,} rows of {report.dates:,} event dates rewritten, "
+        f"silver clickstream repaired: {report.rows:,} rows of {report.dates:,} event dates read, "
+        f"{report.dates_rewritten:,} dates rewritten, "
         f"{report.ids_cleared:,} placeholder ids cleared, {report.traits_cleaned:,} traits cleaned, "
         f"{report.files_vacuumed:,} old files vacuumed and the log before the repair expired"
     )
