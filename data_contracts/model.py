@@ -26,7 +26,7 @@ CONTRACT_SUFFIX = ".odcs.yaml"
 FEEDS = ("cdc", "clickstream")
 CONNECTORS = ("postgresql", "mysql")
 DECIMAL_MODES = ("string", "precise", "double")
-PII_KINDS = ("email", "phone", "ip", "name", "birth_date")
+PII_KINDS = ("email", "phone", "ip", "name", "birth_date", "address")
 SEVERITIES = ("error", "warning")
 FRESHNESS_UNITS = {
     "minute": ("m", "min", "minute", "minutes"),

@@ -11,9 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from data_contracts.model import Column, Contract
+from data_contracts.segment import is_placeholder_sql
 from data_contracts.wire import FieldEncoding, field_encodings
 
 SEGMENT_IDENTITIES = ("anonymousId", "userId")
+SEGMENT_IDS = (*SEGMENT_IDENTITIES, "previousId")
+"""The id fields, where a placeholder such as ``"null"`` counts as absent (:mod:`data_contracts.segment`)."""
 SEGMENT_NEEDS = (("track", "event"), ("alias", "previousId"), ("alias", "userId"), ("group", "groupId"))
 """Fields the Segment spec requires for some message types: (type, field)."""
 
@@ -103,7 +106,8 @@ def violation_sql(contract: Contract, record: str, value_schema: str | None = No
     JSON type its encoding does not allow, a value outside an accepted-values rule of severity error, a value
     whose text its encoding cannot decode (decimal, timestamp, JSON text, a TINYINT(1) other than 0 or 1), and
     for the clickstream the Segment spec's rules (anonymousId or userId; event for track; previousId and userId
-    for alias; groupId for group). Fields the contract does not name are allowed. For a Debezium row image, the
+    for alias; groupId for group), where a placeholder id such as "null" counts as absent
+    (:mod:`data_contracts.segment`). Fields the contract does not name are allowed. For a Debezium row image, the
     encodings come from :func:`data_contracts.wire.field_encodings` with the message's ``value_schema``."""
     return _violation_sql(contract, record, contract.columns, True, value_schema)
 
@@ -121,6 +125,40 @@ def _literal(text: str) -> str:
 
 def _path(name: str) -> str:
     return "$." + '"' + name.replace('"', '\\"') + '"'
+
+
+def _segment_rules(missing: Callable[[str], str], value: Callable[[str], str]) -> list[tuple[str, str]]:
+    """The Segment spec's rules as (condition, reason) pairs, given the SQL of a field's absence and of its
+    text. A placeholder id counts as absent, and the reason quotes it."""
+
+    def absent(name: str) -> str:
+        return f"({missing(name)} OR {is_placeholder_sql(value(name))})"
+
+    def reason(text: str, *names: str) -> str:
+        quoted = [
+            f"CASE WHEN {is_placeholder_sql(value(n))} THEN {_literal(n + ' ')} || to_json({value(n)}) END"
+            for n in names
+        ]
+        listed = f"nullif(concat_ws(', ', {', '.join(quoted)}), '')"
+        return f"{_literal(text)} || coalesce(' (placeholders are absent ids: ' || {listed} || ')', '')"
+
+    rules = [
+        (
+            f"{value('type')} <> 'alias' AND " + " AND ".join(absent(n) for n in SEGMENT_IDENTITIES),
+            reason(f"message has neither {' nor '.join(SEGMENT_IDENTITIES)}", *SEGMENT_IDENTITIES),
+        )
+    ]
+    for kind, name in SEGMENT_NEEDS:
+        is_id = name in SEGMENT_IDS
+        rules.append(
+            (
+                f"{value('type')} = {_literal(kind)} AND {absent(name) if is_id else missing(name)}",
+                reason(f"{kind} message without {name}", name)
+                if is_id
+                else _literal(f"{kind} message without {name}"),
+            )
+        )
+    return rules
 
 
 def _violation_sql(
@@ -157,6 +195,8 @@ def _violation_sql(
         if accepted_values and encodings
         for rule in _syntax(encodings[c.name])
     ]
+    if segment:  # the ids, to tell placeholders ("null", "undefined", blank, ...) from real ones
+        value_fields += [n for n in SEGMENT_IDS if n not in value_fields]
     value_fields += [name for name in dict.fromkeys(n for n, _ in syntax_rules) if name not in value_fields]
     value_index = {name: i + 1 for i, name in enumerate(value_fields)}
 
@@ -199,19 +239,7 @@ def _violation_sql(
         prefix, suffix = _literal(f"field {name} is not {what}: '"), _literal("'")
         whens.append((condition(value(name)), f"{prefix} || left({value(name)}, 40) || {suffix}"))
     if segment:
-        whens.append(
-            (
-                f"{value('type')} <> 'alias' AND " + " AND ".join(missing(n) for n in SEGMENT_IDENTITIES),
-                _literal(f"message has neither {' nor '.join(SEGMENT_IDENTITIES)}"),
-            )
-        )
-        whens += [
-            (
-                f"{value('type')} = {_literal(kind)} AND {missing(name)}",
-                _literal(f"{kind} message without {name}"),
-            )
-            for kind, name in SEGMENT_NEEDS
-        ]
+        whens += _segment_rules(missing, value)
     paths = ", ".join(_literal(p) for p in ["$", *(_path(c.name) for c in columns)])
     bound = f"'t': json_type(__record, [{paths}])"
     if value_fields:

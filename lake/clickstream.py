@@ -6,8 +6,12 @@
   ``receivedAt - (sentAt - originalTimestamp)``.
 - Typed columns for the Segment fields, the context and the e-commerce properties the models use; the raw
   ``properties`` and ``traits`` objects are kept as JSON text.
-- No raw personal data: the contract's PII paths (the IP in ``context``, e-mail, phone and names in
-  ``traits``) become tokens or a network prefix (:mod:`lake.privacy`), and are removed from the JSON kept.
+- Placeholder ids (``"null"``, ``"undefined"``, blank, ...: :mod:`data_contracts.segment`) become null: they are
+  no identifier and link nothing.
+- No raw personal data: the contract's PII paths (the IP in ``context``; e-mail, phone, names, user name, birthday
+  and address among the reserved traits, camelCase or snake_case, in ``traits`` and ``context.traits``) become
+  tokens, a network prefix or a year (:mod:`lake.privacy`), one column per trait whatever its case form, or
+  nothing (address); they are removed from the traits JSON kept, which stays null when a message has none.
 - Partitioned by event date. Each run reads only the bronze batches it has not applied yet and commits the
   new rows with the application transaction ``(clickstream-silver, last batch)``.
 """
@@ -15,6 +19,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass
 
@@ -22,6 +27,7 @@ import duckdb
 import polars as pl
 
 from data_contracts import Contract
+from data_contracts.segment import id_sql
 from lake import delta
 from lake.bronze import bronze_uri, pending_steps
 from lake.ordering import lexicographic_less
@@ -66,7 +72,7 @@ typed as (
 )
 select
     message_id, m.type as type, m.event as event, m.name as name,
-    m.anonymousId as anonymous_id, m.userId as user_id, m.previousId as previous_id, m.groupId as group_id,
+    {{anonymous_id}} as anonymous_id, {{user_id}} as user_id, {{previous_id}} as previous_id, m.groupId as group_id,
     source, m.channel as channel, m.version as spec_version,
     coalesce(explicit_timestamp, received_at - (sent_at - original_timestamp), original_timestamp, received_at)
         as event_at,
@@ -108,33 +114,78 @@ def silver_uri(settings: Settings) -> str:
     return delta.table_uri(settings, "silver", "clickstream", "events")
 
 
-def _pii_sql(contract: Contract) -> tuple[str, str, dict[str, str]]:
-    """SQL for the personal values to protect (as temporary columns), the traits JSON without them, and the
-    kind of each temporary column."""
-    extracted, kinds, removed = [], {}, {}
+def silver_field(column: str, path: str) -> str:
+    """The silver name of a personal value at JSON ``path`` of an object column, in snake_case whatever the case
+    form of the path: ``traits`` + ``$.firstName`` and ``$.first_name`` both give ``traits_first_name``."""
+    snake = re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", path.removeprefix("$.").replace(".", "_")).lower()
+    return f"{column}_{snake}"
+
+
+def personal_fields(contract: Contract) -> dict[str, tuple[str, str, list[str]]]:
+    """The contract's personal values inside object columns, by silver name: (object column, kind, its JSON paths
+    in the contract's order). The case forms of one trait share a name and must share a kind."""
+    fields: dict[str, tuple[str, str, list[str]]] = {}
     for column, paths in contract.pii_paths.items():
         for path, kind in paths.items():
-            name = f"{column}_{path.removeprefix('$.').replace('.', '_')}"
-            extracted.append(f"json_extract_string(m.{column}, '{path}') as {name},")
-            kinds[name] = kind
-            removed.setdefault(column, []).append(path.removeprefix("$."))
-    traits = "m.traits::varchar"
-    if removed.get("traits"):  # a JSON merge patch with nulls removes the paths, nested ones included
-        patch: dict = {}
-        for path in removed["traits"]:
-            *parents, leaf = path.split(".")
-            node = patch
-            for part in parents:
-                node = node.setdefault(part, {})
-            node[leaf] = None
-        traits = f"json_merge_patch(m.traits, '{json.dumps(patch)}')::varchar"
-    return "\n    ".join(extracted), traits, kinds
+            name = silver_field(column, path)
+            _, known, listed = fields.setdefault(name, (column, kind, []))
+            if known != kind:
+                raise ValueError(f"{contract.path}: {column} paths of {name} are {known} and {kind}")
+            listed.append(path)
+    return fields
+
+
+def pii_sql(contract: Contract, objects: dict[str, str]) -> tuple[str, dict[str, str]]:
+    """SQL select items that extract the personal values of the object columns in ``objects`` (column -> SQL of
+    its JSON), one temporary column per silver name (the first of its case forms present), and the kind of each.
+    Each object is parsed once for all its paths. Addresses are not extracted: nothing of them is kept."""
+    fields = {name: field for name, field in personal_fields(contract).items() if field[1] != "address"}
+    items = []
+    for column, expression in objects.items():
+        paths = [path for of, _, listed in fields.values() if of == column for path in listed]
+        if not paths:
+            continue
+        members = ", ".join(
+            f"'{name}': coalesce({', '.join(f'__v[{paths.index(p) + 1}]' for p in listed)})"
+            for name, (of, _, listed) in fields.items()
+            if of == column
+        )
+        extracted = f"json_extract_string({expression}, [{', '.join(_literal(p) for p in paths)}])"
+        items.append(f"unnest(list_transform([{extracted}], lambda __v: {{{members}}})[1]),")
+    kinds = {name: kind for name, (of, kind, _) in fields.items() if of in objects}
+    return "\n    ".join(items), kinds
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def traits_sql(contract: Contract, traits: str) -> str:
+    """SQL of the traits JSON text kept in silver, from the SQL of the message's traits JSON: null when the message
+    has none, else the object without its personal values (a JSON merge patch with nulls removes them)."""
+    patch: dict = {}
+    for path in contract.pii_paths.get("traits", {}):
+        *parents, leaf = path.removeprefix("$.").split(".")
+        node = patch
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = None
+    kept = f"json_merge_patch({traits}, '{json.dumps(patch)}')" if patch else traits
+    return f"CASE WHEN json_type({traits}) = 'OBJECT' THEN {kept}::varchar END"
 
 
 def typed_events(bronze: pl.DataFrame, contract: Contract, secret: str) -> pl.DataFrame:
     """Bronze clickstream rows as typed, protected silver rows (not yet deduplicated)."""
-    pii_columns, traits, kinds = _pii_sql(contract)
-    sql = TYPED_SQL.replace("{traits_kept}", traits).replace("{pii_columns}", pii_columns)
+    pii_columns, kinds = pii_sql(contract, {"traits": "m.traits", "context": "m.context"})
+    sql = TYPED_SQL.replace("{traits_kept}", traits_sql(contract, "m.traits")).replace(
+        "{pii_columns}", pii_columns
+    )
+    for field, name in (
+        ("anonymous_id", "anonymousId"),
+        ("user_id", "userId"),
+        ("previous_id", "previousId"),
+    ):
+        sql = sql.replace(f"{{{field}}}", id_sql(f"m.{name}"))
     with duckdb.connect() as con:
         con.execute("SET TimeZone = 'UTC'")
         con.register("bronze", bronze.to_arrow())

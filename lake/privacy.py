@@ -4,7 +4,7 @@ E-mail addresses are trimmed and lower-cased, phone numbers normalised to E.164 
 record's country as the default region), names trimmed and lower-cased; each is then replaced by a keyed
 hash (HMAC-SHA256 with the project's ``PII_SECRET``), so equal values still join and match identities.
 IP addresses keep their network prefix only (/24 for IPv4, /48 for IPv6); birth dates keep their year
-(``birth_date`` becomes ``birth_year``).
+(``birth_date`` becomes ``birth_year``); postal addresses are removed (nothing of them leaves bronze).
 """
 
 from __future__ import annotations
@@ -93,14 +93,25 @@ def truncate_ip(values: pl.Series) -> pl.Series:
     return text.replace_strict({v: _network(v) for v in distinct}, default=None, return_dtype=pl.String)
 
 
-def protected_name(column: str, kind: str) -> str:
-    """The name a personal column of this kind has once protected: ``<column>_token``, ``<column>_prefix`` or
-    ``<column without _date>_year``."""
+def birth_year(values: pl.Series) -> pl.Series:
+    """The year of each date of birth: a date, or an ISO-8601 date or timestamp text (``1906-12-09``,
+    ``1906-12-09T00:00:00.000Z``); what is not a date becomes null."""
+    if values.dtype == pl.String:
+        values = values.str.strip_chars().str.slice(0, 10).str.to_date("%Y-%m-%d", strict=False)
+    return values.cast(pl.Date, strict=False).dt.year().cast(pl.Int32)
+
+
+def protected_name(column: str, kind: str) -> str | None:
+    """The silver column that holds the protected form of a personal column of this kind (None: removed)."""
+    if kind in ("email", "phone", "name"):
+        return column + TOKEN_SUFFIX
     if kind == "ip":
         return column + IP_SUFFIX
     if kind == "birth_date":
         return column.removesuffix("_date") + "_year"
-    return column + TOKEN_SUFFIX
+    if kind == "address":
+        return None
+    raise ValueError(f"unknown kind of personal data {kind!r} for column {column!r}")
 
 
 def personal_columns(contract: Contract, columns: Iterable[str]) -> list[str]:
@@ -108,7 +119,7 @@ def personal_columns(contract: Contract, columns: Iterable[str]) -> list[str]:
     contract's restricted columns and objects with personal fields, under their own names; every protected form
     (tokens, network prefixes, birth years); and the columns taken out of such objects (``traits_...``)."""
     raw = {c.name for c in contract.columns if c.pii or c.pii_paths or c.classification == "restricted"}
-    protected = {protected_name(c.name, c.pii) for c in contract.pii_columns}
+    protected = {protected_name(c.name, c.pii) for c in contract.pii_columns} - {None}
     taken_out = tuple(f"{name}_" for name in contract.pii_paths)
     return [
         name
@@ -124,23 +135,23 @@ def protect(
     frame: pl.DataFrame, pii: dict[str, str], secret: str, region_column: str | None = None
 ) -> pl.DataFrame:
     """Replace every personal column of ``frame`` (``pii`` maps column -> kind: email, phone, name, ip,
-    birth_date) by its protected form: ``<column>_token``, ``<column>_prefix`` or ``<column without _date>_year``."""
+    birth_date, address) by its protected form (:func:`protected_name`): ``<column>_token``, ``<column>_prefix``,
+    ``<column without _date>_year`` or nothing (an address is removed)."""
     regions = frame[region_column] if region_column and region_column in frame.columns else None
     for column, kind in pii.items():
+        name = protected_name(column, kind)
         if column not in frame.columns:
             continue
         values = frame[column]
         if kind == "email":
-            protected = token(normalise_email(values), secret)
+            frame = frame.with_columns(token(normalise_email(values), secret).alias(name))
         elif kind == "phone":
-            protected = token(normalise_phone(values, regions), secret)
+            frame = frame.with_columns(token(normalise_phone(values, regions), secret).alias(name))
         elif kind == "name":
-            protected = token(normalise_name(values), secret)
+            frame = frame.with_columns(token(normalise_name(values), secret).alias(name))
         elif kind == "ip":
-            protected = truncate_ip(values)
+            frame = frame.with_columns(truncate_ip(values).alias(name))
         elif kind == "birth_date":
-            protected = values.cast(pl.Date, strict=False).dt.year().cast(pl.Int32)
-        else:
-            raise ValueError(f"unknown kind of personal data {kind!r} for column {column!r}")
-        frame = frame.with_columns(protected.alias(protected_name(column, kind))).drop(column)
+            frame = frame.with_columns(birth_year(values).alias(name))
+        frame = frame.drop(column)
     return frame

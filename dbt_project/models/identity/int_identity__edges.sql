@@ -91,19 +91,53 @@ signed_in_devices as (
 
 ),
 
+seen_user_ids as (
+
+    select distinct user_id as identifier from events where user_id is not null
+
+),
+
+seen_anonymous_ids as (
+
+    select distinct anonymous_id as identifier from events where anonymous_id is not null
+
+),
+
+alias_targets as (
+
+    -- previousId names an earlier user id or an anonymous id (Segment spec): it is whichever the clickstream
+    -- has seen it as, both when it was seen as both, and an anonymous id when it was seen as neither. Decided
+    -- over all the messages each time the graph is built, so the order in which they arrived does not matter.
+    select
+        aliases.previous_id,
+        target.identifier_type
+    from (select distinct previous_id from events where message_type = 'alias' and previous_id is not null) as aliases
+    left join seen_user_ids as users on aliases.previous_id = users.identifier
+    left join seen_anonymous_ids as devices on aliases.previous_id = devices.identifier
+    cross join lateral (
+        select 'app_user_id' as identifier_type where users.identifier is not null
+        union all
+        select 'anonymous_id' where devices.identifier is not null or users.identifier is null
+    ) as target
+
+),
+
 aliases as (
 
     select
         'app_user_id' as left_type,
-        user_id as left_identifier,
-        'anonymous_id' as right_type,
-        previous_id as right_identifier,
+        events.user_id as left_identifier,
+        alias_targets.identifier_type as right_type,
+        events.previous_id as right_identifier,
         'alias' as evidence,
         'clickstream' as source,
-        event_at as seen_at,
-        received_at as known_at
+        events.event_at as seen_at,
+        events.received_at as known_at
     from events
-    where message_type = 'alias' and user_id is not null and previous_id is not null
+    inner join alias_targets
+        on events.previous_id = alias_targets.previous_id
+    where events.message_type = 'alias' and events.user_id is not null
+        and not (alias_targets.identifier_type = 'app_user_id' and events.previous_id = events.user_id)
 
 ),
 
