@@ -4,7 +4,10 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 PYTHON ?= python3
-UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
+# uv: the one on the PATH, else the one of $(PYTHON), else a private copy that `make install` puts under var/
+# (scripts/bootstrap_uv.py: works with a distribution's externally managed Python too, PEP 668)
+UV_BOOTSTRAP := $(CURDIR)/var/uv-bootstrap
+UV := $(shell command -v uv 2>/dev/null || { $(PYTHON) -m uv --version >/dev/null 2>&1 && echo "$(PYTHON) -m uv"; } || echo "$(UV_BOOTSTRAP)/bin/uv")
 RUN := $(UV) run --frozen
 
 export DAGSTER_HOME ?= $(CURDIR)/var/dagster
@@ -24,19 +27,19 @@ help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 install:  ## bootstrap uv if missing and install the locked environment
-	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m uv --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
+	@$(if $(filter $(UV_BOOTSTRAP)/bin/uv,$(UV)),$(PYTHON) scripts/bootstrap_uv.py $(UV_BOOTSTRAP))
 	$(UV) sync --frozen
-	@mkdir -p $(DAGSTER_HOME) && cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+	@mkdir -p $(DAGSTER_HOME) && cp orchestration/dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 	cd dbt_project && $(RUN) dbt parse --profiles-dir . --quiet  # the manifest the Dagster dbt assets load
 
-MATERIALIZE := $(RUN) dagster asset materialize -m orchestration.definitions
+LAUNCH := $(RUN) dg launch -m orchestration.definitions
 SNAPSHOTS := key:"marts/person_features_daily"
 
 demo: install  ## generate the demo company's data, materialize every asset (lake, dbt models, daily snapshots), print what was built
-	$(MATERIALIZE) --select 'not $(SNAPSHOTS)+' \
+	$(LAUNCH) --assets 'not $(SNAPSHOTS)+' \
 		--config-json '{"ops": {"simulated_company": {"config": {"persons": $(DEMO_PERSONS), "days": $(DEMO_DAYS), "seed": $(DEMO_SEED)}}}}'
-	$(MATERIALIZE) --select '$(SNAPSHOTS)' --partition-range "$$($(RUN) python -m orchestration.snapshot_dates)"
-	$(MATERIALIZE) --select '$(SNAPSHOTS)+ and not $(SNAPSHOTS)'
+	$(LAUNCH) --assets '$(SNAPSHOTS)' --partition-range "$$($(RUN) python -m orchestration.snapshot_dates)"
+	$(LAUNCH) --assets '$(SNAPSHOTS)+ and not $(SNAPSHOTS)'
 	$(RUN) python -m lake.summary
 
 ingest: install  ## ingest everything in the landing zone (LAKE_ROOT) into bronze and silver, and print what it did
@@ -45,8 +48,12 @@ ingest: install  ## ingest everything in the landing zone (LAKE_ROOT) into bronz
 test: install  ## run the test suite
 	$(RUN) pytest
 
-dev: install  ## serve the Dagster UI on http://127.0.0.1:3000
-	$(RUN) dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+DEV_PORT ?= 3000
+
+# A shell without job control starts background commands with SIGINT ignored, and Dagster's processes keep
+# ignored handlers: `env --default-signal` restores them so that SIGTERM (or SIGINT) stops every process.
+dev: install  ## serve the Dagster UI on http://127.0.0.1:3000 (DEV_PORT)
+	$(RUN) env --default-signal=INT,TERM dagster dev -w workspace.yaml -h 127.0.0.1 -p $(DEV_PORT)
 
 bench: install  ## print throughput and memory figures (benchmarks/)
 	$(RUN) python benchmarks/simulator_throughput.py
