@@ -67,6 +67,7 @@ def bootstrap(target: Path) -> Path:
                 "uv",
             ],
             check=True,
+            env={**os.environ, "PIP_ROOT_USER_ACTION": "ignore"},
         )
         if target.exists():
             shutil.rmtree(target)
