@@ -44,7 +44,7 @@ class Settings:
     snapshot_person_dates_per_dbt_run: int = 5_000_000
     """A backfill of the daily snapshots goes to dbt in windows of at most this many persons x dates (at least one
     date per window): its memory grows with persons x dates (at 1,000,000 simulated persons, about 1.4 million in
-    the identity map, 5 dates fit in 24 GB and 30 do not)."""
+    the identity map, 5 dates, about 7 million person-dates, fit in 24 GB and 30 do not)."""
     contracts_dir: Path = REPO_ROOT / "data_contracts" / "contracts"
     """The data contracts of the feeds: one per feed; a new contract (and its landing folder) adds a feed."""
 
