@@ -42,10 +42,29 @@ def session_processes(session_id: int) -> list[int]:
     return found
 
 
-def ignore_interrupts() -> None:
-    """What a shell without job control does to a command it starts with ``&``: SIGINT and SIGQUIT ignored."""
+def describe(pids: list[int]) -> str:
+    """Each process's command line and ignored-signals mask, for a failure message."""
+    lines = []
+    for pid in pids:
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:160]
+            ignored = next(
+                line
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                if line.startswith("SigIgn")
+            )
+        except OSError:
+            continue
+        lines.append(f"{pid} [{ignored}] {command}")
+    return "\n".join(lines)
+
+
+def as_a_background_job() -> None:
+    """The signals of a command that a shell without job control starts with ``&``: SIGINT and SIGQUIT ignored,
+    SIGTERM as usual (whatever this test process has done with its own)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGQUIT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 @pytest.mark.slow
@@ -62,7 +81,7 @@ def test_make_dev_in_the_background_stops_on_sigterm(tmp_path):
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
         start_new_session=True,  # its own session: every process it starts is found by the session id
-        preexec_fn=ignore_interrupts,
+        preexec_fn=as_a_background_job,
     )
     try:
         deadline = time.monotonic() + STARTUP_LIMIT_S
@@ -82,7 +101,7 @@ def test_make_dev_in_the_background_stops_on_sigterm(tmp_path):
         deadline = time.monotonic() + STOP_LIMIT_S
         while (left := session_processes(make.pid)) and time.monotonic() < deadline:
             time.sleep(1)
-        assert left == [], f"still running after SIGTERM: {left}"
+        assert left == [], f"still running after SIGTERM:\n{describe(left)}"
     finally:
         for pid in session_processes(make.pid):
             os.kill(pid, signal.SIGKILL)
