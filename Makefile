@@ -63,7 +63,7 @@ DEV_PORT ?= 3000
 # A shell without job control starts background commands with SIGINT ignored, and Dagster's processes then ignore
 # SIGTERM too: `env --default-signal` restores both, so that SIGTERM to make (or SIGINT) stops every process.
 dev: install  ## serve the Dagster UI on http://127.0.0.1:3000 (DEV_PORT)
-	$(RUN) env --default-signal=INT,TERM dagster dev -w workspace.yaml -h 127.0.0.1 -p $(DEV_PORT)
+	$(RUN) env --default-signal=INT,TERM dg dev -w workspace.yaml -h 127.0.0.1 -p $(DEV_PORT)
 
 bench: install  ## print throughput and memory figures (benchmarks/)
 	$(RUN) python benchmarks/simulator_throughput.py

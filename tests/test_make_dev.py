@@ -1,5 +1,5 @@
 """``make dev`` started in the background by a script (an end-to-end test, a service manager) stops on SIGTERM:
-every process it started (uv, ``dagster dev``, the webserver, the daemon, the code servers) exits."""
+every process it started (uv, ``dg dev``, the webserver, the daemon, the code servers) exits."""
 
 from __future__ import annotations
 
@@ -95,7 +95,7 @@ def test_make_dev_in_the_background_stops_on_sigterm(tmp_path):
                 assert time.monotonic() < deadline, "the Dagster webserver did not answer"
                 time.sleep(2)
         started = session_processes(make.pid)
-        assert len(started) >= 4  # make, uv, dagster dev, the webserver, the daemon, code servers
+        assert len(started) >= 4  # make, uv, dg dev, the webserver, the daemon, code servers
 
         make.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + STOP_LIMIT_S
