@@ -4,7 +4,10 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 PYTHON ?= python3
-UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
+# uv: the one on the PATH, else the one of $(PYTHON), else a private copy that `make install` puts under var/
+# (scripts/bootstrap_uv.py: works with a distribution's externally managed Python too, PEP 668)
+UV_BOOTSTRAP := $(CURDIR)/var/uv-bootstrap
+UV := $(shell command -v uv 2>/dev/null || { $(PYTHON) -m uv --version >/dev/null 2>&1 && echo "$(PYTHON) -m uv"; } || echo "$(UV_BOOTSTRAP)/bin/uv")
 RUN := $(UV) run --frozen
 
 export DAGSTER_HOME ?= $(CURDIR)/var/dagster
@@ -18,26 +21,36 @@ DEMO_PERSONS ?= 10000
 DEMO_DAYS ?= 30
 DEMO_SEED ?= 7
 
-.PHONY: help install demo ingest replay erase test dev bench lint docs contracts clean
+.PHONY: help install environment demo ingest replay erase test dev bench lint docs contracts clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-install:  ## bootstrap uv if missing and install the locked environment
-	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m uv --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
-	$(UV) sync --frozen
-	@mkdir -p $(DAGSTER_HOME) && cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
-	$(RUN) python -m lake.dbt_sources || echo "dbt sources left as they were: fix the contracts above (make contracts)"
-	cd dbt_project && $(RUN) dbt parse --profiles-dir . --quiet  # the manifest the Dagster dbt assets load
+# the dbt manifest the Dagster dbt assets load: parsed again only when the dbt project, the contracts or the lock
+# file changed since (a parse costs a dbt start-up, seconds of every `make demo`)
+DBT_MANIFEST := dbt_project/target/manifest.json
+DBT_INPUTS := uv.lock $(shell find dbt_project data_contracts \( -path dbt_project/target -o -path dbt_project/logs \
+	-o -name __pycache__ \) -prune -o -type f -print)
 
-MATERIALIZE := $(RUN) dagster asset materialize -m orchestration.definitions
+install: environment $(DBT_MANIFEST)  ## bootstrap uv if missing and install the locked environment
+
+environment:
+	@$(if $(filter $(UV_BOOTSTRAP)/bin/uv,$(UV)),$(PYTHON) scripts/bootstrap_uv.py $(UV_BOOTSTRAP))
+	$(UV) sync --frozen
+	@mkdir -p $(DAGSTER_HOME) && cp orchestration/dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+
+$(DBT_MANIFEST): $(DBT_INPUTS) | environment
+	$(RUN) python -m lake.dbt_sources || echo "dbt sources left as they were: fix the contracts above (make contracts)"
+	cd dbt_project && $(RUN) dbt parse --profiles-dir . --quiet
+
+LAUNCH := $(RUN) dg launch -m orchestration.definitions
 SNAPSHOTS := key:"marts/person_features_daily"
 
 demo: install  ## generate the demo company's data, materialize every asset (lake, dbt models, daily snapshots), print what was built
-	$(MATERIALIZE) --select 'not $(SNAPSHOTS)+' \
+	$(LAUNCH) --assets 'not $(SNAPSHOTS)+' \
 		--config-json '{"ops": {"simulated_company": {"config": {"persons": $(DEMO_PERSONS), "days": $(DEMO_DAYS), "seed": $(DEMO_SEED)}}}}'
-	$(MATERIALIZE) --select '$(SNAPSHOTS)' --partition-range "$$($(RUN) python -m orchestration.snapshot_dates)"
-	$(MATERIALIZE) --select '$(SNAPSHOTS)+ and not $(SNAPSHOTS)'
+	$(LAUNCH) --assets '$(SNAPSHOTS)' --partition-range "$$($(RUN) python -m orchestration.snapshot_dates)"
+	$(LAUNCH) --assets '$(SNAPSHOTS)+ and not $(SNAPSHOTS)'
 	$(RUN) python -m lake.summary
 
 ingest: install  ## ingest everything in the landing zone (LAKE_ROOT) into bronze and silver, and print what it did
@@ -52,8 +65,12 @@ erase: install  ## erase a person from the lake and the warehouse: make erase ER
 test: install  ## run the test suite
 	$(RUN) pytest
 
-dev: install  ## serve the Dagster UI on http://127.0.0.1:3000
-	$(RUN) dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+DEV_PORT ?= 3000
+
+# A shell without job control starts background commands with SIGINT ignored, and Dagster's processes then ignore
+# SIGTERM too: `env --default-signal` restores both, so that SIGTERM to make (or SIGINT) stops every process.
+dev: install  ## serve the Dagster UI on http://127.0.0.1:3000 (DEV_PORT)
+	$(RUN) env --default-signal=INT,TERM dg dev -w workspace.yaml -h 127.0.0.1 -p $(DEV_PORT)
 
 bench: install  ## print throughput and memory figures (benchmarks/)
 	$(RUN) python benchmarks/simulator_throughput.py

@@ -43,7 +43,12 @@ import duckdb
 import yaml
 
 from lake.settings import REPO_ROOT, TELEMETRY_OFF, disable_telemetry, get_settings
-from orchestration.snapshot_dates import snapshot_window_vars, snapshot_windows
+from orchestration.snapshot_dates import (
+    dates_per_dbt_run,
+    snapshot_window_vars,
+    snapshot_windows,
+    warehouse_persons,
+)
 
 TARGET_RATIO = 1.5
 SEED = 7
@@ -238,13 +243,15 @@ def prepare_warehouse(scratch: Scratch, lake: dict) -> dict:
 
 
 def build_snapshots_but_the_last(scratch: Scratch) -> None:
-    """Build the daily feature snapshots of every supported date but the last, ``SNAPSHOT_DATES_PER_DBT_RUN``
-    dates per dbt run, as a Dagster backfill of their partitions does."""
+    """Build the daily feature snapshots of every supported date but the last, in dbt runs of at most
+    ``SNAPSHOT_PERSON_DATES_PER_DBT_RUN`` persons x dates, as a Dagster backfill of their partitions does."""
     with duckdb.connect(str(scratch.warehouse), read_only=True) as con:
         first, last = con.execute(
             "select first_snapshot_date, last_snapshot_date from int_marts__data_window"
         ).fetchall()[0]
-    for day, until in snapshot_windows(first, last, get_settings().snapshot_dates_per_dbt_run):
+    budget = get_settings().snapshot_person_dates_per_dbt_run
+    dates = dates_per_dbt_run(warehouse_persons(scratch.warehouse), budget)
+    for day, until in snapshot_windows(first, last, dates):
         print(f"  snapshot dates [{day}, {until}) ...", flush=True)
         window = snapshot_window_vars(day, until)
         dbt(scratch, "run", "--select", INCREMENTAL_MODEL, "--vars", window, log=f"prepare-snapshots-{day}")

@@ -50,9 +50,10 @@ class Settings:
     """Days the raw (restricted) bronze zone keeps a record after its ingestion."""
     first_snapshot_date: date = date(2026, 9, 1)
     """The first day of the daily feature snapshots (the first Dagster partition of the partitioned models)."""
-    snapshot_dates_per_dbt_run: int = 5
-    """A backfill of the daily snapshots builds this many dates per dbt invocation: memory grows with persons x
-    dates (at 1,000,000 persons, 5 dates fit in 24 GB, 30 do not)."""
+    snapshot_person_dates_per_dbt_run: int = 5_000_000
+    """A backfill of the daily snapshots goes to dbt in windows of at most this many persons x dates (at least one
+    date per window): its memory grows with persons x dates (at 1,000,000 simulated persons, about 1.4 million in
+    the identity map, 5 dates, about 7 million person-dates, fit in 24 GB and 30 do not)."""
     contracts_dir: Path = REPO_ROOT / "data_contracts" / "contracts"
     """The data contracts of the feeds: one per feed; a new contract (and its landing folder) adds a feed."""
 
@@ -94,7 +95,7 @@ def get_settings() -> Settings:
     """Read the settings from the environment (``LAKEHOUSE_ENV``, ``LAKE_ROOT``, ``WAREHOUSE_PATH``,
     ``MLFLOW_TRACKING_URI``, ``PII_SECRET``, ``SCHEDULE_TIMEZONE``, ``INGEST_MAX_REJECT_RATE``,
     ``INGEST_MIN_REJECTED_RECORDS``, ``BRONZE_RETENTION_DAYS``, ``FIRST_SNAPSHOT_DATE``,
-    ``SNAPSHOT_DATES_PER_DBT_RUN``, ``DATA_CONTRACTS_DIR``), falling back to local defaults (the first snapshot
+    ``SNAPSHOT_PERSON_DATES_PER_DBT_RUN``, ``DATA_CONTRACTS_DIR``), falling back to local defaults (the first snapshot
     date is the simulated company's first day). Raises :class:`SettingsError` for an unknown ``LAKEHOUSE_ENV``,
     and when the tokenisation secret would fall back to the development value outside local development (with
     ``LAKEHOUSE_ENV=production`` or a lake root on object storage)."""
@@ -115,7 +116,9 @@ def get_settings() -> Settings:
         min_rejected_records=int(os.environ.get("INGEST_MIN_REJECTED_RECORDS") or 10),
         bronze_retention_days=int(os.environ.get("BRONZE_RETENTION_DAYS") or 90),
         first_snapshot_date=date.fromisoformat(os.environ.get("FIRST_SNAPSHOT_DATE") or "2026-09-01"),
-        snapshot_dates_per_dbt_run=int(os.environ.get("SNAPSHOT_DATES_PER_DBT_RUN") or 5),
+        snapshot_person_dates_per_dbt_run=int(
+            os.environ.get("SNAPSHOT_PERSON_DATES_PER_DBT_RUN") or 5_000_000
+        ),
         contracts_dir=Path(
             os.environ.get("DATA_CONTRACTS_DIR") or REPO_ROOT / "data_contracts" / "contracts"
         ),

@@ -20,7 +20,12 @@ from lake.settings import get_settings
 from lake.warehouse import publish_silver
 from orchestration.dbt_project import dbt_project
 from orchestration.resources import WAREHOUSE_POOL, LakeResource
-from orchestration.snapshot_dates import snapshot_window_vars, snapshot_windows
+from orchestration.snapshot_dates import (
+    dates_per_dbt_run,
+    snapshot_window_vars,
+    snapshot_windows,
+    warehouse_persons,
+)
 
 
 class LakeDbtTranslator(DagsterDbtTranslator):
@@ -111,12 +116,14 @@ def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, lake: Lak
 def dbt_daily_snapshots(context: dg.AssetExecutionContext, dbt: DbtCliResource, lake: LakeResource):
     """The daily feature snapshots of the partitions (or backfill range) asked for: dbt gets their half-open
     window ``[snapshot_from, snapshot_until)`` as vars and replaces the rows of those dates. A long backfill goes
-    to dbt in windows of ``SNAPSHOT_DATES_PER_DBT_RUN`` dates (``dbt run``, the last one ``dbt build``), so
-    that its memory does not grow with the range."""
+    to dbt in windows of at most ``SNAPSHOT_PERSON_DATES_PER_DBT_RUN`` persons x dates (``dbt run``, the last
+    one ``dbt build``), so that its memory does not grow with the range."""
     window = context.partition_time_window
-    windows = snapshot_windows(
-        window.start.date(), window.end.date(), lake.settings().snapshot_dates_per_dbt_run
-    )
+    settings = lake.settings()
+    persons = warehouse_persons(settings.warehouse_path)
+    dates = dates_per_dbt_run(persons, settings.snapshot_person_dates_per_dbt_run)
+    context.log.info(f"{persons:,} persons in the identity map: up to {dates} snapshot dates per dbt run")
+    windows = snapshot_windows(window.start.date(), window.end.date(), dates)
     args = []
     for start, end in windows:
         context.log.info(f"snapshot dates in [{start}, {end})")

@@ -1,10 +1,11 @@
 """``python -m orchestration.snapshot_dates``: the daily snapshot partitions the warehouse's data supports, as the
-``FIRST...LAST`` range that ``dagster asset materialize --partition-range`` takes (``make demo`` backfills it);
-and how a backfill's window is cut into the windows of its dbt invocations."""
+``FIRST...LAST`` range that ``dg launch --partition-range`` takes (``make demo`` backfills it); and how a
+backfill's window is cut into the windows of its dbt invocations, sized by persons x dates."""
 
 import json
 import sys
 from datetime import date, timedelta
+from pathlib import Path
 
 import duckdb
 
@@ -24,6 +25,26 @@ def supported_snapshot_dates() -> tuple[str, str]:
             "the warehouse holds no data for any snapshot date: ingest and build the models first"
         )
     return max(first, settings.first_snapshot_date).isoformat(), last.isoformat()
+
+
+def warehouse_persons(warehouse_path: Path) -> int:
+    """The number of persons of the warehouse's identity map (0 before it is built): the rows of one snapshot
+    date."""
+    with duckdb.connect(str(warehouse_path), read_only=True) as con:
+        found = con.sql(
+            "select count(*) from information_schema.tables where table_name = 'identity_person_map'"
+        ).fetchall()[0][0]
+        if not found:
+            return 0
+        return con.sql("select count(distinct person_id) from identity_person_map").fetchall()[0][0]
+
+
+def dates_per_dbt_run(persons: int, person_dates_per_run: int) -> int:
+    """How many snapshot dates one dbt invocation builds so that it holds at most ``person_dates_per_run``
+    persons x dates, and at least one date."""
+    if person_dates_per_run < 1:
+        raise ValueError(f"person-dates per dbt run must be at least 1, not {person_dates_per_run}")
+    return max(1, person_dates_per_run // max(persons, 1))
 
 
 def snapshot_windows(start: date, end: date, dates_per_window: int) -> list[tuple[date, date]]:

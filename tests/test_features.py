@@ -284,7 +284,7 @@ def test_a_daily_partition_replaces_the_rows_of_its_dates_only(
     assert (
         after_one.filter(pl.col("snapshot_date") == next_day)["order_count"] == -1
     ).all()  # not its window
-    monkeypatch.setenv("SNAPSHOT_DATES_PER_DBT_RUN", "1")  # the range goes to dbt a date at a time
+    monkeypatch.setenv("SNAPSHOT_PERSON_DATES_PER_DBT_RUN", "1")  # the range goes to dbt a date at a time
     backfill = dg.materialize(  # a single-run backfill of a range: the window ends after its last date
         [dbt_daily_snapshots],
         resources=resources,

@@ -124,7 +124,7 @@ def _run(env: dict[str, str], *command: str) -> str:
 def test_a_full_pipeline_run_leaves_no_personal_data_in_dagster_or_its_output(tmp_path: Path) -> None:
     home = tmp_path / "dagster_home"
     home.mkdir()
-    shutil.copy(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
+    shutil.copy(REPO_ROOT / "orchestration" / "dagster.yaml", home / "dagster.yaml")
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("DAGSTER_", "LAKE", "PII_"))},
         **TELEMETRY_OFF,
