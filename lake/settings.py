@@ -46,6 +46,9 @@ class Settings:
     dates (at 1,000,000 persons, 5 dates fit in 24 GB, 30 do not)."""
     contracts_dir: Path = REPO_ROOT / "data_contracts" / "contracts"
     """The data contracts of the feeds: one per feed; a new contract (and its landing folder) adds a feed."""
+    automation: bool = True
+    """Whether the schedules and sensors start running in a new Dagster instance (``AUTOMATION=off`` starts them
+    stopped); a switch turned in the UI is kept by the instance and wins over this."""
 
     @property
     def is_local(self) -> bool:
@@ -84,7 +87,8 @@ class Settings:
 def get_settings() -> Settings:
     """Read the settings from the environment (``LAKE_ROOT``, ``WAREHOUSE_PATH``, ``MLFLOW_TRACKING_URI``,
     ``PII_SECRET``, ``SCHEDULE_TIMEZONE``, ``INGEST_MAX_REJECT_RATE``, ``INGEST_MIN_REJECTED_RECORDS``,
-    ``BRONZE_RETENTION_DAYS``, ``FIRST_SNAPSHOT_DATE``, ``SNAPSHOT_DATES_PER_DBT_RUN``, ``DATA_CONTRACTS_DIR``),
+    ``BRONZE_RETENTION_DAYS``, ``FIRST_SNAPSHOT_DATE``, ``SNAPSHOT_DATES_PER_DBT_RUN``, ``DATA_CONTRACTS_DIR``,
+    ``AUTOMATION``),
     falling back to local defaults (the first snapshot date is the simulated company's first day)."""
     lake_root = os.environ.get("LAKE_ROOT") or str(DEFAULT_VAR_DIR / "lake")
     if "://" not in lake_root:
@@ -107,7 +111,20 @@ def get_settings() -> Settings:
         contracts_dir=Path(
             os.environ.get("DATA_CONTRACTS_DIR") or REPO_ROOT / "data_contracts" / "contracts"
         ),
+        automation=_switch("AUTOMATION", default=True),
     )
+
+
+def _switch(name: str, default: bool) -> bool:
+    """An on/off environment variable (on, true, 1, yes / off, false, 0, no); ValueError naming it otherwise."""
+    value = (os.environ.get(name) or "").strip().lower()
+    if not value:
+        return default
+    if value in ("on", "true", "1", "yes"):
+        return True
+    if value in ("off", "false", "0", "no"):
+        return False
+    raise ValueError(f"{name}={os.environ[name]!r}: expected on or off")
 
 
 def disable_telemetry() -> None:

@@ -26,7 +26,7 @@ contracts = load_contracts(get_settings().contracts_dir)
 lake_assets, lake_checks = lake_definitions(contracts, produced=simulated_feeds())
 maintenance = maintenance_job(contracts)
 
-refresh, after_snapshots = refresh_schedules(dbt_models, dbt_daily_snapshots)
+refresh, after_snapshots = refresh_schedules(contracts, dbt_models, dbt_daily_snapshots)
 
 defs = dg.Definitions(
     assets=[simulated_company_asset(contracts), *lake_assets, dbt_models, dbt_daily_snapshots],

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -51,3 +52,80 @@ def test_a_fresh_clone_validates_without_a_dbt_manifest(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert (clone / "dbt_project" / "target" / "manifest.json").exists()
+
+
+def test_every_job_schedule_and_sensor_says_what_it_does_and_the_loop_runs_by_default() -> None:
+    from orchestration.definitions import defs
+
+    repository = defs.get_repository_def()
+    jobs = [j for j in repository.get_all_jobs() if not j.name.startswith("__")]  # __ASSET_JOB is hidden
+    described = [*jobs, *repository.schedule_defs, *repository.sensor_defs]
+    assert {d.name for d in described} >= {
+        "ingest_lake",
+        "lake_maintenance",
+        "hourly_refresh",
+        "nightly_snapshots",
+        "nightly_refresh",
+        "nightly_lake_maintenance",
+        "new_landing_files",
+        "after_nightly_snapshots",
+    }
+    assert [d.name for d in described if not (d.description or "").strip()] == []
+    assert {s.name: s.default_status.value for s in repository.schedule_defs} == {
+        "hourly_refresh": "RUNNING",
+        "nightly_snapshots": "RUNNING",
+        "nightly_lake_maintenance": "RUNNING",
+    }
+    assert {s.name: s.default_status.value for s in repository.sensor_defs} == {
+        "new_landing_files": "RUNNING",
+        "after_nightly_snapshots": "RUNNING",
+    }
+
+
+def test_automation_off_starts_every_schedule_and_sensor_stopped(tmp_path: Path) -> None:
+    code = (
+        "from orchestration.definitions import defs; r = defs.get_repository_def(); "
+        "print(sorted({d.default_status.value for d in [*r.schedule_defs, *r.sensor_defs]}))"
+    )
+    env = {**os.environ, "AUTOMATION": "off", "DAGSTER_HOME": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "['STOPPED']"
+
+
+def test_the_refresh_schedules_skip_until_something_lands(tmp_path: Path) -> None:
+    import dagster as dg
+
+    from orchestration.definitions import defs
+    from orchestration.resources import LakeResource
+
+    lake = LakeResource(lake_root=str(tmp_path / "lake"))
+    repository = defs.get_repository_def()
+    tick = datetime(2026, 9, 10, 2, 0, tzinfo=UTC)
+    for name in ("hourly_refresh", "nightly_snapshots"):
+        schedule = repository.get_schedule_def(name)
+        with dg.instance_for_test() as instance:
+            context = dg.build_schedule_context(
+                instance=instance,
+                scheduled_execution_time=tick,
+                resources={"lake": lake},
+                repository_def=repository,
+            )
+            result = schedule.evaluate_tick(context)
+        assert result.run_requests == [] and "nothing has landed" in result.skip_message
+    folder = tmp_path / "lake" / "landing" / "cdc" / "crm.public.contacts"
+    folder.mkdir(parents=True)
+    (folder / "crm.public.contacts+0+0000000000.json").write_text("{}\n")
+    with dg.instance_for_test() as instance:
+        context = dg.build_schedule_context(
+            instance=instance,
+            scheduled_execution_time=tick,
+            resources={"lake": lake},
+            repository_def=repository,
+        )
+        hourly = repository.get_schedule_def("hourly_refresh").evaluate_tick(context).run_requests
+        nightly = repository.get_schedule_def("nightly_snapshots").evaluate_tick(context).run_requests
+    assert len(hourly) == 1
+    assert [r.partition_key for r in nightly] == ["2026-09-10"]  # the snapshot taken at 2026-09-10 00:00 UTC
