@@ -129,3 +129,48 @@ def test_the_refresh_schedules_skip_until_something_lands(tmp_path: Path) -> Non
         nightly = repository.get_schedule_def("nightly_snapshots").evaluate_tick(context).run_requests
     assert len(hourly) == 1
     assert [r.partition_key for r in nightly] == ["2026-09-10"]  # the snapshot taken at 2026-09-10 00:00 UTC
+
+
+@pytest.mark.slow
+def test_dbt_materializations_carry_row_counts_and_column_schemas(
+    ingested, tmp_path: Path, monkeypatch
+) -> None:
+    """The hourly models built under Dagster: tables report their row count as the warehouse holds it, every
+    model its columns; the gold table published after them is written from the same warehouse."""
+    import dagster as dg
+    import duckdb
+    import polars as pl
+    from dagster_dbt import DbtCliResource, build_dbt_asset_selection
+
+    from lake.gold import gold_uri
+    from orchestration.dbt_assets import dbt_models
+    from orchestration.dbt_project import dbt_project
+    from orchestration.resources import LakeResource
+
+    settings, _ = ingested
+    warehouse = tmp_path / "engagement.duckdb"  # the manifest's relations name the database after the file
+    monkeypatch.setenv("WAREHOUSE_PATH", str(warehouse))
+    result = dg.materialize(
+        [dbt_models],
+        selection=build_dbt_asset_selection([dbt_models], dbt_select="tag:hourly"),
+        resources={
+            "lake": LakeResource(lake_root=settings.lake_root),
+            "dbt": DbtCliResource(project_dir=dbt_project),
+        },
+        instance=dg.DagsterInstance.ephemeral(),
+    )
+    assert result.success
+    materialized = {m.asset_key.to_user_string(): m for m in result.get_asset_materialization_events()}
+    person_map = materialized["identity/identity_person_map"].materialization.metadata
+    staging = materialized["staging/stg_crm__contacts"].materialization.metadata
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        rows = con.sql("select count(*) from main.identity_person_map").fetchall()[0][0]
+        columns = [c[0] for c in con.sql("describe main.stg_crm__contacts").fetchall()]
+    assert person_map["dagster/row_count"].value == rows > 0
+    assert (
+        person_map["dagster/row_count"].value
+        == pl.read_delta(gold_uri(settings, "identity_person_map")).height
+    )
+    assert [c.name for c in staging["dagster/column_schema"].value.columns] == columns
+    assert "dagster/row_count" not in staging  # a view: counting would run its query
+    assert "person_id" in {c.name for c in person_map["dagster/column_schema"].value.columns}
