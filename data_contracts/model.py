@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,15 @@ CONNECTORS = ("postgresql", "mysql")
 DECIMAL_MODES = ("string", "precise")
 PII_KINDS = ("email", "phone", "ip", "name", "birth_date")
 SEVERITIES = ("error", "warning")
+SLA_UNITS = {
+    **dict.fromkeys(("m", "min", "minute", "minutes"), "minutes"),
+    **dict.fromkeys(("h", "hr", "hour", "hours"), "hours"),
+    **dict.fromkeys(("d", "day", "days"), "days"),
+    **dict.fromkeys(("w", "week", "weeks"), "weeks"),
+    **dict.fromkeys(("y", "yr", "year", "years"), "years"),
+}
+"""Duration units of ``slaProperties`` (ODCS: "d, day, days for days; y, yr, years for years"), by timedelta
+argument; a year counts 365 days."""
 LOGICAL_TYPES = ("string", "integer", "number", "boolean", "date", "timestamp", "object", "array")
 
 DEBEZIUM_DATE = "io.debezium.time.Date"
@@ -168,6 +178,29 @@ class Contract:
     def arrow_schema(self) -> pa.Schema:
         """The Arrow schema of the decoded columns; a column is nullable unless it is required."""
         return pa.schema([pa.field(c.name, c.arrow_type, nullable=not c.required) for c in self.columns])
+
+    def sla_duration(self, name: str) -> timedelta | None:
+        """The duration of the ``slaProperties`` entry ``name`` (``freshness``, ``retention``, ``latency``,
+        ``frequency``), None when the contract has none; ContractError for a value or unit that is no duration."""
+        entry = self.sla.get(name)
+        if entry is None:
+            return None
+        value, unit = entry.get("value"), str(entry.get("unit") or "").strip().lower()
+        if (
+            unit not in SLA_UNITS
+            or isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or value < 0
+        ):
+            raise ContractError(
+                f"{self.path.name}: slaProperties {name}: {value!r} {entry.get('unit')!r} is no duration "
+                f"(a number and one of the units {', '.join(SLA_UNITS)})"
+            )
+        return (
+            timedelta(**{SLA_UNITS[unit]: value})
+            if SLA_UNITS[unit] != "years"
+            else timedelta(days=365 * value)
+        )
 
     @property
     def pii_columns(self) -> tuple[Column, ...]:

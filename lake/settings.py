@@ -37,8 +37,9 @@ class Settings:
     """Share of a landing file's records that may go to quarantine before the ingestion fails on that file."""
     min_rejected_records: int = 10
     """A file is rejected only when at least this many of its records were quarantined (and the share passed)."""
-    bronze_retention_days: int = 90
-    """Days the raw (restricted) bronze zone keeps a record after its ingestion."""
+    bronze_retention_days: int | None = None
+    """Days the raw (restricted) bronze zone keeps a record after its ingestion, for every feed, overriding the
+    ``retention`` SLA of the feeds' contracts (which decides when this is unset)."""
     first_snapshot_date: date = date(2026, 9, 1)
     """The first day of the daily feature snapshots (the first Dagster partition of the partitioned models)."""
     snapshot_dates_per_dbt_run: int = 5
@@ -105,7 +106,9 @@ def get_settings() -> Settings:
         schedule_timezone=os.environ.get("SCHEDULE_TIMEZONE") or "UTC",
         max_reject_rate=float(os.environ.get("INGEST_MAX_REJECT_RATE") or 0.2),
         min_rejected_records=int(os.environ.get("INGEST_MIN_REJECTED_RECORDS") or 10),
-        bronze_retention_days=int(os.environ.get("BRONZE_RETENTION_DAYS") or 90),
+        bronze_retention_days=int(os.environ["BRONZE_RETENTION_DAYS"])
+        if os.environ.get("BRONZE_RETENTION_DAYS")
+        else None,
         first_snapshot_date=date.fromisoformat(os.environ.get("FIRST_SNAPSHOT_DATE") or "2026-09-01"),
         snapshot_dates_per_dbt_run=int(os.environ.get("SNAPSHOT_DATES_PER_DBT_RUN") or 5),
         contracts_dir=Path(

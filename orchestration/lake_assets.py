@@ -124,6 +124,13 @@ def bronze_asset(contract: Contract) -> dg.AssetsDefinition:
     return ingest
 
 
+def freshness_policy(contract: Contract) -> dg.FreshnessPolicy | None:
+    """Dagster's freshness of a feed's silver tables: they fail it when not refreshed within the contract's
+    ``freshness`` SLA (none when the contract has no such SLA)."""
+    window = contract.sla_duration("freshness")
+    return dg.FreshnessPolicy.time_window(fail_window=window) if window else None
+
+
 def silver_asset(contract: Contract) -> dg.AssetsDefinition:
     """Bronze -> silver for one feed: CDC apply (current + history) or the clickstream clean-up."""
     keys = silver_keys(contract)
@@ -143,6 +150,7 @@ def silver_asset(contract: Contract) -> dg.AssetsDefinition:
             kinds={"delta", "polars"},
             owners=[contract.owner],
             metadata=contract_metadata(contract),
+            freshness_policy=freshness_policy(contract),
         )
     ]
     if len(keys) > 1:
@@ -156,6 +164,7 @@ def silver_asset(contract: Contract) -> dg.AssetsDefinition:
                 kinds={"delta", "polars"},
                 owners=[contract.owner],
                 metadata=contract_metadata(contract),
+                freshness_policy=freshness_policy(contract),
             )
         )
 
@@ -167,7 +176,7 @@ def silver_asset(contract: Contract) -> dg.AssetsDefinition:
             yield dg.MaterializeResult(
                 asset_key=keys[0],
                 metadata={
-                    **table_metadata(settings, clickstream.silver_uri(settings)),
+                    **table_metadata(settings, clickstream.silver_uri(settings), contract=contract),
                     "events_inserted": report.inserted,
                     "duplicates_dropped": report.duplicates,
                     "earlier_deliveries_replaced": report.replaced,
@@ -180,7 +189,7 @@ def silver_asset(contract: Contract) -> dg.AssetsDefinition:
         yield dg.MaterializeResult(
             asset_key=keys[0],
             metadata={
-                **table_metadata(settings, current_uri),
+                **table_metadata(settings, current_uri, contract=contract),
                 "changes_applied": report.changes,
                 "replayed_changes_dropped": report.replayed,
                 "upserts": report.current_upserts,
@@ -191,7 +200,10 @@ def silver_asset(contract: Contract) -> dg.AssetsDefinition:
         )
         yield dg.MaterializeResult(
             asset_key=keys[1],
-            metadata={**table_metadata(settings, history_uri), "rows_merged": report.history_rows_merged},
+            metadata={
+                **table_metadata(settings, history_uri, contract=contract),
+                "rows_merged": report.history_rows_merged,
+            },
         )
 
     return apply

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
+
 import dagster as dg
 import polars as pl
 
 from data_contracts import Contract
 from lake import delta
+from lake.privacy import IP_SUFFIX, TOKEN_SUFFIX
 from lake.settings import Settings
 
 PREVIEW_ROWS = 5
@@ -51,9 +55,43 @@ def preview(frame: pl.DataFrame) -> dg.MetadataValue:
     return dg.MetadataValue.md("\n".join(lines))
 
 
-def table_metadata(settings: Settings, uri: str, with_preview: bool = True) -> dict[str, object]:
-    """Row count, actual column schema, a preview (not for tables of raw personal data) and the location of
-    the Delta table at ``uri``."""
+def _snake(name: str) -> str:
+    """``messageId`` -> ``message_id``: the name a camelCase contract column has in silver."""
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
+
+
+def column_descriptions(contract: Contract) -> dict[str, str]:
+    """The contract's column descriptions by the names the lake's tables give the columns: the contract's own
+    name, its snake_case form, and the protected forms of personal columns (``<column>_token``,
+    ``<column>_prefix``)."""
+    described: dict[str, str] = {}
+    for column in contract.columns:
+        if not column.description:
+            continue
+        for name in (column.name, _snake(column.name)):
+            described.setdefault(name, column.description)
+            if column.pii:
+                described.setdefault(
+                    name + TOKEN_SUFFIX, f"Keyed hash of the normalised {name} ({column.description})"
+                )
+                described.setdefault(name + IP_SUFFIX, f"Network prefix of {name} ({column.description})")
+    return described
+
+
+def table_schema(schema: Mapping[str, pl.DataType], contract: Contract | None = None) -> dg.TableSchema:
+    """A Delta table's actual columns as a Dagster table schema, with the contract's description of each column
+    the contract describes (see :func:`column_descriptions`)."""
+    described = column_descriptions(contract) if contract else {}
+    return dg.TableSchema(
+        columns=[dg.TableColumn(n, str(t), description=described.get(n)) for n, t in schema.items()]
+    )
+
+
+def table_metadata(
+    settings: Settings, uri: str, with_preview: bool = True, contract: Contract | None = None
+) -> dict[str, object]:
+    """Row count, actual column schema (described by ``contract``), a preview (not for tables of raw personal
+    data) and the location of the Delta table at ``uri``."""
     lazy = delta.scan(uri, settings.storage_options)
     if lazy is None:
         return {"table": dg.MetadataValue.path(uri), "dagster/row_count": 0}
@@ -61,8 +99,6 @@ def table_metadata(settings: Settings, uri: str, with_preview: bool = True) -> d
     return {
         "table": dg.MetadataValue.path(uri),
         "dagster/row_count": lazy.select(pl.len()).collect().item(),
-        "dagster/column_schema": dg.TableSchema(
-            columns=[dg.TableColumn(n, str(t)) for n, t in schema.items()]
-        ),
+        "dagster/column_schema": table_schema(schema, contract),
         "preview": preview(lazy.head(PREVIEW_ROWS).collect()),
     }

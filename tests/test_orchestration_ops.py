@@ -6,12 +6,25 @@ import os
 import shutil
 import subprocess
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import dagster as dg
+import duckdb
+import polars as pl
 import pytest
+from conftest import lake_settings
+from dagster_dbt import DbtCliResource, build_dbt_asset_selection
+from deltalake import DeltaTable, write_deltalake
 
-from lake.settings import REPO_ROOT
+from data_contracts import CONTRACTS_DIR, ContractError, load_contracts
+from lake import bronze, cdc, maintenance
+from lake.gold import gold_uri, gold_uris, publish_gold
+from lake.settings import REPO_ROOT, get_settings
+from orchestration.dbt_assets import dbt_models
+from orchestration.dbt_project import dbt_project
+from orchestration.lake_assets import lake_definitions
+from orchestration.resources import LakeResource
 
 CLONE_PARTS = ("data_contracts", "dbt_project", "lake", "orchestration", "simulator")
 CLONE_FILES = ("workspace.yaml", "pyproject.toml", "dagster.yaml")
@@ -96,10 +109,8 @@ def test_automation_off_starts_every_schedule_and_sensor_stopped(tmp_path: Path)
 
 
 def test_the_refresh_schedules_skip_until_something_lands(tmp_path: Path) -> None:
-    import dagster as dg
 
     from orchestration.definitions import defs
-    from orchestration.resources import LakeResource
 
     lake = LakeResource(lake_root=str(tmp_path / "lake"))
     repository = defs.get_repository_def()
@@ -137,15 +148,6 @@ def test_dbt_materializations_carry_row_counts_and_column_schemas(
 ) -> None:
     """The hourly models built under Dagster: tables report their row count as the warehouse holds it, every
     model its columns; the gold table published after them is written from the same warehouse."""
-    import dagster as dg
-    import duckdb
-    import polars as pl
-    from dagster_dbt import DbtCliResource, build_dbt_asset_selection
-
-    from lake.gold import gold_uri
-    from orchestration.dbt_assets import dbt_models
-    from orchestration.dbt_project import dbt_project
-    from orchestration.resources import LakeResource
 
     settings, _ = ingested
     warehouse = tmp_path / "engagement.duckdb"  # the manifest's relations name the database after the file
@@ -174,3 +176,148 @@ def test_dbt_materializations_carry_row_counts_and_column_schemas(
     assert [c.name for c in staging["dagster/column_schema"].value.columns] == columns
     assert "dagster/row_count" not in staging  # a view: counting would run its query
     assert "person_id" in {c.name for c in person_map["dagster/column_schema"].value.columns}
+
+
+def test_silver_column_schemas_carry_the_contract_descriptions(simulated, tmp_path: Path) -> None:
+    """A silver materialization describes its columns as the contract does: under the contract's name, its
+    snake_case form (Segment's camelCase fields) and the tokenised form of personal columns."""
+
+    contracts = {k: v for k, v in load_contracts().items() if k in ("crm.public.contacts", "clickstream")}
+    settings = lake_settings(tmp_path / "lake", simulated.landing)
+    for contract in contracts.values():
+        bronze.ingest(settings, contract)
+    assets, _ = lake_definitions(contracts, produced=set())
+    silver = [
+        a for a in assets if isinstance(a, dg.AssetsDefinition) and a.node_def.name.startswith("silver_")
+    ]
+    result = dg.materialize(
+        silver,
+        resources={"lake": LakeResource(lake_root=settings.lake_root)},
+        instance=dg.DagsterInstance.ephemeral(),
+    )
+    assert result.success
+    schemas = {
+        m.asset_key.to_user_string(): {
+            c.name: c.description for c in m.metadata["dagster/column_schema"].value.columns
+        }
+        for m in result.get_asset_materialization_events()
+        for m in [m.materialization]
+    }
+    contacts = contracts["crm.public.contacts"]
+    for table in ("silver/crm/contacts", "silver/crm/contacts_history"):
+        columns = schemas[table]
+        assert columns["contact_id"] == contacts.column("contact_id").description
+        assert columns["country"] == contacts.column("country").description
+        assert "email" not in columns
+        assert contacts.column("email").description in columns["email_token"]
+        assert (
+            columns["_valid_from" if table.endswith("history") else "_changed_at"] is None
+        )  # not the contract's
+    events = schemas["silver/clickstream/events"]
+    clickstream = contracts["clickstream"]
+    assert events["message_id"] == clickstream.column("messageId").description
+    assert events["anonymous_id"] == clickstream.column("anonymousId").description
+
+
+def contract_with_sla(tmp_path: Path, topic: str, old: str, new: str) -> Path:
+    """A copy of the contracts folder in which the contract of ``topic`` has ``old`` replaced by ``new``."""
+
+    folder = tmp_path / "contracts"
+    shutil.copytree(CONTRACTS_DIR, folder)
+    path = folder / f"{topic}.odcs.yaml"
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new))
+    return folder
+
+
+def test_freshness_and_retention_come_from_the_contract(simulated, tmp_path: Path, monkeypatch) -> None:
+
+    topic = "crm.public.consents"
+    sla = "  - property: freshness\n    value: 1\n    unit: d"
+    folder = contract_with_sla(
+        tmp_path,
+        topic,
+        sla
+        + "\n    element: consents.updated_at\n    description: The newest change in silver is at most a day old.\n"
+        "  - property: retention\n    value: 90\n    unit: d",
+        "  - property: freshness\n    value: 3\n    unit: h\n  - property: retention\n    value: 10\n    unit: days",
+    )
+    contract = load_contracts(folder)[topic]
+    assets, _ = lake_definitions({topic: contract}, produced=set())
+    policies = {
+        spec.key.to_user_string(): spec.freshness_policy
+        for a in assets
+        if isinstance(a, dg.AssetsDefinition)
+        for spec in a.specs
+    }
+    assert policies["bronze/crm/consents"] is None
+    for key in ("silver/crm/consents", "silver/crm/consents_history"):
+        assert policies[key].fail_window.to_timedelta() == timedelta(hours=3)
+
+    settings = lake_settings(tmp_path / "lake", simulated.landing)
+    assert maintenance.bronze_retention(settings, contract) == timedelta(days=10)
+    bronze.ingest(settings, contract)
+    cdc.apply(settings, contract)
+    rows = pl.read_delta(bronze.bronze_uri(settings, contract)).height
+    now = datetime.now(UTC)
+    assert maintenance.expire_bronze(settings, contract, now=now + timedelta(days=9)) == 0
+    # BRONZE_RETENTION_DAYS overrides every contract
+    monkeypatch.setenv("BRONZE_RETENTION_DAYS", "30")
+
+    overridden = lake_settings(
+        tmp_path / "lake", **{"bronze_retention_days": get_settings().bronze_retention_days}
+    )
+    assert maintenance.expire_bronze(overridden, contract, now=now + timedelta(days=11)) == 0
+    assert maintenance.expire_bronze(settings, contract, now=now + timedelta(days=11)) == rows > 0
+
+    # a contract that states no retention, or no duration, is named
+    no_retention = load_contracts(
+        contract_with_sla(tmp_path / "none", topic, "property: retention", "property: availability")
+    )[topic]
+    try:
+        maintenance.maintain(settings, {topic: no_retention})
+        raise AssertionError("a feed without retention was maintained")
+    except ContractError as error:
+        assert "crm.public.consents.odcs.yaml" in str(error) and "retention" in str(error)
+    weeks = load_contracts(
+        contract_with_sla(tmp_path / "fortnight", topic, sla, sla.replace("unit: d", "unit: fortnight"))
+    )
+    try:
+        lake_definitions(weeks, produced=set())
+        raise AssertionError("a freshness in fortnights was accepted")
+    except ContractError as error:
+        assert "crm.public.consents.odcs.yaml" in str(error) and "fortnight" in str(error)
+
+
+def test_maintenance_compacts_and_vacuums_the_gold_tables(tmp_path: Path) -> None:
+    """Gold tables published over and over, and appended to in small files, are compacted to one file whose
+    rows are the same; the files of replaced versions are vacuumed."""
+
+    settings = lake_settings(tmp_path / "lake", warehouse_path=tmp_path / "engagement.duckdb")
+    assert gold_uris(settings) == []
+    with duckdb.connect(str(settings.warehouse_path)) as con:
+        con.execute(
+            "create table person_scores as select range as person_id, range * 0.5 as score from range(100)"
+        )
+    for _ in range(3):  # every nightly build overwrites the table: the replaced files stay until vacuum
+        publish_gold(settings, ["person_scores"])
+    appended = gold_uri(settings, "feature_log")
+    for day in range(4):
+        write_deltalake(
+            appended, pl.DataFrame({"day": [day] * 10, "value": list(range(10))}).to_arrow(), mode="append"
+        )
+    (tmp_path / "lake" / "gold" / "notes").mkdir()  # a folder that is no Delta table is left alone
+    assert gold_uris(settings) == [appended, gold_uri(settings, "person_scores")]
+    before = {uri: pl.read_delta(uri) for uri in gold_uris(settings)}
+    files_on_disk = len(list((tmp_path / "lake" / "gold" / "person_scores").glob("*.parquet")))
+    assert files_on_disk == 3
+
+    cared = {c.uri: c for c in maintenance.maintain(settings, {}, retention_hours=0)}
+    assert cared[appended].files_before == 4 and cared[appended].files_after == 1
+    assert cared[appended].files_vacuumed == 4
+    assert cared[gold_uri(settings, "person_scores")].files_vacuumed == 2
+    assert len(list((tmp_path / "lake" / "gold" / "person_scores").glob("*.parquet"))) == 1
+    for uri, frame in before.items():
+        assert pl.read_delta(uri).sort(frame.columns).equals(frame.sort(frame.columns))
+        assert len(DeltaTable(uri).file_uris()) == 1
