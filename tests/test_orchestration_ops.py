@@ -108,37 +108,34 @@ def test_automation_off_starts_every_schedule_and_sensor_stopped(tmp_path: Path)
     assert done.stdout.strip().splitlines()[-1] == "['STOPPED']"
 
 
-def test_the_refresh_schedules_skip_until_something_lands(tmp_path: Path) -> None:
+def schedule_tick(repository: dg.RepositoryDefinition, name: str, lake: LakeResource, tick: datetime):
+    """The result of one tick of the schedule ``name`` at ``tick`` (its context closed afterwards)."""
+    with (
+        dg.instance_for_test() as instance,
+        dg.build_schedule_context(
+            instance=instance,
+            scheduled_execution_time=tick,
+            resources={"lake": lake},
+            repository_def=repository,
+        ) as context,
+    ):
+        return repository.get_schedule_def(name).evaluate_tick(context)
 
+
+def test_the_refresh_schedules_skip_until_something_lands(tmp_path: Path) -> None:
     from orchestration.definitions import defs
 
     lake = LakeResource(lake_root=str(tmp_path / "lake"))
     repository = defs.get_repository_def()
     tick = datetime(2026, 9, 10, 2, 0, tzinfo=UTC)
     for name in ("hourly_refresh", "nightly_snapshots"):
-        schedule = repository.get_schedule_def(name)
-        with dg.instance_for_test() as instance:
-            context = dg.build_schedule_context(
-                instance=instance,
-                scheduled_execution_time=tick,
-                resources={"lake": lake},
-                repository_def=repository,
-            )
-            result = schedule.evaluate_tick(context)
+        result = schedule_tick(repository, name, lake, tick)
         assert result.run_requests == [] and "nothing has landed" in result.skip_message
     folder = tmp_path / "lake" / "landing" / "cdc" / "crm.public.contacts"
     folder.mkdir(parents=True)
     (folder / "crm.public.contacts+0+0000000000.json").write_text("{}\n")
-    with dg.instance_for_test() as instance:
-        context = dg.build_schedule_context(
-            instance=instance,
-            scheduled_execution_time=tick,
-            resources={"lake": lake},
-            repository_def=repository,
-        )
-        hourly = repository.get_schedule_def("hourly_refresh").evaluate_tick(context).run_requests
-        nightly = repository.get_schedule_def("nightly_snapshots").evaluate_tick(context).run_requests
-    assert len(hourly) == 1
+    assert len(schedule_tick(repository, "hourly_refresh", lake, tick).run_requests) == 1
+    nightly = schedule_tick(repository, "nightly_snapshots", lake, tick).run_requests
     assert [r.partition_key for r in nightly] == ["2026-09-10"]  # the snapshot taken at 2026-09-10 00:00 UTC
 
 
@@ -152,15 +149,16 @@ def test_dbt_materializations_carry_row_counts_and_column_schemas(
     settings, _ = ingested
     warehouse = tmp_path / "engagement.duckdb"  # the manifest's relations name the database after the file
     monkeypatch.setenv("WAREHOUSE_PATH", str(warehouse))
-    result = dg.materialize(
-        [dbt_models],
-        selection=build_dbt_asset_selection([dbt_models], dbt_select="tag:hourly"),
-        resources={
-            "lake": LakeResource(lake_root=settings.lake_root),
-            "dbt": DbtCliResource(project_dir=dbt_project),
-        },
-        instance=dg.DagsterInstance.ephemeral(),
-    )
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = dg.materialize(
+            [dbt_models],
+            selection=build_dbt_asset_selection([dbt_models], dbt_select="tag:hourly"),
+            resources={
+                "lake": LakeResource(lake_root=settings.lake_root),
+                "dbt": DbtCliResource(project_dir=dbt_project),
+            },
+            instance=instance,
+        )
     assert result.success
     materialized = {m.asset_key.to_user_string(): m for m in result.get_asset_materialization_events()}
     person_map = materialized["identity/identity_person_map"].materialization.metadata
@@ -190,11 +188,10 @@ def test_silver_column_schemas_carry_the_contract_descriptions(simulated, tmp_pa
     silver = [
         a for a in assets if isinstance(a, dg.AssetsDefinition) and a.node_def.name.startswith("silver_")
     ]
-    result = dg.materialize(
-        silver,
-        resources={"lake": LakeResource(lake_root=settings.lake_root)},
-        instance=dg.DagsterInstance.ephemeral(),
-    )
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = dg.materialize(
+            silver, resources={"lake": LakeResource(lake_root=settings.lake_root)}, instance=instance
+        )
     assert result.success
     schemas = {
         m.asset_key.to_user_string(): {
