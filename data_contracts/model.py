@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +29,15 @@ CONNECTORS = ("postgresql", "mysql")
 DECIMAL_MODES = ("string", "precise", "double")
 PII_KINDS = ("email", "phone", "ip", "name", "birth_date", "address")
 SEVERITIES = ("error", "warning")
-FRESHNESS_UNITS = {
-    "minute": ("m", "min", "minute", "minutes"),
-    "hour": ("h", "hour", "hours"),
-    "day": ("d", "day", "days"),
+SLA_UNITS = {
+    **dict.fromkeys(("m", "min", "minute", "minutes"), "minutes"),
+    **dict.fromkeys(("h", "hr", "hour", "hours"), "hours"),
+    **dict.fromkeys(("d", "day", "days"), "days"),
+    **dict.fromkeys(("w", "week", "weeks"), "weeks"),
+    **dict.fromkeys(("y", "yr", "year", "years"), "years"),
 }
-"""The units a ``freshness`` SLA may have, by the period they count."""
+"""Duration units of ``slaProperties`` (ODCS: "d, day, days for days; y, yr, years for years"), by timedelta
+argument; a year counts 365 days."""
 LOGICAL_TYPES = ("string", "integer", "number", "boolean", "date", "timestamp", "object", "array")
 
 DEBEZIUM_DATE = "io.debezium.time.Date"
@@ -213,6 +217,29 @@ class Contract:
     def arrow_schema(self) -> pa.Schema:
         """The Arrow schema of the decoded columns; a column is nullable unless it is required."""
         return pa.schema([pa.field(c.name, c.arrow_type, nullable=not c.required) for c in self.columns])
+
+    def sla_duration(self, name: str) -> timedelta | None:
+        """The duration of the ``slaProperties`` entry ``name`` (``freshness``, ``retention``, ``latency``,
+        ``frequency``), None when the contract has none; ContractError for a value or unit that is no duration."""
+        entry = self.sla.get(name)
+        if entry is None:
+            return None
+        value, unit = entry.get("value"), str(entry.get("unit") or "").strip().lower()
+        if (
+            unit not in SLA_UNITS
+            or isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or value < 0
+        ):
+            raise ContractError(
+                f"{self.path.name}: slaProperties {name}: {value!r} {entry.get('unit')!r} is no duration "
+                f"(a number and one of the units {', '.join(SLA_UNITS)})"
+            )
+        return (
+            timedelta(**{SLA_UNITS[unit]: value})
+            if SLA_UNITS[unit] != "years"
+            else timedelta(days=365 * value)
+        )
 
     @property
     def pii_columns(self) -> tuple[Column, ...]:
@@ -456,11 +483,13 @@ def _to_contract(
         )
     for sla in odcs.slaProperties or []:
         if sla.property == "freshness":
-            units = [u for units in FRESHNESS_UNITS.values() for u in units]
             require(
-                isinstance(sla.value, int) and sla.value > 0 and sla.unit in units,
+                isinstance(sla.value, int)
+                and not isinstance(sla.value, bool)
+                and sla.value > 0
+                and str(sla.unit or "").strip().lower() in SLA_UNITS,
                 "slaProperties[freshness]",
-                f"needs a positive whole value and a unit of {', '.join(units)} (has {sla.value!r} {sla.unit!r})",
+                f"needs a positive whole value and a unit of {', '.join(SLA_UNITS)} (has {sla.value!r} {sla.unit!r})",
             )
     columns: list[Column] = []
     quality: list[QualityRule] = []

@@ -16,13 +16,13 @@ import argparse
 import logging
 import re
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import polars as pl
 import yaml
 
 from data_contracts import Contract, LoadedContracts, scan_contracts
-from data_contracts.model import FRESHNESS_UNITS
 from lake.clickstream import typed_events
 from lake.landing import CLICKSTREAM_FEED
 from lake.privacy import TOKEN_SUFFIX, protect
@@ -35,8 +35,8 @@ HEADER = (
     "# Generated from the data contracts by `python -m lake.dbt_sources` (make install runs it): edit the\n"
     "# contracts, not this file.\n"
 )
-PERIODS = {unit: period for period, units in FRESHNESS_UNITS.items() for unit in units}
-"""The dbt freshness period of each SLA unit a contract's freshness may have."""
+PERIODS = (("day", timedelta(days=1)), ("hour", timedelta(hours=1)), ("minute", timedelta(minutes=1)))
+"""dbt's freshness periods, the longest first: a contract's freshness is given in the longest that divides it."""
 CDC_COLUMNS = {
     "_op": "Debezium operation of the change that made this version: c (insert), u (update), r (snapshot read) "
     "or d (delete).",
@@ -125,10 +125,11 @@ def _table(contract: Contract, system: str, name: str, history: bool) -> dict:
         "description": description,
         "meta": {"dagster": {"asset_key": ["silver", system, name]}, "contract": contract.id},
     }
-    freshness = contract.sla.get("freshness")
+    freshness = contract.sla_duration("freshness")
     if freshness:
+        period, length = next((p, d) for p, d in PERIODS if freshness % d == timedelta(0) or p == "minute")
         table["config"] = {
-            "freshness": {"warn_after": {"count": freshness["value"], "period": PERIODS[freshness["unit"]]}},
+            "freshness": {"warn_after": {"count": int(freshness // length), "period": period}},
             "loaded_at_field": loaded_at,
         }
     if table_tests:

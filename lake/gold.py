@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import duckdb
 import pyarrow as pa
+import pyarrow.fs as pafs
 from deltalake import write_deltalake
 
 from lake import delta
@@ -18,6 +19,19 @@ from lake.settings import Settings
 def gold_uri(settings: Settings, model: str) -> str:
     """Where a published mart lives: ``gold/<model>``."""
     return delta.table_uri(settings, "gold", model)
+
+
+def gold_uris(settings: Settings) -> list[str]:
+    """Every Delta table under ``gold/`` (each folder holding a ``_delta_log``), sorted."""
+    zone = settings.zone("gold")
+    fs, base = pafs.FileSystem.from_uri(zone) if "://" in zone else (pafs.LocalFileSystem(), zone)
+    folders = fs.get_file_info(pafs.FileSelector(base, allow_not_found=True))
+    return sorted(
+        f"{zone}/{folder.base_name}"
+        for folder in folders
+        if folder.type == pafs.FileType.Directory
+        and fs.get_file_info(f"{folder.path}/_delta_log").type == pafs.FileType.Directory
+    )
 
 
 def _utc(table: pa.Table) -> pa.Table:

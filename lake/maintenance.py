@@ -3,7 +3,8 @@
 Hourly appends and merges leave many small files and, after rewrites, files that no version still needs.
 Compaction (``OPTIMIZE``) rewrites them into large ones in a commit that changes no row; vacuum then deletes
 the files that versions older than the retention no longer reference. The restricted bronze zone keeps raw
-records for ``BRONZE_RETENTION_DAYS`` after their ingestion (the ledger and quarantine keep their trace).
+records for the ``retention`` SLA of their feed's contract after their ingestion (``BRONZE_RETENTION_DAYS``
+overrides it for every feed; the ledger and quarantine keep their trace).
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from data_contracts import Contract
+from data_contracts import Contract, ContractError
 from lake import bronze, cdc, clickstream, delta
+from lake.gold import gold_uris
 from lake.ingest import silver_watermark
 from lake.landing import CLICKSTREAM_FEED
 from lake.settings import Settings
@@ -33,7 +35,7 @@ class TableCare:
 
 
 def table_uris(settings: Settings, contracts: dict[str, Contract]) -> list[str]:
-    """Every Delta table the lake writes for these feeds, plus the ledger and the quarantine."""
+    """Every Delta table the lake writes for these feeds, the ledger, the quarantine and every gold table."""
     uris = [bronze.ledger_uri(settings), bronze.quarantine_uri(settings)]
     for contract in contracts.values():
         uris.append(bronze.bronze_uri(settings, contract))
@@ -41,16 +43,30 @@ def table_uris(settings: Settings, contracts: dict[str, Contract]) -> list[str]:
             uris.append(clickstream.silver_uri(settings))
         else:
             uris.extend(cdc.silver_uris(settings, contract))
-    return uris
+    return uris + gold_uris(settings)
+
+
+def bronze_retention(settings: Settings, contract: Contract) -> timedelta:
+    """How long the feed's raw bronze records are kept: ``BRONZE_RETENTION_DAYS`` when set, else the contract's
+    ``retention`` SLA; ContractError when neither says."""
+    if settings.bronze_retention_days is not None:
+        return timedelta(days=settings.bronze_retention_days)
+    retention = contract.sla_duration("retention")
+    if retention is None:
+        raise ContractError(
+            f"{contract.path.name}: no retention in slaProperties, so nothing says how long raw records are "
+            "kept (add one, or set BRONZE_RETENTION_DAYS for every feed)"
+        )
+    return retention
 
 
 def expire_bronze(settings: Settings, contract: Contract, now: datetime | None = None) -> int:
-    """Delete the feed's bronze records ingested more than ``bronze_retention_days`` ago and already applied
+    """Delete the feed's bronze records ingested more than :func:`bronze_retention` ago and already applied
     to silver (a batch silver has not applied stays, however old); the rows deleted."""
     table = delta.open_table(bronze.bronze_uri(settings, contract), settings.storage_options)
     if table is None:
         return 0
-    cutoff = ((now or datetime.now(UTC)) - timedelta(days=settings.bronze_retention_days)).date()
+    cutoff = ((now or datetime.now(UTC)) - bronze_retention(settings, contract)).date()
     applied = silver_watermark(settings, contract)
     result = table.delete(f"_ingest_date < '{cutoff.isoformat()}' AND _batch_seq <= {applied}")
     return int(result.get("num_deleted_rows") or 0)
@@ -72,8 +88,14 @@ def care_for(uri: str, settings: Settings, retention_hours: int = VACUUM_RETENTI
 def maintain(
     settings: Settings, contracts: dict[str, Contract], retention_hours: int = VACUUM_RETENTION_HOURS
 ) -> list[TableCare]:
-    """Expire old bronze records, then compact and vacuum every table of the lake."""
-    expired = {bronze.bronze_uri(settings, c): expire_bronze(settings, c) for c in contracts.values()}
+    """Expire old bronze records, then compact and vacuum every table of the lake. A feed whose retention is
+    unknown keeps its records, and the ContractError naming it is raised once every table was cared for."""
+    expired, unknown = {}, []
+    for contract in contracts.values():
+        try:
+            expired[bronze.bronze_uri(settings, contract)] = expire_bronze(settings, contract)
+        except ContractError as error:
+            unknown.append(str(error))
     done = []
     for uri in table_uris(settings, contracts):
         care = care_for(uri, settings, retention_hours)
@@ -83,4 +105,6 @@ def maintain(
                     care.uri, care.files_before, care.files_after, care.files_vacuumed, expired.get(uri, 0)
                 )
             )
+    if unknown:
+        raise ContractError("; ".join(unknown))
     return done

@@ -46,8 +46,9 @@ class Settings:
     """Share of a landing file's records that may go to quarantine before the ingestion fails on that file."""
     min_rejected_records: int = 10
     """A file is rejected only when at least this many of its records were quarantined (and the share passed)."""
-    bronze_retention_days: int = 90
-    """Days the raw (restricted) bronze zone keeps a record after its ingestion."""
+    bronze_retention_days: int | None = None
+    """Days the raw (restricted) bronze zone keeps a record after its ingestion, for every feed, overriding the
+    ``retention`` SLA of the feeds' contracts (which decides when this is unset)."""
     first_snapshot_date: date = date(2026, 9, 1)
     """The first day of the daily feature snapshots (the first Dagster partition of the partitioned models)."""
     snapshot_person_dates_per_dbt_run: int = 5_000_000
@@ -56,6 +57,9 @@ class Settings:
     the identity map, 5 dates, about 7 million person-dates, fit in 24 GB and 30 do not)."""
     contracts_dir: Path = REPO_ROOT / "data_contracts" / "contracts"
     """The data contracts of the feeds: one per feed; a new contract (and its landing folder) adds a feed."""
+    automation: bool = True
+    """Whether the schedules and sensors start running in a new Dagster instance (``AUTOMATION=off`` starts them
+    stopped); a switch turned in the UI is kept by the instance and wins over this."""
 
     @property
     def is_local(self) -> bool:
@@ -95,7 +99,7 @@ def get_settings() -> Settings:
     """Read the settings from the environment (``LAKEHOUSE_ENV``, ``LAKE_ROOT``, ``WAREHOUSE_PATH``,
     ``MLFLOW_TRACKING_URI``, ``PII_SECRET``, ``SCHEDULE_TIMEZONE``, ``INGEST_MAX_REJECT_RATE``,
     ``INGEST_MIN_REJECTED_RECORDS``, ``BRONZE_RETENTION_DAYS``, ``FIRST_SNAPSHOT_DATE``,
-    ``SNAPSHOT_PERSON_DATES_PER_DBT_RUN``, ``DATA_CONTRACTS_DIR``), falling back to local defaults (the first snapshot
+    ``SNAPSHOT_PERSON_DATES_PER_DBT_RUN``, ``DATA_CONTRACTS_DIR``, ``AUTOMATION``), falling back to local defaults (the first snapshot
     date is the simulated company's first day). Raises :class:`SettingsError` for an unknown ``LAKEHOUSE_ENV``,
     and when the tokenisation secret would fall back to the development value outside local development (with
     ``LAKEHOUSE_ENV=production`` or a lake root on object storage)."""
@@ -114,7 +118,9 @@ def get_settings() -> Settings:
         schedule_timezone=os.environ.get("SCHEDULE_TIMEZONE") or "UTC",
         max_reject_rate=float(os.environ.get("INGEST_MAX_REJECT_RATE") or 0.2),
         min_rejected_records=int(os.environ.get("INGEST_MIN_REJECTED_RECORDS") or 10),
-        bronze_retention_days=int(os.environ.get("BRONZE_RETENTION_DAYS") or 90),
+        bronze_retention_days=int(os.environ["BRONZE_RETENTION_DAYS"])
+        if os.environ.get("BRONZE_RETENTION_DAYS")
+        else None,
         first_snapshot_date=date.fromisoformat(os.environ.get("FIRST_SNAPSHOT_DATE") or "2026-09-01"),
         snapshot_person_dates_per_dbt_run=int(
             os.environ.get("SNAPSHOT_PERSON_DATES_PER_DBT_RUN") or 5_000_000
@@ -122,6 +128,7 @@ def get_settings() -> Settings:
         contracts_dir=Path(
             os.environ.get("DATA_CONTRACTS_DIR") or REPO_ROOT / "data_contracts" / "contracts"
         ),
+        automation=_switch("AUTOMATION", default=True),
     )
 
 
@@ -145,6 +152,18 @@ def _pii_secret(lake_root: str) -> str:
             "development key outside local development"
         )
     return secret
+
+
+def _switch(name: str, default: bool) -> bool:
+    """An on/off environment variable (on, true, 1, yes / off, false, 0, no); ValueError naming it otherwise."""
+    value = (os.environ.get(name) or "").strip().lower()
+    if not value:
+        return default
+    if value in ("on", "true", "1", "yes"):
+        return True
+    if value in ("off", "false", "0", "no"):
+        return False
+    raise ValueError(f"{name}={os.environ[name]!r}: expected on or off")
 
 
 def disable_telemetry() -> None:

@@ -9,6 +9,7 @@ import dagster as dg
 from dagster_dbt import (
     DagsterDbtTranslator,
     DagsterDbtTranslatorSettings,
+    DbtCliInvocation,
     DbtCliResource,
     DbtProject,
     dbt_assets,
@@ -59,6 +60,19 @@ daily_snapshots = dg.DailyPartitionsDefinition(
 TRANSLATOR = LakeDbtTranslator(settings=DagsterDbtTranslatorSettings(enable_source_tests_as_checks=True))
 
 
+def _release_warehouse(invocation: DbtCliInvocation) -> None:
+    """Close the warehouse file that the row-count and column fetches opened in this process: dbt-duckdb keeps
+    it open after its last connection, which would lock out the next dbt process and the gold publication."""
+    if invocation.adapter is None:
+        return
+    invocation.adapter.cleanup_connections()
+    from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+
+    if DuckDBConnectionManager._ENV is not None:
+        DuckDBConnectionManager._ENV.close()
+        DuckDBConnectionManager.close_all_connections()
+
+
 def _build(
     context: dg.AssetExecutionContext,
     dbt: DbtCliResource,
@@ -67,15 +81,17 @@ def _build(
     runs_before: Sequence[list[str]] = (),
 ) -> Iterator[Any]:
     """Refresh the warehouse views of the silver tables, ``dbt run`` the selected models once with each of
-    ``runs_before``, ``dbt build`` them and their tests with ``args``, then publish those of the built marts
-    marked ``meta: {gold: true}`` as Delta tables under ``gold/``."""
+    ``runs_before``, ``dbt build`` them and their tests with ``args`` (each model's materialization with its
+    row count, unless a view, and column schema, read from the warehouse once dbt has released it),
+    then publish those of the built marts marked ``meta: {gold: true}`` as Delta tables under ``gold/``."""
     settings = lake.settings()
     views = publish_silver(settings, scan_contracts(settings.contracts_dir).contracts)
     context.log.info(f"{len(views)} silver views refreshed in {settings.warehouse_path}")
     for run_args in runs_before:
         dbt.cli(["run", *run_args], context=context).wait()
     invocation = dbt.cli(["build", *args], context=context)
-    yield from invocation.stream()
+    yield from invocation.stream().fetch_row_counts().fetch_column_metadata(with_column_lineage=False)
+    _release_warehouse(invocation)
     built = {
         r["unique_id"]
         for r in invocation.get_artifact("run_results.json")["results"]

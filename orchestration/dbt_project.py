@@ -4,7 +4,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from dagster_dbt import DbtProject
+from dagster_dbt import DagsterDbtProjectPreparer, DbtCliResource, DbtProject
 
 from data_contracts import scan_contracts
 from lake.dbt_sources import sync_valid as sync_dbt_sources
@@ -13,8 +13,24 @@ from lake.settings import REPO_ROOT, get_settings
 DBT_EXECUTABLE = shutil.which("dbt") or str(Path(sys.executable).with_name("dbt"))
 """dbt on the PATH, else the one installed beside this Python (a virtualenv's ``bin`` not on the PATH)."""
 
+
+class ManifestPreparer(DagsterDbtProjectPreparer):
+    """Parses the dbt project (``dbt parse``) under ``dagster dev``, so that edited models are picked up, and
+    under any other command when the manifest is missing (a fresh clone loaded by ``dagster definitions
+    validate``, ``dagster asset materialize`` or a code server), with the dbt installed beside this Python."""
+
+    def prepare_if_dev(self, project: DbtProject) -> None:
+        """Prepare the project under ``dagster dev`` or when its manifest does not exist yet."""
+        if self.using_dagster_dev() or not project.manifest_path.exists():
+            self.prepare(project)
+
+    def _prepare_manifest(self, project: DbtProject) -> None:
+        # first the dbt sources of the contracts as they are now
+        sync_dbt_sources(scan_contracts(get_settings().contracts_dir), project.project_dir)
+        DbtCliResource(project_dir=project, dbt_executable=DBT_EXECUTABLE).cli(
+            ["parse", "--quiet"], target_path=project.target_path
+        ).wait()
+
+
 dbt_project = DbtProject(project_dir=REPO_ROOT / "dbt_project", profiles_dir=REPO_ROOT / "dbt_project")
-if shutil.which("dbt"):  # under `dagster dev`, re-parse edited models (`make install` parses them otherwise)
-    if dbt_project.preparer.using_dagster_dev():  # first the dbt sources of the contracts as they are now
-        sync_dbt_sources(scan_contracts(get_settings().contracts_dir), dbt_project.project_dir)
-    dbt_project.prepare_if_dev()
+ManifestPreparer().prepare_if_dev(dbt_project)

@@ -28,7 +28,7 @@ contracts = scanned.contracts
 lake_assets, lake_checks = lake_definitions(contracts, produced=simulated_feeds())
 maintenance = maintenance_job(contracts)
 
-refresh, after_snapshots = refresh_schedules(dbt_models, dbt_daily_snapshots)
+refresh, after_snapshots = refresh_schedules(contracts, dbt_models, dbt_daily_snapshots)
 
 defs = dg.Definitions(
     assets=[

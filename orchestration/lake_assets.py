@@ -131,6 +131,13 @@ def bronze_asset(contract: Contract) -> dg.AssetsDefinition:
     return ingest
 
 
+def freshness_policy(contract: Contract) -> dg.FreshnessPolicy | None:
+    """Dagster's freshness of a feed's silver tables: they fail it when not refreshed within the contract's
+    ``freshness`` SLA (none when the contract has no such SLA)."""
+    window = contract.sla_duration("freshness")
+    return dg.FreshnessPolicy.time_window(fail_window=window) if window else None
+
+
 def silver_asset(contract: Contract) -> dg.AssetsDefinition:
     """Bronze -> silver for one feed: CDC apply (current + history) or the clickstream clean-up."""
     keys = silver_keys(contract)
@@ -150,6 +157,7 @@ def silver_asset(contract: Contract) -> dg.AssetsDefinition:
             kinds={"delta", "polars"},
             owners=[contract.owner],
             metadata=contract_metadata(contract),
+            freshness_policy=freshness_policy(contract),
         )
     ]
     if len(keys) > 1:
@@ -163,6 +171,7 @@ def silver_asset(contract: Contract) -> dg.AssetsDefinition:
                 kinds={"delta", "polars"},
                 owners=[contract.owner],
                 metadata=contract_metadata(contract),
+                freshness_policy=freshness_policy(contract),
             )
         )
 
@@ -174,7 +183,9 @@ def silver_asset(contract: Contract) -> dg.AssetsDefinition:
             yield dg.MaterializeResult(
                 asset_key=keys[0],
                 metadata={
-                    **table_metadata(settings, clickstream.silver_uri(settings), preview_of=contract),
+                    **table_metadata(
+                        settings, clickstream.silver_uri(settings), contract=contract, preview_of=contract
+                    ),
                     "events_inserted": report.inserted,
                     "duplicates_dropped": report.duplicates,
                     "earlier_deliveries_replaced": report.replaced,
@@ -187,7 +198,7 @@ def silver_asset(contract: Contract) -> dg.AssetsDefinition:
         yield dg.MaterializeResult(
             asset_key=keys[0],
             metadata={
-                **table_metadata(settings, current_uri, preview_of=contract),
+                **table_metadata(settings, current_uri, contract=contract, preview_of=contract),
                 "changes_applied": report.changes,
                 "replayed_changes_dropped": report.replayed,
                 "upserts": report.current_upserts,
@@ -199,7 +210,7 @@ def silver_asset(contract: Contract) -> dg.AssetsDefinition:
         yield dg.MaterializeResult(
             asset_key=keys[1],
             metadata={
-                **table_metadata(settings, history_uri, preview_of=contract),
+                **table_metadata(settings, history_uri, contract=contract, preview_of=contract),
                 "rows_merged": report.history_rows_merged,
             },
         )

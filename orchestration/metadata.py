@@ -6,12 +6,15 @@ no preview at all; other tables show their first rows without the columns that h
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
+
 import dagster as dg
 import polars as pl
 
 from data_contracts import Contract
 from lake import delta
-from lake.privacy import personal_columns
+from lake.privacy import IP_SUFFIX, TOKEN_SUFFIX, personal_columns
 from lake.settings import Settings
 
 PREVIEW_ROWS = 5
@@ -59,10 +62,44 @@ def preview(frame: pl.DataFrame, hidden: list[str] | None = None) -> dg.Metadata
     return dg.MetadataValue.md("\n".join(lines))
 
 
-def table_metadata(settings: Settings, uri: str, preview_of: Contract | None = None) -> dict[str, object]:
-    """Row count, actual column schema and location of the Delta table at ``uri``; with ``preview_of`` (the
-    contract of the feed the table holds) also a preview of its first rows, without the columns that hold
-    personal data. Tables of raw records get no preview: leave ``preview_of`` out."""
+def _snake(name: str) -> str:
+    """``messageId`` -> ``message_id``: the name a camelCase contract column has in silver."""
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
+
+
+def column_descriptions(contract: Contract) -> dict[str, str]:
+    """The contract's column descriptions by the names the lake's tables give the columns: the contract's own
+    name, its snake_case form, and the protected forms of personal columns (``<column>_token``,
+    ``<column>_prefix``)."""
+    described: dict[str, str] = {}
+    for column in contract.columns:
+        if not column.description:
+            continue
+        for name in (column.name, _snake(column.name)):
+            described.setdefault(name, column.description)
+            if column.pii:
+                described.setdefault(
+                    name + TOKEN_SUFFIX, f"Keyed hash of the normalised {name} ({column.description})"
+                )
+                described.setdefault(name + IP_SUFFIX, f"Network prefix of {name} ({column.description})")
+    return described
+
+
+def table_schema(schema: Mapping[str, pl.DataType], contract: Contract | None = None) -> dg.TableSchema:
+    """A Delta table's actual columns as a Dagster table schema, with the contract's description of each column
+    the contract describes (see :func:`column_descriptions`)."""
+    described = column_descriptions(contract) if contract else {}
+    return dg.TableSchema(
+        columns=[dg.TableColumn(n, str(t), description=described.get(n)) for n, t in schema.items()]
+    )
+
+
+def table_metadata(
+    settings: Settings, uri: str, contract: Contract | None = None, preview_of: Contract | None = None
+) -> dict[str, object]:
+    """Row count, actual column schema (described by ``contract``) and location of the Delta table at ``uri``;
+    with ``preview_of`` (the contract of the feed the table holds) also a preview of its first rows, without the
+    columns that hold personal data. Tables of raw records get no preview: leave ``preview_of`` out."""
     lazy = delta.scan(uri, settings.storage_options)
     if lazy is None:
         return {"table": dg.MetadataValue.path(uri), "dagster/row_count": 0}
@@ -70,9 +107,7 @@ def table_metadata(settings: Settings, uri: str, preview_of: Contract | None = N
     metadata = {
         "table": dg.MetadataValue.path(uri),
         "dagster/row_count": lazy.select(pl.len()).collect().item(),
-        "dagster/column_schema": dg.TableSchema(
-            columns=[dg.TableColumn(n, str(t)) for n, t in schema.items()]
-        ),
+        "dagster/column_schema": table_schema(schema, contract),
     }
     if preview_of is not None:
         hidden = personal_columns(preview_of, schema.names())

@@ -1,4 +1,5 @@
-"""Jobs, schedules and sensors of the lake: ingest when files land, care for the tables every night."""
+"""Jobs, schedules and sensors of the lake: ingest when files land, refresh the dbt models every hour and every
+night, care for the tables every night. They all start running unless ``AUTOMATION=off``."""
 
 import hashlib
 from datetime import UTC, datetime
@@ -9,7 +10,8 @@ from dagster_dbt import build_dbt_asset_selection
 from data_contracts import Contract
 from lake import maintenance
 from lake.ingest import backlog
-from lake.settings import get_settings
+from lake.landing import discover
+from lake.settings import Settings, get_settings
 from lake.warehouse import publish_silver
 from orchestration.lake_assets import BRONZE_GROUP, SILVER_GROUP
 from orchestration.resources import WAREHOUSE_POOL, LakeResource
@@ -21,13 +23,36 @@ ingest_job = dg.define_asset_job(
 )
 
 
+def schedule_status() -> dg.DefaultScheduleStatus:
+    """How the schedules start in a new Dagster instance: running, unless the setting ``AUTOMATION`` is off."""
+    return dg.DefaultScheduleStatus.RUNNING if get_settings().automation else dg.DefaultScheduleStatus.STOPPED
+
+
+def sensor_status() -> dg.DefaultSensorStatus:
+    """How the sensors start in a new Dagster instance: running, unless the setting ``AUTOMATION`` is off."""
+    return dg.DefaultSensorStatus.RUNNING if get_settings().automation else dg.DefaultSensorStatus.STOPPED
+
+
+def nothing_landed(settings: Settings, contracts: dict[str, Contract]) -> dg.SkipReason | None:
+    """A skip reason when no feed has a file in the landing zone (a new lake: nothing to build yet)."""
+    if any(discover(settings.landing, feed_id) for feed_id in contracts):
+        return None
+    return dg.SkipReason(f"nothing has landed in {settings.landing} yet")
+
+
 def landing_sensor(contracts: dict[str, Contract]) -> dg.SensorDefinition:
     """Starts the ingestion job when files that the ledger has not taken in land."""
 
-    @dg.sensor(job=ingest_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING)
+    @dg.sensor(
+        job=ingest_job,
+        minimum_interval_seconds=60,
+        default_status=sensor_status(),
+        description="Every minute: when files land that the ledger has not taken in (or silver is behind "
+        "bronze), one run of ingest_lake for that backlog; the same backlog is asked for again at most once "
+        "an hour, so a failed run is retried.",
+    )
     def new_landing_files(context: dg.SensorEvaluationContext, lake: LakeResource):
-        """One run per new backlog (files not taken in, silver behind bronze); the same backlog is asked for
-        again at most once an hour, so a failed run is retried."""
+        """One run per new backlog (files not taken in, silver behind bronze)."""
         waiting = backlog(lake.settings(), contracts)
         if not waiting:
             return dg.SkipReason("nothing new in the landing zone, silver up to date")
@@ -55,7 +80,11 @@ def maintenance_job(contracts: dict[str, Contract]) -> dg.JobDefinition:
             )
         publish_silver(settings, contracts)  # vacuum removed files the old views listed
 
-    @dg.job(name="lake_maintenance", description="Nightly: compact and vacuum the lake's Delta tables.")
+    @dg.job(
+        name="lake_maintenance",
+        description="Expire raw bronze records past their contract's retention, then compact, checkpoint and "
+        "vacuum every Delta table of the lake (bronze, silver, gold, ledger, quarantine).",
+    )
     def lake_maintenance():
         care_for_lake_tables()
 
@@ -63,11 +92,11 @@ def maintenance_job(contracts: dict[str, Contract]) -> dg.JobDefinition:
 
 
 def refresh_schedules(
-    dbt_models: dg.AssetsDefinition, dbt_daily_snapshots: dg.AssetsDefinition
+    contracts: dict[str, Contract], dbt_models: dg.AssetsDefinition, dbt_daily_snapshots: dg.AssetsDefinition
 ) -> tuple[list[dg.ScheduleDefinition], list[dg.SensorDefinition]]:
     """Hourly (schedule time zone): the lake and the dbt models tagged ``hourly`` (staging, identity). Nightly:
     at 02:00 UTC today's partition of the daily feature snapshots, and once it succeeded, the other models
-    tagged ``nightly`` (profile, training sets, outcomes)."""
+    tagged ``nightly`` (profile, training sets, outcomes). Both skip while nothing has landed."""
     hourly = dg.define_asset_job(
         "hourly_refresh",
         selection=dg.AssetSelection.groups(BRONZE_GROUP, SILVER_GROUP)
@@ -77,7 +106,6 @@ def refresh_schedules(
     snapshots = dg.define_asset_job(
         "nightly_snapshots",
         selection=dg.AssetSelection.assets(dbt_daily_snapshots),
-        partitions_def=dbt_daily_snapshots.partitions_def,
         description="The daily feature snapshots of one date (a partition) or a range of dates (a backfill).",
     )
     nightly = dg.define_asset_job(
@@ -90,22 +118,49 @@ def refresh_schedules(
         run_status=dg.DagsterRunStatus.SUCCESS,
         monitored_jobs=[snapshots],
         request_job=nightly,
-        default_status=dg.DefaultSensorStatus.RUNNING,
+        default_status=sensor_status(),
+        description="When a run of nightly_snapshots succeeds: one run of nightly_refresh, so the nightly marts "
+        "read the day's feature snapshots.",
     )
     def after_nightly_snapshots(context: dg.RunStatusSensorContext):
         """Rebuild the nightly marts once the day's feature snapshots are in."""
         return dg.RunRequest(run_key=context.dagster_run.run_id)
 
-    schedules = [
-        dg.ScheduleDefinition(
-            name="hourly_refresh",
-            job=hourly,
-            cron_schedule="5 * * * *",
-            execution_timezone=get_settings().schedule_timezone,
-        ),
-        dg.build_schedule_from_partitioned_job(snapshots, hour_of_day=2, name="nightly_snapshots"),
-    ]
-    return schedules, [after_nightly_snapshots]
+    @dg.schedule(
+        name="hourly_refresh",
+        job=hourly,
+        cron_schedule="5 * * * *",
+        execution_timezone=get_settings().schedule_timezone,
+        default_status=schedule_status(),
+        description="At five past every hour: landing into bronze and silver for every feed, then the dbt "
+        "models tagged hourly (staging, identity graph, sessions). Skips while nothing has landed.",
+    )
+    def hourly_refresh(context: dg.ScheduleEvaluationContext, lake: LakeResource):
+        """One run per hour once something has landed."""
+        return nothing_landed(lake.settings(), contracts) or dg.RunRequest()
+
+    partitions = dbt_daily_snapshots.partitions_def
+    assert isinstance(partitions, dg.TimeWindowPartitionsDefinition)
+
+    @dg.schedule(
+        name="nightly_snapshots",
+        job=snapshots,
+        cron_schedule="0 2 * * *",
+        execution_timezone=partitions.timezone,
+        default_status=schedule_status(),
+        description="At 02:00 UTC: the daily feature snapshot of the day (the partition of that date, taken at "
+        "00:00 UTC); when it succeeds, after_nightly_snapshots starts nightly_refresh. Skips while nothing has "
+        "landed.",
+    )
+    def nightly_snapshots(context: dg.ScheduleEvaluationContext, lake: LakeResource):
+        """The partition of the day the tick falls on, once something has landed."""
+        keys = partitions.get_partition_keys(current_time=context.scheduled_execution_time)
+        skip = nothing_landed(lake.settings(), contracts)
+        if skip or not keys:
+            return skip or dg.SkipReason("no snapshot date has started yet")
+        return dg.RunRequest(partition_key=keys[-1], run_key=keys[-1])
+
+    return [hourly_refresh, nightly_snapshots], [after_nightly_snapshots]
 
 
 def nightly_maintenance(job: dg.JobDefinition) -> dg.ScheduleDefinition:
@@ -115,5 +170,7 @@ def nightly_maintenance(job: dg.JobDefinition) -> dg.ScheduleDefinition:
         job=job,
         cron_schedule="30 3 * * *",
         execution_timezone=get_settings().schedule_timezone,
-        default_status=dg.DefaultScheduleStatus.RUNNING,
+        default_status=schedule_status(),
+        description="At 03:30: lake_maintenance (raw bronze records past retention expired, every Delta table "
+        "compacted and vacuumed), after the night's dbt runs.",
     )

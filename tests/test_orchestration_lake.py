@@ -117,7 +117,7 @@ def test_maintenance_compacts_small_files_without_changing_rows(simulated: Simul
     assert pl.read_delta(uri).sort("_source_file", "_line").equals(before)
     # raw records expire after the retention once silver has applied them; the ledger still knows their
     # files, so none comes back
-    later = datetime.now(UTC) + timedelta(days=settings.bronze_retention_days + 1)
+    later = datetime.now(UTC) + maintenance.bronze_retention(settings, contracts[topic]) + timedelta(days=1)
     assert maintenance.expire_bronze(settings, contracts[topic], now=later) == 0  # not applied yet
     cdc.apply(settings, contracts[topic])
     assert maintenance.expire_bronze(settings, contracts[topic], now=later) == before.height
