@@ -8,8 +8,11 @@
   ``properties`` and ``traits`` objects are kept as JSON text.
 - No raw personal data: the contract's PII paths (the IP in ``context``, e-mail, phone and names in
   ``traits``) become tokens or a network prefix (:mod:`lake.privacy`), and are removed from the JSON kept.
-- Partitioned by event date. Each run reads only the bronze batches it has not applied yet and commits the
-  new rows with the application transaction ``(clickstream-silver, last batch)``.
+- Partitioned by event date. Each run reads only the bronze batches it has not applied yet, in steps of at most
+  ``Settings.apply_step_rows`` bronze rows (a batch is split into several steps when larger), and commits the
+  last step of a batch with the application transaction ``(clickstream-silver, batch)``. A step is safe to apply
+  again (a message already in silver is kept unless the step brings an earlier delivery), so a run interrupted
+  inside a batch applies that batch again from its start.
 """
 
 from __future__ import annotations
@@ -31,8 +34,7 @@ from lake.settings import Settings
 APP_ID = "clickstream-silver"
 DEDUP_KEY = ["message_id"]
 RANK = ["received_at", "_source_file", "_line"]
-MAX_ROWS_PER_STEP = 1_000_000
-"""Bronze rows applied per step (each step holds its raw lines and typed rows in memory)."""
+BRONZE_COLUMNS = ["message_id", "source", "raw", "_source_file", "_line", "_batch_seq"]
 
 SEGMENT_FIELDS = """{"type": "VARCHAR", "event": "VARCHAR", "name": "VARCHAR", "anonymousId": "VARCHAR",
     "userId": "VARCHAR", "previousId": "VARCHAR", "groupId": "VARCHAR", "properties": "JSON", "traits": "JSON",
@@ -93,7 +95,7 @@ class ClickstreamReport:
     replaced: int = 0
     """Messages met again with an earlier delivery, which replaced the silver row."""
     duplicates: int = 0
-    """Deliveries dropped within this run's bronze rows (later copies of one message)."""
+    """Deliveries dropped: later copies of a message met in this run or already in silver."""
     applied_batch: int = 0
     seconds: float = 0.0
 
@@ -126,11 +128,14 @@ def _pii_sql(contract: Contract) -> tuple[str, str, dict[str, str]]:
     return "\n    ".join(extracted), traits, kinds
 
 
-def typed_events(bronze: pl.DataFrame, contract: Contract, secret: str) -> pl.DataFrame:
-    """Bronze clickstream rows as typed, protected silver rows (not yet deduplicated)."""
+def typed_events(
+    bronze: pl.DataFrame, contract: Contract, secret: str, duckdb_config: dict[str, str] | None = None
+) -> pl.DataFrame:
+    """Bronze clickstream rows as typed, protected silver rows (not yet deduplicated); DuckDB parses them with
+    ``duckdb_config`` (``Settings.duckdb_config()``: memory limit, threads, spill folder)."""
     pii_columns, traits, kinds = _pii_sql(contract)
     sql = TYPED_SQL.replace("{traits_kept}", traits).replace("{pii_columns}", pii_columns)
-    with duckdb.connect() as con:
+    with duckdb.connect(config=duckdb_config or {}) as con:
         con.execute("SET TimeZone = 'UTC'")
         con.register("bronze", bronze.to_arrow())
         typed = pl.from_arrow(con.sql(sql).to_arrow_table())
@@ -151,11 +156,14 @@ def _first_deliveries(events: pl.DataFrame) -> tuple[pl.DataFrame, int]:
 
 
 def _apply_step(
-    settings: Settings, contract: Contract, bronze: pl.DataFrame, upto: int, report: ClickstreamReport
+    settings: Settings, contract: Contract, bronze: pl.DataFrame, upto: int | None, report: ClickstreamReport
 ) -> None:
+    """Write the first delivery of each message of ``bronze`` that silver does not hold yet (or holds from a later
+    delivery), recording ``(clickstream-silver, upto)`` in the commit when ``upto`` is given."""
     options = settings.storage_options
     uri = silver_uri(settings)
-    events, duplicates = _first_deliveries(typed_events(bronze, contract, settings.pii_secret))
+    typed = typed_events(bronze, contract, settings.pii_secret, settings.duckdb_config())
+    events, duplicates = _first_deliveries(typed)
     report.bronze_rows += bronze.height
     report.duplicates += duplicates
     existing = delta.scan(uri, options)
@@ -170,6 +178,7 @@ def _apply_step(
         is_new = pl.col("_oldreceived_at").is_null() & pl.col("_old_source_file").is_null()
         earlier = lexicographic_less(RANK, [f"_old{c}" for c in RANK])
         replacements = events.filter(~is_new & earlier).drop([f"_old{c}" for c in RANK])
+        report.duplicates += events.filter(~is_new & ~earlier).height
         events = events.filter(is_new).drop([f"_old{c}" for c in RANK])
     report.inserted += events.height
     report.replaced += replacements.height
@@ -182,7 +191,7 @@ def _apply_step(
                 source_alias="s",
                 target_alias="t",
                 merge_schema=True,
-                commit_properties=delta.commit_properties(APP_ID, upto),
+                commit_properties=delta.commit_properties(APP_ID if upto else None, upto),
             )
             .when_matched_update_all()
             .when_not_matched_insert_all()
@@ -194,10 +203,11 @@ def _apply_step(
             events.to_arrow(),
             storage_options=options,
             partition_by=["event_date"],
-            app_id=APP_ID,
+            app_id=APP_ID if upto else None,
             version=upto,
         )
-    report.applied_batch = upto
+    if upto:
+        report.applied_batch = upto
 
 
 def watermark(settings: Settings) -> int:
@@ -206,17 +216,22 @@ def watermark(settings: Settings) -> int:
 
 
 def apply(
-    settings: Settings, contract: Contract, *, max_rows_per_step: int = MAX_ROWS_PER_STEP
+    settings: Settings, contract: Contract, *, max_rows_per_step: int | None = None
 ) -> ClickstreamReport:
-    """Apply every bronze clickstream batch not applied yet to the silver events table. Safe to re-run."""
+    """Apply every bronze clickstream batch not applied yet to the silver events table, reading at most
+    ``max_rows_per_step`` (default ``settings.apply_step_rows``) bronze rows at a time. Safe to re-run."""
     started = time.perf_counter()
     report = ClickstreamReport()
-    options = settings.storage_options
-    bronze = delta.scan(bronze_uri(settings, contract), options)
+    step_rows = max_rows_per_step or settings.apply_step_rows
+    bronze = delta.scan(bronze_uri(settings, contract), settings.storage_options)
     if bronze is not None:
-        for low, upto in pending_steps(bronze, watermark(settings), max_rows_per_step):
-            step = bronze.filter((pl.col("_batch_seq") > low) & (pl.col("_batch_seq") <= upto))
-            columns = ["message_id", "source", "raw", "_source_file", "_line", "_batch_seq"]
-            _apply_step(settings, contract, step.select(columns).collect(), upto, report)
+        for low, upto in pending_steps(bronze, watermark(settings), step_rows):
+            rows = bronze.filter((pl.col("_batch_seq") > low) & (pl.col("_batch_seq") <= upto))
+            chunks = rows.select(BRONZE_COLUMNS).collect_batches(chunk_size=step_rows)  # streamed
+            chunk = next(chunks)
+            for following in chunks:  # every chunk but the last: no watermark yet
+                _apply_step(settings, contract, chunk, None, report)
+                chunk = following
+            _apply_step(settings, contract, chunk, upto, report)
     report.seconds = time.perf_counter() - started
     return report

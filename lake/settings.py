@@ -46,6 +46,32 @@ class Settings:
     dates (at 1,000,000 persons, 5 dates fit in 24 GB, 30 do not)."""
     contracts_dir: Path = REPO_ROOT / "data_contracts" / "contracts"
     """The data contracts of the feeds: one per feed; a new contract (and its landing folder) adds a feed."""
+    duckdb_memory_limit: str = "2GB"
+    """Memory limit of every DuckDB connection the lake opens (beyond it DuckDB spills to disk, under
+    ``duckdb_temp_directory``). DuckDB's own default is 80% of the machine's memory."""
+    duckdb_threads: int | None = None
+    """Threads of every DuckDB connection the lake opens (None: DuckDB's default, one per core)."""
+    batch_bytes: int = 256 << 20
+    """Bytes of landed data per bronze batch, uncompressed (a gzipped file counts for its uncompressed size): the
+    bound on what ingestion and the apply to silver hold of one batch (a single larger file stays whole)."""
+    apply_step_rows: int = 250_000
+    """Bronze rows the apply to silver reads, decodes and merges at a time, the bound on its memory (clickstream
+    batches are split into steps of this size; a CDC batch larger than this is applied whole)."""
+
+    @property
+    def duckdb_temp_directory(self) -> Path:
+        """Where DuckDB spills what passes its memory limit: ``duckdb_tmp/`` beside the warehouse file."""
+        return self.warehouse_path.parent / "duckdb_tmp"
+
+    def duckdb_config(self) -> dict[str, str]:
+        """The configuration of a DuckDB connection of the lake (``duckdb.connect(config=...)``): the memory limit,
+        the threads, and the spill folder (DuckDB names its spill files after the process and instance that own
+        them, so connections can share it)."""
+        self.duckdb_temp_directory.mkdir(parents=True, exist_ok=True)
+        config = {"memory_limit": self.duckdb_memory_limit, "temp_directory": str(self.duckdb_temp_directory)}
+        if self.duckdb_threads is not None:
+            config["threads"] = str(self.duckdb_threads)
+        return config
 
     @property
     def is_local(self) -> bool:
@@ -84,7 +110,8 @@ class Settings:
 def get_settings() -> Settings:
     """Read the settings from the environment (``LAKE_ROOT``, ``WAREHOUSE_PATH``, ``MLFLOW_TRACKING_URI``,
     ``PII_SECRET``, ``SCHEDULE_TIMEZONE``, ``INGEST_MAX_REJECT_RATE``, ``INGEST_MIN_REJECTED_RECORDS``,
-    ``BRONZE_RETENTION_DAYS``, ``FIRST_SNAPSHOT_DATE``, ``SNAPSHOT_DATES_PER_DBT_RUN``, ``DATA_CONTRACTS_DIR``),
+    ``BRONZE_RETENTION_DAYS``, ``FIRST_SNAPSHOT_DATE``, ``SNAPSHOT_DATES_PER_DBT_RUN``, ``DATA_CONTRACTS_DIR``,
+    ``LAKE_DUCKDB_MEMORY_LIMIT``, ``LAKE_DUCKDB_THREADS``, ``LAKE_BATCH_BYTES``, ``LAKE_APPLY_STEP_ROWS``),
     falling back to local defaults (the first snapshot date is the simulated company's first day)."""
     lake_root = os.environ.get("LAKE_ROOT") or str(DEFAULT_VAR_DIR / "lake")
     if "://" not in lake_root:
@@ -107,6 +134,12 @@ def get_settings() -> Settings:
         contracts_dir=Path(
             os.environ.get("DATA_CONTRACTS_DIR") or REPO_ROOT / "data_contracts" / "contracts"
         ),
+        duckdb_memory_limit=os.environ.get("LAKE_DUCKDB_MEMORY_LIMIT") or "2GB",
+        duckdb_threads=int(os.environ["LAKE_DUCKDB_THREADS"])
+        if os.environ.get("LAKE_DUCKDB_THREADS")
+        else None,
+        batch_bytes=int(os.environ.get("LAKE_BATCH_BYTES") or 256 << 20),
+        apply_step_rows=int(os.environ.get("LAKE_APPLY_STEP_ROWS") or 250_000),
     )
 
 
