@@ -167,44 +167,50 @@ def _apply_step(
     report.bronze_rows += bronze.height
     report.duplicates += duplicates
     existing = delta.scan(uri, options)
-    replacements = events.clear()
+    replacements, replaced_dates = events.clear(), []
     if existing is not None:
+        old = [*RANK, "event_date"]
         known = (
-            existing.select(*DEDUP_KEY, *[pl.col(c).alias(f"_old{c}") for c in RANK])
+            existing.select(*DEDUP_KEY, *[pl.col(c).alias(f"_old{c}") for c in old])
             .filter(pl.col("message_id").is_in(events["message_id"].implode()))
             .collect()
         )
         events = events.join(known, on=DEDUP_KEY, how="left")
         is_new = pl.col("_oldreceived_at").is_null() & pl.col("_old_source_file").is_null()
         earlier = lexicographic_less(RANK, [f"_old{c}" for c in RANK])
-        replacements = events.filter(~is_new & earlier).drop([f"_old{c}" for c in RANK])
+        replacements = events.filter(~is_new & earlier)
+        replaced_dates = replacements["_oldevent_date"].unique().to_list()
+        replacements = replacements.drop([f"_old{c}" for c in old])
         report.duplicates += events.filter(~is_new & ~earlier).height
-        events = events.filter(is_new).drop([f"_old{c}" for c in RANK])
+        events = events.filter(is_new).drop([f"_old{c}" for c in old])
     report.inserted += events.height
     report.replaced += replacements.height
-    if replacements.height:  # a message met again with an earlier delivery: one merge commit for all rows
-        table = delta.open_table(uri, options)
-        (
-            table.merge(
-                pl.concat([events, replacements]).to_arrow(),
-                predicate="t.message_id = s.message_id",
-                source_alias="s",
-                target_alias="t",
-                merge_schema=True,
-                commit_properties=delta.commit_properties(APP_ID if upto else None, upto),
-            )
-            .when_matched_update_all()
-            .when_not_matched_insert_all()
-            .execute()
-        )
-    else:
+    done = {"app_id": APP_ID, "version": upto} if upto else {}
+    if events.height or not replacements.height:  # the new messages (or only the watermark)
         delta.append(
             uri,
             events.to_arrow(),
             storage_options=options,
             partition_by=["event_date"],
-            app_id=APP_ID if upto else None,
-            version=upto,
+            **({} if replacements.height else done),
+        )
+    if replacements.height:  # messages met again with an earlier delivery: rewrite only their old partitions
+        predicate = "t.message_id = s.message_id"
+        if None not in replaced_dates:
+            dates = ", ".join(f"DATE '{d.isoformat()}'" for d in sorted(replaced_dates))
+            predicate = f"t.event_date IN ({dates}) AND {predicate}"
+        (
+            delta.open_table(uri, options)
+            .merge(
+                replacements.to_arrow(),
+                predicate=predicate,
+                source_alias="s",
+                target_alias="t",
+                merge_schema=True,
+                commit_properties=delta.commit_properties(done.get("app_id"), done.get("version")),
+            )
+            .when_matched_update_all()
+            .execute()
         )
     if upto:
         report.applied_batch = upto
