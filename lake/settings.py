@@ -47,8 +47,11 @@ class Settings:
     contracts_dir: Path = REPO_ROOT / "data_contracts" / "contracts"
     """The data contracts of the feeds: one per feed; a new contract (and its landing folder) adds a feed."""
     duckdb_memory_limit: str = "2GB"
-    """Memory limit of every DuckDB connection the lake opens (beyond it DuckDB spills to disk, under
-    ``duckdb_temp_directory``). DuckDB's own default is 80% of the machine's memory."""
+    """Memory limit of every in-memory DuckDB connection the lake opens (parsing and decoding; beyond it DuckDB
+    spills to disk, under ``duckdb_temp_directory``). DuckDB's own default is 80% of the machine's memory."""
+    warehouse_memory_limit: str = "8GB"
+    """Memory limit of every connection to the warehouse file: dbt's (the profile reads the same variable), the
+    silver views', the gold publication's."""
     duckdb_threads: int | None = None
     """Threads of every DuckDB connection the lake opens (None: DuckDB's default, one per core)."""
     batch_bytes: int = 256 << 20
@@ -63,12 +66,13 @@ class Settings:
         """Where DuckDB spills what passes its memory limit: ``duckdb_tmp/`` beside the warehouse file."""
         return self.warehouse_path.parent / "duckdb_tmp"
 
-    def duckdb_config(self) -> dict[str, str]:
-        """The configuration of a DuckDB connection of the lake (``duckdb.connect(config=...)``): the memory limit,
-        the threads, and the spill folder (DuckDB names its spill files after the process and instance that own
-        them, so connections can share it)."""
+    def duckdb_config(self, warehouse: bool = False) -> dict[str, str]:
+        """The configuration of a DuckDB connection (``duckdb.connect(config=...)``): the memory limit (of the
+        warehouse file's connections when ``warehouse``), the threads, and the spill folder (DuckDB names its
+        spill files after the process and instance that own them, so connections can share it)."""
         self.duckdb_temp_directory.mkdir(parents=True, exist_ok=True)
-        config = {"memory_limit": self.duckdb_memory_limit, "temp_directory": str(self.duckdb_temp_directory)}
+        limit = self.warehouse_memory_limit if warehouse else self.duckdb_memory_limit
+        config = {"memory_limit": limit, "temp_directory": str(self.duckdb_temp_directory)}
         if self.duckdb_threads is not None:
             config["threads"] = str(self.duckdb_threads)
         return config
@@ -111,7 +115,8 @@ def get_settings() -> Settings:
     """Read the settings from the environment (``LAKE_ROOT``, ``WAREHOUSE_PATH``, ``MLFLOW_TRACKING_URI``,
     ``PII_SECRET``, ``SCHEDULE_TIMEZONE``, ``INGEST_MAX_REJECT_RATE``, ``INGEST_MIN_REJECTED_RECORDS``,
     ``BRONZE_RETENTION_DAYS``, ``FIRST_SNAPSHOT_DATE``, ``SNAPSHOT_DATES_PER_DBT_RUN``, ``DATA_CONTRACTS_DIR``,
-    ``LAKE_DUCKDB_MEMORY_LIMIT``, ``LAKE_DUCKDB_THREADS``, ``LAKE_BATCH_BYTES``, ``LAKE_APPLY_STEP_ROWS``),
+    ``LAKE_DUCKDB_MEMORY_LIMIT``, ``WAREHOUSE_MEMORY_LIMIT``, ``LAKE_DUCKDB_THREADS``, ``LAKE_BATCH_BYTES``,
+    ``LAKE_APPLY_STEP_ROWS``),
     falling back to local defaults (the first snapshot date is the simulated company's first day)."""
     lake_root = os.environ.get("LAKE_ROOT") or str(DEFAULT_VAR_DIR / "lake")
     if "://" not in lake_root:
@@ -135,6 +140,7 @@ def get_settings() -> Settings:
             os.environ.get("DATA_CONTRACTS_DIR") or REPO_ROOT / "data_contracts" / "contracts"
         ),
         duckdb_memory_limit=os.environ.get("LAKE_DUCKDB_MEMORY_LIMIT") or "2GB",
+        warehouse_memory_limit=os.environ.get("WAREHOUSE_MEMORY_LIMIT") or "8GB",
         duckdb_threads=int(os.environ["LAKE_DUCKDB_THREADS"])
         if os.environ.get("LAKE_DUCKDB_THREADS")
         else None,

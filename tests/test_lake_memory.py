@@ -36,6 +36,7 @@ def test_the_memory_limit_setting_reaches_every_duckdb_connection_of_the_lake(
     simulated: Simulated, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("LAKE_DUCKDB_MEMORY_LIMIT", "300MB")
+    monkeypatch.setenv("WAREHOUSE_MEMORY_LIMIT", "500MB")
     monkeypatch.setenv("LAKE_DUCKDB_THREADS", "1")
     monkeypatch.setenv("WAREHOUSE_PATH", str(tmp_path / "warehouse" / "engagement.duckdb"))
     settings = lake_settings(tmp_path / "lake", simulated.landing)
@@ -58,12 +59,14 @@ def test_the_memory_limit_setting_reaches_every_duckdb_connection_of_the_lake(
     with connect(str(settings.warehouse_path)) as con:
         con.execute("create table person_map as select 1 as person_id")
     publish_gold(settings, ["person_map"])
-    monkeypatch.undo()
+    monkeypatch.undo()  # the environment as it was: the defaults differ from the limits set above
 
     feeds = len(load_contracts(settings.contracts_dir))
     assert len(seen) > 2 * feeds  # a connection per bronze batch and per apply step at least
     spill = str(tmp_path / "warehouse" / "duckdb_tmp")
-    assert set(seen) == {(reported_limit("300MB"), 1, spill)}
+    lake, warehouse = (reported_limit("300MB"), 1, spill), (reported_limit("500MB"), 1, spill)
+    assert set(seen) == {lake, warehouse}
+    assert seen.count(warehouse) == 2  # the views, the gold tables
     assert reported_limit("300MB") != reported_limit(get_settings().duckdb_memory_limit)
 
 
