@@ -40,6 +40,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
+import jinja2
 import yaml
 
 from lake.settings import REPO_ROOT, TELEMETRY_OFF, disable_telemetry, get_settings
@@ -264,14 +265,22 @@ def profile_target() -> dict:
     return profile["outputs"][profile["target"]]
 
 
-def duckdb_options(target: dict) -> dict:
-    """The DuckDB options a dbt profile's target sets: connection config, settings, extensions."""
+def rendered(value: object, env: dict[str, str]) -> object:
+    """A profile value with its ``env_var(...)`` Jinja rendered from ``env`` (as dbt renders it)."""
+    if not isinstance(value, str) or "{{" not in value:
+        return value
+    return jinja2.Template(value).render(env_var=lambda name, default=None: env.get(name, default))
+
+
+def duckdb_options(target: dict, env: dict[str, str]) -> dict:
+    """The DuckDB options a dbt profile's target sets (rendered with ``env``): connection config, settings,
+    extensions."""
     unknown = set(target) - PROFILE_KEYS
     if unknown:
         raise SystemExit(f"the raw run does not reproduce the profile's {sorted(unknown)}: teach it to")
     return {
-        "config": target.get("config_options") or {},
-        "settings": target.get("settings") or {},
+        "config": {k: rendered(v, env) for k, v in (target.get("config_options") or {}).items()},
+        "settings": {k: rendered(v, env) for k, v in (target.get("settings") or {}).items()},
         "extensions": target.get("extensions") or [],
     }
 
@@ -354,7 +363,7 @@ def measure_raw(scratch: Scratch, statements: list[dict]) -> tuple[Measured, dic
     """Run the statements in DuckDB in a separate process; its measure and the seconds of each statement."""
     plan_path = scratch.root / "raw" / "plan.json"
     timings_path = scratch.root / "raw" / "timings.json"
-    options = duckdb_options(profile_target())
+    options = duckdb_options(profile_target(), scratch.env())
     plan = {"database": str(scratch.raw), "duckdb": options, "statements": statements}
     plan_path.write_text(json.dumps({**plan, "timings": str(timings_path)}))
     command = [sys.executable, __file__, "--replay", str(plan_path)]

@@ -1,4 +1,4 @@
-"""Lake benchmark: bronze ingestion throughput, CDC apply cost, and peak memory on one large file.
+"""Lake benchmark: bronze ingestion throughput, CDC apply cost, peak memory on one large file and at scale.
 
 1. Bronze ingestion of the simulated company at 100,000 persons over 30 days (``lake.bronze.ingest`` over
    every feed), in events/s, against the floor of reading the same files with polars and appending them to
@@ -8,14 +8,20 @@
    a 1,000,000-row table, against a bare deltalake merge of the already-known changed rows into a
    1,000,000-row table. Target: within 3x.
 3. Peak memory of a separate process ingesting one 2 GB clickstream file. Target: under 2 GB.
+4. Bounded ingestion at scale: ``python -m lake.ingest`` (landing -> bronze -> silver, default settings) of the
+   simulated company at 1,000,000 persons over 30 days, in a separate process: wall time, events/s, and its
+   peak RSS against the target (under 4 GB whatever the landing zone's size) and against the landing zone's
+   uncompressed size. The generated landing zone is kept in ``--scale-scratch`` (default: a folder in the temp
+   dir) and reused by later runs; each run ingests it into a fresh lake.
 
     python benchmarks/lake_throughput.py [--persons 100000] [--days 30] [--rows 1000000] [--file-gb 2]
-        [--only ingest|apply|memory]
+        [--scale-persons 1000000] [--scale-scratch DIR] [--only ingest|apply|memory|scale]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import shutil
@@ -34,12 +40,14 @@ from isal import igzip
 
 from data_contracts import load_contract, load_contracts
 from lake import bronze, cdc
-from lake.settings import REPO_ROOT, get_settings
+from lake.landing import discover
+from lake.settings import REPO_ROOT, TELEMETRY_OFF, get_settings
 from simulator import SimulationConfig, generate
 
 TARGET_INGEST_RATIO = 2.0
 TARGET_APPLY_RATIO = 3.0
 TARGET_PEAK_GB = 2.0
+TARGET_SCALE_PEAK_GB = 4.0
 REPEATS = 3
 MEMORY_LAKE = "memory-lake"
 
@@ -301,13 +309,83 @@ def bench_memory(gigabytes: float, scratch: Path) -> None:
     )
 
 
+def landing_bytes(landing: Path) -> int:
+    """The landing zone's size once decompressed (as bronze batches count it)."""
+    root = str(landing)
+    feeds = ["clickstream"] + [p.name for p in (landing / "cdc").iterdir()]
+    return sum(bronze.landed_bytes(root, f) for feed in feeds for f in discover(root, feed))
+
+
+def bench_scale(persons: int, days: int, scratch: Path) -> None:
+    """Part 4: wall time and peak RSS of ``python -m lake.ingest`` over a whole simulated company."""
+    landing = scratch / "landing"
+    marker = scratch / "generated.json"
+    inputs = {"persons": persons, "days": days, "seed": 7}
+    if not marker.exists() or json.loads(marker.read_text()) != inputs:
+        shutil.rmtree(landing, ignore_errors=True)
+        print(
+            f"generating {persons:,} persons x {days} days into {landing} (kept for later runs) ...",
+            flush=True,
+        )
+        command = [sys.executable, "-m", "simulator", "generate", "--out", str(landing), "--no-progress"]
+        command += ["--persons", str(persons), "--days", str(days), "--seed", "7"]
+        subprocess.run(command, cwd=REPO_ROOT, check=True, stdout=subprocess.DEVNULL)
+        marker.write_text(json.dumps(inputs))
+    lake = scratch / "lake"
+    shutil.rmtree(lake, ignore_errors=True)
+    shutil.rmtree(scratch / "warehouse", ignore_errors=True)
+    lake.mkdir()
+    (lake / "landing").symlink_to(landing, target_is_directory=True)
+    env = {
+        **os.environ,
+        **TELEMETRY_OFF,
+        "LAKE_ROOT": str(lake),
+        "WAREHOUSE_PATH": str(scratch / "warehouse" / "engagement.duckdb"),
+    }
+    started = time.perf_counter()
+    with (scratch / "ingest.out").open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "lake.ingest"],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        _, status, usage = os.wait4(process.pid, 0)  # this child's own peak RSS
+    seconds = time.perf_counter() - started
+    if os.waitstatus_to_exitcode(status) not in (0, 1):  # 1: a file over the reject threshold, still ingested
+        raise SystemExit(f"python -m lake.ingest failed; see {scratch / 'ingest.out'}")
+    peak = usage.ru_maxrss * 1024 / 1e9
+    records = pl.read_delta(str(lake / "bronze" / "_ingestion_ledger")).filter(
+        pl.col("status") == "committed"
+    )
+    events = int(records["records"].sum())
+    raw_gb = landing_bytes(landing) / 1e9
+    settings = get_settings()
+    print(
+        f"python -m lake.ingest, {persons:,} persons x {days} days ({events:,} events, {raw_gb:.1f} GB uncompressed): "
+        f"{seconds:.0f} s = {events / seconds:,.0f} events/s, peak RSS {peak:.2f} GB"
+    )
+    print(
+        f"  settings: {settings.batch_bytes >> 20} MiB batches, {settings.apply_step_rows:,}-row apply steps, "
+        f"DuckDB memory limit {settings.duckdb_memory_limit}; peak RSS / uncompressed landing zone "
+        f"{peak / raw_gb:.2f}"
+    )
+    print(
+        f"  peak RSS / target: {peak / TARGET_SCALE_PEAK_GB:.2f} (target < {TARGET_SCALE_PEAK_GB} GB) "
+        f"{'OK' if peak < TARGET_SCALE_PEAK_GB else 'MISSED'}"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--persons", type=int, default=100_000)
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--file-gb", type=float, default=2.0)
-    parser.add_argument("--only", choices=["ingest", "apply", "memory"])
+    parser.add_argument("--scale-persons", type=int, default=1_000_000)
+    parser.add_argument("--scale-scratch", type=Path, help="keeps the generated landing zone between runs")
+    parser.add_argument("--only", choices=["ingest", "apply", "memory", "scale"])
     args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="lake-bench-"))
     try:
@@ -317,6 +395,13 @@ def main() -> int:
             bench_ingest(args.persons, args.days, scratch)
         if args.only in (None, "apply"):
             bench_apply(args.rows, scratch)
+        if args.only in (None, "scale"):
+            kept = (
+                args.scale_scratch
+                or Path(tempfile.gettempdir()) / f"lake-scale-{args.scale_persons}x{args.days}"
+            )
+            kept.mkdir(parents=True, exist_ok=True)
+            bench_scale(args.scale_persons, args.days, kept.resolve())
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return 0

@@ -28,14 +28,18 @@ from isal import isal_zlib
 from data_contracts import Contract, key_violation_sql, violation_sql
 from lake import delta
 from lake.faults import crash_point
-from lake.landing import CHUNK_BYTES, CLICKSTREAM_FEED, LandedFile, read_line_chunks, survey
+from lake.landing import (
+    CHUNK_BYTES,
+    CLICKSTREAM_FEED,
+    LandedFile,
+    landing_filesystem,
+    read_line_chunks,
+    survey,
+)
 from lake.ledger import FileCounts, Ledger
 from lake.settings import Settings
 
 MAX_FILES_PER_BATCH = 5_000
-MAX_BATCH_BYTES = 64 << 20
-"""Landed bytes (compressed, as stored) per bronze batch: 64 MiB of gzipped clickstream is about 600,000
-records, which the apply to silver holds in memory at once (1 GiB batches passed 24 GB at 1,000,000 persons)."""
 REASONS_SHOWN = 3
 
 METADATA_FIELDS = [
@@ -393,7 +397,7 @@ class BatchParser:
         """Bronze record batches of every file in turn; quarantine rows and counts are kept on the side. The
         lines come from the files, or from ``chunks`` when given (tables ``(file_idx, line_no, line)``, the
         index into the batch's files)."""
-        with duckdb.connect() as con:
+        with duckdb.connect(config=self.settings.duckdb_config()) as con:
             for chunk in self._chunks() if chunks is None else chunks:
                 parsed = self._parse(con, chunk)
                 rejected = pc.is_valid(parsed["reason"])
@@ -547,8 +551,8 @@ def _run_batch(
 
 
 def pending_steps(bronze: pl.LazyFrame, applied: int, max_rows: int) -> list[tuple[int, int]]:
-    """The bronze batches after ``applied`` as ranges ``(after, up to and including)`` of at most about
-    ``max_rows`` rows each (a single larger batch stays whole), for consumers that apply bronze incrementally."""
+    """The bronze batches after ``applied`` as ranges ``(after, up to and including)`` of at most ``max_rows``
+    rows each (a single larger batch is a range of its own), for consumers that apply bronze incrementally."""
     sizes = (
         bronze.filter(pl.col("_batch_seq") > applied)
         .group_by("_batch_seq")
@@ -556,25 +560,42 @@ def pending_steps(bronze: pl.LazyFrame, applied: int, max_rows: int) -> list[tup
         .sort("_batch_seq")
         .collect()
     )
-    steps, low, rows = [], applied, 0
-    last = sizes["_batch_seq"].max()
+    steps, low, upto, rows = [], applied, applied, 0
     for seq, count in sizes.iter_rows():
-        rows += count
-        if rows >= max_rows or seq == last:
-            steps.append((low, seq))
-            low, rows = seq, 0
+        if rows and rows + count > max_rows:
+            steps.append((low, upto))
+            low, rows = upto, 0
+        upto, rows = seq, rows + count
+    if rows:
+        steps.append((low, upto))
     return steps
 
 
-def _plan_batches(files: list[LandedFile], max_files: int, max_bytes: int) -> list[list[LandedFile]]:
+def landed_bytes(landing: str, file: LandedFile) -> int:
+    """A landed file's size once decompressed: for a gzipped file the size its gzip trailer records (ISIZE, of
+    its last member, modulo 4 GiB), and never less than its stored size."""
+    if not file.compressed or file.size < 4:
+        return file.size
+    fs, base = landing_filesystem(landing)
+    with fs.open_input_file(f"{base.rstrip('/')}/{file.relpath}") as stream:
+        trailer = stream.read_at(4, file.size - 4)
+    return max(file.size, int.from_bytes(trailer, "little"))
+
+
+def _plan_batches(
+    landing: str, files: list[LandedFile], max_files: int, max_bytes: int
+) -> list[list[LandedFile]]:
+    """Consecutive files grouped into batches of at most ``max_files`` files and ``max_bytes`` uncompressed bytes
+    (a larger file is a batch of its own)."""
     batches: list[list[LandedFile]] = []
     size = 0
     for file in files:
-        if not batches or len(batches[-1]) >= max_files or size + file.size > max_bytes:
+        file_bytes = landed_bytes(landing, file)
+        if not batches or len(batches[-1]) >= max_files or size + file_bytes > max_bytes:
             batches.append([])
             size = 0
         batches[-1].append(file)
-        size += file.size
+        size += file_bytes
     return batches
 
 
@@ -583,11 +604,12 @@ def ingest(
     contract: Contract,
     *,
     max_files_per_batch: int = MAX_FILES_PER_BATCH,
-    max_batch_bytes: int = MAX_BATCH_BYTES,
+    max_batch_bytes: int | None = None,
     chunk_bytes: int = CHUNK_BYTES,
 ) -> IngestReport:
     """Take every landed file of ``contract``'s feed that is not in the ledger yet into bronze (and quarantine),
-    first finishing a batch that an earlier run left open. Safe to run again at any time."""
+    in batches of at most ``max_batch_bytes`` uncompressed bytes (default ``settings.batch_bytes``), first
+    finishing a batch that an earlier run left open. Safe to run again at any time."""
     started = time.perf_counter()
     report = IngestReport(contract.feed_id)
     ledger = Ledger(ledger_uri(settings), settings.storage_options)
@@ -604,7 +626,8 @@ def ingest(
         f.relpath for f in landed if state.done.get(f.relpath, (f.size, f.mtime_ns)) != (f.size, f.mtime_ns)
     ]
     pending.sort(key=lambda f: (f.mtime_ns, f.relpath))
-    for files in _plan_batches(pending, max_files_per_batch, max_batch_bytes):
+    batch_bytes = max_batch_bytes or settings.batch_bytes
+    for files in _plan_batches(settings.landing, pending, max_files_per_batch, batch_bytes):
         ledger.plan(contract.feed_id, seq, files)
         crash_point("ingest:after_plan")
         _run_batch(settings, contract, ledger, seq, files, report, chunk_bytes)

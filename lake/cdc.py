@@ -42,8 +42,6 @@ STATS_COLUMNS = ["_op", *POSITION, "_changed_at", *INTERVAL]
 """Columns with file statistics besides the key: the tokenised personal columns get none."""
 FROM_HISTORY = "_from_history"
 """Marks a version read back from the history table with its key, position and interval only."""
-MAX_ROWS_PER_STEP = 1_000_000
-"""Bronze rows decoded and merged per step."""
 BRONZE_COLUMNS = [
     "op",
     "is_tombstone",
@@ -89,10 +87,11 @@ def _app_id(contract: Contract) -> str:
 
 
 def decode_changes(
-    bronze: pl.DataFrame, contract: Contract, secret: str
+    bronze: pl.DataFrame, contract: Contract, secret: str, duckdb_config: dict[str, str] | None = None
 ) -> tuple[pl.DataFrame, pl.DataFrame, int]:
     """Typed, tokenised change rows (key, columns, ``_op``, position, ``_changed_at``), the truncate markers
-    (position and time), and how many replayed duplicates were dropped."""
+    (position and time), and how many replayed duplicates were dropped; DuckDB decodes the row images with
+    ``duckdb_config``."""
     events = bronze.filter(~pl.col("is_tombstone")).with_columns(
         pl.col("op").alias("_op"),
         pl.coalesce("source_binlog_file", pl.lit("")).alias("_log_file"),
@@ -110,7 +109,7 @@ def decode_changes(
     rows = events.filter(pl.col("_op") != "t").with_row_index("_order")
     parts = []
     for (value_schema,), group in rows.partition_by("value_schema", as_dict=True, include_key=False).items():
-        decoded = decode_images(group["_image"], contract, value_schema)
+        decoded = decode_images(group["_image"], contract, value_schema, duckdb_config)
         parts.append(pl.concat([group.select("_order", *CHANGE_COLUMNS), decoded], how="horizontal"))
     if not parts:
         return pl.DataFrame(), truncates, 0
@@ -420,7 +419,9 @@ def _apply_step(
     current_uri, history_uri = silver_uris(settings, contract)
     key = list(contract.primary_key)
     app_id = _app_id(contract)
-    changes, new_truncates, replayed = decode_changes(bronze, contract, settings.pii_secret)
+    changes, new_truncates, replayed = decode_changes(
+        bronze, contract, settings.pii_secret, settings.duckdb_config()
+    )
     changes, suppressed = screen(changes, settings, kept=contract.feed_id in KEPT_FOR_ACCOUNTING)
     report.suppressed += suppressed
     report.bronze_rows += bronze.height
@@ -469,11 +470,10 @@ def watermark(settings: Settings, contract: Contract) -> int:
     )
 
 
-def apply(
-    settings: Settings, contract: Contract, *, max_rows_per_step: int = MAX_ROWS_PER_STEP
-) -> ApplyReport:
+def apply(settings: Settings, contract: Contract, *, max_rows_per_step: int | None = None) -> ApplyReport:
     """Apply every bronze batch of ``contract``'s topic not applied yet to its silver current and history
-    tables, in steps of at most ``max_rows_per_step`` bronze rows. Safe to run again at any time."""
+    tables, in steps of whole batches of at most ``max_rows_per_step`` (default ``settings.apply_step_rows``)
+    bronze rows (a larger batch is a step of its own). Safe to run again at any time."""
     started = time.perf_counter()
     report = ApplyReport(contract.feed_id)
     options = settings.storage_options
@@ -485,7 +485,8 @@ def apply(
     app_id = _app_id(contract)
     applied_history = delta.applied_version(history_uri, app_id, options)
     applied_current = delta.applied_version(current_uri, app_id, options)
-    for low, upto in pending_steps(bronze, watermark(settings, contract), max_rows_per_step):
+    step_rows = max_rows_per_step or settings.apply_step_rows
+    for low, upto in pending_steps(bronze, watermark(settings, contract), step_rows):
         rows = (
             bronze.filter((pl.col("_batch_seq") > low) & (pl.col("_batch_seq") <= upto))
             .select(BRONZE_COLUMNS)

@@ -12,8 +12,11 @@
   and address among the reserved traits, camelCase or snake_case, in ``traits`` and ``context.traits``) become
   tokens, a network prefix or a year (:mod:`lake.privacy`), one column per trait whatever its case form, or
   nothing (address); they are removed from the traits JSON kept, which stays null when a message has none.
-- Partitioned by event date. Each run reads only the bronze batches it has not applied yet and commits the
-  new rows with the application transaction ``(clickstream-silver, last batch)``.
+- Partitioned by event date. Each run reads only the bronze batches it has not applied yet, in steps of at most
+  ``Settings.apply_step_rows`` bronze rows (a batch is split into several steps when larger), and commits the
+  last step of a batch with the application transaction ``(clickstream-silver, batch)``. A step is safe to apply
+  again (a message already in silver is kept unless the step brings an earlier delivery), so a run interrupted
+  inside a batch applies that batch again from its start.
 """
 
 from __future__ import annotations
@@ -40,8 +43,7 @@ DEDUP_KEY = ["message_id"]
 RANK = ["received_at", "_source_file", "_line"]
 STATS_COLUMNS = ["message_id", "event_date", "event_at", "received_at", "_source_file", "_line"]
 """Columns with file statistics: identifiers, tokens, network prefixes and JSON get none."""
-MAX_ROWS_PER_STEP = 1_000_000
-"""Bronze rows applied per step (each step holds its raw lines and typed rows in memory)."""
+BRONZE_COLUMNS = ["message_id", "source", "raw", "_source_file", "_line", "_batch_seq"]
 
 SEGMENT_FIELDS = """{"type": "VARCHAR", "event": "VARCHAR", "name": "VARCHAR", "anonymousId": "VARCHAR",
     "userId": "VARCHAR", "previousId": "VARCHAR", "groupId": "VARCHAR", "properties": "JSON", "traits": "JSON",
@@ -102,7 +104,7 @@ class ClickstreamReport:
     replaced: int = 0
     """Messages met again with an earlier delivery, which replaced the silver row."""
     duplicates: int = 0
-    """Deliveries dropped within this run's bronze rows (later copies of one message)."""
+    """Deliveries dropped: later copies of a message met in this run or already in silver."""
     suppressed: int = 0
     """Messages of erased persons (suppression list) dropped."""
     applied_batch: int = 0
@@ -174,8 +176,11 @@ def traits_sql(contract: Contract, traits: str) -> str:
     return f"CASE WHEN json_type({traits}) = 'OBJECT' THEN {kept}::varchar END"
 
 
-def typed_events(bronze: pl.DataFrame, contract: Contract, secret: str) -> pl.DataFrame:
-    """Bronze clickstream rows as typed, protected silver rows (not yet deduplicated)."""
+def typed_events(
+    bronze: pl.DataFrame, contract: Contract, secret: str, duckdb_config: dict[str, str] | None = None
+) -> pl.DataFrame:
+    """Bronze clickstream rows as typed, protected silver rows (not yet deduplicated); DuckDB parses them with
+    ``duckdb_config`` (``Settings.duckdb_config()``: memory limit, threads, spill folder)."""
     pii_columns, kinds = pii_sql(contract, {"traits": "m.traits", "context": "m.context"})
     sql = TYPED_SQL.replace("{traits_kept}", traits_sql(contract, "m.traits")).replace(
         "{pii_columns}", pii_columns
@@ -186,7 +191,7 @@ def typed_events(bronze: pl.DataFrame, contract: Contract, secret: str) -> pl.Da
         ("previous_id", "previousId"),
     ):
         sql = sql.replace(f"{{{field}}}", id_sql(f"m.{name}"))
-    with duckdb.connect() as con:
+    with duckdb.connect(config=duckdb_config or {}) as con:
         con.execute("SET TimeZone = 'UTC'")
         con.register("bronze", bronze.to_arrow())
         typed = pl.from_arrow(con.sql(sql).to_arrow_table())
@@ -207,56 +212,68 @@ def _first_deliveries(events: pl.DataFrame) -> tuple[pl.DataFrame, int]:
 
 
 def _apply_step(
-    settings: Settings, contract: Contract, bronze: pl.DataFrame, upto: int, report: ClickstreamReport
+    settings: Settings, contract: Contract, bronze: pl.DataFrame, upto: int | None, report: ClickstreamReport
 ) -> None:
+    """Write the first delivery of each message of ``bronze`` that silver does not hold yet (or holds from a later
+    delivery), recording ``(clickstream-silver, upto)`` in the commit when ``upto`` is given."""
     options = settings.storage_options
     uri = silver_uri(settings)
-    typed, suppressed = screen(typed_events(bronze, contract, settings.pii_secret), settings, kept=False)
+    typed, suppressed = screen(
+        typed_events(bronze, contract, settings.pii_secret, settings.duckdb_config()), settings, kept=False
+    )
     events, duplicates = _first_deliveries(typed)
     report.suppressed += suppressed
     report.bronze_rows += bronze.height
     report.duplicates += duplicates
     existing = delta.scan(uri, options)
-    replacements = events.clear()
+    replacements, replaced_dates = events.clear(), []
     if existing is not None:
+        old = [*RANK, "event_date"]
         known = (
-            existing.select(*DEDUP_KEY, *[pl.col(c).alias(f"_old{c}") for c in RANK])
+            existing.select(*DEDUP_KEY, *[pl.col(c).alias(f"_old{c}") for c in old])
             .filter(pl.col("message_id").is_in(events["message_id"].implode()))
             .collect()
         )
         events = events.join(known, on=DEDUP_KEY, how="left")
         is_new = pl.col("_oldreceived_at").is_null() & pl.col("_old_source_file").is_null()
         earlier = lexicographic_less(RANK, [f"_old{c}" for c in RANK])
-        replacements = events.filter(~is_new & earlier).drop([f"_old{c}" for c in RANK])
-        events = events.filter(is_new).drop([f"_old{c}" for c in RANK])
+        replacements = events.filter(~is_new & earlier)
+        replaced_dates = replacements["_oldevent_date"].unique().to_list()
+        replacements = replacements.drop([f"_old{c}" for c in old])
+        report.duplicates += events.filter(~is_new & ~earlier).height
+        events = events.filter(is_new).drop([f"_old{c}" for c in old])
     report.inserted += events.height
     report.replaced += replacements.height
-    if replacements.height:  # a message met again with an earlier delivery: one merge commit for all rows
-        table = delta.open_table(uri, options)
-        (
-            table.merge(
-                pl.concat([events, replacements]).to_arrow(),
-                predicate="t.message_id = s.message_id",
-                source_alias="s",
-                target_alias="t",
-                merge_schema=True,
-                commit_properties=delta.commit_properties(APP_ID, upto),
-            )
-            .when_matched_update_all()
-            .when_not_matched_insert_all()
-            .execute()
-        )
-    else:
+    done = {"app_id": APP_ID, "version": upto} if upto else {}
+    if events.height or not replacements.height:  # the new messages (or only the watermark)
         delta.append(
             uri,
             events.to_arrow(),
             storage_options=options,
             partition_by=["event_date"],
-            app_id=APP_ID,
-            version=upto,
             configuration=delta.stats_only(STATS_COLUMNS),
+            **({} if replacements.height else done),
         )
-    report.applied_batch = upto
+    if replacements.height:  # messages met again with an earlier delivery: rewrite only their old partitions
+        predicate = "t.message_id = s.message_id"
+        if None not in replaced_dates:
+            dates = ", ".join(f"DATE '{d.isoformat()}'" for d in sorted(replaced_dates))
+            predicate = f"t.event_date IN ({dates}) AND {predicate}"
+        (
+            delta.open_table(uri, options)
+            .merge(
+                replacements.to_arrow(),
+                predicate=predicate,
+                source_alias="s",
+                target_alias="t",
+                merge_schema=True,
+                commit_properties=delta.commit_properties(done.get("app_id"), done.get("version")),
+            )
+            .when_matched_update_all()
+            .execute()
+        )
+    if upto:
+        report.applied_batch = upto
 
 
 def watermark(settings: Settings) -> int:
@@ -265,17 +282,22 @@ def watermark(settings: Settings) -> int:
 
 
 def apply(
-    settings: Settings, contract: Contract, *, max_rows_per_step: int = MAX_ROWS_PER_STEP
+    settings: Settings, contract: Contract, *, max_rows_per_step: int | None = None
 ) -> ClickstreamReport:
-    """Apply every bronze clickstream batch not applied yet to the silver events table. Safe to re-run."""
+    """Apply every bronze clickstream batch not applied yet to the silver events table, reading at most
+    ``max_rows_per_step`` (default ``settings.apply_step_rows``) bronze rows at a time. Safe to re-run."""
     started = time.perf_counter()
     report = ClickstreamReport()
-    options = settings.storage_options
-    bronze = delta.scan(bronze_uri(settings, contract), options)
+    step_rows = max_rows_per_step or settings.apply_step_rows
+    bronze = delta.scan(bronze_uri(settings, contract), settings.storage_options)
     if bronze is not None:
-        for low, upto in pending_steps(bronze, watermark(settings), max_rows_per_step):
-            step = bronze.filter((pl.col("_batch_seq") > low) & (pl.col("_batch_seq") <= upto))
-            columns = ["message_id", "source", "raw", "_source_file", "_line", "_batch_seq"]
-            _apply_step(settings, contract, step.select(columns).collect(), upto, report)
+        for low, upto in pending_steps(bronze, watermark(settings), step_rows):
+            rows = bronze.filter((pl.col("_batch_seq") > low) & (pl.col("_batch_seq") <= upto))
+            chunks = rows.select(BRONZE_COLUMNS).collect_batches(chunk_size=step_rows)  # streamed
+            chunk = next(chunks)
+            for following in chunks:  # every chunk but the last: no watermark yet
+                _apply_step(settings, contract, chunk, None, report)
+                chunk = following
+            _apply_step(settings, contract, chunk, upto, report)
     report.seconds = time.perf_counter() - started
     return report

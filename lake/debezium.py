@@ -125,11 +125,16 @@ def _convert(values: pl.Series, encoding: FieldEncoding, target: pl.DataType | N
     return values
 
 
-def _read_images(images: pl.Series, encodings: dict[str, FieldEncoding], envelope: bool) -> pl.DataFrame:
+def _read_images(
+    images: pl.Series,
+    encodings: dict[str, FieldEncoding],
+    envelope: bool,
+    duckdb_config: dict[str, str] | None,
+) -> pl.DataFrame:
     """Every field of the row images as a column of its wire type (JSON text for objects, arrays and fields no
     envelope or contract describes, so a column new in the source keeps one type, text, until its contract gives
-    it one), in one multi-threaded DuckDB pass."""
-    with duckdb.connect() as con:
+    it one), in one multi-threaded DuckDB pass (a connection with ``duckdb_config``)."""
+    with duckdb.connect(config=duckdb_config or {}) as con:
         con.register("images", pl.DataFrame({"image": images}).to_arrow())
         layout = {name: READ_TYPES.get(e.decoding, "VARCHAR") for name, e in encodings.items()}
         if not envelope:
@@ -144,12 +149,20 @@ def _read_images(images: pl.Series, encodings: dict[str, FieldEncoding], envelop
         return pl.from_arrow(read.to_arrow_table())
 
 
-def decode_images(images: pl.Series, contract: Contract, value_schema: str | None) -> pl.DataFrame:
+def decode_images(
+    images: pl.Series,
+    contract: Contract,
+    value_schema: str | None,
+    duckdb_config: dict[str, str] | None = None,
+) -> pl.DataFrame:
     """Row images (JSON text, one per row; null stays an all-null row) as typed columns: every contract
-    column, in contract order, then any field the stream carries that the contract does not know."""
+    column, in contract order, then any field the stream carries that the contract does not know. DuckDB reads
+    them with ``duckdb_config`` (``Settings.duckdb_config()``: memory limit, threads, spill folder)."""
     targets = {c.name: pl.from_arrow(pa.array([], c.arrow_type)).dtype for c in contract.columns}
     encodings = field_encodings(contract, value_schema)
-    struct = _read_images(images, encodings, bool(value_schema)) if images.len() else pl.DataFrame()
+    struct = (
+        _read_images(images, encodings, bool(value_schema), duckdb_config) if images.len() else pl.DataFrame()
+    )
     columns = []
     for name, target in targets.items():
         values = (

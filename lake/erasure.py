@@ -347,7 +347,7 @@ def _sweep_bronze(settings: Settings, contract: Contract, wanted: pl.Series) -> 
     images = [c for c in ("before", "after") if c in lazy.collect_schema()]
     key = ["_ingest_date", "_source_file", "_line"]
     found = []
-    for low, upto in bronze.pending_steps(lazy, 0, cdc.MAX_ROWS_PER_STEP):
+    for low, upto in bronze.pending_steps(lazy, 0, settings.apply_step_rows):
         rows = lazy.filter((pl.col("_batch_seq") > low) & (pl.col("_batch_seq") <= upto))
         rows = rows.select(*key, "raw", *images).collect()
         hits = _raw_hits(rows["raw"], wanted, settings.pii_secret)

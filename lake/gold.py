@@ -48,7 +48,9 @@ def _utc(table: pa.Table) -> pa.Table:
 def publish_gold(settings: Settings, models: list[str]) -> dict[str, int]:
     """Overwrite ``gold/<model>`` with the warehouse table of every model; rows published per model."""
     published = {}
-    with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+    with duckdb.connect(
+        str(settings.warehouse_path), read_only=True, config=settings.duckdb_config(warehouse=True)
+    ) as con:
         con.execute("set TimeZone = 'UTC'")
         for model in models:
             table = _utc(con.sql(f'select * from "{model}"').to_arrow_table())

@@ -60,6 +60,36 @@ class Settings:
     automation: bool = True
     """Whether the schedules and sensors start running in a new Dagster instance (``AUTOMATION=off`` starts them
     stopped); a switch turned in the UI is kept by the instance and wins over this."""
+    duckdb_memory_limit: str = "2GB"
+    """Memory limit of every in-memory DuckDB connection the lake opens (parsing and decoding; beyond it DuckDB
+    spills to disk, under ``duckdb_temp_directory``). DuckDB's own default is 80% of the machine's memory."""
+    warehouse_memory_limit: str = "8GB"
+    """Memory limit of every connection to the warehouse file: dbt's (the profile reads the same variable), the
+    silver views', the gold publication's."""
+    duckdb_threads: int | None = None
+    """Threads of every DuckDB connection the lake opens (None: DuckDB's default, one per core)."""
+    batch_bytes: int = 256 << 20
+    """Bytes of landed data per bronze batch, uncompressed (a gzipped file counts for its uncompressed size): the
+    bound on what ingestion and the apply to silver hold of one batch (a single larger file stays whole)."""
+    apply_step_rows: int = 250_000
+    """Bronze rows the apply to silver reads, decodes and merges at a time, the bound on its memory (clickstream
+    batches are split into steps of this size; a CDC batch larger than this is applied whole)."""
+
+    @property
+    def duckdb_temp_directory(self) -> Path:
+        """Where DuckDB spills what passes its memory limit: ``duckdb_tmp/`` beside the warehouse file."""
+        return self.warehouse_path.parent / "duckdb_tmp"
+
+    def duckdb_config(self, warehouse: bool = False) -> dict[str, str]:
+        """The configuration of a DuckDB connection (``duckdb.connect(config=...)``): the memory limit (of the
+        warehouse file's connections when ``warehouse``), the threads, and the spill folder (DuckDB names its
+        spill files after the process and instance that own them, so connections can share it)."""
+        self.duckdb_temp_directory.mkdir(parents=True, exist_ok=True)
+        limit = self.warehouse_memory_limit if warehouse else self.duckdb_memory_limit
+        config = {"memory_limit": limit, "temp_directory": str(self.duckdb_temp_directory)}
+        if self.duckdb_threads is not None:
+            config["threads"] = str(self.duckdb_threads)
+        return config
 
     @property
     def is_local(self) -> bool:
@@ -99,7 +129,9 @@ def get_settings() -> Settings:
     """Read the settings from the environment (``LAKEHOUSE_ENV``, ``LAKE_ROOT``, ``WAREHOUSE_PATH``,
     ``MLFLOW_TRACKING_URI``, ``PII_SECRET``, ``SCHEDULE_TIMEZONE``, ``INGEST_MAX_REJECT_RATE``,
     ``INGEST_MIN_REJECTED_RECORDS``, ``BRONZE_RETENTION_DAYS``, ``FIRST_SNAPSHOT_DATE``,
-    ``SNAPSHOT_PERSON_DATES_PER_DBT_RUN``, ``DATA_CONTRACTS_DIR``, ``AUTOMATION``), falling back to local defaults (the first snapshot
+    ``SNAPSHOT_PERSON_DATES_PER_DBT_RUN``, ``DATA_CONTRACTS_DIR``, ``AUTOMATION``,
+    ``LAKE_DUCKDB_MEMORY_LIMIT``, ``WAREHOUSE_MEMORY_LIMIT``, ``LAKE_DUCKDB_THREADS``, ``LAKE_BATCH_BYTES``,
+    ``LAKE_APPLY_STEP_ROWS``), falling back to local defaults (the first snapshot
     date is the simulated company's first day). Raises :class:`SettingsError` for an unknown ``LAKEHOUSE_ENV``,
     and when the tokenisation secret would fall back to the development value outside local development (with
     ``LAKEHOUSE_ENV=production`` or a lake root on object storage)."""
@@ -129,6 +161,13 @@ def get_settings() -> Settings:
             os.environ.get("DATA_CONTRACTS_DIR") or REPO_ROOT / "data_contracts" / "contracts"
         ),
         automation=_switch("AUTOMATION", default=True),
+        duckdb_memory_limit=os.environ.get("LAKE_DUCKDB_MEMORY_LIMIT") or "2GB",
+        warehouse_memory_limit=os.environ.get("WAREHOUSE_MEMORY_LIMIT") or "8GB",
+        duckdb_threads=int(os.environ["LAKE_DUCKDB_THREADS"])
+        if os.environ.get("LAKE_DUCKDB_THREADS")
+        else None,
+        batch_bytes=int(os.environ.get("LAKE_BATCH_BYTES") or 256 << 20),
+        apply_step_rows=int(os.environ.get("LAKE_APPLY_STEP_ROWS") or 250_000),
     )
 
 

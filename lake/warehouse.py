@@ -64,7 +64,7 @@ def view_sql(table: SilverTable, settings: Settings) -> str | None:
             ).collect_schema()
         )
         return f"create or replace view {name} as select {columns} from {source}"
-    with duckdb.connect() as con:  # an empty table: a typed view with no rows
+    with duckdb.connect(config=settings.duckdb_config()) as con:  # an empty table: a typed view with no rows
         empty = (
             pl.scan_delta(table.uri, storage_options=settings.storage_options or None)
             .head(0)
@@ -81,7 +81,7 @@ def publish_silver(settings: Settings, contracts: dict[str, Contract]) -> list[s
     """Create or refresh the warehouse view of every silver table; the names of the views written."""
     statements = [(t.view, view_sql(t, settings)) for t in silver_tables(settings, contracts)]
     settings.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
-    with duckdb.connect(str(settings.warehouse_path)) as con:
+    with duckdb.connect(str(settings.warehouse_path), config=settings.duckdb_config(warehouse=True)) as con:
         con.execute(f"create schema if not exists {SCHEMA}")
         for _, sql in statements:
             if sql is not None:

@@ -16,7 +16,9 @@ def supported_snapshot_dates() -> tuple[str, str]:
     """The first and last snapshot dates of the loaded data (the ``int_marts__data_window`` model), no earlier
     than the first partition."""
     settings = get_settings()
-    with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+    with duckdb.connect(
+        str(settings.warehouse_path), read_only=True, config=settings.duckdb_config(warehouse=True)
+    ) as con:
         first, last = con.sql(
             "select first_snapshot_date, last_snapshot_date from int_marts__data_window"
         ).fetchall()[0]
