@@ -27,7 +27,7 @@ from orchestration.lake_assets import lake_definitions
 from orchestration.resources import LakeResource
 
 CLONE_PARTS = ("data_contracts", "dbt_project", "lake", "orchestration", "simulator")
-CLONE_FILES = ("workspace.yaml", "pyproject.toml", "dagster.yaml")
+CLONE_FILES = ("workspace.yaml", "pyproject.toml")
 
 
 def fresh_clone(root: Path) -> Path:
