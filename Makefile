@@ -43,14 +43,10 @@ $(DBT_MANIFEST): $(DBT_INPUTS) | environment
 	$(RUN) python -m lake.dbt_sources || echo "dbt sources left as they were: fix the contracts above (make contracts)"
 	cd dbt_project && $(RUN) dbt parse --profiles-dir . --quiet
 
-LAUNCH := $(RUN) dg launch -m orchestration.definitions
-SNAPSHOTS := key:"marts/person_features_daily"
-
+# the three runs `dg launch -m orchestration.definitions --assets ...` would launch (the assets before the daily
+# snapshots, the snapshots over the dates the data supports, the assets after them), in one process
 demo: install  ## generate the demo company's data, materialize every asset (lake, dbt models, daily snapshots), print what was built
-	$(LAUNCH) --assets 'not $(SNAPSHOTS)+' \
-		--config-json '{"ops": {"simulated_company": {"config": {"persons": $(DEMO_PERSONS), "days": $(DEMO_DAYS), "seed": $(DEMO_SEED)}}}}'
-	$(LAUNCH) --assets '$(SNAPSHOTS)' --partition-range "$$($(RUN) python -m orchestration.snapshot_dates)"
-	$(LAUNCH) --assets '$(SNAPSHOTS)+ and not $(SNAPSHOTS)'
+	$(RUN) python -m orchestration.demo --persons $(DEMO_PERSONS) --days $(DEMO_DAYS) --seed $(DEMO_SEED)
 	$(RUN) python -m lake.summary
 
 ingest: install  ## ingest everything in the landing zone (LAKE_ROOT) into bronze and silver, and print what it did

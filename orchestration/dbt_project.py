@@ -2,9 +2,12 @@
 
 import shutil
 import sys
+from functools import cached_property
+from importlib import metadata
 from pathlib import Path
 
 from dagster_dbt import DagsterDbtProjectPreparer, DbtCliResource, DbtProject
+from packaging.version import Version
 
 from data_contracts import scan_contracts
 from lake.dbt_sources import sync_valid as sync_dbt_sources
@@ -12,6 +15,26 @@ from lake.settings import REPO_ROOT, get_settings
 
 DBT_EXECUTABLE = shutil.which("dbt") or str(Path(sys.executable).with_name("dbt"))
 """dbt on the PATH, else the one installed beside this Python (a virtualenv's ``bin`` not on the PATH)."""
+
+
+class LocalDbtCliResource(DbtCliResource):
+    """``DbtCliResource`` that knows the version of the dbt installed beside this Python without asking it.
+
+    dagster-dbt (0.29) asks the dbt executable for its version (``dbt --version``) once per resource, that is
+    once per run with dbt steps: a dbt start-up of seconds, and dbt then asks PyPI for its latest release. When
+    ``dbt_executable`` is the ``dbt`` script of this Python's environment, it runs this environment's dbt-core,
+    whose version is in the package metadata; any other executable is asked as dagster-dbt asks it."""
+
+    @cached_property
+    def _cli_version(self) -> Version:
+        found = shutil.which(self.dbt_executable)
+        beside = Path(sys.executable).with_name("dbt")
+        if found and beside.exists() and Path(found).samefile(beside):
+            try:
+                return Version(metadata.version("dbt-core"))
+            except metadata.PackageNotFoundError:
+                pass
+        return super()._cli_version
 
 
 class ManifestPreparer(DagsterDbtProjectPreparer):
@@ -27,7 +50,7 @@ class ManifestPreparer(DagsterDbtProjectPreparer):
     def _prepare_manifest(self, project: DbtProject) -> None:
         # first the dbt sources of the contracts as they are now
         sync_dbt_sources(scan_contracts(get_settings().contracts_dir), project.project_dir)
-        DbtCliResource(project_dir=project, dbt_executable=DBT_EXECUTABLE).cli(
+        LocalDbtCliResource(project_dir=project, dbt_executable=DBT_EXECUTABLE).cli(
             ["parse", "--quiet"], target_path=project.target_path
         ).wait()
 

@@ -2,12 +2,11 @@
 and sensor of the project, built from the data contracts in ``DATA_CONTRACTS_DIR``."""
 
 import dagster as dg
-from dagster_dbt import DbtCliResource
 
 from data_contracts import scan_contracts
 from lake.settings import disable_telemetry, get_settings
 from orchestration.dbt_assets import dbt_daily_snapshots, dbt_models
-from orchestration.dbt_project import DBT_EXECUTABLE, dbt_project
+from orchestration.dbt_project import DBT_EXECUTABLE, LocalDbtCliResource, dbt_project
 from orchestration.erasure import erasure_job
 from orchestration.identity_checks import identity_quality_check
 from orchestration.lake_assets import invalid_contract_specs, lake_definitions
@@ -44,7 +43,7 @@ defs = dg.Definitions(
     sensors=[landing_sensor(contracts), *after_snapshots],
     resources={
         "lake": LakeResource(),
-        "dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=DBT_EXECUTABLE),
+        "dbt": LocalDbtCliResource(project_dir=dbt_project, dbt_executable=DBT_EXECUTABLE),
     },
     executor=dg.in_process_executor,
 )
