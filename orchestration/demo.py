@@ -9,6 +9,7 @@ other from here, they share one import of Dagster and one load of the code locat
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -72,10 +73,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args(argv)
 
+    # each run starts in this directory, as in a process of its own: dagster-dbt's threads that fetch row counts
+    # change the working directory concurrently and can leave the process in the dbt project's
+    here = os.getcwd()
     instance = dg.DagsterInstance.get()
-    materialize(instance, BEFORE_SNAPSHOTS, company_config(args.persons, args.days, args.seed))
-    materialize(instance, SNAPSHOTS, partition_range=supported_snapshot_dates())
-    materialize(instance, AFTER_SNAPSHOTS)
+    with contextlib.chdir(here):
+        materialize(instance, BEFORE_SNAPSHOTS, company_config(args.persons, args.days, args.seed))
+    with contextlib.chdir(here):
+        materialize(instance, SNAPSHOTS, partition_range=supported_snapshot_dates())
+    with contextlib.chdir(here):
+        materialize(instance, AFTER_SNAPSHOTS)
     return 0
 
 
