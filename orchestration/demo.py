@@ -21,9 +21,11 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 from orchestration.snapshot_dates import supported_snapshot_dates
 
 DEFINITIONS_MODULE = "orchestration.definitions"
-SNAPSHOTS = 'key:"marts/person_features_daily"'
-BEFORE_SNAPSHOTS = f"not {SNAPSHOTS}+"
-AFTER_SNAPSHOTS = f"{SNAPSHOTS}+ and not {SNAPSHOTS}"
+# the selections `dg launch --assets` took: 'not key:"marts/person_features_daily"+', then the snapshots, then
+# 'key:"marts/person_features_daily"+ and not key:"marts/person_features_daily"'
+SNAPSHOTS = dg.AssetSelection.assets(dg.AssetKey(["marts", "person_features_daily"]))
+BEFORE_SNAPSHOTS = dg.AssetSelection.all() - SNAPSHOTS.downstream()
+AFTER_SNAPSHOTS = SNAPSHOTS.downstream() - SNAPSHOTS
 
 
 def company_config(persons: int, days: int, seed: int) -> dict:
@@ -33,17 +35,17 @@ def company_config(persons: int, days: int, seed: int) -> dict:
 
 def materialize(
     instance: dg.DagsterInstance,
-    selection: str,
+    selection: dg.AssetSelection,
     run_config: Mapping | None = None,
     partition_range: tuple[str, str] | None = None,
 ) -> dg.JobExecutionResult:
-    """Materialize the assets of ``selection`` (Dagster's selection syntax) in one run on ``instance``, in this
-    process, over ``partition_range`` (first and last key, their backfill policy a single run) when given; raise
-    ``SystemExit`` when the run fails. As ``dg launch`` does: the code location's asset job, reconstructable from
+    """Materialize the assets of ``selection`` in one run on ``instance``, in this process, over
+    ``partition_range`` (first and last key, their backfill policy a single run) when given; raise ``SystemExit``
+    when the run fails. As ``dg launch`` does: the code location's asset job, reconstructable from
     the module that defines it (loaded once per process)."""
     repository = ReconstructableRepository.for_module(DEFINITIONS_MODULE, "defs", os.getcwd())
     definitions = repository.get_definition()
-    keys = dg.AssetSelection.from_string(selection).resolve(definitions.asset_graph)
+    keys = selection.resolve(definitions.asset_graph)
     job = definitions.get_implicit_job_def_for_assets(keys)
     tags = {}
     if partition_range is not None:
@@ -59,7 +61,7 @@ def materialize(
         asset_selection=sorted(keys),
     )
     if not result.success:
-        raise SystemExit(f"the run {result.run_id} of {selection!r} failed")
+        raise SystemExit(f"the run {result.run_id} of {selection} failed")
     return result
 
 
