@@ -59,5 +59,9 @@ class UpliftPyfunc(mlflow.pyfunc.PythonModel):
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         """Expected revenue and purchase probability of every action for every row of ``model_input``."""
-        frame = pl.from_pandas(model_input) if isinstance(model_input, pd.DataFrame) else pl.DataFrame(model_input)
+        frame = (
+            pl.from_pandas(model_input)
+            if isinstance(model_input, pd.DataFrame)
+            else pl.DataFrame(model_input)
+        )
         return self.model.predict(frame).to_pandas()
