@@ -225,7 +225,7 @@ def train_candidate(settings: MlSettings | None = None, config=None, lake_settin
         outcome=outcome,
         promote=decision.promote,
         bootstrap=decision.bootstrap,
-        reason=decision.reason + ("; quality checks failed: " + "; ".join(failures) if failures else ""),
+        reason=decision.reason,
         data=data_ref,
         metrics={k: float(v) for k, v in result.metrics.items()},
         candidate_value=evaluation[PRIMARY_ESTIMATOR],

@@ -32,6 +32,7 @@ from deltalake import DeltaTable, write_deltalake
 from lake import delta, suppression
 from lake.gold import gold_uri
 from lake.settings import Settings, disable_telemetry, get_settings
+from ml.model import pyfunc_input
 from ml.policy import (
     NBA_SCHEMA,
     NO_ACTION,
@@ -252,10 +253,9 @@ def erased_persons(
 
 
 def model_input(frame: pl.DataFrame, columns: list[str]) -> pd.DataFrame:
-    """The pandas frame the served model takes: the feature columns as the table holds them (decimals as
-    floats); the model itself maps categories and missing values."""
-    decimals = [c for c in columns if isinstance(frame.schema[c], pl.Decimal)]
-    return frame.select(columns).with_columns(pl.col(decimals).cast(pl.Float64)).to_pandas()
+    """The pandas frame the served model takes (:func:`ml.model.pyfunc_input`, the format of its signature:
+    numbers and booleans as floats, categories as strings); the model itself maps categories and missing values."""
+    return pyfunc_input(frame, columns)
 
 
 def predict_scores(model, frame: pl.DataFrame, columns: list[str], actions: tuple[str, ...]) -> pl.DataFrame:
