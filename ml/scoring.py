@@ -32,7 +32,6 @@ from deltalake import DeltaTable, write_deltalake
 from lake import delta, suppression
 from lake.gold import gold_uri
 from lake.settings import Settings, disable_telemetry, get_settings
-from ml.model import pyfunc_input
 from ml.policy import (
     NBA_SCHEMA,
     NO_ACTION,
@@ -255,6 +254,8 @@ def erased_persons(
 def model_input(frame: pl.DataFrame, columns: list[str]) -> pd.DataFrame:
     """The pandas frame the served model takes (:func:`ml.model.pyfunc_input`, the format of its signature:
     numbers and booleans as floats, categories as strings); the model itself maps categories and missing values."""
+    from ml.model import pyfunc_input  # imports mlflow: only when a model scores
+
     return pyfunc_input(frame, columns)
 
 
