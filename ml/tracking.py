@@ -86,12 +86,22 @@ def experiment_id(settings: MlSettings) -> str:
     )
 
 
+def training_snapshot(result) -> pl.DataFrame:
+    """The rows trained and validated on (train, then validation) with the columns training reads: the
+    decision, logging and label columns and the model's features (no other column of the table)."""
+    from ml.train import DECISION_COLUMNS
+
+    frame = pl.concat([result.train, result.validation], how="vertical_relaxed")
+    keep = set(DECISION_COLUMNS) | set(result.model.feature_columns)
+    return frame.select([c for c in frame.columns if c in keep])
+
+
 def _flat_params(result, config, data_ref: GoldRef) -> dict[str, str]:
     """The run's parameters: method, training configuration, booster parameters, split dates, features, data."""
     model = result.model
     params = {"method": model.method, "actions": ",".join(model.actions)}
     params |= {f"config.{k}": v for k, v in dataclasses.asdict(config).items()}
-    params |= {f"xgboost.{k}": v for k, v in model.params.items() if f"config.{k}" not in params}
+    params |= {f"xgboost.{k}": v for k, v in config.xgboost_params("reg:squarederror").items()}
     params |= {f"split.{k}": v for k, v in result.split.items()}
     params |= {
         "features": ",".join(model.feature_columns),
@@ -299,7 +309,7 @@ def log_training_run(
     model = result.model
     actions = list(model.actions)
     features = list(model.feature_columns)
-    snapshot = pl.concat([result.train, result.validation], how="vertical_relaxed")
+    snapshot = training_snapshot(result)
 
     with (
         tempfile.TemporaryDirectory() as scratch,
@@ -322,6 +332,7 @@ def log_training_run(
             metrics |= policy_value_metrics(f"ope.{name}", value)
         if logging_value is not None:
             metrics |= policy_value_metrics("ope.logging", logging_value)
+        metrics |= {f"rounds.{k}": float(v) for k, v in getattr(result, "rounds", {}).items()}
         metrics |= {k: float(v) for k, v in (extra_metrics or {}).items()}
         mlflow.log_metrics(metrics)
 
@@ -400,7 +411,9 @@ def reproduce(run_id: str, settings: MlSettings | None = None):
                 )
             ).read_text()
         )
-    return train_uplift(snapshot, TrainingConfig(**config))
+    return train_uplift(
+        snapshot, TrainingConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()})
+    )
 
 
 def reproduce_and_compare(run_id: str, settings: MlSettings | None = None) -> float:

@@ -13,12 +13,11 @@ import numpy as np
 import polars as pl
 import pytest
 from deltalake import DeltaTable, write_deltalake
-from ml.policy import load_policy
-from ml.train import TrainingConfig, TrainingResult, train_uplift
 from mlflow.tracking import MlflowClient
 
 from ml.data import GoldRef, load_training_set, read_gold
 from ml.model import pyfunc_input
+from ml.policy import load_policy
 from ml.settings import MlSettings, get_ml_settings
 from ml.tracking import (
     CONFIG_ARTIFACT,
@@ -30,6 +29,7 @@ from ml.tracking import (
     reproduce,
     reproduce_and_compare,
 )
+from ml.train import TrainingConfig, TrainingResult, train_uplift
 
 CONFIG = TrainingConfig(max_rounds=60)
 
@@ -119,7 +119,11 @@ def test_run_records_params_metrics_plots_data_and_snapshot(logged):
     snapshot = pl.read_parquet(
         mlflow.artifacts.download_artifacts(run_id=run.run_id, artifact_path=SNAPSHOT_ARTIFACT)
     )
-    assert snapshot.equals(pl.concat([result.train, result.validation], how="vertical_relaxed"))
+    assert snapshot.equals(
+        pl.concat([result.train, result.validation], how="vertical_relaxed").select(snapshot.columns)
+    )
+    assert set(result.model.feature_columns) <= set(snapshot.columns)
+    assert "has_profiling_consent" not in snapshot.columns
 
     profile = mlflow.artifacts.load_dict(f"{recorded.info.artifact_uri}/{REFERENCE_PROFILE_ARTIFACT}")
     assert set(profile["columns"]) == set(result.model.feature_columns) | {
