@@ -18,7 +18,6 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
 
 import numpy as np
 import polars as pl
@@ -54,10 +53,15 @@ class LoggedRun:
 def artifact_location(tracking_uri: str) -> str | None:
     """Where a new experiment keeps its artifacts: ``artifacts/`` beside a local SQLite store (None for another
     store, which decides itself)."""
+    database = sqlite_path(tracking_uri)
+    return None if database is None else (database.parent / "artifacts").as_uri()
+
+
+def sqlite_path(tracking_uri: str) -> Path | None:
+    """The database file of a ``sqlite:///<path>`` tracking URI (None for another store)."""
     if not tracking_uri.startswith("sqlite:///"):
         return None
-    database = Path(urlparse(tracking_uri).path)
-    return (database.parent / "artifacts").as_uri()
+    return Path(tracking_uri.removeprefix("sqlite:///")).resolve()
 
 
 def configure(settings: MlSettings | None = None) -> MlSettings:
@@ -67,8 +71,9 @@ def configure(settings: MlSettings | None = None) -> MlSettings:
 
     settings = settings or get_ml_settings()
     disable_telemetry()
-    if settings.tracking_uri.startswith("sqlite:///"):
-        Path(urlparse(settings.tracking_uri).path).parent.mkdir(parents=True, exist_ok=True)
+    database = sqlite_path(settings.tracking_uri)
+    if database is not None:
+        database.parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(settings.tracking_uri)
     mlflow.set_registry_uri(settings.tracking_uri)
     return settings
