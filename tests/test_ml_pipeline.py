@@ -110,7 +110,7 @@ def test_first_candidate_bootstraps_the_champion_with_its_model_card(two_candida
     assert first.champion_value is None
     client = MlflowClient(settings.tracking_uri)
     version = client.get_model_version(settings.model_name, first.model_version)
-    assert client.get_model_version_by_alias(settings.model_name, "champion").version == first.model_version
+    assert str(client.get_model_version_by_alias(settings.model_name, "champion").version) == first.model_version
     assert version.run_id == first.run_id
     assert "# Model card" in version.description
     assert f"`{first.data.uri}`, version {first.data.version}" in version.description
