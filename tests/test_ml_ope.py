@@ -180,6 +180,27 @@ def test_an_action_the_logging_policy_never_took_is_flagged_unsupported():
     )
 
 
+def test_a_daily_campaign_is_one_design_for_the_support():
+    logs = pl.DataFrame(
+        {
+            "action": ["no_action", "discount_10", "no_action", "cart_reminder"],
+            "channel": [None, "email", None, "email"],
+            "propensity": [0.5, 0.5, 0.5, 0.5],
+            "reward": [0.0, 1.0, 2.0, 3.0],
+            "campaign_id": [
+                "explore-2026-11-01",
+                "explore-2026-11-01",
+                "explore-2026-11-02",
+                "explore-2026-11-02",
+            ],
+        }
+    )
+    # each day's sample tried one action, the design tried both: every row supports every action
+    assert support_matrix(logs, ACTIONS).all()
+    by_day = support_matrix(logs, ACTIONS, campaign=pl.col("campaign_id"))
+    np.testing.assert_array_equal(by_day, [[True, True, False]] * 2 + [[True, False, True]] * 2)
+
+
 def test_channels_the_target_would_not_use_get_no_weight():
     # the target sends discount_10 by e-mail and cart_reminder by e-mail: row 2 (reminder by sms) counts 0
     channels = np.array([[None, "email", "email"]] * 6, dtype=object)
