@@ -111,6 +111,11 @@ def _support(support_mask, n: int) -> float:
     return float(mask.mean()) if n else 0.0
 
 
+def _mean(values: np.ndarray) -> float:
+    """The mean, NaN for no values (no logged decision: nothing to estimate from)."""
+    return float(values.mean()) if len(values) else float("nan")
+
+
 def _value(
     estimator: str,
     value: float,
@@ -151,7 +156,7 @@ def ips(
     w = importance_weights(logged_propensity, target_probability)
     r = _vector("rewards", rewards, len(w))
     terms = w * r
-    return _value("ips", terms.mean(), terms, w, _support(support_mask, len(w)), min_support, confidence)
+    return _value("ips", _mean(terms), terms, w, _support(support_mask, len(w)), min_support, confidence)
 
 
 def snips(
@@ -202,7 +207,7 @@ def doubly_robust(
         raise ValueError("reward_model holds values that are not finite")
     logged = np.asarray(logged_action_index, dtype=int)
     terms = np.sum(pi * q, axis=1) + w * (r - q[np.arange(n), logged])
-    return _value("dr", terms.mean(), terms, w, _support(support_mask, n), min_support, confidence)
+    return _value("dr", _mean(terms), terms, w, _support(support_mask, n), min_support, confidence)
 
 
 def support_matrix(
@@ -320,7 +325,7 @@ def logging_policy_value(logs: pl.DataFrame, confidence: float = 0.95) -> Policy
     """The on-policy value of the logs: the mean ``reward`` of the logged decisions, with its normal
     interval (estimator ``logged``, support 1, effective sample size n)."""
     r = _vector("reward", logs["reward"].cast(pl.Float64).to_numpy())
-    return _value(LOGGED, r.mean() if len(r) else float("nan"), r, np.ones(len(r)), 1.0, 0.0, confidence)
+    return _value(LOGGED, _mean(r), r, np.ones(len(r)), 1.0, 0.0, confidence)
 
 
 def exploration_probabilities(choice, eligible, exploration_share: float) -> np.ndarray:

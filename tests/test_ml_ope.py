@@ -360,3 +360,10 @@ def test_evaluate_policy_on_a_synthetic_log_matches_the_array_estimators():
         doubly_robust(reward[0], propensity[0], pi_logged, pi, f[0], action[0], np.ones(3_000)).value
     )
     assert results["dr"].support == pytest.approx(1.0) and not results["dr"].unsupported
+
+
+def test_empty_logs_give_no_estimate_and_are_flagged():
+    results = evaluate_policy(LOGS.clear(), np.zeros((0, 3)), np.zeros((0, 3)), ACTIONS)
+    for result in results.values():
+        assert math.isnan(result.value) and result.n == 0 and result.unsupported
+    assert math.isnan(logging_policy_value(LOGS.clear()).value)
