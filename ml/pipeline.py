@@ -90,10 +90,11 @@ def ope_logs(validation: pl.DataFrame, policy) -> pl.DataFrame:
 
 def greedy_policy(
     predictions: pl.DataFrame, rows: pl.DataFrame, policy, actions: Sequence[str]
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The greedy policy of a model's ``predictions`` on the logged ``rows`` (same order): its choice per row as
-    one-hot target probabilities over ``actions``, and the reward model (expected revenue of each action minus
-    the cheapest allowed channel's message cost), both ``(rows, actions)``.
+    one-hot target probabilities over ``actions``, the reward model (expected revenue of each action minus the
+    message cost of the cheapest channel with consent) and that channel (None for ``no_action`` and where no
+    channel of the action has consent), all ``(rows, actions)``.
 
     An action is allowed in a row when one of its channels has the row's consent (the policy file's consent
     columns) and, for a discount, the person did not order within the policy's recent-purchaser days."""
@@ -105,20 +106,24 @@ def greedy_policy(
     recent = days < policy.recent_purchaser_days
     costs = np.zeros((n, len(actions)))
     allowed = np.ones((n, len(actions)), dtype=bool)
+    target_channels = np.full((n, len(actions)), None, dtype=object)
     for a, action in enumerate(actions[1:], start=1):
         channels = sorted(policy.action_channels[action], key=lambda c: policy.message_cost[c])
         consent = np.column_stack(
             [rows[policy.consent_column[c]].fill_null(False).cast(pl.Boolean).to_numpy() for c in channels]
         )
-        cheapest = np.array([policy.message_cost[c] for c in channels])[np.argmax(consent, axis=1)]
-        costs[:, a] = np.where(consent.any(axis=1), cheapest, min(policy.message_cost[c] for c in channels))
-        allowed[:, a] = consent.any(axis=1) & ~(recent if action in policy.discount_actions else False)
+        first = np.argmax(consent, axis=1)
+        reachable = consent.any(axis=1)
+        cheapest = np.array([policy.message_cost[c] for c in channels])[first]
+        costs[:, a] = np.where(reachable, cheapest, min(policy.message_cost[c] for c in channels))
+        target_channels[:, a] = np.where(reachable, np.array(channels, dtype=object)[first], None)
+        allowed[:, a] = reachable & ~(recent if action in policy.discount_actions else False)
     reward_model = revenue - costs
     value = np.where(allowed, reward_model - revenue[:, [0]], -np.inf)
     value[:, 0] = 0.0
     target = np.zeros((n, len(actions)))
     target[np.arange(n), np.argmax(value, axis=1)] = 1.0
-    return target, reward_model
+    return target, reward_model, target_channels
 
 
 def value_policy(predictions: pl.DataFrame, validation: pl.DataFrame, policy, actions: Sequence[str]) -> dict:
@@ -126,8 +131,10 @@ def value_policy(predictions: pl.DataFrame, validation: pl.DataFrame, policy, ac
     ``predictions`` on the ``validation`` logs."""
     from ml.ope import evaluate_policy
 
-    target, reward_model = greedy_policy(predictions, validation, policy, actions)
-    return evaluate_policy(ope_logs(validation, policy), target, reward_model, list(actions))
+    target, reward_model, channels = greedy_policy(predictions, validation, policy, actions)
+    return evaluate_policy(
+        ope_logs(validation, policy), target, reward_model, list(actions), target_channels=channels
+    )
 
 
 def quality_failures(result, evaluation: Mapping) -> list[str]:
