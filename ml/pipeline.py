@@ -139,7 +139,9 @@ def value_policy(predictions: pl.DataFrame, validation: pl.DataFrame, policy, ac
 
 def quality_failures(result, evaluation: Mapping) -> list[str]:
     """Why a trained candidate may not serve (empty when it may): no validation rows, predictions that are not
-    finite, probabilities outside [0, 1], or a learned policy outside the logs' support."""
+    finite, probabilities outside [0, 1], or no finite off-policy value. The logs' support is the gate's
+    concern (an unsupported challenger is not promoted), not a quality check: the first champion replaces the
+    rule-based fallback, and its support is recorded with it."""
     failures = []
     if result.validation.height == 0:
         failures.append("no validation decisions")
@@ -151,10 +153,8 @@ def quality_failures(result, evaluation: Mapping) -> list[str]:
         elif name.startswith("purchase_probability__") and ((values < 0) | (values > 1)).any():
             failures.append(f"{name}: probability outside [0, 1]")
     primary = evaluation.get(PRIMARY_ESTIMATOR)
-    if primary is None or primary.unsupported:
-        failures.append(f"learned policy unsupported by the logs ({PRIMARY_ESTIMATOR})")
-    elif not math.isfinite(primary.value):
-        failures.append(f"learned policy value not finite ({PRIMARY_ESTIMATOR})")
+    if primary is None or not math.isfinite(primary.value):
+        failures.append(f"learned policy has no finite off-policy value ({PRIMARY_ESTIMATOR})")
     return failures
 
 
