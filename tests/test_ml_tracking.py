@@ -55,7 +55,6 @@ def lake(gold_lake, tmp_path_factory):
 def logged(lake, tmp_path_factory):
     """One training run logged to a fresh SQLite store, with the learned and logging policies' values."""
     from ml.ope import logging_policy_value
-
     from ml.pipeline import ope_logs, value_policy
 
     store = tmp_path_factory.mktemp("mlflow")
@@ -178,3 +177,11 @@ def test_reproduce_after_the_table_version_was_vacuumed(logged, lake):
         again.validation_predictions.to_numpy(), result.validation_predictions.to_numpy()
     )
     assert reproduce_and_compare(run.run_id, settings) == 0.0
+
+
+def test_reproduce_command(logged, monkeypatch, capsys):
+    from ml.pipeline import main
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", logged.settings.tracking_uri)
+    assert main(["reproduce", logged.run.run_id]) == 0
+    assert f"run {logged.run.run_id} reproduced: largest prediction difference 0" in capsys.readouterr().out
