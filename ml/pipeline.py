@@ -243,7 +243,12 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m ml.pipeline`` (train a candidate) or ``python -m ml.pipeline reproduce <run id>``."""
     parser = argparse.ArgumentParser(prog="python -m ml.pipeline", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command")
-    commands.add_parser("train", help="train a candidate, register it and apply the promotion gate (default)")
+    train = commands.add_parser(
+        "train", help="train a candidate, register it and apply the promotion gate (default)"
+    )
+    train.add_argument("--method", help="the learner (default: the training configuration's)")
+    train.add_argument("--validation-days", type=int, help="latest decision dates that validate (default 7)")
+    train.add_argument("--seed", type=int, help="the seed of the boosters (default 7)")
     again = commands.add_parser(
         "reproduce", help="retrain a logged run from its snapshot and compare predictions"
     )
@@ -255,7 +260,15 @@ def main(argv: list[str] | None = None) -> int:
         difference = reproduce_and_compare(args.run_id)
         print(f"run {args.run_id} reproduced: largest prediction difference {difference:.3g}")
         return 0 if difference == 0 else 1
-    print(train_candidate().describe())
+    from ml.train import TrainingConfig
+
+    chosen = {
+        "method": getattr(args, "method", None),
+        "validation_days": getattr(args, "validation_days", None),
+        "seed": getattr(args, "seed", None),
+    }
+    config = TrainingConfig(**{k: v for k, v in chosen.items() if v is not None})
+    print(train_candidate(config=config).describe())
     return 0
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import polars.selectors as cs
 
 from lake.settings import REPO_ROOT, disable_telemetry
 from ml.data import GoldRef
@@ -342,7 +343,7 @@ def log_training_run(
         mlflow.log_metrics(metrics)
 
         dataset = mlflow.data.from_polars(
-            snapshot,
+            snapshot.with_columns(cs.decimal().cast(pl.Float64)),  # MLflow's dataset schema has no decimals
             source=DeltaDatasetSource(path=data_ref.uri, delta_table_version=data_ref.version),
             targets=OUTCOME,
             name=f"{data_ref.name}@v{data_ref.version}",

@@ -170,3 +170,15 @@ def test_no_personal_data_in_the_mlflow_store(two_candidates, simulated):
     text = " ".join([*run.data.params.values(), *run.data.tags.values()])
     assert not [m for m in EMAIL.findall(text) if m.lower() in emails]
     assert mlflow.get_tracking_uri() == settings.tracking_uri
+
+
+def test_train_command_registers_a_third_version(two_candidates, gold_lake, monkeypatch, capsys):
+    from ml.pipeline import main
+
+    settings, _store, _first, second = two_candidates
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", settings.tracking_uri)
+    monkeypatch.setenv("LAKE_ROOT", gold_lake.lake_root)
+    assert main(["train", "--validation-days", "2"]) == 0
+    out = capsys.readouterr().out
+    assert f"registered version {int(second.model_version) + 1}: " in out
+    assert "gate: " in out and "logging policy: " in out
