@@ -329,6 +329,16 @@ def test_approval_marks_pending_and_approve_promotes_recording_who_and_when(stor
     assert store.tags(first)["replaced_by"] == third
     assert registry.registry_state(store.settings).history == (first, third)
 
+    # A pending version gated against a champion that was rolled back since is not approved on stale figures.
+    fourth, outcome = store.candidate(policy_value(10.7, 9.8, 11.6), CHAMPION_VALUE, approval=True)
+    assert outcome == "pending" and store.tags(fourth)["gate.champion"] == third
+    registry.rollback("pending check", store.settings)
+    with pytest.raises(
+        registry.RegistryError, match=f"gated against champion {third} but the champion is now"
+    ):
+        registry.approve(by="ops", settings=store.settings)
+    assert store.aliases() == {"champion": first, "pending": fourth, "challenger": fourth}
+
 
 def test_rollback_twice_goes_two_champions_back_and_records_why(store: Store):
     with pytest.raises(registry.RegistryError, match="has no champion"):
