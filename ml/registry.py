@@ -388,8 +388,9 @@ def apply_gate(
     requires_approval: bool,
     settings: MlSettings | None = None,
 ) -> str:
-    """Carry out the gate's decision on a registered version and record it (tags ``gate.*``, a "gate" line in
-    the description). Returns the outcome:
+    """Carry out the gate's decision on a registered version and record it (tags ``gate.*``, among them
+    ``gate.champion``, the champion it was compared with; a "gate" line in the description). Returns the
+    outcome:
 
     - ``champion``: promoted (``champion`` alias moved, bootstrap or gate);
     - ``pending``: promoted but waiting for approval (aliases ``pending`` and ``challenger``);
