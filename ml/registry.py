@@ -25,6 +25,7 @@ import math
 import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ml.settings import MlSettings, get_ml_settings
@@ -133,6 +134,8 @@ def _client(settings: MlSettings) -> MlflowClient:
     from lake.settings import disable_telemetry
 
     disable_telemetry()
+    if settings.tracking_uri.startswith("sqlite:///"):
+        Path(settings.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     from mlflow import MlflowClient
 
     return MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
