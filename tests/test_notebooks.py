@@ -11,6 +11,7 @@ import pytest
 
 from lake.gold import gold_uri
 from lake.settings import Settings
+from ml.settings import get_ml_settings
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 EXPECTED = {"explore_training_data.ipynb", "train_and_compare.ipynb"}
@@ -56,12 +57,17 @@ def notebook_env(gold_lake: Settings, tmp_path: Path, monkeypatch: pytest.Monkey
     return replace(gold_lake, mlflow_tracking_uri=store)
 
 
-def execute(name: str) -> nbformat.NotebookNode:
+def execute(name: str, parameters: str | None = None) -> nbformat.NotebookNode:
     """Run a notebook top to bottom in a fresh kernel of this environment, from the notebooks folder (as
-    JupyterLab does); a cell that raises fails the test with the cell's traceback."""
+    JupyterLab does); a cell that raises fails the test with the cell's traceback. ``parameters``: code run
+    right after the cell tagged ``parameters`` (as papermill injects them)."""
     from nbclient import NotebookClient
 
     notebook = read(name)
+    if parameters is not None:
+        tagged = [i for i, cell in enumerate(notebook.cells) if "parameters" in cell.metadata.get("tags", [])]
+        assert len(tagged) == 1, f"{name}: expected one cell tagged parameters"
+        notebook.cells.insert(tagged[0] + 1, nbformat.v4.new_code_cell(parameters))
     client = NotebookClient(
         notebook,
         timeout=CELL_TIMEOUT_S,
@@ -104,5 +110,52 @@ def test_explore_training_data_runs_on_the_test_lake(notebook_env: Settings):
         pl.col("snapshot_date") == latest
     )
     assert f"{features.height:,} persons" in text
-    assert "drift: " in text
+    assert "drift from " in text
     assert images(notebook) >= 3  # label rates, feature distributions, drift
+
+
+SMALL_LAKE = "validation_days = 2\nmax_rounds = 60\n"
+"""The test company has two weeks of decisions: two validation dates, fewer rounds (as the training tests)."""
+
+
+@pytest.mark.slow
+def test_train_and_compare_registers_a_challenger_beside_the_champion(notebook_env: Settings):
+    from mlflow.tracking import MlflowClient
+
+    from ml.pipeline import train_candidate
+    from ml.train import TrainingConfig
+
+    settings = get_ml_settings()  # the store of notebook_env
+    assert settings.tracking_uri == notebook_env.mlflow_tracking_uri
+    first = train_candidate(
+        settings, TrainingConfig(validation_days=2, max_rounds=60), lake_settings=notebook_env
+    )
+    assert first.outcome == "champion", first.describe()
+
+    notebook = execute("train_and_compare.ipynb", parameters=SMALL_LAKE)
+    text = printed(notebook)
+    assert "champion: valued on the same logs" in text
+    assert images(notebook) >= 1
+
+    client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+    versions = {v.version: v for v in client.search_model_versions(f"name = '{settings.model_name}'")}
+    assert sorted(versions) == ["1", "2"]
+    candidate = client.get_model_version(settings.model_name, "2")
+    model = client.get_registered_model(settings.model_name)
+    # from a notebook the champion never moves without an approval: the candidate is the challenger (and pending
+    # when it passed the gate), gated against the champion on the same logs, its figures on the version
+    assert model.aliases["champion"] == first.model_version == "1"
+    assert model.aliases["challenger"] == "2"
+    assert candidate.tags["gate.outcome"] in ("challenger", "pending")
+    assert candidate.tags["gate.champion"] == "1"
+    assert f"version 2: {candidate.tags['gate.outcome']}" in text
+    run = client.get_run(candidate.run_id)
+    assert run.data.params["config.max_depth"] == "4"
+    # valued on the out-of-time logs: every decision of the two latest decision dates
+    training = pl.read_delta(gold_uri(notebook_env, "training_decisions"))
+    latest = training["decision_date"].unique().sort()[-2:]
+    assert int(candidate.tags["ope.n"]) == training.filter(pl.col("decision_date").is_in(latest)).height
+    assert candidate.tags["ope.estimator"] == "dr"
+    assert run.data.metrics["ope.dr.value"] == pytest.approx(float(candidate.tags["ope.value"]))
+    assert run.info.experiment_id == client.get_experiment_by_name(settings.experiment_name).experiment_id
+    assert f"run: {candidate.run_id}" in text
