@@ -25,6 +25,7 @@ import math
 import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ml.settings import MlSettings, get_ml_settings
@@ -133,6 +134,8 @@ def _client(settings: MlSettings) -> MlflowClient:
     from lake.settings import disable_telemetry
 
     disable_telemetry()
+    if settings.tracking_uri.startswith("sqlite:///"):
+        Path(settings.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     from mlflow import MlflowClient
 
     return MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
@@ -363,6 +366,8 @@ def _promote(client: MlflowClient, name: str, version: str, how: str, reason: st
     aliases = _aliases(client, name)
     previous = aliases.get(CHAMPION)
     at = _now()
+    if previous == version:
+        return ChampionChange(previous, version, how, at, reason)
     client.set_registered_model_alias(name, CHAMPION, version)
     for alias in (CHALLENGER, PENDING):
         if aliases.get(alias) == version:
@@ -374,7 +379,7 @@ def _promote(client: MlflowClient, name: str, version: str, how: str, reason: st
     client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history[-HISTORY_LIMIT:]))
     _set_tags(client, name, version, {"promotion.how": how, "promotion.at": at})
     _append_log(client, name, version, f"champion ({how}) at {at}, replacing version {previous or 'none'}")
-    if previous is not None and previous != version:
+    if previous is not None:
         _set_tags(client, name, previous, {"replaced_by": version, "replaced_at": at})
         _append_log(client, name, previous, f"replaced as champion by version {version} at {at}")
     return ChampionChange(previous, version, how, at, reason)
@@ -386,8 +391,9 @@ def apply_gate(
     requires_approval: bool,
     settings: MlSettings | None = None,
 ) -> str:
-    """Carry out the gate's decision on a registered version and record it (tags ``gate.*``, a "gate" line in
-    the description). Returns the outcome:
+    """Carry out the gate's decision on a registered version and record it (tags ``gate.*``, among them
+    ``gate.champion``, the champion it was compared with; a "gate" line in the description). Returns the
+    outcome:
 
     - ``champion``: promoted (``champion`` alias moved, bootstrap or gate);
     - ``pending``: promoted but waiting for approval (aliases ``pending`` and ``challenger``);
@@ -423,6 +429,7 @@ def apply_gate(
             "gate.bootstrap": str(decision.bootstrap).lower(),
             "gate.reason": decision.reason,
             "gate.at": at,
+            "gate.champion": aliases.get(CHAMPION) or "none",
         },
     )
     _append_log(client, name, version, f"gate at {at}: {outcome}: {decision.reason}")
@@ -470,7 +477,9 @@ def approve(
 ) -> ChampionChange:
     """Promote the pending version to champion, recording who approved it and when (tags
     ``promotion.approved_by``, ``promotion.approved_at``). ``version``, when given, must be the pending one;
-    ``by`` defaults to the operating system user. Raises :class:`RegistryError` when nothing is pending."""
+    ``by`` defaults to the operating system user (an operator's handle: it is stored in MLflow). Raises
+    :class:`RegistryError` when nothing is pending, or when the champion changed since the version was gated
+    (a rollback or another promotion: the gate's comparison no longer holds)."""
     settings = _settings(settings)
     client = _client(settings)
     name = settings.model_name
@@ -482,7 +491,15 @@ def approve(
     approver = (by or getpass.getuser()).strip()
     if not approver:
         raise RegistryError("say who approves (--by)")
-    bootstrap = client.get_model_version(name, pending).tags.get("gate.bootstrap") == "true"
+    tags = client.get_model_version(name, pending).tags
+    gated_against = tags.get("gate.champion", "none")
+    current = _aliases(client, name).get(CHAMPION) or "none"
+    if gated_against != current:
+        raise RegistryError(
+            f"version {pending} was gated against champion {gated_against} but the champion is now {current}: "
+            "evaluate it against the current champion (retrain or gate it again) before approving"
+        )
+    bootstrap = tags.get("gate.bootstrap") == "true"
     at = _now()
     _set_tags(
         client,

@@ -12,12 +12,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import polars as pl
 import pytest
 
 from lake.settings import REPO_ROOT, disable_telemetry
 from ml import registry
-from ml.ope import PolicyValue
+from ml.ope import PolicyValue, logging_policy_value, snips
 from ml.settings import MlSettings, get_ml_settings
 
 disable_telemetry()
@@ -50,7 +52,7 @@ def policy_value(
     )
 
 
-LOGGING = policy_value(9.0, 8.8, 9.2, estimator="on_policy")
+LOGGING = policy_value(9.0, 8.8, 9.2, estimator="logged")
 
 
 @dataclass(frozen=True)
@@ -189,7 +191,7 @@ def test_gate_margin_does_not_vanish_with_a_champion_worth_nothing():
     # Champion worth 0.0, logging policy -2.0 on the same logs: the margin's scale is max(|0|, |-2|) = 2, so a
     # challenger needs more than 0 + 0.02 x 2 = 0.04 (relative to the champion alone, any gain would do).
     champion_value = policy_value(0.0, -0.5, 0.5)
-    logging_value = policy_value(-2.0, -2.3, -1.7, estimator="on_policy")
+    logging_value = policy_value(-2.0, -2.3, -1.7, estimator="logged")
     small = registry.gate(policy_value(0.03, -1.0, 1.0), champion_value, logging_value, 0.02, True)
     assert not small.promote
     assert "needs more than 0.0400" in small.reason
@@ -210,6 +212,28 @@ def test_gate_bootstrap_and_invalid_comparisons():
         registry.gate(policy_value(11.0, 10.0, 12.0, estimator="dr"), CHAMPION_VALUE, LOGGING, 0.02, True)
     with pytest.raises(ValueError, match="non-negative"):
         registry.gate(policy_value(11.0, 10.0, 12.0), CHAMPION_VALUE, LOGGING, -0.01, True)
+
+
+def test_gate_on_the_estimators_output_for_logged_bandit_data():
+    # Uniformly logged decisions between two actions: action 1 earns 10 on average, action 0 earns 8, so the
+    # logs are worth about 9. A policy always taking action 1 beats both the logs and a champion always taking
+    # action 0; the reverse comparison is refused.
+    rng = np.random.default_rng(5)
+    n = 2_000
+    action = rng.integers(0, 2, n)
+    reward = np.where(action == 1, 10.0, 8.0) + rng.normal(0.0, 1.0, n)
+    propensity = np.full(n, 0.5)
+    logs = pl.DataFrame({"action": action, "propensity": propensity, "reward": reward})
+    logged = logging_policy_value(logs)
+    always_one = snips(reward, propensity, (action == 1).astype(float), np.ones(n))
+    always_zero = snips(reward, propensity, (action == 0).astype(float), np.ones(n))
+    assert always_one.ci_low > logged.value > always_zero.ci_high
+
+    promoted = registry.gate(always_one, always_zero, logged, 0.02, True)
+    assert promoted.promote and not promoted.bootstrap
+    refused = registry.gate(always_zero, always_one, logged, 0.02, True)
+    assert not refused.promote
+    assert "does not beat the champion's" in refused.reason and "logging policy's" in refused.reason
 
 
 def test_register_candidate_tags_the_version_with_its_figures_run_and_data(store: Store):
@@ -328,6 +352,16 @@ def test_approval_marks_pending_and_approve_promotes_recording_who_and_when(stor
     assert store.aliases() == {"champion": third}
     assert store.tags(first)["replaced_by"] == third
     assert registry.registry_state(store.settings).history == (first, third)
+
+    # A pending version gated against a champion that was rolled back since is not approved on stale figures.
+    fourth, outcome = store.candidate(policy_value(10.7, 9.8, 11.6), CHAMPION_VALUE, approval=True)
+    assert outcome == "pending" and store.tags(fourth)["gate.champion"] == third
+    registry.rollback("pending check", store.settings)
+    with pytest.raises(
+        registry.RegistryError, match=f"gated against champion {third} but the champion is now"
+    ):
+        registry.approve(by="ops", settings=store.settings)
+    assert store.aliases() == {"champion": first, "pending": fourth, "challenger": fourth}
 
 
 def test_rollback_twice_goes_two_champions_back_and_records_why(store: Store):
