@@ -64,7 +64,7 @@ def registry(tmp_path_factory) -> dict[str, str]:
     mlflow.set_registry_uri(uri)
     experiment = mlflow.create_experiment("scoring-test", artifact_location=(root / "artifacts").as_uri())
     example = pd.DataFrame(
-        {"order_count": [1, 2], "monetary_value": [10.0, 20.5], "top_category": ["shoes", "toys"]}
+        {"order_count": [1.0, 2.0], "monetary_value": [10.0, 20.5], "top_category": ["shoes", "toys"]}
     )
     models = [
         (Uplift(CHAMPION_UPLIFT), example),
