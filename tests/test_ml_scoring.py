@@ -5,6 +5,7 @@ outputs the test sets."""
 from __future__ import annotations
 
 import math
+import shutil
 from dataclasses import replace
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -498,3 +499,36 @@ def test_report_holds_no_personal_data(lake, registry, tmp_path):
     report = score_and_decide(D2, lake, ml_settings(registry, tmp_path))
     text = repr(replace(report))
     assert not any(pid in text for pid in ("p01", "p02", "usr_3", "102"))
+
+
+@pytest.mark.slow
+def test_scoring_the_test_company(gold_lake, registry, tmp_path):
+    """The whole path on the lake the project builds (ingestion, dbt, gold): the champion decides for the latest
+    snapshot date, then a re-run of that date by the fallback replaces it."""
+    settings = replace(gold_lake, lake_root=str(tmp_path / "lake"))
+    shutil.copytree(gold_lake.lake_root, settings.lake_root, symlinks=True)
+    set_aliases(registry, champion=1)
+    ml = replace(ml_settings(registry, tmp_path), policy_file=DEFAULT_POLICY_FILE, scoring_chunk_rows=500)
+    report = score_and_decide(None, settings, ml)
+    features = read(settings, "person_features_daily").filter(
+        pl.col("snapshot_date") == date.fromisoformat(report.decision_date)
+    )
+    decisions = read(settings, "nba_decisions")
+    assert report.decided_by == "champion"
+    assert decisions.height == report.persons == features.filter("has_profiling_consent").height
+    assert decisions["person_id"].n_unique() == decisions.height
+    assert ((decisions["probability"] > 0) & (decisions["probability"] <= 1)).all()
+    assert abs(report.holdout_share - 0.10) < 3 * math.sqrt(0.09 / report.persons)
+    sent = decisions.filter(pl.col("action") != NO_ACTION).join(features, on="person_id")
+    assert sent.height > 0
+    for channel in ("email", "sms", "push"):
+        through = sent.filter(pl.col("channel") == channel)
+        assert through[f"has_{channel}_consent"].all()
+        address = "app_user_id" if channel == "push" else "crm_contact_id"
+        assert through[address].is_not_null().all()
+    set_aliases(registry)
+    fallback = score_and_decide(None, settings, ml)
+    assert fallback.decided_by == "fallback"
+    again = read(settings, "nba_decisions")
+    assert again.height == decisions.height
+    assert set(again["decided_by"]) == {"fallback"}
