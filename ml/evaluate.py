@@ -1,0 +1,301 @@
+"""Decision quality against the simulator's truth.
+
+Every decision rule is scored on the same persons, under the same eligibility (consent, frequency caps,
+suppression) and without holdout, exploration or canary, by the true value of what it chooses:
+
+    value(x, a, channel) = true_expected_revenue(x, a) - true_expected_revenue(x, no_action) - message_cost[channel]
+
+(``no_action`` is worth 0; an action a person is not eligible for is never credited: it is not sent, so it is
+worth what ``no_action`` is worth). A policy is a distribution over (action, channel) per person; its value per
+person is the expectation of the true value over that distribution.
+
+The rules compared: the learned policy (greedy on the model's predicted values), the logging policy (what the
+simulator's campaigns did), every single action for everyone, a uniformly random eligible action, and the
+oracle (the best eligible action by true value). The deployed policy (with holdout, exploration and canary) is
+reported beside them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import polars as pl
+
+from simulator.behaviour import EXPLORATION_SHARE
+from simulator.catalog import CHANNELS
+
+NO_ACTION = "no_action"
+REVENUE_PREFIX = "expected_revenue__"
+FAIR, DEPLOYED = "same eligibility", "deployed"
+"""The two comparisons: every rule under the same eligibility without holdout and exploration, and the
+deployed policy with them."""
+LEARNED, LOGGING, RANDOM, ORACLE, DEPLOYED_POLICY = "learned", "logging", "random", "oracle", "deployed"
+SINGLE_PREFIX = "always_"
+"""Single-action policies are named ``always_<action>``."""
+CHOICE_SCHEMA = {"person_id": pl.String, "action": pl.String, "channel": pl.String, "probability": pl.Float64}
+
+
+@dataclass(frozen=True)
+class LoggingDesign:
+    """The simulator's campaigns as a decision rule for one decision date: a randomised exploration campaign
+    reaches ``exploration_share`` of the persons with a uniformly random action of the catalogue (no_action
+    included) through a uniformly random consented channel (no consented channel: no_action); the others get
+    the rule-based cart reminder by e-mail with probability ``cart_reminder_share`` when they abandoned a cart
+    the day before and accept e-mail, else nothing. (When both campaigns reach a person, the exploration
+    message is sent later the same day and its offer is the one in force, as in the simulator.)"""
+
+    exploration_share: float = EXPLORATION_SHARE
+    cart_reminder_share: float = 0.8
+
+
+def uplift_frame(expected_revenue: pl.DataFrame, actions: Sequence[str]) -> pl.DataFrame:
+    """Per person and action (long): ``uplift`` = expected revenue of the action minus that of no_action, from
+    a wide frame ``person_id`` + ``expected_revenue__<action>``."""
+    base = pl.col(REVENUE_PREFIX + NO_ACTION)
+    return expected_revenue.select(
+        "person_id", *[(pl.col(REVENUE_PREFIX + a) - base).alias(a) for a in actions]
+    ).unpivot(index="person_id", variable_name="action", value_name="uplift")
+
+
+def credit(
+    choices: pl.DataFrame,
+    uplift: pl.DataFrame,
+    eligibility: pl.DataFrame,
+    message_cost: Mapping[str, float],
+) -> pl.DataFrame:
+    """The true value per person (``person_id``, ``value``) of a policy's ``choices`` (``person_id``,
+    ``action``, ``channel``, ``probability``; the probabilities of a person sum to 1): the expectation of
+    ``uplift - message_cost[channel]`` over the choices, where no_action and every action the person is not
+    eligible for (``eligibility``: ``person_id``, ``action``, ``eligible``) are worth 0."""
+    totals = choices.group_by("person_id").agg(pl.col("probability").sum())
+    off = totals.filter((pl.col("probability") - 1.0).abs() > 1e-9)
+    if off.height:
+        raise ValueError(f"{off.height} persons whose choice probabilities do not sum to 1")
+    costs = pl.DataFrame(
+        {"channel": list(message_cost), "cost": [float(c) for c in message_cost.values()]},
+        schema={"channel": pl.String, "cost": pl.Float64},
+    )
+    rows = (
+        choices.join(uplift, on=["person_id", "action"], how="left")
+        .join(eligibility.select("person_id", "action", "eligible"), on=["person_id", "action"], how="left")
+        .join(costs, on="channel", how="left")
+    )
+    unknown = rows.filter((pl.col("action") != NO_ACTION) & pl.col("eligible") & pl.col("uplift").is_null())
+    if unknown.height:
+        raise ValueError(f"{unknown.height} eligible choices without a true value")
+    missing_cost = rows.filter(
+        (pl.col("action") != NO_ACTION) & pl.col("eligible") & pl.col("cost").is_null()
+    )
+    if missing_cost.height:
+        raise ValueError(f"channels without a message cost: {missing_cost['channel'].unique().to_list()}")
+    credited = (pl.col("action") != NO_ACTION) & pl.col("eligible").fill_null(False)
+    value = pl.when(credited).then(pl.col("uplift") - pl.col("cost")).otherwise(0.0)
+    return rows.group_by("person_id").agg((pl.col("probability") * value).sum().alias("value"))
+
+
+def _eligible_actions(eligibility: pl.DataFrame) -> pl.DataFrame:
+    """The eligible (person, action, channel) rows, with no_action for every person."""
+    persons = eligibility.select("person_id").unique()
+    nothing = persons.with_columns(
+        action=pl.lit(NO_ACTION), channel=pl.lit(None, dtype=pl.String), eligible=pl.lit(True)
+    )
+    actions = eligibility.filter(pl.col("eligible") & (pl.col("action") != NO_ACTION))
+    return pl.concat([nothing, actions.select(nothing.columns)], how="vertical_relaxed")
+
+
+def single_action_choices(eligibility: pl.DataFrame, action: str) -> pl.DataFrame:
+    """``action`` for every person eligible for it (through its channel), no_action for the others."""
+    persons = eligibility.select("person_id").unique()
+    chosen = eligibility.filter((pl.col("action") == action) & pl.col("eligible")).select(
+        "person_id", "channel"
+    )
+    return (
+        persons.join(chosen, on="person_id", how="left")
+        .select(
+            "person_id",
+            pl.when(pl.col("channel").is_not_null() | pl.lit(action == NO_ACTION))
+            .then(pl.lit(action))
+            .otherwise(pl.lit(NO_ACTION))
+            .alias("action"),
+            pl.col("channel").cast(pl.String),
+            pl.lit(1.0).alias("probability"),
+        )
+        .cast(CHOICE_SCHEMA)
+    )
+
+
+def random_choices(eligibility: pl.DataFrame) -> pl.DataFrame:
+    """A uniformly random eligible action per person (no_action is always eligible), as a distribution."""
+    rows = _eligible_actions(eligibility)
+    return rows.select(
+        "person_id",
+        "action",
+        "channel",
+        (1.0 / pl.len().over("person_id")).alias("probability"),
+    ).cast(CHOICE_SCHEMA)
+
+
+def greedy_choices(
+    expected_revenue: pl.DataFrame,
+    eligibility: pl.DataFrame,
+    message_cost: Mapping[str, float],
+    actions: Sequence[str],
+) -> pl.DataFrame:
+    """Per person, the eligible action of highest value ``expected_revenue__<action>`` minus no_action's minus
+    the message cost of its channel (no_action when none is positive; ties go to the earlier action of the
+    catalogue). On the true expected revenue this is the oracle."""
+    costs = pl.DataFrame(
+        {"channel": list(message_cost), "cost": [float(c) for c in message_cost.values()]},
+        schema={"channel": pl.String, "cost": pl.Float64},
+    )
+    order = pl.DataFrame({"action": list(actions), "rank": list(range(len(actions)))})
+    rows = (
+        _eligible_actions(eligibility)
+        .join(uplift_frame(expected_revenue, actions), on=["person_id", "action"], how="inner")
+        .join(costs, on="channel", how="left")
+        .join(order, on="action", how="inner")
+        .with_columns(
+            pl.when(pl.col("action") == NO_ACTION)
+            .then(0.0)
+            .otherwise(pl.col("uplift") - pl.col("cost").fill_null(0.0))
+            .alias("value")
+        )
+    )
+    return (
+        rows.sort(["person_id", "value", "rank"], descending=[False, True, False])
+        .group_by("person_id", maintain_order=True)
+        .first()
+        .select("person_id", "action", "channel", pl.lit(1.0).alias("probability"))
+        .cast(CHOICE_SCHEMA)
+    )
+
+
+def logging_choices(
+    candidates: pl.DataFrame, actions: Sequence[str], design: LoggingDesign = LoggingDesign()
+) -> pl.DataFrame:
+    """The logging policy (:class:`LoggingDesign`) as a distribution over (action, channel) per person of
+    ``candidates`` (``person_id``, ``has_<channel>_consent``, ``days_since_cart_abandoned``)."""
+    share, reminded = design.exploration_share, design.cart_reminder_share
+    offers = [a for a in actions if a != NO_ACTION]
+    consent = [pl.col(f"has_{c}_consent").fill_null(False) for c in CHANNELS]
+    consented = pl.sum_horizontal(*[c.cast(pl.Int32) for c in consent])
+    base = candidates.select(
+        "person_id",
+        consented.alias("consented"),
+        *[c.alias(channel) for c, channel in zip(consent, CHANNELS, strict=True)],
+        (
+            (pl.col("days_since_cart_abandoned") == 1).fill_null(False)
+            & pl.col("has_email_consent").fill_null(False)
+        ).alias("abandoner"),
+    )
+    # exploration: each offer through each consented channel with share / |actions| / consented channels
+    explored = [
+        base.filter(pl.col(channel) & (pl.col("consented") > 0)).select(
+            "person_id",
+            pl.lit(action).alias("action"),
+            pl.lit(channel).alias("channel"),
+            (share / len(actions) / pl.col("consented")).alias("probability"),
+        )
+        for action in offers
+        for channel in CHANNELS
+    ]
+    explored_nothing = base.select(
+        "person_id",
+        pl.lit(NO_ACTION).alias("action"),
+        pl.lit(None, dtype=pl.String).alias("channel"),
+        pl.when(pl.col("consented") > 0).then(share / len(actions)).otherwise(share).alias("probability"),
+    )
+    # otherwise the cart reminder to yesterday's abandoners who accept e-mail
+    reminder = base.filter("abandoner").select(
+        "person_id",
+        pl.lit("cart_reminder").alias("action"),
+        pl.lit("email").alias("channel"),
+        pl.lit((1.0 - share) * reminded).alias("probability"),
+    )
+    nothing = base.select(
+        "person_id",
+        pl.lit(NO_ACTION).alias("action"),
+        pl.lit(None, dtype=pl.String).alias("channel"),
+        pl.when("abandoner")
+        .then((1.0 - share) * (1.0 - reminded))
+        .otherwise(1.0 - share)
+        .alias("probability"),
+    )
+    rows = pl.concat([*explored, explored_nothing, reminder, nothing], how="vertical_relaxed")
+    return (
+        rows.group_by("person_id", "action", "channel")
+        .agg(pl.col("probability").sum())
+        .filter(pl.col("probability") > 0)
+        .cast(CHOICE_SCHEMA)
+        .sort("person_id", "action", "channel", nulls_last=False)
+    )
+
+
+def _action_mix(choices: pl.DataFrame) -> list[dict]:
+    """The expected share of persons per action under a policy's choices."""
+    persons = choices["person_id"].n_unique()
+    mix = (
+        choices.group_by("action").agg((pl.col("probability").sum() / persons).alias("share")).sort("action")
+    )
+    return mix.to_dicts()
+
+
+def decision_quality(
+    expected_revenue: pl.DataFrame,
+    eligibility: pl.DataFrame,
+    policies: Mapping[str, pl.DataFrame],
+    message_cost: Mapping[str, float],
+    actions: Sequence[str],
+    deployed: pl.DataFrame | None = None,
+) -> pl.DataFrame:
+    """The decision quality table: one row per policy with its true value per person and in total, its share
+    of the oracle's incremental value and its share of the personalisation headroom,
+    ``(value - best single action) / (oracle - best single action)``.
+
+    ``expected_revenue``: the true ``expected_revenue__<action>`` per ``person_id``; ``eligibility``: per
+    person and action ``eligible`` and ``channel``; ``policies``: the choices of the rules decided under that
+    eligibility (for example ``learned`` and ``logging``); single actions, random and oracle are added here;
+    ``deployed``: the choices of the deployed policy, reported beside the others. Every policy is scored on
+    the same persons: those of ``eligibility`` that have a true value."""
+    expected_revenue = expected_revenue.join(eligibility.select("person_id").unique(), on="person_id")
+    persons = expected_revenue.select("person_id")
+    if persons.height == 0:
+        raise ValueError("no person has both a true value and an eligibility")
+    eligibility = eligibility.join(persons, on="person_id")
+    uplift = uplift_frame(expected_revenue, actions)
+    rules = dict(policies)
+    for action in actions:
+        rules[SINGLE_PREFIX + action] = single_action_choices(eligibility, action)
+    rules[RANDOM] = random_choices(eligibility)
+    rules[ORACLE] = greedy_choices(expected_revenue, eligibility, message_cost, actions)
+    if deployed is not None:
+        rules[DEPLOYED_POLICY] = deployed
+    rows = []
+    for name, choices in rules.items():
+        choices = choices.join(persons, on="person_id")
+        covered = choices["person_id"].n_unique()
+        if covered != persons.height:
+            raise ValueError(f"policy {name} decides for {covered} of the {persons.height} persons")
+        values = credit(choices, uplift, eligibility, message_cost)
+        total = float(values["value"].sum())
+        rows.append(
+            {
+                "policy": name,
+                "comparison": DEPLOYED if name == DEPLOYED_POLICY else FAIR,
+                "persons": persons.height,
+                "mean_value": total / persons.height,
+                "total_value": total,
+                "action_mix": _action_mix(choices),
+            }
+        )
+    table = pl.DataFrame(rows)
+    oracle = table.filter(pl.col("policy") == ORACLE)["total_value"].item()
+    best_single = table.filter(pl.col("policy").str.starts_with(SINGLE_PREFIX))["total_value"].max()
+    headroom = oracle - best_single
+    return table.with_columns(
+        (pl.col("total_value") / oracle if oracle > 0 else pl.lit(None, pl.Float64)).alias("share_of_oracle"),
+        (
+            (pl.col("total_value") - best_single) / headroom if headroom > 0 else pl.lit(None, pl.Float64)
+        ).alias("headroom_share"),
+    )

@@ -1,0 +1,240 @@
+"""Decision quality against the truth: each policy's true value worked out by hand on a few persons, the oracle
+never beaten, ineligible actions never credited."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+from ml.evaluate import (
+    LoggingDesign,
+    credit,
+    decision_quality,
+    greedy_choices,
+    logging_choices,
+    random_choices,
+    single_action_choices,
+    uplift_frame,
+)
+
+ACTIONS = ("no_action", "discount_10", "cart_reminder")
+COST = {"email": 0.1, "sms": 0.5, "push": 0.0}
+
+
+def truth() -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "person_id": ["p1", "p2", "p3"],
+            "expected_revenue__no_action": [10.0, 5.0, 0.0],
+            "expected_revenue__discount_10": [14.0, 4.0, 3.0],
+            "expected_revenue__cart_reminder": [11.0, 9.0, 2.0],
+        }
+    )
+
+
+def eligibility() -> pl.DataFrame:
+    """p2 cannot get a cart reminder (no e-mail consent), p3 no discount (a recent purchaser)."""
+    rows = [
+        ("p1", "no_action", True, None),
+        ("p1", "discount_10", True, "email"),
+        ("p1", "cart_reminder", True, "email"),
+        ("p2", "no_action", True, None),
+        ("p2", "discount_10", True, "sms"),
+        ("p2", "cart_reminder", False, None),
+        ("p3", "no_action", True, None),
+        ("p3", "discount_10", False, None),
+        ("p3", "cart_reminder", True, "push"),
+    ]
+    return pl.DataFrame(rows, schema=["person_id", "action", "eligible", "channel"], orient="row")
+
+
+def choices(rows: list[tuple]) -> pl.DataFrame:
+    return pl.DataFrame(
+        rows,
+        schema={"person_id": pl.String, "action": pl.String, "channel": pl.String, "probability": pl.Float64},
+        orient="row",
+    )
+
+
+def values(policy: pl.DataFrame) -> dict[str, float]:
+    frame = credit(policy, uplift_frame(truth(), ACTIONS), eligibility(), COST)
+    return dict(frame.select("person_id", "value").iter_rows())
+
+
+# the true value of each eligible (person, action): uplift over no_action minus the channel's message cost
+P1_DISCOUNT = (14.0 - 10.0) - 0.1  # 3.9
+P1_CART = (11.0 - 10.0) - 0.1  # 0.9
+P2_DISCOUNT = (4.0 - 5.0) - 0.5  # -1.5
+P3_CART = (2.0 - 0.0) - 0.0  # 2.0
+
+
+def test_single_actions_credit_only_the_eligible() -> None:
+    discount = single_action_choices(eligibility(), "discount_10")
+    assert values(discount) == pytest.approx({"p1": P1_DISCOUNT, "p2": P2_DISCOUNT, "p3": 0.0})
+    cart = single_action_choices(eligibility(), "cart_reminder")
+    assert values(cart) == pytest.approx({"p1": P1_CART, "p2": 0.0, "p3": P3_CART})
+    # the ineligible get no_action, through no channel
+    assert cart.filter(pl.col("person_id") == "p2").row(0) == ("p2", "no_action", None, 1.0)
+    assert values(single_action_choices(eligibility(), "no_action")) == {"p1": 0.0, "p2": 0.0, "p3": 0.0}
+
+
+def test_an_ineligible_choice_is_worth_no_action() -> None:
+    # p2's cart reminder would be worth 4 - 0.1 and p3's discount 3 - 0.1, but neither may be sent
+    ineligible = choices([("p1", "no_action", None, 1.0), ("p2", "cart_reminder", "email", 1.0)])
+    ineligible = pl.concat([ineligible, choices([("p3", "discount_10", "email", 1.0)])])
+    assert values(ineligible) == {"p1": 0.0, "p2": 0.0, "p3": 0.0}
+
+
+def test_random_is_uniform_over_the_eligible_actions() -> None:
+    random = random_choices(eligibility())
+    assert values(random) == pytest.approx(
+        {"p1": (0.0 + P1_DISCOUNT + P1_CART) / 3, "p2": (0.0 + P2_DISCOUNT) / 2, "p3": (0.0 + P3_CART) / 2}
+    )
+
+
+def test_oracle_takes_the_best_eligible_action() -> None:
+    oracle = greedy_choices(truth(), eligibility(), COST, ACTIONS).sort("person_id")
+    assert oracle.select("action", "channel").rows() == [
+        ("discount_10", "email"),
+        ("no_action", None),  # p2's only eligible offer loses money
+        ("cart_reminder", "push"),
+    ]
+
+
+def test_logging_policy_is_the_expectation_over_the_campaigns() -> None:
+    candidates = pl.DataFrame(
+        {
+            "person_id": ["p1", "p2", "p3"],
+            "has_email_consent": [True, False, False],
+            "has_sms_consent": [True, True, None],
+            "has_push_consent": [False, False, False],
+            "days_since_cart_abandoned": [1, None, 1],
+        }
+    )
+    design = LoggingDesign(exploration_share=0.3, cart_reminder_share=0.5)
+    logging = logging_choices(candidates, ACTIONS, design)
+    # p1: explored with 0.3: each of the 3 actions 0.1, an offer split over e-mail and SMS (0.05 each);
+    # otherwise (0.7) a cart reminder by e-mail half the time (abandoned yesterday, accepts e-mail)
+    p1 = logging.filter(pl.col("person_id") == "p1").sort("action", "channel")
+    assert p1.select("action", "channel").rows() == [
+        ("cart_reminder", "email"),
+        ("cart_reminder", "sms"),
+        ("discount_10", "email"),
+        ("discount_10", "sms"),
+        ("no_action", None),
+    ]
+    assert p1["probability"].to_list() == pytest.approx([0.05 + 0.35, 0.05, 0.05, 0.05, 0.1 + 0.35])
+    sms_cart = (11.0 - 10.0) - 0.5
+    sms_discount = (14.0 - 10.0) - 0.5
+    expected = {
+        "p1": 0.4 * P1_CART + 0.05 * sms_cart + 0.05 * P1_DISCOUNT + 0.05 * sms_discount,
+        # p2: only SMS; its explored cart reminder is not eligible (worth 0), its discount loses money
+        "p2": 0.1 * P2_DISCOUNT,
+        # p3: no consented channel: never explored with an offer, and no e-mail for a reminder
+        "p3": 0.0,
+    }
+    assert values(logging) == pytest.approx(expected)
+
+
+def test_decision_quality_table_by_hand() -> None:
+    learned = choices(
+        [
+            ("p1", "discount_10", "email", 1.0),
+            ("p2", "discount_10", "sms", 1.0),
+            ("p3", "cart_reminder", "push", 1.0),
+        ]
+    )
+    deployed = choices(  # p1 in the holdout, p3 explored
+        [
+            ("p1", "no_action", None, 1.0),
+            ("p2", "discount_10", "sms", 1.0),
+            ("p3", "cart_reminder", "push", 1.0),
+        ]
+    )
+    table = decision_quality(truth(), eligibility(), {"learned": learned}, COST, ACTIONS, deployed=deployed)
+    got = {row["policy"]: row for row in table.iter_rows(named=True)}
+    oracle = P1_DISCOUNT + 0.0 + P3_CART  # 5.9
+    best_single = P1_CART + 0.0 + P3_CART  # always cart_reminder: 2.9, beats always discount (2.4)
+    totals = {
+        "learned": P1_DISCOUNT + P2_DISCOUNT + P3_CART,
+        "always_no_action": 0.0,
+        "always_discount_10": P1_DISCOUNT + P2_DISCOUNT,
+        "always_cart_reminder": best_single,
+        "random": (P1_DISCOUNT + P1_CART) / 3 + P2_DISCOUNT / 2 + P3_CART / 2,
+        "oracle": oracle,
+        "deployed": P2_DISCOUNT + P3_CART,
+    }
+    assert set(got) == set(totals)
+    for name, total in totals.items():
+        assert got[name]["total_value"] == pytest.approx(total), name
+        assert got[name]["mean_value"] == pytest.approx(total / 3), name
+        assert got[name]["persons"] == 3
+        assert got[name]["share_of_oracle"] == pytest.approx(total / oracle), name
+        assert got[name]["headroom_share"] == pytest.approx((total - best_single) / (oracle - best_single))
+    assert got["learned"]["headroom_share"] == pytest.approx(0.5)
+    assert got["deployed"]["comparison"] == "deployed" and got["learned"]["comparison"] == "same eligibility"
+    mix = {m["action"]: m["share"] for m in got["random"]["action_mix"]}
+    # expected persons per action over the 3 persons: p1 draws among 3 actions, p2 and p3 among 2
+    expected_mix = {
+        "no_action": 1 / 3 + 1 / 2 + 1 / 2,
+        "discount_10": 1 / 3 + 1 / 2,
+        "cart_reminder": 1 / 3 + 1 / 2,
+    }
+    assert mix == pytest.approx({action: persons / 3 for action, persons in expected_mix.items()})
+
+
+def test_a_policy_must_decide_for_every_person() -> None:
+    partial = choices([("p1", "discount_10", "email", 1.0)])
+    with pytest.raises(ValueError, match="policy learned decides for 1 of the 3 persons"):
+        decision_quality(truth(), eligibility(), {"learned": partial}, COST, ACTIONS)
+    with pytest.raises(ValueError, match="do not sum to 1"):
+        values(choices([("p1", "discount_10", "email", 0.5)]))
+
+
+def test_no_policy_beats_the_oracle_on_random_worlds() -> None:
+    rng = np.random.default_rng(3)
+    actions = ("no_action", "discount_10", "free_shipping", "cart_reminder", "loyalty_offer")
+    n = 300
+    persons = [f"p{i}" for i in range(n)]
+    revenue = pl.DataFrame(
+        {"person_id": persons, **{f"expected_revenue__{a}": rng.gamma(2.0, 5.0, n) for a in actions}}
+    )
+    channels = np.array(["email", "sms", "push"])
+    elig = pl.DataFrame(
+        {
+            "person_id": np.repeat(persons, len(actions)),
+            "action": np.tile(actions, n),
+            "eligible": rng.random(n * len(actions)) < 0.6,
+            "channel": channels[rng.integers(0, 3, n * len(actions))],
+        }
+    ).with_columns(pl.when("eligible").then("channel").alias("channel"))
+    # arbitrary stochastic policies, ineligible actions and unpaid channels included
+    weights = rng.random((n, len(actions))) ** 3
+    weights /= weights.sum(axis=1, keepdims=True)
+    arbitrary = pl.DataFrame(
+        {
+            "person_id": np.repeat(persons, len(actions)),
+            "action": np.tile(actions, n),
+            "channel": np.where(
+                np.tile(actions, n) == "no_action", None, channels[rng.integers(0, 3, n * len(actions))]
+            ),
+            "probability": weights.ravel(),
+        }
+    )
+    greedy_on_noise = greedy_choices(
+        revenue.with_columns(pl.col(f"expected_revenue__{a}") + rng.normal(0, 5, n) for a in actions),
+        elig,
+        COST,
+        actions,
+    )
+    table = decision_quality(revenue, elig, {"arbitrary": arbitrary, "noisy": greedy_on_noise}, COST, actions)
+    oracle = table.filter(pl.col("policy") == "oracle")["total_value"].item()
+    assert oracle > 0
+    assert (table["total_value"] <= oracle + 1e-9).all()
+    # per person too
+    uplift = uplift_frame(revenue, actions)
+    best = credit(greedy_choices(revenue, elig, COST, actions), uplift, elig, COST)
+    for policy in (arbitrary, greedy_on_noise, random_choices(elig)):
+        value = credit(policy, uplift, elig, COST).join(best, on="person_id", suffix="_oracle")
+        assert (value["value"] <= value["value_oracle"] + 1e-9).all()
