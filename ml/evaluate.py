@@ -6,7 +6,8 @@ suppression) and without holdout, exploration or canary, by the true value of wh
     value(x, a, channel) = true_expected_revenue(x, a) - true_expected_revenue(x, no_action) - message_cost[channel]
 
 (``no_action`` is worth 0; an action a person is not eligible for is never credited: it is not sent, so it is
-worth what ``no_action`` is worth). A policy is a distribution over (action, channel) per person; its value per
+worth what ``no_action`` is worth; the channel is the one the eligibility sends the action through, the same
+for every rule). A policy is a distribution over (action, channel) per person; its value per
 person is the expectation of the true value over that distribution.
 
 The rules compared: the learned policy (greedy on the model's predicted values), the logging policy (what the
@@ -40,10 +41,12 @@ CHOICE_SCHEMA = {"person_id": pl.String, "action": pl.String, "channel": pl.Stri
 class LoggingDesign:
     """The simulator's campaigns as a decision rule for one decision date: a randomised exploration campaign
     reaches ``exploration_share`` of the persons with a uniformly random action of the catalogue (no_action
-    included) through a uniformly random consented channel (no consented channel: no_action); the others get
-    the rule-based cart reminder by e-mail with probability ``cart_reminder_share`` when they abandoned a cart
-    the day before and accept e-mail, else nothing. (When both campaigns reach a person, the exploration
-    message is sent later the same day and its offer is the one in force, as in the simulator.)"""
+    included) when they consented to any channel (else no_action); the others get the rule-based cart reminder
+    with probability ``cart_reminder_share`` when they abandoned a cart the day before and accept e-mail, else
+    nothing. (When both campaigns reach a person, the exploration message is sent later the same day and its
+    offer is the one in force, as in the simulator.) The simulator draws the exploration channel uniformly
+    among the consented ones; here, as for every rule of the comparison, an action goes through the channel
+    the eligibility assigns it: the rules differ by what they choose, not by the price of the channel."""
 
     exploration_share: float = EXPLORATION_SHARE
     cart_reminder_share: float = 0.8
@@ -65,33 +68,37 @@ def credit(
     message_cost: Mapping[str, float],
 ) -> pl.DataFrame:
     """The true value per person (``person_id``, ``value``) of a policy's ``choices`` (``person_id``,
-    ``action``, ``channel``, ``probability``; the probabilities of a person sum to 1): the expectation of
-    ``uplift - message_cost[channel]`` over the choices, where no_action and every action the person is not
-    eligible for (``eligibility``: ``person_id``, ``action``, ``eligible``) are worth 0."""
+    ``action``, ``probability``; the probabilities of a person sum to 1): the expectation of
+    ``uplift - message_cost[channel]`` over the choices, where the channel is the one ``eligibility``
+    (``person_id``, ``action``, ``eligible``, ``channel``) sends the action through, and no_action and every
+    action the person is not eligible for are worth 0."""
     totals = choices.group_by("person_id").agg(pl.col("probability").sum())
     off = totals.filter((pl.col("probability") - 1.0).abs() > 1e-9)
     if off.height:
         raise ValueError(f"{off.height} persons whose choice probabilities do not sum to 1")
-    costs = pl.DataFrame(
+    rows = (
+        choices.select("person_id", "action", "probability")
+        .join(uplift, on=["person_id", "action"], how="left")
+        .join(
+            eligibility.select("person_id", "action", "eligible", "channel"),
+            on=["person_id", "action"],
+            how="left",
+        )
+        .join(_costs(message_cost), on="channel", how="left")
+    )
+    credited = (pl.col("action") != NO_ACTION) & pl.col("eligible").fill_null(False)
+    unknown = rows.filter(credited & (pl.col("uplift").is_null() | pl.col("cost").is_null()))
+    if unknown.height:
+        raise ValueError(f"{unknown.height} eligible choices without a true value or a message cost")
+    value = pl.when(credited).then(pl.col("uplift") - pl.col("cost")).otherwise(0.0)
+    return rows.group_by("person_id").agg((pl.col("probability") * value).sum().alias("value"))
+
+
+def _costs(message_cost: Mapping[str, float]) -> pl.DataFrame:
+    return pl.DataFrame(
         {"channel": list(message_cost), "cost": [float(c) for c in message_cost.values()]},
         schema={"channel": pl.String, "cost": pl.Float64},
     )
-    rows = (
-        choices.join(uplift, on=["person_id", "action"], how="left")
-        .join(eligibility.select("person_id", "action", "eligible"), on=["person_id", "action"], how="left")
-        .join(costs, on="channel", how="left")
-    )
-    unknown = rows.filter((pl.col("action") != NO_ACTION) & pl.col("eligible") & pl.col("uplift").is_null())
-    if unknown.height:
-        raise ValueError(f"{unknown.height} eligible choices without a true value")
-    missing_cost = rows.filter(
-        (pl.col("action") != NO_ACTION) & pl.col("eligible") & pl.col("cost").is_null()
-    )
-    if missing_cost.height:
-        raise ValueError(f"channels without a message cost: {missing_cost['channel'].unique().to_list()}")
-    credited = (pl.col("action") != NO_ACTION) & pl.col("eligible").fill_null(False)
-    value = pl.when(credited).then(pl.col("uplift") - pl.col("cost")).otherwise(0.0)
-    return rows.group_by("person_id").agg((pl.col("probability") * value).sum().alias("value"))
 
 
 def _eligible_actions(eligibility: pl.DataFrame) -> pl.DataFrame:
@@ -145,15 +152,11 @@ def greedy_choices(
     """Per person, the eligible action of highest value ``expected_revenue__<action>`` minus no_action's minus
     the message cost of its channel (no_action when none is positive; ties go to the earlier action of the
     catalogue). On the true expected revenue this is the oracle."""
-    costs = pl.DataFrame(
-        {"channel": list(message_cost), "cost": [float(c) for c in message_cost.values()]},
-        schema={"channel": pl.String, "cost": pl.Float64},
-    )
     order = pl.DataFrame({"action": list(actions), "rank": list(range(len(actions)))})
     rows = (
         _eligible_actions(eligibility)
         .join(uplift_frame(expected_revenue, actions), on=["person_id", "action"], how="inner")
-        .join(costs, on="channel", how="left")
+        .join(_costs(message_cost), on="channel", how="left")
         .join(order, on="action", how="inner")
         .with_columns(
             pl.when(pl.col("action") == NO_ACTION)
@@ -174,49 +177,37 @@ def greedy_choices(
 def logging_choices(
     candidates: pl.DataFrame, actions: Sequence[str], design: LoggingDesign = LoggingDesign()
 ) -> pl.DataFrame:
-    """The logging policy (:class:`LoggingDesign`) as a distribution over (action, channel) per person of
-    ``candidates`` (``person_id``, ``has_<channel>_consent``, ``days_since_cart_abandoned``)."""
+    """The logging policy (:class:`LoggingDesign`) as a distribution over actions per person of
+    ``candidates`` (``person_id``, ``has_<channel>_consent``, ``days_since_cart_abandoned``). The channel is
+    left to the eligibility the policies are compared under (it sets the message cost)."""
     share, reminded = design.exploration_share, design.cart_reminder_share
-    offers = [a for a in actions if a != NO_ACTION]
-    consent = [pl.col(f"has_{c}_consent").fill_null(False) for c in CHANNELS]
-    consented = pl.sum_horizontal(*[c.cast(pl.Int32) for c in consent])
-    base = candidates.select(
-        "person_id",
-        consented.alias("consented"),
-        *[c.alias(channel) for c, channel in zip(consent, CHANNELS, strict=True)],
-        (
-            (pl.col("days_since_cart_abandoned") == 1).fill_null(False)
-            & pl.col("has_email_consent").fill_null(False)
-        ).alias("abandoner"),
-    )
-    # exploration: each offer through each consented channel with share / |actions| / consented channels
+    consented = pl.any_horizontal(*[pl.col(f"has_{c}_consent").fill_null(False) for c in CHANNELS])
+    abandoner = (pl.col("days_since_cart_abandoned") == 1).fill_null(False) & pl.col(
+        "has_email_consent"
+    ).fill_null(False)
+    base = candidates.select("person_id", consented.alias("consented"), abandoner.alias("abandoner"))
+    # exploration (share): a uniformly random action of the catalogue when any channel is consented
     explored = [
-        base.filter(pl.col(channel) & (pl.col("consented") > 0)).select(
-            "person_id",
-            pl.lit(action).alias("action"),
-            pl.lit(channel).alias("channel"),
-            (share / len(actions) / pl.col("consented")).alias("probability"),
+        base.filter("consented").select(
+            "person_id", pl.lit(action).alias("action"), pl.lit(share / len(actions)).alias("probability")
         )
-        for action in offers
-        for channel in CHANNELS
+        for action in actions
+        if action != NO_ACTION
     ]
     explored_nothing = base.select(
         "person_id",
         pl.lit(NO_ACTION).alias("action"),
-        pl.lit(None, dtype=pl.String).alias("channel"),
-        pl.when(pl.col("consented") > 0).then(share / len(actions)).otherwise(share).alias("probability"),
+        pl.when("consented").then(share / len(actions)).otherwise(share).alias("probability"),
     )
-    # otherwise the cart reminder to yesterday's abandoners who accept e-mail
+    # otherwise (1 - share): the cart reminder to yesterday's abandoners who accept e-mail
     reminder = base.filter("abandoner").select(
         "person_id",
         pl.lit("cart_reminder").alias("action"),
-        pl.lit("email").alias("channel"),
         pl.lit((1.0 - share) * reminded).alias("probability"),
     )
     nothing = base.select(
         "person_id",
         pl.lit(NO_ACTION).alias("action"),
-        pl.lit(None, dtype=pl.String).alias("channel"),
         pl.when("abandoner")
         .then((1.0 - share) * (1.0 - reminded))
         .otherwise(1.0 - share)
@@ -224,11 +215,12 @@ def logging_choices(
     )
     rows = pl.concat([*explored, explored_nothing, reminder, nothing], how="vertical_relaxed")
     return (
-        rows.group_by("person_id", "action", "channel")
+        rows.group_by("person_id", "action")
         .agg(pl.col("probability").sum())
         .filter(pl.col("probability") > 0)
+        .select("person_id", "action", pl.lit(None, dtype=pl.String).alias("channel"), "probability")
         .cast(CHOICE_SCHEMA)
-        .sort("person_id", "action", "channel", nulls_last=False)
+        .sort("person_id", "action")
     )
 
 

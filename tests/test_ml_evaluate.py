@@ -114,27 +114,21 @@ def test_logging_policy_is_the_expectation_over_the_campaigns() -> None:
     )
     design = LoggingDesign(exploration_share=0.3, cart_reminder_share=0.5)
     logging = logging_choices(candidates, ACTIONS, design)
-    # p1: explored with 0.3: each of the 3 actions 0.1, an offer split over e-mail and SMS (0.05 each);
-    # otherwise (0.7) a cart reminder by e-mail half the time (abandoned yesterday, accepts e-mail)
-    p1 = logging.filter(pl.col("person_id") == "p1").sort("action", "channel")
-    assert p1.select("action", "channel").rows() == [
-        ("cart_reminder", "email"),
-        ("cart_reminder", "sms"),
-        ("discount_10", "email"),
-        ("discount_10", "sms"),
-        ("no_action", None),
-    ]
-    assert p1["probability"].to_list() == pytest.approx([0.05 + 0.35, 0.05, 0.05, 0.05, 0.1 + 0.35])
-    sms_cart = (11.0 - 10.0) - 0.5
-    sms_discount = (14.0 - 10.0) - 0.5
+    # p1: explored with 0.3, each of the 3 actions 0.1; otherwise (0.7) a cart reminder half the time
+    # (abandoned yesterday, accepts e-mail)
+    p1 = logging.filter(pl.col("person_id") == "p1").sort("action")
+    assert p1["action"].to_list() == ["cart_reminder", "discount_10", "no_action"]
+    assert p1["probability"].to_list() == pytest.approx([0.1 + 0.35, 0.1, 0.1 + 0.35])
     expected = {
-        "p1": 0.4 * P1_CART + 0.05 * sms_cart + 0.05 * P1_DISCOUNT + 0.05 * sms_discount,
-        # p2: only SMS; its explored cart reminder is not eligible (worth 0), its discount loses money
+        "p1": 0.45 * P1_CART + 0.1 * P1_DISCOUNT,
+        # p2: consents to SMS only: its explored cart reminder is not eligible (worth 0), its discount loses
         "p2": 0.1 * P2_DISCOUNT,
         # p3: no consented channel: never explored with an offer, and no e-mail for a reminder
         "p3": 0.0,
     }
     assert values(logging) == pytest.approx(expected)
+    p3 = logging.filter(pl.col("person_id") == "p3")
+    assert p3.select("action", "probability").rows() == [("no_action", 1.0)]
 
 
 def test_decision_quality_table_by_hand() -> None:
@@ -209,19 +203,17 @@ def test_no_policy_beats_the_oracle_on_random_worlds() -> None:
             "channel": channels[rng.integers(0, 3, n * len(actions))],
         }
     ).with_columns(pl.when("eligible").then("channel").alias("channel"))
-    # arbitrary stochastic policies, ineligible actions and unpaid channels included
+    # arbitrary stochastic policies, ineligible actions included
     weights = rng.random((n, len(actions))) ** 3
     weights /= weights.sum(axis=1, keepdims=True)
     arbitrary = pl.DataFrame(
         {
             "person_id": np.repeat(persons, len(actions)),
             "action": np.tile(actions, n),
-            "channel": np.where(
-                np.tile(actions, n) == "no_action", None, channels[rng.integers(0, 3, n * len(actions))]
-            ),
+            "channel": channels[rng.integers(0, 3, n * len(actions))],
             "probability": weights.ravel(),
         }
-    )
+    ).with_columns(pl.when(pl.col("action") != "no_action").then("channel").alias("channel"))
     greedy_on_noise = greedy_choices(
         revenue.with_columns(pl.col(f"expected_revenue__{a}") + rng.normal(0, 5, n) for a in actions),
         elig,
