@@ -291,3 +291,45 @@ def decision_quality(
             (pl.col("total_value") - best_single) / headroom if headroom > 0 else pl.lit(None, pl.Float64)
         ).alias("headroom_share"),
     )
+
+
+def logged_truth(
+    logs: pl.DataFrame,
+    expected_revenue: pl.DataFrame,
+    target: pl.DataFrame,
+    eligibility: pl.DataFrame,
+    message_cost: Mapping[str, float],
+) -> dict[str, float]:
+    """The true values, on the same logged decisions the off-policy estimators read, of the logging policy (the
+    logged action through the logged channel) and of a target policy (``target``: ``row_id``, ``action``: its
+    choice for each logged row; ``eligibility`` per ``row_id`` and action): the mean true expected reward per
+    decision, revenue net of the message cost (the unit of the estimates, not an uplift).
+
+    ``logs``: ``row_id``, ``person_id``, ``action``, ``channel``; ``expected_revenue``: the true
+    ``expected_revenue__<action>`` per ``person_id``."""
+    costs = _costs(message_cost)
+    truth = expected_revenue.unpivot(index="person_id", variable_name="action", value_name="revenue")
+    truth = truth.with_columns(pl.col("action").str.strip_prefix(REVENUE_PREFIX))
+
+    def reward(frame: pl.DataFrame) -> float:
+        rows = frame.join(truth, on=["person_id", "action"], how="left").join(costs, on="channel", how="left")
+        if rows["revenue"].null_count():
+            raise ValueError("a logged decision without a true expected revenue")
+        return float((rows["revenue"] - rows["cost"].fill_null(0.0)).mean())
+
+    chosen = (
+        logs.select("row_id", "person_id")
+        .join(target.select("row_id", "action"), on="row_id")
+        .join(eligibility.select("row_id", "action", "eligible", "channel"), on=["row_id", "action"], how="left")
+        .with_columns(  # an ineligible choice is not sent
+            pl.when(pl.col("eligible").fill_null(False) & (pl.col("action") != NO_ACTION))
+            .then(pl.col("action"))
+            .otherwise(pl.lit(NO_ACTION))
+            .alias("action")
+        )
+        .with_columns(pl.when(pl.col("action") != NO_ACTION).then("channel").alias("channel"))
+    )
+    if chosen.height != logs.height:
+        raise ValueError("the target policy must choose for every logged decision")
+    logged = logs.select("person_id", "action", pl.when(pl.col("action") != NO_ACTION).then("channel"))
+    return {LOGGING: reward(logged), "target": reward(chosen)}
