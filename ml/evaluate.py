@@ -20,9 +20,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import date
 
 import polars as pl
+from deltalake import write_deltalake
 
+from lake import delta
+from lake.gold import gold_uri
+from lake.settings import Settings
 from simulator.behaviour import EXPLORATION_SHARE
 from simulator.catalog import CHANNELS
 
@@ -333,3 +338,55 @@ def logged_truth(
         raise ValueError("the target policy must choose for every logged decision")
     logged = logs.select("person_id", "action", pl.when(pl.col("action") != NO_ACTION).then("channel"))
     return {LOGGING: reward(logged), "target": reward(chosen)}
+
+
+EVALUATION_TABLE = "policy_evaluation"
+
+
+def write_policy_evaluation(settings: Settings, table: pl.DataFrame, evaluation_date: date) -> str:
+    """Write the table's rows (one per policy) as the ``evaluation_date`` of gold ``policy_evaluation``,
+    replacing that date's rows of an earlier run; the table's URI."""
+    uri = gold_uri(settings, EVALUATION_TABLE)
+    rows = table.with_columns(pl.lit(evaluation_date).alias("evaluation_date")).select(
+        "evaluation_date", pl.exclude("evaluation_date")
+    )
+    exists = delta.open_table(uri, settings.storage_options) is not None
+    write_deltalake(
+        uri,
+        rows.to_arrow(),
+        mode="overwrite",
+        predicate=f"evaluation_date = '{evaluation_date.isoformat()}'" if exists else None,
+        storage_options=settings.storage_options or None,
+    )
+    return uri
+
+
+def format_table(table: pl.DataFrame) -> str:
+    """The decision quality table as text: one line per policy (no person is named)."""
+    lines = [
+        f"{'policy':<22} {'comparison':<16} {'persons':>9} {'EUR/person':>11} {'total EUR':>13} "
+        f"{'of oracle':>9} {'headroom':>9}"
+    ]
+    for row in table.iter_rows(named=True):
+        share = "" if row["share_of_oracle"] is None else f"{row['share_of_oracle']:.1%}"
+        headroom = "" if row["headroom_share"] is None else f"{row['headroom_share']:.2f}"
+        lines.append(
+            f"{row['policy']:<22} {row['comparison']:<16} {row['persons']:>9,} {row['mean_value']:>11.4f} "
+            f"{row['total_value']:>13,.0f} {share:>9} {headroom:>9}"
+        )
+    if "ope_true_value" in table.columns:
+        lines += ["", "off-policy estimates on the logged decisions (EUR per decision, net of message cost)"]
+        lines.append(
+            f"{'policy':<22} {'estimator':<10} {'decisions':>9} {'truth':>9} {'estimate':>9} "
+            f"{'95% interval':>21} {'ESS':>9} {'support':>8}"
+        )
+        for row in table.filter(pl.col("ope_true_value").is_not_null()).iter_rows(named=True):
+            for e in row["ope_estimates"]:
+                flag = " unsupported" if e["unsupported"] else ""
+                lines.append(
+                    f"{row['policy']:<22} {e['estimator']:<10} {row['ope_decisions']:>9,} "
+                    f"{row['ope_true_value']:>9.3f} {e['value']:>9.3f} "
+                    f"[{e['ci_low']:>8.3f}, {e['ci_high']:>8.3f}] {e['effective_sample_size']:>9,.0f} "
+                    f"{e['support']:>8.1%}{flag}"
+                )
+    return "\n".join(lines)

@@ -12,6 +12,7 @@ from ml.evaluate import (
     credit,
     decision_quality,
     greedy_choices,
+    logged_truth,
     logging_choices,
     random_choices,
     single_action_choices,
@@ -230,3 +231,21 @@ def test_no_policy_beats_the_oracle_on_random_worlds() -> None:
     for policy in (arbitrary, greedy_on_noise, random_choices(elig)):
         value = credit(policy, uplift, elig, COST).join(best, on="person_id", suffix="_oracle")
         assert (value["value"] <= value["value_oracle"] + 1e-9).all()
+
+
+def test_truths_on_the_logged_decisions() -> None:
+    logs = pl.DataFrame(
+        {
+            "row_id": ["r1", "r2", "r3"],
+            "person_id": ["p1", "p2", "p3"],
+            "action": ["discount_10", "no_action", "cart_reminder"],
+            "channel": ["email", None, "push"],
+        }
+    )
+    by_row = eligibility().with_columns(pl.col("person_id").str.replace("p", "r").alias("row_id"))
+    target = pl.DataFrame({"row_id": ["r1", "r2", "r3"], "action": ["cart_reminder", "cart_reminder", "discount_10"]})
+    truths = logged_truth(logs, truth(), target, by_row, COST)
+    # logged: p1's discount by e-mail, p2 nothing, p3's cart reminder by push (expected revenue net of the cost)
+    assert truths["logging"] == pytest.approx(((14.0 - 0.1) + 5.0 + (2.0 - 0.0)) / 3)
+    # target: p1's cart reminder by e-mail; p2's and p3's choices are not eligible, so they get nothing
+    assert truths["target"] == pytest.approx(((11.0 - 0.1) + 5.0 + 0.0) / 3)
