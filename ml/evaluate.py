@@ -390,3 +390,161 @@ def format_table(table: pl.DataFrame) -> str:
                     f"{e['support']:>8.1%}{flag}"
                 )
     return "\n".join(lines)
+
+
+OPE_DAYS = 7
+"""The off-policy estimates read the logged decisions of the latest ``OPE_DAYS`` decision dates up to the
+evaluation date (the out-of-time validation window of training)."""
+
+
+@dataclass
+class EvaluationReport:
+    """What one evaluation computed and where it wrote it."""
+
+    evaluation_date: date
+    table: pl.DataFrame
+    uri: str
+    persons: int
+    """Persons scored on the evaluation date."""
+    persons_with_truth: int
+    """Of them, those the simulator's truth knows (the persons of the table)."""
+    model: str
+
+
+def evaluate_decisions(
+    settings: Settings | None = None,
+    decision_date: date | None = None,
+    model: UpliftModel | None = None,
+    truth_dir: Path | None = None,
+) -> EvaluationReport:
+    """Evaluate the decisions of ``decision_date`` (default: the latest feature snapshot) against the
+    simulator's truth (``truth_dir``, default the lake's ``simulator_truth``) and write the table as that date
+    of gold ``policy_evaluation``. ``model``: the uplift model to evaluate (default: the registered champion)."""
+    settings = settings or get_settings()
+    ml_settings = get_ml_settings()
+    policy = load_policy(ml_settings.policy_file)
+    truth_dir = Path(truth_dir or settings.simulator_truth)
+    if decision_date is None:
+        snapshots, _ = read_gold(FEATURES_TABLE, settings, columns=["snapshot_date"])
+        decision_date = snapshots["snapshot_date"].max()
+    if model is None:
+        model, model_ref = champion_model(ml_settings)
+    else:
+        model_ref = ModelRef(name="given", version=model.method)
+    candidates = scoring_candidates(settings, decision_date, policy)
+    scores = candidates.select("person_id").hstack(
+        model.predict(candidates).select(pl.selectors.starts_with(REVENUE_PREFIX))
+    )
+    eligible = eligibility(candidates, policy)
+    choices = {}
+    for name, deploy in ((LEARNED, False), (DEPLOYED_POLICY, True)):
+        decided = decide(scores, candidates, policy, decision_date, model_ref, deploy=deploy)
+        choices[name] = decided.select("person_id", "action", "channel", pl.lit(1.0).alias("probability"))
+    truth = lake_expected_revenue(settings, truth_dir, policy.actions)
+    table = decision_quality(
+        truth,
+        eligible,
+        {LEARNED: choices[LEARNED], LOGGING: logging_choices(candidates, policy.actions)},
+        policy.message_cost,
+        policy.actions,
+        deployed=choices[DEPLOYED_POLICY],
+    )
+    estimates = off_policy_beside_truth(settings, decision_date, model, policy, truth)
+    table = table.join(estimates, on="policy", how="left").with_columns(
+        pl.lit(model_ref.name).alias("model_name"),
+        pl.lit(model_ref.version).alias("model_version"),
+        pl.lit(policy.version).alias("policy_version"),
+        pl.lit(datetime.now(UTC)).alias("evaluated_at"),
+    )
+    uri = write_policy_evaluation(settings, table, decision_date)
+    return EvaluationReport(
+        evaluation_date=decision_date,
+        table=table,
+        uri=uri,
+        persons=candidates.height,
+        persons_with_truth=int(table["persons"][0]),
+        model=f"{model_ref.name} {model_ref.version}",
+    )
+
+
+def off_policy_beside_truth(
+    settings: Settings, decision_date: date, model: UpliftModel, policy: Policy, truth: pl.DataFrame
+) -> pl.DataFrame:
+    """The off-policy estimates (IPS, SNIPS, doubly robust) of the learned policy and the on-policy value of
+    the logging policy, on the logged decisions of the latest :data:`OPE_DAYS` decision dates up to
+    ``decision_date`` whose person the truth knows, beside their true values on the same decisions: one row
+    per policy (``ope_decisions``, ``ope_true_value``, ``ope_estimates``)."""
+    logs, _ = load_training_set(settings)
+    logs = logs.filter(pl.col("decision_date") <= decision_date)
+    dates = logs["decision_date"].unique().sort().tail(OPE_DAYS)
+    logs = logs.filter(pl.col("decision_date").is_in(dates.implode())).join(
+        truth.select("person_id"), on="person_id", how="semi"
+    )
+    if logs.height == 0:
+        return pl.DataFrame(schema={"policy": pl.String})
+    logs = logs.with_columns(
+        pl.col("activity_id").cast(pl.String).alias("row_id"),
+        (
+            pl.col("revenue_in_horizon").cast(pl.Float64)
+            - pl.col("channel").replace_strict(policy.message_cost, default=0.0, return_dtype=pl.Float64)
+        ).alias("reward"),
+    )
+    # the learned policy on each logged decision: greedy on the model's values under the policy's eligibility
+    rows = logs.with_columns(pl.col("row_id").alias("person_id"))
+    rows = rows.with_columns(address_columns(rows, policy))
+    predicted = rows.select("person_id").hstack(
+        model.predict(rows).select(pl.selectors.starts_with(REVENUE_PREFIX))
+    )
+    eligible = eligibility(rows, policy).rename({"person_id": "row_id"})
+    target = greedy_choices(predicted, eligible.rename({"row_id": "person_id"}), policy.message_cost, policy.actions)
+    target = target.rename({"person_id": "row_id"})
+    order = logs.select("row_id").with_row_index("i")
+    chosen = order.join(target, on="row_id").sort("i")
+    index = {a: i for i, a in enumerate(policy.actions)}
+    target_probabilities = np.zeros((logs.height, len(policy.actions)))
+    target_probabilities[np.arange(logs.height), chosen["action"].replace_strict(index).to_numpy()] = 1.0
+    costs = (
+        order.join(eligible, on="row_id")
+        .with_columns(
+            pl.col("channel").replace_strict(policy.message_cost, default=0.0, return_dtype=pl.Float64)
+        )
+        .pivot(on="action", index=["i", "row_id"], values="channel")
+        .sort("i")
+    )
+    revenue = order.join(predicted.rename({"person_id": "row_id"}), on="row_id").sort("i")
+    reward_model = np.column_stack(
+        [
+            revenue[REVENUE_PREFIX + a].to_numpy() - (0.0 if a == NO_ACTION else costs[a].to_numpy())
+            for a in policy.actions
+        ]
+    )
+    estimates = evaluate_policy(logs, target_probabilities, reward_model, policy.actions)
+    truths = logged_truth(
+        logs.select("row_id", "person_id", "action", "channel"), truth, target, eligible, policy.message_cost
+    )
+    rows = [
+        (LEARNED, truths["target"], list(estimates.values())),
+        (LOGGING, truths[LOGGING], [logging_policy_value(logs)]),
+    ]
+    return pl.DataFrame(
+        [
+            {
+                "policy": name,
+                "ope_decisions": logs.height,
+                "ope_true_value": true_value,
+                "ope_estimates": [
+                    {
+                        "estimator": e.estimator,
+                        "value": e.value,
+                        "ci_low": e.ci_low,
+                        "ci_high": e.ci_high,
+                        "effective_sample_size": e.effective_sample_size,
+                        "support": e.support,
+                        "unsupported": e.unsupported,
+                    }
+                    for e in values
+                ],
+            }
+            for name, true_value, values in rows
+        ]
+    )
