@@ -18,18 +18,30 @@ reported beside them.
 
 from __future__ import annotations
 
+import argparse
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
 
+import numpy as np
 import polars as pl
 from deltalake import write_deltalake
 
-from lake import delta
+from lake import delta, suppression
 from lake.gold import gold_uri
-from lake.settings import Settings
+from lake.settings import Settings, disable_telemetry, get_settings
+from ml import scoring
+from ml.data import FEATURES_TABLE, load_features, load_training_set, read_gold
+from ml.policy import ModelRef, Policy, decide, eligibility, load_policy
+from ml.settings import MlSettings, get_ml_settings
 from simulator.behaviour import EXPLORATION_SHARE
 from simulator.catalog import CHANNELS
+
+if TYPE_CHECKING:
+    from ml.train import UpliftModel
 
 NO_ACTION = "no_action"
 REVENUE_PREFIX = "expected_revenue__"
@@ -449,7 +461,8 @@ def evaluate_decisions(
         policy.actions,
         deployed=choices[DEPLOYED_POLICY],
     )
-    estimates = off_policy_beside_truth(settings, decision_date, model, policy, truth)
+    addresses = candidates.select("person_id", pl.selectors.starts_with("address__"))
+    estimates = off_policy_beside_truth(settings, decision_date, model, policy, truth, addresses)
     table = table.join(estimates, on="policy", how="left").with_columns(
         pl.lit(model_ref.name).alias("model_name"),
         pl.lit(model_ref.version).alias("model_version"),
@@ -468,12 +481,20 @@ def evaluate_decisions(
 
 
 def off_policy_beside_truth(
-    settings: Settings, decision_date: date, model: UpliftModel, policy: Policy, truth: pl.DataFrame
+    settings: Settings,
+    decision_date: date,
+    model: UpliftModel,
+    policy: Policy,
+    truth: pl.DataFrame,
+    addresses: pl.DataFrame,
 ) -> pl.DataFrame:
     """The off-policy estimates (IPS, SNIPS, doubly robust) of the learned policy and the on-policy value of
     the logging policy, on the logged decisions of the latest :data:`OPE_DAYS` decision dates up to
-    ``decision_date`` whose person the truth knows, beside their true values on the same decisions: one row
+    ``decision_date`` whose person the truth knows, beside their true values on the same decisions
+    (``addresses``: ``person_id`` and ``address__<channel>``, where the learned policy could reach them): one row
     per policy (``ope_decisions``, ``ope_true_value``, ``ope_estimates``)."""
+    from ml.ope import evaluate_policy, logging_policy_value
+
     logs, _ = load_training_set(settings)
     logs = logs.filter(pl.col("decision_date") <= decision_date)
     dates = logs["decision_date"].unique().sort().tail(OPE_DAYS)
@@ -490,8 +511,10 @@ def off_policy_beside_truth(
         ).alias("reward"),
     )
     # the learned policy on each logged decision: greedy on the model's values under the policy's eligibility
-    rows = logs.with_columns(pl.col("row_id").alias("person_id"))
-    rows = rows.with_columns(address_columns(rows, policy))
+    # (the person's addresses as of the evaluation date; the frequency caps of the logged dates are not replayed)
+    rows = logs.join(addresses, on="person_id", how="left").with_columns(
+        pl.col("row_id").alias("person_id"), pl.lit(0, pl.Int64).alias("touches")
+    )
     predicted = rows.select("person_id").hstack(
         model.predict(rows).select(pl.selectors.starts_with(REVENUE_PREFIX))
     )
@@ -548,3 +571,60 @@ def off_policy_beside_truth(
             for name, true_value, values in rows
         ]
     )
+
+
+def scoring_candidates(settings: Settings, decision_date: date, policy: Policy) -> pl.DataFrame:
+    """The persons the batch scores on ``decision_date``, as it sees them: their feature row, without erased
+    persons and persons who objected to profiling, with their addresses per channel and their touches in the
+    frequency-cap window (see :func:`ml.scoring.score_and_decide`)."""
+    features, _ = load_features(decision_date, settings)
+    if features.height == 0:
+        raise ValueError(f"gold {FEATURES_TABLE} has no rows for {decision_date}")
+    as_of = datetime(decision_date.year, decision_date.month, decision_date.day, tzinfo=UTC)
+    identity = scoring._identity(settings, as_of)
+    suppressed = suppression.suppressed(settings)
+    erased_ids = scoring.erased_identities(identity, suppressed, settings.pii_secret)
+    gone = scoring.erased_persons(features["person_id"], erased_ids, suppressed, settings.pii_secret)
+    objected = ~features[scoring.PROFILING_CONSENT].fill_null(True)
+    return (
+        features.filter(~gone & ~objected)
+        .join(scoring.addresses(settings, policy, as_of, identity), on="person_id", how="left")
+        .join(scoring.touches(settings, policy, decision_date, as_of, identity), on="person_id", how="left")
+        .with_columns(pl.col("touches").fill_null(0))
+        .sort("person_id")
+    )
+
+
+def champion_model(ml_settings: MlSettings) -> tuple[UpliftModel, ModelRef]:
+    """The uplift model behind ``models:/<model_name>@champion`` and its reference."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=ml_settings.tracking_uri, registry_uri=ml_settings.tracking_uri)
+    version = client.get_model_version_by_alias(ml_settings.model_name, "champion")
+    mlflow.set_registry_uri(ml_settings.tracking_uri)
+    mlflow.set_tracking_uri(ml_settings.tracking_uri)
+    served = mlflow.pyfunc.load_model(f"models:/{ml_settings.model_name}/{version.version}")
+    return served.unwrap_python_model().model, ModelRef(ml_settings.model_name, str(version.version), "champion")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m ml.evaluate [--date YYYY-MM-DD] [--truth DIR]``: evaluate the champion's decisions against
+    the simulator's truth, print the table and write gold ``policy_evaluation``."""
+    parser = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
+    parser.add_argument("--date", type=date.fromisoformat, help="decision date (default: the latest snapshot)")
+    parser.add_argument("--truth", type=Path, help="the simulator's truth folder (default: the lake's)")
+    args = parser.parse_args(argv)
+    disable_telemetry()
+    report = evaluate_decisions(decision_date=args.date, truth_dir=args.truth)
+    print(
+        f"decision quality on {report.evaluation_date} (model {report.model}): {report.persons_with_truth:,} of "
+        f"{report.persons:,} persons scored are known to the truth; value = true expected revenue uplift net of "
+        "the message cost, EUR"
+    )
+    print(format_table(report.table))
+    print(f"written to {report.uri}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
