@@ -3,6 +3,8 @@ never beaten, ineligible actions never credited."""
 
 from __future__ import annotations
 
+from datetime import date
+
 import numpy as np
 import polars as pl
 import pytest
@@ -11,13 +13,16 @@ from ml.evaluate import (
     LoggingDesign,
     credit,
     decision_quality,
+    format_table,
     greedy_choices,
     logged_truth,
     logging_choices,
     random_choices,
     single_action_choices,
     uplift_frame,
+    write_policy_evaluation,
 )
+from tests.conftest import lake_settings
 
 ACTIONS = ("no_action", "discount_10", "cart_reminder")
 COST = {"email": 0.1, "sms": 0.5, "push": 0.0}
@@ -249,3 +254,21 @@ def test_truths_on_the_logged_decisions() -> None:
     assert truths["logging"] == pytest.approx(((14.0 - 0.1) + 5.0 + (2.0 - 0.0)) / 3)
     # target: p1's cart reminder by e-mail; p2's and p3's choices are not eligible, so they get nothing
     assert truths["target"] == pytest.approx(((11.0 - 0.1) + 5.0 + 0.0) / 3)
+
+
+def test_policy_evaluation_rerun_replaces_its_date(tmp_path) -> None:
+    settings = lake_settings(tmp_path / "lake")
+    table = decision_quality(truth(), eligibility(), {}, COST, ACTIONS)
+    first, second = date(2026, 9, 10), date(2026, 9, 11)
+    uri = write_policy_evaluation(settings, table, first)
+    write_policy_evaluation(settings, table, second)
+    write_policy_evaluation(settings, table.with_columns(pl.col("total_value") * 2), first)
+    stored = pl.read_delta(uri)
+    assert stored.group_by("evaluation_date").len().sort("evaluation_date").rows() == [
+        (first, table.height),
+        (second, table.height),
+    ]
+    oracle = stored.filter(pl.col("policy") == "oracle").sort("evaluation_date")["total_value"].to_list()
+    assert oracle == pytest.approx([2 * (P1_DISCOUNT + P3_CART), P1_DISCOUNT + P3_CART])
+    text = format_table(table)
+    assert "oracle" in text and "p1" not in text
