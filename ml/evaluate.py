@@ -325,7 +325,9 @@ def logged_truth(
     ``logs``: ``row_id``, ``person_id``, ``action``, ``channel``; ``expected_revenue``: the true
     ``expected_revenue__<action>`` per ``person_id``."""
     costs = _costs(message_cost)
-    truth = expected_revenue.unpivot(index="person_id", variable_name="action", value_name="revenue")
+    truth = expected_revenue.select("person_id", pl.selectors.starts_with(REVENUE_PREFIX)).unpivot(
+        index="person_id", variable_name="action", value_name="revenue"
+    )
     truth = truth.with_columns(pl.col("action").str.strip_prefix(REVENUE_PREFIX))
 
     def reward(frame: pl.DataFrame) -> float:
@@ -507,7 +509,9 @@ def off_policy_beside_truth(
         pl.col("activity_id").cast(pl.String).alias("row_id"),
         (
             pl.col("revenue_in_horizon").cast(pl.Float64)
-            - pl.col("channel").replace_strict(policy.message_cost, default=0.0, return_dtype=pl.Float64)
+            - pl.col("channel")
+            .replace_strict(policy.message_cost, default=0.0, return_dtype=pl.Float64)
+            .fill_null(0.0)
         ).alias("reward"),
     )
     # the learned policy on each logged decision: greedy on the model's values under the policy's eligibility
@@ -528,8 +532,10 @@ def off_policy_beside_truth(
     target_probabilities[np.arange(logs.height), chosen["action"].replace_strict(index).to_numpy()] = 1.0
     costs = (
         order.join(eligible, on="row_id")
-        .with_columns(
-            pl.col("channel").replace_strict(policy.message_cost, default=0.0, return_dtype=pl.Float64)
+        .with_columns(  # the message cost of the channel each action would go through (0 when none)
+            pl.col("channel")
+            .replace_strict(policy.message_cost, default=0.0, return_dtype=pl.Float64)
+            .fill_null(0.0)
         )
         .pivot(on="action", index=["i", "row_id"], values="channel")
         .sort("i")
