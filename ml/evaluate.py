@@ -39,6 +39,7 @@ from ml.policy import ModelRef, Policy, decide, eligibility, load_policy
 from ml.settings import MlSettings, get_ml_settings
 from simulator.behaviour import EXPLORATION_SHARE
 from simulator.catalog import CHANNELS
+from simulator.truth import lake_expected_revenue
 
 if TYPE_CHECKING:
     from ml.train import UpliftModel
@@ -339,7 +340,9 @@ def logged_truth(
     chosen = (
         logs.select("row_id", "person_id")
         .join(target.select("row_id", "action"), on="row_id")
-        .join(eligibility.select("row_id", "action", "eligible", "channel"), on=["row_id", "action"], how="left")
+        .join(
+            eligibility.select("row_id", "action", "eligible", "channel"), on=["row_id", "action"], how="left"
+        )
         .with_columns(  # an ineligible choice is not sent
             pl.when(pl.col("eligible").fill_null(False) & (pl.col("action") != NO_ACTION))
             .then(pl.col("action"))
@@ -406,6 +409,7 @@ def format_table(table: pl.DataFrame) -> str:
     return "\n".join(lines)
 
 
+IDENTITY_TABLE = "identity_person_map"
 OPE_DAYS = 7
 """The off-policy estimates read the logged decisions of the latest ``OPE_DAYS`` decision dates up to the
 evaluation date (the out-of-time validation window of training)."""
@@ -454,7 +458,7 @@ def evaluate_decisions(
     for name, deploy in ((LEARNED, False), (DEPLOYED_POLICY, True)):
         decided = decide(scores, candidates, policy, decision_date, model_ref, deploy=deploy)
         choices[name] = decided.select("person_id", "action", "channel", pl.lit(1.0).alias("probability"))
-    truth = lake_expected_revenue(settings, truth_dir, policy.actions)
+    truth = true_expected_revenue(settings, truth_dir, policy.actions)
     table = decision_quality(
         truth,
         eligible,
@@ -523,7 +527,9 @@ def off_policy_beside_truth(
         model.predict(rows).select(pl.selectors.starts_with(REVENUE_PREFIX))
     )
     eligible = eligibility(rows, policy).rename({"person_id": "row_id"})
-    target = greedy_choices(predicted, eligible.rename({"row_id": "person_id"}), policy.message_cost, policy.actions)
+    target = greedy_choices(
+        predicted, eligible.rename({"row_id": "person_id"}), policy.message_cost, policy.actions
+    )
     target = target.rename({"person_id": "row_id"})
     order = logs.select("row_id").with_row_index("i")
     chosen = order.join(target, on="row_id").sort("i")
@@ -601,6 +607,19 @@ def scoring_candidates(settings: Settings, decision_date: date, policy: Policy) 
     )
 
 
+def true_expected_revenue(settings: Settings, truth_dir: Path, actions: Sequence[str]) -> pl.DataFrame:
+    """The simulator's true expected revenue in the label horizon per lake person (mapped to their true person
+    through gold ``identity_person_map``): ``person_id`` + ``expected_revenue__<action>``."""
+    if not (truth_dir / "responses.parquet").exists():
+        raise FileNotFoundError(
+            f"no simulator truth in {truth_dir}: the evaluation needs the simulated company's"
+        )
+    identity, _ = read_gold(IDENTITY_TABLE, settings, columns=["identifier_type", "identifier", "person_id"])
+    long = lake_expected_revenue(identity, truth_dir)
+    wide = long.pivot(on="action", index="person_id", values="expected_revenue")
+    return wide.select("person_id", *[pl.col(a).alias(REVENUE_PREFIX + a) for a in actions])
+
+
 def champion_model(ml_settings: MlSettings) -> tuple[UpliftModel, ModelRef]:
     """The uplift model behind ``models:/<model_name>@champion`` and its reference."""
     import mlflow
@@ -610,14 +629,18 @@ def champion_model(ml_settings: MlSettings) -> tuple[UpliftModel, ModelRef]:
     mlflow.set_registry_uri(ml_settings.tracking_uri)
     mlflow.set_tracking_uri(ml_settings.tracking_uri)
     served = mlflow.pyfunc.load_model(f"models:/{ml_settings.model_name}/{version.version}")
-    return served.unwrap_python_model().model, ModelRef(ml_settings.model_name, str(version.version), "champion")
+    return served.unwrap_python_model().model, ModelRef(
+        ml_settings.model_name, str(version.version), "champion"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m ml.evaluate [--date YYYY-MM-DD] [--truth DIR]``: evaluate the champion's decisions against
     the simulator's truth, print the table and write gold ``policy_evaluation``."""
     parser = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
-    parser.add_argument("--date", type=date.fromisoformat, help="decision date (default: the latest snapshot)")
+    parser.add_argument(
+        "--date", type=date.fromisoformat, help="decision date (default: the latest snapshot)"
+    )
     parser.add_argument("--truth", type=Path, help="the simulator's truth folder (default: the lake's)")
     args = parser.parse_args(argv)
     disable_telemetry()
