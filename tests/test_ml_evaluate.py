@@ -3,26 +3,33 @@ never beaten, ineligible actions never credited."""
 
 from __future__ import annotations
 
+import shutil
+from dataclasses import replace
 from datetime import date
 
 import numpy as np
 import polars as pl
 import pytest
 
+from lake.settings import Settings
 from ml.evaluate import (
     LoggingDesign,
     credit,
     decision_quality,
+    evaluate_decisions,
     format_table,
     greedy_choices,
     logged_truth,
     logging_choices,
     random_choices,
+    scoring_candidates,
     single_action_choices,
     uplift_frame,
     write_policy_evaluation,
 )
-from tests.conftest import lake_settings
+from simulator.catalog import ACTIONS as ACTIONS_ALL
+from simulator.truth import lake_expected_revenue
+from tests.conftest import Simulated, lake_settings
 
 ACTIONS = ("no_action", "discount_10", "cart_reminder")
 COST = {"email": 0.1, "sms": 0.5, "push": 0.0}
@@ -248,7 +255,9 @@ def test_truths_on_the_logged_decisions() -> None:
         }
     )
     by_row = eligibility().with_columns(pl.col("person_id").str.replace("p", "r").alias("row_id"))
-    target = pl.DataFrame({"row_id": ["r1", "r2", "r3"], "action": ["cart_reminder", "cart_reminder", "discount_10"]})
+    target = pl.DataFrame(
+        {"row_id": ["r1", "r2", "r3"], "action": ["cart_reminder", "cart_reminder", "discount_10"]}
+    )
     truths = logged_truth(logs, truth(), target, by_row, COST)
     # logged: p1's discount by e-mail, p2 nothing, p3's cart reminder by push (expected revenue net of the cost)
     assert truths["logging"] == pytest.approx(((14.0 - 0.1) + 5.0 + (2.0 - 0.0)) / 3)
@@ -272,3 +281,72 @@ def test_policy_evaluation_rerun_replaces_its_date(tmp_path) -> None:
     assert oracle == pytest.approx([2 * (P1_DISCOUNT + P3_CART), P1_DISCOUNT + P3_CART])
     text = format_table(table)
     assert "oracle" in text and "p1" not in text
+
+
+def test_evaluation_against_the_simulator_truth(gold_lake: Settings, simulated: Simulated, tmp_path) -> None:
+    """The whole evaluation on the test company: a model trained on its logs, its decisions scored against the
+    truth the simulator drew, the table written to gold (a copy of the test lake) and replaced on a re-run."""
+    from ml.data import load_training_set
+    from ml.policy import eligibility as policy_eligibility
+    from ml.policy import load_policy
+    from ml.train import train_uplift
+
+    shutil.copytree(gold_lake.lake_root, tmp_path / "lake", symlinks=True)
+    settings = replace(gold_lake, lake_root=str(tmp_path / "lake"))
+    training, _ = load_training_set(settings)
+    model = train_uplift(training).model
+    report = evaluate_decisions(settings, model=model, truth_dir=simulated.truth)
+
+    table = report.table
+    assert 0.5 * report.persons < report.persons_with_truth <= report.persons
+    fair = table.filter(pl.col("comparison") == "same eligibility")
+    assert set(fair["policy"]) == {"learned", "logging", "random", "oracle"} | {
+        f"always_{a}" for a in ACTIONS_ALL
+    }
+    assert table.filter(pl.col("comparison") == "deployed")["policy"].to_list() == ["deployed"]
+    assert (table["persons"] == report.persons_with_truth).all()
+    value = dict(table.select("policy", "total_value").rows())
+    assert value["always_no_action"] == 0.0
+    assert all(v <= value["oracle"] + 1e-6 for v in value.values())
+    assert value["oracle"] > max(v for k, v in value.items() if k.startswith("always_")) > 0
+
+    # one row worked out independently: loyalty_offer for every eligible person, from the truth's own tables
+    policy = load_policy()
+    candidates = scoring_candidates(settings, report.evaluation_date, policy)
+    loyalty = policy_eligibility(candidates, policy).filter(
+        (pl.col("action") == "loyalty_offer") & pl.col("eligible")
+    )
+    identity = pl.read_delta(f"{settings.lake_root}/gold/identity_person_map")
+    revenue = lake_expected_revenue(identity, simulated.truth).pivot(
+        on="action", index="person_id", values="expected_revenue"
+    )
+    expected = (
+        loyalty.join(revenue, on="person_id")
+        .select(
+            pl.col("loyalty_offer")
+            - pl.col("no_action")
+            - pl.col("channel").replace_strict(policy.message_cost)
+        )
+        .to_series()
+        .sum()
+    )
+    assert value["always_loyalty_offer"] == pytest.approx(expected)
+
+    # the off-policy estimates beside the truths, on the same logged decisions
+    ope = {
+        row["policy"]: row
+        for row in table.filter(pl.col("ope_decisions").is_not_null()).iter_rows(named=True)
+    }
+    assert set(ope) == {"learned", "logging"}
+    assert {e["estimator"] for e in ope["learned"]["ope_estimates"]} == {"ips", "snips", "dr"}
+    assert ope["learned"]["ope_decisions"] == ope["logging"]["ope_decisions"] > 100
+
+    # a re-run of the date replaces its rows
+    again = evaluate_decisions(
+        settings, decision_date=report.evaluation_date, model=model, truth_dir=simulated.truth
+    )
+    stored = pl.read_delta(report.uri)
+    assert stored.height == table.height
+    assert dict(stored.select("policy", "total_value").rows()) == pytest.approx(
+        dict(again.table.select("policy", "total_value").rows())
+    )
