@@ -7,8 +7,8 @@ suppression) and without holdout, exploration or canary, by the true value of wh
 
 (``no_action`` is worth 0; an action a person is not eligible for is never credited: it is not sent, so it is
 worth what ``no_action`` is worth; the channel is the one the eligibility sends the action through, the same
-for every rule). A policy is a distribution over (action, channel) per person; its value per
-person is the expectation of the true value over that distribution.
+for every rule). A policy is a distribution over actions per person; its value per person is the expectation
+of the true value over that distribution.
 
 The rules compared: the learned policy (greedy on the model's predicted values), the logging policy (what the
 simulator's campaigns did), every single action for everyone, a uniformly random eligible action, and the
@@ -57,14 +57,15 @@ CHOICE_SCHEMA = {"person_id": pl.String, "action": pl.String, "channel": pl.Stri
 
 @dataclass(frozen=True)
 class LoggingDesign:
-    """The simulator's campaigns as a decision rule for one decision date: a randomised exploration campaign
-    reaches ``exploration_share`` of the persons with a uniformly random action of the catalogue (no_action
-    included) when they consented to any channel (else no_action); the others get the rule-based cart reminder
-    with probability ``cart_reminder_share`` when they abandoned a cart the day before and accept e-mail, else
-    nothing. (When both campaigns reach a person, the exploration message is sent later the same day and its
-    offer is the one in force, as in the simulator.) The simulator draws the exploration channel uniformly
-    among the consented ones; here, as for every rule of the comparison, an action goes through the channel
-    the eligibility assigns it: the rules differ by what they choose, not by the price of the channel."""
+    """The simulator's campaigns as a decision rule for one decision date: the always-on randomised campaign
+    reaches ``exploration_share`` of the persons that day with a uniformly random action of the catalogue
+    (no_action included) when they consented to any channel (else no_action); the others get the rule-based
+    cart reminder with probability ``cart_reminder_share`` when they abandoned a cart the day before and accept
+    e-mail, else nothing. (When both campaigns reach a person, the randomised message is sent later the same
+    day and its offer is the one in force, as in the simulator.) Two simplifications: the simulator's campaign
+    skips persons still under an earlier action's effect, here it may reach anyone; and it draws the channel
+    uniformly among the consented ones, here, as for every rule of the comparison, an action goes through the
+    channel the eligibility assigns it (the rules differ by what they choose, not by the price of a message)."""
 
     exploration_share: float = EXPLORATION_SHARE
     cart_reminder_share: float = 0.8
@@ -437,7 +438,9 @@ def evaluate_decisions(
 ) -> EvaluationReport:
     """Evaluate the decisions of ``decision_date`` (default: the latest feature snapshot) against the
     simulator's truth (``truth_dir``, default the lake's ``simulator_truth``) and write the table as that date
-    of gold ``policy_evaluation``. ``model``: the uplift model to evaluate (default: the registered champion)."""
+    of gold ``policy_evaluation``. ``model``: the uplift model to evaluate; by default the registered champion,
+    and the deployed policy is then the one gold ``nba_decisions`` holds for the date (decided anew with
+    holdout, exploration and budgets when it does not cover every person evaluated)."""
     settings = settings or get_settings()
     ml_settings = get_ml_settings()
     policy = load_policy(ml_settings.policy_file)
@@ -445,19 +448,24 @@ def evaluate_decisions(
     if decision_date is None:
         snapshots, _ = read_gold(FEATURES_TABLE, settings, columns=["snapshot_date"])
         decision_date = snapshots["snapshot_date"].max()
+    deployed = None
     if model is None:
         model, model_ref = champion_model(ml_settings)
+        deployed = published_decisions(settings, decision_date)
     else:
-        model_ref = ModelRef(name="given", version=model.method)
+        model_ref = ModelRef(ml_settings.model_name, "unregistered")
     candidates = scoring_candidates(settings, decision_date, policy)
     scores = candidates.select("person_id").hstack(
         model.predict(candidates).select(pl.selectors.starts_with(REVENUE_PREFIX))
     )
     eligible = eligibility(candidates, policy)
-    choices = {}
-    for name, deploy in ((LEARNED, False), (DEPLOYED_POLICY, True)):
-        decided = decide(scores, candidates, policy, decision_date, model_ref, deploy=deploy)
-        choices[name] = decided.select("person_id", "action", "channel", pl.lit(1.0).alias("probability"))
+    learned = decide(scores, candidates, policy, decision_date, model_ref, deploy=False)
+    if deployed is None or deployed.join(candidates, on="person_id", how="semi").height < candidates.height:
+        deployed = decide(scores, candidates, policy, decision_date, model_ref, deploy=True)
+    choices = {
+        name: frame.select("person_id", "action", "channel", pl.lit(1.0).alias("probability"))
+        for name, frame in ((LEARNED, learned), (DEPLOYED_POLICY, deployed))
+    }
     truth = true_expected_revenue(settings, truth_dir, policy.actions)
     table = decision_quality(
         truth,
@@ -618,6 +626,17 @@ def true_expected_revenue(settings: Settings, truth_dir: Path, actions: Sequence
     long = lake_expected_revenue(identity, truth_dir)
     wide = long.pivot(on="action", index="person_id", values="expected_revenue")
     return wide.select("person_id", *[pl.col(a).alias(REVENUE_PREFIX + a) for a in actions])
+
+
+def published_decisions(settings: Settings, decision_date: date) -> pl.DataFrame | None:
+    """The decisions gold ``nba_decisions`` holds for ``decision_date`` (what was deployed: champion, canary,
+    holdout, exploration and budgets), or None when there are none."""
+    lazy = delta.scan(gold_uri(settings, scoring.DECISIONS), settings.storage_options)
+    if lazy is None:
+        return None
+    decided = lazy.filter(pl.col("decision_date") == decision_date).select("person_id", "action", "channel")
+    decided = decided.collect()
+    return decided if decided.height else None
 
 
 def champion_model(ml_settings: MlSettings) -> tuple[UpliftModel, ModelRef]:
