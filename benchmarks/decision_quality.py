@@ -34,7 +34,9 @@ HEADROOM_TARGET = 0.5
 
 def checks(table: pl.DataFrame) -> list[tuple[str, bool]]:
     """The targets on the table of the fair comparison: (what, held)."""
-    value = dict(table.filter(pl.col("comparison") == "same eligibility").select("policy", "total_value").rows())
+    value = dict(
+        table.filter(pl.col("comparison") == "same eligibility").select("policy", "total_value").rows()
+    )
     singles = {name: v for name, v in value.items() if name.startswith("always_")}
     best_single = max(singles, key=singles.get)
     headroom = table.filter(pl.col("policy") == "learned")["headroom_share"].item()
@@ -56,7 +58,9 @@ def main() -> int:
     parser.add_argument("--scratch", type=Path, help="kept between runs (default: a folder in the temp dir)")
     args = parser.parse_args()
     disable_telemetry()
-    root = (args.scratch or Path(tempfile.gettempdir()) / f"decision-quality-{args.persons}x{args.days}").resolve()
+    root = (
+        args.scratch or Path(tempfile.gettempdir()) / f"decision-quality-{args.persons}x{args.days}"
+    ).resolve()
     print(f"decision quality, {args.persons:,} persons x {args.days} days (scratch {root})", flush=True)
     ready = root / "READY"
     if ready.exists():

@@ -544,15 +544,14 @@ def off_policy_beside_truth(
     index = {a: i for i, a in enumerate(policy.actions)}
     target_probabilities = np.zeros((logs.height, len(policy.actions)))
     target_probabilities[np.arange(logs.height), chosen["action"].replace_strict(index).to_numpy()] = 1.0
-    costs = (
+    channels = (  # the channel each action would go through (null: none, and for no_action)
         order.join(eligible, on="row_id")
-        .with_columns(  # the message cost of the channel each action would go through (0 when none)
-            pl.col("channel")
-            .replace_strict(policy.message_cost, default=0.0, return_dtype=pl.Float64)
-            .fill_null(0.0)
-        )
         .pivot(on="action", index=["i", "row_id"], values="channel")
         .sort("i")
+    )
+    costs = channels.with_columns(
+        pl.col(a).replace_strict(policy.message_cost, default=0.0, return_dtype=pl.Float64).fill_null(0.0)
+        for a in policy.actions
     )
     revenue = order.join(predicted.rename({"person_id": "row_id"}), on="row_id").sort("i")
     reward_model = np.column_stack(
@@ -561,7 +560,8 @@ def off_policy_beside_truth(
             for a in policy.actions
         ]
     )
-    estimates = evaluate_policy(logs, target_probabilities, reward_model, policy.actions)
+    target_channels = np.column_stack([channels[a].to_numpy() for a in policy.actions]).astype(object)
+    estimates = evaluate_policy(logs, target_probabilities, reward_model, policy.actions, target_channels)
     truths = logged_truth(
         logs.select("row_id", "person_id", "action", "channel"), truth, target, eligible, policy.message_cost
     )
