@@ -289,12 +289,12 @@ def test_evaluation_against_the_simulator_truth(gold_lake: Settings, simulated: 
     from ml.data import load_training_set
     from ml.policy import eligibility as policy_eligibility
     from ml.policy import load_policy
-    from ml.train import train_uplift
+    from ml.train import TrainingConfig, train_uplift
 
     shutil.copytree(gold_lake.lake_root, tmp_path / "lake", symlinks=True)
     settings = replace(gold_lake, lake_root=str(tmp_path / "lake"))
     training, _ = load_training_set(settings)
-    model = train_uplift(training).model
+    model = train_uplift(training, TrainingConfig(validation_days=2)).model
     report = evaluate_decisions(settings, model=model, truth_dir=simulated.truth)
 
     table = report.table
