@@ -340,6 +340,9 @@ def test_evaluation_against_the_simulator_truth(gold_lake: Settings, simulated: 
     assert set(ope) == {"learned", "logging"}
     assert {e["estimator"] for e in ope["learned"]["ope_estimates"]} == {"ips", "snips", "dr"}
     assert ope["learned"]["ope_decisions"] == ope["logging"]["ope_decisions"] > 100
+    # the logs' mean reward is an unbiased estimate of the truth's expected reward of the logged decisions
+    (logged,) = ope["logging"]["ope_estimates"]
+    assert logged["ci_low"] <= ope["logging"]["ope_true_value"] <= logged["ci_high"]
 
     # a re-run of the date replaces its rows
     again = evaluate_decisions(
