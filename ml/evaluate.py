@@ -411,6 +411,25 @@ def format_table(table: pl.DataFrame) -> str:
 
 
 IDENTITY_TABLE = "identity_person_map"
+OPE_SCHEMA = {
+    "policy": pl.String,
+    "ope_decisions": pl.Int64,
+    "ope_true_value": pl.Float64,
+    "ope_estimates": pl.List(
+        pl.Struct(
+            {
+                "estimator": pl.String,
+                "value": pl.Float64,
+                "ci_low": pl.Float64,
+                "ci_high": pl.Float64,
+                "effective_sample_size": pl.Float64,
+                "support": pl.Float64,
+                "unsupported": pl.Boolean,
+            }
+        )
+    ),
+}
+"""Columns of the off-policy estimates beside the truth (rows of the learned and logging policies)."""
 OPE_DAYS = 7
 """The off-policy estimates read the logged decisions of the latest ``OPE_DAYS`` decision dates up to the
 evaluation date (the out-of-time validation window of training)."""
@@ -516,7 +535,7 @@ def off_policy_beside_truth(
         truth.select("person_id"), on="person_id", how="semi"
     )
     if logs.height == 0:
-        return pl.DataFrame(schema={"policy": pl.String})
+        return pl.DataFrame(schema=OPE_SCHEMA)
     logs = logs.with_columns(
         pl.col("activity_id").cast(pl.String).alias("row_id"),
         (
@@ -589,7 +608,8 @@ def off_policy_beside_truth(
                 ],
             }
             for name, true_value, values in rows
-        ]
+        ],
+        schema=OPE_SCHEMA,
     )
 
 
@@ -642,9 +662,15 @@ def published_decisions(settings: Settings, decision_date: date) -> pl.DataFrame
 def champion_model(ml_settings: MlSettings) -> tuple[UpliftModel, ModelRef]:
     """The uplift model behind ``models:/<model_name>@champion`` and its reference."""
     import mlflow
+    from mlflow.exceptions import MlflowException
 
     client = mlflow.MlflowClient(tracking_uri=ml_settings.tracking_uri, registry_uri=ml_settings.tracking_uri)
-    version = client.get_model_version_by_alias(ml_settings.model_name, "champion")
+    try:
+        version = client.get_model_version_by_alias(ml_settings.model_name, "champion")
+    except MlflowException as error:
+        raise LookupError(
+            f"no champion of {ml_settings.model_name!r} in {ml_settings.tracking_uri}: train and promote one first"
+        ) from error
     mlflow.set_registry_uri(ml_settings.tracking_uri)
     mlflow.set_tracking_uri(ml_settings.tracking_uri)
     served = mlflow.pyfunc.load_model(f"models:/{ml_settings.model_name}/{version.version}")
