@@ -9,7 +9,7 @@ latest snapshot date, and score every decision rule against the simulator's trut
 The lake (simulated, ingested, dbt marts built, gold published, with the simulator's truth) is prepared by
 ``benchmarks/prepare_gold_lake.py`` under the scratch folder and reused by later runs (``READY`` marks it done).
 
-    python benchmarks/decision_quality.py [--persons 200000] [--days 30] [--scratch DIR]
+    python benchmarks/decision_quality.py [--persons 200000] [--days 30] [--scratch DIR] [--validation-days 7]
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import polars as pl
 from prepare_gold_lake import lake_settings, prepare  # benchmarks/, the folder of this script
 
 from lake.settings import disable_telemetry
+from ml.train import TrainingConfig, train_uplift
 
 SEED = 7
 HEADROOM_TARGET = 0.5
@@ -56,6 +57,7 @@ def main() -> int:
     parser.add_argument("--persons", type=int, default=200_000)
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--scratch", type=Path, help="kept between runs (default: a folder in the temp dir)")
+    parser.add_argument("--validation-days", type=int, default=TrainingConfig.validation_days)
     args = parser.parse_args()
     disable_telemetry()
     root = (
@@ -78,11 +80,10 @@ def main() -> int:
 
     from ml.data import load_training_set
     from ml.evaluate import evaluate_decisions, format_table
-    from ml.train import train_uplift
 
     training, ref = load_training_set(settings)
     started = time.perf_counter()
-    result = train_uplift(training)
+    result = train_uplift(training, TrainingConfig(validation_days=args.validation_days))
     trained = time.perf_counter() - started
     print(
         f"  trained on {training.height:,} logged decisions ({ref.name} v{ref.version}) in {trained:.0f} s: "
