@@ -392,6 +392,14 @@ def format_table(table: pl.DataFrame) -> str:
             f"{row['policy']:<22} {row['comparison']:<16} {row['persons']:>9,} {row['mean_value']:>11.4f} "
             f"{row['total_value']:>13,.0f} {share:>9} {headroom:>9}"
         )
+    lines += ["", "action mix (share of persons)"]
+    for row in table.filter(pl.col("policy").is_in([LEARNED, ORACLE, DEPLOYED_POLICY, LOGGING])).iter_rows(
+        named=True
+    ):
+        mix = ", ".join(
+            f"{m['action']} {m['share']:.1%}" for m in sorted(row["action_mix"], key=lambda m: -m["share"])
+        )
+        lines.append(f"{row['policy']:<22} {mix}")
     if "ope_true_value" in table.columns:
         lines += ["", "off-policy estimates on the logged decisions (EUR per decision, net of message cost)"]
         lines.append(
