@@ -34,8 +34,10 @@ def model_frame(frame: pl.DataFrame | pd.DataFrame, feature_columns: Sequence[st
     for name in feature_columns:
         series = frame[name]
         if name in CATEGORICAL_COLUMNS:
-            values = series.cast(pl.String).to_pandas()
-            columns[name] = pd.Categorical(values, categories=list(CATEGORY_VALUES[name]))
+            known = list(CATEGORY_VALUES[name])
+            values = series.cast(pl.String)
+            values = values.set(~values.is_in(known).fill_null(False), None)
+            columns[name] = pd.Categorical(values.to_pandas(), categories=known)
         else:
             columns[name] = series.cast(pl.Float64).to_numpy()
     return pd.DataFrame(columns)

@@ -125,7 +125,9 @@ class UpliftModel:
                 effect = 0.0 if action == BASELINE else self._predict(f"effect__{action}", frame)
                 revenue[action] = baseline + effect
         columns = {f"expected_revenue__{a}": revenue[a] for a in self.actions}
-        columns |= {f"purchase_probability__{a}": self._predict(f"purchase__{a}", frame) for a in self.actions}
+        columns |= {
+            f"purchase_probability__{a}": self._predict(f"purchase__{a}", frame) for a in self.actions
+        }
         return pl.DataFrame(columns)
 
     def save(self, directory: Path) -> None:
@@ -140,7 +142,9 @@ class UpliftModel:
             "method": self.method,
             "params": self.params,
             "boosters": sorted(self.boosters),
-            "categories": {c: list(CATEGORY_VALUES[c]) for c in CATEGORICAL_COLUMNS if c in self.feature_columns},
+            "categories": {
+                c: list(CATEGORY_VALUES[c]) for c in CATEGORICAL_COLUMNS if c in self.feature_columns
+            },
         }
         (directory / METADATA_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
 
@@ -364,7 +368,8 @@ def validation_metrics(
         pair = (action == a) | (action == BASELINE)
         if (action == a).sum() and (action == BASELINE).sum():
             score = (
-                predictions[f"expected_revenue__{a}"].to_numpy() - predictions[f"expected_revenue__{BASELINE}"].to_numpy()
+                predictions[f"expected_revenue__{a}"].to_numpy()
+                - predictions[f"expected_revenue__{BASELINE}"].to_numpy()
             )[pair]
             treated = action[pair] == a
             out[f"qini__{a}"] = m.qini_coefficient(revenue[pair], treated, score, weight[pair])
