@@ -15,14 +15,16 @@ stochastic. With the importance weight w_i = pi(a_i | x_i) / mu_i:
 Confidence intervals are analytic: the normal (central limit) interval of the mean of the per-row terms
 (IPS, DR) and the delta-method interval of the ratio (SNIPS, influence terms w_i (r_i - V) / mean(w)). The
 three estimators are means of independent per-row terms, so the normal interval is the natural one; it costs
-one pass, needs no random seed, and covered the truth in 94-95% of the synthetic draws of the tests (n=2,000),
+one pass, needs no random seed, and covered the truth in 93.7% to 96.3% of the synthetic draws of the tests (300 logs of 2,000 rows, four seeds),
 where a bootstrap of the same terms would give the same width to first order at a thousand times the cost.
 It under-covers when a few rows carry most of the weight: the Kish effective sample size
 (sum w)^2 / sum w^2 is reported beside every estimate for that reason.
 
 Support: the logging policy did not try every action on everyone. An action is supported in a logged row
 when the row's campaign logged that action (through the channel the target would use, when that is given)
-with a positive propensity. The support of a target policy is the mean, over the rows, of the probability
+with a positive propensity. A campaign that runs under dated ids (``explore-2026-11-01``, one per day) is one
+design: the date suffix is dropped (:data:`CAMPAIGN`), so that a day whose sample missed a rare action and
+channel does not make that action look unsupported. The support of a target policy is the mean, over the rows, of the probability
 it puts on supported actions; below ``min_support`` the estimate is flagged ``unsupported`` (still reported,
 never to be promoted on), since the estimators cannot see what unsupported choices would have earned.
 """
@@ -44,6 +46,9 @@ LOGGED = "logged"
 """Estimator name of the on-policy value of the logs (:func:`logging_policy_value`)."""
 
 _NULL = "\x00null"  # stands for a missing campaign or channel in joins
+
+CAMPAIGN = pl.col("campaign_id").cast(pl.String).str.replace(r"-\d{4}-\d{2}-\d{2}$", "").fill_null(_NULL)
+"""The campaign design of a logged row, by which the logs' support is grouped: its id without a date suffix."""
 
 
 @dataclass(frozen=True)
@@ -106,6 +111,11 @@ def _support(support_mask, n: int) -> float:
     return float(mask.mean()) if n else 0.0
 
 
+def _mean(values: np.ndarray) -> float:
+    """The mean, NaN for no values (no logged decision: nothing to estimate from)."""
+    return float(values.mean()) if len(values) else float("nan")
+
+
 def _value(
     estimator: str,
     value: float,
@@ -146,7 +156,7 @@ def ips(
     w = importance_weights(logged_propensity, target_probability)
     r = _vector("rewards", rewards, len(w))
     terms = w * r
-    return _value("ips", terms.mean(), terms, w, _support(support_mask, len(w)), min_support, confidence)
+    return _value("ips", _mean(terms), terms, w, _support(support_mask, len(w)), min_support, confidence)
 
 
 def snips(
@@ -197,26 +207,30 @@ def doubly_robust(
         raise ValueError("reward_model holds values that are not finite")
     logged = np.asarray(logged_action_index, dtype=int)
     terms = np.sum(pi * q, axis=1) + w * (r - q[np.arange(n), logged])
-    return _value("dr", terms.mean(), terms, w, _support(support_mask, n), min_support, confidence)
+    return _value("dr", _mean(terms), terms, w, _support(support_mask, n), min_support, confidence)
 
 
 def support_matrix(
-    logs: pl.DataFrame, actions: Sequence[str], target_channels: np.ndarray | None = None
+    logs: pl.DataFrame,
+    actions: Sequence[str],
+    target_channels: np.ndarray | None = None,
+    campaign: pl.Expr = CAMPAIGN,
 ) -> np.ndarray:
-    """(rows, actions) bools: whether the row's campaign logged the action with a positive propensity, through
-    ``target_channels[i, a]`` when given (the channel the target would use, None for no channel)."""
+    """(rows, actions) bools: whether the row's campaign (``campaign``, an expression over the logs) logged the
+    action with a positive propensity, through ``target_channels[i, a]`` when given (the channel the target
+    would use, None for no channel)."""
     logged = (
         logs.lazy()
         .filter(pl.col("propensity") > 0)
         .select(
-            pl.col("campaign_id").cast(pl.String).fill_null(_NULL),
+            campaign.alias("campaign_id"),
             pl.col("action").cast(pl.String),
             pl.col("channel").cast(pl.String).fill_null(_NULL),
         )
         .unique()
     )
     keys = ["campaign_id", "action"] + (["channel"] if target_channels is not None else [])
-    campaigns = logs.select(pl.col("campaign_id").cast(pl.String).fill_null(_NULL)).with_row_index("i")
+    campaigns = logs.select(campaign.alias("campaign_id")).with_row_index("i")
     columns = []
     for a, action in enumerate(actions):
         rows = campaigns.with_columns(pl.lit(action).alias("action"))
@@ -252,6 +266,7 @@ def evaluate_policy(
     target_channels: np.ndarray | None = None,
     min_support: float = DEFAULT_MIN_SUPPORT,
     confidence: float = 0.95,
+    campaign: pl.Expr = CAMPAIGN,
 ) -> dict[str, PolicyValue]:
     """IPS, SNIPS and DR estimates (keys ``ips``, ``snips``, ``dr``) of a target policy on ``logs`` (columns
     ``action``, ``channel``, ``propensity``, ``reward``, ``campaign_id``, one row per logged decision).
@@ -263,7 +278,8 @@ def evaluate_policy(
     logged action and channel together, so when the logging policy drew the channel among several, pass
     ``target_channels``: a logged decision then counts only when its channel is the target's. Without it the
     target is taken to use the logged channel, exact only when each campaign sent an action through one channel
-    (a warning says when the logs show otherwise)."""
+    (a warning says when the logs show otherwise). ``campaign``: the campaign design of a row, which groups the
+    logs' support (default :data:`CAMPAIGN`)."""
     actions = list(actions)
     n, k = logs.height, len(actions)
     pi = _check_probabilities(target_probabilities, n, k)
@@ -283,7 +299,7 @@ def evaluate_policy(
         pi_logged = np.where(wanted == logged_channel, pi_logged, 0.0)
     elif (
         logs.filter(pl.col("action") != actions[0])
-        .group_by("campaign_id", "action")
+        .group_by(campaign.alias("campaign_id"), "action")
         .agg(pl.col("channel").n_unique().alias("channels"))
         .filter(pl.col("channels") > 1)
         .height
@@ -293,7 +309,7 @@ def evaluate_policy(
             "weights count every channel as the target's",
             stacklevel=2,
         )
-    supported = support_matrix(logs, actions, target_channels)
+    supported = support_matrix(logs, actions, target_channels, campaign)
     support_mask = np.sum(pi * supported, axis=1)
     rewards = logs["reward"].cast(pl.Float64).to_numpy()
     propensity = logs["propensity"].cast(pl.Float64).to_numpy()
@@ -309,7 +325,7 @@ def logging_policy_value(logs: pl.DataFrame, confidence: float = 0.95) -> Policy
     """The on-policy value of the logs: the mean ``reward`` of the logged decisions, with its normal
     interval (estimator ``logged``, support 1, effective sample size n)."""
     r = _vector("reward", logs["reward"].cast(pl.Float64).to_numpy())
-    return _value(LOGGED, r.mean() if len(r) else float("nan"), r, np.ones(len(r)), 1.0, 0.0, confidence)
+    return _value(LOGGED, _mean(r), r, np.ones(len(r)), 1.0, 0.0, confidence)
 
 
 def exploration_probabilities(choice, eligible, exploration_share: float) -> np.ndarray:

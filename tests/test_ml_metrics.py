@@ -6,6 +6,8 @@ import itertools
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ml.metrics import (
     brier_score,
@@ -42,6 +44,34 @@ def test_roc_auc_is_the_share_of_correctly_ordered_pairs():
     assert roc_auc(Y, SCORE, WEIGHT) == pytest.approx(pairwise_auc(Y, SCORE, WEIGHT))
 
 
+def brute_force_average_precision(y, score, weight):
+    """Average precision from its definition: at each distinct threshold t, precision(score >= t) times the
+    recall gained at t."""
+    total = sum(w for w, label in zip(weight, y, strict=True) if label)
+    ap = 0.0
+    for t in sorted(set(score), reverse=True):
+        selected = [i for i in range(len(y)) if score[i] >= t]
+        hits = sum(weight[i] for i in selected if y[i])
+        gained = sum(weight[i] for i in range(len(y)) if y[i] and score[i] == t)
+        ap += hits / sum(weight[i] for i in selected) * gained / total
+    return ap
+
+
+rows = st.lists(
+    st.tuples(st.booleans(), st.integers(0, 4), st.floats(0.1, 5.0)), min_size=2, max_size=12
+).filter(lambda r: any(y for y, _, _ in r) and not all(y for y, _, _ in r))
+
+
+@settings(max_examples=200, deadline=None)
+@given(rows)
+def test_ranking_metrics_equal_their_definitions_on_random_small_arrays(data):
+    y = np.array([d[0] for d in data])
+    score = np.array([float(d[1]) for d in data])  # few distinct values: many ties
+    weight = np.array([d[2] for d in data])
+    assert roc_auc(y, score, weight) == pytest.approx(pairwise_auc(y, score, weight))
+    assert pr_auc(y, score, weight) == pytest.approx(brute_force_average_precision(y, score, weight))
+
+
 def test_average_precision_by_hand():
     # thresholds from the top: 0.9 (tp 1 of 1 selected, recall gain 1/4), 0.8 (tp 2 of 3, gain 1/4),
     # 0.4 (tp 3 of 5, gain 1/4), 0.2 (no positive), 0.1 (tp 4 of 7, gain 1/4)
@@ -61,6 +91,7 @@ def test_integer_weights_equal_repeated_rows():
         assert metric(Y, p, weight=counts.astype(float)) == pytest.approx(metric(Y[repeated], p[repeated]))
 
 
+@pytest.mark.slow  # importing scikit-learn takes seconds
 def test_sklearn_agrees_on_auc_and_average_precision():
     from sklearn.metrics import average_precision_score, roc_auc_score
 

@@ -180,6 +180,27 @@ def test_an_action_the_logging_policy_never_took_is_flagged_unsupported():
     )
 
 
+def test_a_daily_campaign_is_one_design_for_the_support():
+    logs = pl.DataFrame(
+        {
+            "action": ["no_action", "discount_10", "no_action", "cart_reminder"],
+            "channel": [None, "email", None, "email"],
+            "propensity": [0.5, 0.5, 0.5, 0.5],
+            "reward": [0.0, 1.0, 2.0, 3.0],
+            "campaign_id": [
+                "explore-2026-11-01",
+                "explore-2026-11-01",
+                "explore-2026-11-02",
+                "explore-2026-11-02",
+            ],
+        }
+    )
+    # each day's sample tried one action, the design tried both: every row supports every action
+    assert support_matrix(logs, ACTIONS).all()
+    by_day = support_matrix(logs, ACTIONS, campaign=pl.col("campaign_id"))
+    np.testing.assert_array_equal(by_day, [[True, True, False]] * 2 + [[True, False, True]] * 2)
+
+
 def test_channels_the_target_would_not_use_get_no_weight():
     # the target sends discount_10 by e-mail and cart_reminder by e-mail: row 2 (reminder by sms) counts 0
     channels = np.array([[None, "email", "email"]] * 6, dtype=object)
@@ -339,3 +360,48 @@ def test_evaluate_policy_on_a_synthetic_log_matches_the_array_estimators():
         doubly_robust(reward[0], propensity[0], pi_logged, pi, f[0], action[0], np.ones(3_000)).value
     )
     assert results["dr"].support == pytest.approx(1.0) and not results["dr"].unsupported
+
+
+def test_empty_logs_give_no_estimate_and_are_flagged():
+    results = evaluate_policy(LOGS.clear(), np.zeros((0, 3)), np.zeros((0, 3)), ACTIONS)
+    for result in results.values():
+        assert math.isnan(result.value) and result.n == 0 and result.unsupported
+    assert math.isnan(logging_policy_value(LOGS.clear()).value)
+
+
+def test_channel_randomised_logs_need_the_targets_channels():
+    # the logging policy draws the action uniformly, then the channel uniformly among the consented ones, and
+    # logs the propensity of both; the target sends discount_10 to everyone by e-mail (the cheaper channel)
+    rng = np.random.default_rng(8)
+    n = 200_000
+    both = rng.random(n) < 0.5  # consent to e-mail and SMS, else e-mail only
+    action = rng.integers(0, 3, n)
+    sms = both & (rng.random(n) < 0.5)
+    channel = np.where(action == 0, None, np.where(sms, "sms", "email"))
+    propensity = np.where(action == 0, 1 / 3, np.where(both, 1 / 6, 1 / 3))
+    cost = np.where(action == 0, 0.0, np.where(sms, 0.5, 0.1))
+    mean_revenue = np.array([10.0, 14.0, 12.0])
+    reward = mean_revenue[action] + 3.0 * both + rng.normal(0, 5, n) - cost
+    logs = pl.DataFrame(
+        {
+            "action": np.array(ACTIONS)[action],
+            "channel": channel,
+            "propensity": propensity,
+            "reward": reward,
+            "campaign_id": "explore-2026-11-02",
+        }
+    )
+    target = np.zeros((n, 3))
+    target[:, 1] = 1.0
+    model = np.zeros((n, 3))
+    channels = np.array([[None, "email", "email"]] * n, dtype=object)
+    truth = 14.0 + 1.5 - 0.1  # discount revenue, half the persons earn 3 more, the e-mail cost
+    results = evaluate_policy(logs, target, model, ACTIONS, target_channels=channels)
+    for result in results.values():
+        assert result.support == 1.0
+        assert abs(result.value - truth) < 2 * (result.ci_high - result.ci_low), (result, truth)
+    # taken as the logged channel, an SMS decision counts as the target's too, with its propensity 1/6 instead
+    # of the action's 1/3: IPS puts the double-consent persons twice in the value
+    with pytest.warns(UserWarning, match="several channels"):
+        naive = evaluate_policy(logs, target, model, ACTIONS)
+    assert naive["ips"].value > truth + 3.0
