@@ -287,51 +287,70 @@ def load_policy(path: Path | None = None) -> Policy:
 
 
 _FNV_OFFSET = 0xCBF29CE484222325
-_FNV_PRIME = np.uint64(0x100000001B3)
+_FNV_PRIME = 0x100000001B3
+_MASK = 0xFFFFFFFFFFFFFFFF
 
 
-def uniform(keys: Iterable[str] | pl.Series, salt: str) -> np.ndarray:
-    """A uniform number in [0, 1) per key, stable across runs, machines and library versions: 64-bit FNV-1a of
-    the UTF-8 bytes of ``<salt>|<key>`` through the SplitMix64 finaliser (vectorised over the keys)."""
+def key_hashes(keys: Iterable[str] | pl.Series) -> np.ndarray:
+    """The 64-bit FNV-1a hash of the UTF-8 bytes of every key (vectorised over the keys; uint64)."""
     series = keys if isinstance(keys, pl.Series) else pl.Series(list(keys), dtype=pl.String)
     binary = series.cast(pl.Binary).to_arrow()
     if isinstance(binary, pa.ChunkedArray):
         binary = binary.combine_chunks()
     n = len(binary)
-    start = _FNV_OFFSET
-    for byte in (salt + "|").encode():
-        start = ((start ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
-    h = np.full(n, start, dtype=np.uint64)
-    if n:
-        buffers = binary.buffers()
-        offsets = np.frombuffer(buffers[1], dtype=np.int64)[binary.offset : binary.offset + n + 1]
-        data = np.frombuffer(buffers[2], dtype=np.uint8) if buffers[2] is not None else np.zeros(1, np.uint8)
-        data = np.append(data, np.uint8(0))
-        lengths = np.diff(offsets)
-        with np.errstate(over="ignore"):
+    h = np.full(n, _FNV_OFFSET, dtype=np.uint64)
+    if not n:
+        return h
+    buffers = binary.buffers()
+    offsets = np.frombuffer(buffers[1], dtype=np.int64)[binary.offset : binary.offset + n + 1]
+    data = np.frombuffer(buffers[2], dtype=np.uint8) if buffers[2] is not None else np.zeros(0, np.uint8)
+    lengths = np.diff(offsets)
+    prime = np.uint64(_FNV_PRIME)
+    with np.errstate(over="ignore"):
+        if (lengths == lengths[0]).all():  # ids of one length: a byte matrix, one column at a time
+            matrix = data[offsets[0] : offsets[-1]].reshape(n, int(lengths[0]))
+            for j in range(matrix.shape[1]):
+                h = (h ^ matrix[:, j].astype(np.uint64)) * prime
+        else:
+            padded = np.append(data, np.uint8(0))
             for j in range(int(lengths.max())):
-                byte = data[np.minimum(offsets[:-1] + j, len(data) - 1)].astype(np.uint64)
-                h = np.where(lengths > j, (h ^ byte) * _FNV_PRIME, h)
-            h ^= h >> np.uint64(30)
-            h *= np.uint64(0xBF58476D1CE4E5B9)
-            h ^= h >> np.uint64(27)
-            h *= np.uint64(0x94D049BB133111EB)
-            h ^= h >> np.uint64(31)
+                byte = padded[np.minimum(offsets[:-1] + j, len(padded) - 1)].astype(np.uint64)
+                h = np.where(lengths > j, (h ^ byte) * prime, h)
+    return h
+
+
+def uniform(keys: Iterable[str] | pl.Series | np.ndarray, salt: str) -> np.ndarray:
+    """A uniform number in [0, 1) per key, stable across runs, machines and library versions: the key's
+    :func:`key_hashes` (or those hashes, given as uint64) XOR the FNV-1a hash of ``salt``, through the SplitMix64
+    finaliser."""
+    h = keys.copy() if isinstance(keys, np.ndarray) else key_hashes(keys)
+    seed = _FNV_OFFSET
+    for byte in salt.encode():
+        seed = ((seed ^ byte) * _FNV_PRIME) & _MASK
+    with np.errstate(over="ignore"):
+        h ^= np.uint64(seed)
+        h ^= h >> np.uint64(30)
+        h *= np.uint64(0xBF58476D1CE4E5B9)
+        h ^= h >> np.uint64(27)
+        h *= np.uint64(0x94D049BB133111EB)
+        h ^= h >> np.uint64(31)
     return (h >> np.uint64(11)).astype(np.float64) * 2.0**-53
 
 
 def decision_ids(person_ids: Iterable[str], decision_date: date, policy_version: str) -> list[str]:
     """The decision id of each person: the first 32 hex digits of sha256(``<person>|<date>|<version>``)."""
-    suffix = f"|{decision_date.isoformat()}|{policy_version}".encode()
-    return [hashlib.sha256(p.encode() + suffix).hexdigest()[:32] for p in person_ids]
+    suffix = f"|{decision_date.isoformat()}|{policy_version}"
+    ids = person_ids.to_list() if isinstance(person_ids, pl.Series) else person_ids
+    sha = hashlib.sha256
+    return [sha((p + suffix).encode()).hexdigest()[:32] for p in ids]
 
 
-def holdout_mask(person_ids: Iterable[str], policy: Policy) -> np.ndarray:
-    """True for the persons of the stable holdout group (the same on every date)."""
+def holdout_mask(person_ids: Iterable[str] | np.ndarray, policy: Policy) -> np.ndarray:
+    """True for the persons of the stable holdout group (the same on every date); ids or their key hashes."""
     return uniform(person_ids, policy.holdout_salt) < policy.holdout_share
 
 
-def canary_mask(person_ids: Iterable[str], policy: Policy) -> np.ndarray:
+def canary_mask(person_ids: Iterable[str] | np.ndarray, policy: Policy) -> np.ndarray:
     """True for the persons the challenger serves when one is registered (the same on every date)."""
     return uniform(person_ids, policy.canary_salt) < policy.canary_share
 
@@ -485,9 +504,12 @@ class ModelRef:
 def _revenue(scores: pl.DataFrame, person_ids: pl.Series, actions: tuple[str, ...]) -> np.ndarray:
     """Expected revenue [persons, actions] aligned to ``person_ids`` (NaN where no score)."""
     columns = [f"expected_revenue__{a}" for a in actions]
-    aligned = pl.DataFrame({"person_id": person_ids}).join(
-        scores.select("person_id", *columns), on="person_id", how="left", maintain_order="left"
-    )
+    if scores["person_id"].equals(person_ids):
+        aligned = scores
+    else:
+        aligned = pl.DataFrame({"person_id": person_ids}).join(
+            scores.select("person_id", *columns), on="person_id", how="left", maintain_order="left"
+        )
     values = aligned.select(pl.col(columns).cast(pl.Float64).fill_nan(None)).to_numpy()
     if np.isinf(values).any():
         raise ValueError("scores hold infinite expected revenues")
@@ -534,11 +556,12 @@ def decide(
     persons = candidates["person_id"]
     n, actions, channels = candidates.height, policy.actions, policy.channels
     day = f"|{decision_date.isoformat()}"
+    hashed = key_hashes(persons)
     revenue = _revenue(scores, persons, actions)
-    holdout = holdout_mask(persons, policy) if deploy else np.zeros(n, bool)
+    holdout = holdout_mask(hashed, policy) if deploy else np.zeros(n, bool)
     canary = np.zeros(n, bool)
     if deploy and model is not None and challenger is not None and challenger_scores is not None:
-        canary = canary_mask(persons, policy)
+        canary = canary_mask(hashed, policy)
         revenue = np.where(canary[:, None], _revenue(challenger_scores, persons, actions), revenue)
     scored = ~np.isnan(revenue) & ~np.isnan(revenue[:, :1])
     incremental = np.nan_to_num(revenue - revenue[:, :1])
@@ -558,7 +581,7 @@ def decide(
     # the greedy choice, under the daily budgets (the highest values get them; ties by a hash of the person)
     available = ok.copy()
     first_action, first_channel, _ = _best_option(value, available)
-    tiebreak = uniform(persons, "budget" + day)
+    tiebreak = uniform(hashed, "budget" + day)
     budgets = [
         (actions.index(a), channels.index(c), limit) for (a, c), limit in policy.budgets.items() if deploy
     ]
@@ -583,8 +606,8 @@ def decide(
     k = eligible.sum(axis=1)
     explore = np.zeros(n, bool)
     if share > 0:
-        explore = ~holdout & (uniform(persons, policy.exploration_salt + day) < share)
-        draw = np.minimum((uniform(persons, policy.exploration_salt + day + "|draw") * k).astype(int), k - 1)
+        explore = ~holdout & (uniform(hashed, policy.exploration_salt + day) < share)
+        draw = np.minimum((uniform(hashed, policy.exploration_salt + day + "|draw") * k).astype(int), k - 1)
         drawn = np.argmax(np.cumsum(eligible, axis=1) > draw[:, None], axis=1)
         rows = np.flatnonzero(explore)
         picked = drawn[rows]

@@ -252,10 +252,11 @@ def erased_persons(
 
 
 def model_input(frame: pl.DataFrame, columns: list[str]) -> pd.DataFrame:
-    """The pandas frame the served model takes: the feature columns as the table holds them (decimals as
-    floats); the model itself maps categories and missing values."""
-    decimals = [c for c in columns if isinstance(frame.schema[c], pl.Decimal)]
-    return frame.select(columns).with_columns(pl.col(decimals).cast(pl.Float64)).to_pandas()
+    """The pandas frame the served model takes (:func:`ml.model.pyfunc_input`, the format of its signature:
+    numbers and booleans as floats, categories as strings); the model itself maps categories and missing values."""
+    from ml.model import pyfunc_input  # imports mlflow: only when a model scores
+
+    return pyfunc_input(frame, columns)
 
 
 def predict_scores(model, frame: pl.DataFrame, columns: list[str], actions: tuple[str, ...]) -> pl.DataFrame:
@@ -570,7 +571,10 @@ def _report(
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m ml.score [--date YYYY-MM-DD]``: decide for the date (default: the latest snapshot date)."""
-    parser = argparse.ArgumentParser(prog="python -m ml.score", description=main.__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m ml.score",
+        description="Decide the next-best action of every person for a date and publish gold nba_decisions.",
+    )
     parser.add_argument("--date", type=date.fromisoformat, default=None, help="decision date (YYYY-MM-DD)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args(argv)

@@ -370,6 +370,7 @@ def log_training_run(
             pip_requirements=pip_requirements(),
             code_paths=[str(REPO_ROOT / "ml")],
         )
+        mlflow.set_tag("model_uri", info.model_uri)
         return LoggedRun(
             run_id=run.info.run_id,
             model_uri=info.model_uri,
@@ -400,3 +401,22 @@ def reproduce(run_id: str, settings: MlSettings | None = None):
             ).read_text()
         )
     return train_uplift(snapshot, TrainingConfig(**config))
+
+
+def reproduce_and_compare(run_id: str, settings: MlSettings | None = None) -> float:
+    """Retrain run ``run_id`` (:func:`reproduce`) and return the largest absolute difference between the logged
+    model's predictions (through its pyfunc) and the retrained model's, on the run's validation rows (0.0: the
+    same model)."""
+    import mlflow
+
+    from ml.model import pyfunc_input
+
+    configure(settings)
+    result = reproduce(run_id, settings)
+    model_uri = mlflow.get_run(run_id).data.tags["model_uri"]
+    served = mlflow.pyfunc.load_model(model_uri)
+    logged = served.predict(pyfunc_input(result.validation, list(result.model.feature_columns)))
+    retrained = result.model.predict(result.validation).to_pandas()
+    return float(
+        np.abs(logged.to_numpy(dtype=float) - retrained[list(logged.columns)].to_numpy(dtype=float)).max()
+    )
