@@ -132,8 +132,7 @@ def value_policy(predictions: pl.DataFrame, validation: pl.DataFrame, policy, ac
 
 def quality_failures(result, evaluation: Mapping) -> list[str]:
     """Why a trained candidate may not serve (empty when it may): no validation rows, predictions that are not
-    finite, negative expected revenue, probabilities outside [0, 1], or a learned policy outside the logs'
-    support."""
+    finite, probabilities outside [0, 1], or a learned policy outside the logs' support."""
     failures = []
     if result.validation.height == 0:
         failures.append("no validation decisions")
@@ -142,8 +141,6 @@ def quality_failures(result, evaluation: Mapping) -> list[str]:
         values = predictions[name].cast(pl.Float64).to_numpy()
         if not np.isfinite(values).all():
             failures.append(f"{name}: predictions not finite")
-        elif name.startswith("expected_revenue__") and (values < 0).any():
-            failures.append(f"{name}: negative expected revenue")
         elif name.startswith("purchase_probability__") and ((values < 0) | (values > 1)).any():
             failures.append(f"{name}: probability outside [0, 1]")
     primary = evaluation.get(PRIMARY_ESTIMATOR)

@@ -18,7 +18,6 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
 
 import numpy as np
 import polars as pl
@@ -54,10 +53,15 @@ class LoggedRun:
 def artifact_location(tracking_uri: str) -> str | None:
     """Where a new experiment keeps its artifacts: ``artifacts/`` beside a local SQLite store (None for another
     store, which decides itself)."""
+    database = sqlite_path(tracking_uri)
+    return None if database is None else (database.parent / "artifacts").as_uri()
+
+
+def sqlite_path(tracking_uri: str) -> Path | None:
+    """The database file of a ``sqlite:///<path>`` tracking URI (None for another store)."""
     if not tracking_uri.startswith("sqlite:///"):
         return None
-    database = Path(urlparse(tracking_uri).path)
-    return (database.parent / "artifacts").as_uri()
+    return Path(tracking_uri.removeprefix("sqlite:///")).resolve()
 
 
 def configure(settings: MlSettings | None = None) -> MlSettings:
@@ -67,8 +71,9 @@ def configure(settings: MlSettings | None = None) -> MlSettings:
 
     settings = settings or get_ml_settings()
     disable_telemetry()
-    if settings.tracking_uri.startswith("sqlite:///"):
-        Path(urlparse(settings.tracking_uri).path).parent.mkdir(parents=True, exist_ok=True)
+    database = sqlite_path(settings.tracking_uri)
+    if database is not None:
+        database.parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(settings.tracking_uri)
     mlflow.set_registry_uri(settings.tracking_uri)
     return settings
@@ -86,12 +91,22 @@ def experiment_id(settings: MlSettings) -> str:
     )
 
 
+def training_snapshot(result) -> pl.DataFrame:
+    """The rows trained and validated on (train, then validation) with the columns training reads: the
+    decision, logging and label columns and the model's features (no other column of the table)."""
+    from ml.train import DECISION_COLUMNS
+
+    frame = pl.concat([result.train, result.validation], how="vertical_relaxed")
+    keep = set(DECISION_COLUMNS) | set(result.model.feature_columns)
+    return frame.select([c for c in frame.columns if c in keep])
+
+
 def _flat_params(result, config, data_ref: GoldRef) -> dict[str, str]:
     """The run's parameters: method, training configuration, booster parameters, split dates, features, data."""
     model = result.model
     params = {"method": model.method, "actions": ",".join(model.actions)}
     params |= {f"config.{k}": v for k, v in dataclasses.asdict(config).items()}
-    params |= {f"xgboost.{k}": v for k, v in model.params.items() if f"config.{k}" not in params}
+    params |= {f"xgboost.{k}": v for k, v in config.xgboost_params("reg:squarederror").items()}
     params |= {f"split.{k}": v for k, v in result.split.items()}
     params |= {
         "features": ",".join(model.feature_columns),
@@ -299,7 +314,7 @@ def log_training_run(
     model = result.model
     actions = list(model.actions)
     features = list(model.feature_columns)
-    snapshot = pl.concat([result.train, result.validation], how="vertical_relaxed")
+    snapshot = training_snapshot(result)
 
     with (
         tempfile.TemporaryDirectory() as scratch,
@@ -322,6 +337,7 @@ def log_training_run(
             metrics |= policy_value_metrics(f"ope.{name}", value)
         if logging_value is not None:
             metrics |= policy_value_metrics("ope.logging", logging_value)
+        metrics |= {f"rounds.{k}": float(v) for k, v in getattr(result, "rounds", {}).items()}
         metrics |= {k: float(v) for k, v in (extra_metrics or {}).items()}
         mlflow.log_metrics(metrics)
 
@@ -400,7 +416,9 @@ def reproduce(run_id: str, settings: MlSettings | None = None):
                 )
             ).read_text()
         )
-    return train_uplift(snapshot, TrainingConfig(**config))
+    return train_uplift(
+        snapshot, TrainingConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()})
+    )
 
 
 def reproduce_and_compare(run_id: str, settings: MlSettings | None = None) -> float:

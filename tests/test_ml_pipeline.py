@@ -99,8 +99,8 @@ def two_candidates(gold_lake, tmp_path_factory):
 
     store = tmp_path_factory.mktemp("pipeline_mlflow")
     settings = replace(get_ml_settings(), tracking_uri=f"sqlite:///{store}/mlflow.db")
-    first = train_candidate(settings, TrainingConfig(max_rounds=60), lake_settings=gold_lake)
-    second = train_candidate(settings, TrainingConfig(max_rounds=60, seed=8), lake_settings=gold_lake)
+    first = train_candidate(settings, TrainingConfig(validation_days=2, max_rounds=60), lake_settings=gold_lake)
+    second = train_candidate(settings, TrainingConfig(validation_days=2, max_rounds=60, seed=8), lake_settings=gold_lake)
     return settings, store, first, second
 
 
