@@ -283,7 +283,10 @@ def model_card(
     ]
     unsupported = [name for name, value in (evaluation or {}).items() if value.unsupported]
     if unsupported:
-        lines.append(f"- The learned policy is outside the logs' support for: {', '.join(unsupported)}.")
+        lines.append(
+            f"- The learned policy's off-policy estimates ({', '.join(unsupported)}) are flagged unsupported: the "
+            "logs support too small a share of its choices for them to be trusted."
+        )
     return "\n".join(lines) + "\n"
 
 
