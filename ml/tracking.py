@@ -92,6 +92,16 @@ def experiment_id(settings: MlSettings) -> str:
     )
 
 
+def training_config(recorded: Mapping):
+    """The :class:`ml.train.TrainingConfig` of recorded values (its fields among ``recorded``; lists as tuples)."""
+    from ml.train import TrainingConfig
+
+    names = {f.name for f in dataclasses.fields(TrainingConfig)}
+    return TrainingConfig(
+        **{k: tuple(v) if isinstance(v, list) else v for k, v in recorded.items() if k in names}
+    )
+
+
 def training_snapshot(result) -> pl.DataFrame:
     """The rows trained and validated on (train, then validation) with the columns training reads: the
     decision, logging and label columns and the model's features (no other column of the table)."""
@@ -302,8 +312,8 @@ def log_training_run(
 ) -> LoggedRun:
     """Log one training run to MLflow (see the module docstring for what it records) and return it.
 
-    ``config`` is the :class:`ml.train.TrainingConfig` the result was trained with (default: the default
-    configuration); ``evaluation`` the learned policy's off-policy values per estimator and ``logging_value`` the
+    ``config`` is the :class:`ml.train.TrainingConfig` the result was trained with (default: the one its model's
+    parameters record); ``evaluation`` the learned policy's off-policy values per estimator and ``logging_value`` the
     logging policy's; ``extra_metrics`` further figures to record (for example the champion's value on the same
     logs)."""
     import mlflow
@@ -311,10 +321,9 @@ def log_training_run(
     from mlflow.models import infer_signature
 
     from ml.drift import reference_profile
-    from ml.train import TrainingConfig
 
     settings = configure(settings)
-    config = config or TrainingConfig()
+    config = config or training_config(result.model.params)
     model = result.model
     actions = list(model.actions)
     features = list(model.feature_columns)
@@ -404,7 +413,7 @@ def reproduce(run_id: str, settings: MlSettings | None = None):
     without reading the gold table: the :class:`ml.train.TrainingResult` of the same data and configuration."""
     import mlflow
 
-    from ml.train import TrainingConfig, train_uplift
+    from ml.train import train_uplift
 
     configure(settings)
     with tempfile.TemporaryDirectory() as scratch:
@@ -420,9 +429,7 @@ def reproduce(run_id: str, settings: MlSettings | None = None):
                 )
             ).read_text()
         )
-    return train_uplift(
-        snapshot, TrainingConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()})
-    )
+    return train_uplift(snapshot, training_config(config))
 
 
 def reproduce_and_compare(run_id: str, settings: MlSettings | None = None) -> float:

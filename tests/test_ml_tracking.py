@@ -185,3 +185,9 @@ def test_reproduce_command(logged, monkeypatch, capsys):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", logged.settings.tracking_uri)
     assert main(["reproduce", logged.run.run_id]) == 0
     assert f"run {logged.run.run_id} reproduced: largest prediction difference 0" in capsys.readouterr().out
+
+
+def test_training_config_is_recovered_from_the_model_parameters(logged):
+    from ml.tracking import training_config
+
+    assert training_config(logged.result.model.params) == CONFIG
