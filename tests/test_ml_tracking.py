@@ -82,7 +82,10 @@ def test_run_records_params_metrics_plots_data_and_snapshot(logged):
         assert params[f"split.{key}"] == str(value)
     assert (params["data.uri"], params["data.version"]) == (ref.uri, "0")
     assert {key.split("__")[1] for key in result.metrics} == set(result.model.actions)
-    for key, value in result.metrics.items():  # undefined on a small validation set: recorded as NaN
+    for (
+        key,
+        value,
+    ) in result.metrics.items():  # every metric the training computed (it leaves out the undefined)
         assert metrics[key] == pytest.approx(value, nan_ok=True)
     for estimator in ("ips", "snips", "dr", "logging"):
         assert (
