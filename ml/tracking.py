@@ -343,7 +343,7 @@ def log_training_run(
             }
         )
         mlflow.log_params(_flat_params(result, config, data_ref))
-        # a metric undefined on the validation set (NaN) is left out, as MLflow's UI cannot chart it
+        # a metric undefined on the validation set (NaN) is left out of the run
         metrics = {
             k: float(v) for k, v in result.metrics.items() if v is not None and math.isfinite(float(v))
         }
