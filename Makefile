@@ -21,7 +21,7 @@ DEMO_PERSONS ?= 10000
 DEMO_DAYS ?= 30
 DEMO_SEED ?= 7
 
-.PHONY: help install environment demo ingest replay erase test dev bench lint docs contracts clean
+.PHONY: help install environment demo ingest replay erase test dev mlflow notebooks bench lint docs contracts clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -68,11 +68,25 @@ DEV_PORT ?= 3000
 dev: install  ## serve the Dagster UI on http://127.0.0.1:3000 (DEV_PORT)
 	$(RUN) env --default-signal=INT,TERM dg dev -w workspace.yaml -h 127.0.0.1 -p $(DEV_PORT)
 
+MLFLOW_PORT ?= 5000
+NOTEBOOK_PORT ?= 8888
+
+mlflow: install  ## serve the MLflow UI on http://127.0.0.1:5000 (MLFLOW_PORT) over the project's tracking store
+	$(RUN) env --default-signal=INT,TERM python -m ml.ui --port $(MLFLOW_PORT)
+
+# JupyterLab with the project's environment as its kernel, over the same lake and MLflow store (the settings' defaults
+# or LAKE_ROOT / MLFLOW_TRACKING_URI); no browser opened, no update check, no news feed
+notebooks: install  ## open JupyterLab on http://127.0.0.1:8888 (NOTEBOOK_PORT) in notebooks/
+	$(RUN) env --default-signal=INT,TERM jupyter lab --ip 127.0.0.1 --port $(NOTEBOOK_PORT) --port-retries 0 \
+		--no-browser --ServerApp.root_dir=notebooks --LabApp.news_url=None \
+		--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate
+
 bench: install  ## print throughput and memory figures (benchmarks/)
 	$(RUN) python benchmarks/simulator_throughput.py
 	$(RUN) python benchmarks/lake_throughput.py
 	$(RUN) python benchmarks/identity_components.py
 	$(RUN) python benchmarks/dbt_nightly.py
+	$(RUN) python benchmarks/decision_quality.py --persons 200000
 
 lint: install  ## ruff lint and format check
 	$(RUN) ruff check .

@@ -30,12 +30,18 @@ class MlSettings:
     """Relative margin by which a challenger's estimated policy value must beat the champion's."""
     champion_max_age_days: int = 14
     """Age of the champion after which retraining is requested."""
+    drift_warn_psi: float = 0.1
+    """Population stability index of a feature or score from which its drift warns."""
+    drift_error_psi: float = 0.25
+    """Population stability index of a feature or score from which its drift is an error (retraining)."""
+    scoring_chunk_rows: int = 100_000
+    """Persons the batch scorer reads and scores at a time (one model call per chunk): the bound on its memory."""
 
 
 def get_ml_settings() -> MlSettings:
     """Read the ML settings from the environment (``MLFLOW_TRACKING_URI``, ``MLFLOW_EXPERIMENT_NAME``,
     ``MLFLOW_MODEL_NAME``, ``NBA_POLICY_FILE``, ``PROMOTION_REQUIRES_APPROVAL``, ``PROMOTION_MARGIN``,
-    ``CHAMPION_MAX_AGE_DAYS``)."""
+    ``CHAMPION_MAX_AGE_DAYS``, ``DRIFT_WARN_PSI``, ``DRIFT_ERROR_PSI``, ``NBA_SCORING_CHUNK_ROWS``)."""
     approval = (os.environ.get("PROMOTION_REQUIRES_APPROVAL") or "off").strip().lower()
     if approval not in ("on", "off", "true", "false", "1", "0", "yes", "no"):
         raise ValueError(f"PROMOTION_REQUIRES_APPROVAL={approval!r}: expected on or off")
@@ -47,4 +53,7 @@ def get_ml_settings() -> MlSettings:
         promotion_requires_approval=approval in ("on", "true", "1", "yes"),
         promotion_margin=float(os.environ.get("PROMOTION_MARGIN") or 0.02),
         champion_max_age_days=int(os.environ.get("CHAMPION_MAX_AGE_DAYS") or 14),
+        drift_warn_psi=float(os.environ.get("DRIFT_WARN_PSI") or 0.1),
+        drift_error_psi=float(os.environ.get("DRIFT_ERROR_PSI") or 0.25),
+        scoring_chunk_rows=int(os.environ.get("NBA_SCORING_CHUNK_ROWS") or 100_000),
     )

@@ -55,8 +55,8 @@ SESSIONS_PER_DAY = 0.12
 GRANTED, REVOKED = 1, 2
 EFFECT_US = 7 * US_PER_DAY
 """How long an action changes a person's purchase probability after it was sent."""
-EXPLORATION_WEEKDAY = 1  # Tuesday
-EXPLORATION_SHARE = 0.15
+EXPLORATION_SHARE = 0.03
+"""Share of the contacts not under an action's effect that the always-on randomised campaign picks each day."""
 NO_ACTION = 0
 CONTACT_ATTRIBUTES = tuple(
     f'{{"tier":"{tier}","source":"{source}"}}'
@@ -154,7 +154,7 @@ class Company:
         self.contact_created = c["created_us"].to_numpy()
         self.contact_alive = np.zeros(c.height, dtype=bool)
         self.contact_deleted = np.zeros(c.height, dtype=bool)
-        self.consent = np.zeros((c.height, len(cat.CHANNELS)), dtype=np.int8)
+        self.consent = np.zeros((c.height, len(cat.CONSENT_CHANNELS)), dtype=np.int8)
         self.primary_contact = np.full(n, -1, dtype=np.int64)
         primary = np.flatnonzero(~c["is_duplicate"].to_numpy())
         self.primary_contact[self.contact_person[primary]] = primary
@@ -277,9 +277,9 @@ class Company:
             {
                 "_ts": ts,
                 "_op": _constant(op, len(contacts)),
-                "consent_id": (contacts * len(cat.CHANNELS) + channels + 1).astype(np.int64),
+                "consent_id": (contacts * len(cat.CONSENT_CHANNELS) + channels + 1).astype(np.int64),
                 "contact_id": self.contact_id[contacts],
-                "channel": _labels(channels, cat.CHANNELS),
+                "channel": _labels(channels, cat.CONSENT_CHANNELS),
                 "status": _labels(np.where(status == GRANTED, 0, 1), ("granted", "revoked")),
                 "source": _constant("signup" if op == "c" else "preference_center", len(contacts)),
                 "updated_at": ts,
@@ -300,13 +300,20 @@ class Company:
                     rng.random(len(new)) < 0.7,
                     self.has_phone[persons] & (rng.random(len(new)) < 0.4),
                     self.has_app[persons] & (rng.random(len(new)) < 0.6),
+                    rng.random(len(new)) >= cat.PROFILING_OBJECTION_SHARE,
                 ],
                 axis=1,
             )
             asked = np.stack(
-                [np.ones(len(new), bool), self.has_phone[persons], self.has_app[persons]], axis=1
+                [
+                    np.ones(len(new), bool),
+                    self.has_phone[persons],
+                    self.has_app[persons],
+                    np.ones(len(new), bool),
+                ],
+                axis=1,
             )
-            for ch in range(len(cat.CHANNELS)):
+            for ch in range(len(cat.CONSENT_CHANNELS)):
                 rows = new[asked[:, ch]]
                 self.consent[rows, ch] = np.where(wants[asked[:, ch], ch], GRANTED, REVOKED)
                 ts = np.maximum(self.contact_created[rows], start) + 1_000 * (ch + 1)
@@ -462,26 +469,30 @@ class Company:
 
     # -- campaigns ------------------------------------------------------------------------------------------
     def _campaigns_day(self, day: int, start: int, crm: dict, clicks: list) -> None:
-        """The weekly randomised exploration wave and the daily rule-based cart reminders."""
+        """The always-on randomised campaign and the daily rule-based cart reminders."""
         rng = self.rng
-        weekday = (date(1970, 1, 1) + timedelta(microseconds=start)).weekday()
         decisions = []
-        if weekday == EXPLORATION_WEEKDAY:
-            eligible = np.flatnonzero(self.contact_alive & (self.contact_created < start))
-            chosen = eligible[rng.random(len(eligible)) < EXPLORATION_SHARE]
-            granted = self.consent[chosen] == GRANTED
-            granted[:, 2] &= self.has_app[self.contact_person[chosen]]
-            n_channels = granted.sum(axis=1)
-            action = np.where(n_channels > 0, rng.integers(0, len(cat.ACTIONS), len(chosen)), NO_ACTION)
-            # channel: uniform among the granted ones
-            pick = (rng.random(len(chosen)) * np.maximum(n_channels, 1)).astype(np.int64)
-            channel = np.argmax(np.cumsum(granted, axis=1) > pick[:, None], axis=1)
-            channel = np.where(action == NO_ACTION, -1, channel)
-            propensity = np.where(n_channels > 0, 1.0 / len(cat.ACTIONS), 1.0)
-            propensity = np.where(action == NO_ACTION, propensity, propensity / np.maximum(n_channels, 1))
-            ts = start + 10 * HOUR_US + (rng.random(len(chosen)) * 2 * HOUR_US).astype(np.int64)
-            label = (date(1970, 1, 1) + timedelta(microseconds=start)).isoformat()
-            decisions.append((chosen, action, channel, propensity, ts, f"explore-{label}"))
+        # a random share of the contacts whose person is under no action's effect gets an action drawn
+        # uniformly (no_action included), through a channel drawn uniformly among the consented ones
+        eligible = np.flatnonzero(
+            self.contact_alive
+            & (self.contact_created < start)
+            & (self.active_until[self.contact_person] <= start)
+        )
+        chosen = eligible[rng.random(len(eligible)) < EXPLORATION_SHARE]
+        granted = self.consent[chosen, : len(cat.CHANNELS)] == GRANTED
+        granted[:, 2] &= self.has_app[self.contact_person[chosen]]
+        n_channels = granted.sum(axis=1)
+        action = np.where(n_channels > 0, rng.integers(0, len(cat.ACTIONS), len(chosen)), NO_ACTION)
+        # channel: uniform among the granted ones
+        pick = (rng.random(len(chosen)) * np.maximum(n_channels, 1)).astype(np.int64)
+        channel = np.argmax(np.cumsum(granted, axis=1) > pick[:, None], axis=1)
+        channel = np.where(action == NO_ACTION, -1, channel)
+        propensity = np.where(n_channels > 0, 1.0 / len(cat.ACTIONS), 1.0)
+        propensity = np.where(action == NO_ACTION, propensity, propensity / np.maximum(n_channels, 1))
+        ts = start + 10 * HOUR_US + (rng.random(len(chosen)) * 2 * HOUR_US).astype(np.int64)
+        label = (date(1970, 1, 1) + timedelta(microseconds=start)).isoformat()
+        decisions.append((chosen, action, channel, propensity, ts, f"explore-{label}"))
         # cart reminders to yesterday's abandoners who accept e-mail, 80% of them (the rest is a holdout)
         persons = np.flatnonzero(self.abandoned_on == day - 1)
         contacts = self.primary_contact[persons]

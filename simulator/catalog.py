@@ -16,6 +16,11 @@ OFFER_VALUE_CENTS = {
 
 CHANNELS = ("email", "sms", "push")
 """Channels the CRM asks consent for and sends through."""
+CONSENT_CHANNELS = (*CHANNELS, "profiling")
+"""What the CRM records a consent for: the message channels, and profiling (an objection to personalised
+decisions is a revoked ``profiling`` consent)."""
+PROFILING_OBJECTION_SHARE = 0.03
+"""Share of new contacts who object to profiling when they sign up."""
 
 CATEGORIES = ("apparel", "shoes", "beauty", "home", "electronics", "sports", "toys", "grocery")
 CATEGORY_PRICE_EUR = (35.0, 70.0, 18.0, 30.0, 120.0, 45.0, 25.0, 8.0)

@@ -138,8 +138,8 @@ def write_truth(
     folder: Path, config: SimulationConfig, world: World, company: Company, report: GenerationReport
 ) -> None:
     """The ground truth: every identifier's true person (``evidenced``: whether any message ties it to the
-    person's other identifiers, false only for devices never signed in), each person's response model, and a
-    manifest."""
+    person's other identifiers, false only for devices never signed in), each person's response model, the
+    product catalogue at the start (the basket rules draw from it), and a manifest."""
     folder.mkdir(parents=True, exist_ok=True)
     persons = world.persons
     pid = persons.select("person", "person_id")
@@ -222,6 +222,9 @@ def write_truth(
             "basket_multiplier": world.basket_multiplier.ravel(),
         }
     ).write_parquet(folder / "responses.parquet")
+    world.products.select(
+        "product_id", pl.col("category_name").alias("category"), "price_cents"
+    ).write_parquet(folder / "products.parquet")
     manifest = {
         "config": config.to_dict(),
         "lines_by_feed": report.lines_by_feed,

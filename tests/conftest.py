@@ -124,3 +124,37 @@ def ingested(simulated: Simulated, tmp_path_factory: pytest.TempPathFactory) -> 
 
     settings = lake_settings(tmp_path_factory.mktemp("lake"), simulated.landing)
     return settings, ingest_all(settings)
+
+
+GOLD_SELECT = ["+training_decisions", "+training_propensity", "+decision_outcomes", "+identity_person_map"]
+
+
+def gold_models(scratch: Path) -> list[str]:
+    """The models of the dbt manifest under ``scratch`` marked ``meta: {gold: true}``."""
+    manifest = json.loads((scratch / "target" / "manifest.json").read_text())
+    return sorted(
+        node["name"]
+        for node in manifest["nodes"].values()
+        if node["resource_type"] == "model" and node.get("config", {}).get("meta", {}).get("gold")
+    )
+
+
+@pytest.fixture(scope="session")
+def gold_lake(simulated: Simulated, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """The test company ingested, silver published, the marts built by dbt (every snapshot date of the features)
+    and the gold tables published as Delta: the Settings of that lake (read-only)."""
+    from data_contracts import load_contracts
+    from lake.gold import publish_gold
+    from lake.ingest import ingest_all
+    from lake.warehouse import publish_silver
+
+    scratch = tmp_path_factory.mktemp("gold_lake")
+    settings = replace(
+        lake_settings(scratch / "lake", simulated.landing), warehouse_path=scratch / "warehouse.duckdb"
+    )
+    ingest_all(settings)
+    publish_silver(settings, load_contracts(settings.contracts_dir))
+    # a first build without snapshot vars builds every snapshot date the data supports
+    run_dbt(settings, scratch, "build", "--select", *GOLD_SELECT)
+    publish_gold(settings, gold_models(scratch))
+    return settings

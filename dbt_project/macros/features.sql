@@ -7,7 +7,8 @@
         'product_view_count_30d', 'cart_abandoned_days_30d', 'days_since_cart_abandoned',
         'email_sent_count_30d', 'email_click_count_30d', 'email_click_rate_30d', 'top_category',
         'top_category_share', 'days_since_campaign_touch', 'has_email_consent', 'has_sms_consent',
-        'has_push_consent',
+        'has_push_consent', 'tenure_days', 'average_order_value', 'cart_abandon_rate_90d',
+        'has_profiling_consent',
     ] -%}
     {%- for column in columns %}
         {{ alias }}.{{ column }}{{ ',' if not loop.last }}

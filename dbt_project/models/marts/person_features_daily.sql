@@ -44,6 +44,18 @@ consents_history as (
 
 ),
 
+contacts_history as (
+
+    select * from {{ ref('stg_crm__contacts_history') }}
+
+),
+
+customers_history as (
+
+    select * from {{ ref('stg_shop__customers_history') }}
+
+),
+
 snapshot_days as (
 
     select {{ date_series('first_snapshot_date', 'last_snapshot_date') }} as snapshot_date
@@ -158,6 +170,9 @@ engagement as (
         max(event_date) filter (
             where product_added_count > 0 and order_completed_count = 0
         ) as last_cart_abandoned_date,
+        count(*) filter (
+            where product_added_count > 0 and order_completed_count = 0
+        ) / nullif(count(*) filter (where product_added_count > 0), 0) as cart_abandon_rate_90d,
         sum(email_click_count) filter (
             where event_date >= {{ dbt.dateadd('day', -30, 'snapshot_date') }}
         ) as email_click_count_30d
@@ -294,6 +309,53 @@ campaign_summary as (
 
 ),
 
+-- tenure: since the earliest creation, known at the snapshot, of the person's CRM contacts and shop accounts
+
+known_accounts as (
+
+    select
+        snapshots.snapshot_date,
+        contacts.person_id,
+        contacts_history.created_at
+    from snapshots
+    inner join contacts_history
+        on {{ valid_at('contacts_history', 'snapshots.snapshot_at') }}
+        and contacts_history.created_at < snapshots.snapshot_at
+    inner join identity_person_map as contacts
+        on contacts.identifier_type = 'crm_contact_id'
+        and contacts.identifier = cast(contacts_history.contact_id as {{ dbt.type_string() }})
+        and contacts.linked_at < snapshots.snapshot_at
+    where contacts_history.change_op <> 'd'
+
+    union all
+
+    select
+        snapshots.snapshot_date,
+        shop_customers.person_id,
+        customers_history.created_at
+    from snapshots
+    inner join customers_history
+        on {{ valid_at('customers_history', 'snapshots.snapshot_at') }}
+        and customers_history.created_at < snapshots.snapshot_at
+    inner join identity_person_map as shop_customers
+        on shop_customers.identifier_type = 'shop_customer_id'
+        and shop_customers.identifier = cast(customers_history.customer_id as {{ dbt.type_string() }})
+        and shop_customers.linked_at < snapshots.snapshot_at
+    where customers_history.change_op <> 'd'
+
+),
+
+tenure as (
+
+    select
+        snapshot_date,
+        person_id,
+        min(created_at) as customer_since_at
+    from known_accounts
+    group by snapshot_date, person_id
+
+),
+
 -- consent per channel: the version live at the snapshot; across a person's contacts the latest choice wins,
 -- and a revocation wins a tie
 
@@ -334,7 +396,8 @@ consent_flags as (
         person_id,
         bool_and(status = 'granted') filter (where channel = 'email') as has_email_consent,
         bool_and(status = 'granted') filter (where channel = 'sms') as has_sms_consent,
-        bool_and(status = 'granted') filter (where channel = 'push') as has_push_consent
+        bool_and(status = 'granted') filter (where channel = 'push') as has_push_consent,
+        bool_and(status = 'granted') filter (where channel = 'profiling') as has_profiling_consent
     from known_consents
     group by snapshot_date, person_id
 
@@ -370,7 +433,11 @@ final as (
             as days_since_campaign_touch,
         coalesce(consent_flags.has_email_consent, false) as has_email_consent,
         coalesce(consent_flags.has_sms_consent, false) as has_sms_consent,
-        coalesce(consent_flags.has_push_consent, false) as has_push_consent
+        coalesce(consent_flags.has_push_consent, false) as has_push_consent,
+        {{ dbt.datediff('tenure.customer_since_at', 'person_snapshots.snapshot_at', 'day') }} as tenure_days,
+        cast(order_summary.monetary_value / order_summary.order_count as decimal(18, 2)) as average_order_value,
+        engagement.cart_abandon_rate_90d,
+        coalesce(consent_flags.has_profiling_consent, true) as has_profiling_consent
     from person_snapshots
     left join order_summary
         on person_snapshots.snapshot_date = order_summary.snapshot_date
@@ -387,6 +454,9 @@ final as (
     left join consent_flags
         on person_snapshots.snapshot_date = consent_flags.snapshot_date
         and person_snapshots.person_id = consent_flags.person_id
+    left join tenure
+        on person_snapshots.snapshot_date = tenure.snapshot_date
+        and person_snapshots.person_id = tenure.person_id
 
 )
 

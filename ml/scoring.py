@@ -1,0 +1,588 @@
+"""The daily batch of next-best actions: score every person of a snapshot date with the champion model, decide
+with the policy, and publish the decisions to gold.
+
+:func:`score_and_decide` reads gold ``person_features_daily`` of the date in chunks (one model call per chunk,
+bounded memory), leaves out erased persons (the suppression list) and persons who objected to profiling
+(``has_profiling_consent`` false) before anything is scored, and decides with :func:`ml.policy.decide`. The
+model is the version behind ``models:/<model_name>@champion``; when none is usable (none registered, loading or
+scoring fails, a feature it needs is missing) the policy file's rule-based fallback decides and its rows say
+``decided_by = "fallback"`` with the reason. A registered challenger scores the same persons into
+``nba_shadow_decisions`` (never sent) and serves the policy's canary share of persons.
+
+Gold tables written: ``nba_decisions`` and ``nba_shadow_decisions`` (partitioned by ``decision_date``; a re-run of
+a date replaces that date's rows in one commit) and ``nba_current`` (the decisions of the latest decision date:
+the current decision of every person still decided for; an erased or objecting person has none).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import polars as pl
+from deltalake import DeltaTable, write_deltalake
+
+from lake import delta, suppression
+from lake.gold import gold_uri
+from lake.settings import Settings, disable_telemetry, get_settings
+from ml.policy import (
+    NBA_SCHEMA,
+    NO_ACTION,
+    ModelRef,
+    Policy,
+    count_touches,
+    decide,
+    fallback_scores,
+    load_policy,
+)
+from ml.settings import MlSettings, get_ml_settings
+
+log = logging.getLogger(__name__)
+
+FEATURES = "person_features_daily"
+IDENTITY_MAP = "identity_person_map"
+DECISIONS = "nba_decisions"
+CURRENT = "nba_current"
+SHADOW = "nba_shadow_decisions"
+PROFILING_CONSENT = "has_profiling_consent"
+KEY_COLUMNS = ("person_id", "snapshot_date")
+
+
+class ScoringError(RuntimeError):
+    """The batch cannot decide for the date at all (no features for it, or no profiling consent column)."""
+
+
+@dataclass
+class ScoringReport:
+    """What a scoring run decided, in aggregate (no personal data)."""
+
+    decision_date: str
+    policy_version: str
+    persons: int
+    """Persons decided for."""
+    excluded_erased: int
+    excluded_profiling_objection: int
+    decided_by: str
+    """``champion`` or ``fallback`` (the canary share is served by the challenger either way)."""
+    fallback_reason: str | None
+    model_name: str
+    model_version: str | None
+    challenger_version: str | None
+    decisions: dict[str, int] = field(default_factory=dict)
+    """Decisions per ``action/channel`` (``no_action`` alone)."""
+    holdout_share: float = 0.0
+    exploration_share: float = 0.0
+    canary_share: float = 0.0
+    expected_value_total: float = 0.0
+    """Sum of the chosen actions' expected incremental values (EUR)."""
+    shadow_rows: int = 0
+    shadow_error: str | None = None
+
+    def summary(self) -> str:
+        """A few readable lines for the terminal."""
+        who = (
+            f"champion {self.model_name} v{self.model_version}"
+            if self.decided_by == "champion"
+            else f"fallback policy ({self.fallback_reason})"
+        )
+        lines = [
+            f"decisions of {self.decision_date} (policy {self.policy_version}) by {who}: {self.persons} persons",
+            f"  left out: {self.excluded_erased} erased, {self.excluded_profiling_objection} objected to profiling",
+            f"  holdout {self.holdout_share:.2%}, exploration {self.exploration_share:.2%}, "
+            f"canary {self.canary_share:.2%}, expected value {self.expected_value_total:,.2f} EUR",
+        ]
+        lines += [f"  {key:<24} {n:>9}" for key, n in sorted(self.decisions.items())]
+        if self.challenger_version is not None:
+            lines.append(f"  shadow: challenger v{self.challenger_version}, {self.shadow_rows} decisions")
+        return "\n".join(lines)
+
+
+# -- reading ---------------------------------------------------------------------------------------------------
+
+
+def latest_snapshot_date(settings: Settings | None = None) -> date:
+    """The latest snapshot date of gold ``person_features_daily``."""
+    settings = settings or get_settings()
+    lazy = delta.scan(gold_uri(settings, FEATURES), settings.storage_options)
+    latest = None if lazy is None else lazy.select(pl.col("snapshot_date").max()).collect().item()
+    if latest is None:
+        raise ScoringError(f"gold {FEATURES} has no rows: build the features first")
+    return latest
+
+
+def _valid_at(lazy: pl.LazyFrame, instant: datetime) -> pl.LazyFrame:
+    """The versions of a silver ``_history`` table live at ``instant`` (deletes and truncates left out)."""
+    return lazy.filter(
+        (pl.col("_valid_from") <= instant)
+        & (pl.col("_valid_to").is_null() | (pl.col("_valid_to") > instant))
+        & ~pl.col("_op").is_in(["d", "t"])
+    )
+
+
+def _identity(settings: Settings, as_of: datetime) -> pl.DataFrame:
+    """CRM contacts and app users linked to their person before ``as_of``."""
+    lazy = delta.scan(gold_uri(settings, IDENTITY_MAP), settings.storage_options)
+    if lazy is None:
+        return pl.DataFrame(
+            schema={"identifier_type": pl.String, "identifier": pl.String, "person_id": pl.String}
+        )
+    return (
+        lazy.filter(
+            pl.col("identifier_type").is_in(["crm_contact_id", "app_user_id"]) & (pl.col("linked_at") < as_of)
+        )
+        .select("identifier_type", "identifier", "person_id", "linked_at")
+        .collect()
+    )
+
+
+def addresses(settings: Settings, policy: Policy, as_of: datetime, identity: pl.DataFrame) -> pl.DataFrame:
+    """Per person, ``address__<channel>``: for a CRM channel the person's live contact that holds a granted
+    consent to it as of ``as_of`` (the latest granted, then the lowest contact id); for push the app user (the
+    latest linked, then the lowest id)."""
+    contacts = identity.filter(pl.col("identifier_type") == "crm_contact_id").select(
+        "person_id", pl.col("identifier").cast(pl.Int64, strict=False).alias("contact_id")
+    )
+    silver = delta.table_uri(settings, "silver", "crm")
+    consents_lazy = delta.scan(f"{silver}/consents_history", settings.storage_options)
+    contacts_lazy = delta.scan(f"{silver}/contacts_history", settings.storage_options)
+    granted = pl.DataFrame(
+        schema={"contact_id": pl.Int64, "channel": pl.String, "updated_at": pl.Datetime("us", "UTC")}
+    )
+    if consents_lazy is not None and contacts_lazy is not None:
+        live = _valid_at(contacts_lazy, as_of).select("contact_id").unique()
+        granted = (
+            _valid_at(consents_lazy, as_of)
+            .filter(pl.col("status") == "granted")
+            .select("contact_id", "channel", "updated_at")
+            .join(live, on="contact_id", how="semi")
+            .collect()
+        )
+    out = identity.select("person_id").unique().sort("person_id")
+    for channel in policy.channels:
+        column = f"address__{channel}"
+        if policy.address[channel] == "app_user_id":
+            chosen = (
+                identity.filter(pl.col("identifier_type") == "app_user_id")
+                .sort(["person_id", "linked_at", "identifier"], descending=[False, True, False])
+                .unique("person_id", keep="first")
+                .select("person_id", pl.col("identifier").alias(column))
+            )
+        else:
+            chosen = (
+                contacts.join(granted.filter(pl.col("channel") == channel), on="contact_id")
+                .sort(["person_id", "updated_at", "contact_id"], descending=[False, True, False])
+                .unique("person_id", keep="first")
+                .select("person_id", pl.col("contact_id").alias(column))
+            )
+        out = out.join(chosen, on="person_id", how="left", maintain_order="left")
+    return out
+
+
+def touches(
+    settings: Settings, policy: Policy, decision_date: date, as_of: datetime, identity: pl.DataFrame
+) -> pl.DataFrame:
+    """Touches per person within the frequency-cap window before ``decision_date``: the CRM's campaign touches
+    (silver ``crm/activities``, through the person's contacts) and this policy's earlier decisions that were
+    actions (gold ``nba_decisions``), one per person, day and channel."""
+    start = decision_date - timedelta(days=policy.cap_window_days)
+    events = [pl.DataFrame(schema={"person_id": pl.String, "day": pl.Date, "channel": pl.String})]
+    activities = delta.scan(
+        delta.table_uri(settings, "silver", "crm", "activities"), settings.storage_options
+    )
+    if activities is not None:
+        contacts = identity.filter(pl.col("identifier_type") == "crm_contact_id").select(
+            "person_id", pl.col("identifier").cast(pl.Int64, strict=False).alias("contact_id")
+        )
+        sent = (
+            activities.filter(
+                (pl.col("activity_type") == "campaign_touch")
+                & (pl.col("sent_at") < as_of)
+                & (pl.col("sent_at") >= as_of - timedelta(days=policy.cap_window_days))
+            )
+            .select("contact_id", pl.col("sent_at").dt.date().alias("day"), "channel")
+            .collect()
+        )
+        events.append(sent.join(contacts, on="contact_id").select("person_id", "day", "channel"))
+    earlier = delta.scan(gold_uri(settings, DECISIONS), settings.storage_options)
+    if earlier is not None:
+        events.append(
+            earlier.filter(
+                (pl.col("decision_date") >= start)
+                & (pl.col("decision_date") < decision_date)
+                & (pl.col("action") != NO_ACTION)
+            )
+            .select("person_id", pl.col("decision_date").alias("day"), "channel")
+            .collect()
+        )
+    return count_touches(pl.concat(events, how="vertical_relaxed"), policy, decision_date)
+
+
+def erased_identities(identity: pl.DataFrame, suppressed: set[str], secret: str) -> pl.Series:
+    """The persons whose CRM contact or app user (rows of ``identity``) is on the suppression list."""
+    if not suppressed:
+        return pl.Series("person_id", [], dtype=pl.String)
+    wanted = pl.Series(list(suppressed), dtype=pl.String).implode()
+    hits = [
+        group.filter(suppression.hashes(kind, group["identifier"], secret).is_in(wanted).fill_null(False))
+        for (kind,), group in identity.partition_by("identifier_type", as_dict=True).items()
+    ]
+    return pl.concat([identity.head(0), *hits])["person_id"].unique()
+
+
+def erased_persons(
+    person_ids: pl.Series, erased_ids: pl.Series, suppressed: set[str], secret: str
+) -> pl.Series:
+    """True for the persons erased: their person id is on the suppression list, or they are in ``erased_ids``
+    (:func:`erased_identities`)."""
+    if not suppressed:
+        return pl.Series([False] * len(person_ids), dtype=pl.Boolean)
+    wanted = pl.Series(list(suppressed), dtype=pl.String).implode()
+    hit = suppression.hashes(suppression.PERSON_ID, person_ids, secret).is_in(wanted).fill_null(False)
+    return hit | person_ids.is_in(erased_ids.implode())
+
+
+# -- scoring ---------------------------------------------------------------------------------------------------
+
+
+def model_input(frame: pl.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """The pandas frame the served model takes (:func:`ml.model.pyfunc_input`, the format of its signature:
+    numbers and booleans as floats, categories as strings); the model itself maps categories and missing values."""
+    from ml.model import pyfunc_input  # imports mlflow: only when a model scores
+
+    return pyfunc_input(frame, columns)
+
+
+def predict_scores(model, frame: pl.DataFrame, columns: list[str], actions: tuple[str, ...]) -> pl.DataFrame:
+    """``person_id`` and ``expected_revenue__<action>`` of every action, from one model call on ``frame``;
+    ValueError when the model gives fewer rows, lacks an action or gives a non-finite value."""
+    output = model.predict(model_input(frame, columns))
+    predicted = pl.from_pandas(output) if isinstance(output, pd.DataFrame) else pl.DataFrame(output)
+    wanted = [f"expected_revenue__{a}" for a in actions]
+    lacking = [c for c in wanted if c not in predicted.columns]
+    if lacking:
+        raise ValueError(f"the model gives no {', '.join(lacking)}")
+    if predicted.height != frame.height:
+        raise ValueError(f"the model gave {predicted.height} rows for {frame.height}")
+    values = predicted.select(pl.col(wanted).cast(pl.Float64))
+    if not np.isfinite(values.to_numpy()).all():
+        raise ValueError("the model gave a missing or infinite expected revenue")
+    return pl.concat([frame.select("person_id"), values], how="horizontal")
+
+
+def input_columns(model, available: list[str]) -> list[str]:
+    """The feature columns the model takes: its signature's inputs, or every column but the keys."""
+    schema = model.metadata.get_input_schema() if hasattr(model, "metadata") else None
+    if schema is not None and schema.has_input_names():
+        return list(schema.input_names())
+    return [c for c in available if c not in KEY_COLUMNS]
+
+
+def score_frame(
+    features: pl.DataFrame,
+    model,
+    policy: Policy,
+    decision_date: date,
+    model_ref: ModelRef,
+    chunk_rows: int = 100_000,
+    columns: list[str] | None = None,
+) -> pl.DataFrame:
+    """Score and decide for persons already in memory (the benchmark's path): ``features`` holds the feature
+    columns and the candidates' columns (see :mod:`ml.policy`); one model call per chunk of ``chunk_rows``,
+    then one :func:`ml.policy.decide` over all of them. Returns the decisions."""
+    columns = columns or input_columns(model, features.columns)
+    scores = pl.concat(
+        [
+            predict_scores(model, features.slice(start, chunk_rows), columns, policy.actions)
+            for start in range(0, features.height, chunk_rows)
+        ]
+    )
+    return decide(scores, features, policy, decision_date, model_ref)
+
+
+@dataclass
+class _Scorer:
+    """A registered model version loaded for scoring, until it fails."""
+
+    ref: ModelRef
+    model: object
+    columns: list[str]
+    scores: list[pl.DataFrame] = field(default_factory=list)
+    error: str | None = None
+
+    def score(self, chunk: pl.DataFrame, actions: tuple[str, ...]) -> None:
+        if self.error is not None:
+            return
+        try:
+            self.scores.append(predict_scores(self.model, chunk, self.columns, actions))
+        except Exception as error:  # any failure of the model hands the decision to the fallback
+            log.warning("scoring with %s v%s failed: %s", self.ref.name, self.ref.version, error)
+            self.error = "scoring_failed"
+
+
+def _load(ml: MlSettings, alias: str, available: list[str]) -> tuple[_Scorer | None, str | None]:
+    """The model version behind ``models:/<name>@<alias>`` loaded for scoring, or None and why not."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow.MlflowClient(tracking_uri=ml.tracking_uri, registry_uri=ml.tracking_uri)
+    try:
+        version = client.get_model_version_by_alias(ml.model_name, alias)
+    except MlflowException:
+        return None, f"no_{alias}"
+    try:
+        mlflow.set_registry_uri(ml.tracking_uri)
+        mlflow.set_tracking_uri(ml.tracking_uri)
+        model = mlflow.pyfunc.load_model(f"models:/{ml.model_name}/{version.version}")
+    except Exception as error:  # a model that cannot be loaded is not usable, whatever the cause
+        log.warning("loading %s v%s (%s) failed: %s", ml.model_name, version.version, alias, error)
+        return None, f"{alias}_load_failed"
+    columns = input_columns(model, available)
+    lacking = [c for c in columns if c not in available]
+    if lacking:
+        log.warning("%s v%s needs features the table lacks: %s", ml.model_name, version.version, lacking)
+        return None, "features_missing"
+    return _Scorer(ModelRef(ml.model_name, str(version.version), alias), model, columns), None
+
+
+# -- writing ---------------------------------------------------------------------------------------------------
+
+
+def write_date(uri: str, frame: pl.DataFrame, decision_date: date, settings: Settings) -> None:
+    """Replace the rows of ``decision_date`` in the table at ``uri`` with ``frame`` (one commit)."""
+    write_deltalake(
+        uri,
+        frame.to_arrow(),
+        mode="overwrite",
+        predicate=f"decision_date = '{decision_date.isoformat()}'",
+        partition_by=["decision_date"],
+        storage_options=settings.storage_options or None,
+    )
+
+
+def _clear_date(uri: str, decision_date: date, settings: Settings) -> None:
+    """Remove the rows of ``decision_date`` from the table at ``uri``, if it exists."""
+    if delta.open_table(uri, settings.storage_options) is not None:
+        DeltaTable(uri, storage_options=settings.storage_options or None).delete(
+            f"decision_date = '{decision_date.isoformat()}'"
+        )
+
+
+def refresh_current(settings: Settings) -> int:
+    """Overwrite gold ``nba_current`` with the decisions of the latest date of ``nba_decisions``; its rows."""
+    lazy = delta.scan(gold_uri(settings, DECISIONS), settings.storage_options)
+    if lazy is None:
+        return 0
+    latest = lazy.select(pl.col("decision_date").max()).collect().item()
+    current = lazy.filter(pl.col("decision_date") == latest).collect().cast(NBA_SCHEMA)
+    write_deltalake(
+        gold_uri(settings, CURRENT),
+        current.to_arrow(),
+        mode="overwrite",
+        schema_mode="overwrite",
+        storage_options=settings.storage_options or None,
+    )
+    return current.height
+
+
+# -- the batch -------------------------------------------------------------------------------------------------
+
+
+def score_and_decide(
+    decision_date: date | None = None,
+    settings: Settings | None = None,
+    ml_settings: MlSettings | None = None,
+) -> ScoringReport:
+    """Decide the next-best action of every person of ``decision_date`` (default: the latest snapshot date) and
+    publish ``nba_decisions``, ``nba_current`` and ``nba_shadow_decisions``; the run's aggregate report."""
+    disable_telemetry()
+    settings = settings or get_settings()
+    ml = ml_settings or get_ml_settings()
+    policy = load_policy(ml.policy_file)
+    decision_date = decision_date or latest_snapshot_date(settings)
+    as_of = datetime(decision_date.year, decision_date.month, decision_date.day, tzinfo=UTC)
+    lazy = delta.scan(gold_uri(settings, FEATURES), settings.storage_options)
+    if lazy is None:
+        raise ScoringError(f"gold {FEATURES} does not exist: build the features first")
+    available = list(lazy.collect_schema())
+    if PROFILING_CONSENT not in available:
+        raise ScoringError(
+            f"gold {FEATURES} has no {PROFILING_CONSENT} column: persons who objected to profiling cannot be "
+            "left out, so nobody is scored"
+        )
+
+    champion, fallback_reason = _load(ml, "champion", available)
+    challenger, shadow_error = _load(ml, "challenger", available)
+    if shadow_error == "no_challenger":
+        shadow_error = None
+    identity = _identity(settings, as_of)
+    suppressed = suppression.suppressed(settings)
+    erased_ids = erased_identities(identity, suppressed, settings.pii_secret)
+    wanted = [
+        "person_id",
+        *policy.consent_column.values(),
+        "days_since_last_order",
+        *policy.rule_columns,
+    ]
+    candidate_parts, erased, objected = [], 0, 0
+    chunks = lazy.filter(pl.col("snapshot_date") == decision_date).collect_batches(
+        chunk_size=ml.scoring_chunk_rows
+    )
+    for chunk in chunks:
+        gone = erased_persons(chunk["person_id"], erased_ids, suppressed, settings.pii_secret)
+        no_profiling = ~chunk[PROFILING_CONSENT].fill_null(True)
+        erased += int(gone.sum())
+        objected += int((no_profiling & ~gone).sum())
+        chunk = chunk.filter(~gone & ~no_profiling)
+        if not chunk.height:
+            continue
+        candidate_parts.append(chunk.select(list(dict.fromkeys(wanted))))
+        for scorer in (champion, challenger):
+            if scorer is not None:
+                scorer.score(chunk, policy.actions)
+    if not candidate_parts and not (erased or objected):
+        raise ScoringError(f"gold {FEATURES} has no rows for {decision_date}: nothing to decide")
+
+    candidates = (
+        pl.concat(candidate_parts)
+        if candidate_parts
+        else pl.DataFrame(schema={c: lazy.collect_schema()[c] for c in dict.fromkeys(wanted)})
+    )
+    candidates = (
+        candidates.join(addresses(settings, policy, as_of, identity), on="person_id", how="left")
+        .join(touches(settings, policy, decision_date, as_of, identity), on="person_id", how="left")
+        .with_columns(pl.col("touches").fill_null(0))
+        .sort("person_id")
+    )
+    if champion is not None and champion.error is not None:
+        fallback_reason = f"champion_{champion.error}"
+    if challenger is not None and challenger.error is not None:
+        shadow_error = f"challenger_{challenger.error}"
+    usable = champion is not None and champion.error is None
+    shadow = challenger is not None and challenger.error is None
+    decided_at = datetime.now(UTC)
+    if usable:
+        decisions = decide(
+            _concat(champion.scores, policy),
+            candidates,
+            policy,
+            decision_date,
+            champion.ref,
+            challenger=challenger.ref if shadow else None,
+            challenger_scores=_concat(challenger.scores, policy) if shadow else None,
+            decided_at=decided_at,
+        )
+    else:
+        decisions = decide(
+            fallback_scores(candidates, policy),
+            candidates,
+            policy,
+            decision_date,
+            None,
+            fallback_reason=fallback_reason,
+            decided_at=decided_at,
+        )
+    write_date(gold_uri(settings, DECISIONS), decisions, decision_date, settings)
+    refresh_current(settings)
+    shadow_rows = 0
+    if shadow:
+        shadow_decisions = decide(
+            _concat(challenger.scores, policy),
+            candidates,
+            policy,
+            decision_date,
+            challenger.ref,
+            decided_at=decided_at,
+        )
+        write_date(gold_uri(settings, SHADOW), shadow_decisions, decision_date, settings)
+        shadow_rows = shadow_decisions.height
+    else:
+        _clear_date(gold_uri(settings, SHADOW), decision_date, settings)
+    return _report(
+        decisions,
+        decision_date,
+        policy,
+        ml,
+        erased,
+        objected,
+        champion.ref if usable else None,
+        None if usable else fallback_reason,
+        challenger.ref if challenger is not None else None,
+        shadow_rows,
+        shadow_error,
+    )
+
+
+def _concat(parts: list[pl.DataFrame], policy: Policy) -> pl.DataFrame:
+    if parts:
+        return pl.concat(parts)
+    return pl.DataFrame(
+        schema={"person_id": pl.String, **{f"expected_revenue__{a}": pl.Float64 for a in policy.actions}}
+    )
+
+
+def _report(
+    decisions: pl.DataFrame,
+    decision_date: date,
+    policy: Policy,
+    ml: MlSettings,
+    erased: int,
+    objected: int,
+    champion: ModelRef | None,
+    fallback_reason: str | None,
+    challenger: ModelRef | None,
+    shadow_rows: int,
+    shadow_error: str | None,
+) -> ScoringReport:
+    n = decisions.height
+    keys = Counter(
+        a if c is None else f"{a}/{c}" for a, c in decisions.select("action", "channel").iter_rows()
+    )
+
+    def share(column: str) -> float:
+        return float(decisions[column].mean()) if n else 0.0
+
+    return ScoringReport(
+        decision_date=decision_date.isoformat(),
+        policy_version=policy.version,
+        persons=n,
+        excluded_erased=erased,
+        excluded_profiling_objection=objected,
+        decided_by="champion" if champion is not None else "fallback",
+        fallback_reason=fallback_reason,
+        model_name=ml.model_name,
+        model_version=champion.version if champion is not None else None,
+        challenger_version=challenger.version if challenger is not None else None,
+        decisions=dict(keys),
+        holdout_share=share("is_holdout"),
+        exploration_share=share("is_exploration"),
+        canary_share=share("is_canary"),
+        expected_value_total=float(decisions["expected_value"].sum()) if n else 0.0,
+        shadow_rows=shadow_rows,
+        shadow_error=shadow_error,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m ml.score [--date YYYY-MM-DD]``: decide for the date (default: the latest snapshot date)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m ml.score",
+        description="Decide the next-best action of every person for a date and publish gold nba_decisions.",
+    )
+    parser.add_argument("--date", type=date.fromisoformat, default=None, help="decision date (YYYY-MM-DD)")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        report = score_and_decide(args.date)
+    except ScoringError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(json.dumps(asdict(report), indent=2) if args.json else report.summary())
+    return 0

@@ -1,0 +1,69 @@
+"""The MLflow UI over the project's tracking store (``make mlflow``).
+
+``python -m ml.ui [--port 5000]`` replaces itself with ``mlflow server`` bound to 127.0.0.1, with the backend
+store of the ML settings (``MLFLOW_TRACKING_URI``, default the local SQLite store under ``var/mlflow/``), one
+worker, and telemetry off. Artifacts are read from where each run logged them (the runs' own artifact URIs);
+experiments created from the UI keep theirs beside a local SQLite store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+from pathlib import Path
+
+from lake.settings import TELEMETRY_OFF
+from ml.settings import MlSettings, get_ml_settings
+
+SQLITE_PREFIX = "sqlite:///"
+
+
+def sqlite_path(tracking_uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` tracking URI (None for another backend)."""
+    if not tracking_uri.startswith(SQLITE_PREFIX):
+        return None
+    return Path(tracking_uri[len(SQLITE_PREFIX) :])
+
+
+def server_command(port: int, settings: MlSettings | None = None, host: str = "127.0.0.1") -> list[str]:
+    """The ``mlflow server`` command line that serves the UI of the settings' tracking store on ``host:port``."""
+    settings = settings or get_ml_settings()
+    command = [
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        settings.tracking_uri,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--no-serve-artifacts",
+    ]
+    database = sqlite_path(settings.tracking_uri)
+    if database is not None:
+        command += ["--default-artifact-root", (database.parent / "artifacts").resolve().as_uri()]
+    return command
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve the MLflow UI: create the local store's folder if needed, then exec ``mlflow server``."""
+    parser = argparse.ArgumentParser(prog="python -m ml.ui", description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=int(os.environ.get("MLFLOW_PORT") or 5000))
+    args = parser.parse_args(argv)
+    settings = get_ml_settings()
+    database = sqlite_path(settings.tracking_uri)
+    if database is not None:
+        database.parent.mkdir(parents=True, exist_ok=True)
+    command = server_command(args.port, settings)
+    print(f"MLflow UI of {settings.tracking_uri} on http://127.0.0.1:{args.port}", flush=True)
+    executable = shutil.which(command[0])
+    if executable is None:
+        raise SystemExit("mlflow is not installed in this environment: run make install")
+    os.execve(executable, command, {**os.environ, **TELEMETRY_OFF})
+
+
+if __name__ == "__main__":
+    main()
