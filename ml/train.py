@@ -10,7 +10,8 @@ Two learners, compared against the simulator's truth (``benchmarks/uplift_learne
   models; on the decisions of randomised campaigns (those that logged every action) the doubly robust
   pseudo-outcome of each action against ``no_action`` is regressed on the features, and the expected revenue of
   an action is the no-action revenue plus that effect. The propensity of an action in such a campaign is its
-  share of the campaign's decisions (the campaign draws the action at random, whatever the channel).
+  share of the campaign's decisions (the campaign draws the action at random, whatever the channel); decisions
+  that had no choice (logged with propensity 1: no channel could reach the person) are left out.
 
 Out-of-time validation: the latest ``validation_days`` decision dates validate (early stopping, metrics); the
 earlier ones train. Fixed seeds; categorical features and missing values are left to xgboost
@@ -304,6 +305,8 @@ def _effect_models(
 ) -> dict[str, xgb.Booster]:
     """The doubly robust effect model of every action against ``no_action``, on the randomised campaigns'
     decisions."""
+    # a decision logged with certainty (no_action for a person no channel could reach) had no choice: left out
+    train, validation = (f.filter(pl.col("propensity") < 1) for f in (train, validation))
     shares = campaign_action_shares(pl.concat([train, validation]), config.actions)
     randomised = shares.filter("randomised").select("campaign_id", "action", "share")
 
