@@ -92,6 +92,7 @@ bench: install  ## print throughput and memory figures (benchmarks/)
 	$(RUN) python benchmarks/lake_throughput.py
 	$(RUN) python benchmarks/identity_components.py
 	$(RUN) python benchmarks/dbt_nightly.py
+	$(RUN) python benchmarks/decision_quality.py --persons 200000
 
 lint: install  ## ruff lint and format check
 	$(RUN) ruff check .

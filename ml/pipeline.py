@@ -90,10 +90,11 @@ def ope_logs(validation: pl.DataFrame, policy) -> pl.DataFrame:
 
 def greedy_policy(
     predictions: pl.DataFrame, rows: pl.DataFrame, policy, actions: Sequence[str]
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The greedy policy of a model's ``predictions`` on the logged ``rows`` (same order): its choice per row as
-    one-hot target probabilities over ``actions``, and the reward model (expected revenue of each action minus
-    the cheapest allowed channel's message cost), both ``(rows, actions)``.
+    one-hot target probabilities over ``actions``, the reward model (expected revenue of each action minus the
+    message cost of the cheapest channel with consent) and that channel (None for ``no_action`` and where no
+    channel of the action has consent), all ``(rows, actions)``.
 
     An action is allowed in a row when one of its channels has the row's consent (the policy file's consent
     columns) and, for a discount, the person did not order within the policy's recent-purchaser days."""
@@ -105,20 +106,24 @@ def greedy_policy(
     recent = days < policy.recent_purchaser_days
     costs = np.zeros((n, len(actions)))
     allowed = np.ones((n, len(actions)), dtype=bool)
+    target_channels = np.full((n, len(actions)), None, dtype=object)
     for a, action in enumerate(actions[1:], start=1):
         channels = sorted(policy.action_channels[action], key=lambda c: policy.message_cost[c])
         consent = np.column_stack(
             [rows[policy.consent_column[c]].fill_null(False).cast(pl.Boolean).to_numpy() for c in channels]
         )
-        cheapest = np.array([policy.message_cost[c] for c in channels])[np.argmax(consent, axis=1)]
-        costs[:, a] = np.where(consent.any(axis=1), cheapest, min(policy.message_cost[c] for c in channels))
-        allowed[:, a] = consent.any(axis=1) & ~(recent if action in policy.discount_actions else False)
+        first = np.argmax(consent, axis=1)
+        reachable = consent.any(axis=1)
+        cheapest = np.array([policy.message_cost[c] for c in channels])[first]
+        costs[:, a] = np.where(reachable, cheapest, min(policy.message_cost[c] for c in channels))
+        target_channels[:, a] = np.where(reachable, np.array(channels, dtype=object)[first], None)
+        allowed[:, a] = reachable & ~(recent if action in policy.discount_actions else False)
     reward_model = revenue - costs
     value = np.where(allowed, reward_model - revenue[:, [0]], -np.inf)
     value[:, 0] = 0.0
     target = np.zeros((n, len(actions)))
     target[np.arange(n), np.argmax(value, axis=1)] = 1.0
-    return target, reward_model
+    return target, reward_model, target_channels
 
 
 def value_policy(predictions: pl.DataFrame, validation: pl.DataFrame, policy, actions: Sequence[str]) -> dict:
@@ -126,14 +131,17 @@ def value_policy(predictions: pl.DataFrame, validation: pl.DataFrame, policy, ac
     ``predictions`` on the ``validation`` logs."""
     from ml.ope import evaluate_policy
 
-    target, reward_model = greedy_policy(predictions, validation, policy, actions)
-    return evaluate_policy(ope_logs(validation, policy), target, reward_model, list(actions))
+    target, reward_model, channels = greedy_policy(predictions, validation, policy, actions)
+    return evaluate_policy(
+        ope_logs(validation, policy), target, reward_model, list(actions), target_channels=channels
+    )
 
 
 def quality_failures(result, evaluation: Mapping) -> list[str]:
     """Why a trained candidate may not serve (empty when it may): no validation rows, predictions that are not
-    finite, negative expected revenue, probabilities outside [0, 1], or a learned policy outside the logs'
-    support."""
+    finite, probabilities outside [0, 1], or no finite off-policy value. The logs' support is the gate's
+    concern (an unsupported challenger is not promoted), not a quality check: the first champion replaces the
+    rule-based fallback, and its support is recorded with it."""
     failures = []
     if result.validation.height == 0:
         failures.append("no validation decisions")
@@ -142,15 +150,11 @@ def quality_failures(result, evaluation: Mapping) -> list[str]:
         values = predictions[name].cast(pl.Float64).to_numpy()
         if not np.isfinite(values).all():
             failures.append(f"{name}: predictions not finite")
-        elif name.startswith("expected_revenue__") and (values < 0).any():
-            failures.append(f"{name}: negative expected revenue")
         elif name.startswith("purchase_probability__") and ((values < 0) | (values > 1)).any():
             failures.append(f"{name}: probability outside [0, 1]")
     primary = evaluation.get(PRIMARY_ESTIMATOR)
-    if primary is None or primary.unsupported:
-        failures.append(f"learned policy unsupported by the logs ({PRIMARY_ESTIMATOR})")
-    elif not math.isfinite(primary.value):
-        failures.append(f"learned policy value not finite ({PRIMARY_ESTIMATOR})")
+    if primary is None or not math.isfinite(primary.value):
+        failures.append(f"learned policy has no finite off-policy value ({PRIMARY_ESTIMATOR})")
     return failures
 
 
@@ -239,7 +243,12 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m ml.pipeline`` (train a candidate) or ``python -m ml.pipeline reproduce <run id>``."""
     parser = argparse.ArgumentParser(prog="python -m ml.pipeline", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command")
-    commands.add_parser("train", help="train a candidate, register it and apply the promotion gate (default)")
+    train = commands.add_parser(
+        "train", help="train a candidate, register it and apply the promotion gate (default)"
+    )
+    train.add_argument("--method", help="the learner (default: the training configuration's)")
+    train.add_argument("--validation-days", type=int, help="latest decision dates that validate (default 7)")
+    train.add_argument("--seed", type=int, help="the seed of the boosters (default 7)")
     again = commands.add_parser(
         "reproduce", help="retrain a logged run from its snapshot and compare predictions"
     )
@@ -251,7 +260,15 @@ def main(argv: list[str] | None = None) -> int:
         difference = reproduce_and_compare(args.run_id)
         print(f"run {args.run_id} reproduced: largest prediction difference {difference:.3g}")
         return 0 if difference == 0 else 1
-    print(train_candidate().describe())
+    from ml.train import TrainingConfig
+
+    chosen = {
+        "method": getattr(args, "method", None),
+        "validation_days": getattr(args, "validation_days", None),
+        "seed": getattr(args, "seed", None),
+    }
+    config = TrainingConfig(**{k: v for k, v in chosen.items() if v is not None})
+    print(train_candidate(config=config).describe())
     return 0
 
 

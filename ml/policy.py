@@ -30,6 +30,7 @@ from typing import Literal
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, model_validator
 
@@ -285,31 +286,81 @@ def load_policy(path: Path | None = None) -> Policy:
 # -- hashing ---------------------------------------------------------------------------------------------------
 
 
-def uniform(keys: Iterable[str], salt: str) -> np.ndarray:
-    """A uniform number in [0, 1) per key, from SHA-256 of ``<salt>|<key>``: stable across runs and machines."""
-    prefix = hashlib.sha256(salt.encode() + b"|")
-    values = []
-    for key in keys:
-        h = prefix.copy()
-        h.update(key.encode())
-        values.append(int.from_bytes(h.digest()[:8], "big") >> 11)
-    return np.asarray(values, dtype=np.float64) * 2.0**-53
+_FNV_OFFSET = 0xCBF29CE484222325
+_FNV_PRIME = 0x100000001B3
+_MASK = 0xFFFFFFFFFFFFFFFF
+
+
+def key_hashes(keys: Iterable[str] | pl.Series) -> np.ndarray:
+    """The 64-bit FNV-1a hash of the UTF-8 bytes of every key (vectorised over the keys; uint64)."""
+    series = keys if isinstance(keys, pl.Series) else pl.Series(list(keys), dtype=pl.String)
+    binary = series.cast(pl.Binary).to_arrow()
+    if isinstance(binary, pa.ChunkedArray):
+        binary = binary.combine_chunks()
+    n = len(binary)
+    h = np.full(n, _FNV_OFFSET, dtype=np.uint64)
+    if not n:
+        return h
+    buffers = binary.buffers()
+    offsets = np.frombuffer(buffers[1], dtype=np.int64)[binary.offset : binary.offset + n + 1]
+    data = np.frombuffer(buffers[2], dtype=np.uint8) if buffers[2] is not None else np.zeros(0, np.uint8)
+    lengths = np.diff(offsets)
+    prime = np.uint64(_FNV_PRIME)
+    with np.errstate(over="ignore"):
+        if (lengths == lengths[0]).all():  # ids of one length: a byte matrix, one column at a time
+            matrix = data[offsets[0] : offsets[-1]].reshape(n, int(lengths[0]))
+            for j in range(matrix.shape[1]):
+                h = (h ^ matrix[:, j].astype(np.uint64)) * prime
+        else:
+            padded = np.append(data, np.uint8(0))
+            for j in range(int(lengths.max())):
+                byte = padded[np.minimum(offsets[:-1] + j, len(padded) - 1)].astype(np.uint64)
+                h = np.where(lengths > j, (h ^ byte) * prime, h)
+    return h
+
+
+def uniform(keys: Iterable[str] | pl.Series | np.ndarray, salt: str) -> np.ndarray:
+    """A uniform number in [0, 1) per key, stable across runs, machines and library versions: the key's
+    :func:`key_hashes` (or those hashes, given as uint64) XOR the FNV-1a hash of ``salt``, through the SplitMix64
+    finaliser."""
+    h = keys.copy() if isinstance(keys, np.ndarray) else key_hashes(keys)
+    seed = _FNV_OFFSET
+    for byte in salt.encode():
+        seed = ((seed ^ byte) * _FNV_PRIME) & _MASK
+    with np.errstate(over="ignore"):
+        h ^= np.uint64(seed)
+        h ^= h >> np.uint64(30)
+        h *= np.uint64(0xBF58476D1CE4E5B9)
+        h ^= h >> np.uint64(27)
+        h *= np.uint64(0x94D049BB133111EB)
+        h ^= h >> np.uint64(31)
+    return (h >> np.uint64(11)).astype(np.float64) * 2.0**-53
 
 
 def decision_ids(person_ids: Iterable[str], decision_date: date, policy_version: str) -> list[str]:
     """The decision id of each person: the first 32 hex digits of sha256(``<person>|<date>|<version>``)."""
-    suffix = f"|{decision_date.isoformat()}|{policy_version}".encode()
-    return [hashlib.sha256(p.encode() + suffix).hexdigest()[:32] for p in person_ids]
+    suffix = f"|{decision_date.isoformat()}|{policy_version}"
+    ids = person_ids.to_list() if isinstance(person_ids, pl.Series) else person_ids
+    sha = hashlib.sha256
+    return [sha((p + suffix).encode()).hexdigest()[:32] for p in ids]
 
 
-def holdout_mask(person_ids: Iterable[str], policy: Policy) -> np.ndarray:
-    """True for the persons of the stable holdout group (the same on every date)."""
+def holdout_mask(person_ids: Iterable[str] | np.ndarray, policy: Policy) -> np.ndarray:
+    """True for the persons of the stable holdout group (the same on every date); ids or their key hashes."""
     return uniform(person_ids, policy.holdout_salt) < policy.holdout_share
 
 
-def canary_mask(person_ids: Iterable[str], policy: Policy) -> np.ndarray:
+def canary_mask(person_ids: Iterable[str] | np.ndarray, policy: Policy) -> np.ndarray:
     """True for the persons the challenger serves when one is registered (the same on every date)."""
     return uniform(person_ids, policy.canary_salt) < policy.canary_share
+
+
+def _labels(name: str, names: Iterable[str], codes: np.ndarray, null: np.ndarray | None = None) -> pl.Series:
+    """A string column from integer codes into ``names`` (null where ``null``)."""
+    labels = pl.Series(name, list(names), dtype=pl.String).gather(codes)
+    if null is None:
+        return labels
+    return labels.zip_with(pl.Series(~null), pl.Series(name, [None] * len(labels), dtype=pl.String))
 
 
 # -- eligibility -----------------------------------------------------------------------------------------------
@@ -386,7 +437,6 @@ def eligibility(
     opened = _open(candidates, policy)
     cost = np.array([policy.message_cost[c] for c in policy.channels])
     order = np.argsort(cost, kind="stable")
-    channel_names = np.array(policy.channels, dtype=object)
     parts = []
     for a, action in enumerate(policy.actions):
         ok = opened.ok[:, a, :][:, order]
@@ -396,11 +446,9 @@ def eligibility(
                 {
                     "person_id": candidates["person_id"],
                     "action": pl.Series([action] * candidates.height, dtype=pl.String),
-                    "channel": pl.Series(
-                        np.where(first >= 0, channel_names[np.maximum(first, 0)], None), dtype=pl.String
-                    ),
+                    "channel": _labels("channel", policy.channels, np.maximum(first, 0), first < 0),
                     "eligible": pl.Series(ok.any(axis=1) | (a == 0)),
-                    "reason": pl.Series(np.array(ACTION_REASONS, dtype=object)[opened.reason[:, a]]),
+                    "reason": _labels("reason", ACTION_REASONS, opened.reason[:, a]),
                 }
             )
         )
@@ -456,9 +504,12 @@ class ModelRef:
 def _revenue(scores: pl.DataFrame, person_ids: pl.Series, actions: tuple[str, ...]) -> np.ndarray:
     """Expected revenue [persons, actions] aligned to ``person_ids`` (NaN where no score)."""
     columns = [f"expected_revenue__{a}" for a in actions]
-    aligned = pl.DataFrame({"person_id": person_ids}).join(
-        scores.select("person_id", *columns), on="person_id", how="left", maintain_order="left"
-    )
+    if scores["person_id"].equals(person_ids):
+        aligned = scores
+    else:
+        aligned = pl.DataFrame({"person_id": person_ids}).join(
+            scores.select("person_id", *columns), on="person_id", how="left", maintain_order="left"
+        )
     values = aligned.select(pl.col(columns).cast(pl.Float64).fill_nan(None)).to_numpy()
     if np.isinf(values).any():
         raise ValueError("scores hold infinite expected revenues")
@@ -504,12 +555,13 @@ def decide(
         raise ValueError("candidates hold a person twice: one decision per person and day")
     persons = candidates["person_id"]
     n, actions, channels = candidates.height, policy.actions, policy.channels
-    keys = [f"{p}|{decision_date.isoformat()}" for p in persons]
+    day = f"|{decision_date.isoformat()}"
+    hashed = key_hashes(persons)
     revenue = _revenue(scores, persons, actions)
-    holdout = holdout_mask(persons, policy) if deploy else np.zeros(n, bool)
+    holdout = holdout_mask(hashed, policy) if deploy else np.zeros(n, bool)
     canary = np.zeros(n, bool)
     if deploy and model is not None and challenger is not None and challenger_scores is not None:
-        canary = canary_mask(persons, policy)
+        canary = canary_mask(hashed, policy)
         revenue = np.where(canary[:, None], _revenue(challenger_scores, persons, actions), revenue)
     scored = ~np.isnan(revenue) & ~np.isnan(revenue[:, :1])
     incremental = np.nan_to_num(revenue - revenue[:, :1])
@@ -528,13 +580,12 @@ def decide(
 
     # the greedy choice, under the daily budgets (the highest values get them; ties by a hash of the person)
     available = ok.copy()
-    first_action, _, _ = _best_option(value, available)
-    action, channel, best = first_action, np.full(n, -1), np.zeros(n)
-    tiebreak = uniform(keys, "budget")
+    first_action, first_channel, _ = _best_option(value, available)
+    tiebreak = uniform(hashed, "budget" + day)
     budgets = [
         (actions.index(a), channels.index(c), limit) for (a, c), limit in policy.budgets.items() if deploy
     ]
-    for _ in range(len(actions) * len(channels) + 1):
+    while True:  # every pass that spills removes options, so this ends
         action, channel, best = _best_option(value, available)
         spilled = False
         for a, c, limit in budgets:
@@ -545,7 +596,7 @@ def decide(
                 spilled = True
         if not spilled:
             break
-    greedy = action
+    greedy, greedy_channel = action, channel
     budget_hit = eligible & ~available.any(axis=2)
     budget_hit[:, 0] = False
     reason[budget_hit] = ACTION_REASONS.index("budget")
@@ -555,8 +606,8 @@ def decide(
     k = eligible.sum(axis=1)
     explore = np.zeros(n, bool)
     if share > 0:
-        explore = ~holdout & (uniform(keys, policy.exploration_salt) < share)
-        draw = np.minimum((uniform(keys, policy.exploration_salt + "|draw") * k).astype(int), k - 1)
+        explore = ~holdout & (uniform(hashed, policy.exploration_salt + day) < share)
+        draw = np.minimum((uniform(hashed, policy.exploration_salt + day + "|draw") * k).astype(int), k - 1)
         drawn = np.argmax(np.cumsum(eligible, axis=1) > draw[:, None], axis=1)
         rows = np.flatnonzero(explore)
         picked = drawn[rows]
@@ -576,42 +627,40 @@ def decide(
         [
             holdout,
             explore,
-            (action > 0) & (greedy == first_action),
+            (action > 0) & (greedy == first_action) & (greedy_channel == first_channel),
             action > 0,
             ~eligible[:, 1:].any(axis=1),
-            (budget_hit & (value.max(axis=2) > 0)).any(axis=1),
+            (budget_hit & (np.where(ok, value, -np.inf).max(axis=2) > 0)).any(axis=1),
         ],
         [DECISION_REASONS.index(r) for r in DECISION_REASONS[:2]]
         + [DECISION_REASONS.index(r) for r in ("best_value", "budget_next_best")]
         + [DECISION_REASONS.index(r) for r in ("no_eligible_action", "budget_exhausted")],
         DECISION_REASONS.index("no_positive_value"),
     )
-    reasons = np.array(DECISION_REASONS, dtype=object)[code]
+    reasons = _labels("reason", DECISION_REASONS, code)
     if model is None:
-        reasons = np.char.add(f"fallback:{fallback_reason or 'no_model'};", reasons.astype(str))
-
-    channel_names = np.array([*channels, None], dtype=object)
-    chosen_channel = channel_names[np.where(channel >= 0, channel, len(channels))]
-    crm = np.full(n, None, dtype=object)
-    app = np.full(n, None, dtype=object)
+        reasons = (f"fallback:{fallback_reason or 'no_model'};" + reasons).alias("reason")
+    chosen_channel = _labels("channel", channels, np.maximum(channel, 0), channel < 0)
+    crm = pl.Series("crm_contact_id", [None] * n, dtype=pl.Int64)
+    app = pl.Series("app_user_id", [None] * n, dtype=pl.String)
     for c, name in enumerate(channels):
-        on = channel == c
-        if not on.any():
-            continue
-        addresses = candidates[f"address__{name}"].to_numpy()
-        target = crm if policy.address[name] == "crm_contact_id" else app
-        target[on] = addresses[on]
+        on = pl.Series(channel == c)
+        if policy.address[name] == "crm_contact_id":
+            crm = candidates[f"address__{name}"].cast(pl.Int64).zip_with(on, crm).alias("crm_contact_id")
+        else:
+            app = candidates[f"address__{name}"].cast(pl.String).zip_with(on, app).alias("app_user_id")
 
+    none = np.ones(n, bool)
     if model is None:
-        decided_by = np.full(n, "fallback", dtype=object)
-        model_name = model_version = np.full(n, None, dtype=object)
+        decided_by = _labels("decided_by", ["fallback"], np.zeros(n, int))
+        model_name = _labels("model_name", [""], np.zeros(n, int), none)
+        model_version = _labels("model_version", [""], np.zeros(n, int), none)
     else:
-        decided_by = np.where(canary, "challenger", model.role).astype(object)
-        model_name = np.full(n, model.name, dtype=object)
-        model_version = np.full(n, model.version, dtype=object)
-        if challenger is not None:
-            model_version = np.where(canary, challenger.version, model.version).astype(object)
-            model_name = np.where(canary, challenger.name, model.name).astype(object)
+        served = canary.astype(int) if challenger is not None else np.zeros(n, int)
+        refs = [model, challenger or model]
+        decided_by = _labels("decided_by", [model.role, "challenger"], served)
+        model_name = _labels("model_name", [r.name for r in refs], served)
+        model_version = _labels("model_version", [r.version for r in refs], served)
 
     # the value an ineligible action would have had through its cheapest offered channel, for the record
     shown = np.where(ok, value, -np.inf).max(axis=2)
@@ -621,48 +670,43 @@ def decide(
     shown = np.where(np.isfinite(shown), shown, incremental - cheapest[None, :])
     shown[:, 0] = 0.0
     shown = np.where(scored, shown, np.nan)
-    frame = pl.DataFrame(
-        {
-            "person_id": persons,
-            **{f"_er{a}": pl.Series(revenue[:, a]).fill_nan(None) for a in range(len(actions))},
-            **{f"_v{a}": pl.Series(shown[:, a]).fill_nan(None) for a in range(len(actions))},
-            **{f"_e{a}": eligible[:, a] for a in range(len(actions))},
-            **{
-                f"_r{a}": pl.Series(np.array(ACTION_REASONS, dtype=object)[reason[:, a]], dtype=pl.String)
-                for a in range(len(actions))
-            },
-        }
-    )
-    action_scores = pl.concat_list(
-        pl.struct(
-            pl.lit(name).alias("action"),
-            pl.col(f"_er{a}").alias("expected_revenue"),
-            pl.col(f"_v{a}").alias("value"),
-            pl.col(f"_e{a}").alias("eligible"),
-            pl.col(f"_r{a}").alias("reason"),
+    width = len(actions)
+    action_scores = (
+        pl.DataFrame(
+            {
+                "action": _labels("action", actions, np.tile(np.arange(width), n)),
+                "expected_revenue": pl.Series(revenue.ravel()).fill_nan(None),
+                "value": pl.Series(shown.ravel()).fill_nan(None),
+                "eligible": pl.Series(eligible.ravel()),
+                "reason": _labels("reason", ACTION_REASONS, reason.ravel()),
+            }
         )
-        for a, name in enumerate(actions)
+        .select(pl.struct(pl.all()).alias("action_scores"))
+        .to_series()
+        .reshape((n, width))
+        .arr.to_list()
     )
+    frame = pl.DataFrame({"person_id": persons, "action_scores": action_scores})
     as_of = datetime(decision_date.year, decision_date.month, decision_date.day, tzinfo=UTC)
     decided_at = decided_at or datetime.now(UTC)
     out = frame.select(
         pl.Series("decision_id", decision_ids(persons, decision_date, policy.version), pl.String),
         pl.lit(decision_date, pl.Date).alias("decision_date"),
         "person_id",
-        pl.Series("action", np.array(actions, dtype=object)[action], pl.String),
-        pl.Series("channel", chosen_channel, pl.String),
-        pl.Series("crm_contact_id", crm, pl.Int64),
-        pl.Series("app_user_id", app, pl.String),
+        _labels("action", actions, action),
+        chosen_channel,
+        crm,
+        app,
         pl.Series("expected_value", chosen_value, pl.Float64),
         pl.Series("probability", probability, pl.Float64),
-        action_scores.alias("action_scores"),
-        pl.Series("reason", reasons, pl.String),
+        "action_scores",
+        reasons,
         pl.Series("is_holdout", holdout, pl.Boolean),
         pl.Series("is_exploration", explore, pl.Boolean),
         pl.Series("is_canary", canary, pl.Boolean),
-        pl.Series("decided_by", decided_by, pl.String),
-        pl.Series("model_name", model_name, pl.String),
-        pl.Series("model_version", model_version, pl.String),
+        decided_by,
+        model_name,
+        model_version,
         pl.lit(policy.version, pl.String).alias("policy_version"),
         pl.lit(as_of, pl.Datetime("us", "UTC")).alias("as_of"),
         pl.lit(decided_at, pl.Datetime("us", "UTC")).alias("decided_at"),

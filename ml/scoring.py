@@ -571,7 +571,10 @@ def _report(
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m ml.score [--date YYYY-MM-DD]``: decide for the date (default: the latest snapshot date)."""
-    parser = argparse.ArgumentParser(prog="python -m ml.score", description=main.__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m ml.score",
+        description="Decide the next-best action of every person for a date and publish gold nba_decisions.",
+    )
     parser.add_argument("--date", type=date.fromisoformat, default=None, help="decision date (YYYY-MM-DD)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args(argv)

@@ -18,10 +18,10 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
 
 import numpy as np
 import polars as pl
+import polars.selectors as cs
 
 from lake.settings import REPO_ROOT, disable_telemetry
 from ml.data import GoldRef
@@ -54,10 +54,15 @@ class LoggedRun:
 def artifact_location(tracking_uri: str) -> str | None:
     """Where a new experiment keeps its artifacts: ``artifacts/`` beside a local SQLite store (None for another
     store, which decides itself)."""
+    database = sqlite_path(tracking_uri)
+    return None if database is None else (database.parent / "artifacts").as_uri()
+
+
+def sqlite_path(tracking_uri: str) -> Path | None:
+    """The database file of a ``sqlite:///<path>`` tracking URI (None for another store)."""
     if not tracking_uri.startswith("sqlite:///"):
         return None
-    database = Path(urlparse(tracking_uri).path)
-    return (database.parent / "artifacts").as_uri()
+    return Path(tracking_uri.removeprefix("sqlite:///")).resolve()
 
 
 def configure(settings: MlSettings | None = None) -> MlSettings:
@@ -67,8 +72,9 @@ def configure(settings: MlSettings | None = None) -> MlSettings:
 
     settings = settings or get_ml_settings()
     disable_telemetry()
-    if settings.tracking_uri.startswith("sqlite:///"):
-        Path(urlparse(settings.tracking_uri).path).parent.mkdir(parents=True, exist_ok=True)
+    database = sqlite_path(settings.tracking_uri)
+    if database is not None:
+        database.parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(settings.tracking_uri)
     mlflow.set_registry_uri(settings.tracking_uri)
     return settings
@@ -83,6 +89,16 @@ def experiment_id(settings: MlSettings) -> str:
         return experiment.experiment_id
     return mlflow.create_experiment(
         settings.experiment_name, artifact_location=artifact_location(settings.tracking_uri)
+    )
+
+
+def training_config(recorded: Mapping):
+    """The :class:`ml.train.TrainingConfig` of recorded values (its fields among ``recorded``; lists as tuples)."""
+    from ml.train import TrainingConfig
+
+    names = {f.name for f in dataclasses.fields(TrainingConfig)}
+    return TrainingConfig(
+        **{k: tuple(v) if isinstance(v, list) else v for k, v in recorded.items() if k in names}
     )
 
 
@@ -277,7 +293,10 @@ def model_card(
     ]
     unsupported = [name for name, value in (evaluation or {}).items() if value.unsupported]
     if unsupported:
-        lines.append(f"- The learned policy is outside the logs' support for: {', '.join(unsupported)}.")
+        lines.append(
+            f"- The learned policy's off-policy estimates ({', '.join(unsupported)}) are flagged unsupported: the "
+            "logs support too small a share of its choices for them to be trusted."
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -293,8 +312,8 @@ def log_training_run(
 ) -> LoggedRun:
     """Log one training run to MLflow (see the module docstring for what it records) and return it.
 
-    ``config`` is the :class:`ml.train.TrainingConfig` the result was trained with (default: the default
-    configuration); ``evaluation`` the learned policy's off-policy values per estimator and ``logging_value`` the
+    ``config`` is the :class:`ml.train.TrainingConfig` the result was trained with (default: the one its model's
+    parameters record); ``evaluation`` the learned policy's off-policy values per estimator and ``logging_value`` the
     logging policy's; ``extra_metrics`` further figures to record (for example the champion's value on the same
     logs)."""
     import mlflow
@@ -302,10 +321,9 @@ def log_training_run(
     from mlflow.models import infer_signature
 
     from ml.drift import reference_profile
-    from ml.train import TrainingConfig
 
     settings = configure(settings)
-    config = config or TrainingConfig()
+    config = config or training_config(result.model.params)
     model = result.model
     actions = list(model.actions)
     features = list(model.feature_columns)
@@ -325,6 +343,7 @@ def log_training_run(
             }
         )
         mlflow.log_params(_flat_params(result, config, data_ref))
+        # a metric undefined on the validation set (NaN) is left out of the run
         metrics = {
             k: float(v) for k, v in result.metrics.items() if v is not None and math.isfinite(float(v))
         }
@@ -337,7 +356,7 @@ def log_training_run(
         mlflow.log_metrics(metrics)
 
         dataset = mlflow.data.from_polars(
-            snapshot,
+            snapshot.with_columns(cs.decimal().cast(pl.Float64)),  # MLflow's dataset schema has no decimals
             source=DeltaDatasetSource(path=data_ref.uri, delta_table_version=data_ref.version),
             targets=OUTCOME,
             name=f"{data_ref.name}@v{data_ref.version}",
@@ -395,7 +414,7 @@ def reproduce(run_id: str, settings: MlSettings | None = None):
     without reading the gold table: the :class:`ml.train.TrainingResult` of the same data and configuration."""
     import mlflow
 
-    from ml.train import TrainingConfig, train_uplift
+    from ml.train import train_uplift
 
     configure(settings)
     with tempfile.TemporaryDirectory() as scratch:
@@ -411,9 +430,7 @@ def reproduce(run_id: str, settings: MlSettings | None = None):
                 )
             ).read_text()
         )
-    return train_uplift(
-        snapshot, TrainingConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()})
-    )
+    return train_uplift(snapshot, training_config(config))
 
 
 def reproduce_and_compare(run_id: str, settings: MlSettings | None = None) -> float:

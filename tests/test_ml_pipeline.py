@@ -42,7 +42,7 @@ def test_greedy_policy_picks_the_best_allowed_action_net_of_message_cost():
             "expected_revenue__cart_reminder": [11.0, 11.0, 11.0, 11.0, 10.0],
         }
     )
-    target, reward_model = greedy_policy(predictions, rows, POLICY, ACTIONS)
+    target, reward_model, channels = greedy_policy(predictions, rows, POLICY, ACTIONS)
     # row 0: discount 12 - 10 - 0.01 beats the reminder 11 - 10 - 0.01; row 1: a recent purchaser gets no discount;
     # row 2: SMS only, the discount through SMS (2 - 0.06) and no reminder (e-mail only); row 3: no consent;
     # row 4: nothing beats no_action once the message costs
@@ -50,6 +50,13 @@ def test_greedy_policy_picks_the_best_allowed_action_net_of_message_cost():
     assert (target.sum(axis=1) == 1).all() and set(np.unique(target)) == {0.0, 1.0}
     np.testing.assert_allclose(reward_model[0], [10.0, 11.99, 10.99])
     np.testing.assert_allclose(reward_model[2], [10.0, 11.94, 10.99])
+    assert channels.tolist() == [
+        [None, "email", "email"],
+        [None, "email", "email"],
+        [None, "sms", None],
+        [None, None, None],
+        [None, "email", "email"],
+    ]
 
 
 def test_ope_logs_reward_is_revenue_net_of_the_logged_message_cost():
@@ -99,8 +106,12 @@ def two_candidates(gold_lake, tmp_path_factory):
 
     store = tmp_path_factory.mktemp("pipeline_mlflow")
     settings = replace(get_ml_settings(), tracking_uri=f"sqlite:///{store}/mlflow.db")
-    first = train_candidate(settings, TrainingConfig(validation_days=2, max_rounds=60), lake_settings=gold_lake)
-    second = train_candidate(settings, TrainingConfig(validation_days=2, max_rounds=60, seed=8), lake_settings=gold_lake)
+    first = train_candidate(
+        settings, TrainingConfig(validation_days=2, max_rounds=60), lake_settings=gold_lake
+    )
+    second = train_candidate(
+        settings, TrainingConfig(validation_days=2, max_rounds=60, seed=8), lake_settings=gold_lake
+    )
     return settings, store, first, second
 
 
@@ -110,7 +121,9 @@ def test_first_candidate_bootstraps_the_champion_with_its_model_card(two_candida
     assert first.champion_value is None
     client = MlflowClient(settings.tracking_uri)
     version = client.get_model_version(settings.model_name, first.model_version)
-    assert client.get_model_version_by_alias(settings.model_name, "champion").version == first.model_version
+    assert (
+        str(client.get_model_version_by_alias(settings.model_name, "champion").version) == first.model_version
+    )
     assert version.run_id == first.run_id
     assert "# Model card" in version.description
     assert f"`{first.data.uri}`, version {first.data.version}" in version.description
@@ -157,3 +170,15 @@ def test_no_personal_data_in_the_mlflow_store(two_candidates, simulated):
     text = " ".join([*run.data.params.values(), *run.data.tags.values()])
     assert not [m for m in EMAIL.findall(text) if m.lower() in emails]
     assert mlflow.get_tracking_uri() == settings.tracking_uri
+
+
+def test_train_command_registers_a_third_version(two_candidates, gold_lake, monkeypatch, capsys):
+    from ml.pipeline import main
+
+    settings, _store, _first, second = two_candidates
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", settings.tracking_uri)
+    monkeypatch.setenv("LAKE_ROOT", gold_lake.lake_root)
+    assert main(["train", "--validation-days", "2"]) == 0
+    out = capsys.readouterr().out
+    assert f"registered version {int(second.model_version) + 1}: " in out
+    assert "gate: " in out and "logging policy: " in out

@@ -55,7 +55,6 @@ def lake(gold_lake, tmp_path_factory):
 def logged(lake, tmp_path_factory):
     """One training run logged to a fresh SQLite store, with the learned and logging policies' values."""
     from ml.ope import logging_policy_value
-
     from ml.pipeline import ope_logs, value_policy
 
     store = tmp_path_factory.mktemp("mlflow")
@@ -83,7 +82,10 @@ def test_run_records_params_metrics_plots_data_and_snapshot(logged):
         assert params[f"split.{key}"] == str(value)
     assert (params["data.uri"], params["data.version"]) == (ref.uri, "0")
     assert {key.split("__")[1] for key in result.metrics} == set(result.model.actions)
-    for key, value in result.metrics.items():  # undefined on a small validation set: recorded as NaN
+    for (
+        key,
+        value,
+    ) in result.metrics.items():  # every metric the training computed (it leaves out the undefined)
         assert metrics[key] == pytest.approx(value, nan_ok=True)
     for estimator in ("ips", "snips", "dr", "logging"):
         assert (
@@ -178,3 +180,17 @@ def test_reproduce_after_the_table_version_was_vacuumed(logged, lake):
         again.validation_predictions.to_numpy(), result.validation_predictions.to_numpy()
     )
     assert reproduce_and_compare(run.run_id, settings) == 0.0
+
+
+def test_reproduce_command(logged, monkeypatch, capsys):
+    from ml.pipeline import main
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", logged.settings.tracking_uri)
+    assert main(["reproduce", logged.run.run_id]) == 0
+    assert f"run {logged.run.run_id} reproduced: largest prediction difference 0" in capsys.readouterr().out
+
+
+def test_training_config_is_recovered_from_the_model_parameters(logged):
+    from ml.tracking import training_config
+
+    assert training_config(logged.result.model.params) == CONFIG
