@@ -75,11 +75,13 @@ mlflow: install  ## serve the MLflow UI on http://127.0.0.1:5000 (MLFLOW_PORT) o
 	$(RUN) env --default-signal=INT,TERM python -m ml.ui --port $(MLFLOW_PORT)
 
 # JupyterLab with the project's environment as its kernel, over the same lake and MLflow store (the settings' defaults
-# or LAKE_ROOT / MLFLOW_TRACKING_URI); no browser opened, no update check, no news feed
+# or LAKE_ROOT / MLFLOW_TRACKING_URI); no browser opened, no update check, no news feed, no extension downloads
+# (--allow-root only when run as root, as in containers)
 notebooks: install  ## open JupyterLab on http://127.0.0.1:8888 (NOTEBOOK_PORT) in notebooks/
 	$(RUN) env --default-signal=INT,TERM jupyter lab --ip 127.0.0.1 --port $(NOTEBOOK_PORT) --port-retries 0 \
 		--no-browser --ServerApp.root_dir=notebooks --LabApp.news_url=None \
-		--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate
+		--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate --LabApp.extension_manager=readonly \
+		$(if $(filter 0,$(shell id -u)),--allow-root)
 
 bench: install  ## print throughput and memory figures (benchmarks/)
 	$(RUN) python benchmarks/simulator_throughput.py

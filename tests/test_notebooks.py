@@ -141,14 +141,14 @@ def test_train_and_compare_registers_a_challenger_beside_the_champion(notebook_e
     assert images(notebook) >= 1
 
     client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
-    versions = {v.version: v for v in client.search_model_versions(f"name = '{settings.model_name}'")}
+    versions = {str(v.version): v for v in client.search_model_versions(f"name = '{settings.model_name}'")}
     assert sorted(versions) == ["1", "2"]
     candidate = client.get_model_version(settings.model_name, "2")
     model = client.get_registered_model(settings.model_name)
     # the candidate is the challenger, gated against the champion on the same logs, its figures on the version;
     # the champion did not move
-    assert model.aliases["champion"] == first.model_version == "1"
-    assert model.aliases["challenger"] == "2"
+    assert str(model.aliases["champion"]) == first.model_version == "1"
+    assert str(model.aliases["challenger"]) == "2"
     assert candidate.tags["gate.outcome"] == "challenger"
     assert candidate.tags["gate.champion"] == "1"
     assert f"version 2: {candidate.tags['gate.outcome']}" in text
