@@ -21,7 +21,7 @@ DEMO_PERSONS ?= 10000
 DEMO_DAYS ?= 30
 DEMO_SEED ?= 7
 
-.PHONY: help install environment demo ingest replay erase test dev mlflow notebooks bench lint docs contracts clean
+.PHONY: help install environment demo train score ingest replay erase test dev mlflow notebooks bench lint docs contracts clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -45,9 +45,19 @@ $(DBT_MANIFEST): $(DBT_INPUTS) | environment
 
 # the three runs `dg launch -m orchestration.definitions --assets ...` would launch (the assets before the daily
 # snapshots, the snapshots over the dates the data supports, the assets after them), in one process
-demo: install  ## generate the demo company's data, materialize every asset (lake, dbt models, daily snapshots), print what was built
+demo: install  ## generate the demo company's data, materialize every asset (lake, dbt models, daily snapshots), train, decide, evaluate, print what was built
 	$(RUN) python -m orchestration.demo --persons $(DEMO_PERSONS) --days $(DEMO_DAYS) --seed $(DEMO_SEED)
 	$(RUN) python -m lake.summary
+	$(RUN) python -m ml.pipeline
+	$(RUN) python -m ml.score
+	$(RUN) python -m ml.evaluate
+	@echo "MLflow: make mlflow (http://127.0.0.1:5000); the registry: $(RUN) python -m ml.registry status"
+
+train: install  ## train an uplift candidate, log it to MLflow, register it and put it through the promotion gate
+	$(RUN) python -m ml.pipeline
+
+score: install  ## decide the next-best action of every person for the latest snapshot date (gold nba_decisions)
+	$(RUN) python -m ml.score
 
 ingest: install  ## ingest everything in the landing zone (LAKE_ROOT) into bronze and silver, and print what it did
 	$(RUN) python -m lake.ingest
