@@ -10,6 +10,17 @@ from orchestration.dbt_project import DBT_EXECUTABLE, LocalDbtCliResource, dbt_p
 from orchestration.erasure import erasure_job
 from orchestration.identity_checks import identity_quality_check
 from orchestration.lake_assets import invalid_contract_specs, lake_definitions
+from orchestration.ml_assets import (
+    MlflowResource,
+    decisions_after,
+    decisions_job,
+    nba_decisions,
+    policy_evaluation,
+    promotion_gate,
+    training_job,
+    uplift_candidate,
+    weekly_training_schedule,
+)
 from orchestration.operations import (
     ingest_job,
     landing_sensor,
@@ -27,7 +38,7 @@ contracts = scanned.contracts
 lake_assets, lake_checks = lake_definitions(contracts, produced=simulated_feeds())
 maintenance = maintenance_job(contracts)
 
-refresh, after_snapshots = refresh_schedules(contracts, dbt_models, dbt_daily_snapshots)
+refresh, after_snapshots, nightly_refresh = refresh_schedules(contracts, dbt_models, dbt_daily_snapshots)
 
 defs = dg.Definitions(
     assets=[
@@ -35,14 +46,18 @@ defs = dg.Definitions(
         *lake_assets,
         dbt_models,
         dbt_daily_snapshots,
+        uplift_candidate,
+        nba_decisions,
+        policy_evaluation,
         *invalid_contract_specs(scanned.problems),
     ],
-    asset_checks=[*lake_checks, identity_quality_check],
-    jobs=[ingest_job, maintenance, erasure_job],
-    schedules=[nightly_maintenance(maintenance), *refresh],
-    sensors=[landing_sensor(contracts), *after_snapshots],
+    asset_checks=[*lake_checks, identity_quality_check, promotion_gate],
+    jobs=[ingest_job, maintenance, erasure_job, training_job, decisions_job],
+    schedules=[nightly_maintenance(maintenance), *refresh, weekly_training_schedule],
+    sensors=[landing_sensor(contracts), *after_snapshots, decisions_after(nightly_refresh)],
     resources={
         "lake": LakeResource(),
+        "mlflow": MlflowResource(),
         "dbt": LocalDbtCliResource(project_dir=dbt_project, dbt_executable=DBT_EXECUTABLE),
     },
     executor=dg.in_process_executor,

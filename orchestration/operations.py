@@ -3,6 +3,7 @@ night, care for the tables every night. They all start running unless ``AUTOMATI
 
 import hashlib
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import dagster as dg
 from dagster_dbt import build_dbt_asset_selection
@@ -15,6 +16,9 @@ from lake.settings import Settings, get_settings
 from lake.warehouse import publish_silver
 from orchestration.lake_assets import BRONZE_GROUP, SILVER_GROUP
 from orchestration.resources import WAREHOUSE_POOL, LakeResource
+
+if TYPE_CHECKING:  # what define_asset_job returns (not exported by dagster's top-level API)
+    from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 ingest_job = dg.define_asset_job(
     "ingest_lake",
@@ -93,10 +97,11 @@ def maintenance_job(contracts: dict[str, Contract]) -> dg.JobDefinition:
 
 def refresh_schedules(
     contracts: dict[str, Contract], dbt_models: dg.AssetsDefinition, dbt_daily_snapshots: dg.AssetsDefinition
-) -> tuple[list[dg.ScheduleDefinition], list[dg.SensorDefinition]]:
+) -> tuple[list[dg.ScheduleDefinition], list[dg.SensorDefinition], "UnresolvedAssetJobDefinition"]:
     """Hourly (schedule time zone): the lake and the dbt models tagged ``hourly`` (staging, identity). Nightly:
     at 02:00 UTC today's partition of the daily feature snapshots, and once it succeeded, the other models
-    tagged ``nightly`` (profile, training sets, outcomes). Both skip while nothing has landed."""
+    tagged ``nightly`` (profile, training sets, outcomes). Both skip while nothing has landed. Also returns the
+    nightly refresh job, which the decisions follow."""
     hourly = dg.define_asset_job(
         "hourly_refresh",
         selection=dg.AssetSelection.groups(BRONZE_GROUP, SILVER_GROUP)
@@ -160,7 +165,7 @@ def refresh_schedules(
             return skip or dg.SkipReason("no snapshot date has started yet")
         return dg.RunRequest(partition_key=keys[-1], run_key=keys[-1])
 
-    return [hourly_refresh, nightly_snapshots], [after_nightly_snapshots]
+    return [hourly_refresh, nightly_snapshots], [after_nightly_snapshots], nightly
 
 
 def nightly_maintenance(job: dg.JobDefinition) -> dg.ScheduleDefinition:
