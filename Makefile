@@ -48,7 +48,9 @@ $(DBT_MANIFEST): $(DBT_INPUTS) | environment
 demo: install  ## generate the demo company's data, materialize every asset (lake, dbt models, daily snapshots), train, decide, evaluate, print what was built
 	$(RUN) python -m orchestration.demo --persons $(DEMO_PERSONS) --days $(DEMO_DAYS) --seed $(DEMO_SEED)
 	$(RUN) python -m lake.summary
-	$(RUN) python -m ml.registry status
+	$(RUN) python -m ml.pipeline
+	$(RUN) python -m ml.score
+	$(RUN) python -m ml.evaluate
 	@echo "MLflow UI: make mlflow (http://127.0.0.1:5000); decisions: gold/nba_decisions, nba_current; Dagster UI: make dev"
 
 train: install  ## train an uplift candidate, log it to MLflow, register it and put it through the promotion gate

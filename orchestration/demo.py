@@ -1,8 +1,6 @@
 """``python -m orchestration.demo``: the runs of ``make demo`` in one process. First the simulated company and
 every asset that does not depend on the daily feature snapshots, then the snapshots of every date the data supports
-(one run over the partition range), then the assets downstream of the snapshots (the marts, and the uplift
-candidate trained, registered and gated), then the next-best actions of the newest snapshot date and their
-evaluation.
+(one run over the partition range), then the assets downstream of the snapshots but the models (group ``ml``).
 
 Each run is what ``dg launch -m orchestration.definitions --assets ...`` executes: a run of the code location's
 asset job on the Dagster instance of ``DAGSTER_HOME``, so the runs show in the Dagster UI. Launched one after the
@@ -18,11 +16,7 @@ from collections.abc import Mapping, Sequence
 
 import dagster as dg
 from dagster._core.definitions.reconstruct import ReconstructableRepository
-from dagster._core.storage.tags import (
-    ASSET_PARTITION_RANGE_END_TAG,
-    ASSET_PARTITION_RANGE_START_TAG,
-    PARTITION_NAME_TAG,
-)
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from orchestration.snapshot_dates import supported_snapshot_dates
 
@@ -48,18 +42,16 @@ def materialize(
     selection: dg.AssetSelection,
     run_config: Mapping | None = None,
     partition_range: tuple[str, str] | None = None,
-    partition_key: str | None = None,
 ) -> dg.JobExecutionResult:
     """Materialize the assets of ``selection`` in one run on ``instance``, in this process, over
-    ``partition_range`` (first and last key, their backfill policy a single run) or of ``partition_key`` when
-    given; raise ``SystemExit``
+    ``partition_range`` (first and last key, their backfill policy a single run) when given; raise ``SystemExit``
     when the run fails. As ``dg launch`` does: the code location's asset job, reconstructable from
     the module that defines it (loaded once per process)."""
     repository = ReconstructableRepository.for_module(DEFINITIONS_MODULE, "defs", os.getcwd())
     definitions = repository.get_definition()
     keys = selection.resolve(definitions.asset_graph)
     job = definitions.get_implicit_job_def_for_assets(keys)
-    tags = {PARTITION_NAME_TAG: partition_key} if partition_key is not None else {}
+    tags = {}
     if partition_range is not None:
         tags = {
             ASSET_PARTITION_RANGE_START_TAG: partition_range[0],
@@ -78,9 +70,7 @@ def materialize(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Parse the demo company's size and seed, and run the four materializations of ``make demo``: everything
-    before the snapshots, the snapshots, the marts and the model candidate after them, the decisions of the
-    newest snapshot date."""
+    """Parse the demo company's size and seed, and run the three materializations of ``make demo``."""
     parser = argparse.ArgumentParser(
         prog="python -m orchestration.demo", description=__doc__.split("\n\n")[0]
     )
@@ -99,9 +89,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         materialize(instance, SNAPSHOTS, partition_range=supported_snapshot_dates())
     with contextlib.chdir(here):
         materialize(instance, AFTER_SNAPSHOTS)
-    newest = supported_snapshot_dates()[1]
-    with contextlib.chdir(here):
-        materialize(instance, DECISIONS, partition_key=newest)
     return 0
 
 

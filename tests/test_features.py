@@ -146,7 +146,6 @@ def test_a_full_refresh_restates_earlier_rows_identically(marts: MartsBuild) -> 
     first = marts.first_features.join(kept, on="person_id").sort(FEATURE_KEYS)
     restated = marts.restated_features.join(first.select(FEATURE_KEYS), on=FEATURE_KEYS).sort(FEATURE_KEYS)
     assert first.height > 10_000
-    print("relinked persons", relinked["person_id"].n_unique(), "dropped", dropped["person_id"].n_unique())
     assert restated.equals(first)
 
 

@@ -81,8 +81,10 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Template:
 
     client = mlflow.MlflowClient(tracking_uri=uri)
     experiment_id = client.create_experiment("nba_uplift", artifact_location=str(root / "artifacts"))
-    before = os.environ.get("MLFLOW_TRACKING_URI")
-    os.environ["MLFLOW_TRACKING_URI"] = uri
+    before = (
+        mlflow.get_tracking_uri()
+    )  # the process-wide URI wins over the environment: set it, then restore it
+    mlflow.set_tracking_uri(uri)
     try:
         with mlflow.start_run(experiment_id=experiment_id) as run:
             frame = pd.DataFrame({"x": [1.0, 2.0, 3.0]})
@@ -92,10 +94,7 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Template:
                 name="model", python_model=Doubler(), pip_requirements=["pandas"], input_example=frame
             )
     finally:
-        if before is None:
-            del os.environ["MLFLOW_TRACKING_URI"]
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = before
+        mlflow.set_tracking_uri(before)
     return Template(database, info.model_uri, run.info.run_id, delta_path)
 
 
