@@ -136,9 +136,13 @@ def _client(settings: MlSettings) -> MlflowClient:
     disable_telemetry()
     if settings.tracking_uri.startswith("sqlite:///"):
         Path(settings.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    from mlflow import MlflowClient
+    import mlflow
 
-    return MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+    # MLflow resolves a version's source model (models:/m-...) through the process-wide tracking URI, whatever
+    # the client's: point it at the same store
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    mlflow.set_registry_uri(settings.tracking_uri)
+    return mlflow.MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
 
 
 def _version_number(version: ModelVersion | str | int) -> str:

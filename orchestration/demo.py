@@ -25,11 +25,10 @@ DEFINITIONS_MODULE = "orchestration.definitions"
 # 'key:"marts/person_features_daily"+ and not key:"marts/person_features_daily"'
 SNAPSHOTS = dg.AssetSelection.assets(dg.AssetKey(["marts", "person_features_daily"]))
 BEFORE_SNAPSHOTS = dg.AssetSelection.all() - SNAPSHOTS.downstream()
-DECISIONS = dg.AssetSelection.assets(
-    dg.AssetKey(["ml", "nba_decisions"]), dg.AssetKey(["ml", "policy_evaluation"])
-)
-"""The daily decisions and their evaluation: a run of their own, for the newest snapshot date."""
-AFTER_SNAPSHOTS = SNAPSHOTS.downstream() - SNAPSHOTS - DECISIONS
+MODELS = dg.AssetSelection.groups("ml")
+"""Training, decisions and evaluation: ``make demo`` runs them after these runs, as commands (``ml.pipeline``,
+``ml.score``, ``ml.evaluate``), so that a demo too small to train on still builds the lake."""
+AFTER_SNAPSHOTS = SNAPSHOTS.downstream() - SNAPSHOTS - MODELS
 
 
 def company_config(persons: int, days: int, seed: int) -> dict:
