@@ -164,7 +164,6 @@ training_job = dg.define_asset_job(
 decisions_job = dg.define_asset_job(
     "daily_decisions",
     selection=dg.AssetSelection.assets(DECISIONS, EVALUATION),
-    partitions_def=daily_snapshots,
     description="The next-best actions of one snapshot date, and their evaluation against the simulator's truth.",
 )
 
