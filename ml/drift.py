@@ -11,15 +11,25 @@ ones, and the missing bin. Then, over the bins,
 
 with every share floored at :data:`SHARE_FLOOR` so that an empty bin on either side gives a large finite value.
 Common reading: below 0.1 stable, 0.1 to 0.25 a moderate shift (warn), above 0.25 a major shift (error).
+
+:func:`drift_report` compares a decision date's scoring population (the persons the champion decided for in gold
+``nba_decisions``, their features of that date in ``person_features_daily`` and the champion's scores recorded
+with the decisions) with the reference profile of the training run of the model version that decided, and logs
+the plot and the PSI per column as artifacts of that run (``drift/<date>/``), beside the reference profile.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import json
 import math
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
@@ -34,6 +44,16 @@ DEFAULT_MAX_CATEGORIES = 20
 """Most frequent categories kept by name; the rest of the reference goes to the ``other`` bucket."""
 OTHER = "__other__"
 MISSING = "__missing__"
+SCORE_PREFIX = "expected_revenue__"
+"""Columns of a reference profile that are the model's scores (the others are its features)."""
+DRIFT_ARTIFACT_DIR = "drift"
+"""Folder of a training run's artifacts where each decision date's drift is logged (``drift/<date>/``)."""
+STATUSES = ("ok", "warn", "error")
+"""Drift verdicts, mildest first."""
+
+if TYPE_CHECKING:
+    from lake.settings import Settings
+    from ml.settings import MlSettings
 
 
 def _is_categorical(dtype: pl.DataType) -> bool:
@@ -272,3 +292,171 @@ def drift_plot(
     figure.savefig(path, dpi=90)
     plt.close(figure)
     return path
+
+
+class DriftError(RuntimeError):
+    """Drift cannot be measured for a date: no decisions for it, no reference profile for the model that
+    decided, or a column of the profile missing from the scoring population."""
+
+
+@dataclass(frozen=True)
+class DriftReport:
+    """Drift of one decision date's scoring population from the reference of the model version that decided:
+    the features' verdict and the scores' verdict, separately."""
+
+    decision_date: date
+    model_name: str
+    model_version: str
+    run_id: str
+    """The training run of the model version (it holds the reference profile and the logged drift)."""
+    persons: int
+    """Persons compared: those the champion decided for on the date."""
+    features: DriftSummary
+    scores: DriftSummary
+    plot_uri: str | None = None
+    """The plot, an artifact of the training run (None when not logged)."""
+    psi_uri: str | None = None
+    """The PSI per column and the verdicts as JSON, an artifact of the training run (None when not logged)."""
+
+    @property
+    def status(self) -> str:
+        """The worse of the features' and the scores' verdicts."""
+        return max(self.features.status, self.scores.status, key=STATUSES.index)
+
+    def worst(self, n: int = 5) -> list[tuple[str, float]]:
+        """The ``n`` columns (features and scores) with the highest PSI, highest first."""
+        values = {**self.features.psi, **self.scores.psi}
+        return sorted(values.items(), key=lambda item: item[1], reverse=True)[:n]
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable form (no personal data: column names and figures)."""
+        return {
+            "decision_date": self.decision_date.isoformat(),
+            "model_name": self.model_name,
+            "model_version": self.model_version,
+            "run_id": self.run_id,
+            "persons": self.persons,
+            "status": self.status,
+            "features": self.features.to_dict(),
+            "scores": self.scores.to_dict(),
+        }
+
+
+def scoring_population(decisions: pl.DataFrame, features: pl.DataFrame) -> pl.DataFrame:
+    """One row per person decided for: the person's feature columns (``features``, one date) and the scores the
+    decisions recorded, ``expected_revenue__<action>`` per action (from ``action_scores``)."""
+    scores = (
+        decisions.select("person_id", "action_scores")
+        .explode("action_scores")
+        .unnest("action_scores")
+        .select("person_id", (pl.lit(SCORE_PREFIX) + pl.col("action")).alias("column"), "expected_revenue")
+        .pivot(on="column", index="person_id", values="expected_revenue")
+    )
+    return (
+        decisions.select("person_id")
+        .join(features, on="person_id", how="left")
+        .join(scores, on="person_id", how="left")
+    )
+
+
+def _reference(run_id: str) -> dict:
+    """The reference profile logged with a training run (``drift/reference_profile.json``)."""
+    import mlflow
+
+    from ml.tracking import REFERENCE_PROFILE_ARTIFACT
+
+    try:
+        return mlflow.artifacts.load_dict(f"runs:/{run_id}/{REFERENCE_PROFILE_ARTIFACT}")
+    except Exception as error:  # a missing artifact surfaces as one of several MLflow and OS errors
+        raise DriftError(
+            f"run {run_id} has no reference profile ({REFERENCE_PROFILE_ARTIFACT}): {error}"
+        ) from error
+
+
+def drift_report(
+    decision_date: date,
+    lake_settings: Settings | None = None,
+    ml_settings: MlSettings | None = None,
+    log_artifacts: bool = True,
+) -> DriftReport | None:
+    """The drift of ``decision_date``'s scoring population from the reference profile of the model version that
+    decided it (gold ``nba_decisions``: the rows decided by the champion), with the thresholds of the ML settings
+    (``DRIFT_WARN_PSI``, ``DRIFT_ERROR_PSI``). With ``log_artifacts`` the plot (``drift.png``) and the figures
+    (``psi.json``) are logged to that version's training run under ``drift/<date>/`` (a re-run replaces them).
+
+    None when the rule-based fallback decided the whole date (no model, nothing to compare). Raises
+    :class:`DriftError` when the date has no decisions or the reference cannot be compared."""
+    import mlflow
+
+    from lake import delta
+    from lake.gold import gold_uri
+    from lake.settings import get_settings
+    from ml.settings import get_ml_settings
+    from ml.tracking import configure
+
+    settings = lake_settings or get_settings()
+    ml = configure(ml_settings or get_ml_settings())
+    decisions = delta.scan(gold_uri(settings, "nba_decisions"), settings.storage_options)
+    if decisions is None:
+        raise DriftError("gold nba_decisions does not exist: decide first")
+    day = decisions.filter(pl.col("decision_date") == decision_date)
+    decided = (
+        day.filter(pl.col("decided_by") == "champion")
+        .select("person_id", "model_name", "model_version", "action_scores")
+        .collect()
+    )
+    if decided.height == 0:
+        if day.select(pl.len()).collect().item() == 0:
+            raise DriftError(f"gold nba_decisions has no decisions for {decision_date}")
+        return None
+    models = decided.select("model_name", "model_version").unique()
+    if models.height != 1:
+        raise DriftError(f"several champion versions decided {decision_date}: {models.rows()}")
+    model_name, model_version = models.row(0)
+    client = mlflow.MlflowClient(tracking_uri=ml.tracking_uri, registry_uri=ml.tracking_uri)
+    run_id = client.get_model_version(model_name, model_version).run_id
+    reference = _reference(run_id)
+    columns = list(reference["columns"])
+    score_columns = [c for c in columns if c.startswith(SCORE_PREFIX)]
+    feature_columns = [c for c in columns if not c.startswith(SCORE_PREFIX)]
+    lazy = delta.scan(gold_uri(settings, "person_features_daily"), settings.storage_options)
+    if lazy is None:
+        raise DriftError("gold person_features_daily does not exist")
+    available = lazy.collect_schema().names()
+    lacking = [c for c in feature_columns if c not in available]
+    if lacking:
+        raise DriftError(f"person_features_daily lacks features of the reference profile: {lacking}")
+    features = (
+        lazy.filter(pl.col("snapshot_date") == decision_date)
+        .select("person_id", *feature_columns)
+        .join(decided.lazy().select("person_id"), on="person_id", how="semi")
+        .collect()
+    )
+    population = scoring_population(decided, features)
+    lacking = [c for c in score_columns if c not in population.columns]
+    if lacking:
+        raise DriftError(f"the decisions of {decision_date} hold no scores {lacking}")
+    thresholds = DriftThresholds(warn=ml.drift_warn_psi, error=ml.drift_error_psi)
+    values = psi(reference, population)
+    report = DriftReport(
+        decision_date=decision_date,
+        model_name=model_name,
+        model_version=model_version,
+        run_id=run_id,
+        persons=population.height,
+        features=summarize({c: values[c] for c in feature_columns}, thresholds),
+        scores=summarize({c: values[c] for c in score_columns}, thresholds),
+    )
+    if not log_artifacts:
+        return report
+    folder = f"{DRIFT_ARTIFACT_DIR}/{decision_date.isoformat()}"
+    with tempfile.TemporaryDirectory() as scratch:
+        plot = drift_plot(reference, population, Path(scratch) / "drift.png", thresholds)
+        figures = Path(scratch) / "psi.json"
+        figures.write_text(json.dumps(report.to_dict(), indent=2, sort_keys=True))
+        client.log_artifact(run_id, str(plot), folder)
+        client.log_artifact(run_id, str(figures), folder)
+    base = client.get_run(run_id).info.artifact_uri.rstrip("/")
+    return dataclasses.replace(
+        report, plot_uri=f"{base}/{folder}/drift.png", psi_uri=f"{base}/{folder}/psi.json"
+    )

@@ -23,7 +23,7 @@ import getpass
 import json
 import math
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,6 +44,10 @@ HISTORY_TAG = "champion_history"
 HISTORY_LIMIT = 200
 """Champions kept in the history tag (the oldest are dropped beyond it; the tag value has a size limit)."""
 LOG_HEADER = "## Registry log"
+APPROVE_COMMAND = "python -m ml.registry approve"
+"""The command that promotes the version pending approval (``--version N`` checks which)."""
+ROLLBACK_COMMAND = 'python -m ml.registry rollback --reason "..."'
+"""The command that moves ``champion`` back to the previous champion."""
 
 OUTCOME_CHAMPION = "champion"
 OUTCOME_PENDING = "pending"
@@ -90,6 +94,36 @@ class RegistryState:
     history: tuple[str, ...]
     versions: dict[str, dict[str, str]]
     """Tags of the versions the aliases point to, by version."""
+    registered_at: dict[str, datetime] = field(default_factory=dict)
+    """When the versions the aliases point to were registered (UTC), by version."""
+
+    def latest_gated(self) -> str | None:
+        """The version among the aliases' that went through the gate last (None when none did)."""
+        gated = [v for v, tags in self.versions.items() if tags.get("gate.at")]
+        return max(gated, key=lambda v: self.versions[v]["gate.at"], default=None)
+
+    def overview(self, now: datetime) -> dict[str, str | float | None]:
+        """What an operator needs to see (plain values, no personal data): the aliases, the champion's age and
+        since when it serves, the latest gate outcome and reason, and the commands to approve or roll back."""
+        champion_tags = self.versions.get(self.champion, {}) if self.champion else {}
+        registered = self.registered_at.get(self.champion) if self.champion else None
+        latest = self.latest_gated()
+        latest_tags = self.versions.get(latest, {}) if latest else {}
+        return {
+            "model_name": self.model_name,
+            "champion": self.champion,
+            "challenger": self.challenger,
+            "pending_approval": self.pending,
+            "champion_registered_at": registered.isoformat(timespec="seconds") if registered else None,
+            "champion_age_days": (now - registered).total_seconds() / 86_400 if registered else None,
+            "champion_since": champion_tags.get("restored.at") or champion_tags.get("promotion.at"),
+            "latest_gated_version": latest,
+            "gate_outcome": latest_tags.get("gate.outcome"),
+            "gate_reason": latest_tags.get("gate.reason"),
+            "approve_command": f"{APPROVE_COMMAND} --version {self.pending}" if self.pending else None,
+            "rollback_command": ROLLBACK_COMMAND if len(self.history) > 1 else None,
+            "champion_history": " -> ".join(self.history) or None,
+        }
 
     def describe(self) -> str:
         """Lines for people: each alias with its version's off-policy figures and gate outcome."""
@@ -565,8 +599,8 @@ def registry_state(settings: MlSettings | None = None) -> RegistryState:
     client = _client(settings)
     name = settings.model_name
     aliases = _aliases(client, name)
-    versions = {
-        version: dict(client.get_model_version(name, version).tags)
+    held = {
+        version: client.get_model_version(name, version)
         for version in {aliases.get(a) for a in (CHAMPION, CHALLENGER, PENDING)} - {None}
     }
     return RegistryState(
@@ -575,7 +609,10 @@ def registry_state(settings: MlSettings | None = None) -> RegistryState:
         challenger=aliases.get(CHALLENGER),
         pending=aliases.get(PENDING),
         history=tuple(entry["version"] for entry in _history(client, name)),
-        versions=versions,
+        versions={version: dict(mv.tags) for version, mv in held.items()},
+        registered_at={
+            version: datetime.fromtimestamp(mv.creation_timestamp / 1000, UTC) for version, mv in held.items()
+        },
     )
 
 

@@ -1,8 +1,12 @@
 """The models and decisions as Dagster assets, continuing the dbt lineage: the training set -> a trained candidate
-(registered and gated in MLflow) -> the next-best actions of each snapshot date -> their evaluation against the
-simulator's truth. The work is done by ``ml.pipeline``, ``ml.scoring`` and ``ml.evaluate``; MLflow is imported
-inside the asset bodies (it costs seconds)."""
+(registered and gated in MLflow) -> the registry's state (which version serves, which waits for approval) -> the
+next-best actions of each snapshot date (with their drift as checks) -> their evaluation against the simulator's
+truth; and the sensor that asks for retraining when the champion drifts or ages. The work is done by
+``ml.pipeline``, ``ml.registry``, ``ml.scoring``, ``ml.drift``, ``ml.retraining`` and ``ml.evaluate``; MLflow is
+imported inside the asset bodies (it costs seconds)."""
 
+import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -16,8 +20,14 @@ ML_GROUP = "ml"
 TRAINING_SET = dg.AssetKey(["marts", "training_decisions"])
 FEATURES = dg.AssetKey(["marts", "person_features_daily"])
 CANDIDATE = dg.AssetKey(["ml", "uplift_candidate"])
+REGISTRY = dg.AssetKey(["ml", "model_registry"])
 DECISIONS = dg.AssetKey(["ml", "nba_decisions"])
 EVALUATION = dg.AssetKey(["ml", "policy_evaluation"])
+PROMOTION_GATE = "promotion_gate"
+PENDING_PROMOTION = "pending_promotion"
+FEATURE_DRIFT = "feature_drift"
+SCORE_DRIFT = "score_drift"
+DRIFT_CHECKS = (FEATURE_DRIFT, SCORE_DRIFT)
 
 
 class MlflowResource(dg.ConfigurableResource):
@@ -41,6 +51,16 @@ class MlflowResource(dg.ConfigurableResource):
     description="An uplift model trained on gold training_decisions (out-of-time split), logged to MLflow, "
     "registered as a version of the registered model and put through the promotion gate (off-policy value "
     "against the champion and the logging policy on the latest out-of-time decisions).",
+    check_specs=[
+        dg.AssetCheckSpec(
+            PROMOTION_GATE,
+            asset=CANDIDATE,
+            description="The promotion gate on this candidate: passes when it became champion; warns when it "
+            "was refused (it stays challenger, the reason on its version) or waits for approval (python -m "
+            "ml.registry approve); an error when it failed its quality checks. A refused candidate never gets "
+            "the champion alias, and the decisions use the champion only.",
+        )
+    ],
 )
 def uplift_candidate(context: dg.AssetExecutionContext, lake: LakeResource, mlflow: MlflowResource):
     """Train, log, register and gate one candidate; the run, the version and the gate's decision as metadata."""
@@ -62,52 +82,121 @@ def uplift_candidate(context: dg.AssetExecutionContext, lake: LakeResource, mlfl
             "policy_value_dr_ci_low": float(value.ci_low),
             "logging_policy_value": float(report.logging_value.value),
             **{name: float(figure) for name, figure in sorted(report.metrics.items())},
-        }
+        },
+        check_results=[gate_check(report.model_version, report.outcome, report.reason)],
     )
 
 
-@dg.asset_check(
-    asset=CANDIDATE,
-    name="promotion_gate",
-    description="The registry's state after the gate: passes when a champion serves, warns when the latest "
-    "candidate was refused (it stays challenger, the reason on its version) or waits for approval "
-    "(python -m ml.registry approve).",
+def gate_check(version: str, outcome: str, reason: str) -> dg.AssetCheckResult:
+    """The promotion gate's result on one candidate version: passed when it became champion, WARN when refused
+    or pending approval, ERROR when it failed its quality checks."""
+    from ml.registry import APPROVE_COMMAND, OUTCOME_CHAMPION, OUTCOME_PENDING, OUTCOME_REJECTED
+
+    metadata = {"model_version": version, "gate_outcome": outcome, "gate_reason": reason}
+    if outcome == OUTCOME_PENDING:
+        metadata["approve_command"] = f"{APPROVE_COMMAND} --version {version}"
+    return dg.AssetCheckResult(
+        check_name=PROMOTION_GATE,
+        passed=outcome == OUTCOME_CHAMPION,
+        severity=dg.AssetCheckSeverity.ERROR if outcome == OUTCOME_REJECTED else dg.AssetCheckSeverity.WARN,
+        description=f"version {version}: {outcome}",
+        metadata=metadata,
+    )
+
+
+@dg.asset(
+    key=REGISTRY,
+    deps=[CANDIDATE],
+    group_name=ML_GROUP,
+    kinds={"mlflow"},
+    description="The registered model's state: which version is champion (it decides), challenger (scored in "
+    "shadow) and pending approval, the champion's age, the latest gate outcome and reason, and the commands to "
+    "approve a pending promotion or roll back. Refreshed by every training and every decisions run.",
+    check_specs=[
+        dg.AssetCheckSpec(
+            PENDING_PROMOTION,
+            asset=REGISTRY,
+            description="Warns while a candidate that passed the gate waits for approval "
+            "(PROMOTION_REQUIRES_APPROVAL=on): the champion keeps deciding until an operator runs the approve "
+            "command of the metadata.",
+        )
+    ],
 )
-def promotion_gate(mlflow: MlflowResource) -> dg.AssetCheckResult:
-    """Where the aliases point and the latest gate reason."""
+def model_registry(context: dg.AssetExecutionContext, mlflow: MlflowResource):
+    """Read the registry's aliases; the operator's overview as metadata and the pending promotion as a check."""
     from ml.registry import registry_state
 
     state = registry_state(mlflow.settings())
-    latest = state.pending or state.challenger or state.champion
-    reason = state.versions.get(latest, {}).get("gate.reason", "") if latest else ""
-    return dg.AssetCheckResult(
-        passed=state.champion is not None and state.pending is None and latest == state.champion,
-        severity=dg.AssetCheckSeverity.WARN,
-        metadata={
-            "champion": state.champion or "none",
-            "challenger": state.challenger or "none",
-            "pending_approval": state.pending or "none",
-            "gate_reason": reason,
-        },
+    overview = state.overview(datetime.now(UTC))
+    context.log.info(state.describe())
+    metadata = {name: value for name, value in overview.items() if value is not None}
+    pending = state.pending
+    return dg.MaterializeResult(
+        metadata={**metadata, "pending_approval": pending or "none", "champion": state.champion or "none"},
+        check_results=[
+            dg.AssetCheckResult(
+                check_name=PENDING_PROMOTION,
+                passed=pending is None,
+                severity=dg.AssetCheckSeverity.WARN,
+                description=(
+                    f"version {pending} waits for approval: {overview['approve_command']}"
+                    if pending
+                    else "no promotion waits for approval"
+                ),
+                metadata={
+                    "pending_approval": pending or "none",
+                    "champion": state.champion or "none",
+                    **(
+                        {
+                            "gate_reason": state.versions[pending].get("gate.reason", ""),
+                            "pending_since": state.versions[pending].get("promotion.pending_since", ""),
+                            "approve_command": overview["approve_command"],
+                        }
+                        if pending
+                        else {}
+                    ),
+                },
+            )
+        ],
     )
 
 
 @dg.asset(
     key=DECISIONS,
-    deps=[FEATURES, CANDIDATE],
+    deps=[FEATURES, REGISTRY],
     partitions_def=daily_snapshots,
     group_name=ML_GROUP,
     kinds={"delta", "mlflow"},
     description="The next-best action of every person on a snapshot date (a partition): the champion's scores, "
     "the policy file's eligibility, budgets, holdout, exploration and canary; gold nba_decisions (that date "
     "replaced), nba_current and the challenger's nba_shadow_decisions. A rule-based fallback decides when no "
-    "champion is usable.",
+    "champion is usable. Checks: the drift of the features and of the scores from the champion's training "
+    "reference.",
+    check_specs=[
+        dg.AssetCheckSpec(
+            FEATURE_DRIFT,
+            asset=DECISIONS,
+            description="Population stability index of every model feature between the champion's training "
+            "reference and the date's scoring population: passes below DRIFT_WARN_PSI, warns below "
+            "DRIFT_ERROR_PSI, an error from it (the retrain sensor then requests training). The plot and the "
+            "figures are artifacts of the champion's MLflow run (drift/<date>/).",
+        ),
+        dg.AssetCheckSpec(
+            SCORE_DRIFT,
+            asset=DECISIONS,
+            description="Population stability index of the champion's scores (expected revenue per action) "
+            "between its training reference and the date's scoring population, with the same thresholds as "
+            "feature_drift.",
+        ),
+    ],
 )
 def nba_decisions(context: dg.AssetExecutionContext, lake: LakeResource, mlflow: MlflowResource):
-    """Score and decide the partition's date; the decisions' aggregate (no personal data) as metadata."""
+    """Score and decide the partition's date; the decisions' aggregate (no personal data) as metadata, and the
+    drift of the features and scores as checks."""
     from ml.scoring import score_and_decide
 
-    report = score_and_decide(context.partition_time_window.start.date(), lake.settings(), mlflow.settings())
+    decision_date = context.partition_time_window.start.date()
+    report = score_and_decide(decision_date, lake.settings(), mlflow.settings())
     context.log.info(report.summary())
     return dg.MaterializeResult(
         metadata={
@@ -124,7 +213,78 @@ def nba_decisions(context: dg.AssetExecutionContext, lake: LakeResource, mlflow:
             "decisions": dg.MetadataValue.json(report.decisions),
             "excluded_erased": report.excluded_erased,
             "excluded_profiling_objection": report.excluded_profiling_objection,
-        }
+        },
+        check_results=drift_checks(decision_date, lake, mlflow, context.log),
+    )
+
+
+def drift_checks(decision_date, lake: LakeResource, mlflow: MlflowResource, log) -> list[dg.AssetCheckResult]:
+    """The results of ``feature_drift`` and ``score_drift`` for a decided date (``ml.drift.drift_report``)."""
+    from ml.drift import DriftError, drift_report
+
+    try:
+        report = drift_report(decision_date, lake.settings(), mlflow.settings())
+    except DriftError as error:
+        log.warning(f"drift of {decision_date} not measured: {error}")
+        return [
+            dg.AssetCheckResult(
+                check_name=name,
+                passed=False,
+                severity=dg.AssetCheckSeverity.WARN,
+                description=f"drift not measured: {error}",
+                metadata={"decision_date": decision_date.isoformat(), "status": "not_measured"},
+            )
+            for name in DRIFT_CHECKS
+        ]
+    if report is None:
+        return [
+            dg.AssetCheckResult(
+                check_name=name,
+                passed=True,
+                description="the rule-based fallback decided: no model, no drift to measure",
+                metadata={"decision_date": decision_date.isoformat(), "status": "no_model"},
+            )
+            for name in DRIFT_CHECKS
+        ]
+    log.info(f"drift of {decision_date}: {report.status}; worst {report.worst(3)}")
+    return [
+        drift_check(name, summary, report)
+        for name, summary in ((FEATURE_DRIFT, report.features), (SCORE_DRIFT, report.scores))
+    ]
+
+
+def drift_check(name: str, summary, report) -> dg.AssetCheckResult:
+    """One drift check's result: passed below the warn threshold, WARN below the error one, ERROR from it; the
+    worst columns with their PSI, the model version, the date and the plot's location as metadata."""
+    worst = sorted(summary.psi.items(), key=lambda item: item[1], reverse=True)
+    table = "\n".join(["| column | PSI |", "|---|---|", *(f"| {c} | {v:.4f} |" for c, v in worst[:10])])
+    top = f"{worst[0][0]} {worst[0][1]:.3f}" if worst else "no columns"
+    plot = report.plot_uri or ""
+    return dg.AssetCheckResult(
+        check_name=name,
+        passed=summary.status == "ok",
+        severity=dg.AssetCheckSeverity.ERROR if summary.status == "error" else dg.AssetCheckSeverity.WARN,
+        description=f"{summary.status}: worst {top} (warn {summary.thresholds.warn:g}, error "
+        f"{summary.thresholds.error:g})",
+        metadata={
+            "status": summary.status,
+            "decision_date": report.decision_date.isoformat(),
+            "model_name": report.model_name,
+            "model_version": report.model_version,
+            "mlflow_run_id": report.run_id,
+            "persons": report.persons,
+            "max_psi": worst[0][1] if worst else 0.0,
+            "worst": top,
+            "warn_threshold": summary.thresholds.warn,
+            "error_threshold": summary.thresholds.error,
+            "columns_warn": ", ".join(summary.warn),
+            "columns_error": ", ".join(summary.error),
+            "worst_columns": dg.MetadataValue.md(table),
+            "psi": dg.MetadataValue.json(dict(worst)),
+            "plot": dg.MetadataValue.path(plot.removeprefix("file://"))
+            if plot.startswith("file://")
+            else dg.MetadataValue.url(plot),
+        },
     )
 
 
@@ -158,13 +318,15 @@ def policy_evaluation(context: dg.AssetExecutionContext, lake: LakeResource):
 
 training_job = dg.define_asset_job(
     "weekly_training",
-    selection=dg.AssetSelection.assets(CANDIDATE),
-    description="Train an uplift candidate on the current training set, register it and apply the promotion gate.",
+    selection=dg.AssetSelection.assets(CANDIDATE, REGISTRY),
+    description="Train an uplift candidate on the current training set, register it, apply the promotion gate "
+    "and show the registry's state.",
 )
 decisions_job = dg.define_asset_job(
     "daily_decisions",
-    selection=dg.AssetSelection.assets(DECISIONS, EVALUATION),
-    description="The next-best actions of one snapshot date, and their evaluation against the simulator's truth.",
+    selection=dg.AssetSelection.assets(REGISTRY, DECISIONS, EVALUATION),
+    description="The registry's state, the next-best actions of one snapshot date with their drift checks, and "
+    "their evaluation against the simulator's truth.",
 )
 
 
@@ -197,3 +359,77 @@ def decisions_after(nightly_refresh: dg.JobDefinition) -> dg.SensorDefinition:
         return dg.RunRequest(run_key=context.dagster_run.run_id, partition_key=keys[-1])
 
     return decisions_after_nightly_refresh
+
+
+REQUESTED_KEYS_KEPT = 100
+"""Cause keys the retrain sensor's cursor remembers (the newest)."""
+
+
+def latest_drift(instance: dg.DagsterInstance) -> list:
+    """The latest result of each drift check of the decisions, as ``ml.retraining.DriftObservation`` (checks that
+    measured no model, or have not run, are left out)."""
+    from ml.retraining import DriftObservation
+
+    observations = []
+    for name in DRIFT_CHECKS:
+        record = instance.get_latest_asset_check_evaluation_record(dg.AssetCheckKey(DECISIONS, name))
+        evaluation = record.event.dagster_event.event_specific_data if record and record.event else None
+        if not isinstance(evaluation, dg.AssetCheckEvaluation):
+            continue
+        metadata = {key: value.value for key, value in evaluation.metadata.items()}
+        if not metadata.get("model_version"):
+            continue
+        if evaluation.passed:
+            status = "ok"
+        else:
+            status = "error" if evaluation.severity == dg.AssetCheckSeverity.ERROR else "warn"
+        observations.append(
+            DriftObservation(
+                check=name,
+                model_version=str(metadata["model_version"]),
+                decision_date=str(metadata.get("decision_date", "")),
+                status=status,
+                worst=str(metadata.get("worst", "")),
+            )
+        )
+    return observations
+
+
+@dg.sensor(
+    job=training_job,
+    minimum_interval_seconds=3600,
+    default_status=sensor_status(),
+    description="Every hour: requests weekly_training when the latest feature_drift or score_drift check of the "
+    "champion is at or above DRIFT_ERROR_PSI, or the champion version is older than CHAMPION_MAX_AGE_DAYS (since "
+    "its registration). Each cause once per champion version (run key cause:model:version); otherwise it says "
+    "why not.",
+)
+def retrain_when_drifted_or_stale(context: dg.SensorEvaluationContext, mlflow: MlflowResource):
+    """Thin over ``ml.retraining.retrain_decision``: the registry's champion, the latest drift checks on the
+    instance, and the cause keys already requested (the cursor)."""
+    from ml.registry import registry_state
+    from ml.retraining import Champion, retrain_decision
+
+    settings = mlflow.settings()
+    state = registry_state(settings)
+    champion = (
+        Champion(settings.model_name, state.champion, state.registered_at[state.champion])
+        if state.champion
+        else None
+    )
+    requested = json.loads(context.cursor) if context.cursor else []
+    decision = retrain_decision(
+        champion,
+        latest_drift(context.instance),
+        datetime.now(UTC),
+        settings.champion_max_age_days,
+        requested=requested,
+    )
+    if not decision.retrain:
+        return dg.SkipReason(decision.reason)
+    remembered = [key for key in requested if key not in decision.causes] + list(decision.causes)
+    context.update_cursor(json.dumps(remembered[-REQUESTED_KEYS_KEPT:]))
+    return dg.RunRequest(
+        run_key=decision.run_key,
+        tags={"retrain/reason": decision.reason[:200], "retrain/causes": ",".join(decision.causes)},
+    )
