@@ -85,6 +85,7 @@ def test_every_job_schedule_and_sensor_says_what_it_does_and_the_loop_runs_by_de
         "weekly_training",
         "daily_decisions",
         "decisions_after_nightly_refresh",
+        "retrain_when_drifted_or_stale",
     }
     assert [d.name for d in described if not (d.description or "").strip()] == []
     assert {s.name: s.default_status.value for s in repository.schedule_defs} == {
@@ -97,6 +98,7 @@ def test_every_job_schedule_and_sensor_says_what_it_does_and_the_loop_runs_by_de
         "new_landing_files": "RUNNING",
         "after_nightly_snapshots": "RUNNING",
         "decisions_after_nightly_refresh": "RUNNING",
+        "retrain_when_drifted_or_stale": "RUNNING",
     }
 
 
