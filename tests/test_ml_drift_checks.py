@@ -23,7 +23,7 @@ from ml.data import load_training_set
 from ml.drift import drift_report, psi, reference_profile
 from ml.retraining import Champion, DriftObservation, retrain_decision
 from ml.settings import get_ml_settings
-from ml.train import ACTIONS, TrainingConfig, out_of_time_split
+from ml.train import ACTIONS, TrainingConfig, out_of_time_split, training_feature_columns
 from orchestration.ml_assets import (
     FEATURE_DRIFT,
     PENDING_PROMOTION,
@@ -122,7 +122,7 @@ def test_drift_report_finds_no_drift_on_the_training_rows_and_the_moved_feature_
     world, decided
 ):
     settings, ml, train, moved, report = world
-    features = [c for c in train.columns if c not in ("person_id", "has_profiling_consent")]
+    features = training_feature_columns(train.columns)
     # the reference the test computes itself from the rows the champion trained on
     own_reference = reference_profile(train.select(features), features)
     same = drift_report(SAME, settings, ml, log_artifacts=False)
