@@ -20,7 +20,7 @@ from deltalake import write_deltalake
 from lake.gold import gold_uri
 from ml import registry
 from ml.data import load_training_set
-from ml.drift import drift_report, psi, reference_profile
+from ml.drift import DriftError, drift_report, psi, reference_profile
 from ml.retraining import Champion, DriftObservation, retrain_decision
 from ml.settings import get_ml_settings
 from ml.train import ACTIONS, TrainingConfig, out_of_time_split, training_feature_columns
@@ -36,7 +36,7 @@ from orchestration.ml_assets import (
 )
 from orchestration.resources import LakeResource
 
-SAME, WARN, ERROR = date(2026, 10, 1), date(2026, 10, 2), date(2026, 10, 3)
+SAME, WARN, ERROR, FALLBACK = date(2026, 10, 1), date(2026, 10, 2), date(2026, 10, 3), date(2026, 10, 4)
 MOVED = {SAME: 0.0, WARN: 0.15, ERROR: 0.5}
 """Share of the persons whose moved feature is set beyond anything the reference saw, per decision date."""
 VALIDATION_DAYS = 2
@@ -73,7 +73,7 @@ def world(gold_lake, tmp_path_factory):
         gold_uri(settings, "identity_person_map"),
         pl.scan_delta(gold_uri(gold_lake, "identity_person_map")).head(0).collect().to_arrow(),
     )
-    for day, share in MOVED.items():
+    for day, share in {**MOVED, FALLBACK: 0.0}.items():
         chosen = pl.Series(rng.random(rows.height) < share)
         frame = rows.with_columns(
             pl.lit(day).alias("snapshot_date"),
@@ -264,6 +264,25 @@ def test_the_retrain_sensor_requests_training_once_per_cause_and_says_why_not(wo
         "below the error threshold" in calm.skip_message
         and "feature_drift ok on 2026-10-01" in calm.skip_message
     )
+
+
+def test_no_drift_to_measure_when_the_fallback_decided_and_an_error_without_decisions(world, monkeypatch):
+    settings, ml, *_ = world
+    monkeypatch.setenv("MLFLOW_MODEL_NAME", "no_such_model")  # no champion: the rule-based fallback decides
+    resources = {
+        "lake": LakeResource(lake_root=settings.lake_root),
+        "mlflow": MlflowResource(tracking_uri=ml.tracking_uri),
+    }
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(
+            [nba_decisions], partition_key=FALLBACK.isoformat(), instance=instance, resources=resources
+        )
+    found = checks(result)
+    assert found[FEATURE_DRIFT].passed and found[SCORE_DRIFT].passed
+    assert found[FEATURE_DRIFT].metadata["status"].value == "no_model"
+    assert drift_report(FALLBACK, settings, ml, log_artifacts=False) is None
+    with pytest.raises(DriftError, match="no decisions for 2026-10-05"):
+        drift_report(date(2026, 10, 5), settings, ml, log_artifacts=False)
 
 
 def test_the_gate_check_of_each_outcome():
