@@ -6,8 +6,10 @@ truth; and the sensor that asks for retraining when the champion drifts or ages.
 imported inside the asset bodies (it costs seconds)."""
 
 import json
-from datetime import UTC, datetime
+import logging
+from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
@@ -15,6 +17,9 @@ from ml.settings import MlSettings, get_ml_settings
 from orchestration.dbt_assets import daily_snapshots
 from orchestration.operations import schedule_status, sensor_status
 from orchestration.resources import LakeResource
+
+if TYPE_CHECKING:
+    from ml.drift import DriftReport, DriftSummary
 
 ML_GROUP = "ml"
 TRAINING_SET = dg.AssetKey(["marts", "training_decisions"])
@@ -218,7 +223,9 @@ def nba_decisions(context: dg.AssetExecutionContext, lake: LakeResource, mlflow:
     )
 
 
-def drift_checks(decision_date, lake: LakeResource, mlflow: MlflowResource, log) -> list[dg.AssetCheckResult]:
+def drift_checks(
+    decision_date: date, lake: LakeResource, mlflow: MlflowResource, log: logging.Logger
+) -> list[dg.AssetCheckResult]:
     """The results of ``feature_drift`` and ``score_drift`` for a decided date (``ml.drift.drift_report``)."""
     from ml.drift import DriftError, drift_report
 
@@ -253,13 +260,21 @@ def drift_checks(decision_date, lake: LakeResource, mlflow: MlflowResource, log)
     ]
 
 
-def drift_check(name: str, summary, report) -> dg.AssetCheckResult:
+def _location(uri: str) -> dg.MetadataValue:
+    """An artifact's location for the UI: a path for a local artifact store, the URI otherwise."""
+    return (
+        dg.MetadataValue.path(uri.removeprefix("file://"))
+        if uri.startswith("file://")
+        else dg.MetadataValue.url(uri)
+    )
+
+
+def drift_check(name: str, summary: "DriftSummary", report: "DriftReport") -> dg.AssetCheckResult:
     """One drift check's result: passed below the warn threshold, WARN below the error one, ERROR from it; the
     worst columns with their PSI, the model version, the date and the plot's location as metadata."""
     worst = sorted(summary.psi.items(), key=lambda item: item[1], reverse=True)
     table = "\n".join(["| column | PSI |", "|---|---|", *(f"| {c} | {v:.4f} |" for c, v in worst[:10])])
     top = f"{worst[0][0]} {worst[0][1]:.3f}" if worst else "no columns"
-    plot = report.plot_uri or ""
     return dg.AssetCheckResult(
         check_name=name,
         passed=summary.status == "ok",
@@ -281,9 +296,8 @@ def drift_check(name: str, summary, report) -> dg.AssetCheckResult:
             "columns_error": ", ".join(summary.error),
             "worst_columns": dg.MetadataValue.md(table),
             "psi": dg.MetadataValue.json(dict(worst)),
-            "plot": dg.MetadataValue.path(plot.removeprefix("file://"))
-            if plot.startswith("file://")
-            else dg.MetadataValue.url(plot),
+            "plot": _location(report.plot_uri or ""),
+            "figures": _location(report.psi_uri or ""),
         },
     )
 

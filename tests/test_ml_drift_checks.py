@@ -5,6 +5,7 @@ of them (a warning) and for a larger share (an error)."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -174,6 +175,8 @@ def test_drift_checks_pass_warn_and_fail_with_error_with_the_worst_columns_and_t
         # the plot and the figures: artifacts of the champion's training run, beside its reference profile
         plot = Path(metadata["plot"])
         assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        figures = json.loads(Path(metadata["figures"]).read_text())
+        assert figures["status"] == metadata["status"] and figures["decision_date"] == day.isoformat()
         logged = {a.path for a in client.list_artifacts(report.run_id, f"drift/{day.isoformat()}")}
         assert logged == {f"drift/{day.isoformat()}/drift.png", f"drift/{day.isoformat()}/psi.json"}
         # no person id reaches Dagster
