@@ -8,9 +8,8 @@ Three learners, compared against the simulator's truth (``benchmarks/uplift_lear
   horizon of the decisions that led to a purchase, all campaigns, the action again a feature). Pooling the
   actions lets every decision inform the shared baseline, and splitting the revenue into whether a person buys
   and how much they spend when they do keeps the heavy-tailed basket value out of the noisy comparison of the
-  actions: on the 200,000-person benchmark it is the only learner that captures more than half of the
-  personalisation headroom, and it does so for every seed tried.
-
+  actions. On the 200,000-person benchmark it is the only learner that captures more than half of the
+  personalisation headroom (0.82 of it on the out-of-time decisions, with the seeds 7 and 1 alike).
 - ``t_learner``: one revenue regressor and one purchase classifier per action, each trained on the decisions
   that logged that action, weighted by the inverse of the logged propensity (clipped), so that each action's
   model learns on the population the logging policy sampled rather than on the policy's own choices.
