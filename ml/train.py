@@ -1,8 +1,15 @@
 """Uplift models: for every person and every action, the expected revenue in the label horizon and the purchase
 probability, learned with xgboost from the logged campaign decisions (gold ``training_decisions``).
 
-Two learners, compared against the simulator's truth (``benchmarks/uplift_learners.py``):
+Three learners, compared against the simulator's truth (``benchmarks/uplift_learners.py``):
 
+- ``s_learner`` (the default): one purchase classifier for all actions, with the action as a native categorical
+  feature, trained on the decisions of randomised campaigns, times one order-value regressor (the revenue in the
+  horizon of the decisions that led to a purchase, all campaigns, the action again a feature). Pooling the
+  actions lets every decision inform the shared baseline, and splitting the revenue into whether a person buys
+  and how much they spend when they do keeps the heavy-tailed basket value out of the noisy comparison of the
+  actions. On the 200,000-person benchmark it is the only learner that captures more than half of the
+  personalisation headroom (0.82 of it on the out-of-time decisions, with the seeds 7 and 1 alike).
 - ``t_learner``: one revenue regressor and one purchase classifier per action, each trained on the decisions
   that logged that action, weighted by the inverse of the logged propensity (clipped), so that each action's
   model learns on the population the logging policy sampled rather than on the policy's own choices.
@@ -14,7 +21,10 @@ Two learners, compared against the simulator's truth (``benchmarks/uplift_learne
   that had no choice (logged with propensity 1: no channel could reach the person) are left out.
 
 Out-of-time validation: the latest ``validation_days`` decision dates validate (early stopping, metrics); the
-earlier ones train. Fixed seeds; categorical features and missing values are left to xgboost
+earlier ones train. Leaves are sized to the data: unless ``min_child_weight`` is fixed, every booster's minimum
+leaf weight is ``min_child_share`` of its training rows' total hessian weight at the starting prediction (rows x
+weight for squared error, times p(1 - p) for the logistic loss), so a leaf holds the same share of the data at
+10,000 persons as at 1,000,000. Fixed seeds; categorical features and missing values are left to xgboost
 (``enable_categorical``, pandas ``category`` dtype, NaN).
 """
 
@@ -35,7 +45,8 @@ from ml.features import CATEGORICAL_COLUMNS, CATEGORY_VALUES, model_frame
 ACTIONS = ("no_action", "discount_10", "free_shipping", "cart_reminder", "loyalty_offer")
 """The action catalogue (``no_action`` first), as the policy file names it."""
 BASELINE = "no_action"
-METHODS = ("t_learner", "dr_learner")
+METHODS = ("s_learner", "t_learner", "dr_learner")
+"""The learners, the default first."""
 DECISION_COLUMNS = (
     "activity_id", "person_id", "contact_id", "campaign_id", "activity_type", "action", "channel", "propensity",
     "offer_value", "decision_at", "decision_date", "feature_snapshot_date", "snapshot_date", "label_window_end_at",
@@ -45,6 +56,8 @@ DECISION_COLUMNS = (
 NOT_MODEL_FEATURES = ("has_profiling_consent",)
 """Feature columns the models leave out: an objection to profiling decides whether a person is scored at all."""
 METADATA_FILE = "uplift_model.json"
+ACTION_FEATURE = "action"
+"""The column of the model frame that names the action (``s_learner``), a native categorical feature."""
 
 
 def training_feature_columns(columns: Sequence[str]) -> list[str]:
@@ -64,23 +77,29 @@ class TrainingConfig:
     """Patient: on a noisy revenue outcome the validation loss wanders long before the heterogeneity shows."""
     learning_rate: float = 0.05
     max_depth: int = 3
-    min_child_weight: float = 500.0
-    """Large leaves: revenue within a week is zero for most decisions, the effects are a few percent of it."""
+    min_child_weight: float | None = None
+    """A fixed minimum hessian weight of a leaf; ``None``: ``min_child_share`` of each booster's training weight."""
+    min_child_share: float = 0.05
+    """Large leaves, whatever the scale: revenue within a week is zero for most decisions and the effects are a
+    few percent of it, so a leaf holds at least this share of the booster's total hessian weight."""
     subsample: float = 0.8
     colsample_bytree: float = 0.8
     reg_lambda: float = 10.0
     max_weight: float = 50.0
     """Inverse-propensity weights are clipped at this value."""
-    method: str = "dr_learner"
+    method: str = METHODS[0]
     actions: tuple[str, ...] = ACTIONS
 
-    def xgboost_params(self, objective: str) -> dict:
-        """The xgboost parameters of one booster with ``objective``."""
+    def xgboost_params(self, objective: str, min_child_weight: float | None = None) -> dict:
+        """The xgboost parameters of one booster with ``objective`` (``min_child_weight``: the one worked out for
+        its training rows when the configuration does not fix it)."""
         return {
             "objective": objective,
             "eta": self.learning_rate,
             "max_depth": self.max_depth,
-            "min_child_weight": self.min_child_weight,
+            "min_child_weight": self.min_child_weight
+            if self.min_child_weight is not None
+            else min_child_weight,
             "subsample": self.subsample,
             "colsample_bytree": self.colsample_bytree,
             "lambda": self.reg_lambda,
@@ -119,6 +138,15 @@ class UpliftModel:
         for every action."""
         frame = model_frame(features, self.feature_columns)
         revenue = {}
+        if self.method == "s_learner":
+            purchase = {}
+            for action in self.actions:
+                with_action = action_frame(frame, action, self.actions)
+                purchase[action] = self._predict("purchase", with_action)
+                revenue[action] = purchase[action] * self._predict("order_value", with_action)
+            columns = {f"expected_revenue__{a}": revenue[a] for a in self.actions}
+            columns |= {f"purchase_probability__{a}": purchase[a] for a in self.actions}
+            return pl.DataFrame(columns)
         if self.method == "t_learner":
             for action in self.actions:
                 revenue[action] = self._predict(f"revenue__{action}", frame)
@@ -214,6 +242,23 @@ def campaign_action_shares(decisions: pl.DataFrame, actions: Sequence[str]) -> p
     ).drop("n")
 
 
+def action_frame(frame: pd.DataFrame, action: str | np.ndarray, actions: Sequence[str]) -> pd.DataFrame:
+    """``frame`` (a :func:`ml.features.model_frame`) with the column ``action``: ``action`` for every row (or one
+    per row), a ``category`` over ``actions``."""
+    values = np.full(len(frame), action, dtype=object) if isinstance(action, str) else action
+    return frame.assign(**{ACTION_FEATURE: pd.Categorical(values, categories=list(actions))})
+
+
+def min_child_weight(objective: str, label: np.ndarray, weight: np.ndarray, share: float) -> float:
+    """``share`` of the total hessian weight of the rows at the starting prediction (their weighted mean): the sum
+    of the weights for squared error, times ``p (1 - p)`` for the logistic loss."""
+    total = float(weight.sum())
+    if objective == "binary:logistic" and total > 0:
+        p = float(np.dot(weight, label) / total)
+        total *= p * (1.0 - p)
+    return share * total
+
+
 def _weights(frame: pl.DataFrame, config: TrainingConfig) -> np.ndarray:
     return np.minimum(1.0 / frame["propensity"].to_numpy(), config.max_weight)
 
@@ -226,6 +271,7 @@ def _fit(
 ) -> xgb.Booster:
     """One booster with early stopping on the validation rows (a fixed ``max_rounds`` when there are none)."""
     x, y, w = train
+    leaf = min_child_weight(objective, y, w, config.min_child_share)
     dtrain = xgb.DMatrix(x, label=y, weight=w, enable_categorical=True)
     evals, stopping = [], None
     if len(validation[1]):
@@ -233,7 +279,7 @@ def _fit(
         evals = [(xgb.DMatrix(vx, label=vy, weight=vw, enable_categorical=True), "validation")]
         stopping = config.early_stopping_rounds
     booster = xgb.train(
-        config.xgboost_params(objective),
+        config.xgboost_params(objective, leaf),
         dtrain,
         num_boost_round=config.max_rounds,
         evals=evals,
@@ -262,14 +308,17 @@ def train_uplift(training: pl.DataFrame, config: TrainingConfig = TrainingConfig
         label = frame[target].cast(pl.Float64).to_numpy() if isinstance(target, str) else target
         return model_frame(frame, features), label, _weights(frame, config)
 
-    for action in config.actions:
-        tr, va = (f.filter(pl.col("action") == action) for f in (train, validation))
-        boosters[f"revenue__{action}"] = _fit(
-            config, "reg:squarederror", rows(tr, "revenue_in_horizon"), rows(va, "revenue_in_horizon")
-        )
-        boosters[f"purchase__{action}"] = _fit(
-            config, "binary:logistic", rows(tr, "converted"), rows(va, "converted")
-        )
+    if config.method == "s_learner":
+        boosters |= _pooled_models(train, validation, features, config)
+    else:
+        for action in config.actions:
+            tr, va = (f.filter(pl.col("action") == action) for f in (train, validation))
+            boosters[f"revenue__{action}"] = _fit(
+                config, "reg:squarederror", rows(tr, "revenue_in_horizon"), rows(va, "revenue_in_horizon")
+            )
+            boosters[f"purchase__{action}"] = _fit(
+                config, "binary:logistic", rows(tr, "converted"), rows(va, "converted")
+            )
     if config.method == "dr_learner":
         boosters |= _effect_models(train, validation, features, boosters, config)
     params = asdict(config) | {"features": len(features)}
@@ -296,6 +345,45 @@ def train_uplift(training: pl.DataFrame, config: TrainingConfig = TrainingConfig
         split=split,
         rounds={name: b.num_boosted_rounds() for name, b in boosters.items()},
     )
+
+
+def randomised_decisions(
+    frame: pl.DataFrame, decisions: pl.DataFrame, actions: Sequence[str]
+) -> pl.DataFrame:
+    """The rows of ``frame`` that randomised campaigns (campaigns that logged every action in ``decisions``)
+    decided with a choice: a decision logged with certainty (``no_action`` for a person no channel could reach)
+    is left out."""
+    shares = campaign_action_shares(decisions.filter(pl.col("propensity") < 1), actions)
+    randomised = shares.filter("randomised").select("campaign_id").unique()
+    return frame.filter(pl.col("propensity") < 1).join(randomised, on="campaign_id", how="semi")
+
+
+def _pooled_models(
+    train: pl.DataFrame, validation: pl.DataFrame, features: Sequence[str], config: TrainingConfig
+) -> dict[str, xgb.Booster]:
+    """The ``s_learner``'s two boosters, the action a categorical feature of both: ``purchase`` (whether the
+    person buys in the horizon) on the randomised campaigns' decisions, unweighted (the campaign drew the action
+    at random), and ``order_value`` (the revenue in the horizon of the decisions followed by a purchase) on every
+    campaign's decisions, since how much a buyer spends depends on the action only through the shop's rules."""
+    decisions = pl.concat([train, validation])
+
+    def rows(frame: pl.DataFrame, target: str) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+        x = action_frame(model_frame(frame, features), frame["action"].to_numpy(), config.actions)
+        return x, frame[target].cast(pl.Float64).to_numpy(), np.ones(frame.height)
+
+    tr, va = (randomised_decisions(f, decisions, config.actions) for f in (train, validation))
+    if tr.is_empty():
+        raise ValueError("no decisions of a randomised campaign to train the purchase model on")
+    bought = [f.filter(pl.col("converted")) for f in (train, validation)]
+    return {
+        "purchase": _fit(config, "binary:logistic", rows(tr, "converted"), rows(va, "converted")),
+        "order_value": _fit(
+            config,
+            "reg:squarederror",
+            rows(bought[0], "revenue_in_horizon"),
+            rows(bought[1], "revenue_in_horizon"),
+        ),
+    }
 
 
 def _effect_models(
