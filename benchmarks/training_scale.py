@@ -150,9 +150,9 @@ def booster_rows(training: pl.DataFrame, config) -> dict[str, tuple]:
     return out
 
 
-def bare_train(root: Path, rounds: dict[str, int]) -> tuple[float, float]:
-    """Seconds to build the matrices of every booster, and seconds of the bare ``xgb.train`` of each with the
-    rounds it kept (no evaluation set, no early stopping)."""
+def bare_train(root: Path, rounds: dict[str, int]) -> tuple[float, float, float]:
+    """Seconds to build the matrices of every booster, and the wall and CPU seconds of the bare ``xgb.train`` of
+    each with the rounds it kept (no evaluation set, no early stopping)."""
     import xgboost as xgb
 
     from ml.data import load_training_set
@@ -169,10 +169,10 @@ def bare_train(root: Path, rounds: dict[str, int]) -> tuple[float, float]:
     if set(matrices) != set(rounds):
         raise SystemExit(f"the learner trained {sorted(rounds)}, the bare path {sorted(matrices)}")
     del training
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     for name, (objective, matrix) in matrices.items():
         xgb.train(config.xgboost_params(objective), matrix, num_boost_round=rounds[name])
-    return built, time.perf_counter() - started
+    return built, time.perf_counter() - started, time.process_time() - cpu
 
 
 def main() -> int:
@@ -213,8 +213,9 @@ def main() -> int:
     if os.waitstatus_to_exitcode(status):
         raise SystemExit(f"the training failed (exit {os.waitstatus_to_exitcode(status)})")
     peak = usage.ru_maxrss * 1024 / 1e9
+    cpu = usage.ru_utime + usage.ru_stime
     report = json.loads(out.read_text())
-    built, bare = bare_train(root, report["rounds"])
+    built, bare, bare_cpu = bare_train(root, report["rounds"])
     load = os.getloadavg()
     rounds = report["rounds"]
     print(
@@ -226,14 +227,14 @@ def main() -> int:
         f"(rounds {min(rounds.values())}-{max(rounds.values())})"
     )
     print(
-        f"ml.train, default learner: {seconds:.1f} s (read {report['load_seconds']:.1f} s, train "
-        f"{report['train_seconds']:.1f} s), peak RSS {peak:.2f} GB"
+        f"ml.train, default learner: {seconds:.1f} s wall (read {report['load_seconds']:.1f} s, train "
+        f"{report['train_seconds']:.1f} s), {cpu:.1f} s CPU (user + system), peak RSS {peak:.2f} GB"
     )
     print(
-        f"bare xgb.train:           {bare:.1f} s (the same boosters and rounds; matrices built before, "
-        f"{built:.1f} s)"
+        f"bare xgb.train:           {bare:.1f} s wall, {bare_cpu:.1f} s CPU (the same boosters and rounds; "
+        f"matrices built before, {built:.1f} s)"
     )
-    print(f"ratio ml.train / bare:    {seconds / bare:.2f}")
+    print(f"ratio ml.train / bare:    {seconds / bare:.2f} wall, {cpu / bare_cpu:.2f} CPU")
     print(f"load average:             {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     held = seconds < TARGET_SECONDS
     print(f"  {'OK    ' if held else 'MISSED'} training {seconds:.0f} s < {TARGET_SECONDS:.0f} s")
