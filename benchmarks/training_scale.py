@@ -35,6 +35,7 @@ from scoring import COPY_OFFSET, SEED, copied_ids, source_lake
 
 from lake.gold import gold_uri
 from lake.settings import disable_telemetry
+from ml.train import TrainingConfig
 
 TABLE = "training_decisions"
 TARGET_SECONDS = 300.0
@@ -93,7 +94,7 @@ def child(root: Path, out: Path) -> None:
     """The measured path: read the training set from the scratch lake and train the default learner; the
     timings and the rounds each booster kept to ``out``."""
     from ml.data import load_training_set
-    from ml.train import TrainingConfig, train_uplift
+    from ml.train import train_uplift
 
     started = time.perf_counter()
     training, _ = load_training_set(lake_settings(root))
@@ -156,7 +157,6 @@ def bare_train(root: Path, rounds: dict[str, int]) -> tuple[float, float, float]
     import xgboost as xgb
 
     from ml.data import load_training_set
-    from ml.train import TrainingConfig
 
     config = TrainingConfig()
     training, _ = load_training_set(lake_settings(root))
@@ -218,13 +218,17 @@ def main() -> int:
     built, bare, bare_cpu = bare_train(root, report["rounds"])
     load = os.getloadavg()
     rounds = report["rounds"]
+    config = TrainingConfig()
+    # early stopping trains until early_stopping_rounds rounds without improvement, then keeps the best rounds
+    trained_rounds = sum(min(config.max_rounds, n + config.early_stopping_rounds) for n in rounds.values())
     print(
         f"decisions:                {report['rows']:,} ({report['train_rows']:,} train, "
         f"{report['validation_rows']:,} validation)"
     )
     print(
         f"boosters:                 {len(rounds)} ({report['method']}), {sum(rounds.values()):,} trees kept "
-        f"(rounds {min(rounds.values())}-{max(rounds.values())})"
+        f"(rounds {min(rounds.values())}-{max(rounds.values())}); {trained_rounds:,} rounds trained before early "
+        f"stopping ended them (the validation set evaluated every round)"
     )
     print(
         f"ml.train, default learner: {seconds:.1f} s wall (read {report['load_seconds']:.1f} s, train "
