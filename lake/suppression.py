@@ -58,11 +58,20 @@ def identifier_hash(identifier_type: str, value: str, secret: str) -> str:
 
 
 def hashes(identifier_type: str, values: pl.Series, secret: str) -> pl.Series:
-    """The suppression hash of every non-null value (as text); each distinct value is hashed once."""
+    """The suppression hash of every non-null value (as text); each distinct value is hashed once (the keyed hash
+    of the message's fixed prefix is computed once and continued with each value: the same digests as
+    :func:`identifier_hash`)."""
     text = values.cast(pl.String)
-    distinct = text.drop_nulls().unique().to_list()
-    mapping = {v: identifier_hash(identifier_type, v, secret) for v in distinct}
-    return text.replace_strict(mapping, default=None, return_dtype=pl.String)
+    distinct = text.drop_nulls().unique()
+    prefix = hmac.new(secret.encode(), f"suppressed:{identifier_type}:".encode(), hashlib.sha256)
+    digests = []
+    for value in distinct.to_list():
+        digest = prefix.copy()
+        digest.update(value.encode())
+        digests.append(digest.hexdigest())
+    return text.replace_strict(
+        distinct, pl.Series(digests, dtype=pl.String), default=None, return_dtype=pl.String
+    )
 
 
 def erased_marker(identifier_type: str, value: str, secret: str) -> int:

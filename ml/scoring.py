@@ -20,7 +20,6 @@ import argparse
 import json
 import logging
 import sys
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
@@ -374,13 +373,18 @@ def _clear_date(uri: str, decision_date: date, settings: Settings) -> None:
         )
 
 
-def refresh_current(settings: Settings) -> int:
-    """Overwrite gold ``nba_current`` with the decisions of the latest date of ``nba_decisions``; its rows."""
+def refresh_current(settings: Settings, written: pl.DataFrame | None = None) -> int:
+    """Overwrite gold ``nba_current`` with the decisions of the latest date of ``nba_decisions``; its rows.
+    ``written``: the decisions of one date just written to ``nba_decisions``; when that date is the latest, they
+    are written as they are instead of being read back."""
     lazy = delta.scan(gold_uri(settings, DECISIONS), settings.storage_options)
     if lazy is None:
         return 0
     latest = lazy.select(pl.col("decision_date").max()).collect().item()
-    current = lazy.filter(pl.col("decision_date") == latest).collect().cast(NBA_SCHEMA)
+    if written is not None and written.height and written["decision_date"][0] == latest:
+        current = written.cast(NBA_SCHEMA)
+    else:
+        current = lazy.filter(pl.col("decision_date") == latest).collect().cast(NBA_SCHEMA)
     write_deltalake(
         gold_uri(settings, CURRENT),
         current.to_arrow(),
@@ -489,7 +493,7 @@ def score_and_decide(
             decided_at=decided_at,
         )
     write_date(gold_uri(settings, DECISIONS), decisions, decision_date, settings)
-    refresh_current(settings)
+    refresh_current(settings, decisions)
     shadow_rows = 0
     if shadow:
         shadow_decisions = decide(
@@ -541,8 +545,12 @@ def _report(
     shadow_error: str | None,
 ) -> ScoringReport:
     n = decisions.height
-    keys = Counter(
-        a if c is None else f"{a}/{c}" for a, c in decisions.select("action", "channel").iter_rows()
+    keys = decisions.select(
+        pl.when(pl.col("channel").is_null())
+        .then(pl.col("action"))
+        .otherwise(pl.col("action") + "/" + pl.col("channel"))
+        .value_counts()
+        .struct.unnest()
     )
 
     def share(column: str) -> float:
@@ -559,7 +567,7 @@ def _report(
         model_name=ml.model_name,
         model_version=champion.version if champion is not None else None,
         challenger_version=challenger.version if challenger is not None else None,
-        decisions=dict(keys),
+        decisions={key: int(n) for key, n in keys.iter_rows()},
         holdout_share=share("is_holdout"),
         exploration_share=share("is_exploration"),
         canary_share=share("is_canary"),
