@@ -43,15 +43,11 @@ $(DBT_MANIFEST): $(DBT_INPUTS) | environment
 	$(RUN) python -m lake.dbt_sources || echo "dbt sources left as they were: fix the contracts above (make contracts)"
 	cd dbt_project && $(RUN) dbt parse --profiles-dir . --quiet
 
-# the three runs `dg launch -m orchestration.definitions --assets ...` would launch (the assets before the daily
-# snapshots, the snapshots over the dates the data supports, the assets after them), in one process
-demo: install  ## generate the demo company's data, materialize every asset (lake, dbt models, daily snapshots), train, decide, evaluate, print what was built
+# the four runs `dg launch -m orchestration.definitions --assets ...` would launch (the assets before the daily
+# snapshots, the snapshots over the dates the data supports, the assets after them but the models, the models for the
+# latest snapshot date), in one process, then what was built: the lake, the gate's decision, the decision summary
+demo: install  ## generate the demo company's data and materialize every asset in Dagster (lake, dbt models, daily snapshots, training and promotion, decisions, evaluation); print what was built and where to look
 	$(RUN) python -m orchestration.demo --persons $(DEMO_PERSONS) --days $(DEMO_DAYS) --seed $(DEMO_SEED)
-	$(RUN) python -m lake.summary
-	$(RUN) python -m ml.pipeline
-	$(RUN) python -m ml.score
-	$(RUN) python -m ml.evaluate
-	@echo "MLflow UI: make mlflow (http://127.0.0.1:5000); decisions: gold/nba_decisions, nba_current; Dagster UI: make dev"
 
 train: install  ## train an uplift candidate, log it to MLflow, register it and put it through the promotion gate
 	$(RUN) python -m ml.pipeline
@@ -68,8 +64,11 @@ replay: install  ## move quarantined records the contracts accept now into bronz
 erase: install  ## erase a person from the lake and the warehouse: make erase ERASE='--contact-id 42' (--customer-id, --app-user-id, --email)
 	$(RUN) python -m lake.erasure $(ERASE)
 
+# two workers on a 2-core machine (TEST_WORKERS=0: one process), each test file on one worker (tests/conftest.py)
+TEST_WORKERS ?= 2
+
 test: install  ## run the test suite
-	$(RUN) pytest
+	$(RUN) pytest -n $(TEST_WORKERS) --dist loadgroup
 
 DEV_PORT ?= 3000
 

@@ -2,8 +2,8 @@
 
 ``python -m ml.ui [--port 5000]`` replaces itself with ``mlflow server`` bound to 127.0.0.1, with the backend
 store of the ML settings (``MLFLOW_TRACKING_URI``, default the local SQLite store under ``var/mlflow/``), one
-worker, and telemetry off. Artifacts are read from where each run logged them (the runs' own artifact URIs);
-experiments created from the UI keep theirs beside a local SQLite store.
+worker, no server-side job execution, and telemetry off. Artifacts are read from where each run logged them (the
+runs' own artifact URIs); experiments created from the UI keep theirs beside a local SQLite store.
 """
 
 from __future__ import annotations
@@ -17,6 +17,9 @@ from lake.settings import TELEMETRY_OFF
 from ml.settings import MlSettings, get_ml_settings
 
 SQLITE_PREFIX = "sqlite:///"
+SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+"""The UI runs no server-side jobs (GenAI evaluation and trace jobs): without them ``mlflow server`` starts no job
+runner and no consumer process per job type, each of which imports MLflow while the server starts."""
 
 
 def sqlite_path(tracking_uri: str) -> Path | None:
@@ -62,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     executable = shutil.which(command[0])
     if executable is None:
         raise SystemExit("mlflow is not installed in this environment: run make install")
-    os.execve(executable, command, {**os.environ, **TELEMETRY_OFF})
+    os.execve(executable, command, {**os.environ, **TELEMETRY_OFF, **SERVER_ENV})
 
 
 if __name__ == "__main__":

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import os
+import shutil
 import subprocess
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
@@ -14,7 +18,7 @@ import duckdb
 import polars as pl
 import pytest
 
-from lake.settings import Settings, disable_telemetry, get_settings
+from lake.settings import REPO_ROOT, Settings, disable_telemetry, get_settings
 from simulator import FaultRates, SimulationConfig, generate
 
 disable_telemetry()
@@ -57,6 +61,18 @@ def read_lines(path: Path) -> list[str]:
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rt", encoding="utf-8") as f:
         return f.read().splitlines()
+
+
+SHARED_DEMO = "small_demo"
+"""The files whose tests read the one small demo run (``small_demo``): one test worker runs them all."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """With workers (``pytest -n 2 --dist loadgroup``, ``make test``): each file's tests on one worker, so that a
+    module's fixtures are built once, and the files of the small demo on the same worker."""
+    for item in items:
+        group = SHARED_DEMO if "small_demo" in item.fixturenames else item.path.stem
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -158,3 +174,72 @@ def gold_lake(simulated: Simulated, tmp_path_factory: pytest.TempPathFactory) ->
     run_dbt(settings, scratch, "build", "--select", *GOLD_SELECT)
     publish_gold(settings, gold_models(scratch))
     return settings
+
+
+@contextlib.contextmanager
+def captured_output(path: Path) -> Iterator[None]:
+    """Everything written meanwhile to standard output and error, through Python and by libraries writing to the
+    file descriptors 1 and 2, into the file ``path``."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(path, "w", buffering=1, encoding="utf-8") as out:
+        os.dup2(out.fileno(), 1)
+        os.dup2(out.fileno(), 2)
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+                yield
+        finally:
+            out.flush()
+            for fd, original in zip((1, 2), saved, strict=True):
+                os.dup2(original, fd)
+                os.close(original)
+
+
+@dataclass
+class Demo:
+    """A run of ``python -m orchestration.demo`` under a temporary folder: the environment it ran with (Dagster
+    home, lake, warehouse, MLflow store), its arguments, what it printed and the working directory it left."""
+
+    env: dict[str, str]
+    argv: list[str]
+    printed: str
+    cwd_after: Path
+
+    @property
+    def home(self) -> Path:
+        return Path(self.env["DAGSTER_HOME"])
+
+    @property
+    def lake(self) -> Path:
+        return Path(self.env["LAKE_ROOT"])
+
+
+SMALL_DEMO = ["--persons", "300", "--days", "3", "--seed", "5", "--without-models"]
+
+
+@pytest.fixture(scope="session")
+def small_demo(tmp_path_factory: pytest.TempPathFactory) -> Demo:
+    """``make demo``'s command at 300 persons x 3 days (too little data to train on: ``--without-models``), run
+    once in this process from the repository on a fresh Dagster instance, lake, warehouse and MLflow store
+    (read-only for the tests)."""
+    from orchestration import demo
+
+    root = tmp_path_factory.mktemp("demo")
+    home = root / "dagster"
+    home.mkdir()
+    shutil.copy(REPO_ROOT / "orchestration" / "dagster.yaml", home / "dagster.yaml")
+    env = {
+        "DAGSTER_HOME": str(home),
+        "LAKE_ROOT": str(root / "lake"),
+        "WAREHOUSE_PATH": str(root / "warehouse" / "engagement.duckdb"),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow' / 'mlflow.db'}",
+    }
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        patch.chdir(REPO_ROOT)
+        with captured_output(root / "printed.txt"):
+            assert demo.main(SMALL_DEMO) == 0
+        cwd_after = Path.cwd()
+    return Demo(env, SMALL_DEMO, (root / "printed.txt").read_text(encoding="utf-8"), cwd_after)

@@ -151,6 +151,9 @@ def test_make_mlflow_serves_the_tracking_store_and_its_artifacts_on_loopback(tmp
             if b"server\0--backend-store-uri" in Path(f"/proc/{pid}/cmdline").read_bytes()
         )
         assert b"MLFLOW_DISABLE_TELEMETRY=true" in Path(f"/proc/{server}/environ").read_bytes().split(b"\0")
+        # no server-side job runner nor its consumers (the UI needs none)
+        commands = [Path(f"/proc/{pid}/cmdline").read_bytes() for pid in session_processes(make.pid)]
+        assert not [c for c in commands if b"mlflow.server.jobs" in c], commands
         stop_and_check(make)
     finally:
         kill_what_is_left(make)

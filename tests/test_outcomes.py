@@ -2,33 +2,22 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import timedelta
 
 import polars as pl
 import pytest
-from conftest import Simulated, lake_settings, read_warehouse, run_dbt
-from test_features import land
+from conftest import read_warehouse
 
-from data_contracts import load_contracts
-from lake.ingest import ingest_all
 from lake.settings import Settings
-from lake.warehouse import publish_silver
 
 ATTRIBUTION_DAYS = 7
 
 
 @pytest.fixture(scope="module")
-def outcomes(simulated: Simulated, tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    """The whole landing zone ingested and decision_outcomes built with its parents."""
-    scratch = tmp_path_factory.mktemp("outcomes")
-    landing = scratch / "landing"
-    land(simulated.landing, landing, None)
-    settings = replace(lake_settings(scratch / "lake", landing), warehouse_path=scratch / "warehouse.duckdb")
-    ingest_all(settings)
-    publish_silver(settings, load_contracts(settings.contracts_dir))
-    run_dbt(settings, scratch, "build", "--select", "+decision_outcomes")
-    return settings
+def outcomes(gold_lake: Settings) -> Settings:
+    """The whole landing zone ingested and decision_outcomes built with its parents: the session's gold lake
+    (its dbt build selects ``+decision_outcomes``; read-only)."""
+    return gold_lake
 
 
 def test_every_attributed_order_is_attributed_once(outcomes: Settings) -> None:

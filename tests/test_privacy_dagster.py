@@ -4,11 +4,7 @@ logs, and what the pipeline prints."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import polars as pl
@@ -16,7 +12,6 @@ import pytest
 from conftest import lake_settings, read_lines
 
 from data_contracts import load_contracts
-from lake.settings import REPO_ROOT, TELEMETRY_OFF
 from orchestration.metadata import table_metadata
 
 
@@ -112,40 +107,22 @@ def leaks(text: str, values: set[str]) -> set[str]:
     return found
 
 
-def _run(env: dict[str, str], *command: str) -> str:
-    done = subprocess.run([sys.executable, *command], cwd=REPO_ROOT, env=env, capture_output=True, text=True)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return done.stdout + done.stderr
-
-
 @pytest.mark.slow
-def test_a_full_pipeline_run_leaves_no_personal_data_in_dagster_or_its_output(tmp_path: Path) -> None:
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    shutil.copy(REPO_ROOT / "orchestration" / "dagster.yaml", home / "dagster.yaml")
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("DAGSTER_", "LAKE", "PII_"))},
-        **TELEMETRY_OFF,
-        "DAGSTER_HOME": str(home),
-        "LAKE_ROOT": str(tmp_path / "lake"),
-        "WAREHOUSE_PATH": str(tmp_path / "warehouse" / "engagement.duckdb"),
-        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
-    }
-    printed = [  # as `make demo` runs it
-        _run(env, "-m", "orchestration.demo", "--persons", "300", "--days", "3", "--seed", "5"),
-        _run(env, "-m", "lake.summary"),
-    ]
+def test_a_full_pipeline_run_leaves_no_personal_data_in_dagster_or_its_output(small_demo) -> None:
+    # `make demo`'s command (its runs on the instance, the lake summary): its Dagster home and what it printed
+    home, lake = small_demo.home, small_demo.lake
+    printed = [small_demo.printed]
+    assert "lake root: " in small_demo.printed and "RUN_SUCCESS" in small_demo.printed  # Dagster logs too
 
-    values = personal_values(tmp_path / "lake" / "landing", tmp_path / "lake" / "simulator_truth")
+    values = personal_values(lake / "landing", lake / "simulator_truth")
     assert len(values) > 500 and any("@" in v for v in values) and any(" " in v for v in values)
     # the scan sees what it scans: the raw landing files hold these values, Dagster's storage holds the runs
     landing = "\n".join(
-        "\n".join(read_lines(p))
-        for p in (tmp_path / "lake" / "landing" / "cdc" / "crm.public.contacts").iterdir()
+        "\n".join(read_lines(p)) for p in (lake / "landing" / "cdc" / "crm.public.contacts").iterdir()
     )
     assert len(leaks(landing, values)) > 100
     stored = {p: p.read_bytes().decode("utf-8", "replace") for p in home.rglob("*") if p.is_file()}
-    skus = pl.read_delta(str(tmp_path / "lake" / "silver" / "shop" / "products"))["sku"].to_list()
+    skus = pl.read_delta(str(lake / "silver" / "shop" / "products"))["sku"].to_list()
     assert any(sku in text for sku in skus for text in stored.values()), "previews are stored as text"
     assert any(p.suffix in (".db", ".sqlite") for p in stored)
     found = {str(p.relative_to(home)): sorted(leaks(text, values))[:5] for p, text in stored.items()}
