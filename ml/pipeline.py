@@ -126,6 +126,22 @@ def greedy_policy(
     return target, reward_model, target_channels
 
 
+def supported_logs(
+    validation: pl.DataFrame, predictions: pl.DataFrame, actions: Sequence[str]
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The validation decisions the promotion gate values policies on, with their rows of ``predictions``: those
+    of the randomised campaigns, which logged every action, so that any policy's choices are in the logs'
+    support. Rule-based campaigns (a cart reminder to abandoners) logged one action only: a policy that would
+    choose another there cannot be valued from them. Without randomised decisions, every validation decision."""
+    from ml.train import randomised_decisions
+
+    indexed = validation.with_row_index("_row")
+    rows = randomised_decisions(indexed, indexed, actions)["_row"]
+    if rows.is_empty():
+        return validation, predictions
+    return validation[rows], predictions[rows]
+
+
 def value_policy(predictions: pl.DataFrame, validation: pl.DataFrame, policy, actions: Sequence[str]) -> dict:
     """The off-policy values (every estimator of :func:`ml.ope.evaluate_policy`) of the greedy policy of
     ``predictions`` on the ``validation`` logs."""
@@ -181,7 +197,7 @@ def champion_value(validation: pl.DataFrame, policy, settings: MlSettings):
 
 def train_candidate(settings: MlSettings | None = None, config=None, lake_settings=None) -> CandidateReport:
     """Train a candidate on the current gold training set and take it through the registry: off-policy values of
-    the candidate, the champion and the logging policy on the same validation logs, the run logged, the version
+    the candidate, the champion and the logging policy on the same validation logs (:func:`supported_logs`), the run logged, the version
     registered (with its model card) and the promotion gate applied. ``config``: the training configuration
     (default :class:`ml.train.TrainingConfig`); ``lake_settings``: where the lake is (default from the environment)."""
     from ml.ope import logging_policy_value
@@ -196,9 +212,10 @@ def train_candidate(settings: MlSettings | None = None, config=None, lake_settin
     training, data_ref = load_training_set(lake_settings)
     result = train_uplift(training, config)
     actions = list(result.model.actions)
-    evaluation = value_policy(result.validation_predictions, result.validation, policy, actions)
-    logging_value = logging_policy_value(ope_logs(result.validation, policy))
-    current = champion_value(result.validation, policy, settings)
+    logs, predictions = supported_logs(result.validation, result.validation_predictions, actions)
+    evaluation = value_policy(predictions, logs, policy, actions)
+    logging_value = logging_policy_value(ope_logs(logs, policy))
+    current = champion_value(logs, policy, settings)
     champion_primary = current[PRIMARY_ESTIMATOR] if current else None
     extra = {}
     if current:

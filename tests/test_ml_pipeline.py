@@ -14,7 +14,7 @@ import polars as pl
 import pytest
 from mlflow.tracking import MlflowClient
 
-from ml.pipeline import greedy_policy, ope_logs, train_candidate
+from ml.pipeline import greedy_policy, ope_logs, supported_logs, train_candidate
 from ml.settings import get_ml_settings
 
 POLICY = SimpleNamespace(
@@ -72,6 +72,32 @@ def test_ope_logs_reward_is_revenue_net_of_the_logged_message_cost():
     logs = ope_logs(validation, POLICY)
     assert logs["reward"].to_list() == pytest.approx([0.0, 19.94, -0.01])
     assert logs.columns == ["action", "channel", "propensity", "campaign_id", "reward"]
+
+
+def test_the_gate_values_policies_on_the_randomised_campaigns_decisions():
+    validation = pl.DataFrame(
+        {
+            "action": [
+                "no_action",
+                "discount_10",
+                "cart_reminder",
+                "no_action",
+                "cart_reminder",
+                "no_action",
+            ],
+            "propensity": [1 / 3, 1 / 3, 1 / 3, 1.0, 1.0, 0.5],
+            # a randomised campaign (every action drawn), a person it could not reach (no choice: propensity 1),
+            # a rule-based reminder (one action only) and a campaign that never drew cart_reminder
+            "campaign_id": ["explore", "explore", "explore", "explore", "bau-reminder", "partial"],
+        }
+    ).with_row_index("row")
+    predictions = pl.DataFrame({"expected_revenue__no_action": [float(i) for i in range(6)]})
+    logs, kept = supported_logs(validation, predictions, ACTIONS)
+    assert logs["row"].to_list() == [0, 1, 2]
+    assert kept["expected_revenue__no_action"].to_list() == [0.0, 1.0, 2.0]
+    # without a randomised campaign, every decision (and the support figure then says what holds)
+    logs, kept = supported_logs(validation[4:], predictions[4:], ACTIONS)
+    assert logs["row"].to_list() == [4, 5] and kept["expected_revenue__no_action"].to_list() == [4.0, 5.0]
 
 
 EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
@@ -136,6 +162,8 @@ def test_second_candidate_is_gated_against_the_champion_on_the_same_logs(two_can
     assert second.model_version != first.model_version
     assert second.champion_value is not None
     assert second.champion_value.n == second.candidate_value.n == second.logging_value.n
+    # valued on the randomised campaign's decisions only, where the logs support every choice
+    assert not second.candidate_value.unsupported, second.candidate_value.support
     # the champion (the first candidate, served through the registry) valued on the same logs as in its own run
     assert second.champion_value.value == pytest.approx(first.candidate_value.value)
     assert second.outcome in ("champion", "pending", "challenger")
