@@ -130,7 +130,12 @@ def _identity(settings: Settings, as_of: datetime) -> pl.DataFrame:
     lazy = delta.scan(gold_uri(settings, IDENTITY_MAP), settings.storage_options)
     if lazy is None:
         return pl.DataFrame(
-            schema={"identifier_type": pl.String, "identifier": pl.String, "person_id": pl.String}
+            schema={
+                "identifier_type": pl.String,
+                "identifier": pl.String,
+                "person_id": pl.String,
+                "linked_at": pl.Datetime("us", "UTC"),
+            }
         )
     return (
         lazy.filter(
