@@ -120,7 +120,13 @@ def booster_rows(training: pl.DataFrame, config) -> dict[str, tuple]:
     """Per booster of ``config``'s learner: its training matrix, label and weights, as :func:`ml.train.train_uplift`
     builds them (the effect boosters with the observed revenue as the label)."""
     from ml.features import model_frame
-    from ml.train import campaign_action_shares, out_of_time_split, training_feature_columns
+    from ml.train import (
+        action_frame,
+        campaign_action_shares,
+        out_of_time_split,
+        randomised_decisions,
+        training_feature_columns,
+    )
 
     training = training.filter(pl.col("action").is_in(list(config.actions)))
     train, validation = out_of_time_split(training, config.validation_days)
@@ -134,6 +140,23 @@ def booster_rows(training: pl.DataFrame, config) -> dict[str, tuple]:
             weight if weighted else np.ones(frame.height),
         )
 
+    if config.method == "s_learner":
+        decisions = pl.concat([train, validation])
+
+        def pooled(frame: pl.DataFrame, label: str) -> tuple:
+            x = action_frame(model_frame(frame, features), frame["action"].to_numpy(), config.actions)
+            return x, frame[label].cast(pl.Float64).to_numpy(), np.ones(frame.height)
+
+        return {
+            "purchase": (
+                "binary:logistic",
+                *pooled(randomised_decisions(train, decisions, config.actions), "converted"),
+            ),
+            "order_value": (
+                "reg:squarederror",
+                *pooled(train.filter(pl.col("converted")), "revenue_in_horizon"),
+            ),
+        }
     out = {}
     for action in config.actions:
         logged = train.filter(pl.col("action") == action)
@@ -157,12 +180,16 @@ def bare_train(root: Path, rounds: dict[str, int]) -> tuple[float, float, float]
     import xgboost as xgb
 
     from ml.data import load_training_set
+    from ml.train import min_child_weight
 
     config = TrainingConfig()
     training, _ = load_training_set(lake_settings(root))
     started = time.perf_counter()
     matrices = {
-        name: (objective, xgb.DMatrix(x, label=y, weight=w, enable_categorical=True))
+        name: (
+            config.xgboost_params(objective, min_child_weight(objective, y, w, config.min_child_share)),
+            xgb.DMatrix(x, label=y, weight=w, enable_categorical=True),
+        )
         for name, (objective, x, y, w) in booster_rows(training, config).items()
     }
     built = time.perf_counter() - started
@@ -170,8 +197,8 @@ def bare_train(root: Path, rounds: dict[str, int]) -> tuple[float, float, float]
         raise SystemExit(f"the learner trained {sorted(rounds)}, the bare path {sorted(matrices)}")
     del training
     started, cpu = time.perf_counter(), time.process_time()
-    for name, (objective, matrix) in matrices.items():
-        xgb.train(config.xgboost_params(objective), matrix, num_boost_round=rounds[name])
+    for name, (params, matrix) in matrices.items():
+        xgb.train(params, matrix, num_boost_round=rounds[name])
     return built, time.perf_counter() - started, time.process_time() - cpu
 
 
