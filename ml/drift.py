@@ -116,7 +116,7 @@ def reference_profile(
     bins: int = DEFAULT_BINS,
     max_categories: int = DEFAULT_MAX_CATEGORIES,
 ) -> dict:
-    """The reference distribution of each of ``columns`` of ``frame`` (the training rows and their scores), as a
+    """The reference distribution of each of ``columns`` of ``frame`` (a population and its scores), as a
     JSON-serialisable dict: quantile bin edges and shares for numeric columns, category shares with an ``other``
     bucket for categorical ones, and the share of missing values for both."""
     if frame.height == 0:
