@@ -3,10 +3,10 @@ a scoring run.
 
 The reference profile is computed once, when a model is trained, on the population it will score (and on its
 scores for them): the persons scorable on the last decision date of its training set (:func:`scoring_reference`),
-and saved with the model as JSON. Each scoring run compares its own rows with that profile: for a numeric column the bins
-are the reference's quantiles plus a bin of missing values (null or NaN); for a categorical column (string,
-categorical, boolean) the bins are the reference's categories, an ``other`` bucket for the rare and the unseen
-ones, and the missing bin. Then, over the bins,
+and saved with the model as JSON. Each scoring run compares its own rows with that profile: for a numeric column
+the bins are the reference's quantiles plus a bin of missing values (null or NaN); for a categorical column
+(string, categorical, boolean) the bins are the reference's categories, an ``other`` bucket for the rare and the
+unseen ones, and the missing bin. Then, over the bins,
 
     PSI = sum((current_share - reference_share) * ln(current_share / reference_share))
 
