@@ -1,11 +1,12 @@
 """Drift of the model's features and scores: population stability index (PSI) between a training reference and
 a scoring run.
 
-The reference profile is computed once, on the rows a model learned from (and on its scores for them), and saved
-with the model as JSON. Each scoring run compares its own rows with that profile: for a numeric column the bins
-are the reference's quantiles plus a bin of missing values (null or NaN); for a categorical column (string,
-categorical, boolean) the bins are the reference's categories, an ``other`` bucket for the rare and the unseen
-ones, and the missing bin. Then, over the bins,
+The reference profile is computed once, when a model is trained, on the population it will score (and on its
+scores for them): the persons scorable on the last decision date of its training set (:func:`scoring_reference`),
+and saved with the model as JSON. Each scoring run compares its own rows with that profile: for a numeric column
+the bins are the reference's quantiles plus a bin of missing values (null or NaN); for a categorical column
+(string, categorical, boolean) the bins are the reference's categories, an ``other`` bucket for the rare and the
+unseen ones, and the missing bin. Then, over the bins,
 
     PSI = sum((current_share - reference_share) * ln(current_share / reference_share))
 
@@ -50,6 +51,8 @@ DRIFT_ARTIFACT_DIR = "drift"
 """Folder of a training run's artifacts where each decision date's drift is logged (``drift/<date>/``)."""
 STATUSES = ("ok", "warn", "error")
 """Drift verdicts, mildest first."""
+REFERENCE_SEED = 0
+"""Seed of the sample of persons a reference is built from when the scoring population is larger than allowed."""
 
 if TYPE_CHECKING:
     from lake.settings import Settings
@@ -113,7 +116,7 @@ def reference_profile(
     bins: int = DEFAULT_BINS,
     max_categories: int = DEFAULT_MAX_CATEGORIES,
 ) -> dict:
-    """The reference distribution of each of ``columns`` of ``frame`` (the training rows and their scores), as a
+    """The reference distribution of each of ``columns`` of ``frame`` (a population and its scores), as a
     JSON-serialisable dict: quantile bin edges and shares for numeric columns, category shares with an ``other``
     bucket for categorical ones, and the share of missing values for both."""
     if frame.height == 0:
@@ -296,7 +299,44 @@ def drift_plot(
 
 class DriftError(RuntimeError):
     """Drift cannot be measured for a date: no decisions for it, no reference profile for the model that
-    decided, or a column of the profile missing from the scoring population."""
+    decided, or a column of the profile missing from the scoring population; or no reference can be built (nobody
+    scorable on its date)."""
+
+
+def scoring_reference(
+    model,
+    snapshot_date: date,
+    lake_settings: Settings | None = None,
+    max_persons: int = 20_000,
+    seed: int = REFERENCE_SEED,
+) -> dict:
+    """The reference profile of the population ``model`` (an :class:`ml.train.UpliftModel`) scores: the persons
+    scorable on ``snapshot_date`` (:func:`ml.scoring.scorable_features`: that date's features less the erased
+    persons and the objections to profiling), a sample of ``max_persons`` of them with ``seed`` when there are
+    more, their features and the model's expected revenues. Its ``population`` says which date and persons it
+    describes."""
+    from ml.scoring import scorable_features
+
+    features = list(model.feature_columns)
+    frame = scorable_features(snapshot_date, lake_settings, features)
+    if frame.height == 0:
+        raise DriftError(f"nobody is scorable on {snapshot_date}: no reference profile to build")
+    persons = frame.height
+    if persons > max_persons:
+        frame = frame.sample(max_persons, seed=seed)
+    scores = [f"{SCORE_PREFIX}{action}" for action in model.actions]
+    rows = pl.concat(
+        [frame.select(features), model.predict(frame.select(features)).select(scores)], how="horizontal"
+    )
+    return reference_profile(rows, [*features, *scores]) | {
+        "population": {
+            "kind": "scorable",
+            "snapshot_date": snapshot_date.isoformat(),
+            "persons": persons,
+            "profiled": frame.height,
+            "seed": seed,
+        }
+    }
 
 
 @dataclass(frozen=True)

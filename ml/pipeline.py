@@ -18,6 +18,7 @@ import math
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import date
 
 import numpy as np
 import polars as pl
@@ -197,9 +198,12 @@ def champion_value(validation: pl.DataFrame, policy, settings: MlSettings):
 
 def train_candidate(settings: MlSettings | None = None, config=None, lake_settings=None) -> CandidateReport:
     """Train a candidate on the current gold training set and take it through the registry: off-policy values of
-    the candidate, the champion and the logging policy on the same validation logs (:func:`supported_logs`), the run logged, the version
-    registered (with its model card) and the promotion gate applied. ``config``: the training configuration
-    (default :class:`ml.train.TrainingConfig`); ``lake_settings``: where the lake is (default from the environment)."""
+    the candidate, the champion and the logging policy on the same validation logs (:func:`supported_logs`), the
+    run logged, the version registered (with its model card) and the promotion gate applied. The run's drift
+    reference describes the population the candidate will score: the persons scorable on the last decision date of
+    the training set (:func:`ml.drift.scoring_reference`). ``config``: the training configuration (default
+    :class:`ml.train.TrainingConfig`); ``lake_settings``: where the lake is (default from the environment)."""
+    from ml.drift import scoring_reference
     from ml.ope import logging_policy_value
     from ml.policy import load_policy
     from ml.registry import apply_gate, gate, register_candidate
@@ -223,8 +227,21 @@ def train_candidate(settings: MlSettings | None = None, config=None, lake_settin
 
         for name, value in current.items():
             extra |= policy_value_metrics(f"ope.champion.{name}", value)
+    reference = scoring_reference(
+        result.model,
+        date.fromisoformat(result.split["validation_until"]),
+        lake_settings,
+        settings.drift_reference_persons,
+    )
     logged = log_training_run(
-        result, data_ref, evaluation, logging_value, settings, config=config, extra_metrics=extra
+        result,
+        data_ref,
+        evaluation,
+        logging_value,
+        settings,
+        config=config,
+        extra_metrics=extra,
+        reference=reference,
     )
     card = model_card(result, data_ref, evaluation, logging_value, logged.run_id)
     version = register_candidate(

@@ -252,6 +252,42 @@ def erased_persons(
     return hit | person_ids.is_in(erased_ids.implode())
 
 
+def excluded(
+    chunk: pl.DataFrame, erased_ids: pl.Series, suppressed: set[str], secret: str
+) -> tuple[pl.Series, pl.Series]:
+    """For each row of a ``person_features_daily`` chunk: whether the person is erased
+    (:func:`erased_persons`), and whether, not erased, they objected to profiling (``has_profiling_consent``
+    false). Neither is scored."""
+    gone = erased_persons(chunk["person_id"], erased_ids, suppressed, secret)
+    return gone, ~chunk[PROFILING_CONSENT].fill_null(True) & ~gone
+
+
+def scorable_features(
+    snapshot_date: date, settings: Settings | None = None, columns: list[str] | None = None
+) -> pl.DataFrame:
+    """``person_id`` and the feature ``columns`` (default: every column but the keys) of the persons the batch
+    scores for ``snapshot_date``: the date's rows of gold ``person_features_daily`` less the erased persons and
+    those who objected to profiling, sorted by person."""
+    settings = settings or get_settings()
+    lazy = delta.scan(gold_uri(settings, FEATURES), settings.storage_options)
+    if lazy is None:
+        raise ScoringError(f"gold {FEATURES} does not exist: build the features first")
+    available = lazy.collect_schema().names()
+    if PROFILING_CONSENT not in available:
+        raise ScoringError(f"gold {FEATURES} has no {PROFILING_CONSENT} column: nobody can be scored")
+    columns = [c for c in available if c not in KEY_COLUMNS] if columns is None else list(columns)
+    frame = (
+        lazy.filter(pl.col("snapshot_date") == snapshot_date)
+        .select(list(dict.fromkeys(["person_id", PROFILING_CONSENT, *columns])))
+        .collect()
+    )
+    as_of = datetime(snapshot_date.year, snapshot_date.month, snapshot_date.day, tzinfo=UTC)
+    suppressed = suppression.suppressed(settings)
+    erased_ids = erased_identities(_identity(settings, as_of), suppressed, settings.pii_secret)
+    gone, objected = excluded(frame, erased_ids, suppressed, settings.pii_secret)
+    return frame.filter(~gone & ~objected).select("person_id", *columns).sort("person_id")
+
+
 # -- scoring ---------------------------------------------------------------------------------------------------
 
 
@@ -444,10 +480,9 @@ def score_and_decide(
         chunk_size=ml.scoring_chunk_rows
     )
     for chunk in chunks:
-        gone = erased_persons(chunk["person_id"], erased_ids, suppressed, settings.pii_secret)
-        no_profiling = ~chunk[PROFILING_CONSENT].fill_null(True)
+        gone, no_profiling = excluded(chunk, erased_ids, suppressed, settings.pii_secret)
         erased += int(gone.sum())
-        objected += int((no_profiling & ~gone).sum())
+        objected += int(no_profiling.sum())
         chunk = chunk.filter(~gone & ~no_profiling)
         if not chunk.height:
             continue

@@ -34,6 +34,9 @@ class MlSettings:
     """Population stability index of a feature or score from which its drift warns."""
     drift_error_psi: float = 0.25
     """Population stability index of a feature or score from which its drift is an error (retraining)."""
+    drift_reference_persons: int = 20_000
+    """Most persons of the scoring population a training run's drift reference profile is built from (a sample
+    with a fixed seed above that)."""
     scoring_chunk_rows: int = 100_000
     """Persons the batch scorer reads and scores at a time (one model call per chunk): the bound on its memory."""
 
@@ -41,7 +44,8 @@ class MlSettings:
 def get_ml_settings() -> MlSettings:
     """Read the ML settings from the environment (``MLFLOW_TRACKING_URI``, ``MLFLOW_EXPERIMENT_NAME``,
     ``MLFLOW_MODEL_NAME``, ``NBA_POLICY_FILE``, ``PROMOTION_REQUIRES_APPROVAL``, ``PROMOTION_MARGIN``,
-    ``CHAMPION_MAX_AGE_DAYS``, ``DRIFT_WARN_PSI``, ``DRIFT_ERROR_PSI``, ``NBA_SCORING_CHUNK_ROWS``)."""
+    ``CHAMPION_MAX_AGE_DAYS``, ``DRIFT_WARN_PSI``, ``DRIFT_ERROR_PSI``, ``DRIFT_REFERENCE_PERSONS``,
+    ``NBA_SCORING_CHUNK_ROWS``)."""
     approval = (os.environ.get("PROMOTION_REQUIRES_APPROVAL") or "off").strip().lower()
     if approval not in ("on", "off", "true", "false", "1", "0", "yes", "no"):
         raise ValueError(f"PROMOTION_REQUIRES_APPROVAL={approval!r}: expected on or off")
@@ -55,5 +59,6 @@ def get_ml_settings() -> MlSettings:
         champion_max_age_days=int(os.environ.get("CHAMPION_MAX_AGE_DAYS") or 14),
         drift_warn_psi=float(os.environ.get("DRIFT_WARN_PSI") or 0.1),
         drift_error_psi=float(os.environ.get("DRIFT_ERROR_PSI") or 0.25),
+        drift_reference_persons=int(os.environ.get("DRIFT_REFERENCE_PERSONS") or 20_000),
         scoring_chunk_rows=int(os.environ.get("NBA_SCORING_CHUNK_ROWS") or 100_000),
     )

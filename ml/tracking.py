@@ -5,7 +5,8 @@ off-policy value of the learned policy beside the logging policy's, plots (featu
 action, Qini curves), the model as a pyfunc (signature, a feature-only input example, explicit pip requirements),
 the gold Delta table and version it learned from as the run's input dataset, the training snapshot (the rows and
 columns trained on) with the training configuration, the reference distributions of the features and scores for
-drift, and a model card. :func:`reproduce` retrains from the snapshot and configuration alone, so a run stays
+drift (of the population the model will score when the caller builds them: :func:`ml.drift.scoring_reference`),
+and a model card. :func:`reproduce` retrains from the snapshot and configuration alone, so a run stays
 reproducible after the nightly vacuum has removed the table version it read.
 """
 
@@ -34,7 +35,8 @@ SNAPSHOT_ARTIFACT = "training_snapshot/training_set.parquet"
 CONFIG_ARTIFACT = "reproduction/training_config.json"
 """The training configuration, among the run's artifacts (with the snapshot: all :func:`reproduce` needs)."""
 REFERENCE_PROFILE_ARTIFACT = "drift/reference_profile.json"
-"""The reference distributions (``ml.drift.reference_profile``) of the features and scores of the training rows."""
+"""The reference distributions (``ml.drift.reference_profile``) of the features and scores that drift is measured
+against; its ``population`` says which persons of which dates they describe."""
 MODEL_CARD_ARTIFACT = "model_card.md"
 INPUT_EXAMPLE_ROWS = 5
 OUTCOME = "revenue_in_horizon"
@@ -309,13 +311,15 @@ def log_training_run(
     *,
     config=None,
     extra_metrics: Mapping[str, float] | None = None,
+    reference: Mapping | None = None,
 ) -> LoggedRun:
     """Log one training run to MLflow (see the module docstring for what it records) and return it.
 
     ``config`` is the :class:`ml.train.TrainingConfig` the result was trained with (default: the one its model's
     parameters record); ``evaluation`` the learned policy's off-policy values per estimator and ``logging_value`` the
     logging policy's; ``extra_metrics`` further figures to record (for example the champion's value on the same
-    logs)."""
+    logs); ``reference`` the drift reference profile to log (:func:`ml.drift.scoring_reference`: the population the
+    model will score), by default the profile of the training rows and their scores."""
     import mlflow
     from mlflow.data.delta_dataset_source import DeltaDatasetSource
     from mlflow.models import infer_signature
@@ -376,13 +380,20 @@ def log_training_run(
         _qini_plot(result.validation, result.validation_predictions, actions, plots / "qini.png")
         mlflow.log_artifacts(str(plots), "plots")
 
-        train_scores = model.predict(result.train.select(features))
-        profile_frame = pl.concat(
-            [result.train.select(features), train_scores.select(_score_columns(actions))], how="horizontal"
-        )
-        mlflow.log_dict(
-            reference_profile(profile_frame, features + _score_columns(actions)), REFERENCE_PROFILE_ARTIFACT
-        )
+        if reference is None:
+            train_scores = model.predict(result.train.select(features))
+            profile_frame = pl.concat(
+                [result.train.select(features), train_scores.select(_score_columns(actions))],
+                how="horizontal",
+            )
+            reference = reference_profile(profile_frame, features + _score_columns(actions)) | {
+                "population": {
+                    "kind": "training_rows",
+                    "from": result.split["train_from"],
+                    "until": result.split["train_until"],
+                }
+            }
+        mlflow.log_dict(dict(reference), REFERENCE_PROFILE_ARTIFACT)
         mlflow.log_text(
             model_card(result, data_ref, evaluation, logging_value, run.info.run_id), MODEL_CARD_ARTIFACT
         )

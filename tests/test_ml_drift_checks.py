@@ -1,7 +1,8 @@
 """Drift of the decisions, the registry's state and the retrain sensor, in Dagster, on a real lake and a real MLflow
-store: a champion trained on the test company (xgboost, its reference profile logged with the run), then decision
-dates whose persons are the very rows it trained on (no drift), the same rows with one feature moved for a share
-of them (a warning) and for a larger share (an error)."""
+store: a champion trained on the test company (xgboost, its reference profile logged with the run: the persons
+scorable on the last decision date of its training set), then decision dates whose persons are that very
+population (no drift), the same persons with one feature moved for a share of them (a warning) and for a larger
+share (an error), and the test company's latest date as it is."""
 
 from __future__ import annotations
 
@@ -21,9 +22,11 @@ from deltalake import write_deltalake
 from lake.gold import gold_uri
 from ml import registry
 from ml.data import load_training_set
-from ml.drift import DriftError, drift_report, psi, reference_profile
+from ml.drift import DriftError, drift_report, psi, reference_profile, scoring_reference, summarize
 from ml.retraining import Champion, DriftObservation, retrain_decision
+from ml.scoring import latest_snapshot_date, scorable_features, score_and_decide
 from ml.settings import get_ml_settings
+from ml.tracking import REFERENCE_PROFILE_ARTIFACT, configure
 from ml.train import ACTIONS, TrainingConfig, out_of_time_split, training_feature_columns
 from orchestration.ml_assets import (
     FEATURE_DRIFT,
@@ -38,6 +41,8 @@ from orchestration.ml_assets import (
 from orchestration.resources import LakeResource
 
 SAME, WARN, ERROR, FALLBACK = date(2026, 10, 1), date(2026, 10, 2), date(2026, 10, 3), date(2026, 10, 4)
+LATEST = date(2026, 10, 6)
+"""The date under which the test company's latest feature snapshot is decided in the test lake."""
 MOVED = {SAME: 0.0, WARN: 0.15, ERROR: 0.5}
 """Share of the persons whose moved feature is set beyond anything the reference saw, per decision date."""
 VALIDATION_DAYS = 2
@@ -46,8 +51,10 @@ VALIDATION_DAYS = 2
 @pytest.fixture(scope="module")
 def world(gold_lake, tmp_path_factory):
     """A champion trained on the test company in a fresh MLflow store, and a lake whose feature snapshots of three
-    dates are the champion's training rows (one person each), the moved feature beyond the reference's range
-    for ``MOVED`` of them; the lake, ML settings, the training rows and the moved feature."""
+    dates are the population of the champion's reference profile (the persons scorable on the last decision date
+    of its training set), the moved feature beyond the reference's range for ``MOVED`` of them, and whose
+    ``LATEST`` snapshot is the test company's latest one; the lake, ML settings, the reference population, the
+    moved feature and the training report."""
     from ml.pipeline import train_candidate
 
     root = tmp_path_factory.mktemp("drift_world")
@@ -59,12 +66,16 @@ def world(gold_lake, tmp_path_factory):
     )
     assert report.outcome == "champion"
     training, _ = load_training_set(gold_lake)
-    train, _ = out_of_time_split(training.filter(pl.col("action").is_in(ACTIONS)), VALIDATION_DAYS)
+    last_decision_date = training.filter(pl.col("action").is_in(ACTIONS))["decision_date"].max()
     schema = pl.scan_delta(gold_uri(gold_lake, "person_features_daily")).collect_schema()
     columns = [c for c in schema.names() if c not in ("person_id", "snapshot_date")]
-    rows = train.select(columns).with_columns(
-        pl.format("x{}", pl.int_range(pl.len()).cast(pl.String).str.zfill(6)).alias("person_id"),
-        pl.lit(True).alias("has_profiling_consent"),
+    rows = (
+        scorable_features(last_decision_date, gold_lake, columns)
+        .select(columns)
+        .with_columns(
+            pl.format("x{}", pl.int_range(pl.len()).cast(pl.String).str.zfill(6)).alias("person_id"),
+            pl.lit(True).alias("has_profiling_consent"),
+        )
     )
     moved = "monetary_value"
     beyond = rows[moved].cast(pl.Float64).max() * 10 + 100
@@ -83,7 +94,16 @@ def world(gold_lake, tmp_path_factory):
         write_deltalake(
             gold_uri(settings, "person_features_daily"), frame.to_arrow(), mode="append", partition_by=None
         )
-    return settings, ml, train, moved, report
+    latest = scorable_features(latest_snapshot_date(gold_lake), gold_lake, columns).with_columns(
+        pl.lit(LATEST).alias("snapshot_date")
+    )
+    write_deltalake(
+        gold_uri(settings, "person_features_daily"),
+        latest.select(schema.names()).to_arrow(),
+        mode="append",
+        partition_by=None,
+    )
+    return settings, ml, rows, moved, report
 
 
 @pytest.fixture(scope="module")
@@ -119,18 +139,18 @@ def feature_frame(world, day: date) -> pl.DataFrame:
     return pl.read_delta(gold_uri(settings, "person_features_daily")).filter(pl.col("snapshot_date") == day)
 
 
-def test_drift_report_finds_no_drift_on_the_training_rows_and_the_moved_feature_past_each_threshold(
+def test_drift_report_finds_no_drift_on_the_reference_population_and_the_moved_feature_past_each_threshold(
     world, decided
 ):
-    settings, ml, train, moved, report = world
-    features = training_feature_columns(train.columns)
-    # the reference the test computes itself from the rows the champion trained on
-    own_reference = reference_profile(train.select(features), features)
+    settings, ml, population, moved, report = world
+    features = training_feature_columns(population.columns)
+    # the reference the test computes itself from the population the champion's reference describes
+    own_reference = reference_profile(population.select(features), features)
     same = drift_report(SAME, settings, ml, log_artifacts=False)
     assert (same.model_name, same.model_version, same.run_id) == (ml.model_name, "1", report.run_id)
-    assert same.persons == train.height
+    assert same.persons == population.height
     assert same.status == "ok" and same.plot_uri is None
-    # the very rows it trained on and the scores it gives them: nothing moved
+    # the very persons of the reference and the scores the champion gives them: nothing moved
     assert set(same.features.psi) == set(features)
     assert len(same.scores.psi) == len(ACTIONS)
     assert all(
@@ -146,8 +166,86 @@ def test_drift_report_finds_no_drift_on_the_training_rows_and_the_moved_feature_
         assert [c for c, v in measured.features.psi.items() if v != 0.0] == [moved]
 
 
+def test_the_reference_is_the_scorable_population_of_the_last_training_date(world, gold_lake):
+    """The logged reference describes the persons scorable on the last decision date of the training set, all of
+    them (the test company is smaller than the bound), or a seeded sample of the bound's size."""
+    _settings, ml, population, _moved, report = world
+    configure(ml)
+    profile = mlflow.artifacts.load_dict(f"runs:/{report.run_id}/{REFERENCE_PROFILE_ARTIFACT}")
+    training, _ = load_training_set(gold_lake)
+    last = training.filter(pl.col("action").is_in(ACTIONS))["decision_date"].max()
+    features = pl.scan_delta(gold_uri(gold_lake, "person_features_daily")).filter(
+        pl.col("snapshot_date") == last
+    )
+    objected = features.filter(pl.col("has_profiling_consent").not_()).select(pl.len()).collect().item()
+    persons = features.select(pl.len()).collect().item()
+    assert objected > 0 and population.height <= persons - objected  # objections (and erasures) left out
+    assert profile["population"] == {
+        "kind": "scorable",
+        "snapshot_date": last.isoformat(),
+        "persons": population.height,
+        "profiled": population.height,
+        "seed": 0,
+    }
+    assert profile["rows"] == population.height
+    assert population.height < ml.drift_reference_persons  # the whole population, no sample
+
+    model = trained_model(ml, report)
+    sampled = scoring_reference(model, last, gold_lake, max_persons=500, seed=3)
+    assert sampled["rows"] == 500 and sampled["population"]["persons"] == population.height
+    assert sampled == scoring_reference(model, last, gold_lake, max_persons=500, seed=3)
+    assert sampled != scoring_reference(model, last, gold_lake, max_persons=500, seed=4)
+
+
+def test_the_latest_date_of_the_test_company_measures_time_not_selection_against_a_champion_trained_on_it(
+    world, gold_lake
+):
+    """The test company's latest snapshot, decided in full by the champion, against the champion's reference (the
+    persons scorable on its last training date, a week earlier) and against the training rows (the campaigns'
+    selection) as references: what was in error through the selection is calm (tenure), the errors left are
+    fewer and smaller, and they are the company's own change over the week (its 30-day windows still filling
+    from a two-week history): a reference of the same population two days before the latest date has none."""
+    settings, ml, _population, _moved, report = world
+    decided = score_and_decide(LATEST, settings, ml)
+    assert decided.decided_by == "champion" and decided.persons > 0
+    measured = drift_report(LATEST, settings, ml, log_artifacts=False)
+    assert measured.persons == decided.persons
+    assert measured.scores.status != "error"
+
+    # the same persons against the training rows (the reference a run logs without a population)
+    training, _ = load_training_set(gold_lake)
+    train, _ = out_of_time_split(training.filter(pl.col("action").is_in(ACTIONS)), VALIDATION_DAYS)
+    model = trained_model(ml, report)
+    columns = list(model.feature_columns)
+    current = pl.read_delta(gold_uri(settings, "person_features_daily")).filter(
+        pl.col("snapshot_date") == LATEST
+    )
+    old = summarize(psi(reference_profile(train, columns), current), measured.features.thresholds)
+    assert "tenure_days" in old.error
+    assert measured.features.psi["tenure_days"] < measured.features.thresholds.warn
+    assert set(measured.features.error) < set(old.error)
+    assert all(measured.features.psi[c] < old.psi[c] for c in measured.features.error)
+
+    # what is left is time: the population of two days before the latest date is within the warning threshold
+    recent = latest_snapshot_date(gold_lake) - timedelta(days=2)
+    later = scoring_reference(model, recent, gold_lake)
+    assert summarize(psi(later, current.join(scores_of(model, current), on="person_id"))).status == "ok"
+
+
+def trained_model(ml, report):
+    """The :class:`ml.train.UpliftModel` of the training run of ``report``, loaded from the MLflow store."""
+    configure(ml)
+    return mlflow.pyfunc.load_model(report.model_uri).unwrap_python_model().model
+
+
+def scores_of(model, frame: pl.DataFrame) -> pl.DataFrame:
+    """``person_id`` and the expected revenues ``model`` gives the persons of ``frame``."""
+    scores = model.predict(frame).select(f"expected_revenue__{a}" for a in model.actions)
+    return pl.concat([frame.select("person_id"), scores], how="horizontal")
+
+
 def test_drift_checks_pass_warn_and_fail_with_error_with_the_worst_columns_and_the_plot(world, decided):
-    settings, ml, train, moved, report = world
+    settings, ml, population, moved, report = world
     _instance, results, _resources = decided
     found = {day: checks(result) for day, result in results.items()}
     assert all(
@@ -164,7 +262,7 @@ def test_drift_checks_pass_warn_and_fail_with_error_with_the_worst_columns_and_t
         assert evaluations[FEATURE_DRIFT].partition is None  # unpartitioned checks of the partitioned asset
         assert metadata["decision_date"] == day.isoformat()
         assert metadata["model_version"] == "1" and metadata["mlflow_run_id"] == report.run_id
-        assert metadata["persons"] == train.height
+        assert metadata["persons"] == population.height
         assert metadata["status"] == {SAME: "ok", WARN: "warn", ERROR: "error"}[day]
         if day != SAME:
             assert metadata["worst"].startswith(f"{moved} ")
@@ -201,7 +299,7 @@ def test_the_registry_state_shows_the_champion_and_no_pending_promotion(decided)
 def test_a_pending_promotion_shows_in_dagster_until_approved(world, decided):
     """With approval required, a candidate that passed the gate waits (a WARN check with the approve command)
     while the champion stays; approving promotes it; a rollback restores the first champion."""
-    _settings, ml, _train, _moved, report = world
+    _settings, ml, _population, _moved, report = world
     _instance, _results, resources = decided
     ml_approval = replace(ml, promotion_requires_approval=True)
     version = registry.register_candidate(

@@ -132,6 +132,13 @@ def test_run_records_params_metrics_plots_data_and_snapshot(logged):
     assert set(profile["columns"]) == set(result.model.feature_columns) | {
         f"expected_revenue__{a}" for a in result.model.actions
     }
+    # without a population of persons to describe, the training rows and their scores
+    assert profile["rows"] == result.train.height
+    assert profile["population"] == {
+        "kind": "training_rows",
+        "from": result.split["train_from"],
+        "until": result.split["train_until"],
+    }
 
     card = mlflow.artifacts.load_text(f"{recorded.info.artifact_uri}/{MODEL_CARD_ARTIFACT}")
     assert f"`{ref.uri}`, version 0" in card
