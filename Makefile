@@ -64,11 +64,8 @@ replay: install  ## move quarantined records the contracts accept now into bronz
 erase: install  ## erase a person from the lake and the warehouse: make erase ERASE='--contact-id 42' (--customer-id, --app-user-id, --email)
 	$(RUN) python -m lake.erasure $(ERASE)
 
-# two workers on a 2-core machine (TEST_WORKERS=0: one process), each test file on one worker (tests/conftest.py)
-TEST_WORKERS ?= 2
-
 test: install  ## run the test suite
-	$(RUN) pytest -n $(TEST_WORKERS) --dist loadgroup
+	$(RUN) pytest
 
 DEV_PORT ?= 3000
 

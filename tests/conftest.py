@@ -63,18 +63,6 @@ def read_lines(path: Path) -> list[str]:
         return f.read().splitlines()
 
 
-SHARED_DEMO = "small_demo"
-"""The files whose tests read the one small demo run (``small_demo``): one test worker runs them all."""
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """With workers (``pytest -n 2 --dist loadgroup``, ``make test``): each file's tests on one worker, so that a
-    module's fixtures are built once, and the files of the small demo on the same worker."""
-    for item in items:
-        group = SHARED_DEMO if "small_demo" in item.fixturenames else item.path.stem
-        item.add_marker(pytest.mark.xdist_group(group))
-
-
 @pytest.fixture(scope="session", autouse=True)
 def isolated_warehouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Every test (and the processes it starts) writes its DuckDB warehouse under a temporary folder."""
