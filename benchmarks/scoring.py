@@ -358,8 +358,8 @@ def scored_features(root: Path, made: dict) -> pl.DataFrame:
     return features.filter(~hashed.is_in(list(erased)) & pl.col("has_profiling_consent").fill_null(True))
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_source_argument(parser: argparse.ArgumentParser) -> None:
+    """``--source``: the prepared gold lake the ML benchmarks copy from (the decision quality benchmark's)."""
     parser.add_argument(
         "--source",
         type=Path,
@@ -367,6 +367,11 @@ def main() -> int:
         help="a gold lake of benchmarks/prepare_gold_lake.py (prepared when missing; default: the decision "
         "quality benchmark's)",
     )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_source_argument(parser)
     parser.add_argument("--persons", type=int, default=1_000_000)
     parser.add_argument("--erased", type=int, default=100, help="persons on the suppression list")
     parser.add_argument("--scratch", type=Path, help="kept between runs (default: a folder in the temp dir)")

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 from prepare_gold_lake import lake_settings  # benchmarks/, the folder of this script
-from scoring import COPY_OFFSET, SEED, copied_ids, source_lake
+from scoring import COPY_OFFSET, SEED, add_source_argument, copied_ids, source_lake
 
 from lake.gold import gold_uri
 from lake.settings import disable_telemetry
@@ -204,13 +204,7 @@ def bare_train(root: Path, rounds: dict[str, int]) -> tuple[float, float, float]
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--source",
-        type=Path,
-        default=Path(tempfile.gettempdir()) / "decision-quality-200000x30",
-        help="a gold lake of benchmarks/prepare_gold_lake.py (prepared when missing; default: the decision "
-        "quality benchmark's)",
-    )
+    add_source_argument(parser)
     parser.add_argument("--decisions", type=int, default=1_000_000)
     parser.add_argument("--scratch", type=Path, help="kept between runs (default: a folder in the temp dir)")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
