@@ -58,20 +58,35 @@ def identifier_hash(identifier_type: str, value: str, secret: str) -> str:
 
 
 def hashes(identifier_type: str, values: pl.Series, secret: str) -> pl.Series:
-    """The suppression hash of every non-null value (as text); each distinct value is hashed once (the keyed hash
-    of the message's fixed prefix is computed once and continued with each value: the same digests as
-    :func:`identifier_hash`)."""
+    """The suppression hash of every non-null value (as text): the digests of :func:`identifier_hash`, computed
+    as RFC 2104 defines HMAC, with the inner hash of the key and the message's fixed prefix and the outer hash of
+    the key computed once and continued for each distinct value (about twice as fast as ``hmac`` objects)."""
     text = values.cast(pl.String)
     distinct = text.drop_nulls().unique()
-    prefix = hmac.new(secret.encode(), f"suppressed:{identifier_type}:".encode(), hashlib.sha256)
+    inner, outer = _hmac_states(secret.encode(), f"suppressed:{identifier_type}:".encode())
     digests = []
     for value in distinct.to_list():
-        digest = prefix.copy()
-        digest.update(value.encode())
+        message = inner()
+        message.update(value.encode())
+        digest = outer()
+        digest.update(message.digest())
         digests.append(digest.hexdigest())
     return text.replace_strict(
         distinct, pl.Series(digests, dtype=pl.String), default=None, return_dtype=pl.String
     )
+
+
+def _hmac_states(key: bytes, prefix: bytes):
+    """The ``copy`` methods of HMAC-SHA256's inner hash (key XOR ipad, then ``prefix``) and outer hash (key XOR
+    opad), RFC 2104."""
+    block = hashlib.sha256().block_size
+    if len(key) > block:
+        key = hashlib.sha256(key).digest()
+    key = key.ljust(block, b"\0")
+    inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
+    inner.update(prefix)
+    outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
+    return inner.copy, outer.copy
 
 
 def erased_marker(identifier_type: str, value: str, secret: str) -> int:

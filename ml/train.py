@@ -140,8 +140,11 @@ class UpliftModel:
         revenue = {}
         if self.method == "s_learner":
             purchase = {}
-            for action in self.actions:
-                with_action = action_frame(frame, action, self.actions)
+            with_action = action_frame(frame, self.actions[0], self.actions)
+            for code, action in enumerate(self.actions):  # one frame, its action column set in place
+                with_action[ACTION_FEATURE] = pd.Categorical.from_codes(
+                    np.full(len(frame), code, dtype=np.int8), categories=list(self.actions)
+                )
                 purchase[action] = self._predict("purchase", with_action)
                 revenue[action] = purchase[action] * self._predict("order_value", with_action)
             columns = {f"expected_revenue__{a}": revenue[a] for a in self.actions}

@@ -171,6 +171,34 @@ def test_served_pyfunc_predicts_what_the_model_predicts(logged):
     np.testing.assert_array_equal(through_mlflow.to_numpy(dtype=float), direct.to_numpy(dtype=float))
 
 
+def test_the_batch_scores_through_the_served_uplift_model(logged):
+    """The batch unwraps the pyfunc (no pandas round trip): the same expected revenue as the pyfunc's ``predict``,
+    and, for the S-learner, as its boosters on a fresh frame per action."""
+    from ml.features import model_frame
+    from ml.scoring import predict_scores, uplift_model
+    from ml.train import action_frame
+
+    _settings, result, _ref, run = logged
+    served = mlflow.pyfunc.load_model(run.model_uri)
+    model = uplift_model(served)
+    assert model is not None and model.method == result.model.method == "s_learner"
+    features = list(result.model.feature_columns)
+    actions = result.model.actions
+    batch = predict_scores(served, result.validation, features, actions)
+    through_mlflow = served.predict(pyfunc_input(result.validation, features))
+    assert batch["person_id"].to_list() == result.validation["person_id"].to_list()
+    frame = model_frame(result.validation, features)
+    for action in actions:
+        column = f"expected_revenue__{action}"
+        np.testing.assert_array_equal(batch[column].to_numpy(), through_mlflow[column].to_numpy(dtype=float))
+        with_action = action_frame(frame, action, actions)
+        boosters = model.boosters
+        expected = boosters["purchase"].inplace_predict(with_action) * boosters[
+            "order_value"
+        ].inplace_predict(with_action)
+        np.testing.assert_allclose(batch[column].to_numpy(), expected, rtol=1e-6)
+
+
 def test_reproduce_after_the_table_version_was_vacuumed(logged, lake):
     settings, result, _ref, run = logged
     uri = f"{lake.zone('gold')}/training_decisions"
