@@ -35,6 +35,7 @@ from lake.gold import gold_uri
 from lake.settings import Settings, disable_telemetry, get_settings
 from ml import scoring
 from ml.data import FEATURES_TABLE, load_features, load_training_set, read_gold
+from ml.pipeline import supported_logs
 from ml.policy import ModelRef, Policy, decide, eligibility, load_policy
 from ml.settings import MlSettings, get_ml_settings
 from simulator.behaviour import EXPLORATION_SHARE
@@ -531,7 +532,8 @@ def off_policy_beside_truth(
 ) -> pl.DataFrame:
     """The off-policy estimates (IPS, SNIPS, doubly robust) of the learned policy and the on-policy value of
     the logging policy, on the logged decisions of the latest :data:`OPE_DAYS` decision dates up to
-    ``decision_date`` whose person the truth knows, beside their true values on the same decisions
+    ``decision_date`` whose person the truth knows, those of the randomised campaigns as the promotion gate values
+    them (:func:`ml.pipeline.supported_logs`), beside their true values on the same decisions
     (``addresses``: ``person_id`` and ``address__<channel>``, where the learned policy could reach them): one row
     per policy (``ope_decisions``, ``ope_true_value``, ``ope_estimates``)."""
     from ml.ope import evaluate_policy, logging_policy_value
@@ -542,6 +544,7 @@ def off_policy_beside_truth(
     logs = logs.filter(pl.col("decision_date").is_in(dates.implode())).join(
         truth.select("person_id"), on="person_id", how="semi"
     )
+    logs, _ = supported_logs(logs, logs, policy.actions)
     if logs.height == 0:
         return pl.DataFrame(schema=OPE_SCHEMA)
     logs = logs.with_columns(

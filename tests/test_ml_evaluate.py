@@ -340,6 +340,8 @@ def test_evaluation_against_the_simulator_truth(gold_lake: Settings, simulated: 
     assert set(ope) == {"learned", "logging"}
     assert {e["estimator"] for e in ope["learned"]["ope_estimates"]} == {"ips", "snips", "dr"}
     assert ope["learned"]["ope_decisions"] == ope["logging"]["ope_decisions"] > 100
+    # valued on the randomised campaigns' decisions, as the promotion gate values it: every choice is supported
+    assert all(e["support"] == 1.0 and not e["unsupported"] for e in ope["learned"]["ope_estimates"])
     # the logs' mean reward is an unbiased estimate of the truth's expected reward of the logged decisions
     (logged,) = ope["logging"]["ope_estimates"]
     assert logged["ci_low"] <= ope["logging"]["ope_true_value"] <= logged["ci_high"]
