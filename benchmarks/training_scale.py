@@ -116,90 +116,55 @@ def child(root: Path, out: Path) -> None:
     )
 
 
-def booster_rows(training: pl.DataFrame, config) -> dict[str, tuple]:
-    """Per booster of ``config``'s learner: its training matrix, label and weights, as :func:`ml.train.train_uplift`
-    builds them (the effect boosters with the observed revenue as the label)."""
-    from ml.features import model_frame
-    from ml.train import (
-        action_frame,
-        campaign_action_shares,
-        out_of_time_split,
-        randomised_decisions,
-        training_feature_columns,
-    )
-
-    training = training.filter(pl.col("action").is_in(list(config.actions)))
-    train, validation = out_of_time_split(training, config.validation_days)
-    features = training_feature_columns(training.columns)
-
-    def rows(frame: pl.DataFrame, label: str, weighted: bool = True) -> tuple:
-        weight = np.minimum(1.0 / frame["propensity"].to_numpy(), config.max_weight)
-        return (
-            model_frame(frame, features),
-            frame[label].cast(pl.Float64).to_numpy(),
-            weight if weighted else np.ones(frame.height),
-        )
-
-    if config.method == "s_learner":
-        decisions = pl.concat([train, validation])
-
-        def pooled(frame: pl.DataFrame, label: str) -> tuple:
-            x = action_frame(model_frame(frame, features), frame["action"].to_numpy(), config.actions)
-            return x, frame[label].cast(pl.Float64).to_numpy(), np.ones(frame.height)
-
-        return {
-            "purchase": (
-                "binary:logistic",
-                *pooled(randomised_decisions(train, decisions, config.actions), "converted"),
-            ),
-            "order_value": (
-                "reg:squarederror",
-                *pooled(train.filter(pl.col("converted")), "revenue_in_horizon"),
-            ),
-        }
-    out = {}
-    for action in config.actions:
-        logged = train.filter(pl.col("action") == action)
-        out[f"revenue__{action}"] = ("reg:squarederror", *rows(logged, "revenue_in_horizon"))
-        out[f"purchase__{action}"] = ("binary:logistic", *rows(logged, "converted"))
-    if config.method == "dr_learner":
-        chosen = train.filter(pl.col("propensity") < 1)
-        shares = campaign_action_shares(
-            pl.concat([chosen, validation.filter(pl.col("propensity") < 1)]), config.actions
-        )
-        randomised = shares.filter("randomised").select("campaign_id").unique()
-        effect = rows(chosen.join(randomised, on="campaign_id"), "revenue_in_horizon", weighted=False)
-        for action in config.actions[1:]:
-            out[f"effect__{action}"] = ("reg:squarederror", *effect)
-    return out
-
-
 def bare_train(root: Path, rounds: dict[str, int]) -> tuple[float, float, float]:
     """Seconds to build the matrices of every booster, and the wall and CPU seconds of the bare ``xgb.train`` of
     each with the rounds it kept (no evaluation set, no early stopping)."""
     import xgboost as xgb
 
     from ml.data import load_training_set
-    from ml.train import min_child_weight
+    from ml.train import (
+        booster_rows,
+        effect_rows,
+        min_child_weight,
+        out_of_time_split,
+        training_feature_columns,
+    )
 
     config = TrainingConfig()
     training, _ = load_training_set(lake_settings(root))
-    started = time.perf_counter()
-    matrices = {
-        name: (
-            config.xgboost_params(objective, min_child_weight(objective, y, w, config.min_child_share)),
-            xgb.DMatrix(x, label=y, weight=w, enable_categorical=True),
-        )
-        for name, (objective, x, y, w) in booster_rows(training, config).items()
-    }
-    built = time.perf_counter() - started
-    if set(matrices) != set(rounds):
-        raise SystemExit(f"the learner trained {sorted(rounds)}, the bare path {sorted(matrices)}")
+    training = training.filter(pl.col("action").is_in(list(config.actions)))
+    train, validation = out_of_time_split(training, config.validation_days)
+    features = training_feature_columns(training.columns)
     del training
-    started, cpu = time.perf_counter(), time.process_time()
-    for name, (params, matrix) in matrices.items():
-        xgb.train(params, matrix, num_boost_round=rounds[name])
-    return built, time.perf_counter() - started, time.process_time() - cpu
+
+    def matrices(rows: dict) -> dict:
+        return {
+            name: (
+                config.xgboost_params(objective, min_child_weight(objective, y, w, config.min_child_share)),
+                xgb.DMatrix(x, label=y, weight=w, enable_categorical=True),
+            )
+            for name, (objective, (x, y, w), _validation) in rows.items()
+        }
+
+    def trained(built: dict) -> tuple[dict, float, float]:
+        started, cpu = time.perf_counter(), time.process_time()
+        boosters = {name: xgb.train(p, m, num_boost_round=rounds[name]) for name, (p, m) in built.items()}
+        return boosters, time.perf_counter() - started, time.process_time() - cpu
+
+    started = time.perf_counter()
+    first = matrices(booster_rows(train, validation, features, config))
+    built = time.perf_counter() - started
+    boosters, bare, bare_cpu = trained(first)
+    if config.method == "dr_learner":
+        # the effect boosters learn from pseudo-outcomes of the revenue boosters
+        started = time.perf_counter()
+        second = matrices(effect_rows(train, validation, features, boosters, config))
+        built += time.perf_counter() - started
+        more, seconds, cpu = trained(second)
+        boosters, bare, bare_cpu = boosters | more, bare + seconds, bare_cpu + cpu
+    if set(boosters) != set(rounds):
+        raise SystemExit(f"the learner trained {sorted(rounds)}, the bare path {sorted(boosters)}")
+    return built, bare, bare_cpu
 
 
 def main() -> int:

@@ -305,25 +305,9 @@ def train_uplift(training: pl.DataFrame, config: TrainingConfig = TrainingConfig
     missing = [a for a in config.actions if train.filter(pl.col("action") == a).is_empty()]
     if missing:
         raise ValueError(f"no training decisions for the actions {missing}")
-    boosters: dict[str, xgb.Booster] = {}
-
-    def rows(frame: pl.DataFrame, target: str | np.ndarray) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
-        label = frame[target].cast(pl.Float64).to_numpy() if isinstance(target, str) else target
-        return model_frame(frame, features), label, _weights(frame, config)
-
-    if config.method == "s_learner":
-        boosters |= _pooled_models(train, validation, features, config)
-    else:
-        for action in config.actions:
-            tr, va = (f.filter(pl.col("action") == action) for f in (train, validation))
-            boosters[f"revenue__{action}"] = _fit(
-                config, "reg:squarederror", rows(tr, "revenue_in_horizon"), rows(va, "revenue_in_horizon")
-            )
-            boosters[f"purchase__{action}"] = _fit(
-                config, "binary:logistic", rows(tr, "converted"), rows(va, "converted")
-            )
+    boosters = _fit_all(config, booster_rows(train, validation, features, config))
     if config.method == "dr_learner":
-        boosters |= _effect_models(train, validation, features, boosters, config)
+        boosters |= _fit_all(config, effect_rows(train, validation, features, boosters, config))
     params = asdict(config) | {"features": len(features)}
     params["actions"] = list(config.actions)
     model = UpliftModel(config.actions, features, config.method, params, boosters)
@@ -361,43 +345,74 @@ def randomised_decisions(
     return frame.filter(pl.col("propensity") < 1).join(randomised, on="campaign_id", how="semi")
 
 
-def _pooled_models(
+Rows = tuple[pd.DataFrame, np.ndarray, np.ndarray]
+"""The rows a booster learns from or validates on: the feature matrix, the label and the weights."""
+
+
+def booster_rows(
     train: pl.DataFrame, validation: pl.DataFrame, features: Sequence[str], config: TrainingConfig
-) -> dict[str, xgb.Booster]:
-    """The ``s_learner``'s two boosters, the action a categorical feature of both: ``purchase`` (whether the
-    person buys in the horizon) on the randomised campaigns' decisions, unweighted (the campaign drew the action
-    at random), and ``order_value`` (the revenue in the horizon of the decisions followed by a purchase) on every
-    campaign's decisions, since how much a buyer spends depends on the action only through the shop's rules."""
-    decisions = pl.concat([train, validation])
+) -> dict[str, tuple[str, Rows, Rows]]:
+    """Per booster of ``config``'s learner (but the ``dr_learner``'s effect boosters, :func:`effect_rows`): its
+    objective and its training and validation rows.
 
-    def rows(frame: pl.DataFrame, target: str) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
-        x = action_frame(model_frame(frame, features), frame["action"].to_numpy(), config.actions)
-        return x, frame[target].cast(pl.Float64).to_numpy(), np.ones(frame.height)
+    The ``s_learner``'s two boosters take the action as a categorical feature: ``purchase`` (whether the person
+    buys in the horizon) on the randomised campaigns' decisions, unweighted (the campaign drew the action at
+    random), and ``order_value`` (the revenue in the horizon of the decisions followed by a purchase) on every
+    campaign's decisions, since how much a buyer spends depends on the action only through the shop's rules.
+    The other learners have a revenue and a purchase booster per action, on the decisions that logged it,
+    weighted by the inverse of the logged propensity."""
+    if config.method == "s_learner":
+        decisions = pl.concat([train, validation])
 
-    tr, va = (randomised_decisions(f, decisions, config.actions) for f in (train, validation))
-    if tr.is_empty():
-        raise ValueError("no decisions of a randomised campaign to train the purchase model on")
-    bought = [f.filter(pl.col("converted")) for f in (train, validation)]
-    return {
-        "purchase": _fit(config, "binary:logistic", rows(tr, "converted"), rows(va, "converted")),
-        "order_value": _fit(
-            config,
+        def pooled(frame: pl.DataFrame, target: str) -> Rows:
+            x = action_frame(model_frame(frame, features), frame["action"].to_numpy(), config.actions)
+            return x, frame[target].cast(pl.Float64).to_numpy(), np.ones(frame.height)
+
+        tr, va = (randomised_decisions(f, decisions, config.actions) for f in (train, validation))
+        if tr.is_empty():
+            raise ValueError("no decisions of a randomised campaign to train the purchase model on")
+        bought = [f.filter(pl.col("converted")) for f in (train, validation)]
+        return {
+            "purchase": ("binary:logistic", pooled(tr, "converted"), pooled(va, "converted")),
+            "order_value": (
+                "reg:squarederror",
+                pooled(bought[0], "revenue_in_horizon"),
+                pooled(bought[1], "revenue_in_horizon"),
+            ),
+        }
+
+    def rows(frame: pl.DataFrame, target: str) -> Rows:
+        return (
+            model_frame(frame, features),
+            frame[target].cast(pl.Float64).to_numpy(),
+            _weights(frame, config),
+        )
+
+    out = {}
+    for action in config.actions:
+        tr, va = (f.filter(pl.col("action") == action) for f in (train, validation))
+        out[f"revenue__{action}"] = (
             "reg:squarederror",
-            rows(bought[0], "revenue_in_horizon"),
-            rows(bought[1], "revenue_in_horizon"),
-        ),
-    }
+            rows(tr, "revenue_in_horizon"),
+            rows(va, "revenue_in_horizon"),
+        )
+        out[f"purchase__{action}"] = ("binary:logistic", rows(tr, "converted"), rows(va, "converted"))
+    return out
 
 
-def _effect_models(
+def _fit_all(config: TrainingConfig, rows: dict[str, tuple[str, Rows, Rows]]) -> dict[str, xgb.Booster]:
+    return {name: _fit(config, objective, tr, va) for name, (objective, tr, va) in rows.items()}
+
+
+def effect_rows(
     train: pl.DataFrame,
     validation: pl.DataFrame,
     features: Sequence[str],
     boosters: dict[str, xgb.Booster],
     config: TrainingConfig,
-) -> dict[str, xgb.Booster]:
-    """The doubly robust effect model of every action against ``no_action``, on the randomised campaigns'
-    decisions."""
+) -> dict[str, tuple[str, Rows, Rows]]:
+    """The rows of the ``dr_learner``'s effect booster of every action against ``no_action``: the randomised
+    campaigns' decisions, labelled with the doubly robust pseudo-outcome of the fitted revenue ``boosters``."""
     # a decision logged with certainty (no_action for a person no channel could reach) had no choice: left out
     train, validation = (f.filter(pl.col("propensity") < 1) for f in (train, validation))
     shares = campaign_action_shares(pl.concat([train, validation]), config.actions)
@@ -427,8 +442,7 @@ def _effect_models(
     validation_x, validation_phi = pseudo_outcomes(validation)
     ones = np.ones
     return {
-        f"effect__{a}": _fit(
-            config,
+        f"effect__{a}": (
             "reg:squarederror",
             (train_x, train_phi[a], ones(len(train_x))),
             (validation_x, validation_phi[a], ones(len(validation_x))),
