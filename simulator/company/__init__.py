@@ -1,0 +1,96 @@
+"""The simulated retailer, one domain per module: CRM (:mod:`~simulator.company.crm`), shop
+(:mod:`~simulator.company.shop`), campaigns (:mod:`~simulator.company.campaigns`) and browsing
+(:mod:`~simulator.company.browsing`).
+
+Each domain keeps what carries from day to day in a state dataclass (``CrmState``, ``ShopState``,
+``CampaignState``, ``BrowsingState``) and turns a day into row changes for the two source databases and click
+events for the Segment sources; every draw is vectorised over people, sessions or events. :class:`Company`
+composes them and hands each day's changes to the feeds.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+from simulator.clickstream import ClickstreamWriter
+from simulator.company.browsing import Browsing, BrowsingState
+from simulator.company.campaigns import Campaigns, CampaignState
+from simulator.company.common import Day, DayChanges, People
+from simulator.company.crm import Crm, CrmState
+from simulator.company.shop import Shop, ShopState
+from simulator.config import US_PER_DAY, SimulationConfig
+from simulator.debezium import Connector
+from simulator.world import World
+
+
+def _column_added_on(connector: Connector, table: str, column: str) -> int:
+    """The day ``column`` is added to ``table`` of the connector's server (far in the past if always there)."""
+    spec = next(t for t in connector.server.tables if t.name == table)
+    added = next(c for c in spec.columns if c.name == column).added_on_day
+    return -(10**9) if added is None else added
+
+
+class Company:
+    """The simulated retailer, advanced one day at a time by :meth:`run_day`."""
+
+    def __init__(
+        self,
+        config: SimulationConfig,
+        world: World,
+        rng: np.random.Generator,
+        crm: Connector,
+        shop: Connector,
+        clicks: ClickstreamWriter,
+    ) -> None:
+        self.config = config
+        self.feeds = (crm, shop)
+        self.clicks = clicks
+        self.people = People.of(world)
+        shop_state = ShopState.initial(world)
+        browsing_state = BrowsingState.initial(world)
+        self.browsing = Browsing(world, self.people, rng, browsing_state, shop_state)
+        self.crm = Crm(
+            world,
+            self.people,
+            rng,
+            CrmState.initial(world),
+            _column_added_on(crm, "contacts", "preferred_language"),
+        )
+        self.campaigns = Campaigns(
+            self.people, rng, CampaignState.initial(self.people), self.crm, self.browsing, browsing_state
+        )
+        self.shop = Shop(
+            config,
+            world,
+            self.people,
+            rng,
+            shop_state,
+            self.browsing,
+            self.campaigns.state,
+            _column_added_on(shop, "orders", "sales_channel"),
+        )
+
+    def run_day(self, number: int) -> None:
+        """Simulate one day; days before 0 only build the state that the CDC snapshot captures."""
+        day = Day(number, self.config.start_us + number * US_PER_DAY, number == -self.config.history_days)
+        out = DayChanges()
+        # the domains share one random generator: the order of these steps is the order of the draws
+        self.shop.reprice(day, out)
+        self.crm.step(day, out)
+        self.shop.sign_ups(day, out)
+        self.campaigns.step(day, out)
+        self.shop.step(day, out)
+        if day.observed:
+            self.browsing.step(day, out)
+        for connector, changes in zip(self.feeds, (out.crm, out.shop), strict=True):
+            frames = {}
+            for table, parts in changes.items():
+                parts = [f for f in parts if f is not None and f.height]
+                if parts:
+                    frames[table] = pl.concat(parts, how="diagonal_relaxed").sort("_ts", maintain_order=True)
+            connector.apply(number, frames, day.observed)
+        if day.observed:
+            parts = [c for c in out.clicks if c is not None and c.height]
+            if parts:
+                self.clicks.add(pl.concat(parts, how="diagonal_relaxed"))
