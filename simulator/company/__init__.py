@@ -10,6 +10,8 @@ composes them and hands each day's changes to the feeds.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import polars as pl
 
@@ -31,8 +33,29 @@ def _column_added_on(connector: Connector, table: str, column: str) -> int:
     return -(10**9) if added is None else added
 
 
+@dataclass
+class CompanyState:
+    """Everything of the company that carries from one day to the next, one state per domain."""
+
+    crm: CrmState
+    shop: ShopState
+    campaigns: CampaignState
+    browsing: BrowsingState
+
+    @classmethod
+    def initial(cls, world: World) -> CompanyState:
+        """Before the first simulated day."""
+        return cls(
+            crm=CrmState.initial(world),
+            shop=ShopState.initial(world),
+            campaigns=CampaignState.initial(world),
+            browsing=BrowsingState.initial(world),
+        )
+
+
 class Company:
-    """The simulated retailer, advanced one day at a time by :meth:`run_day`."""
+    """The simulated retailer, advanced one day at a time by :meth:`run_day` from ``state`` (by default the
+    state before the first day); the domains share ``rng``."""
 
     def __init__(
         self,
@@ -42,37 +65,37 @@ class Company:
         crm: Connector,
         shop: Connector,
         clicks: ClickstreamWriter,
+        state: CompanyState | None = None,
     ) -> None:
         self.config = config
         self.feeds = (crm, shop)
         self.clicks = clicks
         self.people = People.of(world)
-        shop_state = ShopState.initial(world)
-        browsing_state = BrowsingState.initial(world)
-        self.browsing = Browsing(world, self.people, rng, browsing_state, shop_state)
+        self.state = CompanyState.initial(world) if state is None else state
+        self.browsing = Browsing(world, self.people, rng, self.state.browsing, self.state.shop)
         self.crm = Crm(
             world,
             self.people,
             rng,
-            CrmState.initial(world),
+            self.state.crm,
             _column_added_on(crm, "contacts", "preferred_language"),
         )
         self.campaigns = Campaigns(
-            self.people, rng, CampaignState.initial(self.people), self.crm, self.browsing, browsing_state
+            self.people, rng, self.state.campaigns, self.crm, self.browsing, self.state.browsing
         )
         self.shop = Shop(
             config,
             world,
             self.people,
             rng,
-            shop_state,
+            self.state.shop,
             self.browsing,
-            self.campaigns.state,
+            self.state.campaigns,
             _column_added_on(shop, "orders", "sales_channel"),
         )
 
-    def run_day(self, number: int) -> None:
-        """Simulate one day; days before 0 only build the state that the CDC snapshot captures."""
+    def simulate_day(self, number: int) -> DayChanges:
+        """Advance the state by one day and return what the day produced."""
         day = Day(number, self.config.start_us + number * US_PER_DAY, number == -self.config.history_days)
         out = DayChanges()
         # the domains share one random generator: the order of these steps is the order of the draws
@@ -83,14 +106,21 @@ class Company:
         self.shop.step(day, out)
         if day.observed:
             self.browsing.step(day, out)
+        return out
+
+    def run_day(self, number: int) -> None:
+        """Simulate one day and hand its changes to the feeds; days before 0 only build the state that the CDC
+        snapshot captures."""
+        out = self.simulate_day(number)
+        observed = number >= 0
         for connector, changes in zip(self.feeds, (out.crm, out.shop), strict=True):
             frames = {}
             for table, parts in changes.items():
                 parts = [f for f in parts if f is not None and f.height]
                 if parts:
                     frames[table] = pl.concat(parts, how="diagonal_relaxed").sort("_ts", maintain_order=True)
-            connector.apply(number, frames, day.observed)
-        if day.observed:
+            connector.apply(number, frames, observed)
+        if observed:
             parts = [c for c in out.clicks if c is not None and c.height]
             if parts:
                 self.clicks.add(pl.concat(parts, how="diagonal_relaxed"))

@@ -13,6 +13,7 @@ from simulator.company.browsing import Browsing, BrowsingState
 from simulator.company.common import HOUR_US, Day, DayChanges, People, constant, labels
 from simulator.company.crm import GRANTED, Crm
 from simulator.config import US_PER_DAY
+from simulator.world import World
 
 EFFECT_US = 7 * US_PER_DAY
 """How long an action changes a person's purchase probability after it was sent."""
@@ -32,11 +33,12 @@ class CampaignState:
     next_activity_id: int
 
     @classmethod
-    def initial(cls, people: People) -> CampaignState:
+    def initial(cls, world: World) -> CampaignState:
         """Before the first day: nobody under any action."""
+        n = world.persons.height
         return cls(
-            active_action=np.zeros(people.count, dtype=np.int64),
-            active_until=np.zeros(people.count, dtype=np.int64),
+            active_action=np.zeros(n, dtype=np.int64),
+            active_until=np.zeros(n, dtype=np.int64),
             next_activity_id=1,
         )
 
