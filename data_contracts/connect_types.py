@@ -1,5 +1,5 @@
-"""The type names of Kafka Connect and Debezium on the wire, defined once: the contracts name them, the lake decodes
-by them and the simulator encodes with them.
+"""The type names of Kafka Connect and Debezium on the wire, defined once: the contracts name them, the lake
+decodes by them and the simulator encodes with them.
 
 A field of a change event's schema has a Kafka Connect schema type (the JSON converter's names: ``int64``,
 ``double``, ``bytes``, ...) and, for a semantic type, a schema name (``io.debezium.time.MicroTimestamp``,

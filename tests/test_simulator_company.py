@@ -82,8 +82,8 @@ def test_a_company_resumed_from_a_copy_of_its_state_simulates_the_same_days(tmp_
 
 
 def test_the_state_is_what_carries_over(tmp_path: Path) -> None:
-    """The same generator without the state (a company that never lived the earlier days) simulates another day:
-    the days before matter only through the state."""
+    """The same generator without the state (a company that never lived the earlier days) simulates another
+    day: the days before matter only through the state."""
     world = build_world(CONFIG, np.random.default_rng(1))
     rng = np.random.default_rng(2)
     with _company(world, rng, tmp_path / "a") as original:

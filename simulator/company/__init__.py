@@ -27,7 +27,8 @@ from simulator.world import World
 
 
 def _column_added_on(connector: Connector, table: str, column: str) -> int:
-    """The day ``column`` is added to ``table`` of the connector's server (far in the past if always there)."""
+    """The day ``column`` is added to ``table`` of the connector's server (far in the past if always
+    there)."""
     spec = next(t for t in connector.server.tables if t.name == table)
     added = next(c for c in spec.columns if c.name == column).added_on_day
     return -(10**9) if added is None else added
@@ -80,9 +81,7 @@ class Company:
             self.state.crm,
             _column_added_on(crm, "contacts", "preferred_language"),
         )
-        self.campaigns = Campaigns(
-            self.people, rng, self.state.campaigns, self.crm, self.browsing, self.state.browsing
-        )
+        self.campaigns = Campaigns(self.people, rng, self.state.campaigns, self.crm, self.browsing)
         self.shop = Shop(
             config,
             world,
@@ -94,9 +93,13 @@ class Company:
             _column_added_on(shop, "orders", "sales_channel"),
         )
 
+    def day(self, number: int) -> Day:
+        """Day ``number`` of the simulation (0 is the first day of the observed window)."""
+        return Day(number, self.config.start_us + number * US_PER_DAY, number == -self.config.history_days)
+
     def simulate_day(self, number: int) -> DayChanges:
         """Advance the state by one day and return what the day produced."""
-        day = Day(number, self.config.start_us + number * US_PER_DAY, number == -self.config.history_days)
+        day = self.day(number)
         out = DayChanges()
         # the domains share one random generator: the order of these steps is the order of the draws
         self.shop.reprice(day, out)
@@ -112,7 +115,7 @@ class Company:
         """Simulate one day and hand its changes to the feeds; days before 0 only build the state that the CDC
         snapshot captures."""
         out = self.simulate_day(number)
-        observed = number >= 0
+        observed = self.day(number).observed
         for connector, changes in zip(self.feeds, (out.crm, out.shop), strict=True):
             frames = {}
             for table, parts in changes.items():

@@ -1,5 +1,5 @@
-"""The browsing domain: people's devices, their sessions (page, screen and product views, abandoned carts) and the
-click events every other domain sends through them."""
+"""The browsing domain: people's devices, their sessions (page, screen and product views, abandoned carts)
+and the click events every other domain sends through them."""
 
 from __future__ import annotations
 
@@ -39,8 +39,9 @@ class BrowsingState:
     identified: np.ndarray
     """Links on which the person has signed in (an identify message was sent)."""
     evidenced: np.ndarray
-    """Links (person, device) that some click message ties to an identifier of the person (a signed-in message,
-    an e-mail click-through, a checkout naming the order): the only ones identity resolution can find."""
+    """Links (person, device) that some click message ties to an identifier of the person (a signed-in
+    message, an e-mail click-through, a checkout naming the order): the only ones identity resolution can
+    find."""
     abandoned_on: np.ndarray
     """Per person, the last day a session left a product in the cart."""
 
@@ -57,7 +58,8 @@ class BrowsingState:
 
 class Browsing:
     """Sessions on people's devices, advanced one day at a time by :meth:`step`; the other domains send their
-    click events through :meth:`click_frame`. A person is signed in when they have a shop account (``accounts``)."""
+    click events through :meth:`click_frame`. A person is signed in when they have a shop account
+    (``accounts``)."""
 
     def __init__(
         self,
@@ -210,7 +212,8 @@ class Browsing:
         quantity: np.ndarray,
         total: np.ndarray,
     ) -> pl.DataFrame:
-        """The clicks of a purchase: views, one add per order line, checkout, and the server's Order Completed."""
+        """The clicks of a purchase: views, one add per order line, checkout, and the server's Order
+        Completed."""
         rng = self.rng
         n_views = 2 + rng.poisson(2.0, len(buyers))
         lead = (n_views + np.bincount(line_order, minlength=len(buyers)) + 2) * 50 * 1_000_000

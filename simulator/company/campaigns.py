@@ -9,7 +9,7 @@ import numpy as np
 import polars as pl
 
 from simulator import catalog as cat
-from simulator.company.browsing import Browsing, BrowsingState
+from simulator.company.browsing import Browsing
 from simulator.company.common import HOUR_US, Day, DayChanges, People, constant, labels
 from simulator.company.crm import GRANTED, Crm
 from simulator.config import US_PER_DAY
@@ -18,7 +18,8 @@ from simulator.world import World
 EFFECT_US = 7 * US_PER_DAY
 """How long an action changes a person's purchase probability after it was sent."""
 EXPLORATION_SHARE = 0.03
-"""Share of the contacts not under an action's effect that the always-on randomised campaign picks each day."""
+"""Share of the contacts not under an action's effect that the always-on randomised campaign picks each
+day."""
 NO_ACTION = 0
 
 
@@ -43,14 +44,15 @@ class CampaignState:
         )
 
     def action_on(self, instant: int) -> tuple[np.ndarray, np.ndarray]:
-        """Per person: whether an action is in effect at ``instant``, and that action (``NO_ACTION`` if none)."""
+        """Per person: whether an action is in effect at ``instant``, and that action (``NO_ACTION`` if
+        none)."""
         active = self.active_until > instant
         return active, np.where(active, self.active_action, NO_ACTION)
 
 
 class Campaigns:
-    """The campaigns, advanced one day at a time by :meth:`step`: they read the CRM's contacts and consents and
-    browsing's abandoned carts, and send e-mail clicks through browsing."""
+    """The campaigns, advanced one day at a time by :meth:`step`: they read the CRM's contacts and consents
+    and browsing's abandoned carts, and send e-mail clicks through browsing."""
 
     def __init__(
         self,
@@ -59,10 +61,9 @@ class Campaigns:
         state: CampaignState,
         crm: Crm,
         browsing: Browsing,
-        carts: BrowsingState,
     ) -> None:
         self.people, self.rng, self.state = people, rng, state
-        self.crm, self.browsing, self.carts = crm, browsing, carts
+        self.crm, self.browsing = crm, browsing
 
     def step(self, day: Day, out: DayChanges) -> None:
         """The always-on randomised campaign and the daily rule-based cart reminders."""
@@ -89,7 +90,7 @@ class Campaigns:
         label = day.start_date.isoformat()
         decisions.append((chosen, action, channel, propensity, ts, f"explore-{label}"))
         # cart reminders to yesterday's abandoners who accept e-mail, 80% of them (the rest is a holdout)
-        persons = np.flatnonzero(self.carts.abandoned_on == day.number - 1)
+        persons = np.flatnonzero(self.browsing.state.abandoned_on == day.number - 1)
         contacts = crm.primary_contact[persons]
         ok = contacts >= 0
         contacts = contacts[ok]

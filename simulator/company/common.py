@@ -1,5 +1,5 @@
-"""What the domains of the simulated company share: the people, the day being simulated, the day's changes, the
-daily rhythm of traffic, and helpers that build columns."""
+"""What the domains of the simulated company share: the people, the day being simulated, the day's changes,
+the daily rhythm of traffic, and helpers that build columns."""
 
 from __future__ import annotations
 

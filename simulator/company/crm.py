@@ -18,7 +18,8 @@ CONTACT_ATTRIBUTES = tuple(
     for tier in ("standard", "gold")
     for source in ("signup", "import")
 )
-"""A contact's ``attributes`` JSON by code: 2 if its person is loyal (gold tier), plus 1 if it was imported."""
+"""A contact's ``attributes`` JSON by code: 2 if its person is loyal (gold tier), plus 1 if it was
+imported."""
 
 
 @dataclass

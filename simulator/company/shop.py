@@ -31,7 +31,8 @@ from simulator.world import World, raw_phone
 @dataclass
 class ShopState:
     """What carries from day to day in the shop: accounts (arrays indexed by person), prices (indexed by
-    product), the orders and lines not purged, the status changes scheduled for later days, and the next ids."""
+    product), the orders and lines not purged, the status changes scheduled for later days, and the next
+    ids."""
 
     customer_id: np.ndarray
     """Per person, the shop customer id (-1 without an account)."""
@@ -40,7 +41,8 @@ class ShopState:
     orders: pl.DataFrame
     order_lines: pl.DataFrame
     scheduled: pl.DataFrame
-    """Order status changes due later: ``_ts``, ``order_id``, ``status``, ``purge`` (a delete of the order)."""
+    """Order status changes due later: ``_ts``, ``order_id``, ``status``, ``purge`` (a delete of the
+    order)."""
     next_customer_id: int = 1
     next_order_id: int = 100_001
     next_line_id: int = 1
@@ -306,7 +308,8 @@ class Shop:
             )
 
     def _schedule_statuses(self, order_ids: np.ndarray, ts: np.ndarray) -> None:
-        """Paid within minutes; then shipped and delivered, or cancelled (and sometimes purged), or refunded."""
+        """Paid within minutes; then shipped and delivered, or cancelled (and sometimes purged), or
+        refunded."""
         rng = self.rng
         n = len(order_ids)
         paid = ts + (rng.uniform(0.5, 5, n) * MINUTE_US).astype(np.int64)

@@ -1,8 +1,9 @@
 """Debezium change events as a Kafka Connect file sink writes them: one folder per topic, JSON lines.
 
 A :class:`Connector` composes the rows of its server's tables (:mod:`simulator.debezium.rows`), the log
-position it assigns to each change (PostgreSQL LSNs, MySQL binlog coordinates, transaction ids), the encoding of
-change events (:mod:`simulator.debezium.envelope`) and its sink's files (:mod:`simulator.debezium.sink`).
+position it assigns to each change (PostgreSQL LSNs, MySQL binlog coordinates, transaction ids), the
+encoding of change events (:mod:`simulator.debezium.envelope`) and its sink's files
+(:mod:`simulator.debezium.sink`).
 """
 
 from __future__ import annotations
@@ -96,7 +97,8 @@ class Connector:
                 self.rows.release(table)
 
     def _emit(self, day: int, events: list[pl.DataFrame]) -> None:
-        """Give one day's events their transactions and log positions, in commit order, and hand them to the sink."""
+        """Give one day's events their transactions and log positions, in commit order, and hand them to
+        the sink."""
         frames = [e.select("_ts", "_table", "_seq") for e in events]
         order = pl.concat(frames).with_row_index("_i").sort(["_ts", "_table", "_seq"])
         n = order.height

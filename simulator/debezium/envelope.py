@@ -1,5 +1,5 @@
-"""Envelope encoding: Debezium change events (``before``/``after``/``source``/``op``) as JSON lines, with the Kafka
-Connect schema when the connector sends one, per the connector's data type mapping."""
+"""Envelope encoding: Debezium change events (``before``/``after``/``source``/``op``) as JSON lines, with the
+Kafka Connect schema when the connector sends one, per the connector's data type mapping."""
 
 from __future__ import annotations
 
@@ -196,7 +196,8 @@ def connect_schema(server: Server, table: Table, columns: tuple[Column, ...]) ->
                 "name": ct.ENUM,
                 "version": 1,
                 "parameters": {
-                    "allowed": "true,first,first_in_data_collection,last_in_data_collection,last,false,incremental"
+                    "allowed": "true,first,first_in_data_collection,last_in_data_collection,last,false,"
+                    "incremental"
                 },
                 "default": "false",
                 "field": "snapshot",

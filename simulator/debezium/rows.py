@@ -1,4 +1,5 @@
-"""The rows of a connector's tables: the current rows, the changes not yet folded in, and the before images."""
+"""The rows of a connector's tables: the current rows, the changes not yet folded in, and the before
+images."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ _STATE_TYPES = {
     "timestamp_us": pl.Int64,
     "timestamptz": pl.Int64,
 }
-"""The polars type of each column kind of :mod:`simulator.tables` (decimals unscaled, instants as integers)."""
+"""The polars type of each column kind of :mod:`simulator.tables` (decimals unscaled, instants as
+integers)."""
 
 
 def state_schema(table: Table) -> dict[str, pl.DataType]:
@@ -29,7 +31,8 @@ def state_schema(table: Table) -> dict[str, pl.DataType]:
 
 class RowState:
     """The current rows of a server's tables. Changes are queued and folded in when the rows are next read;
-    PostgreSQL tables need their rows only for the initial snapshot, so after it their changes are not kept."""
+    PostgreSQL tables need their rows only for the initial snapshot, so after it their changes are not
+    kept."""
 
     def __init__(self, server: Server) -> None:
         self.server = server
@@ -39,15 +42,15 @@ class RowState:
 
     @staticmethod
     def normalise(table: Table, change: pl.DataFrame) -> pl.DataFrame:
-        """A change (``_ts``, ``_op``, then columns) with every column of ``table`` in order and type; a day of
-        only deletes carries only the key: the other columns are null, as in any delete."""
+        """A change (``_ts``, ``_op``, then columns) with every column of ``table`` in order and type; a day
+        of only deletes carries only the key: the other columns are null, as in any delete."""
         missing = [pl.lit(None, t).alias(c) for c, t in state_schema(table).items() if c not in change]
         change = change.with_columns(missing).select("_ts", "_op", *state_schema(table))
         return change.cast(state_schema(table))
 
     def before_images(self, table: Table, change: pl.DataFrame) -> pl.DataFrame:
-        """The change with ``b_<column>`` before-image columns: the previous row for MySQL updates and deletes,
-        only the key for PostgreSQL deletes (default replica identity), nothing otherwise."""
+        """The change with ``b_<column>`` before-image columns: the previous row for MySQL updates and
+        deletes, only the key for PostgreSQL deletes (default replica identity), nothing otherwise."""
         pk = table.primary_key
         cols = list(state_schema(table))
         change = change.with_row_index("_seq").with_columns(pl.col("_seq").cast(pl.Int64))
@@ -107,5 +110,6 @@ class RowState:
         return self.rows[table.name]
 
     def release(self, table: Table) -> None:
-        """Forget the rows of ``table`` (a PostgreSQL table after its snapshot: no before images to look up)."""
+        """Forget the rows of ``table`` (a PostgreSQL table after its snapshot: no before images to look
+        up)."""
         self.rows[table.name] = self.rows[table.name].clear()

@@ -18,9 +18,9 @@ from simulator.tables import Server, Table
 
 
 class TopicSink:
-    """Plans a server's topic files (partitions, replays, rotation, arrival times) with ``rng`` in the caller's
-    thread, and encodes and writes them on a background thread; ``offsets`` is the next offset of each
-    (topic, partition)."""
+    """Plans a server's topic files (partitions, replays, rotation, arrival times) with ``rng`` in the
+    caller's thread, and encodes and writes them on a background thread; ``offsets`` is the next offset of
+    each (topic, partition)."""
 
     def __init__(
         self,
@@ -44,7 +44,8 @@ class TopicSink:
 
     def write(self, day: int, table: Table, events: pl.DataFrame) -> None:
         """Plan a topic's files for one batch of events (partitions, replayed block, file rotation, arrival
-        times: every random draw, here in order) and queue their encoding and writing on the encoder thread."""
+        times: every random draw, here in order) and queue their encoding and writing on the encoder
+        thread."""
         topic = self.server.topic(table)
         events = events.sort("_pos", maintain_order=True).with_columns(
             (pl.col(table.primary_key).hash(7) % table.partitions).cast(pl.Int32).alias("_partition")
