@@ -21,6 +21,8 @@ import yaml
 from open_data_contract_standard.model import DataQuality, OpenDataContractStandard, SchemaProperty
 from pydantic import ValidationError
 
+from data_contracts import connect_types as ct
+
 CONTRACTS_DIR = Path(__file__).parent / "contracts"
 CONTRACT_SUFFIX = ".odcs.yaml"
 
@@ -40,25 +42,16 @@ SLA_UNITS = {
 argument; a year counts 365 days."""
 LOGICAL_TYPES = ("string", "integer", "number", "boolean", "date", "timestamp", "object", "array")
 
-DEBEZIUM_DATE = "io.debezium.time.Date"
-DEBEZIUM_TIMESTAMP = "io.debezium.time.Timestamp"
-DEBEZIUM_MICRO_TIMESTAMP = "io.debezium.time.MicroTimestamp"
-DEBEZIUM_NANO_TIMESTAMP = "io.debezium.time.NanoTimestamp"
-CONNECT_DATE = "org.apache.kafka.connect.data.Date"
-CONNECT_TIMESTAMP = "org.apache.kafka.connect.data.Timestamp"
-DEBEZIUM_ZONED_TIMESTAMP = "io.debezium.time.ZonedTimestamp"
-DEBEZIUM_JSON = "io.debezium.data.Json"
-DEBEZIUM_DECIMAL = "org.apache.kafka.connect.data.Decimal"
 DEBEZIUM_LOGICAL_TYPES = {
-    DEBEZIUM_DATE: ("date",),
-    DEBEZIUM_TIMESTAMP: ("timestamp",),
-    DEBEZIUM_MICRO_TIMESTAMP: ("timestamp",),
-    DEBEZIUM_NANO_TIMESTAMP: ("timestamp",),
-    CONNECT_DATE: ("date",),
-    CONNECT_TIMESTAMP: ("timestamp",),
-    DEBEZIUM_ZONED_TIMESTAMP: ("timestamp",),
-    DEBEZIUM_JSON: ("object", "array", "string"),
-    DEBEZIUM_DECIMAL: ("number",),
+    ct.DATE: ("date",),
+    ct.TIMESTAMP: ("timestamp",),
+    ct.MICRO_TIMESTAMP: ("timestamp",),
+    ct.NANO_TIMESTAMP: ("timestamp",),
+    ct.CONNECT_DATE: ("date",),
+    ct.CONNECT_TIMESTAMP: ("timestamp",),
+    ct.ZONED_TIMESTAMP: ("timestamp",),
+    ct.JSON: ("object", "array", "string"),
+    ct.DECIMAL: ("number",),
 }
 """The Debezium semantic types a contract may name, and the logical types they decode to."""
 
@@ -76,15 +69,15 @@ WIRE_JSON_TYPES = {
 """DuckDB ``json_type`` names of a non-null value on the wire, by logical type (dates and timestamps as
 ISO-8601 text unless a Debezium type says otherwise)."""
 DEBEZIUM_WIRE_JSON_TYPES = {
-    DEBEZIUM_DATE: INTEGERS,
-    DEBEZIUM_TIMESTAMP: INTEGERS,
-    DEBEZIUM_MICRO_TIMESTAMP: INTEGERS,
-    DEBEZIUM_NANO_TIMESTAMP: INTEGERS,
-    CONNECT_DATE: INTEGERS,
-    CONNECT_TIMESTAMP: INTEGERS,
-    DEBEZIUM_ZONED_TIMESTAMP: ("VARCHAR",),
-    DEBEZIUM_JSON: ("VARCHAR",),
-    DEBEZIUM_DECIMAL: ("VARCHAR",),
+    ct.DATE: INTEGERS,
+    ct.TIMESTAMP: INTEGERS,
+    ct.MICRO_TIMESTAMP: INTEGERS,
+    ct.NANO_TIMESTAMP: INTEGERS,
+    ct.CONNECT_DATE: INTEGERS,
+    ct.CONNECT_TIMESTAMP: INTEGERS,
+    ct.ZONED_TIMESTAMP: ("VARCHAR",),
+    ct.JSON: ("VARCHAR",),
+    ct.DECIMAL: ("VARCHAR",),
 }
 INT32_PHYSICAL_TYPES = ("int", "integer", "int4", "int32", "smallint", "int2", "tinyint", "mediumint")
 DECIMAL_PHYSICAL_TYPE = re.compile(
@@ -618,7 +611,7 @@ def _arrow_type(logical: str, physical: str | None, debezium: str | None, where:
         match = DECIMAL_PHYSICAL_TYPE.match(physical or "")
         if match:
             return pa.decimal128(int(match[1]), int(match[2]))
-        if debezium == DEBEZIUM_DECIMAL:
+        if debezium == ct.DECIMAL:
             raise _Invalid(f"{where}.physicalType", "a Decimal needs a physicalType such as numeric(12,2)")
         return pa.float64()
     if logical == "integer":

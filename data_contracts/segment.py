@@ -1,4 +1,5 @@
-"""Segment ids that are not ids: the placeholders that SDK and integration bugs send for a missing value.
+"""Segment field names, and the ids that are not ids: the placeholders that SDK and integration bugs send for a
+missing value.
 
 A ``userId``, ``anonymousId`` or ``previousId`` that is empty, blank or the text of a missing value in some
 language (``"null"``, ``"undefined"``, ``"None"``, ``"nil"``, ``"(null)"``, ``"NaN"``, in any case, with or
@@ -10,6 +11,17 @@ from __future__ import annotations
 
 PLACEHOLDER_IDS = ("", "null", "undefined", "none", "nil", "(null)", "nan")
 """Values (trimmed, lower-cased) that stand for a missing id."""
+SEGMENT_NAMES = {
+    "message_id": "messageId",
+    "anonymous_id": "anonymousId",
+    "user_id": "userId",
+    "previous_id": "previousId",
+    "group_id": "groupId",
+    "original_timestamp": "originalTimestamp",
+    "sent_at": "sentAt",
+    "received_at": "receivedAt",
+}
+"""Segment spec field names (the names the contract uses) by the lake's column name for them."""
 WHITESPACE = "' ' || chr(9) || chr(10) || chr(13)"
 """DuckDB text of the characters trimmed (space, tab, line feed, carriage return): ``trim`` is much cheaper than a
 regular expression on millions of ids."""

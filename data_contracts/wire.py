@@ -31,30 +31,23 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
+from data_contracts import connect_types as ct
 from data_contracts.model import Column, Contract
 
-DECIMAL = "org.apache.kafka.connect.data.Decimal"
-VARIABLE_SCALE_DECIMAL = "io.debezium.data.VariableScaleDecimal"
-JSON = "io.debezium.data.Json"
-ZONED_TIMESTAMP = "io.debezium.time.ZonedTimestamp"
 SEMANTIC_DECODINGS = {
-    DECIMAL: "decimal_bytes",
-    VARIABLE_SCALE_DECIMAL: "decimal_variable",
-    "io.debezium.time.Date": "epoch_days",
-    "org.apache.kafka.connect.data.Date": "epoch_days",
-    "io.debezium.time.Timestamp": "epoch_ms",
-    "org.apache.kafka.connect.data.Timestamp": "epoch_ms",
-    "io.debezium.time.MicroTimestamp": "epoch_us",
-    "io.debezium.time.NanoTimestamp": "epoch_ns",
-    ZONED_TIMESTAMP: "zoned",
-    JSON: "json",
+    ct.DECIMAL: "decimal_bytes",
+    ct.VARIABLE_SCALE_DECIMAL: "decimal_variable",
+    ct.DATE: "epoch_days",
+    ct.CONNECT_DATE: "epoch_days",
+    ct.TIMESTAMP: "epoch_ms",
+    ct.CONNECT_TIMESTAMP: "epoch_ms",
+    ct.MICRO_TIMESTAMP: "epoch_us",
+    ct.NANO_TIMESTAMP: "epoch_ns",
+    ct.ZONED_TIMESTAMP: "zoned",
+    ct.JSON: "json",
 }
 """The Debezium and Kafka Connect semantic types (schema names) that change how a value reads."""
-INTEGER_TYPES = ("int8", "int16", "int32", "int64")
-FLOAT_TYPES = ("float", "double")
-"""Kafka Connect's JSON converter names FLOAT32 ``float`` and FLOAT64 ``double`` in the schema."""
-PLAIN_SEMANTICS = ("io.debezium.time.Year", "io.debezium.data.Enum", "io.debezium.data.EnumSet")
-PLAIN_SEMANTICS += ("io.debezium.data.Uuid", "io.debezium.data.Xml")
+PLAIN_SEMANTICS = (ct.YEAR, ct.ENUM, ct.ENUM_SET, ct.UUID, ct.XML)
 """Semantic types whose value is simply their literal (a year number, an enum label, a UUID text, ...)."""
 INTEGERS = ("BIGINT", "UBIGINT")
 JSON_TYPES = {
@@ -132,7 +125,7 @@ def _from_contract(contract: Contract, column: Column) -> FieldEncoding:
     if logical == "boolean" and TINYINT_1.match(column.physical_type or ""):
         # a TINYINT(1): 0/1 from snapshots, true/false once the table's DDL or a converter says BOOLEAN
         return FieldEncoding(column.name, "int_boolean", ("BOOLEAN", *INTEGERS))
-    if semantic == DECIMAL:
+    if semantic == ct.DECIMAL:
         decoding = DECIMAL_MODE_DECODINGS[contract.decimal_handling or "precise"]
     elif semantic is not None:
         decoding = SEMANTIC_DECODINGS[semantic]
@@ -154,18 +147,18 @@ def _arrives_as(spec: dict) -> str:
     if semantic and semantic not in PLAIN_SEMANTICS:
         return "other"  # a time of day, a duration, bits, a geometry...: nothing a contract type converts
     literal = _literal(wire)
-    return "other" if literal == "json_value" or (literal == "text" and wire != "string") else literal
+    return "other" if literal == "json_value" or (literal == "text" and wire != ct.STRING) else literal
 
 
 def _literal(wire: str | None) -> str:
     """The encoding of a Kafka Connect schema type read for its literal value alone."""
-    if wire in INTEGER_TYPES:
+    if wire in ct.INTEGER_TYPES:
         return "integer"
-    if wire in FLOAT_TYPES:
+    if wire in ct.FLOAT_TYPES:
         return "float"
-    if wire in ("struct", "map", "array"):
+    if wire in ct.CONTAINER_TYPES:
         return "json_value"
-    return "boolean" if wire == "boolean" else "text"
+    return "boolean" if wire == ct.BOOLEAN else "text"
 
 
 def _conversion(contract: Contract, column: Column, kind: str, wire: str) -> str | None:
@@ -185,7 +178,7 @@ def _conversion(contract: Contract, column: Column, kind: str, wire: str) -> str
         if kind == "boolean":
             return "boolean"
         # MySQL: TINYINT is INT16, and BOOLEAN is TINYINT(1) ("Boolean values"); PostgreSQL has no such mapping
-        tinyint = kind == "integer" and wire in ("int8", "int16") and contract.connector == "mysql"
+        tinyint = kind == "integer" and wire in (ct.INT8, ct.INT16) and contract.connector == "mysql"
         return "int_boolean" if tinyint else None
     if logical == "date":
         return "epoch_days" if kind == "epoch_days" else None
@@ -194,7 +187,7 @@ def _conversion(contract: Contract, column: Column, kind: str, wire: str) -> str
     if logical in ("object", "array"):
         if kind == "json":
             return "json"
-        return "json_value" if wire in ("struct", "map", "array") else None
+        return "json_value" if wire in ct.CONTAINER_TYPES else None
     return None
 
 
@@ -210,9 +203,9 @@ def _from_envelope(contract: Contract, column: Column | None, spec: dict) -> Fie
         "wire_scale": int(scale) if scale is not None else None,
     }
     kind = _arrives_as(spec)
-    json_types = {"struct": ("OBJECT",), "map": ("OBJECT",), "array": ("ARRAY",)}.get(wire) or JSON_TYPES.get(
-        kind, ("VARCHAR",)
-    )
+    json_types = {ct.STRUCT: ("OBJECT",), ct.MAP: ("OBJECT",), ct.ARRAY: ("ARRAY",)}.get(
+        wire
+    ) or JSON_TYPES.get(kind, ("VARCHAR",))
     if column is None:  # a field the contract does not know: read as what it is, or as its literal
         decoding = kind if kind != "other" else _literal(wire)
         return FieldEncoding(name, decoding, json_types, **shape)

@@ -30,7 +30,7 @@ import duckdb
 import polars as pl
 
 from data_contracts import Contract
-from data_contracts.segment import id_sql
+from data_contracts.segment import SEGMENT_NAMES, id_sql
 from lake import delta
 from lake.bronze import bronze_uri, pending_steps
 from lake.ordering import lexicographic_less
@@ -185,12 +185,8 @@ def typed_events(
     sql = TYPED_SQL.replace("{traits_kept}", traits_sql(contract, "m.traits")).replace(
         "{pii_columns}", pii_columns
     )
-    for field, name in (
-        ("anonymous_id", "anonymousId"),
-        ("user_id", "userId"),
-        ("previous_id", "previousId"),
-    ):
-        sql = sql.replace(f"{{{field}}}", id_sql(f"m.{name}"))
+    for field in ("anonymous_id", "user_id", "previous_id"):
+        sql = sql.replace(f"{{{field}}}", id_sql(f"m.{SEGMENT_NAMES[field]}"))
     with duckdb.connect(config=duckdb_config or {}) as con:
         con.execute("SET TimeZone = 'UTC'")
         con.register("bronze", bronze.to_arrow())

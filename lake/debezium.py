@@ -19,18 +19,19 @@ import polars as pl
 import pyarrow as pa
 
 from data_contracts import Contract
+from data_contracts import connect_types as ct
 from data_contracts.wire import FieldEncoding, field_encodings
 
 EPOCH_UNITS = {"epoch_ms": "ms", "epoch_us": "us", "epoch_ns": "ns"}
 ENVELOPE_TYPES = {
-    "int8": pl.Int8,
-    "int16": pl.Int16,
-    "int32": pl.Int32,
-    "int64": pl.Int64,
-    "float": pl.Float32,
-    "double": pl.Float64,
-    "boolean": pl.Boolean,
-    "string": pl.String,
+    ct.INT8: pl.Int8,
+    ct.INT16: pl.Int16,
+    ct.INT32: pl.Int32,
+    ct.INT64: pl.Int64,
+    ct.FLOAT32: pl.Float32,
+    ct.FLOAT64: pl.Float64,
+    ct.BOOLEAN: pl.Boolean,
+    ct.STRING: pl.String,
 }
 """The polars type of a Kafka Connect schema type (the JSON converter's names), for fields no contract types."""
 READ_TYPES = {

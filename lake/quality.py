@@ -7,23 +7,12 @@ from dataclasses import dataclass
 import polars as pl
 
 from data_contracts import Contract, RuleResult, validate_frame
+from data_contracts.segment import SEGMENT_NAMES
 from lake import bronze, cdc, clickstream, delta
 from lake.landing import CLICKSTREAM_FEED
 from lake.ledger import Ledger
 from lake.privacy import TOKEN_SUFFIX
 from lake.settings import Settings
-
-SEGMENT_NAMES = {
-    "message_id": "messageId",
-    "anonymous_id": "anonymousId",
-    "user_id": "userId",
-    "previous_id": "previousId",
-    "group_id": "groupId",
-    "original_timestamp": "originalTimestamp",
-    "sent_at": "sentAt",
-    "received_at": "receivedAt",
-}
-"""Silver clickstream columns under their Segment (contract) names, so the contract's rules can read them."""
 
 
 def silver_table(settings: Settings, contract: Contract) -> str:

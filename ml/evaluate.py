@@ -38,8 +38,8 @@ from ml.data import FEATURES_TABLE, load_features, load_training_set, read_gold
 from ml.pipeline import supported_logs
 from ml.policy import ModelRef, Policy, decide, eligibility, load_policy
 from ml.settings import MlSettings, get_ml_settings
-from simulator.behaviour import EXPLORATION_SHARE
 from simulator.catalog import CHANNELS
+from simulator.company.campaigns import EXPLORATION_SHARE
 from simulator.truth import lake_expected_revenue
 
 if TYPE_CHECKING:

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from data_contracts.segment import SEGMENT_NAMES
 from simulator import catalog as cat
 from simulator.config import SimulationConfig
 from simulator.encoding import ascii_strings, iso_utc, random_hex_chars, random_uuid_chars
@@ -269,9 +270,9 @@ class ClickstreamWriter:
                     [
                         pl.Series("source", cat.CLICK_SOURCES).gather(source),
                         batch.message_id.gather(id_row[rows]).alias("message_id"),
-                        iso_utc(batch.original[rows]).alias("original"),
-                        iso_utc(batch.sent[rows]).alias("sent"),
-                        iso_utc(received).alias("received"),
+                        iso_utc(batch.original[rows]).alias("original_timestamp"),
+                        iso_utc(batch.sent[rows]).alias("sent_at"),
+                        iso_utc(received).alias("received_at"),
                         pl.Series("referrer", cat.WEB_PAGES).gather(batch.referrer[rows]),
                     ]
                 ),
@@ -319,7 +320,7 @@ def _money(cents: pl.Expr) -> pl.Expr:
 def _encode_shape(group: pl.DataFrame) -> pl.LazyFrame:
     """The JSON lines (``line``) of messages that share a shape (source, type and event or page name)."""
     source, kind, name = group["source"][0], group["type"][0], group["name"][0]
-    fields: list[pl.Expr] = [pl.col("message_id").alias("messageId"), pl.col("type")]
+    fields: list[pl.Expr] = [pl.col("message_id").alias(SEGMENT_NAMES["message_id"]), pl.col("type")]
     if kind == "track":
         fields.append(pl.col("name").alias("event"))
     elif kind == "page":
@@ -328,18 +329,16 @@ def _encode_shape(group: pl.DataFrame) -> pl.LazyFrame:
         )
     elif kind == "screen":
         fields.append(pl.col("name"))
-    fields += [pl.col("anonymous_id").alias("anonymousId"), pl.col("user_id").alias("userId")]
+    fields += [pl.col(c).alias(SEGMENT_NAMES[c]) for c in ("anonymous_id", "user_id")]
     if kind == "alias":
-        fields.append(pl.col("anonymous_id").alias("previousId"))
+        fields.append(pl.col("anonymous_id").alias(SEGMENT_NAMES["previous_id"]))
     if kind == "identify":
         fields.append(pl.col("traits"))
     elif kind in ("page", "screen", "track"):
         fields.append(_properties(kind, name).alias("properties"))
     fields += [
         _context(source, kind, name).alias("context"),
-        pl.col("original").alias("originalTimestamp"),
-        pl.col("sent").alias("sentAt"),
-        pl.col("received").alias("receivedAt"),
+        *(pl.col(c).alias(SEGMENT_NAMES[c]) for c in ("original_timestamp", "sent_at", "received_at")),
     ]
     if source == cat.SERVER_SOURCE:
         fields.append(pl.col("ts").alias("timestamp"))

@@ -14,8 +14,8 @@ import polars as pl
 from tqdm import tqdm
 
 from simulator import catalog as cat
-from simulator.behaviour import Company
 from simulator.clickstream import ClickstreamWriter
+from simulator.company import Company
 from simulator.config import SimulationConfig
 from simulator.debezium import Connector
 from simulator.files import FileWriter
@@ -143,7 +143,8 @@ def write_truth(
     folder.mkdir(parents=True, exist_ok=True)
     persons = world.persons
     pid = persons.select("person", "person_id")
-    with_account = company.customer_id >= 0
+    customer_id = company.shop.state.customer_id
+    with_account = customer_id >= 0
     normalise = pl.col("identifier").str.strip_chars().str.to_lowercase()
     identifiers = (
         pl.concat(
@@ -156,18 +157,18 @@ def write_truth(
                 pl.DataFrame(
                     {
                         "identifier_type": "shop_customer_id",
-                        "identifier": company.customer_id[with_account].astype(str),
+                        "identifier": customer_id[with_account].astype(str),
                         "person": np.flatnonzero(with_account),
                     }
                 ),
                 pl.DataFrame(
                     {
                         "identifier_type": "app_user_id",
-                        "identifier": company.user_ids.filter(with_account),
+                        "identifier": company.people.user_ids.filter(with_account),
                         "person": np.flatnonzero(with_account),
                     }
                 ),
-                world.person_devices.with_columns(evidenced=company.link_evidenced)
+                world.person_devices.with_columns(evidenced=company.browsing.state.evidenced)
                 .join(world.devices.select("device", "anonymous_id"), on="device")
                 .select(
                     pl.lit("anonymous_id").alias("identifier_type"),

@@ -2,7 +2,7 @@
 every person within the label horizon, and which true person a lake person is.
 
 Expected revenue of action ``a`` for true person ``x`` over the 7-day label horizon (decision_at, decision_at +
-7 days], in EUR, derived from the rules of :meth:`simulator.behaviour.Company._purchases_day`:
+7 days], in EUR, derived from the rules of :meth:`simulator.company.shop.Shop.step`:
 
 - purchases: a day's purchase probability is ``clip(base_weekly + uplift, 0, 1) / 7 * weekday factor``, the
   uplift of the action applying from the day after the decision to the day its 7-day effect ends. The horizon
@@ -32,7 +32,7 @@ import numpy as np
 import polars as pl
 
 from simulator import catalog as cat
-from simulator.behaviour import SESSION_HOURS, WEEKDAY_FACTOR
+from simulator.company.common import SESSION_HOURS, WEEKDAY_FACTOR
 
 HORIZON_DAYS = 7
 KEPT_ORDER_SHARE = (1 - 0.03) * (1 - 0.04)

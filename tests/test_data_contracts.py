@@ -31,7 +31,7 @@ from data_contracts import (
     violation_sql,
 )
 from data_contracts.__main__ import check, main
-from simulator.debezium import connect_schema
+from simulator.debezium.envelope import connect_schema
 from simulator.tables import crm_server, shop_server
 from tests.conftest import Simulated, read_lines
 

@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 from simulator import catalog as cat
-from simulator.behaviour import SESSION_HOURS, WEEKDAY_FACTOR
+from simulator.company.common import SESSION_HOURS, WEEKDAY_FACTOR
 from simulator.truth import expected_revenue, person_map
 
 PERSONS = 12
