@@ -8,7 +8,7 @@ from lake.settings import disable_telemetry, get_settings
 from orchestration.dbt_assets import daily_snapshots, dbt_daily_snapshots, dbt_models
 from orchestration.dbt_project import DBT_EXECUTABLE, LocalDbtCliResource, dbt_project
 from orchestration.erasure import erasure_job
-from orchestration.identity_checks import identity_quality_check
+from orchestration.evaluation import identity_quality_check
 from orchestration.jobs import decisions_job, ingest_job, maintenance_job, refresh_jobs, training_job
 from orchestration.lake_assets import invalid_contract_specs, lake_definitions
 from orchestration.ml_assets import model_registry, nba_decisions, policy_evaluation, uplift_candidate

@@ -18,10 +18,10 @@ from data_contracts import load_contracts
 from lake.privacy import normalise_email, token
 from lake.settings import Settings
 from lake.warehouse import publish_silver
-from orchestration.identity_checks import identity_quality_check
+from orchestration.evaluation import identity_quality_check, warehouse_identity_quality
 from orchestration.resources import LakeResource
 from simulator import catalog
-from simulator.scoring import identity_quality, warehouse_identity_quality
+from simulator.scoring import identity_quality
 
 SELECT = ["+identity_person_map", "identity_person_changes", "int_identity__guarded_out"]
 KEYS = ["identifier_type", "identifier"]
