@@ -18,7 +18,11 @@ LINT_IMPORTS = shutil.which("lint-imports") or str(Path(sys.executable).with_nam
 def lint_imports(*args: str) -> subprocess.CompletedProcess[str]:
     """``lint-imports`` run from the repository root (no cache, so it reads the code as it is now)."""
     return subprocess.run(
-        [LINT_IMPORTS, "--no-cache", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
+        [LINT_IMPORTS, "--no-cache", "--no-logo", *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -42,7 +46,7 @@ def test_a_broken_boundary_fails_with_the_import_that_breaks_it(tmp_path: Path) 
         'name = "orchestration without the lake"\ntype = "forbidden"\n'
         'source_modules = ["orchestration"]\nforbidden_modules = ["lake"]\n'
     )
-    result = lint_imports("--config", str(config))
+    result = lint_imports(str(config))
     assert result.returncode != 0
     assert "orchestration without the lake BROKEN" in result.stdout
     assert "orchestration.resources -> lake.settings" in result.stdout
