@@ -14,9 +14,23 @@ DAILY_PARTITIONS_SELECT = "tag:daily_partitions"
 """The incremental models Dagster partitions by day: a partition's half-open window goes to dbt as vars."""
 
 
+INTERMEDIATE_FOLDER = "intermediate"
+"""The folder of the intermediate models, one subfolder per area (``intermediate/<area>/``)."""
+
+
+def model_folder(fqn: list[str]) -> str:
+    """The folder that names a model's key and group: the first folder under ``models/`` (``models`` for a model
+    at its root), or the area of an intermediate model (``intermediate/<area>/``), so that moving a model into its
+    area's intermediate folder keeps its asset key, and so its run, partition and check history."""
+    folders = fqn[1:-1]
+    if len(folders) > 1 and folders[0] == INTERMEDIATE_FOLDER:
+        return folders[1]
+    return folders[0] if folders else "models"
+
+
 class LakeDbtTranslator(DagsterDbtTranslator):
-    """Model keys ``<folder>/<model>`` in a group per folder (staging, identity, ...), owned as the project says;
-    sources keep the silver asset keys their YAML names (``meta.dagster.asset_key``)."""
+    """Model keys ``<folder>/<model>`` in a group per folder (staging, identity, ...; see :func:`model_folder`),
+    owned as the project says; sources keep the silver asset keys their YAML names (``meta.dagster.asset_key``)."""
 
     def get_asset_spec(
         self, manifest: Mapping[str, Any], unique_id: str, project: DbtProject | None
@@ -25,7 +39,7 @@ class LakeDbtTranslator(DagsterDbtTranslator):
         node = manifest["nodes"].get(unique_id)
         if node is None or node["resource_type"] not in ("model", "seed", "snapshot"):
             return spec
-        folder = node["fqn"][1] if len(node["fqn"]) > 2 else "models"
+        folder = model_folder(node["fqn"])
         owner = node.get("config", {}).get("meta", {}).get("owner")
         return spec.replace_attributes(
             key=dg.AssetKey([folder, node["name"]]),
