@@ -44,12 +44,8 @@ import jinja2
 import yaml
 
 from lake.settings import REPO_ROOT, TELEMETRY_OFF, disable_telemetry, get_settings
-from orchestration.snapshot_dates import (
-    dates_per_dbt_run,
-    snapshot_window_vars,
-    snapshot_windows,
-    warehouse_persons,
-)
+from orchestration.dbt_translation import dates_per_dbt_run, snapshot_window_vars, snapshot_windows
+from orchestration.snapshot_dates import warehouse_persons
 
 TARGET_RATIO = 1.5
 SEED = 7

@@ -22,12 +22,8 @@ from datetime import timedelta
 from pathlib import Path
 
 from lake.settings import REPO_ROOT, Settings, disable_telemetry, get_settings
-from orchestration.snapshot_dates import (
-    dates_per_dbt_run,
-    snapshot_window_vars,
-    snapshot_windows,
-    warehouse_persons,
-)
+from orchestration.dbt_translation import dates_per_dbt_run, snapshot_window_vars, snapshot_windows
+from orchestration.snapshot_dates import warehouse_persons
 
 DBT_PROJECT = REPO_ROOT / "dbt_project"
 GOLD_PARENTS = ["+training_decisions", "+training_propensity", "+decision_outcomes", "+identity_person_map"]

@@ -8,7 +8,6 @@ from pathlib import Path
 
 from lake import delta
 from lake.settings import get_settings
-from simulator.scoring import warehouse_identity_quality
 
 TABLE_ZONES = ("bronze", "silver", "gold", "quarantine")
 
@@ -38,8 +37,7 @@ def table_summary(root: Path) -> list[tuple[str, int]]:
 
 
 def main() -> int:
-    """Print the lake root, the landing zone per feed, the Delta tables, where the ground truth is, and the
-    identity map's quality against it."""
+    """Print the lake root, the landing zone per feed, the Delta tables, the warehouse and the MLflow store."""
     settings = get_settings()
     if not settings.is_local:
         print(f"lake root {settings.lake_root} (object storage: no local summary)")
@@ -53,17 +51,7 @@ def main() -> int:
         print(f"  landing/{feed:<34} {files:>6,} files {size / 1e6:>9.1f} MB")
     for table, count in table_summary(root):
         print(f"  {table:<42} {count:>10,} rows")
-    truth = Path(settings.simulator_truth)
-    if truth.is_dir():
-        print(f"  simulator ground truth: {truth}")
     print(f"warehouse: {settings.warehouse_path}")
-    quality = warehouse_identity_quality(settings.warehouse_path, truth)
-    if quality is not None:
-        print(
-            f"  identity_person_map against the simulator truth ({quality.identifiers:,} non-personal identifiers):"
-            f" pairwise precision {quality.precision:.4f}, recall {quality.evidenced_recall:.4f} over the pairs"
-            f" some message ties together ({quality.recall:.4f} over all true pairs)"
-        )
     print(f"mlflow:    {settings.mlflow_tracking_uri}")
     return 0
 

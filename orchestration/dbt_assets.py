@@ -2,62 +2,30 @@
 to the marts; dbt tests (source tests included) become asset checks. The incremental daily snapshots are
 partitioned by day, the other models are rebuilt whole."""
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import dagster as dg
-from dagster_dbt import (
-    DagsterDbtTranslator,
-    DagsterDbtTranslatorSettings,
-    DbtCliInvocation,
-    DbtCliResource,
-    DbtProject,
-    dbt_assets,
-)
+from dagster_dbt import DbtCliInvocation, DbtCliResource, dbt_assets
 
 from data_contracts import scan_contracts
 from lake.gold import publish_gold
 from lake.settings import get_settings
 from lake.warehouse import publish_silver
 from orchestration.dbt_project import dbt_project
-from orchestration.resources import WAREHOUSE_POOL, LakeResource
-from orchestration.snapshot_dates import (
+from orchestration.dbt_translation import (
+    DAILY_PARTITIONS_SELECT,
+    TRANSLATOR,
+    daily_snapshot_partitions,
     dates_per_dbt_run,
-    snapshot_window_vars,
-    snapshot_windows,
-    warehouse_persons,
+    snapshot_dbt_runs,
 )
+from orchestration.resources import WAREHOUSE_POOL, LakeResource
+from orchestration.snapshot_dates import warehouse_persons
 
-
-class LakeDbtTranslator(DagsterDbtTranslator):
-    """Model keys ``<folder>/<model>`` in a group per folder (staging, identity, ...), owned as the project says;
-    sources keep the silver asset keys their YAML names (``meta.dagster.asset_key``)."""
-
-    def get_asset_spec(
-        self, manifest: Mapping[str, Any], unique_id: str, project: DbtProject | None
-    ) -> dg.AssetSpec:
-        spec = super().get_asset_spec(manifest, unique_id, project)
-        node = manifest["nodes"].get(unique_id)
-        if node is None or node["resource_type"] not in ("model", "seed", "snapshot"):
-            return spec
-        folder = node["fqn"][1] if len(node["fqn"]) > 2 else "models"
-        owner = node.get("config", {}).get("meta", {}).get("owner")
-        return spec.replace_attributes(
-            key=dg.AssetKey([folder, node["name"]]),
-            group_name=folder,
-            owners=[owner] if owner else spec.owners,
-        ).merge_attributes(kinds={"duckdb"})
-
-
-DAILY_PARTITIONS_SELECT = "tag:daily_partitions"
-"""The incremental models Dagster partitions by day: a partition's half-open window goes to dbt as vars."""
-
-daily_snapshots = dg.DailyPartitionsDefinition(
-    start_date=get_settings().first_snapshot_date.isoformat(), end_offset=1, timezone="UTC"
-)
-"""One partition per snapshot date T (a snapshot is taken at T 00:00 UTC), today's included."""
-
-TRANSLATOR = LakeDbtTranslator(settings=DagsterDbtTranslatorSettings(enable_source_tests_as_checks=True))
+daily_snapshots = daily_snapshot_partitions(get_settings().first_snapshot_date)
+"""One partition per snapshot date T (a snapshot is taken at T 00:00 UTC), today's included: the code location's
+partition set, fixed when the definitions load (``FIRST_SNAPSHOT_DATE``), so that partition history carries over."""
 
 
 def _release_warehouse(invocation: DbtCliInvocation) -> None:
@@ -139,9 +107,8 @@ def dbt_daily_snapshots(context: dg.AssetExecutionContext, dbt: DbtCliResource, 
     persons = warehouse_persons(settings.warehouse_path)
     dates = dates_per_dbt_run(persons, settings.snapshot_person_dates_per_dbt_run)
     context.log.info(f"{persons:,} persons in the identity map: up to {dates} snapshot dates per dbt run")
-    windows = snapshot_windows(window.start.date(), window.end.date(), dates)
     args = []
-    for start, end in windows:
+    for start, end, run_args in snapshot_dbt_runs(window.start.date(), window.end.date(), dates):
         context.log.info(f"snapshot dates in [{start}, {end})")
-        args.append(["--vars", snapshot_window_vars(start, end)])
+        args.append(run_args)
     yield from _build(context, dbt, lake, args[-1], runs_before=args[:-1])

@@ -5,31 +5,21 @@ import dagster as dg
 
 from data_contracts import scan_contracts
 from lake.settings import disable_telemetry, get_settings
-from orchestration.dbt_assets import dbt_daily_snapshots, dbt_models
+from orchestration.dbt_assets import daily_snapshots, dbt_daily_snapshots, dbt_models
 from orchestration.dbt_project import DBT_EXECUTABLE, LocalDbtCliResource, dbt_project
 from orchestration.erasure import erasure_job
-from orchestration.identity_checks import identity_quality_check
+from orchestration.evaluation import identity_quality_check
+from orchestration.jobs import decisions_job, ingest_job, maintenance_job, refresh_jobs, training_job
 from orchestration.lake_assets import invalid_contract_specs, lake_definitions
-from orchestration.ml_assets import (
-    MlflowResource,
+from orchestration.ml_assets import model_registry, nba_decisions, policy_evaluation, uplift_candidate
+from orchestration.resources import LakeResource, MlflowResource
+from orchestration.schedules import nightly_maintenance, refresh_schedules, weekly_training_schedule
+from orchestration.sensors import (
+    after_nightly_snapshots,
     decisions_after,
-    decisions_job,
-    model_registry,
-    nba_decisions,
-    policy_evaluation,
-    retrain_when_drifted_or_stale,
-    training_job,
-    uplift_candidate,
-    weekly_training_schedule,
-)
-from orchestration.operations import (
-    ingest_job,
     landing_sensor,
-    maintenance_job,
-    nightly_maintenance,
-    refresh_schedules,
+    retrain_when_drifted_or_stale,
 )
-from orchestration.resources import LakeResource
 from orchestration.simulation import simulated_company_asset, simulated_feeds
 
 disable_telemetry()
@@ -38,8 +28,7 @@ scanned = scan_contracts(get_settings().contracts_dir)  # an invalid contract le
 contracts = scanned.contracts
 lake_assets, lake_checks = lake_definitions(contracts, produced=simulated_feeds())
 maintenance = maintenance_job(contracts)
-
-refresh, after_snapshots, nightly_refresh = refresh_schedules(contracts, dbt_models, dbt_daily_snapshots)
+refresh = refresh_jobs(dbt_models, dbt_daily_snapshots)
 
 defs = dg.Definitions(
     assets=[
@@ -55,11 +44,15 @@ defs = dg.Definitions(
     ],
     asset_checks=[*lake_checks, identity_quality_check],
     jobs=[ingest_job, maintenance, erasure_job, training_job, decisions_job],
-    schedules=[nightly_maintenance(maintenance), *refresh, weekly_training_schedule],
+    schedules=[
+        nightly_maintenance(maintenance),
+        *refresh_schedules(contracts, refresh, daily_snapshots),
+        weekly_training_schedule,
+    ],
     sensors=[
         landing_sensor(contracts),
-        *after_snapshots,
-        decisions_after(nightly_refresh),
+        after_nightly_snapshots(refresh),
+        decisions_after(refresh.nightly),
         retrain_when_drifted_or_stale,
     ],
     resources={

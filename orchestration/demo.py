@@ -214,6 +214,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from lake import summary
+    from lake.settings import get_settings
+    from orchestration.evaluation import truth_summary
 
     # each run starts in this directory, as in a process of its own: dagster-dbt's threads that fetch row counts
     # change the working directory concurrently and can leave the process in the dbt project's
@@ -231,6 +233,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         with contextlib.chdir(here):
             models = materialize_models(instance, dates[1])
     summary.main()
+    for line in truth_summary(get_settings()):
+        print(line)
     if models is not None:
         print("\n".join(models_summary(models)))
     print("\n".join(where_to_look()))

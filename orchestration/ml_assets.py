@@ -1,11 +1,10 @@
 """The models and decisions as Dagster assets, continuing the dbt lineage: the training set -> a trained candidate
 (registered and gated in MLflow) -> the registry's state (which version serves, which waits for approval) -> the
 next-best actions of each snapshot date (with their drift as checks) -> their evaluation against the simulator's
-truth; and the sensor that asks for retraining when the champion drifts or ages. The work is done by
-``ml.pipeline``, ``ml.registry``, ``ml.scoring``, ``ml.drift``, ``ml.retraining`` and ``ml.evaluate``; MLflow is
-imported inside the asset bodies (it costs seconds)."""
+truth. The work is done by ``ml.pipeline``, ``ml.registry``, ``ml.scoring``, ``ml.drift`` and ``ml.evaluate``;
+MLflow is imported inside the asset bodies (it costs seconds). Their jobs, schedule and sensors are in
+``orchestration.jobs``, ``orchestration.schedules`` and ``orchestration.sensors``."""
 
-import json
 import logging
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -13,10 +12,8 @@ from typing import TYPE_CHECKING
 
 import dagster as dg
 
-from ml.settings import MlSettings, get_ml_settings
 from orchestration.dbt_assets import daily_snapshots
-from orchestration.operations import schedule_status, sensor_status
-from orchestration.resources import LakeResource
+from orchestration.resources import LakeResource, MlflowResource
 
 if TYPE_CHECKING:
     from ml.drift import DriftReport, DriftSummary
@@ -33,19 +30,6 @@ PENDING_PROMOTION = "pending_promotion"
 FEATURE_DRIFT = "feature_drift"
 SCORE_DRIFT = "score_drift"
 DRIFT_CHECKS = (FEATURE_DRIFT, SCORE_DRIFT)
-
-
-class MlflowResource(dg.ConfigurableResource):
-    """Where models are tracked and registered (``ml.settings``), with the tracking URI overridable per run."""
-
-    tracking_uri: str | None = None
-
-    def settings(self) -> MlSettings:
-        """The ML settings the assets of this run use."""
-        from dataclasses import replace
-
-        settings = get_ml_settings()
-        return replace(settings, tracking_uri=self.tracking_uri) if self.tracking_uri else settings
 
 
 @dg.asset(
@@ -327,123 +311,4 @@ def policy_evaluation(context: dg.AssetExecutionContext, lake: LakeResource):
             "model": report.model,
             "table": dg.MetadataValue.md(format_table(report.table)),
         }
-    )
-
-
-training_job = dg.define_asset_job(
-    "weekly_training",
-    selection=dg.AssetSelection.assets(CANDIDATE, REGISTRY),
-    description="Train an uplift candidate on the current training set, register it, apply the promotion gate "
-    "and show the registry's state.",
-)
-decisions_job = dg.define_asset_job(
-    "daily_decisions",
-    selection=dg.AssetSelection.assets(REGISTRY, DECISIONS, EVALUATION),
-    description="The registry's state, the next-best actions of one snapshot date with their drift checks, and "
-    "their evaluation against the simulator's truth.",
-)
-
-
-weekly_training_schedule = dg.ScheduleDefinition(
-    name="weekly_training",
-    job=training_job,
-    cron_schedule="0 4 * * 1",
-    execution_timezone="UTC",
-    default_status=schedule_status(),
-    description="Mondays at 04:00 UTC, after the night's dbt runs: train, register and gate an uplift candidate.",
-)
-
-
-def decisions_after(nightly_refresh: dg.JobDefinition) -> dg.SensorDefinition:
-    """When the nightly marts are rebuilt: the next-best actions of the latest snapshot date."""
-
-    @dg.run_status_sensor(
-        run_status=dg.DagsterRunStatus.SUCCESS,
-        monitored_jobs=[nightly_refresh],
-        request_job=decisions_job,
-        default_status=sensor_status(),
-        description="When a run of nightly_refresh succeeds: daily_decisions for the latest snapshot date (the "
-        "champion scores every person, the policy decides, the decisions are evaluated).",
-    )
-    def decisions_after_nightly_refresh(context: dg.RunStatusSensorContext):
-        """One decisions run per successful nightly refresh, for the newest snapshot date."""
-        keys = daily_snapshots.get_partition_keys()
-        if not keys:
-            return dg.SkipReason("no snapshot date yet")
-        return dg.RunRequest(run_key=context.dagster_run.run_id, partition_key=keys[-1])
-
-    return decisions_after_nightly_refresh
-
-
-REQUESTED_KEYS_KEPT = 100
-"""Cause keys the retrain sensor's cursor remembers (the newest)."""
-
-
-def latest_drift(instance: dg.DagsterInstance) -> list:
-    """The latest result of each drift check of the decisions, as ``ml.retraining.DriftObservation`` (checks that
-    measured no model, or have not run, are left out)."""
-    from ml.retraining import DriftObservation
-
-    observations = []
-    for name in DRIFT_CHECKS:
-        record = instance.get_latest_asset_check_evaluation_record(dg.AssetCheckKey(DECISIONS, name))
-        evaluation = record.event.dagster_event.event_specific_data if record and record.event else None
-        if not isinstance(evaluation, dg.AssetCheckEvaluation):
-            continue
-        metadata = {key: value.value for key, value in evaluation.metadata.items()}
-        if not metadata.get("model_version"):
-            continue
-        if evaluation.passed:
-            status = "ok"
-        else:
-            status = "error" if evaluation.severity == dg.AssetCheckSeverity.ERROR else "warn"
-        observations.append(
-            DriftObservation(
-                check=name,
-                model_version=str(metadata["model_version"]),
-                decision_date=str(metadata.get("decision_date", "")),
-                status=status,
-                worst=str(metadata.get("worst", "")),
-            )
-        )
-    return observations
-
-
-@dg.sensor(
-    job=training_job,
-    minimum_interval_seconds=3600,
-    default_status=sensor_status(),
-    description="Every hour: requests weekly_training when the latest feature_drift or score_drift check of the "
-    "champion is at or above DRIFT_ERROR_PSI, or the champion version is older than CHAMPION_MAX_AGE_DAYS (since "
-    "its registration). Each cause once per champion version (run key cause:model:version); otherwise it says "
-    "why not.",
-)
-def retrain_when_drifted_or_stale(context: dg.SensorEvaluationContext, mlflow: MlflowResource):
-    """Thin over ``ml.retraining.retrain_decision``: the registry's champion, the latest drift checks on the
-    instance, and the cause keys already requested (the cursor)."""
-    from ml.registry import registry_state
-    from ml.retraining import Champion, retrain_decision
-
-    settings = mlflow.settings()
-    state = registry_state(settings)
-    champion = (
-        Champion(settings.model_name, state.champion, state.registered_at[state.champion])
-        if state.champion
-        else None
-    )
-    requested = json.loads(context.cursor) if context.cursor else []
-    decision = retrain_decision(
-        champion,
-        latest_drift(context.instance),
-        datetime.now(UTC),
-        settings.champion_max_age_days,
-        requested=requested,
-    )
-    if not decision.retrain:
-        return dg.SkipReason(decision.reason)
-    remembered = [key for key in requested if key not in decision.causes] + list(decision.causes)
-    context.update_cursor(json.dumps(remembered[-REQUESTED_KEYS_KEPT:]))
-    return dg.RunRequest(
-        run_key=decision.run_key,
-        tags={"retrain/reason": decision.reason[:200], "retrain/causes": ",".join(decision.causes)},
     )

@@ -1,11 +1,10 @@
-"""Scores of the pipeline's output against the simulated company's ground truth."""
+"""Scores of the pipeline's output against the simulated company's ground truth, from frames: the caller reads
+the output where it is (``orchestration.evaluation`` reads the warehouse)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
-import duckdb
 import polars as pl
 
 SCORED_TYPES = ("app_user_id", "anonymous_id", "crm_contact_id", "shop_customer_id")
@@ -82,19 +81,3 @@ def identity_quality(person_map: pl.DataFrame, truth_identifiers: pl.DataFrame) 
         ambiguous=scored.filter(pl.col("owners") > 1).height,
         unmatched=scored.filter(pl.col("owners").is_null()).height,
     )
-
-
-def warehouse_identity_quality(warehouse_path: Path, truth_dir: Path) -> IdentityQuality | None:
-    """Score the ``identity_person_map`` of the DuckDB warehouse against ``identifiers.parquet`` in
-    ``truth_dir`` (None when either is missing)."""
-    truth = truth_dir / "identifiers.parquet"
-    if not truth.exists() or not warehouse_path.exists():
-        return None
-    with duckdb.connect(str(warehouse_path), read_only=True) as con:
-        known = con.sql("select 1 from information_schema.tables where table_name = 'identity_person_map'")
-        if not known.fetchall():
-            return None
-        rows = con.sql(
-            "select identifier_type, identifier, person_id from identity_person_map"
-        ).to_arrow_table()
-    return identity_quality(pl.from_arrow(rows), pl.read_parquet(truth))

@@ -18,10 +18,10 @@ from data_contracts import load_contracts
 from lake.privacy import normalise_email, token
 from lake.settings import Settings
 from lake.warehouse import publish_silver
-from orchestration.identity_checks import identity_quality_check
+from orchestration.evaluation import identity_quality_check, truth_summary, warehouse_identity_quality
 from orchestration.resources import LakeResource
 from simulator import catalog
-from simulator.scoring import identity_quality, warehouse_identity_quality
+from simulator.scoring import identity_quality
 
 SELECT = ["+identity_person_map", "identity_person_changes", "int_identity__guarded_out"]
 KEYS = ["identifier_type", "identifier"]
@@ -92,6 +92,22 @@ def test_the_quality_check_scores_the_warehouse_map(
     assert checked.passed
     assert checked.metadata["recall"].value == round(quality.evidenced_recall, 4)
     assert checked.metadata["recall_all_pairs"].value == round(quality.recall, 4)
+
+
+def test_the_summary_names_the_truth_and_the_maps_quality_against_it(
+    simulated: Simulated, identity: IdentityBuild, tmp_path: Path
+) -> None:
+    lake_root = tmp_path / "lake"
+    lake_root.mkdir()
+    settings = replace(identity.settings, lake_root=str(lake_root))
+    assert truth_summary(settings) == []  # a lake without the simulator's truth
+    (lake_root / "simulator_truth").symlink_to(simulated.truth, target_is_directory=True)
+    quality = identity_quality(identity.person_map, simulated.identifiers())
+    where, scores = truth_summary(settings)
+    assert where == f"simulator ground truth: {lake_root / 'simulator_truth'}"
+    assert f"({quality.identifiers:,} non-personal identifiers)" in scores
+    assert f"pairwise precision {quality.precision:.4f}, recall {quality.evidenced_recall:.4f}" in scores
+    assert f"({quality.recall:.4f} over all true pairs)" in scores
 
 
 def test_a_shared_device_does_not_merge_its_two_people(simulated: Simulated, identity: IdentityBuild) -> None:

@@ -32,13 +32,12 @@ from orchestration.ml_assets import (
     FEATURE_DRIFT,
     PENDING_PROMOTION,
     SCORE_DRIFT,
-    MlflowResource,
     gate_check,
     model_registry,
     nba_decisions,
-    retrain_when_drifted_or_stale,
 )
-from orchestration.resources import LakeResource
+from orchestration.resources import LakeResource, MlflowResource
+from orchestration.sensors import retrain_when_drifted_or_stale
 
 SAME, WARN, ERROR, FALLBACK = date(2026, 10, 1), date(2026, 10, 2), date(2026, 10, 3), date(2026, 10, 4)
 LATEST = date(2026, 10, 6)

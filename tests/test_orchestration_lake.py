@@ -17,9 +17,10 @@ from data_contracts import CONTRACTS_DIR, load_contracts
 from lake import bronze, cdc, maintenance
 from lake.ingest import backlog
 from lake.settings import REPO_ROOT
+from orchestration.jobs import maintenance_job
 from orchestration.lake_assets import lake_definitions
-from orchestration.operations import landing_sensor, maintenance_job
 from orchestration.resources import LakeResource
+from orchestration.sensors import landing_sensor
 
 
 def materialize_lake(contracts, lake: LakeResource) -> dg.ExecuteInProcessResult:

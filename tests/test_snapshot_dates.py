@@ -7,7 +7,8 @@ from datetime import date
 import duckdb
 import pytest
 
-from orchestration.snapshot_dates import dates_per_dbt_run, snapshot_windows, warehouse_persons
+from orchestration.dbt_translation import dates_per_dbt_run, snapshot_windows
+from orchestration.snapshot_dates import warehouse_persons
 
 
 def test_a_window_holds_at_most_the_person_dates_of_one_run():

@@ -1,0 +1,81 @@
+"""The pipeline's output against the simulated company's ground truth, wired in by the orchestration: the person
+map of the warehouse scored against the truth's identifiers (a check on ``identity/identity_person_map``, and the
+lines ``make demo`` prints). It lives here, not in the lake nor in the simulator: it joins what dbt built (a model of
+the warehouse) with what the simulator knows, and the lake and the simulator each run without the other."""
+
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import polars as pl
+
+from lake.settings import Settings
+from orchestration.resources import WAREHOUSE_POOL, LakeResource
+from simulator.scoring import IdentityQuality, identity_quality
+
+PRECISION_TARGET = 0.99
+RECALL_TARGET = 0.95
+PERSON_MAP = "identity_person_map"
+"""The dbt model scored: one row per identifier with the person it belongs to."""
+
+
+def warehouse_identity_quality(warehouse_path: Path, truth_dir: Path) -> IdentityQuality | None:
+    """Score the ``identity_person_map`` of the DuckDB warehouse against ``identifiers.parquet`` in
+    ``truth_dir`` (None when either is missing)."""
+    truth = truth_dir / "identifiers.parquet"
+    if not truth.exists() or not warehouse_path.exists():
+        return None
+    with duckdb.connect(str(warehouse_path), read_only=True) as con:
+        known = con.execute(
+            "select 1 from information_schema.tables where table_name = ?", [PERSON_MAP]
+        ).fetchall()
+        if not known:
+            return None
+        rows = con.sql(f"select identifier_type, identifier, person_id from {PERSON_MAP}").to_arrow_table()
+    return identity_quality(pl.from_arrow(rows), pl.read_parquet(truth))
+
+
+def truth_summary(settings: Settings) -> list[str]:
+    """Where the simulator's ground truth is and the person map's quality against it, as lines to print (none
+    for a lake without the truth)."""
+    truth = Path(settings.simulator_truth) if settings.is_local else None
+    if truth is None or not truth.is_dir():
+        return []
+    lines = [f"simulator ground truth: {truth}"]
+    quality = warehouse_identity_quality(settings.warehouse_path, truth)
+    if quality is not None:
+        lines.append(
+            f"  identity_person_map against the simulator truth ({quality.identifiers:,} non-personal identifiers):"
+            f" pairwise precision {quality.precision:.4f}, recall {quality.evidenced_recall:.4f} over the pairs"
+            f" some message ties together ({quality.recall:.4f} over all true pairs)"
+        )
+    return lines
+
+
+@dg.asset_check(
+    asset=dg.AssetKey(["identity", PERSON_MAP]),
+    name="quality_against_simulator_truth",
+    pool=WAREHOUSE_POOL,
+    description=f"Pairwise precision >= {PRECISION_TARGET} and recall >= {RECALL_TARGET} on the non-personal "
+    "identifiers, against the simulator's truth; recall over the identifiers some message ties to their person "
+    "(passes with a note when the lake has no simulator truth).",
+)
+def identity_quality_check(lake: LakeResource) -> dg.AssetCheckResult:
+    """Score the person map against ``simulator_truth/identifiers.parquet``."""
+    settings = lake.settings()
+    quality = warehouse_identity_quality(settings.warehouse_path, Path(settings.simulator_truth))
+    if quality is None:
+        return dg.AssetCheckResult(passed=True, metadata={"note": "no simulator truth in this lake"})
+    return dg.AssetCheckResult(
+        passed=quality.precision >= PRECISION_TARGET and quality.evidenced_recall >= RECALL_TARGET,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "precision": round(quality.precision, 4),
+            "recall": round(quality.evidenced_recall, 4),
+            "recall_all_pairs": round(quality.recall, 4),
+            "identifiers": quality.identifiers,
+            "predicted_persons": quality.predicted_persons,
+            "true_persons": quality.true_persons,
+            "shared_identifiers_left_out": quality.ambiguous,
+        },
+    )

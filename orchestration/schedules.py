@@ -1,0 +1,85 @@
+"""The schedules: the hourly and nightly refreshes of the dbt models, the nightly care of the lake's tables, the
+weekly training. They start running unless ``AUTOMATION=off``."""
+
+import dagster as dg
+
+from data_contracts import Contract
+from lake.landing import discover
+from lake.settings import Settings, get_settings
+from orchestration.jobs import RefreshJobs, training_job
+from orchestration.resources import LakeResource
+
+
+def schedule_status() -> dg.DefaultScheduleStatus:
+    """How the schedules start in a new Dagster instance: running, unless the setting ``AUTOMATION`` is off."""
+    return dg.DefaultScheduleStatus.RUNNING if get_settings().automation else dg.DefaultScheduleStatus.STOPPED
+
+
+def nothing_landed(settings: Settings, contracts: dict[str, Contract]) -> dg.SkipReason | None:
+    """A skip reason when no feed has a file in the landing zone (a new lake: nothing to build yet)."""
+    if any(discover(settings.landing, feed_id) for feed_id in contracts):
+        return None
+    return dg.SkipReason(f"nothing has landed in {settings.landing} yet")
+
+
+def refresh_schedules(
+    contracts: dict[str, Contract], jobs: RefreshJobs, partitions: dg.TimeWindowPartitionsDefinition
+) -> list[dg.ScheduleDefinition]:
+    """Hourly (schedule time zone): the lake and the dbt models tagged ``hourly``. Nightly: at 02:00 UTC today's
+    partition (of ``partitions``) of the daily feature snapshots. Both skip while nothing has landed."""
+
+    @dg.schedule(
+        name="hourly_refresh",
+        job=jobs.hourly,
+        cron_schedule="5 * * * *",
+        execution_timezone=get_settings().schedule_timezone,
+        default_status=schedule_status(),
+        description="At five past every hour: landing into bronze and silver for every feed, then the dbt "
+        "models tagged hourly (staging, identity graph, sessions). Skips while nothing has landed.",
+    )
+    def hourly_refresh(context: dg.ScheduleEvaluationContext, lake: LakeResource):
+        """One run per hour once something has landed."""
+        return nothing_landed(lake.settings(), contracts) or dg.RunRequest()
+
+    @dg.schedule(
+        name="nightly_snapshots",
+        job=jobs.snapshots,
+        cron_schedule="0 2 * * *",
+        execution_timezone=partitions.timezone,
+        default_status=schedule_status(),
+        description="At 02:00 UTC: the daily feature snapshot of the day (the partition of that date, taken at "
+        "00:00 UTC); when it succeeds, after_nightly_snapshots starts nightly_refresh. Skips while nothing has "
+        "landed.",
+    )
+    def nightly_snapshots(context: dg.ScheduleEvaluationContext, lake: LakeResource):
+        """The partition of the day the tick falls on, once something has landed."""
+        keys = partitions.get_partition_keys(current_time=context.scheduled_execution_time)
+        skip = nothing_landed(lake.settings(), contracts)
+        if skip or not keys:
+            return skip or dg.SkipReason("no snapshot date has started yet")
+        return dg.RunRequest(partition_key=keys[-1], run_key=keys[-1])
+
+    return [hourly_refresh, nightly_snapshots]
+
+
+def nightly_maintenance(job: dg.JobDefinition) -> dg.ScheduleDefinition:
+    """The maintenance job at 03:30 in the schedule time zone."""
+    return dg.ScheduleDefinition(
+        name="nightly_lake_maintenance",
+        job=job,
+        cron_schedule="30 3 * * *",
+        execution_timezone=get_settings().schedule_timezone,
+        default_status=schedule_status(),
+        description="At 03:30: lake_maintenance (raw bronze records past retention expired, every Delta table "
+        "compacted and vacuumed), after the night's dbt runs.",
+    )
+
+
+weekly_training_schedule = dg.ScheduleDefinition(
+    name="weekly_training",
+    job=training_job,
+    cron_schedule="0 4 * * 1",
+    execution_timezone="UTC",
+    default_status=schedule_status(),
+    description="Mondays at 04:00 UTC, after the night's dbt runs: train, register and gate an uplift candidate.",
+)
