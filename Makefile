@@ -106,8 +106,8 @@ lint: install  ## ruff lint and format check
 docs: install  ## generate the dbt docs and serve them on http://127.0.0.1:8080
 	cd dbt_project && $(RUN) dbt docs generate --profiles-dir . && $(RUN) dbt docs serve --profiles-dir . --host 127.0.0.1 --port 8080 --no-browser
 
-contracts: install  ## lint the data contracts and fail on a breaking change without a major version bump
-	$(RUN) python -m data_contracts check
+contracts: install  ## lint the data contracts (DATA_CONTRACTS_DIR) and fail on a breaking change without a major version bump
+	$(RUN) python -m data_contracts check $(if $(DATA_CONTRACTS_DIR),--contracts-dir "$(DATA_CONTRACTS_DIR)")
 
 clean:  ## delete everything the project wrote at run time (the lake, warehouse, MLflow store, Dagster home)
 	rm -rf var dbt_project/target dbt_project/logs
