@@ -21,7 +21,7 @@ DEMO_PERSONS ?= 10000
 DEMO_DAYS ?= 30
 DEMO_SEED ?= 7
 
-.PHONY: help install environment demo train score ingest replay erase test dev mlflow notebooks bench lint docs contracts clean
+.PHONY: help install environment demo train score ingest replay erase test test-quick dev mlflow notebooks bench lint docs contracts clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -64,8 +64,11 @@ replay: install  ## move quarantined records the contracts accept now into bronz
 erase: install  ## erase a person from the lake and the warehouse: make erase ERASE='--contact-id 42' (--customer-id, --app-user-id, --email)
 	$(RUN) python -m lake.erasure $(ERASE)
 
-test: install  ## run the test suite
+test: install  ## run the whole test suite
 	$(RUN) pytest
+
+test-quick: install  ## run the tests not marked slow (the inner loop)
+	$(RUN) pytest -m "not slow"
 
 DEV_PORT ?= 3000
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from data_contracts import CONTRACTS_DIR
 from lake.settings import VARIABLES, Settings, get_settings
 from ml.settings import VARIABLES as ML_VARIABLES
 from ml.settings import MlSettings, get_ml_settings
@@ -29,7 +30,7 @@ def test_unset_or_blank_variables_keep_the_defaults(monkeypatch) -> None:
     monkeypatch.setenv("LAKE_APPLY_STEP_ROWS", "")
     lake, ml = get_settings(), get_ml_settings()
     assert lake.automation is True and lake.apply_step_rows == 250_000 and lake.duckdb_threads is None
-    assert lake.schedule_timezone == "UTC" and lake.contracts_dir.is_dir()
+    assert lake.schedule_timezone == "UTC" and lake.contracts_dir == CONTRACTS_DIR
     assert lake.first_snapshot_date == SimulationConfig().start  # the demo company's first day
     assert ml.tracking_uri == lake.mlflow_tracking_uri and ml.promotion_requires_approval is False
     assert ml.policy_file.is_file() and ml.scoring_chunk_rows == 100_000
