@@ -61,6 +61,18 @@ def read_lines(path: Path) -> list[str]:
         return f.read().splitlines()
 
 
+SLOW_FIXTURES = ("gold_lake", "small_demo")
+"""Session fixtures that take a minute or more to build: every test that uses one (directly or through another
+fixture) is marked ``slow``, so that ``make test-quick`` builds none of them."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``slow`` every test that uses a fixture of :data:`SLOW_FIXTURES`."""
+    for item in items:
+        if any(name in getattr(item, "fixturenames", ()) for name in SLOW_FIXTURES):
+            item.add_marker(pytest.mark.slow)
+
+
 @contextlib.contextmanager
 def isolated_environment(warehouse: Path) -> Iterator[None]:
     """The environment the tests run in: the tools' telemetry off (where not set already) and the DuckDB
