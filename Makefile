@@ -21,7 +21,7 @@ DEMO_PERSONS ?= 10000
 DEMO_DAYS ?= 30
 DEMO_SEED ?= 7
 
-.PHONY: help install environment demo train score ingest replay erase test dev mlflow notebooks bench lint docs contracts clean
+.PHONY: help install environment demo train score ingest replay erase test test-quick dev mlflow notebooks bench lint docs contracts clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -64,8 +64,11 @@ replay: install  ## move quarantined records the contracts accept now into bronz
 erase: install  ## erase a person from the lake and the warehouse: make erase ERASE='--contact-id 42' (--customer-id, --app-user-id, --email)
 	$(RUN) python -m lake.erasure $(ERASE)
 
-test: install  ## run the test suite
+test: install  ## run the whole test suite
 	$(RUN) pytest
+
+test-quick: install  ## run the tests not marked slow (the inner loop)
+	$(RUN) pytest -m "not slow"
 
 DEV_PORT ?= 3000
 
@@ -107,8 +110,8 @@ lint: install  ## ruff lint and format check, and the import boundaries between 
 docs: install  ## generate the dbt docs and serve them on http://127.0.0.1:8080
 	cd dbt_project && $(RUN) dbt docs generate --profiles-dir . && $(RUN) dbt docs serve --profiles-dir . --host 127.0.0.1 --port 8080 --no-browser
 
-contracts: install  ## lint the data contracts and fail on a breaking change without a major version bump
-	$(RUN) python -m data_contracts check
+contracts: install  ## lint the data contracts (DATA_CONTRACTS_DIR) and fail on a breaking change without a major version bump
+	$(RUN) python -m data_contracts check $(if $(DATA_CONTRACTS_DIR),--contracts-dir "$(DATA_CONTRACTS_DIR)")
 
 clean:  ## delete everything the project wrote at run time (the lake, warehouse, MLflow store, Dagster home)
 	rm -rf var dbt_project/target dbt_project/logs

@@ -9,6 +9,8 @@ stores null instead. Bronze keeps the message as it came.
 
 from __future__ import annotations
 
+from data_contracts.sql import sql_literal
+
 PLACEHOLDER_IDS = ("", "null", "undefined", "none", "nil", "(null)", "nan")
 """Values (trimmed, lower-cased) that stand for a missing id."""
 SEGMENT_NAMES = {
@@ -29,7 +31,7 @@ regular expression on millions of ids."""
 
 def is_placeholder_sql(value: str) -> str:
     """A DuckDB condition, true when the text expression ``value`` is a placeholder id (false when null)."""
-    listed = ", ".join("'" + p.replace("'", "''") + "'" for p in PLACEHOLDER_IDS)
+    listed = ", ".join(sql_literal(p) for p in PLACEHOLDER_IDS)
     return f"coalesce(lower(trim({value}, {WHITESPACE})) IN ({listed}), false)"
 
 

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 
 from data_contracts.model import Column, Contract
 from data_contracts.segment import is_placeholder_sql
+from data_contracts.sql import sql_literal
 from data_contracts.wire import FieldEncoding, field_encodings
 
 SEGMENT_IDENTITIES = ("anonymousId", "userId")
@@ -119,10 +120,6 @@ def key_violation_sql(contract: Contract, record: str, value_schema: str | None 
     return _violation_sql(contract, record, columns, False, value_schema)
 
 
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 def _path(name: str) -> str:
     return "$." + '"' + name.replace('"', '\\"') + '"'
 
@@ -136,11 +133,11 @@ def _segment_rules(missing: Callable[[str], str], value: Callable[[str], str]) -
 
     def reason(text: str, *names: str) -> str:
         quoted = [
-            f"CASE WHEN {is_placeholder_sql(value(n))} THEN {_literal(n + ' ')} || to_json({value(n)}) END"
+            f"CASE WHEN {is_placeholder_sql(value(n))} THEN {sql_literal(n + ' ')} || to_json({value(n)}) END"
             for n in names
         ]
         listed = f"nullif(concat_ws(', ', {', '.join(quoted)}), '')"
-        return f"{_literal(text)} || coalesce(' (placeholders are absent ids: ' || {listed} || ')', '')"
+        return f"{sql_literal(text)} || coalesce(' (placeholders are absent ids: ' || {listed} || ')', '')"
 
     rules = [
         (
@@ -152,10 +149,10 @@ def _segment_rules(missing: Callable[[str], str], value: Callable[[str], str]) -
         is_id = name in SEGMENT_IDS
         rules.append(
             (
-                f"{value('type')} = {_literal(kind)} AND {absent(name) if is_id else missing(name)}",
+                f"{value('type')} = {sql_literal(kind)} AND {absent(name) if is_id else missing(name)}",
                 reason(f"{kind} message without {name}", name)
                 if is_id
-                else _literal(f"{kind} message without {name}"),
+                else sql_literal(f"{kind} message without {name}"),
             )
         )
     return rules
@@ -212,38 +209,38 @@ def _violation_sql(
     ]
     for c in columns:
         if c.required:
-            whens.append((f"{json_type(c.name)} IS NULL", _literal(f"missing required field {c.name}")))
-            whens.append((f"{json_type(c.name)} = 'NULL'", _literal(f"required field {c.name} is null")))
+            whens.append((f"{json_type(c.name)} IS NULL", sql_literal(f"missing required field {c.name}")))
+            whens.append((f"{json_type(c.name)} = 'NULL'", sql_literal(f"required field {c.name} is null")))
     for c in columns:
         if encodings and encodings[c.name].problem:
-            whens.append((f"{json_type(c.name)} <> 'NULL'", _literal(encodings[c.name].problem)))
+            whens.append((f"{json_type(c.name)} <> 'NULL'", sql_literal(encodings[c.name].problem)))
     for c in columns:
         json_types = encodings[c.name].json_types if encodings else c.wire_json_types
-        accepted = ", ".join(_literal(t) for t in (*json_types, "NULL"))
+        accepted = ", ".join(sql_literal(t) for t in (*json_types, "NULL"))
         whens.append(
             (
                 f"{json_type(c.name)} NOT IN ({accepted})",
-                f"{_literal(f'field {c.name} has JSON type ')} || {json_type(c.name)} || "
-                f"{_literal(', expected ' + '|'.join(json_types))}",
+                f"{sql_literal(f'field {c.name} has JSON type ')} || {json_type(c.name)} || "
+                f"{sql_literal(', expected ' + '|'.join(json_types))}",
             )
         )
     for name, values in value_rules:
-        prefix, suffix = _literal(f"field {name} has value '"), _literal("' not in accepted values")
+        prefix, suffix = sql_literal(f"field {name} has value '"), sql_literal("' not in accepted values")
         whens.append(
             (
-                f"{value(name)} NOT IN ({', '.join(_literal(str(v)) for v in values)})",
+                f"{value(name)} NOT IN ({', '.join(sql_literal(str(v)) for v in values)})",
                 f"{prefix} || left({value(name)}, 40) || {suffix}",
             )
         )
     for name, (condition, what) in syntax_rules:
-        prefix, suffix = _literal(f"field {name} is not {what}: '"), _literal("'")
+        prefix, suffix = sql_literal(f"field {name} is not {what}: '"), sql_literal("'")
         whens.append((condition(value(name)), f"{prefix} || left({value(name)}, 40) || {suffix}"))
     if segment:
         whens += _segment_rules(missing, value)
-    paths = ", ".join(_literal(p) for p in ["$", *(_path(c.name) for c in columns)])
+    paths = ", ".join(sql_literal(p) for p in ["$", *(_path(c.name) for c in columns)])
     bound = f"'t': json_type(__record, [{paths}])"
     if value_fields:
-        values = ", ".join(_literal(_path(n)) for n in value_fields)
+        values = ", ".join(sql_literal(_path(n)) for n in value_fields)
         bound += f", 'v': json_extract_string(__record, [{values}])"
     cases = "\n    ".join(f"WHEN {condition} THEN {reason}" for condition, reason in whens)
     return (

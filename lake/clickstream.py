@@ -31,6 +31,7 @@ import polars as pl
 
 from data_contracts import Contract
 from data_contracts.segment import SEGMENT_NAMES, id_sql
+from data_contracts.sql import sql_literal
 from lake import delta
 from lake.bronze import bronze_uri, pending_steps
 from lake.ordering import lexicographic_less
@@ -152,14 +153,10 @@ def pii_sql(contract: Contract, objects: dict[str, str]) -> tuple[str, dict[str,
             for name, (of, _, listed) in fields.items()
             if of == column
         )
-        extracted = f"json_extract_string({expression}, [{', '.join(_literal(p) for p in paths)}])"
+        extracted = f"json_extract_string({expression}, [{', '.join(sql_literal(p) for p in paths)}])"
         items.append(f"unnest(list_transform([{extracted}], lambda __v: {{{members}}})[1]),")
     kinds = {name: kind for name, (of, kind, _) in fields.items() if of in objects}
     return "\n    ".join(items), kinds
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def traits_sql(contract: Contract, traits: str) -> str:

@@ -109,10 +109,3 @@ def row_count(uri: str, storage_options: dict[str, str] | None = None) -> int:
     """Rows in the table's current version (0 when it does not exist)."""
     lazy = scan(uri, storage_options)
     return 0 if lazy is None else lazy.select(pl.len()).collect().item()
-
-
-def sql_literal(value: object) -> str:
-    """A value as a SQL literal for a Delta predicate."""
-    if isinstance(value, str):
-        return "'" + value.replace("'", "''") + "'"
-    return str(value)

@@ -25,6 +25,7 @@ import polars as pl
 import pyarrow as pa
 
 from data_contracts import Contract, load_contracts
+from data_contracts.sql import sql_literal
 from lake import delta
 from lake.bronze import BatchParser, bronze_uri, ledger_uri, quarantine_uri
 from lake.faults import crash_point
@@ -214,7 +215,7 @@ def _rewrite_quarantine(
     (
         table.merge(
             changes.to_arrow(),
-            predicate=f"t.feed_id = {delta.sql_literal(feed_id)} AND t.feed_id = s.feed_id "
+            predicate=f"t.feed_id = {sql_literal(feed_id)} AND t.feed_id = s.feed_id "
             "AND t.source_file = s.source_file AND t.line = s.line",
             source_alias="s",
             target_alias="t",

@@ -8,6 +8,7 @@ repository (git-ignored).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -18,6 +19,8 @@ ENVIRONMENTS = ("development", "production")
 """The values of ``LAKEHOUSE_ENV`` (unset means ``development``)."""
 DEVELOPMENT_PII_SECRET = "local-development-secret-change-me"
 """The tokenisation key of local development, refused in production and for a lake outside this machine."""
+FIRST_SNAPSHOT_DATE = date(2026, 9, 1)
+"""The simulated company's first day by default, and so the default first day of the daily feature snapshots."""
 
 
 class SettingsError(ValueError):
@@ -41,7 +44,8 @@ class Settings:
     warehouse_path: Path
     mlflow_tracking_uri: str
     pii_secret: str
-    schedule_timezone: str
+    schedule_timezone: str = "UTC"
+    """The time zone of the schedules' cron expressions."""
     max_reject_rate: float = 0.2
     """Share of a landing file's records that may go to quarantine before the ingestion fails on that file."""
     min_rejected_records: int = 10
@@ -49,7 +53,7 @@ class Settings:
     bronze_retention_days: int | None = None
     """Days the raw (restricted) bronze zone keeps a record after its ingestion, for every feed, overriding the
     ``retention`` SLA of the feeds' contracts (which decides when this is unset)."""
-    first_snapshot_date: date = date(2026, 9, 1)
+    first_snapshot_date: date = FIRST_SNAPSHOT_DATE
     """The first day of the daily feature snapshots (the first Dagster partition of the partitioned models)."""
     snapshot_person_dates_per_dbt_run: int = 5_000_000
     """A backfill of the daily snapshots goes to dbt in windows of at most this many persons x dates (at least one
@@ -125,16 +129,54 @@ class Settings:
         return self.zone("simulator_truth")
 
 
+def parse_switch(value: str) -> bool:
+    """An on/off value (on, true, 1, yes / off, false, 0, no, in any case); ValueError otherwise."""
+    word = value.strip().lower()
+    if word in ("on", "true", "1", "yes"):
+        return True
+    if word in ("off", "false", "0", "no"):
+        return False
+    raise ValueError("expected on or off")
+
+
+VARIABLES: dict[str, tuple[str, Callable[[str], object]]] = {
+    "schedule_timezone": ("SCHEDULE_TIMEZONE", str),
+    "max_reject_rate": ("INGEST_MAX_REJECT_RATE", float),
+    "min_rejected_records": ("INGEST_MIN_REJECTED_RECORDS", int),
+    "bronze_retention_days": ("BRONZE_RETENTION_DAYS", int),
+    "first_snapshot_date": ("FIRST_SNAPSHOT_DATE", date.fromisoformat),
+    "snapshot_person_dates_per_dbt_run": ("SNAPSHOT_PERSON_DATES_PER_DBT_RUN", int),
+    "contracts_dir": ("DATA_CONTRACTS_DIR", Path),
+    "automation": ("AUTOMATION", parse_switch),
+    "duckdb_memory_limit": ("LAKE_DUCKDB_MEMORY_LIMIT", str),
+    "warehouse_memory_limit": ("WAREHOUSE_MEMORY_LIMIT", str),
+    "duckdb_threads": ("LAKE_DUCKDB_THREADS", int),
+    "batch_bytes": ("LAKE_BATCH_BYTES", int),
+    "apply_step_rows": ("LAKE_APPLY_STEP_ROWS", int),
+}
+"""The fields of :class:`Settings` an environment variable sets: field, (variable, parser of its value)."""
+
+
+def from_environment(variables: dict[str, tuple[str, Callable[[str], object]]]) -> dict[str, object]:
+    """The fields of ``variables`` whose variable is set (and not blank), parsed: the others keep the default of
+    their dataclass. A value the parser refuses raises ValueError naming the variable."""
+    fields = {}
+    for field, (name, parse) in variables.items():
+        value = os.environ.get(name, "")
+        if value.strip():
+            try:
+                fields[field] = parse(value)
+            except ValueError as error:
+                raise ValueError(f"{name}={value!r}: {error}") from error
+    return fields
+
+
 def get_settings() -> Settings:
-    """Read the settings from the environment (``LAKEHOUSE_ENV``, ``LAKE_ROOT``, ``WAREHOUSE_PATH``,
-    ``MLFLOW_TRACKING_URI``, ``PII_SECRET``, ``SCHEDULE_TIMEZONE``, ``INGEST_MAX_REJECT_RATE``,
-    ``INGEST_MIN_REJECTED_RECORDS``, ``BRONZE_RETENTION_DAYS``, ``FIRST_SNAPSHOT_DATE``,
-    ``SNAPSHOT_PERSON_DATES_PER_DBT_RUN``, ``DATA_CONTRACTS_DIR``, ``AUTOMATION``,
-    ``LAKE_DUCKDB_MEMORY_LIMIT``, ``WAREHOUSE_MEMORY_LIMIT``, ``LAKE_DUCKDB_THREADS``, ``LAKE_BATCH_BYTES``,
-    ``LAKE_APPLY_STEP_ROWS``), falling back to local defaults (the first snapshot
-    date is the simulated company's first day). Raises :class:`SettingsError` for an unknown ``LAKEHOUSE_ENV``,
-    and when the tokenisation secret would fall back to the development value outside local development (with
-    ``LAKEHOUSE_ENV=production`` or a lake root on object storage)."""
+    """Read the settings from the environment: ``LAKEHOUSE_ENV``, ``LAKE_ROOT``, ``WAREHOUSE_PATH``,
+    ``MLFLOW_TRACKING_URI``, ``PII_SECRET`` and the variables of :data:`VARIABLES`; what is unset keeps its
+    local default. Raises :class:`SettingsError` for an unknown ``LAKEHOUSE_ENV``, and when the tokenisation
+    secret would fall back to the development value outside local development (with ``LAKEHOUSE_ENV=production``
+    or a lake root on object storage)."""
     lake_root = os.environ.get("LAKE_ROOT") or str(DEFAULT_VAR_DIR / "lake")
     if "://" not in lake_root:
         lake_root = str(Path(lake_root).expanduser().resolve())
@@ -147,27 +189,7 @@ def get_settings() -> Settings:
         warehouse_path=Path(warehouse).expanduser().resolve(),
         mlflow_tracking_uri=mlflow_uri,
         pii_secret=_pii_secret(lake_root),
-        schedule_timezone=os.environ.get("SCHEDULE_TIMEZONE") or "UTC",
-        max_reject_rate=float(os.environ.get("INGEST_MAX_REJECT_RATE") or 0.2),
-        min_rejected_records=int(os.environ.get("INGEST_MIN_REJECTED_RECORDS") or 10),
-        bronze_retention_days=int(os.environ["BRONZE_RETENTION_DAYS"])
-        if os.environ.get("BRONZE_RETENTION_DAYS")
-        else None,
-        first_snapshot_date=date.fromisoformat(os.environ.get("FIRST_SNAPSHOT_DATE") or "2026-09-01"),
-        snapshot_person_dates_per_dbt_run=int(
-            os.environ.get("SNAPSHOT_PERSON_DATES_PER_DBT_RUN") or 5_000_000
-        ),
-        contracts_dir=Path(
-            os.environ.get("DATA_CONTRACTS_DIR") or REPO_ROOT / "data_contracts" / "contracts"
-        ),
-        automation=_switch("AUTOMATION", default=True),
-        duckdb_memory_limit=os.environ.get("LAKE_DUCKDB_MEMORY_LIMIT") or "2GB",
-        warehouse_memory_limit=os.environ.get("WAREHOUSE_MEMORY_LIMIT") or "8GB",
-        duckdb_threads=int(os.environ["LAKE_DUCKDB_THREADS"])
-        if os.environ.get("LAKE_DUCKDB_THREADS")
-        else None,
-        batch_bytes=int(os.environ.get("LAKE_BATCH_BYTES") or 256 << 20),
-        apply_step_rows=int(os.environ.get("LAKE_APPLY_STEP_ROWS") or 250_000),
+        **from_environment(VARIABLES),
     )
 
 
@@ -191,18 +213,6 @@ def _pii_secret(lake_root: str) -> str:
             "development key outside local development"
         )
     return secret
-
-
-def _switch(name: str, default: bool) -> bool:
-    """An on/off environment variable (on, true, 1, yes / off, false, 0, no); ValueError naming it otherwise."""
-    value = (os.environ.get(name) or "").strip().lower()
-    if not value:
-        return default
-    if value in ("on", "true", "1", "yes"):
-        return True
-    if value in ("off", "false", "0", "no"):
-        return False
-    raise ValueError(f"{name}={os.environ[name]!r}: expected on or off")
 
 
 def disable_telemetry() -> None:

@@ -15,6 +15,7 @@ import duckdb
 import polars as pl
 
 from data_contracts import Contract
+from data_contracts.sql import sql_literal
 from lake import cdc, clickstream, delta
 from lake.landing import CLICKSTREAM_FEED
 from lake.settings import Settings
@@ -43,10 +44,6 @@ def silver_tables(settings: Settings, contracts: dict[str, Contract]) -> list[Si
     return tables
 
 
-def _quoted(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 def view_sql(table: SilverTable, settings: Settings) -> str | None:
     """The ``create or replace view`` statement of one table's current version (None: no table yet)."""
     dt = delta.open_table(table.uri, settings.storage_options)
@@ -56,7 +53,7 @@ def view_sql(table: SilverTable, settings: Settings) -> str | None:
     files = dt.file_uris()
     if files:
         partitioned = bool(dt.metadata().partition_columns)
-        source = f"read_parquet([{', '.join(_quoted(f) for f in files)}], hive_partitioning = {str(partitioned).lower()})"
+        source = f"read_parquet([{', '.join(sql_literal(f) for f in files)}], hive_partitioning = {str(partitioned).lower()})"
         columns = ", ".join(
             f'"{c}"'
             for c in pl.scan_delta(

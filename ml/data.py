@@ -18,6 +18,9 @@ from lake.settings import Settings, get_settings
 
 TRAINING_TABLE = "training_decisions"
 FEATURES_TABLE = "person_features_daily"
+IDENTITY_TABLE = "identity_person_map"
+DECISIONS_TABLE = "nba_decisions"
+"""The decisions the scorer publishes to gold (one partition per decision date)."""
 
 
 class GoldTableMissing(FileNotFoundError):

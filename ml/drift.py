@@ -431,23 +431,25 @@ def drift_report(
     from lake import delta
     from lake.gold import gold_uri
     from lake.settings import get_settings
+    from ml.data import DECISIONS_TABLE, FEATURES_TABLE
+    from ml.registry import CHAMPION
     from ml.settings import get_ml_settings
     from ml.tracking import configure
 
     settings = lake_settings or get_settings()
     ml = configure(ml_settings or get_ml_settings())
-    decisions = delta.scan(gold_uri(settings, "nba_decisions"), settings.storage_options)
+    decisions = delta.scan(gold_uri(settings, DECISIONS_TABLE), settings.storage_options)
     if decisions is None:
-        raise DriftError("gold nba_decisions does not exist: decide first")
+        raise DriftError(f"gold {DECISIONS_TABLE} does not exist: decide first")
     day = decisions.filter(pl.col("decision_date") == decision_date)
     decided = (
-        day.filter(pl.col("decided_by") == "champion")
+        day.filter(pl.col("decided_by") == CHAMPION)
         .select("person_id", "model_name", "model_version", "action_scores")
         .collect()
     )
     if decided.height == 0:
         if day.select(pl.len()).collect().item() == 0:
-            raise DriftError(f"gold nba_decisions has no decisions for {decision_date}")
+            raise DriftError(f"gold {DECISIONS_TABLE} has no decisions for {decision_date}")
         return None
     models = decided.select("model_name", "model_version").unique()
     if models.height != 1:
@@ -459,13 +461,13 @@ def drift_report(
     columns = list(reference["columns"])
     score_columns = [c for c in columns if c.startswith(SCORE_PREFIX)]
     feature_columns = [c for c in columns if not c.startswith(SCORE_PREFIX)]
-    lazy = delta.scan(gold_uri(settings, "person_features_daily"), settings.storage_options)
+    lazy = delta.scan(gold_uri(settings, FEATURES_TABLE), settings.storage_options)
     if lazy is None:
-        raise DriftError("gold person_features_daily does not exist")
+        raise DriftError(f"gold {FEATURES_TABLE} does not exist")
     available = lazy.collect_schema().names()
     lacking = [c for c in feature_columns if c not in available]
     if lacking:
-        raise DriftError(f"person_features_daily lacks features of the reference profile: {lacking}")
+        raise DriftError(f"{FEATURES_TABLE} lacks features of the reference profile: {lacking}")
     features = (
         lazy.filter(pl.col("snapshot_date") == decision_date)
         .select("person_id", *feature_columns)

@@ -34,9 +34,17 @@ from lake import delta, suppression
 from lake.gold import gold_uri
 from lake.settings import Settings, disable_telemetry, get_settings
 from ml import scoring
-from ml.data import FEATURES_TABLE, load_features, load_training_set, read_gold
+from ml.data import (
+    DECISIONS_TABLE,
+    FEATURES_TABLE,
+    IDENTITY_TABLE,
+    load_features,
+    load_training_set,
+    read_gold,
+)
 from ml.pipeline import supported_logs
 from ml.policy import ModelRef, Policy, decide, eligibility, load_policy
+from ml.registry import CHAMPION
 from ml.settings import MlSettings, get_ml_settings
 from simulator.catalog import CHANNELS
 from simulator.company.campaigns import EXPLORATION_SHARE
@@ -419,7 +427,6 @@ def format_table(table: pl.DataFrame) -> str:
     return "\n".join(lines)
 
 
-IDENTITY_TABLE = "identity_person_map"
 OPE_SCHEMA = {
     "policy": pl.String,
     "ope_decisions": pl.Int64,
@@ -662,7 +669,7 @@ def true_expected_revenue(settings: Settings, truth_dir: Path, actions: Sequence
 def published_decisions(settings: Settings, decision_date: date) -> pl.DataFrame | None:
     """The decisions gold ``nba_decisions`` holds for ``decision_date`` (what was deployed: champion, canary,
     holdout, exploration and budgets), or None when there are none."""
-    lazy = delta.scan(gold_uri(settings, scoring.DECISIONS), settings.storage_options)
+    lazy = delta.scan(gold_uri(settings, DECISIONS_TABLE), settings.storage_options)
     if lazy is None:
         return None
     decided = lazy.filter(pl.col("decision_date") == decision_date).select("person_id", "action", "channel")
@@ -677,7 +684,7 @@ def champion_model(ml_settings: MlSettings) -> tuple[UpliftModel, ModelRef]:
 
     client = mlflow.MlflowClient(tracking_uri=ml_settings.tracking_uri, registry_uri=ml_settings.tracking_uri)
     try:
-        version = client.get_model_version_by_alias(ml_settings.model_name, "champion")
+        version = client.get_model_version_by_alias(ml_settings.model_name, CHAMPION)
     except MlflowException as error:
         raise LookupError(
             f"no champion of {ml_settings.model_name!r} in {ml_settings.tracking_uri}: train and promote one first"
@@ -686,7 +693,7 @@ def champion_model(ml_settings: MlSettings) -> tuple[UpliftModel, ModelRef]:
     mlflow.set_tracking_uri(ml_settings.tracking_uri)
     served = mlflow.pyfunc.load_model(f"models:/{ml_settings.model_name}/{version.version}")
     return served.unwrap_python_model().model, ModelRef(
-        ml_settings.model_name, str(version.version), "champion"
+        ml_settings.model_name, str(version.version), CHAMPION
     )
 
 

@@ -31,6 +31,7 @@ from deltalake import DeltaTable, write_deltalake
 from lake import delta, suppression
 from lake.gold import gold_uri
 from lake.settings import Settings, disable_telemetry, get_settings
+from ml.data import DECISIONS_TABLE, FEATURES_TABLE, IDENTITY_TABLE
 from ml.policy import (
     NBA_SCHEMA,
     NO_ACTION,
@@ -41,13 +42,11 @@ from ml.policy import (
     fallback_scores,
     load_policy,
 )
+from ml.registry import CHALLENGER, CHAMPION
 from ml.settings import MlSettings, get_ml_settings
 
 log = logging.getLogger(__name__)
 
-FEATURES = "person_features_daily"
-IDENTITY_MAP = "identity_person_map"
-DECISIONS = "nba_decisions"
 CURRENT = "nba_current"
 SHADOW = "nba_shadow_decisions"
 PROFILING_CONSENT = "has_profiling_consent"
@@ -109,10 +108,10 @@ class ScoringReport:
 def latest_snapshot_date(settings: Settings | None = None) -> date:
     """The latest snapshot date of gold ``person_features_daily``."""
     settings = settings or get_settings()
-    lazy = delta.scan(gold_uri(settings, FEATURES), settings.storage_options)
+    lazy = delta.scan(gold_uri(settings, FEATURES_TABLE), settings.storage_options)
     latest = None if lazy is None else lazy.select(pl.col("snapshot_date").max()).collect().item()
     if latest is None:
-        raise ScoringError(f"gold {FEATURES} has no rows: build the features first")
+        raise ScoringError(f"gold {FEATURES_TABLE} has no rows: build the features first")
     return latest
 
 
@@ -127,7 +126,7 @@ def _valid_at(lazy: pl.LazyFrame, instant: datetime) -> pl.LazyFrame:
 
 def _identity(settings: Settings, as_of: datetime) -> pl.DataFrame:
     """CRM contacts and app users linked to their person before ``as_of``."""
-    lazy = delta.scan(gold_uri(settings, IDENTITY_MAP), settings.storage_options)
+    lazy = delta.scan(gold_uri(settings, IDENTITY_TABLE), settings.storage_options)
     if lazy is None:
         return pl.DataFrame(
             schema={
@@ -214,7 +213,7 @@ def touches(
             .collect()
         )
         events.append(sent.join(contacts, on="contact_id").select("person_id", "day", "channel"))
-    earlier = delta.scan(gold_uri(settings, DECISIONS), settings.storage_options)
+    earlier = delta.scan(gold_uri(settings, DECISIONS_TABLE), settings.storage_options)
     if earlier is not None:
         events.append(
             earlier.filter(
@@ -269,12 +268,12 @@ def scorable_features(
     scores for ``snapshot_date``: the date's rows of gold ``person_features_daily`` less the erased persons and
     those who objected to profiling, sorted by person."""
     settings = settings or get_settings()
-    lazy = delta.scan(gold_uri(settings, FEATURES), settings.storage_options)
+    lazy = delta.scan(gold_uri(settings, FEATURES_TABLE), settings.storage_options)
     if lazy is None:
-        raise ScoringError(f"gold {FEATURES} does not exist: build the features first")
+        raise ScoringError(f"gold {FEATURES_TABLE} does not exist: build the features first")
     available = lazy.collect_schema().names()
     if PROFILING_CONSENT not in available:
-        raise ScoringError(f"gold {FEATURES} has no {PROFILING_CONSENT} column: nobody can be scored")
+        raise ScoringError(f"gold {FEATURES_TABLE} has no {PROFILING_CONSENT} column: nobody can be scored")
     columns = [c for c in available if c not in KEY_COLUMNS] if columns is None else list(columns)
     frame = (
         lazy.filter(pl.col("snapshot_date") == snapshot_date)
@@ -435,7 +434,7 @@ def refresh_current(settings: Settings, written: pl.DataFrame | None = None) -> 
     """Overwrite gold ``nba_current`` with the decisions of the latest date of ``nba_decisions``; its rows.
     ``written``: the decisions of one date just written to ``nba_decisions``; when that date is the latest, they
     are written as they are instead of being read back."""
-    lazy = delta.scan(gold_uri(settings, DECISIONS), settings.storage_options)
+    lazy = delta.scan(gold_uri(settings, DECISIONS_TABLE), settings.storage_options)
     if lazy is None:
         return 0
     latest = lazy.select(pl.col("decision_date").max()).collect().item()
@@ -469,18 +468,18 @@ def score_and_decide(
     policy = load_policy(ml.policy_file)
     decision_date = decision_date or latest_snapshot_date(settings)
     as_of = datetime(decision_date.year, decision_date.month, decision_date.day, tzinfo=UTC)
-    lazy = delta.scan(gold_uri(settings, FEATURES), settings.storage_options)
+    lazy = delta.scan(gold_uri(settings, FEATURES_TABLE), settings.storage_options)
     if lazy is None:
-        raise ScoringError(f"gold {FEATURES} does not exist: build the features first")
+        raise ScoringError(f"gold {FEATURES_TABLE} does not exist: build the features first")
     available = list(lazy.collect_schema())
     if PROFILING_CONSENT not in available:
         raise ScoringError(
-            f"gold {FEATURES} has no {PROFILING_CONSENT} column: persons who objected to profiling cannot be "
+            f"gold {FEATURES_TABLE} has no {PROFILING_CONSENT} column: persons who objected to profiling cannot be "
             "left out, so nobody is scored"
         )
 
-    champion, fallback_reason = _load(ml, "champion", available)
-    challenger, shadow_error = _load(ml, "challenger", available)
+    champion, fallback_reason = _load(ml, CHAMPION, available)
+    challenger, shadow_error = _load(ml, CHALLENGER, available)
     if shadow_error == "no_challenger":
         shadow_error = None
     identity = _identity(settings, as_of)
@@ -508,7 +507,7 @@ def score_and_decide(
             if scorer is not None:
                 scorer.score(chunk, policy.actions)
     if not candidate_parts and not (erased or objected):
-        raise ScoringError(f"gold {FEATURES} has no rows for {decision_date}: nothing to decide")
+        raise ScoringError(f"gold {FEATURES_TABLE} has no rows for {decision_date}: nothing to decide")
 
     candidates = (
         pl.concat(candidate_parts)
@@ -549,7 +548,7 @@ def score_and_decide(
             fallback_reason=fallback_reason,
             decided_at=decided_at,
         )
-    write_date(gold_uri(settings, DECISIONS), decisions, decision_date, settings)
+    write_date(gold_uri(settings, DECISIONS_TABLE), decisions, decision_date, settings)
     refresh_current(settings, decisions)
     shadow_rows = 0
     if shadow:

@@ -6,11 +6,11 @@ store are.
 
 from __future__ import annotations
 
-import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from lake.settings import REPO_ROOT, get_settings
+from lake.settings import REPO_ROOT, from_environment, get_settings, parse_switch
 
 DEFAULT_POLICY_FILE = REPO_ROOT / "ml" / "policy.yaml"
 
@@ -41,24 +41,22 @@ class MlSettings:
     """Persons the batch scorer reads and scores at a time (one model call per chunk): the bound on its memory."""
 
 
+VARIABLES: dict[str, tuple[str, Callable[[str], object]]] = {
+    "experiment_name": ("MLFLOW_EXPERIMENT_NAME", str),
+    "model_name": ("MLFLOW_MODEL_NAME", str),
+    "policy_file": ("NBA_POLICY_FILE", Path),
+    "promotion_requires_approval": ("PROMOTION_REQUIRES_APPROVAL", parse_switch),
+    "promotion_margin": ("PROMOTION_MARGIN", float),
+    "champion_max_age_days": ("CHAMPION_MAX_AGE_DAYS", int),
+    "drift_warn_psi": ("DRIFT_WARN_PSI", float),
+    "drift_error_psi": ("DRIFT_ERROR_PSI", float),
+    "drift_reference_persons": ("DRIFT_REFERENCE_PERSONS", int),
+    "scoring_chunk_rows": ("NBA_SCORING_CHUNK_ROWS", int),
+}
+"""The fields of :class:`MlSettings` an environment variable sets: field, (variable, parser of its value)."""
+
+
 def get_ml_settings() -> MlSettings:
-    """Read the ML settings from the environment (``MLFLOW_TRACKING_URI``, ``MLFLOW_EXPERIMENT_NAME``,
-    ``MLFLOW_MODEL_NAME``, ``NBA_POLICY_FILE``, ``PROMOTION_REQUIRES_APPROVAL``, ``PROMOTION_MARGIN``,
-    ``CHAMPION_MAX_AGE_DAYS``, ``DRIFT_WARN_PSI``, ``DRIFT_ERROR_PSI``, ``DRIFT_REFERENCE_PERSONS``,
-    ``NBA_SCORING_CHUNK_ROWS``)."""
-    approval = (os.environ.get("PROMOTION_REQUIRES_APPROVAL") or "off").strip().lower()
-    if approval not in ("on", "off", "true", "false", "1", "0", "yes", "no"):
-        raise ValueError(f"PROMOTION_REQUIRES_APPROVAL={approval!r}: expected on or off")
-    return MlSettings(
-        tracking_uri=get_settings().mlflow_tracking_uri,
-        experiment_name=os.environ.get("MLFLOW_EXPERIMENT_NAME") or "nba_uplift",
-        model_name=os.environ.get("MLFLOW_MODEL_NAME") or "nba_uplift",
-        policy_file=Path(os.environ.get("NBA_POLICY_FILE") or DEFAULT_POLICY_FILE),
-        promotion_requires_approval=approval in ("on", "true", "1", "yes"),
-        promotion_margin=float(os.environ.get("PROMOTION_MARGIN") or 0.02),
-        champion_max_age_days=int(os.environ.get("CHAMPION_MAX_AGE_DAYS") or 14),
-        drift_warn_psi=float(os.environ.get("DRIFT_WARN_PSI") or 0.1),
-        drift_error_psi=float(os.environ.get("DRIFT_ERROR_PSI") or 0.25),
-        drift_reference_persons=int(os.environ.get("DRIFT_REFERENCE_PERSONS") or 20_000),
-        scoring_chunk_rows=int(os.environ.get("NBA_SCORING_CHUNK_ROWS") or 100_000),
-    )
+    """Read the ML settings from the environment (``MLFLOW_TRACKING_URI`` through the lake's settings, and the
+    variables of :data:`VARIABLES`); what is unset keeps its default."""
+    return MlSettings(tracking_uri=get_settings().mlflow_tracking_uri, **from_environment(VARIABLES))

@@ -22,9 +22,8 @@ Three learners, compared against the simulator's truth (``benchmarks/uplift_lear
 
 Out-of-time validation: the latest ``validation_days`` decision dates validate (early stopping, metrics); the
 earlier ones train. Leaves are sized to the data: unless ``min_child_weight`` is fixed, every booster's minimum
-leaf weight is ``min_child_share`` of its training rows' total hessian weight at the starting prediction (rows x
-weight for squared error, times p(1 - p) for the logistic loss), so a leaf holds the same share of the data at
-10,000 persons as at 1,000,000. Fixed seeds; categorical features and missing values are left to xgboost
+leaf weight is ``min_child_share`` of its training rows' total hessian weight (:func:`min_child_weight`), so a
+leaf holds the same share of the data at 10,000 persons as at 1,000,000. Fixed seeds; categorical features and missing values are left to xgboost
 (``enable_categorical``, pandas ``category`` dtype, NaN).
 """
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
+from lake.settings import FIRST_SNAPSHOT_DATE
+
 
 @dataclass(frozen=True)
 class FaultRates:
@@ -44,7 +46,7 @@ class SimulationConfig:
     persons: int = 10_000
     days: int = 30
     seed: int = 7
-    start: date = date(2026, 9, 1)
+    start: date = FIRST_SNAPSHOT_DATE
     history_days: int = 28
     """Days simulated before ``start`` whose state the CDC snapshot (``op: r``) captures."""
     faults: FaultRates = field(default_factory=FaultRates)

@@ -18,10 +18,8 @@ import duckdb
 import polars as pl
 import pytest
 
-from lake.settings import REPO_ROOT, Settings, disable_telemetry, get_settings
+from lake.settings import REPO_ROOT, TELEMETRY_OFF, Settings, get_settings
 from simulator import FaultRates, SimulationConfig, generate
-
-disable_telemetry()
 
 TEST_FAULTS = FaultRates(
     cdc_duplicate=0.02,
@@ -63,12 +61,37 @@ def read_lines(path: Path) -> list[str]:
         return f.read().splitlines()
 
 
+SLOW_FIXTURES = ("gold_lake", "small_demo")
+"""Session fixtures that take a minute or more to build: every test that uses one (directly or through another
+fixture) is marked ``slow``, so that ``make test-quick`` builds none of them."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``slow`` every test that uses a fixture of :data:`SLOW_FIXTURES`."""
+    for item in items:
+        if any(name in getattr(item, "fixturenames", ()) for name in SLOW_FIXTURES):
+            item.add_marker(pytest.mark.slow)
+
+
+@contextlib.contextmanager
+def isolated_environment(warehouse: Path) -> Iterator[None]:
+    """The environment the tests run in: the tools' telemetry off (where not set already) and the DuckDB
+    warehouse at ``warehouse``; every variable is as it was again on exit."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in TELEMETRY_OFF.items():
+            if name not in os.environ:
+                patch.setenv(name, value)
+        patch.setenv("WAREHOUSE_PATH", str(warehouse))
+        yield
+
+
 @pytest.fixture(scope="session", autouse=True)
-def isolated_warehouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Every test (and the processes it starts) writes its DuckDB warehouse under a temporary folder."""
+def isolated_warehouse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Every test (and the processes it starts) runs in :func:`isolated_environment`, with its DuckDB warehouse
+    under a temporary folder."""
     path = tmp_path_factory.mktemp("warehouse") / "engagement.duckdb"
-    os.environ["WAREHOUSE_PATH"] = str(path)
-    return path
+    with isolated_environment(path):
+        yield path
 
 
 @pytest.fixture(scope="session")

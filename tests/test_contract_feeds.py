@@ -155,13 +155,19 @@ def test_load_reports_every_problem_of_every_file_by_field(tmp_path: Path) -> No
             assert any(line.startswith(f"{folder / name}: {part}") for line in lines), (part, lines)
 
 
-def test_the_check_command_lists_every_problem_of_every_file(tmp_path: Path) -> None:
+def committed_contracts(tmp_path: Path) -> Path:
+    """A copy of the repository's contracts in ``contracts/`` of a new git repository, committed."""
     repo = tmp_path / "repo"
     folder = repo / "contracts"
     shutil.copytree(CONTRACTS_DIR, folder)
     config = ["-c", "user.name=t", "-c", "user.email=t@example.com", "-c", "commit.gpgsign=false"]
     for args in (["init", "-q"], ["add", "."], ["commit", "-q", "-m", "contracts"]):
         subprocess.run(["git", *config, *args], cwd=repo, check=True, capture_output=True)
+    return folder
+
+
+def test_the_check_command_lists_every_problem_of_every_file(tmp_path: Path) -> None:
+    folder = committed_contracts(tmp_path)
     expected = broken_contracts(folder)
     problems = check("HEAD", folder)
     for name, parts in expected.items():
@@ -176,6 +182,22 @@ def test_the_check_command_lists_every_problem_of_every_file(tmp_path: Path) -> 
     assert done.returncode == 1 and "Traceback" not in done.stderr
     failed = [line for line in done.stderr.splitlines() if line.startswith("FAIL ")]
     assert len(failed) == len(problems) >= 5
+
+
+def test_make_contracts_checks_the_folder_of_data_contracts_dir(tmp_path: Path) -> None:
+    folder = committed_contracts(tmp_path)
+    (folder / "crm.public.consents.odcs.yaml").write_text("id: [unclosed\n")
+    done = subprocess.run(
+        ["make", "--no-print-directory", "contracts"],
+        cwd=REPO_ROOT,
+        env={**os.environ, "DATA_CONTRACTS_DIR": str(folder)},
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode != 0, done.stdout[-2000:]
+    failed = [line for line in done.stderr.splitlines() if line.startswith("FAIL ")]
+    assert len(failed) == 1, done.stderr[-2000:]  # the repository's own contracts pass (test_data_contracts)
+    assert failed[0].startswith("FAIL crm.public.consents.odcs.yaml: not valid YAML at line 2")
 
 
 def land_invoices(landing: Path, name: str = f"{INVOICES}+0+0000000000.json") -> Path:

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import duckdb
+import pytest
 import yaml
 from test_contract_feeds import INVOICES, contracts_copy, land_invoices
 from test_orchestration_lake import invoice_event
@@ -174,6 +175,7 @@ def test_the_command_rewrites_what_differs_and_check_names_it(tmp_path: Path) ->
     assert generated.read_text() == (DBT_PROJECT_DIR / generated.relative_to(project)).read_text()
 
 
+@pytest.mark.slow  # a dbt build of a copied project (about 30 s)
 def test_a_new_contract_reaches_dbt_staging(tmp_path: Path) -> None:
     """A contract file and a landing folder: ingested, published, and a dbt model selects from its source."""
     folder = contracts_copy(tmp_path)

@@ -9,6 +9,7 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 import polars as pl
+import pytest
 from dagster_dbt import DbtCliResource
 
 from data_contracts import load_contracts
@@ -40,6 +41,7 @@ def test_silver_views_hold_exactly_the_live_rows(ingested, tmp_path: Path) -> No
         )
 
 
+@pytest.mark.slow  # materializes the dbt assets in Dagster (minutes)
 def test_dbt_assets_continue_the_lake_lineage_and_build(ingested, tmp_path: Path, monkeypatch) -> None:
     settings, _ = ingested
     monkeypatch.setenv("WAREHOUSE_PATH", str(tmp_path / "w.duckdb"))

@@ -31,6 +31,8 @@ from lake.warehouse import publish_silver
 from simulator import FaultRates, SimulationConfig, generate
 from tests.conftest import lake_settings, run_dbt
 
+pytestmark = pytest.mark.slow  # the erased fixture builds and erases a whole lake and warehouse (about 70 s)
+
 CONFIG = SimulationConfig(
     persons=600,
     days=5,

@@ -26,6 +26,8 @@ from orchestration.dbt_assets import dbt_daily_snapshots
 from orchestration.dbt_project import dbt_project
 from orchestration.resources import LakeResource
 
+pytestmark = pytest.mark.slow  # the marts fixture builds every snapshot date with dbt (about 2 to 3 minutes)
+
 SELECT = ["+training_decisions", "+training_propensity", "+person_profile"]
 FIRST_PART_UNTIL = datetime(2026, 9, 8, tzinfo=UTC)
 FEATURE_KEYS = ["snapshot_date", "person_id"]

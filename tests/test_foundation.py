@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from lake.settings import REPO_ROOT, get_settings
 from lake.summary import landing_summary
@@ -70,6 +71,7 @@ def test_dagster_definitions_validate() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+@pytest.mark.slow  # a dbt parse of a copied project (about 20 s)
 def test_dbt_parses_offline(tmp_path: Path) -> None:
     project = tmp_path / "dbt_project"
     shutil.copytree(REPO_ROOT / "dbt_project", project, ignore=shutil.ignore_patterns("target", "logs"))

@@ -169,6 +169,7 @@ def test_a_file_over_the_reject_threshold_fails_loudly_but_keeps_every_record(
     assert bronze.ingest(settings, load_contracts()[topic]).files == 0
 
 
+@pytest.mark.slow  # ingests the test company twice (minutes)
 def test_large_files_are_read_in_chunks_with_the_same_result(simulated: Simulated, tmp_path: Path) -> None:
     contract = load_contracts()["clickstream"]
     small = lake_settings(tmp_path / "small", simulated.landing)

@@ -80,6 +80,7 @@ def dbt_setting(name: str, env: dict[str, str], scratch: Path) -> str:
     return json.loads(done.stdout)["show"][0]["value"]
 
 
+@pytest.mark.slow  # runs dbt (about 30 s)
 def test_the_dbt_profile_takes_its_memory_limit_and_spill_folder_from_the_settings(tmp_path: Path) -> None:
     warehouse = tmp_path / "warehouse" / "engagement.duckdb"
     warehouse.parent.mkdir()
@@ -117,6 +118,7 @@ def without_batches(tables: dict[str, pl.DataFrame], feeds: list[str]) -> dict[s
     return kept
 
 
+@pytest.mark.slow  # ingests the test company twice (about 30 s)
 def test_tiny_batches_and_apply_steps_give_the_same_tables(
     simulated: Simulated, ingested, tmp_path: Path
 ) -> None:

@@ -17,12 +17,10 @@ import pandas as pd
 import polars as pl
 import pytest
 
-from lake.settings import REPO_ROOT, disable_telemetry
+from lake.settings import REPO_ROOT
 from ml import registry
 from ml.ope import PolicyValue, logging_policy_value, snips
 from ml.settings import MlSettings, get_ml_settings
-
-disable_telemetry()
 
 CARD = "# Model card\n\nA tiny test model: it doubles its input."
 N = 1_000

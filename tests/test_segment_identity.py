@@ -183,6 +183,9 @@ def build(settings: Settings, scratch: Path) -> pl.DataFrame:
     return read_warehouse(settings, "select identifier_type, identifier, person_id from identity_person_map")
 
 
+pytestmark = pytest.mark.slow  # the maps fixture runs two dbt builds of the identity models (about a minute)
+
+
 @pytest.fixture(scope="module")
 def maps(tmp_path_factory: pytest.TempPathFactory) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The person map after the alias arrived alone, and after the earlier user id's messages arrived later."""

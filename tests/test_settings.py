@@ -1,0 +1,74 @@
+"""Settings: every default held once (by its dataclass), every variable parsed into its field."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from data_contracts import CONTRACTS_DIR
+from lake.settings import VARIABLES, Settings, get_settings
+from ml.settings import VARIABLES as ML_VARIABLES
+from ml.settings import MlSettings, get_ml_settings
+from simulator import SimulationConfig
+
+
+@pytest.mark.parametrize(("settings", "variables"), [(Settings, VARIABLES), (MlSettings, ML_VARIABLES)])
+def test_every_setting_with_a_default_has_one_variable(settings: type, variables: dict) -> None:
+    defaulted = {f.name for f in dataclasses.fields(settings) if f.default is not dataclasses.MISSING}
+    assert set(variables) == defaulted
+    names = [name for name, _ in variables.values()]
+    assert len(set(names)) == len(names)
+
+
+def test_unset_or_blank_variables_keep_the_defaults(monkeypatch) -> None:
+    for name, _ in [*VARIABLES.values(), *ML_VARIABLES.values()]:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AUTOMATION", " ")
+    monkeypatch.setenv("LAKE_APPLY_STEP_ROWS", "")
+    lake, ml = get_settings(), get_ml_settings()
+    assert lake.automation is True and lake.apply_step_rows == 250_000 and lake.duckdb_threads is None
+    assert lake.schedule_timezone == "UTC" and lake.contracts_dir == CONTRACTS_DIR
+    assert lake.first_snapshot_date == SimulationConfig().start  # the demo company's first day
+    assert ml.tracking_uri == lake.mlflow_tracking_uri and ml.promotion_requires_approval is False
+    assert ml.policy_file.is_file() and ml.scoring_chunk_rows == 100_000
+
+
+def test_variables_set_their_fields(monkeypatch, tmp_path: Path) -> None:
+    values = {
+        "AUTOMATION": "Off",
+        "BRONZE_RETENTION_DAYS": "30",
+        "FIRST_SNAPSHOT_DATE": "2026-10-02",
+        "DATA_CONTRACTS_DIR": str(tmp_path),
+        "LAKE_DUCKDB_THREADS": "3",
+        "INGEST_MAX_REJECT_RATE": "0.5",
+        "PROMOTION_REQUIRES_APPROVAL": "YES",
+        "NBA_POLICY_FILE": str(tmp_path / "policy.yaml"),
+        "DRIFT_ERROR_PSI": "0.3",
+    }
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    lake, ml = get_settings(), get_ml_settings()
+    assert lake.automation is False and lake.bronze_retention_days == 30
+    assert lake.first_snapshot_date == date(2026, 10, 2) and lake.contracts_dir == tmp_path
+    assert lake.duckdb_threads == 3 and lake.max_reject_rate == 0.5
+    assert ml.promotion_requires_approval is True and ml.policy_file == tmp_path / "policy.yaml"
+    assert ml.drift_error_psi == 0.3
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("AUTOMATION", "maybe", "AUTOMATION='maybe': expected on or off"),
+        ("PROMOTION_REQUIRES_APPROVAL", "later", "PROMOTION_REQUIRES_APPROVAL='later': expected on or off"),
+        ("LAKE_BATCH_BYTES", "lots", "LAKE_BATCH_BYTES='lots': invalid literal"),
+    ],
+)
+def test_a_value_that_does_not_parse_names_its_variable(
+    monkeypatch, name: str, value: str, message: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=message):
+        get_ml_settings()
