@@ -21,7 +21,7 @@ DEMO_PERSONS ?= 10000
 DEMO_DAYS ?= 30
 DEMO_SEED ?= 7
 
-.PHONY: help install environment demo train score ingest replay erase test dev mlflow notebooks bench lint docs contracts clean
+.PHONY: help install environment demo train score sync ingest replay erase test dev mlflow notebooks bench lint docs contracts clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -54,6 +54,9 @@ train: install  ## train an uplift candidate, log it to MLflow, register it and 
 
 score: install  ## decide the next-best action of every person for the latest snapshot date (gold nba_decisions)
 	$(RUN) python -m ml.score
+
+sync: install  ## send the changed next-best actions to the CRM destinations (CRM_DATABASE_URL; ARGS="--sync NAME --dry-run")
+	$(RUN) python -m activation.sync $(ARGS)
 
 ingest: install  ## ingest everything in the landing zone (LAKE_ROOT) into bronze and silver, and print what it did
 	$(RUN) python -m lake.ingest
