@@ -145,7 +145,7 @@ def read_pending(settings: Settings, sync: str) -> pl.DataFrame | None:
 
 def log_run(settings: Settings, run: dict) -> None:
     """Append one row to ``activation/sync_runs``."""
-    frame = pl.DataFrame([run], schema=RUN_SCHEMA)
+    frame = pl.DataFrame([{name: run.get(name) for name in RUN_SCHEMA}], schema=RUN_SCHEMA)
     delta.append(uri(settings, "sync_runs"), frame.to_arrow(), storage_options=settings.storage_options)
 
 

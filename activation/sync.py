@@ -233,23 +233,32 @@ def _run_row(
 
 def run_sync(config: SyncConfig, settings: Settings | None = None, *, dry_run: bool = False) -> dict:
     """Run one sync (or preview it with ``dry_run``: nothing is written anywhere); its run-log row, with the
-    sample keys of a dry run under ``sample``."""
+    sample keys of a dry run under ``sample`` and the seconds spent per phase under ``phases``."""
     settings = settings or get_settings()
     run_id = uuid.uuid4().hex
     started = datetime.now(UTC)
-    clock = time.perf_counter()
+    phases: dict[str, float] = {}
+    mark = [time.perf_counter()]
+
+    def lap(phase: str) -> None:
+        now = time.perf_counter()
+        phases[phase] = now - mark[0]
+        mark[0] = now
+
     counts: dict[str, int] = {}
     diff_id = 0
     try:
         desired, blocked, counts = read_source(config, settings)
         destination = destination_for(config, dict(desired.schema))
         key = config.key_column
+        lap("read_and_consent")
         if dry_run:
             lake_version = state.state_version(settings, config.name)
             checkpoint = destination.checkpoint()
             applied = checkpoint.diff_id if checkpoint else 0
         else:
             lake_version, applied = reconcile(config, settings, destination, run_id)
+        lap("reconcile")
         full = applied < lake_version
         synced = desired.head(0) if full else state.read_state(settings, config.name, dict(desired.schema))
         diff = compute_diff(desired, synced, key, removed=config.removed, blocked=blocked)
@@ -261,6 +270,7 @@ def run_sync(config: SyncConfig, settings: Settings | None = None, *, dry_run: b
         counts["retried"] = (
             diff.filter(pl.col(key).cast(pl.String).is_in(list(retry_keys))).height if retry_keys else 0
         )
+        lap("diff")
         if dry_run:
             row = _run_row(run_id, config, diff_id, "dry_run", started, counts)
             row["sample"] = {op: frame[key].head(SAMPLE_SIZE).to_list() for op, frame in ops.items()}
@@ -268,34 +278,32 @@ def run_sync(config: SyncConfig, settings: Settings | None = None, *, dry_run: b
         if diff.is_empty():
             row = _run_row(run_id, config, lake_version, "succeeded", started, counts)
             state.log_run(settings, row)
-            return row
+            lap("run_log")
+            return row | {"phases": phases}
         state.write_pending(settings, config.name, diff, diff_id)
         crash_point("activation.after_pending")
+        lap("pending")
         upserts = diff.filter(pl.col(state.OP) != "removed").drop(state.OP)
         failures = destination.apply(diff_id, upserts, ops["removed"][key])
         crash_point("activation.after_destination_commit")
+        lap("destination")
         refused = pl.Series(list(failures), dtype=pl.String)
         done = diff.filter(~pl.col(key).cast(pl.String).is_in(refused.implode()))
         state.write_state(settings, config.name, done, key, diff_id, replace=full)
         crash_point("activation.after_state")
+        lap("state")
         state.log_failures(settings, run_id, config.name, diff_id, failures)
         counts.update(sent=done.height, failed=len(failures))
         row = _run_row(run_id, config, diff_id, "partial" if failures else "succeeded", started, counts)
         state.log_run(settings, row)
-        return row
+        lap("run_log")
+        return row | {"phases": phases}
     except Exception as error:
         if not dry_run:
-            row = _run_row(
-                run_id,
-                config,
-                diff_id,
-                "failed",
-                started,
-                counts,
-                error=f"{type(error).__name__}: {error}"[:1000],
+            error_text = f"{type(error).__name__}: {error}"[:1000]
+            state.log_run(
+                settings, _run_row(run_id, config, diff_id, "failed", started, counts, error=error_text)
             )
-            row["duration_s"] = time.perf_counter() - clock
-            state.log_run(settings, row)
         raise
 
 
