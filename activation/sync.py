@@ -59,26 +59,45 @@ def _scan_source(config: SyncConfig, settings: Settings) -> pl.LazyFrame:
     return lazy
 
 
-def granted_consents(settings: Settings) -> pl.DataFrame:
-    """``(contact_id, channel)`` whose latest consent in silver CRM is granted."""
+def _contact_channel(contact: str, channels: pl.Enum) -> pl.Expr:
+    """One Int64 per (contact, channel): a join on it is several times faster than on the pair of columns."""
+    code = pl.col("channel").cast(channels).to_physical().cast(pl.Int64)
+    return (pl.col(contact).cast(pl.Int64) * 1024 + code).alias("_contact_channel")
+
+
+def granted_consents(settings: Settings, channels: pl.Enum) -> pl.LazyFrame:
+    """``_contact_channel`` of every (contact, channel) whose latest consent (by ``updated_at``) in silver CRM is
+    granted; ``channels`` lists every channel name (at most 1024)."""
     lazy = delta.scan(delta.table_uri(settings, "silver", "crm", "consents"), settings.storage_options)
     if lazy is None:
-        return pl.DataFrame(schema={"contact_id": pl.Int64, "channel": pl.String})
+        return pl.LazyFrame(schema={"_contact_channel": pl.Int64})
     return (
-        lazy.select("contact_id", "channel", "status", "updated_at")
-        .sort("updated_at", descending=True, nulls_last=True)
-        .unique(["contact_id", "channel"], keep="first")
+        lazy.select(_contact_channel("contact_id", channels), "status", "updated_at")
+        .group_by("_contact_channel")
+        .agg(pl.col("status").sort_by("updated_at", nulls_last=True).last())
         .filter(pl.col("status") == "granted")
-        .select(pl.col("contact_id").cast(pl.Int64), "channel")
-        .collect()
+        .select("_contact_channel")
     )
+
+
+def _channels(settings: Settings, source: pl.LazyFrame) -> pl.Enum:
+    """Every channel name of the source and of silver CRM consents, as an enumeration."""
+    names = [source.select(pl.col("channel").unique())]
+    consents = delta.scan(delta.table_uri(settings, "silver", "crm", "consents"), settings.storage_options)
+    if consents is not None:
+        names.append(consents.select(pl.col("channel").unique()))
+    found = pl.concat(names).unique().drop_nulls().collect()["channel"].sort().to_list()
+    if len(found) > 1024:
+        raise SyncError(f"{len(found)} channel names: at most 1024 are supported")
+    return pl.Enum(found)
 
 
 def read_source(config: SyncConfig, settings: Settings) -> tuple[pl.DataFrame, pl.Series, dict[str, int]]:
     """The rows to hold at the destination (destination columns), the keys held back by consent, and counts.
 
     Holdout and ``no_action`` decisions and rows without a key are not actions and are never sent; an action
-    whose channel consent is not granted now (latest consent in silver CRM) is held back."""
+    whose channel consent is not granted now (latest consent in silver CRM, matched by the key as contact id)
+    is held back."""
     key = config.source.key
     lazy = _scan_source(config, settings)
     names = lazy.collect_schema().names()
@@ -87,29 +106,32 @@ def read_source(config: SyncConfig, settings: Settings) -> tuple[pl.DataFrame, p
             [*config.fields.values(), *(c for c in ("is_holdout", "action", "channel") if c in names)]
         )
     )
-    rows = lazy.select(wanted).collect()
-    actions = rows.filter(pl.col(key).is_not_null())
+    actionable = pl.col(key).is_not_null()
     if "is_holdout" in names:
-        actions = actions.filter(~pl.col("is_holdout").fill_null(False))
+        actionable &= ~pl.col("is_holdout").fill_null(False)
     if "action" in names:
-        actions = actions.filter(pl.col("action") != NO_ACTION)
-    blocked = actions.head(0)
+        actionable &= pl.col("action") != NO_ACTION
+    rows = lazy.select(wanted).filter(actionable)
     if "channel" in names:
-        granted = (
-            granted_consents(settings)
-            .rename({"contact_id": key})
-            .with_columns(pl.col(key).cast(rows.schema[key]))
+        channels = _channels(settings, lazy)
+        granted = granted_consents(settings, channels).with_columns(pl.lit(True).alias("_granted"))
+        rows = rows.with_columns(_contact_channel(key, channels)).join(
+            granted, on="_contact_channel", how="left"
         )
-        blocked = actions.join(granted, on=[key, "channel"], how="anti")
-        actions = actions.join(granted, on=[key, "channel"], how="semi")
+    else:
+        rows = rows.with_columns(pl.lit(True).alias("_granted"))
+    rows = rows.collect()
+    blocked = rows.filter(pl.col("_granted").is_null())
+    actions = rows.filter(pl.col("_granted").is_not_null())
     duplicated = actions.filter(pl.col(key).is_duplicated())
     if duplicated.height:
         sample = duplicated[key].unique().sort().head(SAMPLE_SIZE).to_list()
         raise SyncError(f"gold {config.source.table}: {duplicated.height} rows share a {key} (e.g. {sample})")
     desired = actions.select([pl.col(src).alias(dest) for dest, src in config.fields.items()])
+    source_rows = lazy.select(pl.len()).collect().item()
     counts = {
-        "source_rows": rows.height,
-        "not_actions": rows.height - actions.height - blocked.height,
+        "source_rows": source_rows,
+        "not_actions": source_rows - rows.height,
         "skipped_by_consent": blocked.height,
     }
     return desired, blocked[key].alias(config.key_column), counts
