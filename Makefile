@@ -101,6 +101,7 @@ bench: install  ## print throughput and memory figures (benchmarks/)
 	-$(RUN) python benchmarks/decision_quality.py --persons 200000
 	-$(RUN) python benchmarks/scoring.py --persons 1000000
 	-$(RUN) python benchmarks/training_scale.py --decisions 1000000
+	-$(RUN) python benchmarks/sync_postgres.py --decisions 1000000
 
 lint: install  ## ruff lint and format check
 	$(RUN) ruff check .

@@ -22,6 +22,7 @@ from deltalake import write_deltalake
 
 from activation import state
 from activation.config import SyncConfigError, load_sync, load_syncs
+from activation.destinations import retrying
 from activation.sync import compute_diff, main, run_sync
 from lake.settings import REPO_ROOT, get_settings
 
@@ -372,3 +373,50 @@ def test_sync_files_are_validated_with_file_field_and_problem(tmp_path):
         with pytest.raises(SyncConfigError) as error:
             load_sync(bad)
         assert str(bad) in str(error.value) and field in str(error.value), str(error.value)
+
+
+def test_a_destination_that_lost_its_rows_and_checkpoint_gets_everything_again(lake, crm_url):
+    write_decisions(lake, [decision(c) for c in (1, 2, 3)])
+    write_consents(lake, GRANTED)
+    config = crm_sync(lake)
+    run_sync(config, lake)
+    with psycopg.connect(crm_url) as conn:  # the CRM's database restored from an empty backup
+        conn.execute("drop table recommendations")
+        conn.execute("drop table activation_checkpoints")
+    run = run_sync(config, lake)
+    assert (run["added"], run["sent"], run["diff_id"]) == (3, 3, 2)
+    assert sorted(destination_rows(crm_url)) == [1, 2, 3]
+    assert checkpoint(crm_url) == 2 == state.state_version(lake, "crm")
+    assert run_sync(config, lake)["sent"] == 0
+
+
+def test_transient_errors_are_retried_with_backoff_and_others_are_not(postgres, tmp_path):
+    calls = []
+
+    def connect_after_two_failures():
+        calls.append(1)
+        url = postgres.get_uri() if len(calls) > 2 else f"postgresql://postgres@/postgres?host={tmp_path}"
+        with psycopg.connect(url, connect_timeout=2) as conn:  # no server at tmp_path: OperationalError
+            return conn.execute("select 1").fetchone()[0]
+
+    assert retrying(attempts=5, max_wait=0.05)(connect_after_two_failures) == 1
+    assert len(calls) == 3
+
+    def never_up():
+        calls.append(1)
+        psycopg.connect(f"postgresql://postgres@/postgres?host={tmp_path}", connect_timeout=2)
+
+    calls.clear()
+    with pytest.raises(psycopg.OperationalError):  # the last error once the attempts are spent
+        retrying(attempts=2, max_wait=0.05)(never_up)
+    assert len(calls) == 2
+    calls.clear()
+
+    def refused():
+        calls.append(1)
+        with psycopg.connect(postgres.get_uri()) as conn:
+            conn.execute("select 1/0")
+
+    with pytest.raises(psycopg.errors.DivisionByZero):
+        retrying(attempts=5, max_wait=0.05)(refused)
+    assert len(calls) == 1
