@@ -145,14 +145,18 @@ class PostgresDestination:
                 )
 
     def checkpoint(self) -> Checkpoint | None:
-        """The checkpoint row of this sync, or None."""
-        self.ensure_tables()
+        """The checkpoint row of this sync, or None (also when the checkpoints table does not exist yet)."""
         for attempt in retrying():
             with attempt, self._connect() as conn:
-                row = conn.execute(
-                    sql.SQL("select diff_id, failures from {} where sync = %s").format(self.checkpoints),
-                    [self.sync],
-                ).fetchone()
+                exists = conn.execute("select to_regclass(%s)", [self.checkpoints.as_string()]).fetchone()[0]
+                row = (
+                    None
+                    if exists is None
+                    else conn.execute(
+                        sql.SQL("select diff_id, failures from {} where sync = %s").format(self.checkpoints),
+                        [self.sync],
+                    ).fetchone()
+                )
         if row is None:
             return None
         return Checkpoint(row[0], {k: tuple(v) for k, v in row[1].items()})

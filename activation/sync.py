@@ -40,18 +40,6 @@ def outbox_dir() -> Path:
     return Path(os.environ.get("ACTIVATION_OUTBOX_DIR") or REPO_ROOT / "var" / "outbox")
 
 
-def source_schema(config: SyncConfig, settings: Settings) -> dict[str, pl.DataType]:
-    """The destination columns of ``config`` with the types of their source columns."""
-    lazy = _scan_source(config, settings)
-    schema = lazy.collect_schema()
-    missing = [src for src in config.fields.values() if src not in schema]
-    if missing:
-        raise SyncError(
-            f"{config.path}: fields: gold {config.source.table} has no column {', '.join(missing)}"
-        )
-    return {dest: schema[src] for dest, src in config.fields.items()}
-
-
 def _scan_source(config: SyncConfig, settings: Settings) -> pl.LazyFrame:
     lazy = delta.scan(delta.table_uri(settings, "gold", config.source.table), settings.storage_options)
     if lazy is None:
@@ -101,6 +89,11 @@ def read_source(config: SyncConfig, settings: Settings) -> tuple[pl.DataFrame, p
     key = config.source.key
     lazy = _scan_source(config, settings)
     names = lazy.collect_schema().names()
+    missing = [src for src in config.fields.values() if src not in names]
+    if missing:
+        raise SyncError(
+            f"{config.path}: fields: gold {config.source.table} has no column {', '.join(missing)}"
+        )
     wanted = list(
         dict.fromkeys(
             [*config.fields.values(), *(c for c in ("is_holdout", "action", "channel") if c in names)]
@@ -248,8 +241,8 @@ def _run_row(
         started_at=started,
         finished_at=finished,
         duration_s=(finished - started).total_seconds(),
-        **extra,
     )
+    row.update(extra)
     return row
 
 

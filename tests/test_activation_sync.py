@@ -23,7 +23,7 @@ from deltalake import write_deltalake
 from activation import state
 from activation.config import SyncConfigError, load_sync, load_syncs
 from activation.destinations import retrying
-from activation.sync import compute_diff, main, run_sync
+from activation.sync import SyncError, compute_diff, destination_for, main, read_source, run_sync
 from lake.settings import REPO_ROOT, get_settings
 
 CRM_SYNC = """
@@ -238,7 +238,7 @@ def test_a_refused_record_is_logged_with_the_reason_and_retried_on_the_next_run(
     write_decisions(lake, [decision(c) for c in (1, 2, 3, 4)])
     write_consents(lake, GRANTED)
     config = crm_sync(lake)
-    run_sync(config, lake, dry_run=True)  # creates the destination's tables, writes no row
+    destination_for(config, dict(read_source(config, lake)[0].schema)).ensure_tables()
     with psycopg.connect(crm_url) as conn:
         conn.execute(
             "create function refuse_3() returns trigger language plpgsql as $$ begin "
@@ -348,10 +348,23 @@ def test_dry_run_prints_counts_and_sample_ids_and_changes_nothing(lake, crm_url,
     assert main(["--sync", "crm", "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "added 3, changed 0, removed 0" in out and "[dry_run]" in out and "added: [1, 2, 3]" in out
-    assert destination_rows(crm_url) == {}
+    assert query(crm_url, "select to_regclass('recommendations'), to_regclass('activation_checkpoints')") == [
+        (None, None)
+    ]
     assert state.state_version(lake, "crm") == 0 and state.runs(lake, "crm").is_empty()
     assert main(["--sync", "crm"]) == 0
     assert sorted(destination_rows(crm_url)) == [1, 2, 3]
+
+
+def test_a_failed_run_is_logged_with_its_error(lake, crm_url):
+    write_decisions(lake, [decision(1)])
+    path = Path(os.environ["ACTIVATION_SYNCS_DIR"]) / "crm.yaml"
+    path.write_text(CRM_SYNC.replace("REMOVED", "clear").replace("channel: channel", "channel: segment"))
+    with pytest.raises(SyncError, match="fields: gold nba_current has no column segment"):
+        run_sync(load_sync(path), lake)
+    log = state.runs(lake, "crm")
+    assert log.select("status", "sent").rows() == [("failed", 0)]
+    assert "has no column segment" in log["error"][0]
 
 
 def test_sync_files_are_validated_with_file_field_and_problem(tmp_path):
