@@ -164,10 +164,7 @@ class PostgresDestination:
     def apply(self, diff_id: int, upserts: pl.DataFrame, removals: pl.Series) -> dict[str, tuple[str, str]]:
         """Apply the diff and the checkpoint in one transaction (retried whole on transient errors)."""
         self.ensure_tables()
-        for attempt in retrying():
-            with attempt:
-                return self._apply_once(diff_id, upserts, removals)
-        raise AssertionError("unreachable")
+        return retrying()(self._apply_once, diff_id, upserts, removals)
 
     def _apply_once(
         self, diff_id: int, upserts: pl.DataFrame, removals: pl.Series
@@ -261,13 +258,6 @@ class PostgresDestination:
                     raise
                 failures[str(key)] = ("upsert", f"{error.sqlstate}: {error.diag.message_primary}")
         return failures
-
-    def rows(self) -> pl.DataFrame:
-        """The destination table's rows (for checks and reports)."""
-        with self._connect() as conn, conn.cursor() as cur:
-            cur.execute(sql.SQL("select * from {}").format(self.table))
-            names = [d.name for d in cur.description]
-            return pl.DataFrame(cur.fetchall(), schema=names, orient="row")
 
 
 class FilesDestination:

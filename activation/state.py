@@ -194,3 +194,13 @@ def runs(settings: Settings, sync: str | None = None) -> pl.DataFrame:
     if sync is not None:
         lazy = lazy.filter(pl.col("sync") == sync)
     return lazy.sort("started_at").collect()
+
+
+def failures(settings: Settings, sync: str | None = None) -> pl.DataFrame:
+    """The refused records, oldest first (of one sync when given)."""
+    lazy = delta.scan(uri(settings, "sync_failures"), settings.storage_options)
+    if lazy is None:
+        return pl.DataFrame(schema=FAILURE_SCHEMA)
+    if sync is not None:
+        lazy = lazy.filter(pl.col("sync") == sync)
+    return lazy.sort("failed_at").collect()

@@ -336,13 +336,51 @@ def describe(row: dict) -> str:
     return text
 
 
+def print_log(settings: Settings, syncs: list[str] | None, last: int) -> None:
+    """Print the last ``last`` runs (of ``syncs``, or all) and, per sync, the records refused in its last diff
+    that had refusals, with the destination's reason: the next run sends them again."""
+    log = state.runs(settings)
+    refused = state.failures(settings)
+    if syncs:
+        log = log.filter(pl.col("sync").is_in(syncs))
+        refused = refused.filter(pl.col("sync").is_in(syncs))
+    columns = [
+        "started_at",
+        "sync",
+        "diff_id",
+        "status",
+        "added",
+        "changed",
+        "removed",
+        "sent",
+        "failed",
+        "skipped_by_consent",
+        "duration_s",
+    ]
+    with pl.Config(tbl_rows=last, tbl_cols=len(columns), tbl_width_chars=200, tbl_hide_dataframe_shape=True):
+        print(log.tail(last).select(columns))
+        if refused.height:
+            latest = refused.filter(pl.col("diff_id") == pl.col("diff_id").max().over("sync"))
+            print("refused in the last diff with refusals (sent again by the next run):")
+            print(latest.select("sync", "diff_id", "key", "op", "reason"))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run every sync (or those named by ``--sync``); print one line per run; exit 1 when one failed."""
     parser = argparse.ArgumentParser(prog="python -m activation.sync", description=__doc__.splitlines()[0])
     parser.add_argument("--sync", action="append", help="a sync's name (repeatable; default: every sync)")
     parser.add_argument("--dry-run", action="store_true", help="print what would be sent, change nothing")
+    parser.add_argument(
+        "--log",
+        type=int,
+        metavar="N",
+        help="print the last N runs and the records refused in each sync's last diff",
+    )
     args = parser.parse_args(argv)
     disable_telemetry()
+    if args.log is not None:
+        print_log(get_settings(), args.sync, args.log)
+        return 0
     try:
         syncs = load_syncs()
     except SyncConfigError as error:

@@ -234,7 +234,7 @@ def test_consent_revoked_after_the_sync_is_cleared_even_when_removed_rows_are_ke
     assert sorted(destination_rows(crm_url)) == [1, 2, 3]
 
 
-def test_a_refused_record_is_logged_with_the_reason_and_retried_on_the_next_run(lake, crm_url):
+def test_a_refused_record_is_logged_with_the_reason_and_retried_on_the_next_run(lake, crm_url, capsys):
     write_decisions(lake, [decision(c) for c in (1, 2, 3, 4)])
     write_consents(lake, GRANTED)
     config = crm_sync(lake)
@@ -260,6 +260,9 @@ def test_a_refused_record_is_logged_with_the_reason_and_retried_on_the_next_run(
     assert (second["status"], second["added"], second["retried"], second["failed"]) == ("succeeded", 1, 1, 0)
     assert sorted(destination_rows(crm_url)) == [1, 2, 3, 4]
     assert run_sync(config, lake)["sent"] == 0
+    assert main(["--log", "5"]) == 0
+    printed = capsys.readouterr().out
+    assert "partial" in printed and "contact 3 is locked" in printed
 
 
 CRASH_POINTS = [
