@@ -90,7 +90,24 @@ class SyncConfig(_Strict):
         return url
 
 
-_SECRET = re.compile(r"(password|secret|token|postgres(ql)?://)", re.IGNORECASE)
+_CREDENTIAL_KEYS = re.compile(r"^(password|passwd|secret|token|api_key|url|dsn|credentials?)$", re.IGNORECASE)
+
+
+def _credentials(node: object, where: str = "") -> list[str]:
+    """Where a credential or a connection URL is written in the parsed file (keys named like one, ``://``)."""
+    found = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            path = f"{where}.{key}" if where else str(key)
+            if _CREDENTIAL_KEYS.match(str(key)):
+                found.append(path)
+            found += _credentials(value, path)
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            found += _credentials(value, f"{where}[{i}]")
+    elif isinstance(node, str) and "://" in node:
+        found.append(where)
+    return found
 
 
 def load_sync(path: Path) -> SyncConfig:
@@ -101,9 +118,11 @@ def load_sync(path: Path) -> SyncConfig:
         raise SyncConfigError(f"{path}: cannot be read: {error}") from error
     if not isinstance(raw, dict):
         raise SyncConfigError(f"{path}: (top level): a mapping is expected")
-    if _SECRET.search(yaml.safe_dump(raw)):
+    written = _credentials(raw)
+    if written:
         raise SyncConfigError(
-            f"{path}: a credential or URL is written in the file: credentials come from the environment only"
+            f"{path}: {', '.join(written)}: a credential or connection URL is written in the file: credentials come "
+            "from the environment only (destination.url_env names the variable)"
         )
     raw.setdefault("name", path.stem)
     try:
