@@ -21,7 +21,7 @@ DEMO_PERSONS ?= 10000
 DEMO_DAYS ?= 30
 DEMO_SEED ?= 7
 
-.PHONY: help install environment demo train score ingest replay erase test test-quick dev mlflow notebooks bench lint docs contracts clean
+.PHONY: help install environment demo train score sync ingest replay erase test test-quick dev mlflow notebooks bench lint docs contracts clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -54,6 +54,9 @@ train: install  ## train an uplift candidate, log it to MLflow, register it and 
 
 score: install  ## decide the next-best action of every person for the latest snapshot date (gold nba_decisions)
 	$(RUN) python -m ml.score
+
+sync: install  ## send the changed next-best actions to the CRM destinations (CRM_DATABASE_URL; ARGS="--sync NAME --dry-run")
+	$(RUN) python -m activation.sync $(ARGS)
 
 ingest: install  ## ingest everything in the landing zone (LAKE_ROOT) into bronze and silver, and print what it did
 	$(RUN) python -m lake.ingest
@@ -101,6 +104,7 @@ bench: install  ## print throughput and memory figures (benchmarks/)
 	-$(RUN) python benchmarks/decision_quality.py --persons 200000
 	-$(RUN) python benchmarks/scoring.py --persons 1000000
 	-$(RUN) python benchmarks/training_scale.py --decisions 1000000
+	-$(RUN) python benchmarks/sync_postgres.py --decisions 1000000
 
 lint: install  ## ruff lint and format check, and the import boundaries between the packages (lint-imports)
 	$(RUN) ruff check .

@@ -1,0 +1,1 @@
+"""Activation: the diff-based reverse-ETL sync of gold decisions to the CRM's destinations (PostgreSQL, files)."""

@@ -1,0 +1,148 @@
+"""Sync definitions: one YAML file per sync (``activation/syncs/<name>.yaml``, or the folder ``ACTIVATION_SYNCS_DIR``).
+
+A sync names its source gold table, the key (the CRM's contact id), the mapping of destination columns to source
+columns, its destination (kind and name) and what happens to removed rows. Credentials never come from the file:
+a PostgreSQL destination reads its URL from the environment variable it names (``CRM_DATABASE_URL`` by default).
+Every file is validated on load; a problem raises :class:`SyncConfigError` naming the file, the field and the
+problem.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+
+from lake.settings import REPO_ROOT
+
+SYNCS_DIR = REPO_ROOT / "activation" / "syncs"
+"""The shipped sync definitions (``ACTIVATION_SYNCS_DIR`` overrides)."""
+
+Identifier = Annotated[str, StringConstraints(pattern=r"^[a-z_][a-z0-9_]*$", max_length=63)]
+
+
+class SyncConfigError(ValueError):
+    """A sync file is missing, unreadable or invalid (the message names the file, the field and the problem)."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Source(_Strict):
+    """The gold table a sync reads and the column that addresses the destination's record."""
+
+    table: Identifier = "nba_current"
+    key: Identifier = "crm_contact_id"
+
+
+class Destination(_Strict):
+    """Where a sync writes: a PostgreSQL table (URL from the environment) or an outbox folder of files."""
+
+    kind: Literal["postgres", "files"]
+    name: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]*$")]
+    table: Identifier = "nba_recommendations"
+    """PostgreSQL: the recommendations table (created when missing)."""
+    schema_: Identifier = Field("public", alias="schema")
+    """PostgreSQL: the schema of the table."""
+    url_env: Annotated[str, StringConstraints(pattern=r"^[A-Z][A-Z0-9_]*$")] = "CRM_DATABASE_URL"
+    """PostgreSQL: the environment variable holding the server's URL."""
+    formats: tuple[Literal["parquet", "csv"], ...] = ("parquet", "csv")
+    """Files: the formats written to the outbox."""
+
+
+class SyncConfig(_Strict):
+    """One sync: source, key, field mapping (destination column: source column), destination and mode."""
+
+    name: Identifier
+    source: Source = Source()
+    fields: dict[Identifier, Identifier] = Field(min_length=1)
+    destination: Destination
+    mode: Literal["upsert"] = "upsert"
+    removed: Literal["clear", "keep"] = "clear"
+    """Rows gone from the source since the last sync: cleared at the destination, or left there. Rows whose
+    channel consent was revoked are cleared either way."""
+    path: Path | None = None
+
+    @model_validator(mode="after")
+    def _key_mapped(self) -> SyncConfig:
+        if self.source.key not in self.fields.values():
+            raise ValueError(f"the key column {self.source.key!r} must be mapped to a destination column")
+        return self
+
+    @property
+    def key_column(self) -> str:
+        """The destination column that holds the key."""
+        return next(dest for dest, src in self.fields.items() if src == self.source.key)
+
+    def database_url(self) -> str:
+        """The PostgreSQL URL from the environment; a clear error when it is not set."""
+        url = os.environ.get(self.destination.url_env, "")
+        if not url:
+            raise SyncConfigError(
+                f"{self.path}: destination.url_env: the environment variable {self.destination.url_env} "
+                "is not set (the PostgreSQL URL, e.g. postgresql://user@host:5432/crm)"
+            )
+        return url
+
+
+_CREDENTIAL_KEYS = re.compile(r"^(password|passwd|secret|token|api_key|url|dsn|credentials?)$", re.IGNORECASE)
+
+
+def _credentials(node: object, where: str = "") -> list[str]:
+    """Where a credential or a connection URL is written in the parsed file (keys named like one, ``://``)."""
+    found = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            path = f"{where}.{key}" if where else str(key)
+            if _CREDENTIAL_KEYS.match(str(key)):
+                found.append(path)
+            found += _credentials(value, path)
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            found += _credentials(value, f"{where}[{i}]")
+    elif isinstance(node, str) and "://" in node:
+        found.append(where)
+    return found
+
+
+def load_sync(path: Path) -> SyncConfig:
+    """Read and validate one sync file; its name must be its file name."""
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise SyncConfigError(f"{path}: cannot be read: {error}") from error
+    if not isinstance(raw, dict):
+        raise SyncConfigError(f"{path}: (top level): a mapping is expected")
+    written = _credentials(raw)
+    if written:
+        raise SyncConfigError(
+            f"{path}: {', '.join(written)}: a credential or connection URL is written in the file: credentials come "
+            "from the environment only (destination.url_env names the variable)"
+        )
+    raw.setdefault("name", path.stem)
+    try:
+        config = SyncConfig.model_validate({**raw, "path": path})
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}" for e in error.errors()
+        )
+        raise SyncConfigError(f"{path}: {problems}") from error
+    if config.name != path.stem:
+        raise SyncConfigError(f"{path}: name: {config.name!r} differs from the file name {path.stem!r}")
+    return config
+
+
+def syncs_dir() -> Path:
+    """The folder of sync files: ``ACTIVATION_SYNCS_DIR`` or the shipped ``activation/syncs``."""
+    return Path(os.environ.get("ACTIVATION_SYNCS_DIR") or SYNCS_DIR)
+
+
+def load_syncs(folder: Path | None = None) -> dict[str, SyncConfig]:
+    """Every sync of the folder, by name (files ``*.yaml``, sorted)."""
+    folder = folder or syncs_dir()
+    return {config.name: config for config in map(load_sync, sorted(folder.glob("*.yaml")))}
