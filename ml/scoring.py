@@ -20,6 +20,7 @@ import argparse
 import json
 import logging
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
@@ -430,18 +431,18 @@ def _clear_date(uri: str, decision_date: date, settings: Settings) -> None:
         )
 
 
-def refresh_current(settings: Settings, written: pl.DataFrame | None = None) -> int:
-    """Overwrite gold ``nba_current`` with the decisions of the latest date of ``nba_decisions``; its rows.
-    ``written``: the decisions of one date just written to ``nba_decisions``; when that date is the latest, they
-    are written as they are instead of being read back."""
+def refresh_current(settings: Settings) -> int:
+    """Overwrite gold ``nba_current`` with the decisions of the latest date of ``nba_decisions``; its rows."""
     lazy = delta.scan(gold_uri(settings, DECISIONS_TABLE), settings.storage_options)
     if lazy is None:
         return 0
     latest = lazy.select(pl.col("decision_date").max()).collect().item()
-    if written is not None and written.height and written["decision_date"][0] == latest:
-        current = written.cast(NBA_SCHEMA)
-    else:
-        current = lazy.filter(pl.col("decision_date") == latest).collect().cast(NBA_SCHEMA)
+    current = lazy.filter(pl.col("decision_date") == latest).collect().cast(NBA_SCHEMA)
+    _write_current(settings, current)
+    return current.height
+
+
+def _write_current(settings: Settings, current: pl.DataFrame) -> None:
     write_deltalake(
         gold_uri(settings, CURRENT),
         current.to_arrow(),
@@ -449,7 +450,26 @@ def refresh_current(settings: Settings, written: pl.DataFrame | None = None) -> 
         schema_mode="overwrite",
         storage_options=settings.storage_options or None,
     )
-    return current.height
+
+
+def publish(settings: Settings, decisions: pl.DataFrame, decision_date: date) -> None:
+    """Write the decisions of ``decision_date`` to ``nba_decisions`` and refresh ``nba_current``. When the date is
+    the latest decided (the daily batch), ``nba_current`` is these decisions, and both Delta writes run side by side
+    (delta-rs encodes outside the GIL); otherwise ``nba_current`` is refreshed from the table afterwards."""
+    uri = gold_uri(settings, DECISIONS_TABLE)
+    lazy = delta.scan(uri, settings.storage_options)
+    latest = None if lazy is None else lazy.select(pl.col("decision_date").max()).collect().item()
+    if not decisions.height or (latest is not None and decision_date < latest):
+        write_date(uri, decisions, decision_date, settings)
+        refresh_current(settings)
+        return
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        writes = [
+            pool.submit(write_date, uri, decisions, decision_date, settings),
+            pool.submit(_write_current, settings, decisions.cast(NBA_SCHEMA)),
+        ]
+        for write in writes:
+            write.result()
 
 
 # -- the batch -------------------------------------------------------------------------------------------------
@@ -548,8 +568,7 @@ def score_and_decide(
             fallback_reason=fallback_reason,
             decided_at=decided_at,
         )
-    write_date(gold_uri(settings, DECISIONS_TABLE), decisions, decision_date, settings)
-    refresh_current(settings, decisions)
+    publish(settings, decisions, decision_date)
     shadow_rows = 0
     if shadow:
         shadow_decisions = decide(
