@@ -15,8 +15,8 @@ import duckdb
 import polars as pl
 
 from data_contracts import Contract
-from lake import cdc, clickstream, delta
-from lake.landing import CLICKSTREAM_FEED
+from lake import delta
+from lake.feeds import feed_of
 from lake.settings import Settings
 
 SCHEMA = "silver"
@@ -32,15 +32,11 @@ class SilverTable:
 
 def silver_tables(settings: Settings, contracts: dict[str, Contract]) -> list[SilverTable]:
     """Every silver table of the contracted feeds, with its view name."""
-    tables = []
-    for contract in contracts.values():
-        if contract.feed == CLICKSTREAM_FEED:
-            tables.append(SilverTable(clickstream.silver_uri(settings), "clickstream__events"))
-            continue
-        current, history = cdc.silver_uris(settings, contract)
-        tables.append(SilverTable(current, f"{contract.source_system}__{contract.name}"))
-        tables.append(SilverTable(history, f"{contract.source_system}__{contract.name}_history"))
-    return tables
+    return [
+        SilverTable(table.uri(settings), table.view)
+        for contract in contracts.values()
+        for table in feed_of(contract).silver
+    ]
 
 
 def _quoted(text: str) -> str:

@@ -10,8 +10,8 @@ from dagster_dbt import build_dbt_asset_selection
 
 from data_contracts import Contract
 from lake import maintenance
+from lake.feeds import feed_of
 from lake.ingest import backlog
-from lake.landing import discover
 from lake.settings import Settings, get_settings
 from lake.warehouse import publish_silver
 from orchestration.lake_assets import BRONZE_GROUP, SILVER_GROUP
@@ -39,7 +39,7 @@ def sensor_status() -> dg.DefaultSensorStatus:
 
 def nothing_landed(settings: Settings, contracts: dict[str, Contract]) -> dg.SkipReason | None:
     """A skip reason when no feed has a file in the landing zone (a new lake: nothing to build yet)."""
-    if any(discover(settings.landing, feed_id) for feed_id in contracts):
+    if any(feed_of(c).discover(settings.landing) for c in contracts.values()):
         return None
     return dg.SkipReason(f"nothing has landed in {settings.landing} yet")
 
