@@ -23,17 +23,17 @@ SCHEMA = "silver"
 
 
 @dataclass(frozen=True)
-class SilverTable:
+class SilverView:
     """A silver Delta table and the name of its warehouse view (``silver.<system>__<table>``)."""
 
     uri: str
     view: str
 
 
-def silver_tables(settings: Settings, contracts: dict[str, Contract]) -> list[SilverTable]:
+def silver_tables(settings: Settings, contracts: dict[str, Contract]) -> list[SilverView]:
     """Every silver table of the contracted feeds, with its view name."""
     return [
-        SilverTable(table.uri(settings), table.view)
+        SilverView(table.uri(settings), table.view)
         for contract in contracts.values()
         for table in feed_of(contract).silver
     ]
@@ -43,7 +43,7 @@ def _quoted(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def view_sql(table: SilverTable, settings: Settings) -> str | None:
+def view_sql(table: SilverView, settings: Settings) -> str | None:
     """The ``create or replace view`` statement of one table's current version (None: no table yet)."""
     dt = delta.open_table(table.uri, settings.storage_options)
     if dt is None:
