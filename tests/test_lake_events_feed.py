@@ -12,6 +12,7 @@ from pathlib import Path
 
 import duckdb
 import polars as pl
+import pytest
 import yaml
 from conftest import lake_settings
 from deltalake import DeltaTable
@@ -180,3 +181,16 @@ def test_the_event_feed_gets_its_assets_and_checks_without_a_history_check() -> 
     assert check_keys == {
         (("silver", "web", "page_views"), r.name) for r in load_contracts(CONTRACTS)[FEED].rules
     }
+
+
+def test_each_kind_of_feed_has_its_class_and_an_unknown_kind_is_named() -> None:
+    from dataclasses import replace
+
+    from lake.feeds import FEED_KINDS
+    from lake.feeds.events import EventsFeed
+
+    contract = load_contracts(CONTRACTS)[FEED]
+    assert {"cdc", "clickstream", "events"} <= set(FEED_KINDS)
+    assert type(feed_of(contract)) is EventsFeed
+    with pytest.raises(ValueError, match="no feed class for kind 'stream'"):
+        feed_of(replace(contract, feed="stream"))
