@@ -1,8 +1,8 @@
-"""The lake's feeds, one class per kind (change data capture, clickstream, ...), chosen by the contract's ``feed``.
+"""The lake's feeds: one class per kind (CDC, clickstream, ...), chosen by the ``feed`` of the contract.
 
-Ask a contract's feed object (:func:`feed_of`) for anything that depends on its kind. A new kind is one module in
-this package holding one subclass of :class:`Feed` with a ``kind``: the package imports every module in it, and
-the subclass registers itself, so nothing else changes.
+Ask a contract's feed object (:func:`feed_of`) for anything that depends on its kind. A new kind is one module
+in this package holding one subclass of :class:`Feed` with a ``kind``: the package imports every module in it,
+and the subclass registers itself, so nothing else changes.
 """
 
 import importlib

@@ -1,10 +1,10 @@
 """What every kind of feed has: the :class:`Feed` base class, its silver tables and the registry of kinds.
 
-A feed is built from its contract (:func:`feed_of`) and answers everything that differs between kinds: where its
-files land, how a chunk of raw lines becomes bronze rows (and which lines are quarantined, with what reason), its
-bronze and silver tables, how bronze is applied to silver and how far that got (the watermark), and how its
-silver tables are described to the warehouse, dbt, quality checks and erasure. The generic machinery (ingestion
-batches, the ledger, quarantine, maintenance, views) asks the feed and never its kind.
+A feed is built from its contract (:func:`feed_of`) and answers everything that differs between kinds: where
+its files land, how a chunk of raw lines becomes bronze rows (and which lines are quarantined, with what
+reason), its bronze and silver tables, how bronze is applied to silver and how far that got (the watermark),
+and how its silver tables are described to the warehouse, dbt, quality checks and erasure. The generic
+machinery (ingestion batches, the ledger, quarantine, maintenance, views) asks the feed and never its kind.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ class SilverTable:
 
 
 FEED_KINDS: dict[str, type[Feed]] = {}
-"""The class of each kind of feed, by the ``feed`` a contract names; a subclass with a ``kind`` registers itself."""
+"""The class of each kind, by the ``feed`` a contract names; a subclass with a ``kind`` registers itself."""
 
 
 def feed_of(contract: Contract) -> Feed:
@@ -138,7 +138,7 @@ class Feed(ABC):
         return self.feed_id
 
     def survey(self, landing: str) -> tuple[list[LandedFile], list[str]]:
-        """The feed's landed data files and the other files of its folder (see :func:`lake.landing.survey`)."""
+        """The feed's landed data files and the other files of its folder (:func:`lake.landing.survey`)."""
         return survey(landing, self.feed_id, self.landing_folder)
 
     def discover(self, landing: str) -> list[LandedFile]:
@@ -165,11 +165,11 @@ class Feed(ABC):
 
     @abstractmethod
     def parse_sql(self) -> str:
-        """The DuckDB query that splits a chunk of raw lines (table ``chunk(row_id, file_idx, line_no, line)``)
-        into the feed's bronze columns and a ``reason`` that is NULL for valid records."""
+        """The DuckDB query that splits a chunk of raw lines (table ``chunk(row_id, file_idx, line_no,
+        line)``) into the feed's bronze columns and a ``reason`` that is NULL for valid records."""
 
     def check_parsed(self, con: duckdb.DuckDBPyConnection, parsed: pa.Table) -> pa.Table:
-        """``parsed`` (the result of :meth:`parse_sql`) with the reasons of checks a single query cannot make."""
+        """``parsed`` (from :meth:`parse_sql`) with the reasons of checks a single query cannot make."""
         return parsed
 
     def bronze_columns(self, files: list[LandedFile], rows: pa.Table) -> dict[str, pa.Array]:
@@ -179,7 +179,7 @@ class Feed(ABC):
 
     @abstractmethod
     def apply(self, settings: Settings) -> Any:
-        """Bring the feed's silver tables up to date with its bronze table; the kind's report. Safe to re-run."""
+        """Bring the feed's silver tables up to date with bronze; the kind's report. Safe to re-run."""
 
     @abstractmethod
     def watermark(self, settings: Settings) -> int:

@@ -47,7 +47,9 @@ CDC_SQL = """
 with classified as ({parse_errors}),
 ok as (select row_id, file_idx, line_no, line from classified where reason is null and trim(line) <> 'null'),
 envelope as (
-    select row_id, file_idx, line_no, line, json_transform(line, '{{"schema": "JSON", "payload": "JSON"}}') as e from ok
+    select row_id, file_idx, line_no, line,
+        json_transform(line, '{{"schema": "JSON", "payload": "JSON"}}') as e
+    from ok
 ),
 unwrapped as (
     select row_id, file_idx, line_no, line,
@@ -62,16 +64,19 @@ fields as (
     from unwrapped
 ),
 positioned as (
-    select *, json_transform(p.source, '{{"lsn": "BIGINT", "file": "VARCHAR", "pos": "BIGINT", "row": "BIGINT",
-                                          "ts_ms": "BIGINT", "snapshot": "VARCHAR", "txId": "BIGINT"}}') as s
+    select *, json_transform(p.source, '{{"lsn": "BIGINT", "file": "VARCHAR", "pos": "BIGINT",
+                                          "row": "BIGINT", "ts_ms": "BIGINT", "snapshot": "VARCHAR",
+                                          "txId": "BIGINT"}}') as s
     from fields
 )
 select row_id, file_idx, line_no, line, false as is_tombstone,
     p.op, p.before::varchar as before, p.after::varchar as after, p.source::varchar as source,
     p.transaction::varchar as transaction,
-    list_filter(json_extract(schema, '$.fields[*]'), lambda f: f->>'field' = 'after')[1]::varchar as value_schema,
+    list_filter(json_extract(schema, '$.fields[*]'), lambda f: f->>'field' = 'after')[1]::varchar
+        as value_schema,
     p.ts_ms, s.ts_ms as source_ts_ms, s.lsn as source_lsn, s.file as source_binlog_file,
-    s.pos as source_binlog_pos, s.row as source_binlog_row, s.snapshot as source_snapshot, s.txId as source_tx_id,
+    s.pos as source_binlog_pos, s.row as source_binlog_row, s.snapshot as source_snapshot,
+    s.txId as source_tx_id,
     case when p.op is null then 'missing op'
          when p.op not in ('c', 'u', 'd', 'r', 't') then 'unknown op ' || p.op
          when p.source is null then 'missing source block'
@@ -81,10 +86,12 @@ select row_id, file_idx, line_no, line, false as is_tombstone,
     end as reason
 from positioned
 union all
-select row_id, file_idx, line_no, line, true, null, null, null, null, null, null, null, null, null, null, null, null, null, null, null
+select row_id, file_idx, line_no, line, true,
+    null, null, null, null, null, null, null, null, null, null, null, null, null, null, null
 from classified where reason is null and trim(line) = 'null'
 union all
-select row_id, file_idx, line_no, line, false, null, null, null, null, null, null, null, null, null, null, null, null, null, null, reason
+select row_id, file_idx, line_no, line, false,
+    null, null, null, null, null, null, null, null, null, null, null, null, null, null, reason
 from classified where reason is not null
 """
 
@@ -101,7 +108,8 @@ order by row_id
 """
 """The row images of the change events that passed :data:`CDC_SQL`, checked against the contract with the
 encodings of their own schema envelope (``schemas`` lists the chunk's distinct ones)."""
-IMAGE_CHECK = """select row_id, case when op = 'd' then {key_violation} else {after_violation} end as image_reason
+IMAGE_CHECK = """select row_id,
+        case when op = 'd' then {key_violation} else {after_violation} end as image_reason
     from keyed where schema_idx = {index}"""
 
 POSITION_CHECKS = {
@@ -111,10 +119,11 @@ POSITION_CHECKS = {
 }
 
 CDC_COLUMNS = {
-    "_op": "Debezium operation of the change that made this version: c (insert), u (update), r (snapshot read) "
-    "or d (delete).",
+    "_op": "Debezium operation of the change that made this version: c (insert), u (update), "
+    "r (snapshot read) or d (delete).",
     "_log_file": "Position of the change in the source's log: the MySQL binlog file (empty for PostgreSQL).",
-    "_log_pos": "Position of the change in the source's log: the PostgreSQL LSN or the MySQL binlog position.",
+    "_log_pos": "Position of the change in the source's log: the PostgreSQL LSN or the MySQL binlog "
+    "position.",
     "_log_row": "Position of the change in the source's log: the row within a MySQL binlog event (0 for "
     "PostgreSQL).",
 }
@@ -129,8 +138,8 @@ HISTORY_COLUMNS = {
 
 def check_images(con: duckdb.DuckDBPyConnection, contract: Contract, parsed: pa.Table) -> pa.Table:
     """``parsed`` (the result of :data:`CDC_SQL`) with the reason of every change event whose row image breaks
-    the contract: the ``after`` image of creates, updates and reads, the key of a delete's ``before``, each read
-    with the encodings its own schema envelope gives (one rule with decoding, see
+    the contract: the ``after`` image of creates, updates and reads, the key of a delete's ``before``, each
+    read with the encodings its own schema envelope gives (one rule with decoding, see
     :func:`data_contracts.wire.field_encodings`)."""
     pending = pc.and_(pc.is_null(parsed["reason"]), pc.is_in(parsed["op"], pa.array(["c", "u", "r", "d"])))
     schemas = pc.unique(pc.fill_null(parsed.filter(pending)["value_schema"], "")).to_pylist()
@@ -154,7 +163,7 @@ def check_images(con: duckdb.DuckDBPyConnection, contract: Contract, parsed: pa.
 
 
 class CdcFeed(Feed):
-    """The Debezium change events of one source table (one Kafka topic): current state and history in silver."""
+    """Debezium change events of one source table (one Kafka topic): current state and history in silver."""
 
     kind = "cdc"
     bronze_schema = CDC_SCHEMA
@@ -174,8 +183,8 @@ class CdcFeed(Feed):
                 c.source_system,
                 c.name,
                 key,
-                f"Current state of `{c.feed_id}`: the latest change per key by log position, deletes applied, "
-                "personal data tokenised.",
+                f"Current state of `{c.feed_id}`: the latest change per key by log position, deletes "
+                "applied, personal data tokenised.",
             ),
             SilverTable(
                 c.source_system,
@@ -192,7 +201,7 @@ class CdcFeed(Feed):
         return cdc.bronze_uri(settings, self.contract)
 
     def parse_sql(self) -> str:
-        """The envelope's fields and the reasons of an incomplete envelope (per the connector's log position)."""
+        """The envelope's fields, and why an envelope is incomplete (per the connector's log position)."""
         position_missing, position_fields = POSITION_CHECKS.get(
             self.contract.connector, POSITION_CHECKS[None]
         )
@@ -225,7 +234,10 @@ class CdcFeed(Feed):
 
     def summary(self, report: cdc.ApplyReport) -> str:
         """Changes, upserts and deletes."""
-        return f"{report.changes:,} changes, {report.current_upserts:,} upserts, {report.current_deletes:,} deletes"
+        return (
+            f"{report.changes:,} changes, {report.current_upserts:,} upserts, "
+            f"{report.current_deletes:,} deletes"
+        )
 
     def apply_metadata(self, report: cdc.ApplyReport) -> list[dict[str, int]]:
         """Changes applied to the current state; rows merged into the history."""

@@ -41,14 +41,16 @@ with classified as ({parse_errors}),
 ok as (
     select row_id, file_idx, line_no, line,
         json_transform(line, '{{"messageId": "VARCHAR", "type": "VARCHAR", "event": "VARCHAR",
-                                "anonymousId": "VARCHAR", "userId": "VARCHAR", "receivedAt": "VARCHAR"}}') as m
+                                "anonymousId": "VARCHAR", "userId": "VARCHAR",
+                                "receivedAt": "VARCHAR"}}') as m
     from classified where reason is null
 )
-select row_id, file_idx, line_no, line, m.messageId as message_id, m.type, m.event, m.anonymousId as anonymous_id,
-    m.userId as user_id, m.receivedAt as received_at, {violation} as reason
+select row_id, file_idx, line_no, line, m.messageId as message_id, m.type, m.event,
+    m.anonymousId as anonymous_id, m.userId as user_id, m.receivedAt as received_at, {violation} as reason
 from ok
 union all
-select row_id, file_idx, line_no, line, null, null, null, null, null, null, reason from classified where reason is not null
+select row_id, file_idx, line_no, line, null, null, null, null, null, null, reason
+from classified where reason is not null
 """
 
 SEGMENT_NAMES = {
@@ -78,8 +80,8 @@ class ClickstreamFeed(Feed):
                 "clickstream",
                 "events",
                 tuple(clickstream.DEDUP_KEY),
-                "Segment messages, one row per messageId, typed, with event time corrected for client clock skew "
-                "and personal data tokenised; partitioned by event date.",
+                "Segment messages, one row per messageId, typed, with event time corrected for client clock "
+                "skew and personal data tokenised; partitioned by event date.",
             ),
         )
 

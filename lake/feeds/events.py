@@ -1,14 +1,14 @@
-"""Append-only event feeds: JSON objects (one per line) that only ever add rows, such as a server's page views.
+"""Append-only event feeds: JSON objects, one per line, that only ever add rows (such as page views).
 
-A contract with ``feed: events`` lands its files under ``<feed id>/`` (``events/`` here: the feed id of a contract
-without a topic is its kind). Bronze keeps the raw line; a line that is no JSON object or breaks the contract
-is quarantined. Silver is one table, ``silver/<sourceSystem>/<schema name>``, holding each event once: rows are
-deduplicated on the contract's primary key (the first delivery by bronze batch, file and line wins, later ones are
-dropped), typed as the contract says and with personal data protected. The event time is the column the
-contract's ``freshness`` SLA names as its ``element``; the report gives its watermark (the latest event time in
-silver) and how many events arrived behind the previous one (late events, kept). Each step of bronze batches is
-appended in one commit with the application transaction ``(events-apply:<feed>, batch)``, so a re-run skips
-what was applied.
+A contract with ``feed: events`` lands its files under ``<feed id>/`` (``events/`` here: the feed id of a
+contract without a topic is its kind). Bronze keeps the raw line; a line that is no JSON object or breaks the
+contract is quarantined. Silver is one table, ``silver/<sourceSystem>/<schema name>``, holding each event
+once: rows are deduplicated on the contract's primary key (the first delivery by bronze batch, file and line
+wins, later ones are dropped), typed as the contract says and with personal data protected. The event time is
+the column the contract's ``freshness`` SLA names as its ``element``; the report gives its watermark (the
+latest event time in silver) and how many events arrived behind the previous one (late events, kept). Each
+step of bronze batches is appended in one commit with the application transaction ``(events-apply:<feed>,
+batch)``, so a re-run skips what was applied.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ class EventsFeed(Feed):
 
     @property
     def event_time(self) -> str:
-        """The event-time column: the ``element`` of the contract's ``freshness`` SLA (``<table>.<column>``)."""
+        """The event-time column: the ``element`` (``<table>.<column>``) of the ``freshness`` SLA."""
         element = (self.contract.sla.get("freshness") or {}).get("element")
         if not element:
             raise ValueError(f"{self.contract.path.name}: no freshness SLA element names the event time")
@@ -96,8 +96,8 @@ class EventsFeed(Feed):
                 c.source_system,
                 c.name,
                 tuple(c.primary_key),
-                f"Events of `{c.feed_id}`, one row per {', '.join(c.primary_key)} (its first delivery), typed, "
-                "personal data protected.",
+                f"Events of `{c.feed_id}`, one row per {', '.join(c.primary_key)} (its first delivery), "
+                "typed, personal data protected.",
             ),
         )
 
@@ -108,7 +108,7 @@ class EventsFeed(Feed):
         )
 
     def typed(self, bronze: pl.DataFrame, settings: Settings) -> pl.DataFrame:
-        """Bronze rows (``raw`` and :data:`ARRIVAL`) as the contract's typed columns, personal data protected."""
+        """Bronze rows (``raw``, :data:`ARRIVAL`) as the contract's typed columns, personal data protected."""
         fields = ", ".join(
             f"try_cast(json_extract_string(raw, '$.\"{c.name}\"') as {DUCKDB_TYPES[c.logical_type]}) "
             f'as "{c.name}"'
@@ -153,8 +153,8 @@ class EventsFeed(Feed):
         report.applied_batch = upto
 
     def apply(self, settings: Settings) -> EventsReport:
-        """Append every bronze batch not applied yet to silver, in steps of at most ``settings.apply_step_rows``
-        bronze rows (whole batches). Safe to re-run."""
+        """Append every bronze batch not applied yet to silver, in steps of at most
+        ``settings.apply_step_rows`` bronze rows (whole batches). Safe to re-run."""
         started = time.perf_counter()
         report = EventsReport(self.feed_id)
         bronze = delta.scan(self.bronze_uri(settings), settings.storage_options)
@@ -191,7 +191,8 @@ class EventsFeed(Feed):
     def source_doc(self, table: SilverTable, subject: str) -> tuple[str, str, dict[str, str]]:
         """The events, loaded at their event time, with where each came from."""
         return (
-            f"{subject}: one row per {', '.join(table.key)}, personal data protected (feed `{self.feed_id}`).",
+            f"{subject}: one row per {', '.join(table.key)}, personal data protected "
+            f"(feed `{self.feed_id}`).",
             self.event_time,
             {
                 "_source_file": "The landing file the event was first delivered in.",
