@@ -312,8 +312,10 @@ def bench_memory(gigabytes: float, scratch: Path) -> None:
 def landing_bytes(landing: Path) -> int:
     """The landing zone's size once decompressed (as bronze batches count it)."""
     root = str(landing)
-    feeds = ["clickstream"] + [p.name for p in (landing / "cdc").iterdir()]
-    return sum(bronze.landed_bytes(root, f) for feed in feeds for f in discover(root, feed))
+    folders = {"clickstream": "clickstream"} | {p.name: f"cdc/{p.name}" for p in (landing / "cdc").iterdir()}
+    return sum(
+        bronze.landed_bytes(root, f) for feed, folder in folders.items() for f in discover(root, feed, folder)
+    )
 
 
 def bench_scale(persons: int, days: int, scratch: Path) -> None:

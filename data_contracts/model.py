@@ -2,9 +2,10 @@
 the ``open-data-contract-standard`` pydantic models and checked for what this project reads from it.
 
 What ODCS has no field for is in ``customProperties`` with fixed names: at the contract level ``feed``
-(``cdc`` | ``clickstream``), ``topic``, ``sourceSystem``, ``connector``, ``decimalHandlingMode`` and ``owner``;
-at the property level ``debeziumType`` (the semantic type on the wire) and ``pii`` (the kind of personal
-data). Personal data inside an object property is described by nested ``properties`` carrying ``pii``.
+(``cdc`` | ``clickstream`` | ``events``: the kind of feed), ``topic``, ``sourceSystem``, ``connector``,
+``decimalHandlingMode`` and ``owner``; at the property level ``debeziumType`` (the semantic type on the wire)
+and ``pii`` (the kind of personal data). Personal data inside an object property is described by nested
+``properties`` carrying ``pii``.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from data_contracts import connect_types as ct
 CONTRACTS_DIR = Path(__file__).parent / "contracts"
 CONTRACT_SUFFIX = ".odcs.yaml"
 
-FEEDS = ("cdc", "clickstream")
+FEEDS = ("cdc", "clickstream", "events")
 CONNECTORS = ("postgresql", "mysql")
 DECIMAL_MODES = ("string", "precise", "double")
 PII_KINDS = ("email", "phone", "ip", "name", "birth_date", "address")

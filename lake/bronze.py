@@ -6,9 +6,10 @@ commit, its rejected records appended to the quarantine table in one commit, and
 commits carry the application transaction ``(ingest:<feed>, batch number)``, so a batch resumed after a
 crash skips what was already committed and writes what was not: nothing is duplicated, nothing is lost.
 
-Parsing and validation run in DuckDB over Arrow chunks of raw lines (``json_valid``, ``json_transform``
-and the SQL that :func:`data_contracts.violation_sql` derives from the feed's contract and, for a change
-event, from the schema envelope it carries).
+Parsing and validation run in DuckDB over Arrow chunks of raw lines, with the query and bronze columns of the
+feed's kind (:mod:`lake.feeds`: ``json_valid``, ``json_transform`` and the SQL that
+:func:`data_contracts.violation_sql` derives from the feed's contract and, for a change event, from the schema
+envelope it carries).
 """
 
 from __future__ import annotations
@@ -20,72 +21,21 @@ from datetime import UTC, datetime
 from gzip import BadGzipFile
 
 import duckdb
-import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 from isal import isal_zlib
 
-from data_contracts import Contract, key_violation_sql, violation_sql
+from data_contracts import Contract
 from lake import delta
 from lake.faults import crash_point
-from lake.landing import (
-    CHUNK_BYTES,
-    CLICKSTREAM_FEED,
-    LandedFile,
-    landing_filesystem,
-    read_line_chunks,
-    survey,
-)
+from lake.feeds import feed_of
+from lake.landing import CHUNK_BYTES, LandedFile, landing_filesystem, read_line_chunks
 from lake.ledger import FileCounts, Ledger
 from lake.settings import Settings
 
 MAX_FILES_PER_BATCH = 5_000
 REASONS_SHOWN = 3
 
-METADATA_FIELDS = [
-    ("_source_file", pa.string()),
-    ("_line", pa.int64()),
-    ("_batch_seq", pa.int64()),
-    ("_batch_id", pa.string()),
-    ("_ingested_at", pa.timestamp("us", tz="UTC")),
-    ("_ingest_date", pa.date32()),
-]
-CDC_SCHEMA = pa.schema(
-    [
-        ("raw", pa.string()),
-        ("op", pa.string()),
-        ("is_tombstone", pa.bool_()),
-        ("before", pa.string()),
-        ("after", pa.string()),
-        ("source", pa.string()),
-        ("transaction", pa.string()),
-        ("value_schema", pa.string()),
-        ("ts_ms", pa.int64()),
-        ("source_ts_ms", pa.int64()),
-        ("source_lsn", pa.int64()),
-        ("source_binlog_file", pa.string()),
-        ("source_binlog_pos", pa.int64()),
-        ("source_binlog_row", pa.int64()),
-        ("source_snapshot", pa.string()),
-        ("source_tx_id", pa.int64()),
-        ("_kafka_partition", pa.int64()),
-        ("_kafka_offset", pa.int64()),
-        *METADATA_FIELDS,
-    ]
-)
-CLICKSTREAM_SCHEMA = pa.schema(
-    [
-        ("message_id", pa.string()),
-        ("type", pa.string()),
-        ("event", pa.string()),
-        ("anonymous_id", pa.string()),
-        ("user_id", pa.string()),
-        ("received_at", pa.string()),
-        ("source", pa.string()),
-        ("raw", pa.string()),
-        *METADATA_FIELDS,
-    ]
-)
 QUARANTINE_SCHEMA = pa.schema(
     [
         ("feed_id", pa.string()),
@@ -108,140 +58,6 @@ BRONZE_STATS_COLUMNS = (
 )
 """Columns of a bronze table with file statistics: ingestion metadata only, never the raw record or its fields."""
 QUARANTINE_STATS_COLUMNS = ("feed_id", "batch_seq", "line", "quarantined_at")
-
-# Lines that cannot be parsed at all; the main query only sees JSON objects (and, for CDC, tombstones).
-PARSE_ERRORS_SQL = """
-    select row_id, file_idx, line_no, line,
-        case when trim(line) = '' then 'empty line'
-             when trim(line) = 'null' and $tombstones then null
-             when not json_valid(line) then 'invalid JSON'
-             when json_type(line) <> 'OBJECT' then 'not a JSON object' end as reason
-    from chunk
-"""
-
-CDC_SQL = """
-with classified as ({parse_errors}),
-ok as (select row_id, file_idx, line_no, line from classified where reason is null and trim(line) <> 'null'),
-envelope as (
-    select row_id, file_idx, line_no, line, json_transform(line, '{{"schema": "JSON", "payload": "JSON"}}') as e from ok
-),
-unwrapped as (
-    select row_id, file_idx, line_no, line,
-        case when e.schema is not null and e.payload is not null then e.payload else line end as payload,
-        case when e.schema is not null and e.payload is not null then e.schema end as schema
-    from envelope
-),
-fields as (
-    select row_id, file_idx, line_no, line, schema,
-        json_transform(payload, '{{"op": "VARCHAR", "before": "JSON", "after": "JSON", "source": "JSON",
-                                   "transaction": "JSON", "ts_ms": "BIGINT"}}') as p
-    from unwrapped
-),
-positioned as (
-    select *, json_transform(p.source, '{{"lsn": "BIGINT", "file": "VARCHAR", "pos": "BIGINT", "row": "BIGINT",
-                                          "ts_ms": "BIGINT", "snapshot": "VARCHAR", "txId": "BIGINT"}}') as s
-    from fields
-)
-select row_id, file_idx, line_no, line, false as is_tombstone,
-    p.op, p.before::varchar as before, p.after::varchar as after, p.source::varchar as source,
-    p.transaction::varchar as transaction,
-    list_filter(json_extract(schema, '$.fields[*]'), lambda f: f->>'field' = 'after')[1]::varchar as value_schema,
-    p.ts_ms, s.ts_ms as source_ts_ms, s.lsn as source_lsn, s.file as source_binlog_file,
-    s.pos as source_binlog_pos, s.row as source_binlog_row, s.snapshot as source_snapshot, s.txId as source_tx_id,
-    case when p.op is null then 'missing op'
-         when p.op not in ('c', 'u', 'd', 'r', 't') then 'unknown op ' || p.op
-         when p.source is null then 'missing source block'
-         when {position_missing} then 'missing log position ({position_fields})'
-         when p.op in ('c', 'u', 'r') and p.after is null then 'op ' || p.op || ' without after image'
-         when p.op = 'd' and p.before is null then 'delete without before image'
-    end as reason
-from positioned
-union all
-select row_id, file_idx, line_no, line, true, null, null, null, null, null, null, null, null, null, null, null, null, null, null, null
-from classified where reason is null and trim(line) = 'null'
-union all
-select row_id, file_idx, line_no, line, false, null, null, null, null, null, null, null, null, null, null, null, null, null, null, reason
-from classified where reason is not null
-"""
-
-CLICKSTREAM_SQL = """
-with classified as ({parse_errors}),
-ok as (
-    select row_id, file_idx, line_no, line,
-        json_transform(line, '{{"messageId": "VARCHAR", "type": "VARCHAR", "event": "VARCHAR",
-                                "anonymousId": "VARCHAR", "userId": "VARCHAR", "receivedAt": "VARCHAR"}}') as m
-    from classified where reason is null
-)
-select row_id, file_idx, line_no, line, m.messageId as message_id, m.type, m.event, m.anonymousId as anonymous_id,
-    m.userId as user_id, m.receivedAt as received_at, {violation} as reason
-from ok
-union all
-select row_id, file_idx, line_no, line, null, null, null, null, null, null, reason from classified where reason is not null
-"""
-
-IMAGE_SQL = """
-with keyed as (
-    select p.row_id, p.op, p.before, p.after, s.schema_idx
-    from parsed p join schemas s on coalesce(p.value_schema, '') = s.value_schema
-    where p.reason is null and p.op in ('c', 'u', 'r', 'd')
-),
-checked as ({checks})
-select p.* replace (coalesce(p.reason, c.image_reason) as reason)
-from parsed p left join checked c using (row_id)
-order by row_id
-"""
-"""The row images of the change events that passed :data:`CDC_SQL`, checked against the contract with the
-encodings of their own schema envelope (``schemas`` lists the chunk's distinct ones)."""
-IMAGE_CHECK = """select row_id, case when op = 'd' then {key_violation} else {after_violation} end as image_reason
-    from keyed where schema_idx = {index}"""
-
-POSITION_CHECKS = {
-    "postgresql": ("s.lsn is null", "source.lsn"),
-    "mysql": ("s.file is null or s.pos is null", "source.file, source.pos"),
-    None: ("s.lsn is null and (s.file is null or s.pos is null)", "source.lsn or source.file and pos"),
-}
-
-
-def parse_sql(contract: Contract) -> str:
-    """The DuckDB query that splits a chunk of raw lines (table ``chunk(row_id, file_idx, line_no, line)``) of this feed into
-    bronze columns and a ``reason`` that is NULL for valid records."""
-    if contract.feed == CLICKSTREAM_FEED:
-        return CLICKSTREAM_SQL.format(
-            parse_errors=PARSE_ERRORS_SQL.replace("$tombstones", "false"),
-            violation=violation_sql(contract, "line"),
-        )
-    position_missing, position_fields = POSITION_CHECKS.get(contract.connector, POSITION_CHECKS[None])
-    return CDC_SQL.format(
-        parse_errors=PARSE_ERRORS_SQL.replace("$tombstones", "true"),
-        position_missing=position_missing,
-        position_fields=position_fields,
-    )
-
-
-def check_images(con: duckdb.DuckDBPyConnection, contract: Contract, parsed: pa.Table) -> pa.Table:
-    """``parsed`` (the result of the CDC :func:`parse_sql`) with the reason of every change event whose row
-    image breaks the contract: the ``after`` image of creates, updates and reads, the key of a delete's
-    ``before``, each read with the encodings its own schema envelope gives (one rule with decoding, see
-    :func:`data_contracts.wire.field_encodings`)."""
-    pending = pc.and_(pc.is_null(parsed["reason"]), pc.is_in(parsed["op"], pa.array(["c", "u", "r", "d"])))
-    schemas = pc.unique(pc.fill_null(parsed.filter(pending)["value_schema"], "")).to_pylist()
-    if not schemas:
-        return parsed
-    checks = [
-        IMAGE_CHECK.format(
-            index=index,
-            key_violation=key_violation_sql(contract, "before", schema or None),
-            after_violation=violation_sql(contract, "after", schema or None),
-        )
-        for index, schema in enumerate(schemas)
-    ]
-    con.register("parsed", parsed)
-    con.register("schemas", pa.table({"schema_idx": range(len(schemas)), "value_schema": schemas}))
-    try:
-        return con.sql(IMAGE_SQL.format(checks="\nunion all\n".join(checks))).to_arrow_table()
-    finally:
-        con.unregister("parsed")
-        con.unregister("schemas")
 
 
 @dataclass(frozen=True)
@@ -286,10 +102,9 @@ class IngestReport:
 
 
 def bronze_uri(settings: Settings, contract: Contract) -> str:
-    """Where a feed's bronze table lives: ``bronze/cdc/<topic>`` or ``bronze/clickstream/events``."""
-    if contract.feed == CLICKSTREAM_FEED:
-        return delta.table_uri(settings, "bronze", "clickstream", "events")
-    return delta.table_uri(settings, "bronze", "cdc", contract.feed_id)
+    """Where a feed's bronze table lives (``bronze/cdc/<topic>``, ``bronze/clickstream/events``, ...: its
+    feed's :meth:`~lake.feeds.Feed.bronze_uri`)."""
+    return feed_of(contract).bronze_uri(settings)
 
 
 def quarantine_uri(settings: Settings) -> str:
@@ -316,8 +131,9 @@ class BatchParser:
         self.seq = seq
         self.files = files
         self.chunk_bytes = chunk_bytes
-        self.schema = CLICKSTREAM_SCHEMA if contract.feed == CLICKSTREAM_FEED else CDC_SCHEMA
-        self.sql = parse_sql(contract)
+        self.feed = feed_of(contract)
+        self.schema = self.feed.bronze_schema
+        self.sql = self.feed.parse_sql()
         self.ingested_at = datetime.now(UTC)
         self.quarantine: list[pa.Table] = []
         self.records = [0] * len(files)
@@ -325,9 +141,6 @@ class BatchParser:
         self.reasons: list[list[str]] = [[] for _ in files]
         self.unreadable = [False] * len(files)
         self._paths = pa.array([f.relpath for f in files], pa.string())
-        self._sources = pa.array([f.clickstream_source for f in files], pa.string())
-        self._partitions = pa.array([f.kafka_partition for f in files], pa.int64())
-        self._start_offsets = pa.array([f.kafka_start_offset for f in files], pa.int64())
 
     @property
     def counts(self) -> list[tuple[LandedFile, FileCounts]]:
@@ -442,8 +255,7 @@ class BatchParser:
             parsed = con.sql(self.sql).to_arrow_table().sort_by("row_id")
         finally:
             con.unregister("chunk")
-        if self.contract.feed != CLICKSTREAM_FEED:
-            parsed = check_images(con, self.contract, parsed)
+        parsed = self.feed.check_parsed(con, parsed)
         if invalid_utf8:
             mask = pc.is_in(parsed["row_id"], pa.array(invalid_utf8, pa.int64()))
             reason = pc.if_else(mask, pa.scalar("invalid UTF-8"), parsed["reason"])
@@ -464,13 +276,7 @@ class BatchParser:
         columns["raw"] = rows[
             "line"
         ]  # the line as it arrived; the parsed columns beside it are for convenience
-        if self.contract.feed == CLICKSTREAM_FEED:
-            columns["source"] = pc.take(self._sources, file_idx)
-        else:
-            columns["_kafka_partition"] = pc.take(self._partitions, file_idx)
-            columns["_kafka_offset"] = pc.add(
-                pc.subtract(rows["line_no"], 1), pc.take(self._start_offsets, file_idx)
-            )
+        columns.update(self.feed.bronze_columns(self.files, rows))
         return columns
 
     def _bronze_rows(self, good: pa.Table) -> pa.Table:
@@ -550,27 +356,6 @@ def _run_batch(
     report.rejections.extend(parser.rejections)
 
 
-def pending_steps(bronze: pl.LazyFrame, applied: int, max_rows: int) -> list[tuple[int, int]]:
-    """The bronze batches after ``applied`` as ranges ``(after, up to and including)`` of at most ``max_rows``
-    rows each (a single larger batch is a range of its own), for consumers that apply bronze incrementally."""
-    sizes = (
-        bronze.filter(pl.col("_batch_seq") > applied)
-        .group_by("_batch_seq")
-        .len()
-        .sort("_batch_seq")
-        .collect()
-    )
-    steps, low, upto, rows = [], applied, applied, 0
-    for seq, count in sizes.iter_rows():
-        if rows and rows + count > max_rows:
-            steps.append((low, upto))
-            low, rows = upto, 0
-        upto, rows = seq, rows + count
-    if rows:
-        steps.append((low, upto))
-    return steps
-
-
 def landed_bytes(landing: str, file: LandedFile) -> int:
     """A landed file's size once decompressed: for a gzipped file the size its gzip trailer records (ISIZE, of
     its last member, modulo 4 GiB), and never less than its stored size."""
@@ -620,7 +405,7 @@ def ingest(
         _run_batch(settings, contract, ledger, open_seq, open_files, report, chunk_bytes)
         state = ledger.state(contract.feed_id)
         seq = state.next_seq
-    landed, report.unrecognised_files = survey(settings.landing, contract.feed_id)
+    landed, report.unrecognised_files = feed_of(contract).survey(settings.landing)
     pending = [f for f in landed if f.relpath not in state.done]
     report.changed_files = [
         f.relpath for f in landed if state.done.get(f.relpath, (f.size, f.mtime_ns)) != (f.size, f.mtime_ns)

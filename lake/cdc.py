@@ -27,9 +27,9 @@ import polars as pl
 
 from data_contracts import Contract
 from lake import delta
-from lake.bronze import bronze_uri, pending_steps
 from lake.debezium import decode_images
 from lake.faults import crash_point
+from lake.feeds.base import pending_steps
 from lake.ordering import lexicographic_less
 from lake.privacy import protect
 from lake.settings import Settings
@@ -74,6 +74,11 @@ class ApplyReport:
     """Changes of erased persons (suppression list) dropped, or de-identified in a table kept for accounting."""
     applied_batch: int = 0
     seconds: float = 0.0
+
+
+def bronze_uri(settings: Settings, contract: Contract) -> str:
+    """The bronze table of a CDC feed: ``bronze/cdc/<topic>``."""
+    return delta.table_uri(settings, "bronze", "cdc", contract.feed_id)
 
 
 def silver_uris(settings: Settings, contract: Contract) -> tuple[str, str]:

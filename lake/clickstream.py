@@ -33,7 +33,7 @@ from data_contracts import Contract
 from data_contracts.segment import SEGMENT_NAMES, id_sql
 from data_contracts.sql import sql_literal
 from lake import delta
-from lake.bronze import bronze_uri, pending_steps
+from lake.feeds.base import pending_steps
 from lake.ordering import lexicographic_less
 from lake.privacy import protect
 from lake.settings import Settings
@@ -110,6 +110,11 @@ class ClickstreamReport:
     """Messages of erased persons (suppression list) dropped."""
     applied_batch: int = 0
     seconds: float = 0.0
+
+
+def bronze_uri(settings: Settings) -> str:
+    """The bronze clickstream table: ``bronze/clickstream/events``."""
+    return delta.table_uri(settings, "bronze", "clickstream", "events")
 
 
 def silver_uri(settings: Settings) -> str:
@@ -282,7 +287,7 @@ def apply(
     started = time.perf_counter()
     report = ClickstreamReport()
     step_rows = max_rows_per_step or settings.apply_step_rows
-    bronze = delta.scan(bronze_uri(settings, contract), settings.storage_options)
+    bronze = delta.scan(bronze_uri(settings), settings.storage_options)
     if bronze is not None:
         for low, upto in pending_steps(bronze, watermark(settings), step_rows):
             rows = bronze.filter((pl.col("_batch_seq") > low) & (pl.col("_batch_seq") <= upto))

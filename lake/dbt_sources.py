@@ -14,18 +14,14 @@ from __future__ import annotations
 
 import argparse
 import logging
-import re
 import sys
 from datetime import timedelta
 from pathlib import Path
 
-import polars as pl
 import yaml
 
 from data_contracts import Contract, LoadedContracts, scan_contracts
-from lake.clickstream import typed_events
-from lake.landing import CLICKSTREAM_FEED
-from lake.privacy import TOKEN_SUFFIX, protect
+from lake.feeds import SilverTable, feed_of
 from lake.settings import REPO_ROOT, get_settings
 from lake.warehouse import SCHEMA
 
@@ -37,41 +33,12 @@ HEADER = (
 )
 PERIODS = (("day", timedelta(days=1)), ("hour", timedelta(hours=1)), ("minute", timedelta(minutes=1)))
 """dbt's freshness periods, the longest first: a contract's freshness is given in the longest that divides it."""
-CDC_COLUMNS = {
-    "_op": "Debezium operation of the change that made this version: c (insert), u (update), r (snapshot read) "
-    "or d (delete).",
-    "_log_file": "Position of the change in the source's log: the MySQL binlog file (empty for PostgreSQL).",
-    "_log_pos": "Position of the change in the source's log: the PostgreSQL LSN or the MySQL binlog position.",
-    "_log_row": "Position of the change in the source's log: the row within a MySQL binlog event (0 for "
-    "PostgreSQL).",
-}
-CURRENT_COLUMNS = {
-    "_changed_at": "When the source committed the change that made this version (UTC).",
-}
-HISTORY_COLUMNS = {
-    "_valid_from": "Start of the version's validity (inclusive, UTC).",
-    "_valid_to": "End of the version's validity (exclusive, UTC); null for the latest version.",
-}
 
 
 def silver_columns(contract: Contract) -> dict[str, tuple[str, str]]:
     """Contract column -> (its name in silver, description) for the columns silver keeps: personal data under
     its protected name (``email_token``, ``birth_year``, ...), Segment fields in snake case."""
-    if contract.feed == CLICKSTREAM_FEED:
-        empty = pl.DataFrame(schema=dict.fromkeys(("message_id", "source", "_source_file", "raw"), pl.String))
-        present = set(typed_events(empty.with_columns(_line=pl.lit(0)), contract, "-").columns)
-        snake = {c.name: re.sub(r"(?<!^)(?=[A-Z])", "_", c.name).lower() for c in contract.columns}
-        return {c.name: (snake[c.name], c.description) for c in contract.columns if snake[c.name] in present}
-    columns = {}
-    for c in contract.columns:
-        if c.pii:
-            empty = pl.DataFrame(schema={c.name: pl.String})
-            (name,) = protect(empty, {c.name: c.pii}, "-").columns
-            how = "a keyed hash" if name.endswith(TOKEN_SUFFIX) else "a coarser value"
-            columns[c.name] = (name, f"{c.description} Protected: {how} of it, never the raw value.")
-        else:
-            columns[c.name] = (c.name, c.description)
-    return columns
+    return feed_of(contract).silver_columns()
 
 
 def _key_tests(contract: Contract, names: dict[str, str]) -> tuple[dict[str, list[str]], list[dict]]:
@@ -90,7 +57,7 @@ def _key_tests(contract: Contract, names: dict[str, str]) -> tuple[dict[str, lis
     return tests, table
 
 
-def _table(contract: Contract, system: str, name: str, history: bool) -> dict:
+def _table(contract: Contract, silver: SilverTable) -> dict:
     """The source table of one silver table of ``contract``."""
     described = silver_columns(contract)
     subject = contract.table_description.rstrip(".") or contract.name
@@ -99,20 +66,9 @@ def _table(contract: Contract, system: str, name: str, history: bool) -> dict:
         subject = subject[0].lower() + subject[1:]
     tests: dict[str, list[str]] = {}
     table_tests: list[dict] = []
-    if not history:  # a history table holds many versions per key (and truncate markers without one)
+    if not silver.history:  # a history table holds many versions per key (and truncate markers without one)
         tests, table_tests = _key_tests(contract, {k: v[0] for k, v in described.items()})
-    if contract.feed == CLICKSTREAM_FEED:
-        description = (
-            f"{subject}: typed, one per messageId, event time corrected for client clock skew, personal data "
-            f"tokenised (feed `{contract.feed_id}`)."
-        )
-        loaded_at, extra = "received_at", {}
-    elif history:
-        description = f"Every version of {subject}, with its validity interval (feed `{contract.feed_id}`)."
-        loaded_at, extra = "_valid_from", {**CDC_COLUMNS, **HISTORY_COLUMNS}
-    else:
-        description = f"Current state of {subject}; deletes applied, personal data tokenised (feed `{contract.feed_id}`)."
-        loaded_at, extra = "_changed_at", {**CDC_COLUMNS, **CURRENT_COLUMNS}
+    description, loaded_at, extra = feed_of(contract).source_doc(silver, subject)
     columns = []
     for column, text in [*described.values(), *extra.items()]:
         entry: dict = {"name": column, "description": text}
@@ -120,10 +76,10 @@ def _table(contract: Contract, system: str, name: str, history: bool) -> dict:
             entry["data_tests"] = tests[column]
         columns.append(entry)
     table: dict = {
-        "name": name,
-        "identifier": f"{system}__{name}",
+        "name": silver.name,
+        "identifier": silver.view,
         "description": description,
-        "meta": {"dagster": {"asset_key": ["silver", system, name]}, "contract": contract.id},
+        "meta": {"dagster": {"asset_key": ["silver", silver.system, silver.name]}, "contract": contract.id},
     }
     freshness = contract.sla_duration("freshness")
     if freshness:
@@ -160,10 +116,10 @@ _Dumper.add_representer(dict, _Dumper.represent_dict)
 
 def source_files(contracts: dict[str, Contract]) -> dict[Path, str]:
     """The text of every generated sources file, by path relative to the dbt project."""
-    systems: dict[str, list[tuple[Contract, str, str, bool]]] = {}
+    systems: dict[str, list[tuple[Contract, SilverTable]]] = {}
     for contract in contracts.values():
-        for i, (system, name) in enumerate(contract.silver_tables):
-            systems.setdefault(system, []).append((contract, system, name, i > 0))
+        for silver in feed_of(contract).silver:
+            systems.setdefault(silver.system, []).append((contract, silver))
     files = {}
     for system, tables in sorted(systems.items()):
         feeds = sorted({c.feed_id for c, *_ in tables})

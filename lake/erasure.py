@@ -50,9 +50,10 @@ from deltalake import write_deltalake
 from isal import igzip
 
 from data_contracts import Contract, load_contracts
-from lake import bronze, cdc, clickstream, delta, suppression
+from lake import bronze, delta, suppression
+from lake.feeds import feed_of, pending_steps
 from lake.gold import gold_uri
-from lake.landing import CLICKSTREAM_FEED, LandedFile, discover, landing_filesystem, read_line_chunks
+from lake.landing import LandedFile, landing_filesystem, read_line_chunks
 from lake.ledger import FileCounts, Ledger
 from lake.privacy import normalise_email, normalise_phone, token
 from lake.settings import Settings, disable_telemetry, get_settings
@@ -293,7 +294,7 @@ def _sweep_landing(
     the rewritten files with the lines removed from each, and the lines de-identified."""
     kept = contract.feed_id in suppression.KEPT_FOR_ACCOUNTING
     rewritten, deidentified = {}, 0
-    for file in discover(settings.landing, contract.feed_id):
+    for file in feed_of(contract).discover(settings.landing):
         lines = [line for _, chunk in read_line_chunks(settings.landing, file) for line in chunk.to_pylist()]
         text = pl.Series([line.decode("utf-8", "replace") for line in lines], dtype=pl.String)
         hits = _raw_hits(text, wanted, settings.pii_secret)
@@ -347,7 +348,7 @@ def _sweep_bronze(settings: Settings, contract: Contract, wanted: pl.Series) -> 
     images = [c for c in ("before", "after") if c in lazy.collect_schema()]
     key = ["_ingest_date", "_source_file", "_line"]
     found = []
-    for low, upto in bronze.pending_steps(lazy, 0, settings.apply_step_rows):
+    for low, upto in pending_steps(lazy, 0, settings.apply_step_rows):
         rows = lazy.filter((pl.col("_batch_seq") > low) & (pl.col("_batch_seq") <= upto))
         rows = rows.select(*key, "raw", *images).collect()
         hits = _raw_hits(rows["raw"], wanted, settings.pii_secret)
@@ -591,15 +592,10 @@ def sweep(settings: Settings, contracts: dict[str, Contract], wanted: set[str]) 
             TableErasure(table, "deleted", sum(removed.values())),
             TableErasure(table, "deidentified", bronze_fixed),
         ]
-        landed = {f.relpath: f for f in discover(settings.landing, feed_id)}
+        landed = {f.relpath: f for f in feed_of(contract).discover(settings.landing)}
         _record_in_ledger(ledger, committed, landed, feed_id, rewritten, removed, quarantined)
         kept = feed_id in suppression.KEPT_FOR_ACCOUNTING
-        if contract.feed == CLICKSTREAM_FEED:
-            silver = [(clickstream.silver_uri(settings), clickstream.DEDUP_KEY)]
-        else:
-            current, history = cdc.silver_uris(settings, contract)
-            key = list(contract.primary_key)
-            silver = [(current, key), (history, [*key, *cdc.POSITION])]
+        silver = [(t.uri(settings), list(t.key)) for t in feed_of(contract).silver]
         for uri, key in silver:
             rows = _sweep_typed(uri, settings, key, kept, wanted)
             done.append(TableErasure(_relative(settings, uri), "deidentified" if kept else "deleted", rows))

@@ -12,12 +12,14 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import dataclass, field
+from typing import Any
 
 import polars as pl
 
 from data_contracts import Contract, ContractProblem, scan_contracts
-from lake import bronze, cdc, clickstream, delta
-from lake.landing import CLICKSTREAM_FEED, DATA_SUFFIXES, cdc_topics, discover
+from lake import bronze, delta
+from lake.feeds import feed_of
+from lake.landing import DATA_SUFFIXES, cdc_topics
 from lake.ledger import Ledger
 from lake.settings import Settings, SettingsError, disable_telemetry, get_settings
 from lake.warehouse import publish_silver
@@ -28,7 +30,8 @@ class LakeRun:
     """The reports of one run over every feed."""
 
     ingested: list[bronze.IngestReport] = field(default_factory=list)
-    applied: list[cdc.ApplyReport | clickstream.ClickstreamReport] = field(default_factory=list)
+    applied: list[Any] = field(default_factory=list)
+    """The apply report of each feed, of its kind (:meth:`lake.feeds.Feed.apply`)."""
     topics_without_contract: list[str] = field(default_factory=list)
     contract_problems: list[ContractProblem] = field(default_factory=list)
     """Problems of the contract files that did not load: their feeds were skipped."""
@@ -39,18 +42,14 @@ class LakeRun:
         return [r for report in self.ingested for r in report.rejections]
 
 
-def refresh(settings: Settings, contract: Contract) -> cdc.ApplyReport | clickstream.ClickstreamReport:
+def refresh(settings: Settings, contract: Contract) -> Any:
     """Bring a feed's silver tables up to date with its bronze table."""
-    if contract.feed == CLICKSTREAM_FEED:
-        return clickstream.apply(settings, contract)
-    return cdc.apply(settings, contract)
+    return feed_of(contract).apply(settings)
 
 
 def silver_watermark(settings: Settings, contract: Contract) -> int:
     """The last bronze batch of the feed that its silver tables have applied."""
-    if contract.feed == CLICKSTREAM_FEED:
-        return clickstream.watermark(settings)
-    return cdc.watermark(settings, contract)
+    return feed_of(contract).watermark(settings)
 
 
 def backlog(settings: Settings, contracts: dict[str, Contract]) -> list[str]:
@@ -60,7 +59,8 @@ def backlog(settings: Settings, contracts: dict[str, Contract]) -> list[str]:
     done = Ledger(bronze.ledger_uri(settings), settings.storage_options).committed_files()
     for feed_id, contract in contracts.items():
         taken = set(done.filter(pl.col("feed_id") == feed_id)["relpath"].to_list())
-        waiting += [f.relpath for f in discover(settings.landing, feed_id) if f.relpath not in taken]
+        landed = feed_of(contract).discover(settings.landing)
+        waiting += [f.relpath for f in landed if f.relpath not in taken]
         table = delta.scan(bronze.bronze_uri(settings, contract), settings.storage_options)
         latest = table.select(pl.col("_batch_seq").max()).collect().item() if table is not None else None
         if latest is not None and latest > silver_watermark(settings, contract):
@@ -99,16 +99,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     run = ingest_all(settings, args.feed)
-    views = publish_silver(settings, scan_contracts(settings.contracts_dir).contracts)
+    contracts = scan_contracts(settings.contracts_dir).contracts
+    views = publish_silver(settings, contracts)
     print(
         f"lake root: {settings.lake_root} ({len(views)} silver views refreshed in {settings.warehouse_path})"
     )
     print(f"  {'feed':<24} {'files':>6} {'records':>10} {'bronze':>10} {'quarantine':>10}   silver")
     for ingested, applied in zip(run.ingested, run.applied, strict=True):
-        if isinstance(applied, cdc.ApplyReport):
-            silver = f"{applied.changes:,} changes, {applied.current_upserts:,} upserts, {applied.current_deletes:,} deletes"
-        else:
-            silver = f"{applied.inserted:,} events, {applied.duplicates:,} duplicates dropped"
+        silver = feed_of(contracts[ingested.feed_id]).summary(applied)
         print(
             f"  {ingested.feed_id:<24} {ingested.files:>6,} {ingested.records:>10,} {ingested.bronze_rows:>10,} "
             f"{ingested.quarantined:>10,}   {silver}"

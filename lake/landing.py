@@ -19,7 +19,6 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 from isal import igzip
 
-CLICKSTREAM_FEED = "clickstream"
 DATA_SUFFIXES = tuple(f".{ext}{gz}" for ext in ("json", "jsonl", "ndjson") for gz in ("", ".gz"))
 """The endings of the files ingestion takes in: JSON lines, plain or gzipped."""
 KAFKA_FILE_NAME = re.compile(
@@ -34,7 +33,7 @@ class LandedFile:
     """One raw file in the landing zone, identified by its path relative to the zone, size and mtime."""
 
     feed_id: str
-    """The CDC topic folder the file is in (``crm.public.contacts``), or ``clickstream``."""
+    """The feed the file belongs to (a CDC topic such as ``crm.public.contacts``, or ``clickstream``)."""
     relpath: str
     size: int
     mtime_ns: int
@@ -46,14 +45,6 @@ class LandedFile:
     def compressed(self) -> bool:
         """True for gzipped files (``.gz``)."""
         return self.relpath.endswith(".gz")
-
-    @property
-    def clickstream_source(self) -> str | None:
-        """The Segment source folder (``web``, ``app``, ``server``) of a clickstream file."""
-        if self.feed_id != CLICKSTREAM_FEED:
-            return None
-        parts = self.relpath.split("/")
-        return parts[1] if len(parts) > 2 else None
 
 
 def landing_filesystem(landing: str) -> tuple[pafs.FileSystem, str]:
@@ -75,12 +66,12 @@ def _landed(feed_id: str, relpath: str, info: pafs.FileInfo) -> LandedFile:
     )
 
 
-def survey(landing: str, feed_id: str) -> tuple[list[LandedFile], list[str]]:
-    """The data files of one feed (a CDC topic or ``clickstream``) sorted by path, and the paths (relative to
-    the zone) of the other files in its folder, which ingestion does not understand and leaves alone."""
+def survey(landing: str, feed_id: str, folder: str) -> tuple[list[LandedFile], list[str]]:
+    """The data files of one feed in its ``folder`` of the zone (``cdc/<topic>``, ``clickstream``: the feed's
+    :attr:`~lake.feeds.Feed.landing_folder`) sorted by path, and the paths (relative to the zone) of the other
+    files in that folder, which ingestion does not understand and leaves alone."""
     fs, base = landing_filesystem(landing)
-    folder = f"{base.rstrip('/')}/{CLICKSTREAM_FEED if feed_id == CLICKSTREAM_FEED else 'cdc/' + feed_id}"
-    selector = pafs.FileSelector(folder, recursive=True, allow_not_found=True)
+    selector = pafs.FileSelector(f"{base.rstrip('/')}/{folder}", recursive=True, allow_not_found=True)
     files, others = [], []
     for info in fs.get_file_info(selector):
         if info.type != pafs.FileType.File:
@@ -93,9 +84,9 @@ def survey(landing: str, feed_id: str) -> tuple[list[LandedFile], list[str]]:
     return sorted(files, key=lambda f: f.relpath), sorted(others)
 
 
-def discover(landing: str, feed_id: str) -> list[LandedFile]:
-    """Every data file of one feed (a CDC topic or ``clickstream``), sorted by path."""
-    return survey(landing, feed_id)[0]
+def discover(landing: str, feed_id: str, folder: str) -> list[LandedFile]:
+    """Every data file of one feed in its ``folder`` of the zone, sorted by path."""
+    return survey(landing, feed_id, folder)[0]
 
 
 def cdc_topics(landing: str) -> list[str]:

@@ -13,10 +13,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from data_contracts import Contract, ContractError
-from lake import bronze, cdc, clickstream, delta
+from lake import bronze, delta
+from lake.feeds import feed_of
 from lake.gold import gold_uris
-from lake.ingest import silver_watermark
-from lake.landing import CLICKSTREAM_FEED
 from lake.settings import Settings
 
 VACUUM_RETENTION_HOURS = 168
@@ -38,11 +37,8 @@ def table_uris(settings: Settings, contracts: dict[str, Contract]) -> list[str]:
     """Every Delta table the lake writes for these feeds, the ledger, the quarantine and every gold table."""
     uris = [bronze.ledger_uri(settings), bronze.quarantine_uri(settings)]
     for contract in contracts.values():
-        uris.append(bronze.bronze_uri(settings, contract))
-        if contract.feed == CLICKSTREAM_FEED:
-            uris.append(clickstream.silver_uri(settings))
-        else:
-            uris.extend(cdc.silver_uris(settings, contract))
+        feed = feed_of(contract)
+        uris += [feed.bronze_uri(settings), *feed.silver_uris(settings)]
     return uris + gold_uris(settings)
 
 
@@ -67,7 +63,7 @@ def expire_bronze(settings: Settings, contract: Contract, now: datetime | None =
     if table is None:
         return 0
     cutoff = ((now or datetime.now(UTC)) - bronze_retention(settings, contract)).date()
-    applied = silver_watermark(settings, contract)
+    applied = feed_of(contract).watermark(settings)
     result = table.delete(f"_ingest_date < '{cutoff.isoformat()}' AND _batch_seq <= {applied}")
     return int(result.get("num_deleted_rows") or 0)
 

@@ -7,29 +7,24 @@ from dataclasses import dataclass
 import polars as pl
 
 from data_contracts import Contract, RuleResult, validate_frame
-from data_contracts.segment import SEGMENT_NAMES
-from lake import bronze, cdc, clickstream, delta
-from lake.landing import CLICKSTREAM_FEED
+from lake import bronze, delta
+from lake.feeds import feed_of
 from lake.ledger import Ledger
-from lake.privacy import TOKEN_SUFFIX
 from lake.settings import Settings
 
 
 def silver_table(settings: Settings, contract: Contract) -> str:
-    """The silver table a contract's rules apply to (the current state for CDC, the events for clickstream)."""
-    if contract.feed == CLICKSTREAM_FEED:
-        return clickstream.silver_uri(settings)
-    return cdc.silver_uris(settings, contract)[0]
+    """The silver table a contract's rules apply to: its feed's main one (the current state for CDC, the events
+    for clickstream)."""
+    return feed_of(contract).silver[0].uri(settings)
 
 
 def contract_rules(settings: Settings, contract: Contract) -> list[RuleResult]:
     """Every quality rule of the contract evaluated on the feed's silver table (Great Expectations); tokenised
-    columns are checked under their source names."""
+    columns are checked under their source names (a token keeps null and uniqueness), and the feed's other
+    columns under their contract names (:attr:`lake.feeds.Feed.contract_names`)."""
     frame = delta.read(silver_table(settings, contract), settings.storage_options)
-    renamed = dict(SEGMENT_NAMES) if contract.feed == CLICKSTREAM_FEED else {}
-    renamed |= {
-        c.name + TOKEN_SUFFIX: c.name for c in contract.pii_columns
-    }  # a token keeps null and uniqueness
+    renamed = feed_of(contract).contract_names
     frame = frame.rename({k: v for k, v in renamed.items() if k in frame.columns})
     return validate_frame(contract, frame.to_pandas())
 
@@ -55,9 +50,11 @@ def quarantine_rate(settings: Settings, contract: Contract) -> QuarantineRate:
 
 
 def history_problems(settings: Settings, contract: Contract) -> dict[str, int]:
-    """Counts of broken validity intervals in a CDC history table: intervals that end before they start,
+    """Counts of broken validity intervals in a feed's history table (CDC): intervals that end before they start,
     keys with more than one open version, and live keys of the current table without an open version."""
-    current_uri, history_uri = cdc.silver_uris(settings, contract)
+    feed = feed_of(contract)
+    current_uri = feed.silver[0].uri(settings)
+    history_uri = next(t for t in feed.silver if t.history).uri(settings)
     history = delta.scan(history_uri, settings.storage_options)
     if history is None:
         return {

@@ -29,7 +29,8 @@ from deltalake import write_deltalake
 from data_contracts import Contract, load_contracts
 from data_contracts.segment import id_sql
 from lake import clickstream, delta
-from lake.landing import CLICKSTREAM_FEED
+from lake.feeds import feed_of
+from lake.feeds.clickstream import ClickstreamFeed
 from lake.privacy import protect, protected_name
 from lake.settings import Settings, disable_telemetry, get_settings
 from lake.warehouse import publish_silver
@@ -156,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     disable_telemetry()
     settings = get_settings()
     contracts = load_contracts(settings.contracts_dir)
-    contract = next(c for c in contracts.values() if c.feed == CLICKSTREAM_FEED)
+    contract = next(c for c in contracts.values() if isinstance(feed_of(c), ClickstreamFeed))
     report = repair(settings, contract)
     publish_silver(settings, contracts)
     print(

@@ -16,35 +16,31 @@ import polars as pl
 
 from data_contracts import Contract
 from data_contracts.sql import sql_literal
-from lake import cdc, clickstream, delta
-from lake.landing import CLICKSTREAM_FEED
+from lake import delta
+from lake.feeds import feed_of
 from lake.settings import Settings
 
 SCHEMA = "silver"
 
 
 @dataclass(frozen=True)
-class SilverTable:
+class SilverView:
     """A silver Delta table and the name of its warehouse view (``silver.<system>__<table>``)."""
 
     uri: str
     view: str
 
 
-def silver_tables(settings: Settings, contracts: dict[str, Contract]) -> list[SilverTable]:
+def silver_tables(settings: Settings, contracts: dict[str, Contract]) -> list[SilverView]:
     """Every silver table of the contracted feeds, with its view name."""
-    tables = []
-    for contract in contracts.values():
-        if contract.feed == CLICKSTREAM_FEED:
-            tables.append(SilverTable(clickstream.silver_uri(settings), "clickstream__events"))
-            continue
-        current, history = cdc.silver_uris(settings, contract)
-        tables.append(SilverTable(current, f"{contract.source_system}__{contract.name}"))
-        tables.append(SilverTable(history, f"{contract.source_system}__{contract.name}_history"))
-    return tables
+    return [
+        SilverView(table.uri(settings), table.view)
+        for contract in contracts.values()
+        for table in feed_of(contract).silver
+    ]
 
 
-def view_sql(table: SilverTable, settings: Settings) -> str | None:
+def view_sql(table: SilverView, settings: Settings) -> str | None:
     """The ``create or replace view`` statement of one table's current version (None: no table yet)."""
     dt = delta.open_table(table.uri, settings.storage_options)
     if dt is None:

@@ -1,7 +1,8 @@
 """The lake's assets, one set per data contract: landing feed -> bronze table -> silver table(s), with checks.
 
 A new contract file (and its landing folder) adds a feed here without code. The work itself is done by
-``lake.bronze`` (ingestion), ``lake.cdc`` (CDC apply), ``lake.clickstream`` and ``lake.quality``.
+``lake.bronze`` (ingestion), the contract's feed (``lake.feeds``: its silver tables and how they are applied)
+and ``lake.quality``.
 """
 
 import logging
@@ -11,8 +12,9 @@ from pathlib import Path
 import dagster as dg
 
 from data_contracts import Contract, ContractProblem
-from lake import bronze, cdc, clickstream, quality
-from lake.landing import CLICKSTREAM_FEED, DATA_SUFFIXES
+from lake import bronze, quality
+from lake.feeds import feed_of
+from lake.landing import DATA_SUFFIXES
 from orchestration.metadata import contract_metadata, contract_schema, table_metadata
 from orchestration.resources import LakeResource
 
@@ -24,9 +26,7 @@ HISTORY_CHECK = "validity_intervals"
 
 def feed_path(contract: Contract) -> list[str]:
     """The asset key path of a feed below its zone: ``[system, table]``, ``[clickstream, events]``."""
-    if contract.feed == CLICKSTREAM_FEED:
-        return ["clickstream", "events"]
-    return [contract.source_system, contract.name]
+    return list(feed_of(contract).asset_path)
 
 
 def _name(zone: str, contract: Contract) -> str:
@@ -50,10 +50,7 @@ def bronze_key(contract: Contract) -> dg.AssetKey:
 
 def silver_keys(contract: Contract) -> list[dg.AssetKey]:
     """The silver tables of a feed: current state (+ history) for CDC, events for the clickstream."""
-    key = dg.AssetKey(["silver", *feed_path(contract)])
-    if contract.feed == CLICKSTREAM_FEED:
-        return [key]
-    return [key, dg.AssetKey(["silver", contract.source_system, f"{contract.name}_history"])]
+    return [dg.AssetKey(["silver", t.system, t.name]) for t in feed_of(contract).silver]
 
 
 def landing_spec(contract: Contract) -> dg.AssetSpec:
@@ -139,81 +136,38 @@ def freshness_policy(contract: Contract) -> dg.FreshnessPolicy | None:
 
 
 def silver_asset(contract: Contract) -> dg.AssetsDefinition:
-    """Bronze -> silver for one feed: CDC apply (current + history) or the clickstream clean-up."""
+    """Bronze -> silver for one feed: its feed's apply (CDC: current + history; the clickstream clean-up; ...)."""
+    feed = feed_of(contract)
     keys = silver_keys(contract)
-    current_description = (
-        f"Current state of `{contract.feed_id}`: the latest change per key by log position, deletes applied, "
-        "personal data tokenised."
-        if contract.feed != CLICKSTREAM_FEED
-        else "Segment messages, one row per messageId, typed, with event time corrected for client clock skew "
-        "and personal data tokenised; partitioned by event date."
-    )
     specs = [
         dg.AssetSpec(
-            key=keys[0],
+            key=key,
             deps=[bronze_key(contract)],
-            description=current_description,
+            description=table.description,
             group_name=SILVER_GROUP,
             kinds={"delta", "polars"},
             owners=[contract.owner],
             metadata=contract_metadata(contract),
             freshness_policy=freshness_policy(contract),
         )
+        for key, table in zip(keys, feed.silver, strict=True)
     ]
-    if len(keys) > 1:
-        specs.append(
-            dg.AssetSpec(
-                key=keys[1],
-                deps=[bronze_key(contract)],
-                description=f"Every version of every row of `{contract.feed_id}` with its validity interval "
-                "[_valid_from, _valid_to): the table's state as of any past time.",
-                group_name=SILVER_GROUP,
-                kinds={"delta", "polars"},
-                owners=[contract.owner],
-                metadata=contract_metadata(contract),
-                freshness_policy=freshness_policy(contract),
-            )
-        )
 
     @dg.multi_asset(name=_name("silver", contract), specs=specs, pool=feed_pool(contract))
     def apply(context: dg.AssetExecutionContext, lake: LakeResource):
         settings = lake.settings()
-        if contract.feed == CLICKSTREAM_FEED:
-            report = clickstream.apply(settings, contract)
+        report = feed.apply(settings)
+        context.log.info(f"{contract.feed_id}: {report}")
+        for key, uri, figures in zip(
+            keys, feed.silver_uris(settings), feed.apply_metadata(report), strict=True
+        ):
             yield dg.MaterializeResult(
-                asset_key=keys[0],
+                asset_key=key,
                 metadata={
-                    **table_metadata(
-                        settings, clickstream.silver_uri(settings), contract=contract, preview_of=contract
-                    ),
-                    "events_inserted": report.inserted,
-                    "duplicates_dropped": report.duplicates,
-                    "earlier_deliveries_replaced": report.replaced,
+                    **table_metadata(settings, uri, contract=contract, preview_of=contract),
+                    **figures,
                 },
             )
-            return
-        report = cdc.apply(settings, contract)
-        current_uri, history_uri = cdc.silver_uris(settings, contract)
-        context.log.info(f"{contract.feed_id}: {report}")
-        yield dg.MaterializeResult(
-            asset_key=keys[0],
-            metadata={
-                **table_metadata(settings, current_uri, contract=contract, preview_of=contract),
-                "changes_applied": report.changes,
-                "replayed_changes_dropped": report.replayed,
-                "upserts": report.current_upserts,
-                "deletes": report.current_deletes,
-                "truncates": report.truncates,
-                "last_bronze_batch": report.applied_batch,
-            },
-        )
-        yield dg.MaterializeResult(
-            asset_key=keys[1],
-            metadata={
-                **table_metadata(settings, history_uri, contract=contract, preview_of=contract),
-                "rows_merged": report.history_rows_merged,
-            },
-        )
 
     return apply
 
@@ -248,8 +202,12 @@ def contract_checks(contract: Contract) -> dg.AssetChecksDefinition:
 def history_check(contract: Contract) -> dg.AssetChecksDefinition:
     """Validity intervals of a CDC history table are well formed (blocking)."""
 
+    (history,) = [
+        k for k, t in zip(silver_keys(contract), feed_of(contract).silver, strict=True) if t.history
+    ]
+
     @dg.asset_check(
-        asset=silver_keys(contract)[1],
+        asset=history,
         name=HISTORY_CHECK,
         blocking=True,
         description="No interval ends before it starts; one open version per live key.",
@@ -300,6 +258,6 @@ def lake_definitions(contracts: dict[str, Contract], produced: set[str]) -> tupl
             assets.append(landing_spec(contract))
         assets.extend([bronze_asset(contract), silver_asset(contract)])
         checks.append(contract_checks(contract))
-        if contract.feed != CLICKSTREAM_FEED:
+        if any(t.history for t in feed_of(contract).silver):
             checks.append(history_check(contract))
     return assets, checks

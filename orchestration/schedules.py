@@ -4,7 +4,7 @@ weekly training. They start running unless ``AUTOMATION=off``."""
 import dagster as dg
 
 from data_contracts import Contract
-from lake.landing import discover
+from lake.feeds import feed_of
 from lake.settings import Settings, get_settings
 from orchestration.jobs import RefreshJobs, training_job
 from orchestration.resources import LakeResource
@@ -17,7 +17,7 @@ def schedule_status() -> dg.DefaultScheduleStatus:
 
 def nothing_landed(settings: Settings, contracts: dict[str, Contract]) -> dg.SkipReason | None:
     """A skip reason when no feed has a file in the landing zone (a new lake: nothing to build yet)."""
-    if any(discover(settings.landing, feed_id) for feed_id in contracts):
+    if any(feed_of(c).discover(settings.landing) for c in contracts.values()):
         return None
     return dg.SkipReason(f"nothing has landed in {settings.landing} yet")
 

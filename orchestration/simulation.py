@@ -6,7 +6,7 @@ from pathlib import Path
 import dagster as dg
 
 from data_contracts import Contract
-from lake.landing import CLICKSTREAM_FEED
+from lake.feeds.clickstream import ClickstreamFeed
 from lake.settings import get_settings
 from orchestration.lake_assets import landing_spec
 from orchestration.resources import LakeResource
@@ -15,9 +15,8 @@ from simulator.tables import crm_server, shop_server
 
 def simulated_feeds() -> set[str]:
     """The feed ids (CDC topics and ``clickstream``) the simulated company writes."""
-    return {server.topic(t) for server in (crm_server(1), shop_server(1)) for t in server.tables} | {
-        CLICKSTREAM_FEED
-    }
+    topics = {server.topic(t) for server in (crm_server(1), shop_server(1)) for t in server.tables}
+    return topics | {ClickstreamFeed.kind}
 
 
 class SimulationRunConfig(dg.Config):

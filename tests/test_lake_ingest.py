@@ -197,7 +197,7 @@ def test_invalid_utf8_and_gzipped_lines_are_quarantined_with_their_line(tmp_path
     assert (report.records, report.bronze_rows, report.quarantined) == (5, 4, 1)
     row = pl.read_delta(bronze.quarantine_uri(settings)).row(0, named=True)
     assert (row["line"], row["reason"]) == (3, "invalid UTF-8") and "\\xff" in row["raw"]
-    assert [f.relpath for f in discover(settings.landing, "clickstream")] == [
+    assert [f.relpath for f in discover(settings.landing, "clickstream", "clickstream")] == [
         "clickstream/web/2026-09-01/00/part-0000.jsonl.gz"
     ]
 

@@ -97,7 +97,7 @@ def test_gzipped_files_count_for_their_uncompressed_size_in_a_batch(tmp_path: Pa
     text = b'{"messageId": "m"}\n' * 50_000
     (folder / "part-0.jsonl.gz").write_bytes(gzip.compress(text))
     (folder / "part-1.jsonl").write_bytes(text)
-    files = discover(str(tmp_path / "landing"), "clickstream")
+    files = discover(str(tmp_path / "landing"), "clickstream", "clickstream")
     assert [bronze.landed_bytes(str(tmp_path / "landing"), f) for f in files] == [len(text), len(text)]
     assert files[0].size < len(text) / 50  # stored much smaller than it reads
 
