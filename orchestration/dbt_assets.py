@@ -30,7 +30,8 @@ from orchestration.snapshot_dates import (
 
 
 class LakeDbtTranslator(DagsterDbtTranslator):
-    """Model keys ``<folder>/<model>`` in a group per folder (staging, identity, ...), owned as the project says;
+    """Model keys ``<folder>/<model>`` in a group per folder (staging, identity, ...; an intermediate model's folder
+    is its area, ``intermediate/<area>/``), owned as the project says;
     sources keep the silver asset keys their YAML names (``meta.dagster.asset_key``)."""
 
     def get_asset_spec(
@@ -40,7 +41,10 @@ class LakeDbtTranslator(DagsterDbtTranslator):
         node = manifest["nodes"].get(unique_id)
         if node is None or node["resource_type"] not in ("model", "seed", "snapshot"):
             return spec
-        folder = node["fqn"][1] if len(node["fqn"]) > 2 else "models"
+        fqn = node["fqn"]
+        folder = fqn[1] if len(fqn) > 2 else "models"
+        if folder == "intermediate" and len(fqn) > 3:
+            folder = fqn[2]
         owner = node.get("config", {}).get("meta", {}).get("owner")
         return spec.replace_attributes(
             key=dg.AssetKey([folder, node["name"]]),
