@@ -99,9 +99,10 @@ bench: install  ## print throughput and memory figures (benchmarks/)
 	-$(RUN) python benchmarks/scoring.py --persons 1000000
 	-$(RUN) python benchmarks/training_scale.py --decisions 1000000
 
-lint: install  ## ruff lint and format check
+lint: install  ## ruff lint and format check, SQL lint of the dbt models (sqlfluff, dbt_project/.sqlfluff)
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
+	$(RUN) sqlfluff lint dbt_project/models
 
 docs: install  ## generate the dbt docs and serve them on http://127.0.0.1:8080
 	cd dbt_project && $(RUN) dbt docs generate --profiles-dir . && $(RUN) dbt docs serve --profiles-dir . --host 127.0.0.1 --port 8080 --no-browser

@@ -42,7 +42,7 @@ ranked_categories as (
             partition by snapshot_date, person_id
         ) as category_share,
         row_number() over (
-            partition by snapshot_date, person_id order by category_event_count desc, category
+            partition by snapshot_date, person_id order by category_event_count desc, category asc
         ) as category_rank
     from category_events
 

@@ -21,14 +21,14 @@ snapshot_days as (
 final as (
 
     select
-        snapshot_date,
-        {{ utc_midnight('snapshot_date') }} as snapshot_at
+        snapshot_days.snapshot_date,
+        {{ utc_midnight('snapshot_days.snapshot_date') }} as snapshot_at
     from snapshot_days
     {% if var('snapshot_from', none) is not none %}
-    where snapshot_date >= cast('{{ var("snapshot_from") }}' as date)
-        and snapshot_date < cast('{{ var("snapshot_until") }}' as date)
+    where snapshot_days.snapshot_date >= cast('{{ var("snapshot_from") }}' as date)
+        and snapshot_days.snapshot_date < cast('{{ var("snapshot_until") }}' as date)
     {% elif features_built_before() %}
-    where snapshot_date > (select max(snapshot_date) from {{ features_relation() }})
+    where snapshot_days.snapshot_date > (select max(built.snapshot_date) from {{ features_relation() }} as built)
     {% endif %}
 
 )
