@@ -17,6 +17,6 @@ def datediff(first_date: str, second_date: str, datepart: str) -> str:
     return f"date_diff('{datepart}', {first_date}::timestamp, {second_date}::timestamp)"
 
 
-def hash(field: str) -> str:  # noqa: A001 - dbt's name
+def hash(field: str) -> str:
     """``dbt.hash(field)``."""
     return f"md5(cast({field} as varchar))"
