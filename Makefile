@@ -106,9 +106,10 @@ bench: install  ## print throughput and memory figures (benchmarks/)
 	-$(RUN) python benchmarks/training_scale.py --decisions 1000000
 	-$(RUN) python benchmarks/sync_postgres.py --decisions 1000000
 
-lint: install  ## ruff lint and format check, and the import boundaries between the packages (lint-imports)
+lint: install  ## ruff lint and format check, SQL lint of the dbt models (sqlfluff), the import boundaries between the packages (lint-imports)
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
+	$(RUN) sqlfluff lint dbt_project/models
 	$(RUN) lint-imports --no-logo --cache-dir var/import_linter_cache
 
 docs: install  ## generate the dbt docs and serve them on http://127.0.0.1:8080

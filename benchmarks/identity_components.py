@@ -19,7 +19,7 @@ from scipy.sparse.csgraph import minimum_spanning_tree
 
 from lake.settings import disable_telemetry
 
-MODEL = Path(__file__).parents[1] / "dbt_project/models/identity/int_identity__components.py"
+MODEL = Path(__file__).parents[1] / "dbt_project/models/intermediate/identity/int_identity__components.py"
 TYPES = ("app_user_id", "anonymous_id", "crm_contact_id", "email_token")
 
 

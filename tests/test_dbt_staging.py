@@ -118,3 +118,22 @@ def test_the_nightly_schedule_builds_the_snapshot_of_the_day_then_the_marts() ->
     keys = {key.to_user_string() for key in nightly.asset_layer.executable_asset_keys}
     assert {"marts/training_decisions", "marts/training_propensity"} <= keys
     assert "marts/person_features_daily" not in keys
+
+
+def test_intermediate_models_keep_the_keys_and_groups_of_their_area() -> None:
+    # models/intermediate/<area>/ is laid out by area: a model there is the asset <area>/<model> in group <area>,
+    # and the ephemeral feature groups of the daily snapshots are no assets (their SQL is the snapshots' query)
+    specs = {spec.key.to_user_string(): spec for spec in [*dbt_models.specs, *dbt_daily_snapshots.specs]}
+    intermediate = {
+        (path.parent.relative_to(REPO_ROOT / "dbt_project/models/intermediate").parts[0], path.stem)
+        for path in (REPO_ROOT / "dbt_project/models/intermediate").rglob("int_*.*")
+        if path.suffix in (".sql", ".py")
+    }
+    areas = {area for area, _ in intermediate}
+    assert {"identity", "marts", "features"} <= areas
+    for area, model in intermediate:
+        if area == "features":
+            assert not any(key.endswith(f"/{model}") for key in specs)
+        else:
+            assert specs[f"{area}/{model}"].group_name == area
+    assert not any(key.startswith("intermediate/") for key in specs)

@@ -6,6 +6,7 @@ copy of the warehouse gets a full refresh of the features."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -15,6 +16,7 @@ import dagster as dg
 import duckdb
 import polars as pl
 import pytest
+import yaml
 from conftest import Simulated, lake_settings, read_warehouse, run_dbt
 from dagster_dbt import DbtCliResource
 
@@ -172,6 +174,55 @@ def test_features_count_only_what_was_known_at_the_snapshot(marts: MartsBuild) -
     )
     assert recomputed.filter(pl.col("n") > 0).height > 1000
     assert recomputed.filter(pl.col("event_count_7d") != pl.col("n")).is_empty()
+
+
+POINT_IN_TIME_CASE = Path(__file__).parent / "person_features_point_in_time.yml"
+
+
+def _fixture_relation(
+    source: duckdb.DuckDBPyConnection, target: duckdb.DuckDBPyConnection, name: str, rows
+) -> None:
+    """Create table ``name`` in ``target`` with the columns and types of relation ``name`` of ``source`` holding
+    ``rows`` (dicts; a column a row leaves out is null), as dbt's unit tests type their fixtures."""
+    columns = source.execute(f"describe {name}").fetchall()
+    target.execute(f"create table {name} (" + ", ".join(f'"{c[0]}" {c[1]}' for c in columns) + ")")
+    for row in rows:
+        names = ", ".join(f'"{column}"' for column in row)
+        target.execute(
+            f"insert into {name} ({names}) values ({', '.join('?' for _ in row)})", list(row.values())
+        )
+
+
+def test_features_use_only_facts_known_at_the_snapshot(marts: MartsBuild, tmp_path: Path) -> None:
+    # a hand-made case (tests/person_features_point_in_time.yml): dbt builds person_features_daily, its feature
+    # groups inlined, on a warehouse holding only the given relations, typed as in the real build
+    case = yaml.safe_load(POINT_IN_TIME_CASE.read_text())
+    settings = replace(marts.settings, warehouse_path=tmp_path / "warehouse.duckdb")
+    with (
+        duckdb.connect(str(marts.settings.warehouse_path), read_only=True) as source,
+        duckdb.connect(str(settings.warehouse_path)) as target,
+    ):
+        for given in case["given"]:
+            name = re.fullmatch(r"ref\('(\w+)'\)", given["input"]).group(1)
+            _fixture_relation(source, target, name, given["rows"])
+        expected = case["expect"]["rows"]
+        columns = list(dict.fromkeys(column for row in expected for column in row))
+        features = source.execute("describe person_features_daily").fetchall()
+        types = {column[0]: column[1] for column in features}
+        target.execute("create table expected (" + ", ".join(f'"{c}" {types[c]}' for c in columns) + ")")
+        for row in expected:
+            target.execute(
+                f"insert into expected values ({', '.join('?' for _ in columns)})",
+                [row.get(c) for c in columns],
+            )
+    run_dbt(settings, tmp_path, "run", "--select", "person_features_daily")
+    listed = ", ".join(f'"{column}"' for column in columns)
+    actual = f"select {listed} from person_features_daily"
+    missing = read_warehouse(settings, f"select * from expected except all {actual}")
+    unexpected = read_warehouse(settings, f"{actual} except all select * from expected")
+    assert read_warehouse(settings, "select count(*) as n from person_features_daily").item() == len(expected)
+    assert missing.is_empty(), missing
+    assert unexpected.is_empty(), unexpected
 
 
 def test_labels_come_strictly_after_the_decision(marts: MartsBuild) -> None:

@@ -201,7 +201,7 @@ def test_a_merge_between_runs_keeps_the_id_of_most_identifiers(rerun) -> None:
 
 def components_model():
     """The components model's module (a dbt Python model is a plain module with a ``model`` function)."""
-    path = Path(__file__).parents[1] / "dbt_project/models/identity/int_identity__components.py"
+    path = Path(__file__).parents[1] / "dbt_project/models/intermediate/identity/int_identity__components.py"
     spec = importlib.util.spec_from_file_location("int_identity__components", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -52,3 +52,19 @@
 {% macro spark__date_series(start_date, end_date) -%}
     explode(sequence(cast({{ start_date }} as date), cast({{ end_date }} as date), interval 1 day))
 {%- endmacro %}
+
+{#- The incremental table of the daily feature snapshots, as a relation beside the model compiled now (the
+    snapshot dates to build are worked out in an ephemeral model, which cannot ref the model that reads it). -#}
+{% macro features_relation() -%}
+    {{ return(adapter.get_relation(database=model.database, schema=model.schema, identifier='person_features_daily')) }}
+{%- endmacro %}
+
+{#- True when person_features_daily exists as a table and this run does not rebuild it from scratch: the run then
+    adds the dates after its latest one (what is_incremental() says inside that model). -#}
+{% macro features_built_before() -%}
+    {%- if not execute -%}
+        {{ return(false) }}
+    {%- endif -%}
+    {%- set relation = features_relation() -%}
+    {{ return(relation is not none and relation.type == 'table' and not should_full_refresh()) }}
+{%- endmacro %}

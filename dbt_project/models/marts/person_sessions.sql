@@ -1,4 +1,5 @@
--- Sessions per person across all their devices: a new session starts after 30 minutes without an event.
+-- Sessions per person across all their devices: a new session starts after session_gap_minutes (a project var,
+-- 30) without an event.
 
 with
 
@@ -24,7 +25,7 @@ numbered as (
         sum(
             case
                 when previous_event_at is null
-                    or event_at >= {{ dbt.dateadd('minute', 30, 'previous_event_at') }} then 1
+                    or event_at >= {{ dbt.dateadd('minute', var('session_gap_minutes'), 'previous_event_at') }} then 1
                 else 0
             end
         ) over (

@@ -36,19 +36,20 @@ contact_tokens as (
 
     select
         'crm_contact_id' as left_type,
-        cast(contact_id as {{ dbt.type_string() }}) as left_identifier,
+        cast(contacts.contact_id as {{ dbt.type_string() }}) as left_identifier,
         token.identifier_type as right_type,
         token.identifier as right_identifier,
         'crm_contact_' || token.identifier_type as evidence,
         'crm' as source,
-        valid_from as seen_at,
-        valid_from as known_at
+        contacts.valid_from as seen_at,
+        contacts.valid_from as known_at
     from contacts
-    cross join lateral (
-        select 'email_token' as identifier_type, email_token as identifier
-        union all
-        select 'phone_token', phone_token
-    ) as token
+    cross join
+        lateral (
+            select 'email_token' as identifier_type, email_token as identifier
+            union all
+            select 'phone_token', phone_token
+        ) as token
     where token.identifier is not null
 
 ),
@@ -57,19 +58,20 @@ customer_tokens as (
 
     select
         'shop_customer_id' as left_type,
-        cast(customer_id as {{ dbt.type_string() }}) as left_identifier,
+        cast(customers.customer_id as {{ dbt.type_string() }}) as left_identifier,
         token.identifier_type as right_type,
         token.identifier as right_identifier,
         'shop_customer_' || token.identifier_type as evidence,
         'shop' as source,
-        valid_from as seen_at,
-        valid_from as known_at
+        customers.valid_from as seen_at,
+        customers.valid_from as known_at
     from customers
-    cross join lateral (
-        select 'email_token' as identifier_type, email_token as identifier
-        union all
-        select 'phone_token', phone_token
-    ) as token
+    cross join
+        lateral (
+            select 'email_token' as identifier_type, email_token as identifier
+            union all
+            select 'phone_token', phone_token
+        ) as token
     where token.identifier is not null
 
 ),
@@ -93,13 +95,15 @@ signed_in_devices as (
 
 seen_user_ids as (
 
-    select distinct user_id as identifier from events where user_id is not null
+    select distinct user_id as identifier from events
+    where user_id is not null
 
 ),
 
 seen_anonymous_ids as (
 
-    select distinct anonymous_id as identifier from events where anonymous_id is not null
+    select distinct anonymous_id as identifier from events
+    where anonymous_id is not null
 
 ),
 
@@ -111,13 +115,18 @@ alias_targets as (
     select
         aliases.previous_id,
         target.identifier_type
-    from (select distinct previous_id from events where message_type = 'alias' and previous_id is not null) as aliases
+    from (
+        select distinct previous_id from events
+        where message_type = 'alias' and previous_id is not null
+    ) as aliases
     left join seen_user_ids as users on aliases.previous_id = users.identifier
     left join seen_anonymous_ids as devices on aliases.previous_id = devices.identifier
     cross join lateral (
-        select 'app_user_id' as identifier_type where users.identifier is not null
+        select 'app_user_id' as identifier_type
+        where users.identifier is not null
         union all
-        select 'anonymous_id' where devices.identifier is not null or users.identifier is null
+        select 'anonymous_id'
+        where devices.identifier is not null or users.identifier is null
     ) as target
 
 ),
@@ -145,21 +154,24 @@ trait_tokens as (
 
     -- contact details given in traits, held by the user (or, before sign-in, the device) that sent them
     select
-        case when user_id is not null then 'app_user_id' else 'anonymous_id' end as left_type,
-        coalesce(user_id, anonymous_id) as left_identifier,
+        case when events.user_id is not null then 'app_user_id' else 'anonymous_id' end as left_type,
+        coalesce(events.user_id, events.anonymous_id) as left_identifier,
         token.identifier_type as right_type,
         token.identifier as right_identifier,
         'traits_' || token.identifier_type as evidence,
         'clickstream' as source,
-        event_at as seen_at,
-        received_at as known_at
+        events.event_at as seen_at,
+        events.received_at as known_at
     from events
-    cross join lateral (
-        select 'email_token' as identifier_type, coalesce(traits_email_token, context_traits_email_token) as identifier
-        union all
-        select 'phone_token', coalesce(traits_phone_token, context_traits_phone_token)
-    ) as token
-    where token.identifier is not null and coalesce(user_id, anonymous_id) is not null
+    cross join
+        lateral (
+            select
+                'email_token' as identifier_type,
+                coalesce(traits_email_token, context_traits_email_token) as identifier
+            union all
+            select 'phone_token', coalesce(traits_phone_token, context_traits_phone_token)
+        ) as token
+    where token.identifier is not null and coalesce(events.user_id, events.anonymous_id) is not null
 
 ),
 

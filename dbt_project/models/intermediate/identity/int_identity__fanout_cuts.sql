@@ -16,7 +16,11 @@ limits as (
 
 both_directions as (
 
-    select left_type as identifier_type, left_identifier as identifier, right_type as joined_type, right_identifier as joined
+    select
+        left_type as identifier_type,
+        left_identifier as identifier,
+        right_type as joined_type,
+        right_identifier as joined
     from edges
     union all
     select right_type, right_identifier, left_type, left_identifier
@@ -45,7 +49,7 @@ final as (
         fanout.joined_count,
         limits.max_joined,
         fanout.identifier_type || ' joins ' || cast(fanout.joined_count as {{ dbt.type_string() }}) || ' '
-            || fanout.joined_type || ' values (limit ' || cast(limits.max_joined as {{ dbt.type_string() }}) || ')'
+        || fanout.joined_type || ' values (limit ' || cast(limits.max_joined as {{ dbt.type_string() }}) || ')'
             as reason
     from fanout
     inner join limits

@@ -59,7 +59,7 @@ ranked_homes as (
     select
         *,
         row_number() over (
-            partition by previous_person_id order by carried desc, component_key
+            partition by previous_person_id order by carried desc, component_key asc
         ) as home_rank
     from candidates
 
@@ -80,7 +80,7 @@ ranked_survivors as (
         component_key,
         previous_person_id,
         row_number() over (
-            partition by component_key order by carried desc, first_seen, previous_person_id
+            partition by component_key order by carried desc, first_seen asc, previous_person_id asc
         ) as survivor_rank
     from home_components
 
