@@ -54,6 +54,7 @@ select row_id, file_idx, line_no, line, null, null, null, null, null, null, reas
 from classified where reason is not null
 """
 
+
 class ClickstreamFeed(Feed):
     """Segment messages (track, page, screen, identify, alias, group): one silver row per ``messageId``."""
 
