@@ -188,19 +188,18 @@ def last_failed_keys(settings: Settings, sync: str) -> set[str]:
 
 def runs(settings: Settings, sync: str | None = None) -> pl.DataFrame:
     """The run log, oldest first (of one sync when given)."""
-    lazy = delta.scan(uri(settings, "sync_runs"), settings.storage_options)
-    if lazy is None:
-        return pl.DataFrame(schema=RUN_SCHEMA)
-    if sync is not None:
-        lazy = lazy.filter(pl.col("sync") == sync)
-    return lazy.sort("started_at").collect()
+    return _log(settings, "sync_runs", RUN_SCHEMA, "started_at", sync)
 
 
 def failures(settings: Settings, sync: str | None = None) -> pl.DataFrame:
     """The refused records, oldest first (of one sync when given)."""
-    lazy = delta.scan(uri(settings, "sync_failures"), settings.storage_options)
+    return _log(settings, "sync_failures", FAILURE_SCHEMA, "failed_at", sync)
+
+
+def _log(settings: Settings, table: str, schema: dict, order: str, sync: str | None) -> pl.DataFrame:
+    lazy = delta.scan(uri(settings, table), settings.storage_options)
     if lazy is None:
-        return pl.DataFrame(schema=FAILURE_SCHEMA)
+        return pl.DataFrame(schema=schema)
     if sync is not None:
         lazy = lazy.filter(pl.col("sync") == sync)
-    return lazy.sort("failed_at").collect()
+    return lazy.sort(order).collect()
