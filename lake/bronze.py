@@ -56,7 +56,8 @@ BRONZE_STATS_COLUMNS = (
     "_kafka_partition",
     "_kafka_offset",
 )
-"""Columns of a bronze table with file statistics: ingestion metadata only, never the raw record or its fields."""
+"""Columns of a bronze table with file statistics: ingestion metadata only, never the raw record or its
+fields."""
 QUARANTINE_STATS_COLUMNS = ("feed_id", "batch_seq", "line", "quarantined_at")
 
 
@@ -196,8 +197,8 @@ class BatchParser:
             yield pa.concat_tables(pending)
 
     def _unreadable(self, index: int, line: int, error: Exception) -> None:
-        """Quarantine the rest of a file that cannot be read past ``line`` (one record, with the error); the file
-        is then rejected whatever its other counts."""
+        """Quarantine the rest of a file that cannot be read past ``line`` (one record, with the error); the
+        file is then rejected whatever its other counts."""
         reason = f"file unreadable from line {line}: {type(error).__name__}: {error}"
         row = pa.table({"file_idx": [index], "line_no": [line], "line": [""], "reason": [reason]})
         self.quarantine.append(self._quarantine_rows(row))
@@ -370,8 +371,8 @@ def landed_bytes(landing: str, file: LandedFile) -> int:
 def _plan_batches(
     landing: str, files: list[LandedFile], max_files: int, max_bytes: int
 ) -> list[list[LandedFile]]:
-    """Consecutive files grouped into batches of at most ``max_files`` files and ``max_bytes`` uncompressed bytes
-    (a larger file is a batch of its own)."""
+    """Consecutive files grouped into batches of at most ``max_files`` files and ``max_bytes`` uncompressed
+    bytes (a larger file is a batch of its own)."""
     batches: list[list[LandedFile]] = []
     size = 0
     for file in files:
@@ -392,9 +393,10 @@ def ingest(
     max_batch_bytes: int | None = None,
     chunk_bytes: int = CHUNK_BYTES,
 ) -> IngestReport:
-    """Take every landed file of ``contract``'s feed that is not in the ledger yet into bronze (and quarantine),
-    in batches of at most ``max_batch_bytes`` uncompressed bytes (default ``settings.batch_bytes``), first
-    finishing a batch that an earlier run left open. Safe to run again at any time."""
+    """Take every landed file of ``contract``'s feed that is not in the ledger yet into bronze (and
+    quarantine), in batches of at most ``max_batch_bytes`` uncompressed bytes (default
+    ``settings.batch_bytes``), first finishing a batch that an earlier run left open. Safe to run again at any
+    time."""
     started = time.perf_counter()
     report = IngestReport(contract.feed_id)
     ledger = Ledger(ledger_uri(settings), settings.storage_options)

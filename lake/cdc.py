@@ -71,7 +71,8 @@ class ApplyReport:
     current_upserts: int = 0
     current_deletes: int = 0
     suppressed: int = 0
-    """Changes of erased persons (suppression list) dropped, or de-identified in a table kept for accounting."""
+    """Changes of erased persons (suppression list) dropped, or de-identified in a table kept for
+    accounting."""
     applied_batch: int = 0
     seconds: float = 0.0
 
@@ -128,9 +129,9 @@ def decode_changes(
 
 
 def history_versions(versions: pl.DataFrame, truncates: pl.DataFrame, key: list[str]) -> pl.DataFrame:
-    """Every version of the given keys (unique by key and position) with its validity interval: from its change
-    time (never before the previous version's) to the next version's, or to the first truncate between them;
-    open (null) for the latest."""
+    """Every version of the given keys (unique by key and position) with its validity interval: from its
+    change time (never before the previous version's) to the next version's, or to the first truncate between
+    them; open (null) for the latest."""
     ordered = versions.sort([*key, *POSITION])
     same_key = pl.all_horizontal(pl.col(k).shift(-1).eq_missing(pl.col(k)) for k in key)  # sorted: no window
     same_previous_key = pl.all_horizontal(pl.col(k).shift(1).eq_missing(pl.col(k)) for k in key)
@@ -150,8 +151,8 @@ def history_versions(versions: pl.DataFrame, truncates: pl.DataFrame, key: list[
 def _ended_by_truncates(
     ordered: pl.DataFrame, truncates: pl.DataFrame, key: list[str], same_key: pl.Expr
 ) -> pl.DataFrame:
-    """Versions (sorted by key and position) whose interval a truncate ends: the first truncate after a version
-    and before the key's next version closes it at the truncate's time."""
+    """Versions (sorted by key and position) whose interval a truncate ends: the first truncate after a
+    version and before the key's next version closes it at the truncate's time."""
     order = (
         pl.concat([ordered.select(POSITION), truncates.select(POSITION)])
         .unique()
@@ -299,8 +300,9 @@ def _merge_history(
     app_id: str,
     upto: int,
 ) -> int:
-    """Merge the versions that are new or whose interval changed (matched rows get their new ``_valid_to``), then
-    append the new truncate markers in the commit that records ``(app_id, upto)``. Returns the rows written."""
+    """Merge the versions that are new or whose interval changed (matched rows get their new ``_valid_to``),
+    then append the new truncate markers in the commit that records ``(app_id, upto)``. Returns the rows
+    written."""
     changed = versions
     if existing is not None and existing.height and versions.height:
         before = existing.select(
@@ -333,8 +335,9 @@ def _merge_history(
 def _current_changes(
     versions: pl.DataFrame, truncates: pl.DataFrame, in_current: pl.DataFrame | None, key: list[str]
 ) -> pl.DataFrame:
-    """The latest version of every touched key, flagged ``_deleted`` when it is a delete or a truncate came after
-    it, keeping only what differs from the current table: new or moved positions, and deletes of present keys."""
+    """The latest version of every touched key, flagged ``_deleted`` when it is a delete or a truncate came
+    after it, keeping only what differs from the current table: new or moved positions, and deletes of present
+    keys."""
     latest = versions.filter(pl.col("_op") != "t").group_by(key, maintain_order=True).last()
     gone = pl.col("_op") == "d"
     if truncates.height:
@@ -389,9 +392,10 @@ def _merge_current(
     upto: int,
     report: ApplyReport,
 ) -> None:
-    """Merge the latest version of every touched key into the current table (deleting keys whose latest version
-    is gone) in the commit that records ``(app_id, upto)``. ``open_in_history`` (the open live versions of the
-    touched keys, when the history has applied exactly what the current table has) saves reading it."""
+    """Merge the latest version of every touched key into the current table (deleting keys whose latest
+    version is gone) in the commit that records ``(app_id, upto)``. ``open_in_history`` (the open live
+    versions of the touched keys, when the history has applied exactly what the current table has) saves
+    reading it."""
     latest = pl.DataFrame()
     if versions.height:
         in_current = (

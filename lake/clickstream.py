@@ -6,17 +6,20 @@
   ``receivedAt - (sentAt - originalTimestamp)``.
 - Typed columns for the Segment fields, the context and the e-commerce properties the models use; the raw
   ``properties`` and ``traits`` objects are kept as JSON text.
-- Placeholder ids (``"null"``, ``"undefined"``, blank, ...: :mod:`data_contracts.segment`) become null: they are
+- Placeholder ids (``"null"``, ``"undefined"``, blank, ...: :mod:`data_contracts.segment`) become null: they
+are
   no identifier and link nothing.
-- No raw personal data: the contract's PII paths (the IP in ``context``; e-mail, phone, names, user name, birthday
+- No raw personal data: the contract's PII paths (the IP in ``context``; e-mail, phone, names, user name,
+birthday
   and address among the reserved traits, camelCase or snake_case, in ``traits`` and ``context.traits``) become
   tokens, a network prefix or a year (:mod:`lake.privacy`), one column per trait whatever its case form, or
   nothing (address); they are removed from the traits JSON kept, which stays null when a message has none.
-- Partitioned by event date. Each run reads only the bronze batches it has not applied yet, in steps of at most
+- Partitioned by event date. Each run reads only the bronze batches it has not applied yet, in steps of at
+most
   ``Settings.apply_step_rows`` bronze rows (a batch is split into several steps when larger), and commits the
-  last step of a batch with the application transaction ``(clickstream-silver, batch)``. A step is safe to apply
-  again (a message already in silver is kept unless the step brings an earlier delivery), so a run interrupted
-  inside a batch applies that batch again from its start.
+  last step of a batch with the application transaction ``(clickstream-silver, batch)``. A step is safe to
+  apply again (a message already in silver is kept unless the step brings an earlier delivery), so a run
+  interrupted inside a batch applies that batch again from its start.
 """
 
 from __future__ import annotations
@@ -123,15 +126,16 @@ def silver_uri(settings: Settings) -> str:
 
 
 def silver_field(column: str, path: str) -> str:
-    """The silver name of a personal value at JSON ``path`` of an object column, in snake_case whatever the case
-    form of the path: ``traits`` + ``$.firstName`` and ``$.first_name`` both give ``traits_first_name``."""
+    """The silver name of a personal value at JSON ``path`` of an object column, in snake_case whatever the
+    case form of the path: ``traits`` + ``$.firstName`` and ``$.first_name`` both give
+    ``traits_first_name``."""
     snake = re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", path.removeprefix("$.").replace(".", "_")).lower()
     return f"{column}_{snake}"
 
 
 def personal_fields(contract: Contract) -> dict[str, tuple[str, str, list[str]]]:
-    """The contract's personal values inside object columns, by silver name: (object column, kind, its JSON paths
-    in the contract's order). The case forms of one trait share a name and must share a kind."""
+    """The contract's personal values inside object columns, by silver name: (object column, kind, its JSON
+    paths in the contract's order). The case forms of one trait share a name and must share a kind."""
     fields: dict[str, tuple[str, str, list[str]]] = {}
     for column, paths in contract.pii_paths.items():
         for path, kind in paths.items():
@@ -144,9 +148,10 @@ def personal_fields(contract: Contract) -> dict[str, tuple[str, str, list[str]]]
 
 
 def pii_sql(contract: Contract, objects: dict[str, str]) -> tuple[str, dict[str, str]]:
-    """SQL select items that extract the personal values of the object columns in ``objects`` (column -> SQL of
-    its JSON), one temporary column per silver name (the first of its case forms present), and the kind of each.
-    Each object is parsed once for all its paths. Addresses are not extracted: nothing of them is kept."""
+    """SQL select items that extract the personal values of the object columns in ``objects`` (column -> SQL
+    of its JSON), one temporary column per silver name (the first of its case forms present), and the kind of
+    each. Each object is parsed once for all its paths. Addresses are not extracted: nothing of them is
+    kept."""
     fields = {name: field for name, field in personal_fields(contract).items() if field[1] != "address"}
     items = []
     for column, expression in objects.items():
@@ -165,8 +170,9 @@ def pii_sql(contract: Contract, objects: dict[str, str]) -> tuple[str, dict[str,
 
 
 def traits_sql(contract: Contract, traits: str) -> str:
-    """SQL of the traits JSON text kept in silver, from the SQL of the message's traits JSON: null when the message
-    has none, else the object without its personal values (a JSON merge patch with nulls removes them)."""
+    """SQL of the traits JSON text kept in silver, from the SQL of the message's traits JSON: null when the
+    message has none, else the object without its personal values (a JSON merge patch with nulls removes
+    them)."""
     patch: dict = {}
     for path in contract.pii_paths.get("traits", {}):
         *parents, leaf = path.removeprefix("$.").split(".")
@@ -212,8 +218,8 @@ def _first_deliveries(events: pl.DataFrame) -> tuple[pl.DataFrame, int]:
 def _apply_step(
     settings: Settings, contract: Contract, bronze: pl.DataFrame, upto: int | None, report: ClickstreamReport
 ) -> None:
-    """Write the first delivery of each message of ``bronze`` that silver does not hold yet (or holds from a later
-    delivery), recording ``(clickstream-silver, upto)`` in the commit when ``upto`` is given."""
+    """Write the first delivery of each message of ``bronze`` that silver does not hold yet (or holds from a
+    later delivery), recording ``(clickstream-silver, upto)`` in the commit when ``upto`` is given."""
     options = settings.storage_options
     uri = silver_uri(settings)
     typed, suppressed = screen(

@@ -6,8 +6,8 @@ system of the silver tables: ``crm``, ``shop``, ``clickstream``), with a table p
 and history for CDC, the events for the clickstream) named as :mod:`lake.warehouse` publishes its view, and
 from the contract: the column descriptions (personal columns under their protected names), not-null and
 unique tests of the primary key on the current state, freshness from the ``freshness`` SLA, and the asset key
-of the silver asset. ``python -m lake.dbt_sources`` writes them (``make install`` runs it before ``dbt parse``);
-``--check`` only says which files differ from what the contracts give.
+of the silver asset. ``python -m lake.dbt_sources`` writes them (``make install`` runs it before
+``dbt parse``); ``--check`` only says which files differ from what the contracts give.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ HEADER = (
     "# contracts, not this file.\n"
 )
 PERIODS = (("day", timedelta(days=1)), ("hour", timedelta(hours=1)), ("minute", timedelta(minutes=1)))
-"""dbt's freshness periods, the longest first: a contract's freshness is given in the longest that divides it."""
+"""dbt's freshness periods, the longest first: a contract's freshness is given in the longest that divides
+it."""
 
 
 def silver_columns(contract: Contract) -> dict[str, tuple[str, str]]:
@@ -144,8 +145,8 @@ def source_files(contracts: dict[str, Contract]) -> dict[Path, str]:
 def sync(
     contracts: dict[str, Contract], project_dir: Path = DBT_PROJECT_DIR, write: bool = True
 ) -> list[Path]:
-    """The generated sources files of ``project_dir`` that differ from what ``contracts`` give (missing, changed,
-    or generated earlier for a source no contract has any more); with ``write``, brought in line."""
+    """The generated sources files of ``project_dir`` that differ from what ``contracts`` give (missing,
+    changed, or generated earlier for a source no contract has any more); with ``write``, brought in line."""
     wanted = {project_dir / rel: text for rel, text in source_files(contracts).items()}
     existing = {
         p

@@ -2,9 +2,9 @@
 
 How each field is encoded comes from :func:`data_contracts.wire.field_encodings`: from the message's schema
 envelope when the connector sends one (``value_schema`` in bronze), and from the feed's contract otherwise
-(``debeziumType``, ``decimalHandlingMode``, logical and physical type). Validation at ingestion follows the same
-rule, so a record that reached bronze decodes. A field that neither knows (a column added in the source) keeps
-the type its JSON values have, so it reaches silver without a migration.
+(``debeziumType``, ``decimalHandlingMode``, logical and physical type). Validation at ingestion follows the
+same rule, so a record that reached bronze decodes. A field that neither knows (a column added in the source)
+keeps the type its JSON values have, so it reaches silver without a migration.
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ ENVELOPE_TYPES = {
     ct.BOOLEAN: pl.Boolean,
     ct.STRING: pl.String,
 }
-"""The polars type of a Kafka Connect schema type (the JSON converter's names), for fields no contract types."""
+"""The polars type of a Kafka Connect schema type (the JSON converter's names), for fields no contract
+types."""
 READ_TYPES = {
     "integer": "BIGINT",
     "float": "DOUBLE",
@@ -44,7 +45,8 @@ READ_TYPES = {
     "epoch_us": "BIGINT",
     "epoch_ns": "BIGINT",
 }
-"""How DuckDB reads each encoding from JSON; every other one as ``VARCHAR`` (objects and arrays as JSON text)."""
+"""How DuckDB reads each encoding from JSON; every other one as ``VARCHAR`` (objects and arrays as JSON
+text)."""
 
 
 def precise_decimals(values: pl.Series, precision: int, scale: int) -> pl.Series:
@@ -73,9 +75,10 @@ def precise_decimals(values: pl.Series, precision: int, scale: int) -> pl.Series
 
 
 def variable_scale_decimals(values: pl.Series, target: pl.DataType | None) -> pl.Series:
-    """``io.debezium.data.VariableScaleDecimal`` structs (JSON text of ``{"scale": s, "value": <base64 unscaled
-    bytes>}``) as decimals of the target's precision and scale (validation refused any that does not fit it), as
-    doubles, or as decimal text for a column no contract types."""
+    """``io.debezium.data.VariableScaleDecimal`` structs (JSON text of
+    ``{"scale": s, "value": <base64 unscaled bytes>}``) as decimals of the target's precision and scale
+    (validation refused any that does not fit it), as doubles, or as decimal text for a column no contract
+    types."""
     parsed = values.str.json_decode(pl.Struct({"scale": pl.Int64, "value": pl.String})).to_list()
     with localcontext() as context:
         context.prec = 80
@@ -133,8 +136,8 @@ def _read_images(
     duckdb_config: dict[str, str] | None,
 ) -> pl.DataFrame:
     """Every field of the row images as a column of its wire type (JSON text for objects, arrays and fields no
-    envelope or contract describes, so a column new in the source keeps one type, text, until its contract gives
-    it one), in one multi-threaded DuckDB pass (a connection with ``duckdb_config``)."""
+    envelope or contract describes, so a column new in the source keeps one type, text, until its contract
+    gives it one), in one multi-threaded DuckDB pass (a connection with ``duckdb_config``)."""
     with duckdb.connect(config=duckdb_config or {}) as con:
         con.register("images", pl.DataFrame({"image": images}).to_arrow())
         layout = {name: READ_TYPES.get(e.decoding, "VARCHAR") for name, e in encodings.items()}

@@ -73,15 +73,16 @@ STATS_COLUMNS = "delta.dataSkippingStatsColumns"
 
 
 def stats_only(columns: Sequence[str]) -> dict[str, str]:
-    """Table properties that keep file statistics (min/max per file, in the Delta log) for ``columns`` only: the
-    raw and personal columns get none, since the minimum of a raw line is a copy of it."""
+    """Table properties that keep file statistics (min/max per file, in the Delta log) for ``columns`` only:
+    the raw and personal columns get none, since the minimum of a raw line is a copy of it."""
     return {STATS_COLUMNS: ",".join(columns)}
 
 
 def record_version(
     uri: str, app_id: str, version: int, storage_options: dict[str, str] | None = None
 ) -> None:
-    """Commit no rows, only the application transaction ``(app_id, version)``: a step that changed nothing is done."""
+    """Commit no rows, only the application transaction ``(app_id, version)``: a step that changed nothing is
+    done."""
     schema = pl.scan_delta(uri, storage_options=storage_options or None).collect_schema()
     append(
         uri,

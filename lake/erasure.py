@@ -1,7 +1,8 @@
-"""Erasure (the right to be forgotten): a person's records removed from every zone of the lake and the warehouse.
+"""Erasure (the right to be forgotten): a person's records removed from every zone of the lake and the
+warehouse.
 
-``python -m lake.erasure --contact-id 42`` (or ``--customer-id``, ``--app-user-id``, ``--email``; ``make erase``;
-the Dagster job ``erase_persons``). A request:
+``python -m lake.erasure --contact-id 42`` (or ``--customer-id``, ``--app-user-id``, ``--email``;
+``make erase``; the Dagster job ``erase_persons``). A request:
 
 1. **Resolves** the person through the identity graph (``gold/identity_person_map``): every identifier of
    the person's component (contacts, customers, app users, devices, e-mail and phone tokens) and the person
@@ -124,7 +125,8 @@ class ErasureRequest:
         return REQUEST_KINDS[self.kind], value
 
     def reference(self, secret: str) -> str:
-        """The request id, checked (letters, digits, ``_.:-``, no personal data), or derived from the request."""
+        """The request id, checked (letters, digits, ``_.:-``, no personal data), or derived from the
+        request."""
         if self.request_id:
             if not REQUEST_ID.match(self.request_id):
                 raise ErasureRefused("a request id has 1-64 letters, digits or _.:- (no personal data)")
@@ -182,8 +184,9 @@ def resolve(settings: Settings, request: ErasureRequest) -> list[tuple[str, str]
     identifier = request.identifier(settings.pii_secret)
     if identifier in _guarded(settings):
         raise ErasureRefused(
-            f"request {request.reference(settings.pii_secret)}: its {request.kind} is shared by several persons "
-            "(cut by the identity graph's guards); ask by the person's own contact, customer or app user id"
+            f"request {request.reference(settings.pii_secret)}: its {request.kind} is shared by several "
+            "persons (cut by the identity graph's guards); ask by the person's own contact, customer or app "
+            "user id"
         )
     identifiers = [identifier]
     people = delta.scan(gold_uri(settings, "identity_person_map"), settings.storage_options)
@@ -338,8 +341,8 @@ def _merge(
 
 
 def _sweep_bronze(settings: Settings, contract: Contract, wanted: pl.Series) -> tuple[dict[str, int], int]:
-    """Delete the wanted raw records of the feed's bronze table (kept feeds: de-identify them); rows removed per
-    source file, and rows de-identified."""
+    """Delete the wanted raw records of the feed's bronze table (kept feeds: de-identify them); rows removed
+    per source file, and rows de-identified."""
     uri = bronze.bronze_uri(settings, contract)
     lazy = delta.scan(uri, settings.storage_options)
     if lazy is None:
@@ -376,8 +379,8 @@ def _sweep_bronze(settings: Settings, contract: Contract, wanted: pl.Series) -> 
 
 
 def _sweep_quarantine(settings: Settings, wanted: pl.Series) -> tuple[dict[tuple[str, str], int], int]:
-    """Delete the wanted quarantined records (kept feeds: de-identify them); rows removed per (feed, file), and
-    rows de-identified."""
+    """Delete the wanted quarantined records (kept feeds: de-identify them); rows removed per (feed, file),
+    and rows de-identified."""
     uri = bronze.quarantine_uri(settings)
     lazy = delta.scan(uri, settings.storage_options)
     if lazy is None:
@@ -569,8 +572,9 @@ def _wanted(settings: Settings, request_id: str, identifiers: list[tuple[str, st
 
 
 def sweep(settings: Settings, contracts: dict[str, Contract], wanted: set[str]) -> list[TableErasure]:
-    """Remove (or, where records are kept, de-identify) every record carrying one of the ``wanted`` hashes from
-    landing, bronze, quarantine, silver, gold and the warehouse; the ledger records rewritten landing files."""
+    """Remove (or, where records are kept, de-identify) every record carrying one of the ``wanted`` hashes
+    from landing, bronze, quarantine, silver, gold and the warehouse; the ledger records rewritten landing
+    files."""
     series = pl.Series(sorted(wanted), dtype=pl.String)
     ledger = Ledger(bronze.ledger_uri(settings), settings.storage_options)
     committed = ledger.committed_files()

@@ -1,4 +1,5 @@
-"""Named crash points, so that tests can kill a real run at a precise step and prove that re-running repairs it.
+"""Named crash points, so that tests can kill a real run at a precise step and prove that re-running repairs
+it.
 
 Set ``LAKE_CRASH_AT=<name>`` and the process kills itself with SIGKILL when it reaches that point: no
 exception handler, ``finally`` block or atexit hook runs, exactly as when a machine or a worker dies.

@@ -3,8 +3,9 @@ views of the warehouse, and say what it did.
 
 The same steps the Dagster assets run (landing -> bronze per feed, then CDC apply and clickstream clean-up),
 without the orchestrator: handy in a shell, a notebook or a test. Exits 1 when a file was rejected (its
-share of quarantined records passed ``INGEST_MAX_REJECT_RATE``) or a contract is invalid (its feed is skipped),
-after everything else was ingested. Files in a feed's folder that ingestion does not understand are listed.
+share of quarantined records passed ``INGEST_MAX_REJECT_RATE``) or a contract is invalid (its feed is
+skipped), after everything else was ingested. Files in a feed's folder that ingestion does not understand are
+listed.
 """
 
 from __future__ import annotations
@@ -53,8 +54,8 @@ def silver_watermark(settings: Settings, contract: Contract) -> int:
 
 
 def backlog(settings: Settings, contracts: dict[str, Contract]) -> list[str]:
-    """What is waiting: landed files the ledger has not taken in (by path), and ``silver:<feed>`` for every feed
-    whose silver tables are behind its bronze table (a failed or skipped apply)."""
+    """What is waiting: landed files the ledger has not taken in (by path), and ``silver:<feed>`` for every
+    feed whose silver tables are behind its bronze table (a failed or skipped apply)."""
     waiting = []
     done = Ledger(bronze.ledger_uri(settings), settings.storage_options).committed_files()
     for feed_id, contract in contracts.items():
@@ -108,8 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     for ingested, applied in zip(run.ingested, run.applied, strict=True):
         silver = feed_of(contracts[ingested.feed_id]).summary(applied)
         print(
-            f"  {ingested.feed_id:<24} {ingested.files:>6,} {ingested.records:>10,} {ingested.bronze_rows:>10,} "
-            f"{ingested.quarantined:>10,}   {silver}"
+            f"  {ingested.feed_id:<24} {ingested.files:>6,} {ingested.records:>10,} "
+            f"{ingested.bronze_rows:>10,} {ingested.quarantined:>10,}   {silver}"
         )
     for topic in run.topics_without_contract:
         print(

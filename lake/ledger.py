@@ -6,10 +6,10 @@ yet committed resumes it with exactly the same files, so a crash at any point is
 The ledger is an append-only Delta table (``bronze/_ingestion_ledger``).
 
 An erasure (:mod:`lake.erasure`) that rewrites a landing file already taken in, or removes records that came
-from it, appends a row with status ``erased`` for it, in the file's batch: the file's new size and time (so it is not reported as changed, nor
-taken in again), and what the erasure removed: ``bronze_rows`` from bronze, ``quarantined`` from quarantine and
-``records`` their sum. Per feed, the records of committed rows equal bronze + quarantine + the records of erased
-rows (:meth:`Ledger.erased_counts`).
+from it, appends a row with status ``erased`` for it, in the file's batch: the file's new size and time (so it
+is not reported as changed, nor taken in again), and what the erasure removed: ``bronze_rows`` from bronze,
+``quarantined`` from quarantine and ``records`` their sum. Per feed, the records of committed rows equal
+bronze + quarantine + the records of erased rows (:meth:`Ledger.erased_counts`).
 
 A replay from quarantine (:mod:`lake.replay`) is a batch too: planned with status ``replay`` (so ingestion
 neither resumes it nor takes its number), then committed with, for each file, no new records and the records
@@ -107,9 +107,9 @@ class Ledger:
         return None if rows is None else _open_batch(rows, feed_id, REPLAY)
 
     def plan(self, feed_id: str, seq: int, files: list[LandedFile], status: str = PLANNED) -> None:
-        """Record the files of batch ``seq`` (an ingestion, or with status ``replay`` a replay) before any of them
-        is written. The commit carries the application transaction ``(plan:<feed>, seq)``: of two runs planning
-        the same batch at once, one fails."""
+        """Record the files of batch ``seq`` (an ingestion, or with status ``replay`` a replay) before any of
+        them is written. The commit carries the application transaction ``(plan:<feed>, seq)``: of two runs
+        planning the same batch at once, one fails."""
         app_id = f"plan:{feed_id}"
         if delta.applied_version(self.uri, app_id, self.storage_options) >= seq:
             raise ConcurrentIngestion(f"batch {seq} of {feed_id} was planned by another run meanwhile")
@@ -182,8 +182,8 @@ class Ledger:
 
 
 def _open_batch(rows: pl.DataFrame, feed_id: str, status: str) -> tuple[int, list[LandedFile]] | None:
-    """The first batch of ``rows`` (one feed's ledger) planned with ``status`` and not committed: its number and
-    files."""
+    """The first batch of ``rows`` (one feed's ledger) planned with ``status`` and not committed: its number
+    and files."""
     closed = rows.filter(pl.col("status") == COMMITTED)["batch_seq"].unique().to_list()
     planned = rows.filter((pl.col("status") == status) & ~pl.col("batch_seq").is_in(closed))
     if not planned.height:

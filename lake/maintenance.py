@@ -43,8 +43,8 @@ def table_uris(settings: Settings, contracts: dict[str, Contract]) -> list[str]:
 
 
 def bronze_retention(settings: Settings, contract: Contract) -> timedelta:
-    """How long the feed's raw bronze records are kept: ``BRONZE_RETENTION_DAYS`` when set, else the contract's
-    ``retention`` SLA; ContractError when neither says."""
+    """How long the feed's raw bronze records are kept: ``BRONZE_RETENTION_DAYS`` when set, else the
+    contract's ``retention`` SLA; ContractError when neither says."""
     if settings.bronze_retention_days is not None:
         return timedelta(days=settings.bronze_retention_days)
     retention = contract.sla_duration("retention")

@@ -86,8 +86,8 @@ def _network(address: str) -> str | None:
 
 
 def truncate_ip(values: pl.Series) -> pl.Series:
-    """The network prefix of each IP address: ``a.b.c.0`` (/24) for IPv4, the /48 network for IPv6; what is not
-    an IP address becomes null."""
+    """The network prefix of each IP address: ``a.b.c.0`` (/24) for IPv4, the /48 network for IPv6; what is
+    not an IP address becomes null."""
     text = values.cast(pl.String)
     distinct = text.drop_nulls().unique().to_list()
     return text.replace_strict({v: _network(v) for v in distinct}, default=None, return_dtype=pl.String)
@@ -116,8 +116,9 @@ def protected_name(column: str, kind: str) -> str | None:
 
 def personal_columns(contract: Contract, columns: Iterable[str]) -> list[str]:
     """Those of ``columns`` (of a table of ``contract``'s feed) that hold personal data, raw or protected: the
-    contract's restricted columns and objects with personal fields, under their own names; every protected form
-    (tokens, network prefixes, birth years); and the columns taken out of such objects (``traits_...``)."""
+    contract's restricted columns and objects with personal fields, under their own names; every protected
+    form (tokens, network prefixes, birth years); and the columns taken out of such objects
+    (``traits_...``)."""
     raw = {c.name for c in contract.columns if c.pii or c.pii_paths or c.classification == "restricted"}
     protected = {protected_name(c.name, c.pii) for c in contract.pii_columns} - {None}
     taken_out = tuple(f"{name}_" for name in contract.pii_paths)
@@ -135,8 +136,8 @@ def protect(
     frame: pl.DataFrame, pii: dict[str, str], secret: str, region_column: str | None = None
 ) -> pl.DataFrame:
     """Replace every personal column of ``frame`` (``pii`` maps column -> kind: email, phone, name, ip,
-    birth_date, address) by its protected form (:func:`protected_name`): ``<column>_token``, ``<column>_prefix``,
-    ``<column without _date>_year`` or nothing (an address is removed)."""
+    birth_date, address) by its protected form (:func:`protected_name`): ``<column>_token``,
+    ``<column>_prefix``, ``<column without _date>_year`` or nothing (an address is removed)."""
     regions = frame[region_column] if region_column and region_column in frame.columns else None
     for column, kind in pii.items():
         name = protected_name(column, kind)

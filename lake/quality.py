@@ -14,8 +14,8 @@ from lake.settings import Settings
 
 
 def silver_table(settings: Settings, contract: Contract) -> str:
-    """The silver table a contract's rules apply to: its feed's main one (the current state for CDC, the events
-    for clickstream)."""
+    """The silver table a contract's rules apply to: its feed's main one (the current state for CDC, the
+    events for clickstream)."""
     return feed_of(contract).silver[0].uri(settings)
 
 
@@ -50,8 +50,9 @@ def quarantine_rate(settings: Settings, contract: Contract) -> QuarantineRate:
 
 
 def history_problems(settings: Settings, contract: Contract) -> dict[str, int]:
-    """Counts of broken validity intervals in a feed's history table (CDC): intervals that end before they start,
-    keys with more than one open version, and live keys of the current table without an open version."""
+    """Counts of broken validity intervals in a feed's history table (CDC): intervals that end before they
+    start, keys with more than one open version, and live keys of the current table without an open
+    version."""
     feed = feed_of(contract)
     current_uri = feed.silver[0].uri(settings)
     history_uri = next(t for t in feed.silver if t.history).uri(settings)

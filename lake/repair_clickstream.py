@@ -1,17 +1,17 @@
-"""``python -m lake.repair_clickstream``: bring a silver clickstream table written by an earlier clean-up up to
-today's, and erase its history, so that no file under silver holds what the earlier clean-up let through.
+"""``python -m lake.repair_clickstream``: bring a silver clickstream table written by an earlier clean-up up
+to today's, and erase its history, so that no file under silver holds what the earlier clean-up let through.
 
 Earlier clean-ups kept the camelCase reserved traits (``firstName``, ``lastName``, ``username``, ``address``,
 ...) in clear in the traits JSON, kept placeholder ids (``"null"``, ``"undefined"``, ...) as identifiers, and
-wrote an object of nulls as the traits of a message that had none. Silver outlives bronze's retention, so it is
-repaired from itself, one event date at a time (memory is bounded by a day's rows): the ids and the traits JSON
-are cleaned as :mod:`lake.clickstream` cleans new messages, the personal values found in the traits become the
-same tokens or year (a token already in silver is kept), and each date's rows replace the old ones in one commit
-(a date already clean is left as it is).
-Then every older version is vacuumed (retention 0) and the log before the repair is expired, so that no data
-file, log entry, statistic or checkpoint under silver still holds a clear value; the table's application
-watermark is kept, so ingestion goes on where it was. The warehouse's silver views are refreshed; rebuild the
-dbt models afterwards (``dbt build``) so that the identity graph forgets the placeholder ids.
+wrote an object of nulls as the traits of a message that had none. Silver outlives bronze's retention, so it
+is repaired from itself, one event date at a time (memory is bounded by a day's rows): the ids and the traits
+JSON are cleaned as :mod:`lake.clickstream` cleans new messages, the personal values found in the traits
+become the same tokens or year (a token already in silver is kept), and each date's rows replace the old ones
+in one commit (a date already clean is left as it is). Then every older version is vacuumed (retention 0) and
+the log before the repair is expired, so that no data file, log entry, statistic or checkpoint under silver
+still holds a clear value; the table's application watermark is kept, so ingestion goes on where it was. The
+warehouse's silver views are refreshed; rebuild the dbt models afterwards (``dbt build``) so that the identity
+graph forgets the placeholder ids.
 
 A one-off maintenance step: run it while nothing else writes to the lake. Safe to re-run.
 """
@@ -74,8 +74,9 @@ def repaired_rows(rows: pl.DataFrame, contract: Contract, secret: str, schema: p
     keys = sorted({p.removeprefix("$.").split(".")[0] for p in contract.pii_paths.get("traits", {})})
     # an object whose members are all personal keys set to null was written for a message without traits
     nulls_only = (
-        "coalesce(json_type(traits::json) = 'OBJECT' AND list_bool_and(list_transform(json_keys(traits::json), "
-        f"lambda k: list_contains({keys}, k) AND json_type(traits::json, '$.\"' || k || '\"') = 'NULL')), false)"
+        "coalesce(json_type(traits::json) = 'OBJECT' AND "
+        f"list_bool_and(list_transform(json_keys(traits::json), lambda k: list_contains({keys}, k) AND "
+        "json_type(traits::json, '$.\"' || k || '\"') = 'NULL')), false)"
     )
     traits = f"CASE WHEN {nulls_only} THEN NULL ELSE {clickstream.traits_sql(contract, 'traits::json')} END"
     cleaned = ", ".join([*(f"{id_sql(c)} AS {c}" for c in IDS if c in rows.columns), f"{traits} AS traits"])
@@ -100,8 +101,8 @@ def repaired_rows(rows: pl.DataFrame, contract: Contract, secret: str, schema: p
 
 
 def expire_history(uri: str, settings: Settings) -> int:
-    """Delete every file that no longer belongs to the current version and every log entry before it (retention
-    0); the table's log retention setting is restored afterwards. The data files vacuumed."""
+    """Delete every file that no longer belongs to the current version and every log entry before it
+    (retention 0); the table's log retention setting is restored afterwards. The data files vacuumed."""
     table = delta.open_table(uri, settings.storage_options)
     key = "delta.logRetentionDuration"
     kept = table.metadata().configuration.get(key) or "interval 30 days"  # Delta's default

@@ -1,12 +1,12 @@
-"""``python -m lake.replay``: move the quarantined records that a feed's contract accepts now (after a fix of the
-contract or of the code) into bronze, then apply them to silver.
+"""``python -m lake.replay``: move the quarantined records that a feed's contract accepts now (after a fix of
+the contract or of the code) into bronze, then apply them to silver.
 
 A replay is a bronze batch like an ingestion batch: numbered by the ledger (planned there with status
 ``replay`` before anything is written), its valid records appended to the bronze table, and the quarantine
-table rewritten (replayed records removed, records still refused given their new reason), both commits carrying
-the application transaction ``(ingest:<feed>, batch number)``; the ledger then records, per file, what moved.
-A run killed at any point is finished by the next one; running it again moves nothing twice. Throughout,
-records in = bronze + quarantine, in the tables and in the ledger's counts.
+table rewritten (replayed records removed, records still refused given their new reason), both commits
+carrying the application transaction ``(ingest:<feed>, batch number)``; the ledger then records, per file,
+what moved. A run killed at any point is finished by the next one; running it again moves nothing twice.
+Throughout, records in = bronze + quarantine, in the tables and in the ledger's counts.
 
 Records quarantined for their bytes rather than their content (``invalid UTF-8``, an unreadable file) are not
 replayed: their quarantine row does not hold the record as it arrived.
@@ -199,8 +199,8 @@ def _rewrite_quarantine(
     app_id: str,
     seq: int,
 ) -> None:
-    """In one commit that records ``(app_id, seq)``: delete the quarantine rows of the records now in bronze, and
-    give the records still refused their new reason."""
+    """In one commit that records ``(app_id, seq)``: delete the quarantine rows of the records now in bronze,
+    and give the records still refused their new reason."""
     changes = pl.concat(
         [
             moved.with_columns(pl.lit(True).alias("_moved"), pl.lit(None, pl.String).alias("reason")),
@@ -228,7 +228,8 @@ def _rewrite_quarantine(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point: replay, apply to silver, refresh the warehouse views, print a line per feed."""
+    """Command-line entry point: replay, apply to silver, refresh the warehouse views, print a line per
+    feed."""
     from lake.ingest import refresh
     from lake.warehouse import publish_silver
 
@@ -262,8 +263,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         refresh(settings, contract)
         print(
-            f"{feed_id}: {report.selected:,} quarantined records tried again, {report.replayed:,} replayed into "
-            f"bronze (batch {report.batch}), {report.still_quarantined:,} still quarantined"
+            f"{feed_id}: {report.selected:,} quarantined records tried again, {report.replayed:,} replayed "
+            f"into bronze (batch {report.batch}), {report.still_quarantined:,} still quarantined"
         )
     publish_silver(settings, contracts)
     return 1 if failed else 0

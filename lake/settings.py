@@ -20,7 +20,8 @@ ENVIRONMENTS = ("development", "production")
 DEVELOPMENT_PII_SECRET = "local-development-secret-change-me"
 """The tokenisation key of local development, refused in production and for a lake outside this machine."""
 FIRST_SNAPSHOT_DATE = date(2026, 9, 1)
-"""The simulated company's first day by default, and so the default first day of the daily feature snapshots."""
+"""The simulated company's first day by default, and so the default first day of the daily feature
+snapshots."""
 
 
 class SettingsError(ValueError):
@@ -49,35 +50,39 @@ class Settings:
     max_reject_rate: float = 0.2
     """Share of a landing file's records that may go to quarantine before the ingestion fails on that file."""
     min_rejected_records: int = 10
-    """A file is rejected only when at least this many of its records were quarantined (and the share passed)."""
+    """A file is rejected only when at least this many of its records were quarantined (and the share
+    passed)."""
     bronze_retention_days: int | None = None
-    """Days the raw (restricted) bronze zone keeps a record after its ingestion, for every feed, overriding the
-    ``retention`` SLA of the feeds' contracts (which decides when this is unset)."""
+    """Days the raw (restricted) bronze zone keeps a record after its ingestion, for every feed, overriding
+    the ``retention`` SLA of the feeds' contracts (which decides when this is unset)."""
     first_snapshot_date: date = FIRST_SNAPSHOT_DATE
-    """The first day of the daily feature snapshots (the first Dagster partition of the partitioned models)."""
+    """The first day of the daily feature snapshots (the first Dagster partition of the partitioned
+    models)."""
     snapshot_person_dates_per_dbt_run: int = 5_000_000
-    """A backfill of the daily snapshots goes to dbt in windows of at most this many persons x dates (at least one
-    date per window): its memory grows with persons x dates (at 1,000,000 simulated persons, about 1.4 million in
-    the identity map, 5 dates, about 7 million person-dates, fit in 24 GB and 30 do not)."""
+    """A backfill of the daily snapshots goes to dbt in windows of at most this many persons x dates (at least
+    one date per window): its memory grows with persons x dates (at 1,000,000 simulated persons, about 1.4
+    million in the identity map, 5 dates, about 7 million person-dates, fit in 24 GB and 30 do not)."""
     contracts_dir: Path = REPO_ROOT / "data_contracts" / "contracts"
     """The data contracts of the feeds: one per feed; a new contract (and its landing folder) adds a feed."""
     automation: bool = True
-    """Whether the schedules and sensors start running in a new Dagster instance (``AUTOMATION=off`` starts them
-    stopped); a switch turned in the UI is kept by the instance and wins over this."""
+    """Whether the schedules and sensors start running in a new Dagster instance (``AUTOMATION=off`` starts
+    them stopped); a switch turned in the UI is kept by the instance and wins over this."""
     duckdb_memory_limit: str = "2GB"
-    """Memory limit of every in-memory DuckDB connection the lake opens (parsing and decoding; beyond it DuckDB
-    spills to disk, under ``duckdb_temp_directory``). DuckDB's own default is 80% of the machine's memory."""
+    """Memory limit of every in-memory DuckDB connection the lake opens (parsing and decoding; beyond it
+    DuckDB spills to disk, under ``duckdb_temp_directory``). DuckDB's own default is 80% of the machine's
+    memory."""
     warehouse_memory_limit: str = "8GB"
-    """Memory limit of every connection to the warehouse file: dbt's (the profile reads the same variable), the
-    silver views', the gold publication's."""
+    """Memory limit of every connection to the warehouse file: dbt's (the profile reads the same variable),
+    the silver views', the gold publication's."""
     duckdb_threads: int | None = None
     """Threads of every DuckDB connection the lake opens (None: DuckDB's default, one per core)."""
     batch_bytes: int = 256 << 20
-    """Bytes of landed data per bronze batch, uncompressed (a gzipped file counts for its uncompressed size): the
-    bound on what ingestion and the apply to silver hold of one batch (a single larger file stays whole)."""
+    """Bytes of landed data per bronze batch, uncompressed (a gzipped file counts for its uncompressed size):
+    the bound on what ingestion and the apply to silver hold of one batch (a single larger file stays
+    whole)."""
     apply_step_rows: int = 250_000
-    """Bronze rows the apply to silver reads, decodes and merges at a time, the bound on its memory (clickstream
-    batches are split into steps of this size; a CDC batch larger than this is applied whole)."""
+    """Bronze rows the apply to silver reads, decodes and merges at a time, the bound on its memory
+    (clickstream batches are split into steps of this size; a CDC batch larger than this is applied whole)."""
 
     @property
     def duckdb_temp_directory(self) -> Path:
@@ -106,7 +111,8 @@ class Settings:
 
     @property
     def storage_options(self) -> dict[str, str]:
-        """Object-store options for deltalake and polars, from the standard ``AWS_*`` variables (empty when local)."""
+        """Object-store options for deltalake and polars, from the standard ``AWS_*`` variables (empty when
+        local)."""
         if self.is_local:
             return {}
         names = (
@@ -125,7 +131,8 @@ class Settings:
 
     @property
     def simulator_truth(self) -> str:
-        """Where the simulated company keeps its ground truth: inside the lake root, outside the landing zone."""
+        """Where the simulated company keeps its ground truth: inside the lake root, outside the landing
+        zone."""
         return self.zone("simulator_truth")
 
 
@@ -158,8 +165,8 @@ VARIABLES: dict[str, tuple[str, Callable[[str], object]]] = {
 
 
 def from_environment(variables: dict[str, tuple[str, Callable[[str], object]]]) -> dict[str, object]:
-    """The fields of ``variables`` whose variable is set (and not blank), parsed: the others keep the default of
-    their dataclass. A value the parser refuses raises ValueError naming the variable."""
+    """The fields of ``variables`` whose variable is set (and not blank), parsed: the others keep the default
+    of their dataclass. A value the parser refuses raises ValueError naming the variable."""
     fields = {}
     for field, (name, parse) in variables.items():
         value = os.environ.get(name, "")
@@ -175,8 +182,8 @@ def get_settings() -> Settings:
     """Read the settings from the environment: ``LAKEHOUSE_ENV``, ``LAKE_ROOT``, ``WAREHOUSE_PATH``,
     ``MLFLOW_TRACKING_URI``, ``PII_SECRET`` and the variables of :data:`VARIABLES`; what is unset keeps its
     local default. Raises :class:`SettingsError` for an unknown ``LAKEHOUSE_ENV``, and when the tokenisation
-    secret would fall back to the development value outside local development (with ``LAKEHOUSE_ENV=production``
-    or a lake root on object storage)."""
+    secret would fall back to the development value outside local development (with
+    ``LAKEHOUSE_ENV=production`` or a lake root on object storage)."""
     lake_root = os.environ.get("LAKE_ROOT") or str(DEFAULT_VAR_DIR / "lake")
     if "://" not in lake_root:
         lake_root = str(Path(lake_root).expanduser().resolve())

@@ -28,7 +28,8 @@ def landing_summary(landing: Path) -> list[tuple[str, int, int]]:
 
 
 def table_summary(root: Path) -> list[tuple[str, int]]:
-    """(table path, rows) for every Delta table in the bronze, silver, gold and quarantine zones under ``root``."""
+    """(table path, rows) for every Delta table in the bronze, silver, gold and quarantine zones under
+    ``root``."""
     rows = []
     for zone in TABLE_ZONES:
         for log in sorted((root / zone).rglob("_delta_log")) if (root / zone).is_dir() else []:
@@ -37,7 +38,8 @@ def table_summary(root: Path) -> list[tuple[str, int]]:
 
 
 def main() -> int:
-    """Print the lake root, the landing zone per feed, the Delta tables, the warehouse and the MLflow store."""
+    """Print the lake root, the landing zone per feed, the Delta tables, the warehouse and the MLflow
+    store."""
     settings = get_settings()
     if not settings.is_local:
         print(f"lake root {settings.lake_root} (object storage: no local summary)")

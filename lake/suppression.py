@@ -1,9 +1,9 @@
 """The suppression list: keyed hashes of the identifiers of erased persons, so that they do not come back.
 
-An erasure (:mod:`lake.erasure`) adds a row per identifier of the person (CRM contact, shop customer, app user,
-device, e-mail and phone token, person id): ``HMAC-SHA256(PII_SECRET, "suppressed:<type>:<value>")``. The hash
-is not the silver token of the value (another message is hashed), so the list holds neither the person's values
-nor their tokens, yet anyone with the secret can tell whether a given identifier was erased.
+An erasure (:mod:`lake.erasure`) adds a row per identifier of the person (CRM contact, shop customer, app
+user, device, e-mail and phone token, person id): ``HMAC-SHA256(PII_SECRET, "suppressed:<type>:<value>")``.
+The hash is not the silver token of the value (another message is hashed), so the list holds neither the
+person's values nor their tokens, yet anyone with the secret can tell whether a given identifier was erased.
 
 Every apply to silver screens its new rows with :func:`screen`: a row that carries a suppressed identifier is
 dropped, or, in a table whose records must be kept (:data:`KEPT_FOR_ACCOUNTING`), has its person columns
@@ -31,7 +31,8 @@ ID_COLUMNS: dict[str, tuple[str, ...]] = {
 }
 """Columns of the typed tables (silver, warehouse, gold) that hold an identifier of a person, by name."""
 TOKEN_TYPES = {"email_token": "email_token", "phone_token": "phone_token"}
-"""Token columns by suffix (``email_token``, ``traits_email_token``, ...) and the identifier type they hold."""
+"""Token columns by suffix (``email_token``, ``traits_email_token``, ...) and the identifier type they
+hold."""
 PERSON_ID = "person_id"
 KEPT_FOR_ACCOUNTING = frozenset({"shop.shop.orders"})
 """Feeds whose records must be kept (orders, for accounting): de-identified instead of deleted."""
@@ -58,9 +59,10 @@ def identifier_hash(identifier_type: str, value: str, secret: str) -> str:
 
 
 def hashes(identifier_type: str, values: pl.Series, secret: str) -> pl.Series:
-    """The suppression hash of every non-null value (as text): the digests of :func:`identifier_hash`, computed
-    as RFC 2104 defines HMAC, with the inner hash of the key and the message's fixed prefix and the outer hash of
-    the key computed once and continued for each distinct value (about twice as fast as ``hmac`` objects)."""
+    """The suppression hash of every non-null value (as text): the digests of :func:`identifier_hash`,
+    computed as RFC 2104 defines HMAC, with the inner hash of the key and the message's fixed prefix and the
+    outer hash of the key computed once and continued for each distinct value (about twice as fast as ``hmac``
+    objects)."""
     text = values.cast(pl.String)
     distinct = text.drop_nulls().unique()
     inner, outer = _hmac_states(secret.encode(), f"suppressed:{identifier_type}:".encode())
@@ -77,8 +79,8 @@ def hashes(identifier_type: str, values: pl.Series, secret: str) -> pl.Series:
 
 
 def _hmac_states(key: bytes, prefix: bytes):
-    """The ``copy`` methods of HMAC-SHA256's inner hash (key XOR ipad, then ``prefix``) and outer hash (key XOR
-    opad), RFC 2104."""
+    """The ``copy`` methods of HMAC-SHA256's inner hash (key XOR ipad, then ``prefix``) and outer hash (key
+    XOR opad), RFC 2104."""
     block = hashlib.sha256().block_size
     if len(key) > block:
         key = hashlib.sha256(key).digest()
@@ -90,8 +92,9 @@ def _hmac_states(key: bytes, prefix: bytes):
 
 
 def erased_marker(identifier_type: str, value: str, secret: str) -> int:
-    """The value that replaces an erased id in a record that must be kept: a negative 63-bit number keyed on the
-    id, so the kept records of one erased person still group together and never meet a real (positive) id."""
+    """The value that replaces an erased id in a record that must be kept: a negative 63-bit number keyed on
+    the id, so the kept records of one erased person still group together and never meet a real (positive)
+    id."""
     digest = hmac.new(secret.encode(), f"erased:{identifier_type}:{value}".encode(), hashlib.sha256).digest()
     return -(int.from_bytes(digest[:8], "big") >> 1) - 1
 
@@ -133,8 +136,9 @@ def add(settings: Settings, identifiers: list[tuple[str, str]], request_id: str)
 
 
 def identifier_columns(columns: list[str]) -> list[tuple[str, str | None, tuple[str, ...]]]:
-    """The columns of a typed table that identify a person: ``(column, type column or None, identifier types)``.
-    ``identifier`` takes its type from ``identifier_type``, ``<x>_identifier`` from ``<x>_type``."""
+    """The columns of a typed table that identify a person:
+    ``(column, type column or None, identifier types)``. ``identifier`` takes its type from
+    ``identifier_type``, ``<x>_identifier`` from ``<x>_type``."""
     found = []
     for column in columns:
         if column in ID_COLUMNS:
@@ -153,7 +157,8 @@ def identifier_columns(columns: list[str]) -> list[tuple[str, str | None, tuple[
 
 
 def matches(frame: pl.DataFrame, suppressed_hashes: set[str], secret: str) -> pl.DataFrame:
-    """One boolean column per identifying column of ``frame`` (same name), true where its value is suppressed."""
+    """One boolean column per identifying column of ``frame`` (same name), true where its value is
+    suppressed."""
     if not suppressed_hashes:
         return pl.DataFrame()
     wanted = pl.Series(list(suppressed_hashes), dtype=pl.String).implode()
@@ -178,8 +183,8 @@ def matches(frame: pl.DataFrame, suppressed_hashes: set[str], secret: str) -> pl
 def screen(
     frame: pl.DataFrame, settings: Settings, kept: bool, suppressed_hashes: set[str] | None = None
 ) -> tuple[pl.DataFrame, int]:
-    """``frame`` without its rows that carry a suppressed identifier (or, when ``kept``, with those identifiers
-    replaced by their erased marker); and how many rows were dropped or de-identified."""
+    """``frame`` without its rows that carry a suppressed identifier (or, when ``kept``, with those
+    identifiers replaced by their erased marker); and how many rows were dropped or de-identified."""
     wanted = suppressed(settings) if suppressed_hashes is None else suppressed_hashes
     if not wanted or not frame.height:
         return frame, 0

@@ -49,7 +49,10 @@ def view_sql(table: SilverView, settings: Settings) -> str | None:
     files = dt.file_uris()
     if files:
         partitioned = bool(dt.metadata().partition_columns)
-        source = f"read_parquet([{', '.join(sql_literal(f) for f in files)}], hive_partitioning = {str(partitioned).lower()})"
+        source = (
+            f"read_parquet([{', '.join(sql_literal(f) for f in files)}], hive_partitioning = "
+            f"{str(partitioned).lower()})"
+        )
         columns = ", ".join(
             f'"{c}"'
             for c in pl.scan_delta(
