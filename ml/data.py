@@ -1,7 +1,8 @@
-"""Readers of the gold tables with their lineage: every read returns the rows and the exact Delta version read.
+"""Readers of the gold tables with their lineage: every read returns the rows and the exact Delta version
+read.
 
-Training, scoring, the notebooks and the Dagster assets all read gold through these functions, so a model can name
-the data it learned from (:class:`GoldRef`: table name, URI and Delta version). Reads go through polars
+Training, scoring, the notebooks and the Dagster assets all read gold through these functions, so a model can
+name the data it learned from (:class:`GoldRef`: table name, URI and Delta version). Reads go through polars
 (``scan_delta``), never through a parquet glob of the table's folder.
 """
 
@@ -53,8 +54,8 @@ def gold_table(
     if not DeltaTable.is_deltatable(uri, storage_options=options):
         raise GoldTableMissing(
             f"gold table {name!r} not found at {uri}: build and publish the marts first "
-            f"(`make demo`, or materialize the dbt assets in Dagster; dbt's gold models are published to gold/ "
-            f"after each build)"
+            "(`make demo`, or materialize the dbt assets in Dagster; dbt's gold models are published to "
+            "gold/ after each build)"
         )
     table = DeltaTable(uri, version=version, storage_options=options)
     return table, GoldRef(name=name, uri=uri, version=table.version())
@@ -67,8 +68,8 @@ def read_gold(
     columns: list[str] | None = None,
     filters: pl.Expr | None = None,
 ) -> tuple[pl.DataFrame, GoldRef]:
-    """The rows of gold table ``name`` at ``version`` (default: current), optionally only ``columns`` and the rows
-    matching the polars expression ``filters``, with the lineage of the read."""
+    """The rows of gold table ``name`` at ``version`` (default: current), optionally only ``columns`` and the
+    rows matching the polars expression ``filters``, with the lineage of the read."""
     table, ref = gold_table(name, settings, version)
     frame = pl.scan_delta(table)
     if filters is not None:
@@ -81,8 +82,8 @@ def read_gold(
 def load_training_set(
     settings: Settings | None = None, version: int | None = None
 ) -> tuple[pl.DataFrame, GoldRef]:
-    """The logged decisions with their features and labels (gold ``training_decisions``), sorted by decision time
-    and activity, and the lineage of the read."""
+    """The logged decisions with their features and labels (gold ``training_decisions``), sorted by decision
+    time and activity, and the lineage of the read."""
     frame, ref = read_gold(TRAINING_TABLE, settings, version)
     return frame.sort("decision_at", "activity_id"), ref
 

@@ -2,21 +2,23 @@
 a scoring run.
 
 The reference profile is computed once, when a model is trained, on the population it will score (and on its
-scores for them): the persons scorable on the last decision date of its training set (:func:`scoring_reference`),
-and saved with the model as JSON. Each scoring run compares its own rows with that profile: for a numeric column
-the bins are the reference's quantiles plus a bin of missing values (null or NaN); for a categorical column
-(string, categorical, boolean) the bins are the reference's categories, an ``other`` bucket for the rare and the
-unseen ones, and the missing bin. Then, over the bins,
+scores for them): the persons scorable on the last decision date of its training set
+(:func:`scoring_reference`), and saved with the model as JSON. Each scoring run compares its own rows with
+that profile: for a numeric column the bins are the reference's quantiles plus a bin of missing values (null
+or NaN); for a categorical column (string, categorical, boolean) the bins are the reference's categories, an
+``other`` bucket for the rare and the unseen ones, and the missing bin. Then, over the bins,
 
     PSI = sum((current_share - reference_share) * ln(current_share / reference_share))
 
-with every share floored at :data:`SHARE_FLOOR` so that an empty bin on either side gives a large finite value.
-Common reading: below 0.1 stable, 0.1 to 0.25 a moderate shift (warn), above 0.25 a major shift (error).
+with every share floored at :data:`SHARE_FLOOR` so that an empty bin on either side gives a large finite
+value. Common reading: below 0.1 stable, 0.1 to 0.25 a moderate shift (warn), above 0.25 a major shift
+(error).
 
-:func:`drift_report` compares a decision date's scoring population (the persons the champion decided for in gold
-``nba_decisions``, their features of that date in ``person_features_daily`` and the champion's scores recorded
-with the decisions) with the reference profile of the training run of the model version that decided, and logs
-the plot and the PSI per column as artifacts of that run (``drift/<date>/``), beside the reference profile.
+:func:`drift_report` compares a decision date's scoring population (the persons the champion decided for in
+gold ``nba_decisions``, their features of that date in ``person_features_daily`` and the champion's scores
+recorded with the decisions) with the reference profile of the training run of the model version that decided,
+and logs the plot and the PSI per column as artifacts of that run (``drift/<date>/``), beside the reference
+profile.
 """
 
 from __future__ import annotations
@@ -52,7 +54,8 @@ DRIFT_ARTIFACT_DIR = "drift"
 STATUSES = ("ok", "warn", "error")
 """Drift verdicts, mildest first."""
 REFERENCE_SEED = 0
-"""Seed of the sample of persons a reference is built from when the scoring population is larger than allowed."""
+"""Seed of the sample of persons a reference is built from when the scoring population is larger than
+allowed."""
 
 if TYPE_CHECKING:
     from lake.settings import Settings
@@ -117,8 +120,8 @@ def reference_profile(
     max_categories: int = DEFAULT_MAX_CATEGORIES,
 ) -> dict:
     """The reference distribution of each of ``columns`` of ``frame`` (a population and its scores), as a
-    JSON-serialisable dict: quantile bin edges and shares for numeric columns, category shares with an ``other``
-    bucket for categorical ones, and the share of missing values for both."""
+    JSON-serialisable dict: quantile bin edges and shares for numeric columns, category shares with an
+    ``other`` bucket for categorical ones, and the share of missing values for both."""
     if frame.height == 0:
         raise ValueError("a reference profile needs at least one row")
     missing = [column for column in columns if column not in frame.columns]
@@ -209,7 +212,8 @@ class DriftSummary:
 
     @property
     def status(self) -> str:
-        """``error`` when a column passed the error threshold, else ``warn`` when one passed the warning one."""
+        """``error`` when a column passed the error threshold, else ``warn`` when one passed the warning
+        one."""
         return "error" if self.error else "warn" if self.warn else "ok"
 
     @property
@@ -299,8 +303,8 @@ def drift_plot(
 
 class DriftError(RuntimeError):
     """Drift cannot be measured for a date: no decisions for it, no reference profile for the model that
-    decided, or a column of the profile missing from the scoring population; or no reference can be built (nobody
-    scorable on its date)."""
+    decided, or a column of the profile missing from the scoring population; or no reference can be built
+    (nobody scorable on its date)."""
 
 
 def scoring_reference(
@@ -310,11 +314,11 @@ def scoring_reference(
     max_persons: int = 20_000,
     seed: int = REFERENCE_SEED,
 ) -> dict:
-    """The reference profile of the population ``model`` (an :class:`ml.train.UpliftModel`) scores: the persons
-    scorable on ``snapshot_date`` (:func:`ml.scoring.scorable_features`: that date's features less the erased
-    persons and the objections to profiling), a sample of ``max_persons`` of them with ``seed`` when there are
-    more, their features and the model's expected revenues. Its ``population`` says which date and persons it
-    describes."""
+    """The reference profile of the population ``model`` (an :class:`ml.train.UpliftModel`) scores: the
+    persons scorable on ``snapshot_date`` (:func:`ml.scoring.scorable_features`: that date's features less the
+    erased persons and the objections to profiling), a sample of ``max_persons`` of them with ``seed`` when
+    there are more, their features and the model's expected revenues. Its ``population`` says which date and
+    persons it describes."""
     from ml.scoring import scorable_features
 
     features = list(model.feature_columns)
@@ -383,8 +387,8 @@ class DriftReport:
 
 
 def scoring_population(decisions: pl.DataFrame, features: pl.DataFrame) -> pl.DataFrame:
-    """One row per person decided for: the person's feature columns (``features``, one date) and the scores the
-    decisions recorded, ``expected_revenue__<action>`` per action (from ``action_scores``)."""
+    """One row per person decided for: the person's feature columns (``features``, one date) and the scores
+    the decisions recorded, ``expected_revenue__<action>`` per action (from ``action_scores``)."""
     scores = (
         decisions.select("person_id", "action_scores")
         .explode("action_scores")
@@ -419,10 +423,11 @@ def drift_report(
     ml_settings: MlSettings | None = None,
     log_artifacts: bool = True,
 ) -> DriftReport | None:
-    """The drift of ``decision_date``'s scoring population from the reference profile of the model version that
-    decided it (gold ``nba_decisions``: the rows decided by the champion), with the thresholds of the ML settings
-    (``DRIFT_WARN_PSI``, ``DRIFT_ERROR_PSI``). With ``log_artifacts`` the plot (``drift.png``) and the figures
-    (``psi.json``) are logged to that version's training run under ``drift/<date>/`` (a re-run replaces them).
+    """The drift of ``decision_date``'s scoring population from the reference profile of the model version
+    that decided it (gold ``nba_decisions``: the rows decided by the champion), with the thresholds of the ML
+    settings (``DRIFT_WARN_PSI``, ``DRIFT_ERROR_PSI``). With ``log_artifacts`` the plot (``drift.png``) and
+    the figures (``psi.json``) are logged to that version's training run under ``drift/<date>/`` (a re-run
+    replaces them).
 
     None when the rule-based fallback decided the whole date (no model, nothing to compare). Raises
     :class:`DriftError` when the date has no decisions or the reference cannot be compared."""

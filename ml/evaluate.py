@@ -3,7 +3,8 @@
 Every decision rule is scored on the same persons, under the same eligibility (consent, frequency caps,
 suppression) and without holdout, exploration or canary, by the true value of what it chooses:
 
-    value(x, a, channel) = true_expected_revenue(x, a) - true_expected_revenue(x, no_action) - message_cost[channel]
+    value(x, a, channel) = true_expected_revenue(x, a) - true_expected_revenue(x, no_action) -
+    message_cost[channel]
 
 (``no_action`` is worth 0; an action a person is not eligible for is never credited: it is not sent, so it is
 worth what ``no_action`` is worth; the channel is the one the eligibility sends the action through, the same
@@ -69,12 +70,13 @@ class LoggingDesign:
     """The simulator's campaigns as a decision rule for one decision date: the always-on randomised campaign
     reaches ``exploration_share`` of the persons that day with a uniformly random action of the catalogue
     (no_action included) when they consented to any channel (else no_action); the others get the rule-based
-    cart reminder with probability ``cart_reminder_share`` when they abandoned a cart the day before and accept
-    e-mail, else nothing. (When both campaigns reach a person, the randomised message is sent later the same
-    day and its offer is the one in force, as in the simulator.) Two simplifications: the simulator's campaign
-    skips persons still under an earlier action's effect, here it may reach anyone; and it draws the channel
-    uniformly among the consented ones, here, as for every rule of the comparison, an action goes through the
-    channel the eligibility assigns it (the rules differ by what they choose, not by the price of a message)."""
+    cart reminder with probability ``cart_reminder_share`` when they abandoned a cart the day before and
+    accept e-mail, else nothing. (When both campaigns reach a person, the randomised message is sent later the
+    same day and its offer is the one in force, as in the simulator.) Two simplifications: the simulator's
+    campaign skips persons still under an earlier action's effect, here it may reach anyone; and it draws the
+    channel uniformly among the consented ones, here, as for every rule of the comparison, an action goes
+    through the channel the eligibility assigns it (the rules differ by what they choose, not by the price of
+    a message)."""
 
     exploration_share: float = EXPLORATION_SHARE
     cart_reminder_share: float = 0.8
@@ -328,10 +330,10 @@ def logged_truth(
     eligibility: pl.DataFrame,
     message_cost: Mapping[str, float],
 ) -> dict[str, float]:
-    """The true values, on the same logged decisions the off-policy estimators read, of the logging policy (the
-    logged action through the logged channel) and of a target policy (``target``: ``row_id``, ``action``: its
-    choice for each logged row; ``eligibility`` per ``row_id`` and action): the mean true expected reward per
-    decision, revenue net of the message cost (the unit of the estimates, not an uplift).
+    """The true values, on the same logged decisions the off-policy estimators read, of the logging policy
+    (the logged action through the logged channel) and of a target policy (``target``: ``row_id``, ``action``:
+    its choice for each logged row; ``eligibility`` per ``row_id`` and action): the mean true expected reward
+    per decision, revenue net of the message cost (the unit of the estimates, not an uplift).
 
     ``logs``: ``row_id``, ``person_id``, ``action``, ``channel``; ``expected_revenue``: the true
     ``expected_revenue__<action>`` per ``person_id``."""
@@ -473,9 +475,9 @@ def evaluate_decisions(
 ) -> EvaluationReport:
     """Evaluate the decisions of ``decision_date`` (default: the latest feature snapshot) against the
     simulator's truth (``truth_dir``, default the lake's ``simulator_truth``) and write the table as that date
-    of gold ``policy_evaluation``. ``model``: the uplift model to evaluate; by default the registered champion,
-    and the deployed policy is then the one gold ``nba_decisions`` holds for the date (decided anew with
-    holdout, exploration and budgets when it does not cover every person evaluated)."""
+    of gold ``policy_evaluation``. ``model``: the uplift model to evaluate; by default the registered
+    champion, and the deployed policy is then the one gold ``nba_decisions`` holds for the date (decided anew
+    with holdout, exploration and budgets when it does not cover every person evaluated)."""
     settings = settings or get_settings()
     ml_settings = get_ml_settings()
     policy = load_policy(ml_settings.policy_file)
@@ -539,10 +541,10 @@ def off_policy_beside_truth(
 ) -> pl.DataFrame:
     """The off-policy estimates (IPS, SNIPS, doubly robust) of the learned policy and the on-policy value of
     the logging policy, on the logged decisions of the latest :data:`OPE_DAYS` decision dates up to
-    ``decision_date`` whose person the truth knows, those of the randomised campaigns as the promotion gate values
-    them (:func:`ml.pipeline.supported_logs`), beside their true values on the same decisions
-    (``addresses``: ``person_id`` and ``address__<channel>``, where the learned policy could reach them): one row
-    per policy (``ope_decisions``, ``ope_true_value``, ``ope_estimates``)."""
+    ``decision_date`` whose person the truth knows, those of the randomised campaigns as the promotion gate
+    values them (:func:`ml.pipeline.supported_logs`), beside their true values on the same decisions
+    (``addresses``: ``person_id`` and ``address__<channel>``, where the learned policy could reach them): one
+    row per policy (``ope_decisions``, ``ope_true_value``, ``ope_estimates``)."""
     from ml.ope import evaluate_policy, logging_policy_value
 
     logs, _ = load_training_set(settings)
@@ -564,7 +566,8 @@ def off_policy_beside_truth(
         ).alias("reward"),
     )
     # the learned policy on each logged decision: greedy on the model's values under the policy's eligibility
-    # (the person's addresses as of the evaluation date; the frequency caps of the logged dates are not replayed)
+    # (the person's addresses as of the evaluation date; the frequency caps of the logged dates are not
+    # replayed)
     rows = logs.join(addresses, on="person_id", how="left").with_columns(
         pl.col("row_id").alias("person_id"), pl.lit(0, pl.Int64).alias("touches")
     )
@@ -687,7 +690,8 @@ def champion_model(ml_settings: MlSettings) -> tuple[UpliftModel, ModelRef]:
         version = client.get_model_version_by_alias(ml_settings.model_name, CHAMPION)
     except MlflowException as error:
         raise LookupError(
-            f"no champion of {ml_settings.model_name!r} in {ml_settings.tracking_uri}: train and promote one first"
+            f"no champion of {ml_settings.model_name!r} in {ml_settings.tracking_uri}: train and promote one "
+            "first"
         ) from error
     mlflow.set_registry_uri(ml_settings.tracking_uri)
     mlflow.set_tracking_uri(ml_settings.tracking_uri)
@@ -709,9 +713,9 @@ def main(argv: list[str] | None = None) -> int:
     disable_telemetry()
     report = evaluate_decisions(decision_date=args.date, truth_dir=args.truth)
     print(
-        f"decision quality on {report.evaluation_date} (model {report.model}): {report.persons_with_truth:,} of "
-        f"{report.persons:,} persons scored are known to the truth; value = true expected revenue uplift net of "
-        "the message cost, EUR"
+        f"decision quality on {report.evaluation_date} (model {report.model}): {report.persons_with_truth:,} "
+        f"of {report.persons:,} persons scored are known to the truth; value = true expected revenue uplift "
+        "net of the message cost, EUR"
     )
     print(format_table(report.table))
     print(f"written to {report.uri}")

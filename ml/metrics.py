@@ -44,8 +44,8 @@ def _binary(y) -> np.ndarray:
 
 
 def roc_auc(y, score, weight=None) -> float:
-    """Area under the ROC curve: the weighted share of (positive, negative) pairs in which the positive has the
-    higher score, a tie counting 1/2 (the Mann-Whitney statistic). NaN when one class is absent."""
+    """Area under the ROC curve: the weighted share of (positive, negative) pairs in which the positive has
+    the higher score, a tie counting 1/2 (the Mann-Whitney statistic). NaN when one class is absent."""
     y = _binary(y)
     score = np.asarray(score, dtype=float)
     w = _weights(len(y), weight)

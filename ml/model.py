@@ -1,8 +1,8 @@
 """The served model: the uplift model wrapped as an MLflow pyfunc, and the input frame it takes.
 
 The pyfunc's input is one row per person with the model's feature columns only (no person ids): numbers and
-booleans as floats (missing values as NaN), categories as strings. Its output is :meth:`UpliftModel.predict` as
-pandas: ``expected_revenue__<action>`` and ``purchase_probability__<action>`` for every action.
+booleans as floats (missing values as NaN), categories as strings. Its output is :meth:`UpliftModel.predict`
+as pandas: ``expected_revenue__<action>`` and ``purchase_probability__<action>`` for every action.
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ def pip_requirements() -> list[str]:
 
 
 def pyfunc_input(frame: pl.DataFrame, feature_columns: Sequence[str]) -> pd.DataFrame:
-    """The pyfunc input of ``frame``: its ``feature_columns`` only, numbers and booleans as float64 (nulls as NaN),
-    everything else as strings."""
+    """The pyfunc input of ``frame``: its ``feature_columns`` only, numbers and booleans as float64 (nulls as
+    NaN), everything else as strings."""
     columns = []
     for name in feature_columns:
         dtype = frame.schema[name]

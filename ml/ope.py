@@ -15,18 +15,19 @@ stochastic. With the importance weight w_i = pi(a_i | x_i) / mu_i:
 Confidence intervals are analytic: the normal (central limit) interval of the mean of the per-row terms
 (IPS, DR) and the delta-method interval of the ratio (SNIPS, influence terms w_i (r_i - V) / mean(w)). The
 three estimators are means of independent per-row terms, so the normal interval is the natural one; it costs
-one pass, needs no random seed, and covered the truth in 93.7% to 96.3% of the synthetic draws of the tests (300 logs of 2,000 rows, four seeds),
-where a bootstrap of the same terms would give the same width to first order at a thousand times the cost.
-It under-covers when a few rows carry most of the weight: the Kish effective sample size
-(sum w)^2 / sum w^2 is reported beside every estimate for that reason.
+one pass, needs no random seed, and covered the truth in 93.7% to 96.3% of the synthetic draws of the tests
+(300 logs of 2,000 rows, four seeds), where a bootstrap of the same terms would give the same width to first
+order at a thousand times the cost. It under-covers when a few rows carry most of the weight: the Kish
+effective sample size (sum w)^2 / sum w^2 is reported beside every estimate for that reason.
 
 Support: the logging policy did not try every action on everyone. An action is supported in a logged row
 when the row's campaign logged that action (through the channel the target would use, when that is given)
 with a positive propensity. A campaign that runs under dated ids (``explore-2026-11-01``, one per day) is one
 design: the date suffix is dropped (:data:`CAMPAIGN`), so that a day whose sample missed a rare action and
-channel does not make that action look unsupported. The support of a target policy is the mean, over the rows, of the probability
-it puts on supported actions; below ``min_support`` the estimate is flagged ``unsupported`` (still reported,
-never to be promoted on), since the estimators cannot see what unsupported choices would have earned.
+channel does not make that action look unsupported. The support of a target policy is the mean, over the rows,
+of the probability it puts on supported actions; below ``min_support`` the estimate is flagged ``unsupported``
+(still reported, never to be promoted on), since the estimators cannot see what unsupported choices would have
+earned.
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ LOGGED = "logged"
 _NULL = "\x00null"  # stands for a missing campaign or channel in joins
 
 CAMPAIGN = pl.col("campaign_id").cast(pl.String).str.replace(r"-\d{4}-\d{2}-\d{2}$", "").fill_null(_NULL)
-"""The campaign design of a logged row, by which the logs' support is grouped: its id without a date suffix."""
+"""The campaign design of a logged row, by which the logs' support is grouped: its id without a date
+suffix."""
 
 
 @dataclass(frozen=True)
@@ -216,9 +218,9 @@ def support_matrix(
     target_channels: np.ndarray | None = None,
     campaign: pl.Expr = CAMPAIGN,
 ) -> np.ndarray:
-    """(rows, actions) bools: whether the row's campaign (``campaign``, an expression over the logs) logged the
-    action with a positive propensity, through ``target_channels[i, a]`` when given (the channel the target
-    would use, None for no channel)."""
+    """(rows, actions) bools: whether the row's campaign (``campaign``, an expression over the logs) logged
+    the action with a positive propensity, through ``target_channels[i, a]`` when given (the channel the
+    target would use, None for no channel)."""
     logged = (
         logs.lazy()
         .filter(pl.col("propensity") > 0)
@@ -274,12 +276,12 @@ def evaluate_policy(
     ``target_probabilities`` and ``reward_model``: (rows, actions) matrices in the order of ``actions``, the
     target's probability of each action per row and the expected reward of each action (the message cost of
     the channel it would go through deducted). ``target_channels`` (optional, (rows, actions), None for
-    ``no_action``): the channel the target would send each action through. Logged propensities are those of the
-    logged action and channel together, so when the logging policy drew the channel among several, pass
+    ``no_action``): the channel the target would send each action through. Logged propensities are those of
+    the logged action and channel together, so when the logging policy drew the channel among several, pass
     ``target_channels``: a logged decision then counts only when its channel is the target's. Without it the
-    target is taken to use the logged channel, exact only when each campaign sent an action through one channel
-    (a warning says when the logs show otherwise). ``campaign``: the campaign design of a row, which groups the
-    logs' support (default :data:`CAMPAIGN`)."""
+    target is taken to use the logged channel, exact only when each campaign sent an action through one
+    channel (a warning says when the logs show otherwise). ``campaign``: the campaign design of a row, which
+    groups the logs' support (default :data:`CAMPAIGN`)."""
     actions = list(actions)
     n, k = logs.height, len(actions)
     pi = _check_probabilities(target_probabilities, n, k)

@@ -1,11 +1,12 @@
-"""Training a candidate end to end: load the training set, train, estimate off-policy values, log, register, gate.
+"""Training a candidate end to end: load the training set, train, estimate off-policy values, log, register,
+gate.
 
 The candidate, the current champion (if any) and the logging policy are valued on the same logs: the
-out-of-time validation decisions of this training set (the latest ``validation_days`` decision dates). The policy
-evaluated is the greedy one the model would serve: in each logged row, among the actions the policy file allows
-as of that row (a channel with consent; no discount for a recent purchaser), the one with the highest
-``expected_revenue(a) - expected_revenue(no_action) - message cost`` (``no_action`` is worth 0). Addresses and
-frequency caps are not known per logged row and are not applied.
+out-of-time validation decisions of this training set (the latest ``validation_days`` decision dates). The
+policy evaluated is the greedy one the model would serve: in each logged row, among the actions the policy
+file allows as of that row (a channel with consent; no discount for a recent purchaser), the one with the
+highest ``expected_revenue(a) - expected_revenue(no_action) - message cost`` (``no_action`` is worth 0).
+Addresses and frequency caps are not known per logged row and are not applied.
 
 CLI: ``python -m ml.pipeline`` trains a candidate and prints the report (no personal data);
 ``python -m ml.pipeline reproduce <run id>`` retrains a logged run from its snapshot and compares predictions.
@@ -33,8 +34,8 @@ OUTCOME = "revenue_in_horizon"
 
 @dataclass(frozen=True)
 class CandidateReport:
-    """What a training produced: the run, the registered version, the gate's decision and the figures behind it.
-    Holds no personal data (ids of runs and versions, figures)."""
+    """What a training produced: the run, the registered version, the gate's decision and the figures behind
+    it. Holds no personal data (ids of runs and versions, figures)."""
 
     run_id: str
     model_uri: str
@@ -77,8 +78,8 @@ class CandidateReport:
 
 
 def ope_logs(validation: pl.DataFrame, policy) -> pl.DataFrame:
-    """The logs off-policy evaluation reads: each logged decision's action, channel, propensity, campaign and its
-    reward, ``revenue_in_horizon - message_cost[logged channel]`` (no cost for ``no_action``)."""
+    """The logs off-policy evaluation reads: each logged decision's action, channel, propensity, campaign and
+    its reward, ``revenue_in_horizon - message_cost[logged channel]`` (no cost for ``no_action``)."""
     cost = pl.col("channel").replace_strict(dict(policy.message_cost), default=0.0, return_dtype=pl.Float64)
     return validation.select(
         "action",
@@ -92,10 +93,10 @@ def ope_logs(validation: pl.DataFrame, policy) -> pl.DataFrame:
 def greedy_policy(
     predictions: pl.DataFrame, rows: pl.DataFrame, policy, actions: Sequence[str]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The greedy policy of a model's ``predictions`` on the logged ``rows`` (same order): its choice per row as
-    one-hot target probabilities over ``actions``, the reward model (expected revenue of each action minus the
-    message cost of the cheapest channel with consent) and that channel (None for ``no_action`` and where no
-    channel of the action has consent), all ``(rows, actions)``.
+    """The greedy policy of a model's ``predictions`` on the logged ``rows`` (same order): its choice per row
+    as one-hot target probabilities over ``actions``, the reward model (expected revenue of each action minus
+    the message cost of the cheapest channel with consent) and that channel (None for ``no_action`` and where
+    no channel of the action has consent), all ``(rows, actions)``.
 
     An action is allowed in a row when one of its channels has the row's consent (the policy file's consent
     columns) and, for a discount, the person did not order within the policy's recent-purchaser days."""
@@ -130,10 +131,11 @@ def greedy_policy(
 def supported_logs(
     validation: pl.DataFrame, predictions: pl.DataFrame, actions: Sequence[str]
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """The validation decisions the promotion gate values policies on, with their rows of ``predictions``: those
-    of the randomised campaigns, which logged every action, so that any policy's choices are in the logs'
-    support. Rule-based campaigns (a cart reminder to abandoners) logged one action only: a policy that would
-    choose another there cannot be valued from them. Without randomised decisions, every validation decision."""
+    """The validation decisions the promotion gate values policies on, with their rows of ``predictions``:
+    those of the randomised campaigns, which logged every action, so that any policy's choices are in the
+    logs' support. Rule-based campaigns (a cart reminder to abandoners) logged one action only: a policy that
+    would choose another there cannot be valued from them. Without randomised decisions, every validation
+    decision."""
     from ml.train import randomised_decisions
 
     indexed = validation.with_row_index("_row")
@@ -176,8 +178,8 @@ def quality_failures(result, evaluation: Mapping) -> list[str]:
 
 
 def champion_value(validation: pl.DataFrame, policy, settings: MlSettings):
-    """The off-policy values of the current champion's greedy policy on the same ``validation`` logs, or None when
-    there is no champion. The champion is loaded from the registry and scored through its pyfunc."""
+    """The off-policy values of the current champion's greedy policy on the same ``validation`` logs, or None
+    when there is no champion. The champion is loaded from the registry and scored through its pyfunc."""
     import mlflow
 
     from ml.model import pyfunc_input
@@ -197,11 +199,12 @@ def champion_value(validation: pl.DataFrame, policy, settings: MlSettings):
 
 
 def train_candidate(settings: MlSettings | None = None, config=None, lake_settings=None) -> CandidateReport:
-    """Train a candidate on the current gold training set and take it through the registry: off-policy values of
-    the candidate, the champion and the logging policy on the same validation logs (:func:`supported_logs`), the
-    run logged, the version registered (with its model card) and the promotion gate applied. The run's drift
-    reference describes the population the candidate will score: the persons scorable on the last decision date of
-    the training set (:func:`ml.drift.scoring_reference`). ``config``: the training configuration (default
+    """Train a candidate on the current gold training set and take it through the registry: off-policy values
+    of the candidate, the champion and the logging policy on the same validation logs
+    (:func:`supported_logs`), the run logged, the version registered (with its model card) and the promotion
+    gate applied. The run's drift reference describes the population the candidate will score: the persons
+    scorable on the last decision date of the training set (:func:`ml.drift.scoring_reference`). ``config``:
+    the training configuration (default
     :class:`ml.train.TrainingConfig`); ``lake_settings``: where the lake is (default from the environment)."""
     from ml.drift import scoring_reference
     from ml.ope import logging_policy_value

@@ -1,5 +1,5 @@
-"""The next-best-action policy: which actions a person is eligible for, what each is worth, and the one decision
-per person and day, with the probability the policy gave it.
+"""The next-best-action policy: which actions a person is eligible for, what each is worth, and the one
+decision per person and day, with the probability the policy gave it.
 
 The policy itself lives in a versioned file (``ml/policy.yaml``, :func:`load_policy`); this module applies it:
 
@@ -9,9 +9,9 @@ The policy itself lives in a versioned file (``ml/policy.yaml``, :func:`load_pol
 - value: ``expected_revenue(x, a) - expected_revenue(x, no_action) - message_cost[channel]`` through the
   action's cheapest eligible channel (``no_action`` is worth 0);
 - :func:`decide`: the highest-value eligible action, under daily budgets per action and channel; a stable
-  hashed holdout gets ``no_action``; a hashed share of decisions explores uniformly among the eligible actions;
-  a hashed canary share is served by the challenger. Every random draw is a hash of the person (and date), so
-  deciding twice gives the same decisions.
+  hashed holdout gets ``no_action``; a hashed share of decisions explores uniformly among the eligible
+  actions; a hashed canary share is served by the challenger. Every random draw is a hash of the person (and
+  date), so deciding twice gives the same decisions.
 
 Candidates (one row per person to decide for) carry ``person_id``, the consent column of every channel,
 ``address__<channel>`` (the CRM contact id for e-mail and SMS, the app user id for push; null when none),
@@ -46,10 +46,10 @@ ACTION_REASONS = (
     "not_scored",
     "no_fallback_rule",
 )
-"""Why an action was (not) open to a person, as recorded in ``action_scores.reason``: ``eligible``; no consented
-channel for it; consent but no address on any such channel; the frequency cap is reached; a recent purchaser
-(discount actions); eligible, but its daily budget went to higher-value decisions; no score for it (the model
-gave none); under the fallback policy, no rule holds for it."""
+"""Why an action was (not) open to a person, as recorded in ``action_scores.reason``: ``eligible``; no
+consented channel for it; consent but no address on any such channel; the frequency cap is reached; a recent
+purchaser (discount actions); eligible, but its daily budget went to higher-value decisions; no score for it
+(the model gave none); under the fallback policy, no rule holds for it."""
 DECISION_REASONS = (
     "holdout",
     "exploration",
@@ -102,7 +102,8 @@ class PolicyError(ValueError):
     """The policy file is missing, unreadable or invalid (the message names the file and the field)."""
 
 
-# -- the policy file -------------------------------------------------------------------------------------------
+# -- the policy file
+# -------------------------------------------------------------------------------------------
 
 
 class _Strict(BaseModel):
@@ -155,7 +156,8 @@ class Condition(_Strict):
 
 
 class FallbackRule(_Strict):
-    """When every condition of ``when`` holds, ``action`` is scored at ``assumed_uplift`` EUR (fallback only)."""
+    """When every condition of ``when`` holds, ``action`` is scored at ``assumed_uplift`` EUR (fallback
+    only)."""
 
     action: StrictStr
     assumed_uplift: float
@@ -242,8 +244,8 @@ class Policy:
 
 
 def load_policy(path: Path | None = None) -> Policy:
-    """Read and validate the policy file (default: ``MlSettings.policy_file``); :class:`PolicyError` naming the
-    file and the field when it is missing or invalid."""
+    """Read and validate the policy file (default: ``MlSettings.policy_file``); :class:`PolicyError` naming
+    the file and the field when it is missing or invalid."""
     if path is None:
         from ml.settings import get_ml_settings
 
@@ -283,7 +285,8 @@ def load_policy(path: Path | None = None) -> Policy:
     )
 
 
-# -- hashing ---------------------------------------------------------------------------------------------------
+# -- hashing
+# ---------------------------------------------------------------------------------------------------
 
 
 _FNV_OFFSET = 0xCBF29CE484222325
@@ -321,8 +324,8 @@ def key_hashes(keys: Iterable[str] | pl.Series) -> np.ndarray:
 
 def uniform(keys: Iterable[str] | pl.Series | np.ndarray, salt: str) -> np.ndarray:
     """A uniform number in [0, 1) per key, stable across runs, machines and library versions: the key's
-    :func:`key_hashes` (or those hashes, given as uint64) XOR the FNV-1a hash of ``salt``, through the SplitMix64
-    finaliser."""
+    :func:`key_hashes` (or those hashes, given as uint64) XOR the FNV-1a hash of ``salt``, through the
+    SplitMix64 finaliser."""
     h = keys.copy() if isinstance(keys, np.ndarray) else key_hashes(keys)
     seed = _FNV_OFFSET
     for byte in salt.encode():
@@ -363,12 +366,13 @@ def _labels(name: str, names: Iterable[str], codes: np.ndarray, null: np.ndarray
     return labels.zip_with(pl.Series(~null), pl.Series(name, [None] * len(labels), dtype=pl.String))
 
 
-# -- eligibility -----------------------------------------------------------------------------------------------
+# -- eligibility
+# -----------------------------------------------------------------------------------------------
 
 
 def count_touches(events: pl.DataFrame, policy: Policy, decision_date: date) -> pl.DataFrame:
-    """Touches per person within the frequency-cap window ``[decision_date - window_days, decision_date)``, from
-    touch events (``person_id``, ``day``, ``channel``): one touch per person, day and channel."""
+    """Touches per person within the frequency-cap window ``[decision_date - window_days, decision_date)``,
+    from touch events (``person_id``, ``day``, ``channel``): one touch per person, day and channel."""
     start = decision_date.toordinal() - policy.cap_window_days
     window = events.filter((pl.col("day") < decision_date) & (pl.col("day") >= date.fromordinal(start)))
     return (
@@ -430,8 +434,8 @@ def _open(candidates: pl.DataFrame, policy: Policy) -> _Open:
 def eligibility(
     candidates: pl.DataFrame, policy: Policy, touches: pl.DataFrame | None = None
 ) -> pl.DataFrame:
-    """Per person and action: ``eligible``, ``channel`` (the cheapest eligible channel it would go through; null
-    when none, and for no_action) and ``reason`` (``eligible`` or why not, see :data:`ACTION_REASONS`).
+    """Per person and action: ``eligible``, ``channel`` (the cheapest eligible channel it would go through;
+    null when none, and for no_action) and ``reason`` (``eligible`` or why not, see :data:`ACTION_REASONS`).
     ``touches`` (``person_id``, ``touches``) overrides the candidates' ``touches`` column."""
     candidates = _with_touches(candidates, touches)
     opened = _open(candidates, policy)
@@ -455,7 +459,8 @@ def eligibility(
     return pl.concat(parts).sort("person_id", "action", maintain_order=True)
 
 
-# -- fallback --------------------------------------------------------------------------------------------------
+# -- fallback
+# --------------------------------------------------------------------------------------------------
 
 
 def fallback_scores(candidates: pl.DataFrame, policy: Policy) -> pl.DataFrame:
@@ -489,12 +494,14 @@ def _condition(column: str, condition: Condition) -> pl.Expr:
     return pl.all_horizontal(tests)
 
 
-# -- deciding --------------------------------------------------------------------------------------------------
+# -- deciding
+# --------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class ModelRef:
-    """The registered model version that scored: its name, version and role (``champion`` or ``challenger``)."""
+    """The registered model version that scored: its name, version and role (``champion`` or
+    ``challenger``)."""
 
     name: str
     version: str

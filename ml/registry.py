@@ -1,4 +1,5 @@
-"""The model registry: every trained candidate registered in MLflow, the promotion gate, approval and rollback.
+"""The model registry: every trained candidate registered in MLflow, the promotion gate, approval and
+rollback.
 
 The registered model (``MlSettings.model_name``) carries three aliases:
 
@@ -40,7 +41,8 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 PENDING = "pending"
 HISTORY_TAG = "champion_history"
-"""Registered-model tag: JSON list of ``{"version", "since", "how"}``, one entry per champion, oldest first."""
+"""Registered-model tag: JSON list of ``{"version", "since", "how"}``, one entry per champion, oldest
+first."""
 HISTORY_LIMIT = 200
 """Champions kept in the history tag (the oldest are dropped beyond it; the tag value has a size limit)."""
 LOG_HEADER = "## Registry log"
@@ -73,8 +75,8 @@ class GateDecision:
 
 @dataclass(frozen=True)
 class ChampionChange:
-    """A move of the ``champion`` alias: from which version to which, how (bootstrap, gate, approval, rollback),
-    when (UTC, ISO 8601) and why."""
+    """A move of the ``champion`` alias: from which version to which, how (bootstrap, gate, approval,
+    rollback), when (UTC, ISO 8601) and why."""
 
     previous: str | None
     current: str
@@ -262,11 +264,11 @@ def register_candidate(
 ) -> ModelVersion:
     """Register a trained candidate as a new version of the registered model (created when missing).
 
-    ``model_uri`` is what ``log_model`` returned (``models:/<model id>`` in MLflow 3, or any source the registry
-    accepts). The version is tagged with the candidate's off-policy figures on the latest out-of-time logs
-    (``ope.*``), the logging policy's value on the same logs (``logging.*``), its run id and the datasets the
-    run learned from (``training_data``); its description is the model card. No alias is set here: the gate
-    decides (:func:`gate`, :func:`apply_gate`).
+    ``model_uri`` is what ``log_model`` returned (``models:/<model id>`` in MLflow 3, or any source the
+    registry accepts). The version is tagged with the candidate's off-policy figures on the latest out-of-time
+    logs (``ope.*``), the logging policy's value on the same logs (``logging.*``), its run id and the datasets
+    the run learned from (``training_data``); its description is the model card. No alias is set here: the
+    gate decides (:func:`gate`, :func:`apply_gate`).
     """
     from mlflow.exceptions import MlflowException
 
@@ -325,9 +327,9 @@ def gate(
     - Otherwise it is promoted only when all hold: it passed its quality checks; its estimate is supported
       (not ``unsupported``); the lower bound of its interval beats the logging policy's value; and its value
       beats the champion's by the margin: ``value > champion + margin * scale`` with
-      ``scale = max(|champion value|, |logging policy value|)``. The margin is relative to the champion's value;
-      the logging policy's value on the same logs (same units, same logs) stands in when the champion's value
-      is nearer to 0, so that a champion worth about nothing does not shrink the margin to nothing.
+      ``scale = max(|champion value|, |logging policy value|)``. The margin is relative to the champion's
+      value; the logging policy's value on the same logs (same units, same logs) stands in when the champion's
+      value is nearer to 0, so that a champion worth about nothing does not shrink the margin to nothing.
     """
     if not margin >= 0:
         raise ValueError(f"margin {margin!r} must be a non-negative number")
@@ -534,8 +536,8 @@ def approve(
     current = _aliases(client, name).get(CHAMPION) or "none"
     if gated_against != current:
         raise RegistryError(
-            f"version {pending} was gated against champion {gated_against} but the champion is now {current}: "
-            "evaluate it against the current champion (retrain or gate it again) before approving"
+            f"version {pending} was gated against champion {gated_against} but the champion is now "
+            f"{current}: evaluate it against the current champion (retrain or gate it again) before approving"
         )
     bootstrap = tags.get("gate.bootstrap") == "true"
     at = _now()
@@ -620,7 +622,8 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m ml.registry status | approve [--version N] [--by NAME] | rollback --reason TEXT``."""
     parser = argparse.ArgumentParser(
         prog="python -m ml.registry",
-        description="Registry of the next-best-action models: aliases, pending promotion, approval, rollback.",
+        description="Registry of the next-best-action models: aliases, pending promotion, approval, "
+        "rollback.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser(

@@ -4,8 +4,9 @@ Retraining is requested when the latest drift check of the champion's scoring po
 error threshold (a warning alone is shown, not acted on: a moderate shift is common after a campaign or a
 season and the weekly training follows anyway), or when the champion version is older than
 ``CHAMPION_MAX_AGE_DAYS`` (counted from its registration, the day it was trained). Each cause is requested at
-most once per champion version: its key names the model, the version and the cause, so a refused candidate does
-not make the same cause ask again every day (the weekly training still runs); a new champion starts afresh.
+most once per champion version: its key names the model, the version and the cause, so a refused candidate
+does not make the same cause ask again every day (the weekly training still runs); a new champion starts
+afresh.
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ class Champion:
 
 @dataclass(frozen=True)
 class RetrainDecision:
-    """Whether to request a training run, why (a sentence), the run key and the cause keys the request covers."""
+    """Whether to request a training run, why (a sentence), the run key and the cause keys the request
+    covers."""
 
     retrain: bool
     reason: str

@@ -4,14 +4,15 @@ with the policy, and publish the decisions to gold.
 :func:`score_and_decide` reads gold ``person_features_daily`` of the date in chunks (one model call per chunk,
 bounded memory), leaves out erased persons (the suppression list) and persons who objected to profiling
 (``has_profiling_consent`` false) before anything is scored, and decides with :func:`ml.policy.decide`. The
-model is the version behind ``models:/<model_name>@champion``; when none is usable (none registered, loading or
-scoring fails, a feature it needs is missing) the policy file's rule-based fallback decides and its rows say
-``decided_by = "fallback"`` with the reason. A registered challenger scores the same persons into
+model is the version behind ``models:/<model_name>@champion``; when none is usable (none registered, loading
+or scoring fails, a feature it needs is missing) the policy file's rule-based fallback decides and its rows
+say ``decided_by = "fallback"`` with the reason. A registered challenger scores the same persons into
 ``nba_shadow_decisions`` (never sent) and serves the policy's canary share of persons.
 
-Gold tables written: ``nba_decisions`` and ``nba_shadow_decisions`` (partitioned by ``decision_date``; a re-run of
-a date replaces that date's rows in one commit) and ``nba_current`` (the decisions of the latest decision date:
-the current decision of every person still decided for; an erased or objecting person has none).
+Gold tables written: ``nba_decisions`` and ``nba_shadow_decisions`` (partitioned by ``decision_date``; a
+re-run of a date replaces that date's rows in one commit) and ``nba_current`` (the decisions of the latest
+decision date: the current decision of every person still decided for; an erased or objecting person has
+none).
 """
 
 from __future__ import annotations
@@ -92,8 +93,10 @@ class ScoringReport:
             else f"fallback policy ({self.fallback_reason})"
         )
         lines = [
-            f"decisions of {self.decision_date} (policy {self.policy_version}) by {who}: {self.persons} persons",
-            f"  left out: {self.excluded_erased} erased, {self.excluded_profiling_objection} objected to profiling",
+            f"decisions of {self.decision_date} (policy {self.policy_version}) by {who}: {self.persons} "
+            "persons",
+            f"  left out: {self.excluded_erased} erased, {self.excluded_profiling_objection} objected to "
+            "profiling",
             f"  holdout {self.holdout_share:.2%}, exploration {self.exploration_share:.2%}, "
             f"canary {self.canary_share:.2%}, expected value {self.expected_value_total:,.2f} EUR",
         ]
@@ -103,7 +106,8 @@ class ScoringReport:
         return "\n".join(lines)
 
 
-# -- reading ---------------------------------------------------------------------------------------------------
+# -- reading
+# ---------------------------------------------------------------------------------------------------
 
 
 def latest_snapshot_date(settings: Settings | None = None) -> date:
@@ -266,8 +270,8 @@ def scorable_features(
     snapshot_date: date, settings: Settings | None = None, columns: list[str] | None = None
 ) -> pl.DataFrame:
     """``person_id`` and the feature ``columns`` (default: every column but the keys) of the persons the batch
-    scores for ``snapshot_date``: the date's rows of gold ``person_features_daily`` less the erased persons and
-    those who objected to profiling, sorted by person."""
+    scores for ``snapshot_date``: the date's rows of gold ``person_features_daily`` less the erased persons
+    and those who objected to profiling, sorted by person."""
     settings = settings or get_settings()
     lazy = delta.scan(gold_uri(settings, FEATURES_TABLE), settings.storage_options)
     if lazy is None:
@@ -288,12 +292,14 @@ def scorable_features(
     return frame.filter(~gone & ~objected).select("person_id", *columns).sort("person_id")
 
 
-# -- scoring ---------------------------------------------------------------------------------------------------
+# -- scoring
+# ---------------------------------------------------------------------------------------------------
 
 
 def model_input(frame: pl.DataFrame, columns: list[str]) -> pd.DataFrame:
     """The pandas frame the served model takes (:func:`ml.model.pyfunc_input`, the format of its signature:
-    numbers and booleans as floats, categories as strings); the model itself maps categories and missing values."""
+    numbers and booleans as floats, categories as strings); the model itself maps categories and missing
+    values."""
     from ml.model import pyfunc_input  # imports mlflow: only when a model scores
 
     return pyfunc_input(frame, columns)
@@ -321,9 +327,9 @@ def predict_scores(model, frame: pl.DataFrame, columns: list[str], actions: tupl
 
 
 def uplift_model(model):
-    """The :class:`ml.train.UpliftModel` a loaded pyfunc serves (:class:`ml.model.UpliftPyfunc`), else None. The
-    batch scores through it directly: the same numbers as the pyfunc's ``predict``, without the round trip through
-    pandas and the signature check (the batch checks the columns itself)."""
+    """The :class:`ml.train.UpliftModel` a loaded pyfunc serves (:class:`ml.model.UpliftPyfunc`), else None.
+    The batch scores through it directly: the same numbers as the pyfunc's ``predict``, without the round trip
+    through pandas and the signature check (the batch checks the columns itself)."""
     from ml.model import UpliftPyfunc  # imports mlflow: only when a model scores
 
     try:
@@ -408,7 +414,8 @@ def _load(ml: MlSettings, alias: str, available: list[str]) -> tuple[_Scorer | N
     return _Scorer(ModelRef(ml.model_name, str(version.version), alias), model, columns), None
 
 
-# -- writing ---------------------------------------------------------------------------------------------------
+# -- writing
+# ---------------------------------------------------------------------------------------------------
 
 
 def write_date(uri: str, frame: pl.DataFrame, decision_date: date, settings: Settings) -> None:
@@ -453,9 +460,10 @@ def _write_current(settings: Settings, current: pl.DataFrame) -> None:
 
 
 def publish(settings: Settings, decisions: pl.DataFrame, decision_date: date) -> None:
-    """Write the decisions of ``decision_date`` to ``nba_decisions`` and refresh ``nba_current``. When the date is
-    the latest decided (the daily batch), ``nba_current`` is these decisions, and both Delta writes run side by side
-    (delta-rs encodes outside the GIL); otherwise ``nba_current`` is refreshed from the table afterwards."""
+    """Write the decisions of ``decision_date`` to ``nba_decisions`` and refresh ``nba_current``. When the
+    date is the latest decided (the daily batch), ``nba_current`` is these decisions, and both Delta writes
+    run side by side (delta-rs encodes outside the GIL); otherwise ``nba_current`` is refreshed from the table
+    afterwards."""
     uri = gold_uri(settings, DECISIONS_TABLE)
     lazy = delta.scan(uri, settings.storage_options)
     latest = None if lazy is None else lazy.select(pl.col("decision_date").max()).collect().item()
@@ -472,7 +480,8 @@ def publish(settings: Settings, decisions: pl.DataFrame, decision_date: date) ->
             write.result()
 
 
-# -- the batch -------------------------------------------------------------------------------------------------
+# -- the batch
+# -------------------------------------------------------------------------------------------------
 
 
 def score_and_decide(
@@ -480,8 +489,9 @@ def score_and_decide(
     settings: Settings | None = None,
     ml_settings: MlSettings | None = None,
 ) -> ScoringReport:
-    """Decide the next-best action of every person of ``decision_date`` (default: the latest snapshot date) and
-    publish ``nba_decisions``, ``nba_current`` and ``nba_shadow_decisions``; the run's aggregate report."""
+    """Decide the next-best action of every person of ``decision_date`` (default: the latest snapshot date)
+    and publish ``nba_decisions``, ``nba_current`` and ``nba_shadow_decisions``; the run's aggregate
+    report."""
     disable_telemetry()
     settings = settings or get_settings()
     ml = ml_settings or get_ml_settings()
@@ -494,8 +504,8 @@ def score_and_decide(
     available = list(lazy.collect_schema())
     if PROFILING_CONSENT not in available:
         raise ScoringError(
-            f"gold {FEATURES_TABLE} has no {PROFILING_CONSENT} column: persons who objected to profiling cannot be "
-            "left out, so nobody is scored"
+            f"gold {FEATURES_TABLE} has no {PROFILING_CONSENT} column: persons who objected to profiling "
+            "cannot be left out, so nobody is scored"
         )
 
     champion, fallback_reason = _load(ml, CHAMPION, available)

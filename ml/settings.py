@@ -25,7 +25,8 @@ class MlSettings:
     """The registered model whose aliases (``champion``, ``challenger``) serve the decisions."""
     policy_file: Path = DEFAULT_POLICY_FILE
     promotion_requires_approval: bool = False
-    """Whether a challenger that passes the gate waits for ``python -m ml.registry approve`` before serving."""
+    """Whether a challenger that passes the gate waits for ``python -m ml.registry approve`` before
+    serving."""
     promotion_margin: float = 0.02
     """Relative margin by which a challenger's estimated policy value must beat the champion's."""
     champion_max_age_days: int = 14
@@ -38,7 +39,8 @@ class MlSettings:
     """Most persons of the scoring population a training run's drift reference profile is built from (a sample
     with a fixed seed above that)."""
     scoring_chunk_rows: int = 100_000
-    """Persons the batch scorer reads and scores at a time (one model call per chunk): the bound on its memory."""
+    """Persons the batch scorer reads and scores at a time (one model call per chunk): the bound on its
+    memory."""
 
 
 VARIABLES: dict[str, tuple[str, Callable[[str], object]]] = {

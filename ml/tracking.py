@@ -1,13 +1,15 @@
-"""MLflow tracking of a training run: what was trained on what data, how well, and everything needed to redo it.
+"""MLflow tracking of a training run: what was trained on what data, how well, and everything needed to redo
+it.
 
-A run records the method and its parameters, the out-of-time split, the feature list, the metrics per action, the
-off-policy value of the learned policy beside the logging policy's, plots (feature importance, calibration per
-action, Qini curves), the model as a pyfunc (signature, a feature-only input example, explicit pip requirements),
-the gold Delta table and version it learned from as the run's input dataset, the training snapshot (the rows and
-columns trained on) with the training configuration, the reference distributions of the features and scores for
-drift (of the population the model will score when the caller builds them: :func:`ml.drift.scoring_reference`),
-and a model card. :func:`reproduce` retrains from the snapshot and configuration alone, so a run stays
-reproducible after the nightly vacuum has removed the table version it read.
+A run records the method and its parameters, the out-of-time split, the feature list, the metrics per action,
+the off-policy value of the learned policy beside the logging policy's, plots (feature importance, calibration
+per action, Qini curves), the model as a pyfunc (signature, a feature-only input example, explicit pip
+requirements), the gold Delta table and version it learned from as the run's input dataset, the training
+snapshot (the rows and columns trained on) with the training configuration, the reference distributions of the
+features and scores for drift (of the population the model will score when the caller builds them:
+:func:`ml.drift.scoring_reference`), and a model card. :func:`reproduce` retrains from the snapshot and
+configuration alone, so a run stays reproducible after the nightly vacuum has removed the table version it
+read.
 """
 
 from __future__ import annotations
@@ -35,8 +37,8 @@ SNAPSHOT_ARTIFACT = "training_snapshot/training_set.parquet"
 CONFIG_ARTIFACT = "reproduction/training_config.json"
 """The training configuration, among the run's artifacts (with the snapshot: all :func:`reproduce` needs)."""
 REFERENCE_PROFILE_ARTIFACT = "drift/reference_profile.json"
-"""The reference distributions (``ml.drift.reference_profile``) of the features and scores that drift is measured
-against; its ``population`` says which persons of which dates they describe."""
+"""The reference distributions (``ml.drift.reference_profile``) of the features and scores that drift is
+measured against; its ``population`` says which persons of which dates they describe."""
 MODEL_CARD_ARTIFACT = "model_card.md"
 INPUT_EXAMPLE_ROWS = 5
 OUTCOME = "revenue_in_horizon"
@@ -54,8 +56,8 @@ class LoggedRun:
 
 
 def artifact_location(tracking_uri: str) -> str | None:
-    """Where a new experiment keeps its artifacts: ``artifacts/`` beside a local SQLite store (None for another
-    store, which decides itself)."""
+    """Where a new experiment keeps its artifacts: ``artifacts/`` beside a local SQLite store (None for
+    another store, which decides itself)."""
     database = sqlite_path(tracking_uri)
     return None if database is None else (database.parent / "artifacts").as_uri()
 
@@ -83,7 +85,8 @@ def configure(settings: MlSettings | None = None) -> MlSettings:
 
 
 def experiment_id(settings: MlSettings) -> str:
-    """The id of the experiment ``settings.experiment_name``, created (artifacts beside a SQLite store) if new."""
+    """The id of the experiment ``settings.experiment_name``, created (artifacts beside a SQLite store) if
+    new."""
     import mlflow
 
     experiment = mlflow.get_experiment_by_name(settings.experiment_name)
@@ -95,7 +98,8 @@ def experiment_id(settings: MlSettings) -> str:
 
 
 def training_config(recorded: Mapping):
-    """The :class:`ml.train.TrainingConfig` of recorded values (its fields among ``recorded``; lists as tuples)."""
+    """The :class:`ml.train.TrainingConfig` of recorded values (its fields among ``recorded``; lists as
+    tuples)."""
     from ml.train import TrainingConfig
 
     names = {f.name for f in dataclasses.fields(TrainingConfig)}
@@ -115,7 +119,8 @@ def training_snapshot(result) -> pl.DataFrame:
 
 
 def _flat_params(result, config, data_ref: GoldRef) -> dict[str, str]:
-    """The run's parameters: method, training configuration, booster parameters, split dates, features, data."""
+    """The run's parameters: method, training configuration, booster parameters, split dates, features,
+    data."""
     model = result.model
     params = {"method": model.method, "actions": ",".join(model.actions)}
     params |= {f"config.{k}": v for k, v in dataclasses.asdict(config).items()}
@@ -190,8 +195,8 @@ def _calibration_plot(validation: pl.DataFrame, predictions: pl.DataFrame, actio
 
 
 def _qini_plot(validation: pl.DataFrame, predictions: pl.DataFrame, actions, path: Path) -> None:
-    """Qini curve per action against ``no_action`` on the validation rows that logged one of the two, ranked by
-    the predicted revenue uplift, weighted by inverse logged propensities."""
+    """Qini curve per action against ``no_action`` on the validation rows that logged one of the two, ranked
+    by the predicted revenue uplift, weighted by inverse logged propensities."""
     import matplotlib.pyplot as plt
 
     from ml.metrics import qini_curve
@@ -234,8 +239,8 @@ def model_card(
     logging_value=None,
     run_id: str | None = None,
 ) -> str:
-    """The model card (markdown) of a trained model: its data and version, period, features, method, metrics per
-    action, off-policy value against the logging policy, and known limits."""
+    """The model card (markdown) of a trained model: its data and version, period, features, method, metrics
+    per action, off-policy value against the logging policy, and known limits."""
     model = result.model
     split = result.split
     lines = [
@@ -244,9 +249,9 @@ def model_card(
         "## Data",
         f"- Gold Delta table `{data_ref.name}` at `{data_ref.uri}`, version {data_ref.version}"
         + (f" (snapshot kept with run `{run_id}`: `{SNAPSHOT_ARTIFACT}`)" if run_id else ""),
-        f"- Training period: {split.get('train_from')} to {split.get('train_until')} ({result.train.height} logged "
-        f"decisions); out-of-time validation: {split.get('validation_from')} to {split.get('validation_until')} "
-        f"({result.validation.height})",
+        f"- Training period: {split.get('train_from')} to {split.get('train_until')} ({result.train.height} "
+        f"logged decisions); out-of-time validation: {split.get('validation_from')} to "
+        f"{split.get('validation_until')} ({result.validation.height})",
         f"- Outcome: `{OUTCOME}` (EUR in the 7-day label window), purchase: `{CONVERTED}`",
         "",
         "## Method",
@@ -284,11 +289,12 @@ def model_card(
     lines += [
         "",
         "## Known limits",
-        "- Learned from logged campaign decisions: an action the logging policy never tried on a kind of person "
-        "(for example cart reminders, sent only to cart abandoners with e-mail consent) has no support there; "
-        "its estimates for such persons are extrapolations, and off-policy values only cover the supported share.",
-        "- Off-policy values are estimates with the intervals above; a small effective sample size means a wide, "
-        "unreliable interval.",
+        "- Learned from logged campaign decisions: an action the logging policy never tried on a kind of "
+        "person (for example cart reminders, sent only to cart abandoners with e-mail consent) has no "
+        "support there; its estimates for such persons are extrapolations, and off-policy values only cover "
+        "the supported share.",
+        "- Off-policy values are estimates with the intervals above; a small effective sample size means a "
+        "wide, unreliable interval.",
         "- Revenue within 7 days of the decision only: later effects (habituation, churn) are not modelled.",
         "- Features as of the decision day (00:00 UTC); a drift of their distributions from the reference "
         f"(`{REFERENCE_PROFILE_ARTIFACT}`) degrades the estimates.",
@@ -296,8 +302,8 @@ def model_card(
     unsupported = [name for name, value in (evaluation or {}).items() if value.unsupported]
     if unsupported:
         lines.append(
-            f"- The learned policy's off-policy estimates ({', '.join(unsupported)}) are flagged unsupported: the "
-            "logs support too small a share of its choices for them to be trusted."
+            f"- The learned policy's off-policy estimates ({', '.join(unsupported)}) are flagged "
+            "unsupported: the logs support too small a share of its choices for them to be trusted."
         )
     return "\n".join(lines) + "\n"
 
@@ -315,11 +321,12 @@ def log_training_run(
 ) -> LoggedRun:
     """Log one training run to MLflow (see the module docstring for what it records) and return it.
 
-    ``config`` is the :class:`ml.train.TrainingConfig` the result was trained with (default: the one its model's
-    parameters record); ``evaluation`` the learned policy's off-policy values per estimator and ``logging_value`` the
-    logging policy's; ``extra_metrics`` further figures to record (for example the champion's value on the same
-    logs); ``reference`` the drift reference profile to log (:func:`ml.drift.scoring_reference`: the population the
-    model will score), by default the profile of the training rows and their scores."""
+    ``config`` is the :class:`ml.train.TrainingConfig` the result was trained with (default: the one its
+    model's parameters record); ``evaluation`` the learned policy's off-policy values per estimator and
+    ``logging_value`` the logging policy's; ``extra_metrics`` further figures to record (for example the
+    champion's value on the same logs); ``reference`` the drift reference profile to log
+    (:func:`ml.drift.scoring_reference`: the population the model will score), by default the profile of the
+    training rows and their scores."""
     import mlflow
     from mlflow.data.delta_dataset_source import DeltaDatasetSource
     from mlflow.models import infer_signature
@@ -421,8 +428,9 @@ def log_training_run(
 
 
 def reproduce(run_id: str, settings: MlSettings | None = None):
-    """Retrain the model of run ``run_id`` from what the run recorded (its training snapshot and configuration),
-    without reading the gold table: the :class:`ml.train.TrainingResult` of the same data and configuration."""
+    """Retrain the model of run ``run_id`` from what the run recorded (its training snapshot and
+    configuration), without reading the gold table: the :class:`ml.train.TrainingResult` of the same data and
+    configuration."""
     import mlflow
 
     from ml.train import train_uplift
@@ -445,9 +453,9 @@ def reproduce(run_id: str, settings: MlSettings | None = None):
 
 
 def reproduce_and_compare(run_id: str, settings: MlSettings | None = None) -> float:
-    """Retrain run ``run_id`` (:func:`reproduce`) and return the largest absolute difference between the logged
-    model's predictions (through its pyfunc) and the retrained model's, on the run's validation rows (0.0: the
-    same model)."""
+    """Retrain run ``run_id`` (:func:`reproduce`) and return the largest absolute difference between the
+    logged model's predictions (through its pyfunc) and the retrained model's, on the run's validation rows
+    (0.0: the same model)."""
     import mlflow
 
     from ml.model import pyfunc_input

@@ -1,11 +1,12 @@
-"""Uplift models: for every person and every action, the expected revenue in the label horizon and the purchase
-probability, learned with xgboost from the logged campaign decisions (gold ``training_decisions``).
+"""Uplift models: for every person and every action, the expected revenue in the label horizon and the
+purchase probability, learned with xgboost from the logged campaign decisions (gold ``training_decisions``).
 
 Three learners, compared against the simulator's truth (``benchmarks/uplift_learners.py``):
 
-- ``s_learner`` (the default): one purchase classifier for all actions, with the action as a native categorical
-  feature, trained on the decisions of randomised campaigns, times one order-value regressor (the revenue in the
-  horizon of the decisions that led to a purchase, all campaigns, the action again a feature). Pooling the
+- ``s_learner`` (the default): one purchase classifier for all actions, with the action as a native
+categorical
+  feature, trained on the decisions of randomised campaigns, times one order-value regressor (the revenue in
+  the horizon of the decisions that led to a purchase, all campaigns, the action again a feature). Pooling the
   actions lets every decision inform the shared baseline, and splitting the revenue into whether a person buys
   and how much they spend when they do keeps the heavy-tailed basket value out of the noisy comparison of the
   actions. On the 200,000-person benchmark it is the only learner that captures more than half of the
@@ -15,16 +16,17 @@ Three learners, compared against the simulator's truth (``benchmarks/uplift_lear
   model learns on the population the logging policy sampled rather than on the policy's own choices.
 - ``dr_learner``: the doubly robust learner. The per-action revenue models of the T-learner are the nuisance
   models; on the decisions of randomised campaigns (those that logged every action) the doubly robust
-  pseudo-outcome of each action against ``no_action`` is regressed on the features, and the expected revenue of
-  an action is the no-action revenue plus that effect. The propensity of an action in such a campaign is its
-  share of the campaign's decisions (the campaign draws the action at random, whatever the channel); decisions
-  that had no choice (logged with propensity 1: no channel could reach the person) are left out.
+  pseudo-outcome of each action against ``no_action`` is regressed on the features, and the expected revenue
+  of an action is the no-action revenue plus that effect. The propensity of an action in such a campaign is
+  its share of the campaign's decisions (the campaign draws the action at random, whatever the channel);
+  decisions that had no choice (logged with propensity 1: no channel could reach the person) are left out.
 
 Out-of-time validation: the latest ``validation_days`` decision dates validate (early stopping, metrics); the
-earlier ones train. Leaves are sized to the data: unless ``min_child_weight`` is fixed, every booster's minimum
-leaf weight is ``min_child_share`` of its training rows' total hessian weight (:func:`min_child_weight`), so a
-leaf holds the same share of the data at 10,000 persons as at 1,000,000. Fixed seeds; categorical features and missing values are left to xgboost
-(``enable_categorical``, pandas ``category`` dtype, NaN).
+earlier ones train. Leaves are sized to the data: unless ``min_child_weight`` is fixed, every booster's
+minimum leaf weight is ``min_child_share`` of its training rows' total hessian weight
+(:func:`min_child_weight`), so a leaf holds the same share of the data at 10,000 persons as at 1,000,000.
+Fixed seeds; categorical features and missing values are left to xgboost (``enable_categorical``, pandas
+``category`` dtype, NaN).
 """
 
 from __future__ import annotations
@@ -53,7 +55,8 @@ DECISION_COLUMNS = (
 )  # fmt: skip
 """Columns of the training set that are not features: the decision, its logging and its labels."""
 NOT_MODEL_FEATURES = ("has_profiling_consent",)
-"""Feature columns the models leave out: an objection to profiling decides whether a person is scored at all."""
+"""Feature columns the models leave out: an objection to profiling decides whether a person is scored at
+all."""
 METADATA_FILE = "uplift_model.json"
 ACTION_FEATURE = "action"
 """The column of the model frame that names the action (``s_learner``), a native categorical feature."""
@@ -77,10 +80,11 @@ class TrainingConfig:
     learning_rate: float = 0.05
     max_depth: int = 3
     min_child_weight: float | None = None
-    """A fixed minimum hessian weight of a leaf; ``None``: ``min_child_share`` of each booster's training weight."""
+    """A fixed minimum hessian weight of a leaf; ``None``: ``min_child_share`` of each booster's training
+    weight."""
     min_child_share: float = 0.05
-    """Large leaves, whatever the scale: revenue within a week is zero for most decisions and the effects are a
-    few percent of it, so a leaf holds at least this share of the booster's total hessian weight."""
+    """Large leaves, whatever the scale: revenue within a week is zero for most decisions and the effects are
+    a few percent of it, so a leaf holds at least this share of the booster's total hessian weight."""
     subsample: float = 0.8
     colsample_bytree: float = 0.8
     reg_lambda: float = 10.0
@@ -90,8 +94,8 @@ class TrainingConfig:
     actions: tuple[str, ...] = ACTIONS
 
     def xgboost_params(self, objective: str, min_child_weight: float | None = None) -> dict:
-        """The xgboost parameters of one booster with ``objective`` (``min_child_weight``: the one worked out for
-        its training rows when the configuration does not fix it)."""
+        """The xgboost parameters of one booster with ``objective`` (``min_child_weight``: the one worked out
+        for its training rows when the configuration does not fix it)."""
         return {
             "objective": objective,
             "eta": self.learning_rate,
@@ -222,7 +226,8 @@ def out_of_time_split(training: pl.DataFrame, validation_days: int) -> tuple[pl.
     dates = training["decision_date"].unique().sort()
     if validation_days < 1 or len(dates) <= validation_days:
         raise ValueError(
-            f"{len(dates)} decision dates cannot be split into training dates and {validation_days} validation dates"
+            f"{len(dates)} decision dates cannot be split into training dates and {validation_days} "
+            "validation dates"
         )
     first_validation = dates[len(dates) - validation_days]
     return (
@@ -245,15 +250,15 @@ def campaign_action_shares(decisions: pl.DataFrame, actions: Sequence[str]) -> p
 
 
 def action_frame(frame: pd.DataFrame, action: str | np.ndarray, actions: Sequence[str]) -> pd.DataFrame:
-    """``frame`` (a :func:`ml.features.model_frame`) with the column ``action``: ``action`` for every row (or one
-    per row), a ``category`` over ``actions``."""
+    """``frame`` (a :func:`ml.features.model_frame`) with the column ``action``: ``action`` for every row (or
+    one per row), a ``category`` over ``actions``."""
     values = np.full(len(frame), action, dtype=object) if isinstance(action, str) else action
     return frame.assign(**{ACTION_FEATURE: pd.Categorical(values, categories=list(actions))})
 
 
 def min_child_weight(objective: str, label: np.ndarray, weight: np.ndarray, share: float) -> float:
-    """``share`` of the total hessian weight of the rows at the starting prediction (their weighted mean): the sum
-    of the weights for squared error, times ``p (1 - p)`` for the logistic loss."""
+    """``share`` of the total hessian weight of the rows at the starting prediction (their weighted mean): the
+    sum of the weights for squared error, times ``p (1 - p)`` for the logistic loss."""
     total = float(weight.sum())
     if objective == "binary:logistic" and total > 0:
         p = float(np.dot(weight, label) / total)
@@ -295,7 +300,8 @@ def _fit(
 
 def train_uplift(training: pl.DataFrame, config: TrainingConfig = TrainingConfig()) -> TrainingResult:
     """Train the uplift model of ``config.method`` on the logged decisions ``training`` (gold
-    ``training_decisions``), out of time: earlier decision dates train, the latest ``validation_days`` validate."""
+    ``training_decisions``), out of time: earlier decision dates train, the latest ``validation_days``
+    validate."""
     if config.method not in METHODS:
         raise ValueError(f"unknown method {config.method!r}: expected one of {METHODS}")
     training = training.filter(pl.col("action").is_in(list(config.actions)))
@@ -337,8 +343,8 @@ def randomised_decisions(
     frame: pl.DataFrame, decisions: pl.DataFrame, actions: Sequence[str]
 ) -> pl.DataFrame:
     """The rows of ``frame`` that randomised campaigns (campaigns that logged every action in ``decisions``)
-    decided with a choice: a decision logged with certainty (``no_action`` for a person no channel could reach)
-    is left out."""
+    decided with a choice: a decision logged with certainty (``no_action`` for a person no channel could
+    reach) is left out."""
     shares = campaign_action_shares(decisions.filter(pl.col("propensity") < 1), actions)
     randomised = shares.filter("randomised").select("campaign_id").unique()
     return frame.filter(pl.col("propensity") < 1).join(randomised, on="campaign_id", how="semi")
@@ -351,15 +357,15 @@ Rows = tuple[pd.DataFrame, np.ndarray, np.ndarray]
 def booster_rows(
     train: pl.DataFrame, validation: pl.DataFrame, features: Sequence[str], config: TrainingConfig
 ) -> dict[str, tuple[str, Rows, Rows]]:
-    """Per booster of ``config``'s learner (but the ``dr_learner``'s effect boosters, :func:`effect_rows`): its
-    objective and its training and validation rows.
+    """Per booster of ``config``'s learner (but the ``dr_learner``'s effect boosters, :func:`effect_rows`):
+    its objective and its training and validation rows.
 
-    The ``s_learner``'s two boosters take the action as a categorical feature: ``purchase`` (whether the person
-    buys in the horizon) on the randomised campaigns' decisions, unweighted (the campaign drew the action at
-    random), and ``order_value`` (the revenue in the horizon of the decisions followed by a purchase) on every
-    campaign's decisions, since how much a buyer spends depends on the action only through the shop's rules.
-    The other learners have a revenue and a purchase booster per action, on the decisions that logged it,
-    weighted by the inverse of the logged propensity."""
+    The ``s_learner``'s two boosters take the action as a categorical feature: ``purchase`` (whether the
+    person buys in the horizon) on the randomised campaigns' decisions, unweighted (the campaign drew the
+    action at random), and ``order_value`` (the revenue in the horizon of the decisions followed by a
+    purchase) on every campaign's decisions, since how much a buyer spends depends on the action only through
+    the shop's rules. The other learners have a revenue and a purchase booster per action, on the decisions
+    that logged it, weighted by the inverse of the logged propensity."""
     if config.method == "s_learner":
         decisions = pl.concat([train, validation])
 
@@ -411,7 +417,8 @@ def effect_rows(
     config: TrainingConfig,
 ) -> dict[str, tuple[str, Rows, Rows]]:
     """The rows of the ``dr_learner``'s effect booster of every action against ``no_action``: the randomised
-    campaigns' decisions, labelled with the doubly robust pseudo-outcome of the fitted revenue ``boosters``."""
+    campaigns' decisions, labelled with the doubly robust pseudo-outcome of the fitted revenue
+    ``boosters``."""
     # a decision logged with certainty (no_action for a person no channel could reach) had no choice: left out
     train, validation = (f.filter(pl.col("propensity") < 1) for f in (train, validation))
     shares = campaign_action_shares(pl.concat([train, validation]), config.actions)

@@ -2,8 +2,8 @@
 
 ``python -m ml.ui [--port 5000]`` replaces itself with ``mlflow server`` bound to 127.0.0.1, with the backend
 store of the ML settings (``MLFLOW_TRACKING_URI``, default the local SQLite store under ``var/mlflow/``), one
-worker, no server-side job execution, and telemetry off. Artifacts are read from where each run logged them (the
-runs' own artifact URIs); experiments created from the UI keep theirs beside a local SQLite store.
+worker, no server-side job execution, and telemetry off. Artifacts are read from where each run logged them
+(the runs' own artifact URIs); experiments created from the UI keep theirs beside a local SQLite store.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from ml.settings import MlSettings, get_ml_settings
 
 SQLITE_PREFIX = "sqlite:///"
 SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-"""The UI runs no server-side jobs (GenAI evaluation and trace jobs): without them ``mlflow server`` starts no job
-runner and no consumer process per job type, each of which imports MLflow while the server starts."""
+"""The UI runs no server-side jobs (GenAI evaluation and trace jobs): without them ``mlflow server`` starts no
+job runner and no consumer process per job type, each of which imports MLflow while the server starts."""
 
 
 def sqlite_path(tracking_uri: str) -> Path | None:
@@ -30,7 +30,8 @@ def sqlite_path(tracking_uri: str) -> Path | None:
 
 
 def server_command(port: int, settings: MlSettings | None = None, host: str = "127.0.0.1") -> list[str]:
-    """The ``mlflow server`` command line that serves the UI of the settings' tracking store on ``host:port``."""
+    """The ``mlflow server`` command line that serves the UI of the settings' tracking store on
+    ``host:port``."""
     settings = settings or get_ml_settings()
     command = [
         "mlflow",
