@@ -1,5 +1,5 @@
-"""The dbt models as Dagster assets: their sources are the silver assets, so lineage runs from the landing files
-to the marts; dbt tests (source tests included) become asset checks. The incremental daily snapshots are
+"""The dbt models as Dagster assets: their sources are the silver assets, so lineage runs from the landing
+files to the marts; dbt tests (source tests included) become asset checks. The incremental daily snapshots are
 partitioned by day, the other models are rebuilt whole."""
 
 from collections.abc import Iterator, Sequence
@@ -24,8 +24,9 @@ from orchestration.resources import WAREHOUSE_POOL, LakeResource
 from orchestration.snapshot_dates import warehouse_persons
 
 daily_snapshots = daily_snapshot_partitions(get_settings().first_snapshot_date)
-"""One partition per snapshot date T (a snapshot is taken at T 00:00 UTC), today's included: the code location's
-partition set, fixed when the definitions load (``FIRST_SNAPSHOT_DATE``), so that partition history carries over."""
+"""One partition per snapshot date T (a snapshot is taken at T 00:00 UTC), today's included: the code
+location's partition set, fixed when the definitions load (``FIRST_SNAPSHOT_DATE``), so that partition history
+carries over."""
 
 
 def _release_warehouse(invocation: DbtCliInvocation) -> None:
@@ -99,9 +100,9 @@ def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, lake: Lak
 )
 def dbt_daily_snapshots(context: dg.AssetExecutionContext, dbt: DbtCliResource, lake: LakeResource):
     """The daily feature snapshots of the partitions (or backfill range) asked for: dbt gets their half-open
-    window ``[snapshot_from, snapshot_until)`` as vars and replaces the rows of those dates. A long backfill goes
-    to dbt in windows of at most ``SNAPSHOT_PERSON_DATES_PER_DBT_RUN`` persons x dates (``dbt run``, the last
-    one ``dbt build``), so that its memory does not grow with the range."""
+    window ``[snapshot_from, snapshot_until)`` as vars and replaces the rows of those dates. A long backfill
+    goes to dbt in windows of at most ``SNAPSHOT_PERSON_DATES_PER_DBT_RUN`` persons x dates (``dbt run``, the
+    last one ``dbt build``), so that its memory does not grow with the range."""
     window = context.partition_time_window
     settings = lake.settings()
     persons = warehouse_persons(settings.warehouse_path)

@@ -21,9 +21,10 @@ class LocalDbtCliResource(DbtCliResource):
     """``DbtCliResource`` that knows the version of the dbt installed beside this Python without asking it.
 
     dagster-dbt (0.29) asks the dbt executable for its version (``dbt --version``) once per resource, that is
-    once per run with dbt steps: a dbt start-up of seconds, and dbt then asks PyPI for its latest release. When
-    ``dbt_executable`` is the ``dbt`` script of this Python's environment, it runs this environment's dbt-core,
-    whose version is in the package metadata; any other executable is asked as dagster-dbt asks it."""
+    once per run with dbt steps: a dbt start-up of seconds, and dbt then asks PyPI for its latest release.
+    When ``dbt_executable`` is the ``dbt`` script of this Python's environment, it runs this environment's
+    dbt-core, whose version is in the package metadata; any other executable is asked as dagster-dbt asks
+    it."""
 
     @cached_property
     def _cli_version(self) -> Version:

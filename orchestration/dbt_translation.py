@@ -1,6 +1,6 @@
-"""How the dbt project appears in Dagster, without its manifest: the asset keys, groups and owners of the dbt nodes,
-the daily partitions of the snapshot models, and how a backfill of those partitions is cut into dbt invocations
-(windows sized by persons x dates, each with the ``--vars`` of its dates)."""
+"""How the dbt project appears in Dagster, without its manifest: the asset keys, groups and owners of the dbt
+nodes, the daily partitions of the snapshot models, and how a backfill of those partitions is cut into dbt
+invocations (windows sized by persons x dates, each with the ``--vars`` of its dates)."""
 
 import json
 from collections.abc import Mapping
@@ -19,9 +19,10 @@ INTERMEDIATE_FOLDER = "intermediate"
 
 
 def model_folder(fqn: list[str]) -> str:
-    """The folder that names a model's key and group: the first folder under ``models/`` (``models`` for a model
-    at its root), or the area of an intermediate model (``intermediate/<area>/``), so that moving a model into its
-    area's intermediate folder keeps its asset key, and so its run, partition and check history."""
+    """The folder that names a model's key and group: the first folder under ``models/`` (``models`` for a
+    model at its root), or the area of an intermediate model (``intermediate/<area>/``), so that moving a
+    model into its area's intermediate folder keeps its asset key, and so its run, partition and check
+    history."""
     folders = fqn[1:-1]
     if len(folders) > 1 and folders[0] == INTERMEDIATE_FOLDER:
         return folders[1]
@@ -29,8 +30,9 @@ def model_folder(fqn: list[str]) -> str:
 
 
 class LakeDbtTranslator(DagsterDbtTranslator):
-    """Model keys ``<folder>/<model>`` in a group per folder (staging, identity, ...; see :func:`model_folder`),
-    owned as the project says; sources keep the silver asset keys their YAML names (``meta.dagster.asset_key``)."""
+    """Model keys ``<folder>/<model>`` in a group per folder (staging, identity, ...; see
+    :func:`model_folder`), owned as the project says; sources keep the silver asset keys their YAML names
+    (``meta.dagster.asset_key``)."""
 
     def get_asset_spec(
         self, manifest: Mapping[str, Any], unique_id: str, project: DbtProject | None
@@ -53,8 +55,8 @@ TRANSLATOR = LakeDbtTranslator(settings=DagsterDbtTranslatorSettings(enable_sour
 
 
 def daily_snapshot_partitions(first_snapshot_date: date) -> dg.DailyPartitionsDefinition:
-    """One partition per snapshot date T from ``first_snapshot_date`` (a snapshot is taken at T 00:00 UTC), today's
-    included."""
+    """One partition per snapshot date T from ``first_snapshot_date`` (a snapshot is taken at T 00:00 UTC),
+    today's included."""
     return dg.DailyPartitionsDefinition(
         start_date=first_snapshot_date.isoformat(), end_offset=1, timezone="UTC"
     )
@@ -83,7 +85,8 @@ def snapshot_windows(start: date, end: date, dates_per_window: int) -> list[tupl
 
 
 def snapshot_window_vars(start: date, end: date) -> str:
-    """The dbt ``--vars`` that make the daily snapshot model replace the rows of the dates in ``[start, end)``."""
+    """The dbt ``--vars`` that make the daily snapshot model replace the rows of the dates in
+    ``[start, end)``."""
     return json.dumps({"snapshot_from": start.isoformat(), "snapshot_until": end.isoformat()})
 
 

@@ -1,13 +1,14 @@
 """``python -m orchestration.demo``: the runs of ``make demo`` in one process. First the simulated company and
-every asset that does not depend on the daily feature snapshots, then the snapshots of every date the data supports
-(one run over the partition range), then the assets downstream of the snapshots but the models (group ``ml``), then
-the models for the latest snapshot date: train, register and gate a candidate, decide the next-best actions of
-that date, evaluate them against the simulator's truth. Then what was built: the lake, the gate's decision, the
-decision summary and where to look.
+every asset that does not depend on the daily feature snapshots, then the snapshots of every date the data
+supports (one run over the partition range), then the assets downstream of the snapshots but the models (group
+``ml``), then the models for the latest snapshot date: train, register and gate a candidate, decide the
+next-best actions of that date, evaluate them against the simulator's truth. Then what was built: the lake,
+the gate's decision, the decision summary and where to look.
 
-Each run is what ``dg launch -m orchestration.definitions --assets ...`` executes: a run of the code location's
-asset job on the Dagster instance of ``DAGSTER_HOME``, so the runs show in the Dagster UI. Launched one after the
-other from here, they share one import of Dagster and one load of the code location (seconds per run)."""
+Each run is what ``dg launch -m orchestration.definitions --assets ...`` executes: a run of the code
+location's asset job on the Dagster instance of ``DAGSTER_HOME``, so the runs show in the Dagster UI. Launched
+one after the other from here, they share one import of Dagster and one load of the code location (seconds per
+run)."""
 
 from __future__ import annotations
 
@@ -106,15 +107,16 @@ def materialize(
 
 
 TOO_LITTLE_DATA = (
-    "the uplift model could not be trained: a demo company of few days or persons holds too few decision dates "
-    "or decisions per action to train and validate on (the default make demo, 10,000 persons x 30 days, does; "
-    "`python -m orchestration.demo --without-models` builds the lake alone)"
+    "the uplift model could not be trained: a demo company of few days or persons holds too few decision "
+    "dates or decisions per action to train and validate on (the default make demo, 10,000 persons x 30 "
+    "days, does; `python -m orchestration.demo --without-models` builds the lake alone)"
 )
 
 
 def materialize_models(instance: dg.DagsterInstance, decision_date: str) -> dg.JobExecutionResult:
     """The models run: a candidate trained, registered and gated, the next-best actions of ``decision_date``
-    decided and evaluated. ``SystemExit`` when it fails, saying so when the training failed (too little data)."""
+    decided and evaluated. ``SystemExit`` when it fails, saying so when the training failed (too little
+    data)."""
     result = launch(instance, MODELS, partition_key=decision_date)
     if not result.success:
         message = failure_message(result, MODELS)
@@ -191,8 +193,8 @@ def where_to_look() -> list[str]:
         "where to look:",
         f"  make mlflow  the MLflow UI on http://127.0.0.1:5000 over {settings.mlflow_tracking_uri}: runs, "
         "registered model versions, aliases, model cards",
-        "  make dev     the Dagster UI on http://127.0.0.1:3000: these runs, every asset with its metadata, the "
-        "promotion gate's check",
+        "  make dev     the Dagster UI on http://127.0.0.1:3000: these runs, every asset with its metadata, "
+        "the promotion gate's check",
         f"  gold tables  {settings.lake_root}/gold/nba_decisions, nba_current, policy_evaluation",
     ]
 
@@ -217,8 +219,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from lake.settings import get_settings
     from orchestration.evaluation import truth_summary
 
-    # each run starts in this directory, as in a process of its own: dagster-dbt's threads that fetch row counts
-    # change the working directory concurrently and can leave the process in the dbt project's
+    # each run starts in this directory, as in a process of its own: dagster-dbt's threads that fetch row
+    # counts change the working directory concurrently and can leave the process in the dbt project's
     here = os.getcwd()
     instance = dg.DagsterInstance.get()
     with contextlib.chdir(here):

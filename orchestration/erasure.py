@@ -9,8 +9,9 @@ from orchestration.resources import WAREHOUSE_POOL, LakeResource
 
 
 class PersonToErase(dg.Config):
-    """One request: the person named by a CRM contact, shop customer or app user id. Requests by e-mail address go
-    through ``python -m lake.erasure --email``, so that no address is kept in Dagster's run history."""
+    """One request: the person named by a CRM contact, shop customer or app user id. Requests by e-mail
+    address go through ``python -m lake.erasure --email``, so that no address is kept in Dagster's run
+    history."""
 
     kind: Literal["crm_contact_id", "shop_customer_id", "app_user_id"]
     value: str
@@ -39,9 +40,9 @@ def erase_requested_persons(
 
 @dg.job(
     name="erase_persons",
-    description="Erase persons on request (right to be forgotten): their records removed from landing, bronze, "
-    "quarantine, silver, gold and the warehouse, orders de-identified, identifiers suppressed. Run it while no "
-    "ingestion runs.",
+    description="Erase persons on request (right to be forgotten): their records removed from landing, "
+    "bronze, quarantine, silver, gold and the warehouse, orders de-identified, identifiers suppressed. Run "
+    "it while no ingestion runs.",
 )
 def erasure_job():
     erase_requested_persons()

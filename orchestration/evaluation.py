@@ -1,7 +1,8 @@
-"""The pipeline's output against the simulated company's ground truth, wired in by the orchestration: the person
-map of the warehouse scored against the truth's identifiers (a check on ``identity/identity_person_map``, and the
-lines ``make demo`` prints). It lives here, not in the lake nor in the simulator: it joins what dbt built (a model of
-the warehouse) with what the simulator knows, and the lake and the simulator each run without the other."""
+"""The pipeline's output against the simulated company's ground truth, wired in by the orchestration: the
+person map of the warehouse scored against the truth's identifiers (a check on
+``identity/identity_person_map``, and the lines ``make demo`` prints). It lives here, not in the lake nor in
+the simulator: it joins what dbt built (a model of the warehouse) with what the simulator knows, and the lake
+and the simulator each run without the other."""
 
 from pathlib import Path
 
@@ -45,9 +46,10 @@ def truth_summary(settings: Settings) -> list[str]:
     quality = warehouse_identity_quality(settings.warehouse_path, truth)
     if quality is not None:
         lines.append(
-            f"  identity_person_map against the simulator truth ({quality.identifiers:,} non-personal identifiers):"
-            f" pairwise precision {quality.precision:.4f}, recall {quality.evidenced_recall:.4f} over the pairs"
-            f" some message ties together ({quality.recall:.4f} over all true pairs)"
+            f"  identity_person_map against the simulator truth ({quality.identifiers:,} non-personal "
+            f"identifiers): pairwise precision {quality.precision:.4f}, recall "
+            f"{quality.evidenced_recall:.4f} over the pairs some message ties together ({quality.recall:.4f} "
+            "over all true pairs)"
         )
     return lines
 
@@ -57,8 +59,8 @@ def truth_summary(settings: Settings) -> list[str]:
     name="quality_against_simulator_truth",
     pool=WAREHOUSE_POOL,
     description=f"Pairwise precision >= {PRECISION_TARGET} and recall >= {RECALL_TARGET} on the non-personal "
-    "identifiers, against the simulator's truth; recall over the identifiers some message ties to their person "
-    "(passes with a note when the lake has no simulator truth).",
+    "identifiers, against the simulator's truth; recall over the identifiers some message ties to their "
+    "person (passes with a note when the lake has no simulator truth).",
 )
 def identity_quality_check(lake: LakeResource) -> dg.AssetCheckResult:
     """Score the person map against ``simulator_truth/identifiers.parquet``."""

@@ -31,8 +31,8 @@ def maintenance_job(contracts: dict[str, Contract]) -> dg.JobDefinition:
         settings = lake.settings()
         for care in maintenance.maintain(settings, contracts):
             context.log.info(
-                f"{care.uri}: {care.files_before} -> {care.files_after} files, {care.files_vacuumed} vacuumed, "
-                f"{care.rows_expired} expired rows"
+                f"{care.uri}: {care.files_before} -> {care.files_after} files, {care.files_vacuumed} "
+                f"vacuumed, {care.rows_expired} expired rows"
             )
         publish_silver(settings, contracts)  # vacuum removed files the old views listed
 
@@ -56,8 +56,9 @@ class RefreshJobs(NamedTuple):
 
 
 def refresh_jobs(dbt_models: dg.AssetsDefinition, dbt_daily_snapshots: dg.AssetsDefinition) -> RefreshJobs:
-    """Hourly: the lake and the dbt models tagged ``hourly`` (staging, identity). The daily feature snapshots of a
-    date or range of dates. Nightly: the other models tagged ``nightly`` (profile, training sets, outcomes)."""
+    """Hourly: the lake and the dbt models tagged ``hourly`` (staging, identity). The daily feature snapshots
+    of a date or range of dates. Nightly: the other models tagged ``nightly`` (profile, training sets,
+    outcomes)."""
     return RefreshJobs(
         hourly=dg.define_asset_job(
             "hourly_refresh",
@@ -68,7 +69,8 @@ def refresh_jobs(dbt_models: dg.AssetsDefinition, dbt_daily_snapshots: dg.Assets
         snapshots=dg.define_asset_job(
             "nightly_snapshots",
             selection=dg.AssetSelection.assets(dbt_daily_snapshots),
-            description="The daily feature snapshots of one date (a partition) or a range of dates (a backfill).",
+            description="The daily feature snapshots of one date (a partition) or a range of dates (a "
+            "backfill).",
         ),
         nightly=dg.define_asset_job(
             "nightly_refresh",
@@ -81,12 +83,12 @@ def refresh_jobs(dbt_models: dg.AssetsDefinition, dbt_daily_snapshots: dg.Assets
 training_job = dg.define_asset_job(
     "weekly_training",
     selection=dg.AssetSelection.assets(CANDIDATE, REGISTRY),
-    description="Train an uplift candidate on the current training set, register it, apply the promotion gate "
-    "and show the registry's state.",
+    description="Train an uplift candidate on the current training set, register it, apply the promotion "
+    "gate and show the registry's state.",
 )
 decisions_job = dg.define_asset_job(
     "daily_decisions",
     selection=dg.AssetSelection.assets(REGISTRY, DECISIONS, EVALUATION),
-    description="The registry's state, the next-best actions of one snapshot date with their drift checks, and "
-    "their evaluation against the simulator's truth.",
+    description="The registry's state, the next-best actions of one snapshot date with their drift checks, "
+    "and their evaluation against the simulator's truth.",
 )

@@ -81,11 +81,13 @@ def bronze_asset(contract: Contract) -> dg.AssetsDefinition:
             dg.AssetCheckSpec(
                 QUARANTINE_CHECK,
                 asset=key,
-                description="Share of the feed's records sent to quarantine stays under INGEST_MAX_REJECT_RATE.",
+                description="Share of the feed's records sent to quarantine stays under "
+                "INGEST_MAX_REJECT_RATE.",
             )
         ],
         description=f"Raw records of `{contract.feed_id}`, appended exactly once per landed file, with "
-        "ingestion metadata (file, line, batch, time); records that break the contract go to `quarantine/records`.",
+        "ingestion metadata (file, line, batch, time); records that break the contract go to "
+        "`quarantine/records`.",
     )
     def ingest(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
         settings = lake.settings()
@@ -115,7 +117,8 @@ def bronze_asset(contract: Contract) -> dg.AssetsDefinition:
                 metadata={"rejected_files": [r.relpath for r in report.rejections]},
             )
         context.log.info(
-            f"{contract.feed_id}: {report.files} files, {report.bronze_rows} rows, {report.quarantined} quarantined"
+            f"{contract.feed_id}: {report.files} files, {report.bronze_rows} rows, {report.quarantined} "
+            "quarantined"
         )
         for relpath in report.changed_files:
             context.log.warning(
@@ -136,7 +139,8 @@ def freshness_policy(contract: Contract) -> dg.FreshnessPolicy | None:
 
 
 def silver_asset(contract: Contract) -> dg.AssetsDefinition:
-    """Bronze -> silver for one feed: its feed's apply (CDC: current + history; the clickstream clean-up; ...)."""
+    """Bronze -> silver for one feed: its feed's apply (CDC: current + history; the clickstream clean-up;
+    ...)."""
     feed = feed_of(contract)
     keys = silver_keys(contract)
     specs = [
@@ -224,7 +228,8 @@ INVALID_CONTRACTS_GROUP = "invalid_contracts"
 
 def invalid_contract_specs(problems: list[ContractProblem]) -> list[dg.AssetSpec]:
     """One asset per contract file that did not load (its feed is left out of the code location), described by
-    its problems, in the group ``invalid_contracts``; each is logged as a warning when the definitions load."""
+    its problems, in the group ``invalid_contracts``; each is logged as a warning when the definitions
+    load."""
     files: dict[Path, list[str]] = {}
     for problem in problems:
         for path in filter(None, (problem.path, problem.other)):

@@ -22,7 +22,8 @@ PREVIEW_WIDTH = 24
 
 
 def contract_schema(contract: Contract) -> dg.TableSchema:
-    """The contract's columns as a Dagster table schema (types as decoded, descriptions, key and nullability)."""
+    """The contract's columns as a Dagster table schema (types as decoded, descriptions, key and
+    nullability)."""
     return dg.TableSchema(
         columns=[
             dg.TableColumn(
@@ -86,8 +87,8 @@ def column_descriptions(contract: Contract) -> dict[str, str]:
 
 
 def table_schema(schema: Mapping[str, pl.DataType], contract: Contract | None = None) -> dg.TableSchema:
-    """A Delta table's actual columns as a Dagster table schema, with the contract's description of each column
-    the contract describes (see :func:`column_descriptions`)."""
+    """A Delta table's actual columns as a Dagster table schema, with the contract's description of each
+    column the contract describes (see :func:`column_descriptions`)."""
     described = column_descriptions(contract) if contract else {}
     return dg.TableSchema(
         columns=[dg.TableColumn(n, str(t), description=described.get(n)) for n, t in schema.items()]
@@ -98,8 +99,8 @@ def table_metadata(
     settings: Settings, uri: str, contract: Contract | None = None, preview_of: Contract | None = None
 ) -> dict[str, object]:
     """Row count, actual column schema (described by ``contract``) and location of the Delta table at ``uri``;
-    with ``preview_of`` (the contract of the feed the table holds) also a preview of its first rows, without the
-    columns that hold personal data. Tables of raw records get no preview: leave ``preview_of`` out."""
+    with ``preview_of`` (the contract of the feed the table holds) also a preview of its first rows, without
+    the columns that hold personal data. Tables of raw records get no preview: leave ``preview_of`` out."""
     lazy = delta.scan(uri, settings.storage_options)
     if lazy is None:
         return {"table": dg.MetadataValue.path(uri), "dagster/row_count": 0}

@@ -1,9 +1,10 @@
-"""The models and decisions as Dagster assets, continuing the dbt lineage: the training set -> a trained candidate
-(registered and gated in MLflow) -> the registry's state (which version serves, which waits for approval) -> the
-next-best actions of each snapshot date (with their drift as checks) -> their evaluation against the simulator's
-truth. The work is done by ``ml.pipeline``, ``ml.registry``, ``ml.scoring``, ``ml.drift`` and ``ml.evaluate``;
-MLflow is imported inside the asset bodies (it costs seconds). Their jobs, schedule and sensors are in
-``orchestration.jobs``, ``orchestration.schedules`` and ``orchestration.sensors``."""
+"""The models and decisions as Dagster assets, continuing the dbt lineage: the training set -> a trained
+candidate (registered and gated in MLflow) -> the registry's state (which version serves, which waits for
+approval) -> the next-best actions of each snapshot date (with their drift as checks) -> their evaluation
+against the simulator's truth. The work is done by ``ml.pipeline``, ``ml.registry``, ``ml.scoring``,
+``ml.drift`` and ``ml.evaluate``; MLflow is imported inside the asset bodies (it costs seconds). Their jobs,
+schedule and sensors are in ``orchestration.jobs``, ``orchestration.schedules`` and
+``orchestration.sensors``."""
 
 import logging
 from datetime import UTC, date, datetime
@@ -46,13 +47,14 @@ DRIFT_CHECKS = (FEATURE_DRIFT, SCORE_DRIFT)
             asset=CANDIDATE,
             description="The promotion gate on this candidate: passes when it became champion; warns when it "
             "was refused (it stays challenger, the reason on its version) or waits for approval (python -m "
-            "ml.registry approve); an error when it failed its quality checks. A refused candidate never gets "
-            "the champion alias, and the decisions use the champion only.",
+            "ml.registry approve); an error when it failed its quality checks. A refused candidate never "
+            "gets the champion alias, and the decisions use the champion only.",
         )
     ],
 )
 def uplift_candidate(context: dg.AssetExecutionContext, lake: LakeResource, mlflow: MlflowResource):
-    """Train, log, register and gate one candidate; the run, the version and the gate's decision as metadata."""
+    """Train, log, register and gate one candidate; the run, the version and the gate's decision as
+    metadata."""
     from ml.pipeline import train_candidate
 
     report = train_candidate(mlflow.settings(), lake_settings=lake.settings())
@@ -99,20 +101,21 @@ def gate_check(version: str, outcome: str, reason: str) -> dg.AssetCheckResult:
     group_name=ML_GROUP,
     kinds={"mlflow"},
     description="The registered model's state: which version is champion (it decides), challenger (scored in "
-    "shadow) and pending approval, the champion's age, the latest gate outcome and reason, and the commands to "
-    "approve a pending promotion or roll back. Refreshed by every training and every decisions run.",
+    "shadow) and pending approval, the champion's age, the latest gate outcome and reason, and the commands "
+    "to approve a pending promotion or roll back. Refreshed by every training and every decisions run.",
     check_specs=[
         dg.AssetCheckSpec(
             PENDING_PROMOTION,
             asset=REGISTRY,
             description="Warns while a candidate that passed the gate waits for approval "
-            "(PROMOTION_REQUIRES_APPROVAL=on): the champion keeps deciding until an operator runs the approve "
-            "command of the metadata.",
+            "(PROMOTION_REQUIRES_APPROVAL=on): the champion keeps deciding until an operator runs the "
+            "approve command of the metadata.",
         )
     ],
 )
 def model_registry(context: dg.AssetExecutionContext, mlflow: MlflowResource):
-    """Read the registry's aliases; the operator's overview as metadata and the pending promotion as a check."""
+    """Read the registry's aliases; the operator's overview as metadata and the pending promotion as a
+    check."""
     from ml.registry import registry_state
 
     state = registry_state(mlflow.settings())
@@ -156,11 +159,11 @@ def model_registry(context: dg.AssetExecutionContext, mlflow: MlflowResource):
     partitions_def=daily_snapshots,
     group_name=ML_GROUP,
     kinds={"delta", "mlflow"},
-    description="The next-best action of every person on a snapshot date (a partition): the champion's scores, "
-    "the policy file's eligibility, budgets, holdout, exploration and canary; gold nba_decisions (that date "
-    "replaced), nba_current and the challenger's nba_shadow_decisions. A rule-based fallback decides when no "
-    "champion is usable. Checks: the drift of the features and of the scores from the champion's training "
-    "reference.",
+    description="The next-best action of every person on a snapshot date (a partition): the champion's "
+    "scores, the policy file's eligibility, budgets, holdout, exploration and canary; gold nba_decisions "
+    "(that date replaced), nba_current and the challenger's nba_shadow_decisions. A rule-based fallback "
+    "decides when no champion is usable. Checks: the drift of the features and of the scores from the "
+    "champion's training reference.",
     check_specs=[
         dg.AssetCheckSpec(
             FEATURE_DRIFT,
@@ -292,8 +295,9 @@ def drift_check(name: str, summary: "DriftSummary", report: "DriftReport") -> dg
     partitions_def=daily_snapshots,
     group_name=ML_GROUP,
     kinds={"delta"},
-    description="The true value of the learned, logging, single-action, random and oracle policies on a decision "
-    "date, against the simulated company's truth (gold policy_evaluation); skipped for a lake without it.",
+    description="The true value of the learned, logging, single-action, random and oracle policies on a "
+    "decision date, against the simulated company's truth (gold policy_evaluation); skipped for a lake "
+    "without it.",
 )
 def policy_evaluation(context: dg.AssetExecutionContext, lake: LakeResource):
     """Evaluate the partition's decisions against ``simulator_truth/``."""

@@ -1,6 +1,7 @@
-"""Resources shared by the assets: the lake's settings and MLflow's. Each field left unset takes its value from the
-environment (``lake.settings.get_settings``, ``ml.settings.get_ml_settings``); a field set in the Definitions or in
-a run's config (``resources: {lake: {config: {warehouse_path: ...}}}``) overrides it for that run."""
+"""Resources shared by the assets: the lake's settings and MLflow's. Each field left unset takes its value
+from the environment (``lake.settings.get_settings``, ``ml.settings.get_ml_settings``); a field set in the
+Definitions or in a run's config (``resources: {lake: {config: {warehouse_path: ...}}}``) overrides it for
+that run."""
 
 from dataclasses import fields, replace
 from pathlib import Path
@@ -27,7 +28,8 @@ def _overridden(defaults: Any, resource: dg.ConfigurableResource) -> Any:
 
 
 class LakeResource(dg.ConfigurableResource):
-    """Where the lake and the warehouse are and how the assets size their work (``lake.settings.Settings``)."""
+    """Where the lake and the warehouse are and how the assets size their work
+    (``lake.settings.Settings``)."""
 
     lake_root: str | None = None
     """``LAKE_ROOT``: a folder, or an object-store URI."""
@@ -40,7 +42,8 @@ class LakeResource(dg.ConfigurableResource):
     min_rejected_records: int | None = None
     """``INGEST_MIN_REJECTED_RECORDS``: quarantined records a file needs before it can be rejected."""
     bronze_retention_days: int | None = None
-    """``BRONZE_RETENTION_DAYS``: days raw bronze keeps a record, for every feed (the contracts' SLA if unset)."""
+    """``BRONZE_RETENTION_DAYS``: days raw bronze keeps a record, for every feed (the contracts' SLA if
+    unset)."""
     duckdb_memory_limit: str | None = None
     """``LAKE_DUCKDB_MEMORY_LIMIT``: of every in-memory DuckDB connection of the lake."""
     warehouse_memory_limit: str | None = None
@@ -58,7 +61,8 @@ class LakeResource(dg.ConfigurableResource):
 
 
 class MlflowResource(dg.ConfigurableResource):
-    """Where models are tracked and registered and how they are gated and watched (``ml.settings.MlSettings``)."""
+    """Where models are tracked and registered and how they are gated and watched
+    (``ml.settings.MlSettings``)."""
 
     tracking_uri: str | None = None
     """``MLFLOW_TRACKING_URI``: the tracking and registry store."""

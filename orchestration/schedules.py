@@ -1,5 +1,5 @@
-"""The schedules: the hourly and nightly refreshes of the dbt models, the nightly care of the lake's tables, the
-weekly training. They start running unless ``AUTOMATION=off``."""
+"""The schedules: the hourly and nightly refreshes of the dbt models, the nightly care of the lake's tables,
+the weekly training. They start running unless ``AUTOMATION=off``."""
 
 import dagster as dg
 
@@ -11,7 +11,8 @@ from orchestration.resources import LakeResource
 
 
 def schedule_status() -> dg.DefaultScheduleStatus:
-    """How the schedules start in a new Dagster instance: running, unless the setting ``AUTOMATION`` is off."""
+    """How the schedules start in a new Dagster instance: running, unless the setting ``AUTOMATION`` is
+    off."""
     return dg.DefaultScheduleStatus.RUNNING if get_settings().automation else dg.DefaultScheduleStatus.STOPPED
 
 
@@ -25,8 +26,9 @@ def nothing_landed(settings: Settings, contracts: dict[str, Contract]) -> dg.Ski
 def refresh_schedules(
     contracts: dict[str, Contract], jobs: RefreshJobs, partitions: dg.TimeWindowPartitionsDefinition
 ) -> list[dg.ScheduleDefinition]:
-    """Hourly (schedule time zone): the lake and the dbt models tagged ``hourly``. Nightly: at 02:00 UTC today's
-    partition (of ``partitions``) of the daily feature snapshots. Both skip while nothing has landed."""
+    """Hourly (schedule time zone): the lake and the dbt models tagged ``hourly``. Nightly: at 02:00 UTC
+    today's partition (of ``partitions``) of the daily feature snapshots. Both skip while nothing has
+    landed."""
 
     @dg.schedule(
         name="hourly_refresh",
@@ -47,9 +49,9 @@ def refresh_schedules(
         cron_schedule="0 2 * * *",
         execution_timezone=partitions.timezone,
         default_status=schedule_status(),
-        description="At 02:00 UTC: the daily feature snapshot of the day (the partition of that date, taken at "
-        "00:00 UTC); when it succeeds, after_nightly_snapshots starts nightly_refresh. Skips while nothing has "
-        "landed.",
+        description="At 02:00 UTC: the daily feature snapshot of the day (the partition of that date, taken "
+        "at 00:00 UTC); when it succeeds, after_nightly_snapshots starts nightly_refresh. Skips while "
+        "nothing has landed.",
     )
     def nightly_snapshots(context: dg.ScheduleEvaluationContext, lake: LakeResource):
         """The partition of the day the tick falls on, once something has landed."""
@@ -70,8 +72,8 @@ def nightly_maintenance(job: dg.JobDefinition) -> dg.ScheduleDefinition:
         cron_schedule="30 3 * * *",
         execution_timezone=get_settings().schedule_timezone,
         default_status=schedule_status(),
-        description="At 03:30: lake_maintenance (raw bronze records past retention expired, every Delta table "
-        "compacted and vacuumed), after the night's dbt runs.",
+        description="At 03:30: lake_maintenance (raw bronze records past retention expired, every Delta "
+        "table compacted and vacuumed), after the night's dbt runs.",
     )
 
 
@@ -81,5 +83,6 @@ weekly_training_schedule = dg.ScheduleDefinition(
     cron_schedule="0 4 * * 1",
     execution_timezone="UTC",
     default_status=schedule_status(),
-    description="Mondays at 04:00 UTC, after the night's dbt runs: train, register and gate an uplift candidate.",
+    description="Mondays at 04:00 UTC, after the night's dbt runs: train, register and gate an uplift "
+    "candidate.",
 )

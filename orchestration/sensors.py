@@ -56,8 +56,8 @@ def after_nightly_snapshots(jobs: RefreshJobs) -> dg.SensorDefinition:
         monitored_jobs=[jobs.snapshots],
         request_job=jobs.nightly,
         default_status=sensor_status(),
-        description="When a run of nightly_snapshots succeeds: one run of nightly_refresh, so the nightly marts "
-        "read the day's feature snapshots.",
+        description="When a run of nightly_snapshots succeeds: one run of nightly_refresh, so the nightly "
+        "marts read the day's feature snapshots.",
     )
     def after_nightly_snapshots(context: dg.RunStatusSensorContext):
         """Rebuild the nightly marts once the day's feature snapshots are in."""
@@ -74,8 +74,8 @@ def decisions_after(nightly_refresh: dg.JobDefinition) -> dg.SensorDefinition:
         monitored_jobs=[nightly_refresh],
         request_job=decisions_job,
         default_status=sensor_status(),
-        description="When a run of nightly_refresh succeeds: daily_decisions for the latest snapshot date (the "
-        "champion scores every person, the policy decides, the decisions are evaluated).",
+        description="When a run of nightly_refresh succeeds: daily_decisions for the latest snapshot date "
+        "(the champion scores every person, the policy decides, the decisions are evaluated).",
     )
     def decisions_after_nightly_refresh(context: dg.RunStatusSensorContext):
         """One decisions run per successful nightly refresh, for the newest snapshot date."""
@@ -92,8 +92,8 @@ REQUESTED_KEYS_KEPT = 100
 
 
 def latest_drift(instance: dg.DagsterInstance) -> list:
-    """The latest result of each drift check of the decisions, as ``ml.retraining.DriftObservation`` (checks that
-    measured no model, or have not run, are left out)."""
+    """The latest result of each drift check of the decisions, as ``ml.retraining.DriftObservation`` (checks
+    that measured no model, or have not run, are left out)."""
     from ml.retraining import DriftObservation
 
     observations = []
@@ -125,10 +125,10 @@ def latest_drift(instance: dg.DagsterInstance) -> list:
     job=training_job,
     minimum_interval_seconds=3600,
     default_status=sensor_status(),
-    description="Every hour: requests weekly_training when the latest feature_drift or score_drift check of the "
-    "champion is at or above DRIFT_ERROR_PSI, or the champion version is older than CHAMPION_MAX_AGE_DAYS (since "
-    "its registration). Each cause once per champion version (run key cause:model:version); otherwise it says "
-    "why not.",
+    description="Every hour: requests weekly_training when the latest feature_drift or score_drift check of "
+    "the champion is at or above DRIFT_ERROR_PSI, or the champion version is older than "
+    "CHAMPION_MAX_AGE_DAYS (since its registration). Each cause once per champion version (run key "
+    "cause:model:version); otherwise it says why not.",
 )
 def retrain_when_drifted_or_stale(context: dg.SensorEvaluationContext, mlflow: MlflowResource):
     """Thin over ``ml.retraining.retrain_decision``: the registry's champion, the latest drift checks on the

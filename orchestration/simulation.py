@@ -35,8 +35,8 @@ def simulated_company_asset(contracts: dict[str, Contract]) -> dg.AssetsDefiniti
     @dg.multi_asset(name="simulated_company", specs=specs, description=__doc__)
     def simulated_company(context: dg.AssetExecutionContext, config: SimulationRunConfig, lake: LakeResource):
         """Raw feeds of the simulated retailer in the landing zone: Debezium change events of the CRM and the
-        shop (``landing/cdc/<topic>/``) and Segment messages per received hour (``landing/clickstream/``), with
-        its ground truth beside them (``simulator_truth/``). Replaces the feeds a previous run wrote."""
+        shop (``landing/cdc/<topic>/``) and Segment messages per received hour (``landing/clickstream/``),
+        with its ground truth beside them (``simulator_truth/``). Replaces the feeds a previous run wrote."""
         from simulator import SimulationConfig, generate
 
         settings = lake.settings()

@@ -1,6 +1,7 @@
-"""``python -m orchestration.snapshot_dates``: the daily snapshot partitions the warehouse's data supports, as the
-``FIRST...LAST`` range that ``dg launch --partition-range`` takes (``make demo`` backfills it); and the persons of
-one snapshot date, by which a backfill's dbt invocations are sized (``orchestration.dbt_translation``)."""
+"""``python -m orchestration.snapshot_dates``: the daily snapshot partitions the warehouse's data supports, as
+the ``FIRST...LAST`` range that ``dg launch --partition-range`` takes (``make demo`` backfills it); and the
+persons of one snapshot date, by which a backfill's dbt invocations are sized
+(``orchestration.dbt_translation``)."""
 
 import sys
 from pathlib import Path
