@@ -1,4 +1,5 @@
-"""Command line of the simulated company: ``python -m simulator generate --out DIR --persons N --days D --seed S``."""
+"""Command line of the simulated company:
+``python -m simulator generate --out DIR --persons N --days D --seed S``."""
 
 from __future__ import annotations
 

@@ -3,7 +3,8 @@
 :class:`ClickstreamWriter` takes click events (true time, device, person, kind), adds what the real pipeline
 adds (device clocks, batching, network latency, message ids, context), injects the faults of real feeds
 (skewed clocks, duplicate deliveries, late arrivals, malformed lines, missing fields) and writes every
-message into the file of the hour Segment received it: ``clickstream/<source>/<date>/<hour>/part-<day>.jsonl.gz``.
+message into the file of the hour Segment received it:
+``clickstream/<source>/<date>/<hour>/part-<day>.jsonl.gz``.
 
 All random draws happen in the caller's thread, in a fixed order; the JSON encoding of a day runs on a
 background thread while the next day is simulated, so the output does not depend on thread timing.
@@ -117,7 +118,8 @@ class ClickstreamWriter:
         """Files and lines written, counted on the encoder thread."""
 
     def add(self, events: pl.DataFrame) -> None:
-        """Draw the delivery of one batch of click events (clocks, delays, ids, faults) and queue its encoding."""
+        """Draw the delivery of one batch of click events (clocks, delays, ids, faults) and queue its
+        encoding."""
         if events.is_empty():
             return
         rng = self.rng
@@ -235,9 +237,9 @@ class ClickstreamWriter:
             self.written["lines"] += int(end - start)
 
     def _shapes(self, batch: _Batch, events: pl.DataFrame, rows: np.ndarray) -> tuple[np.ndarray, list[int]]:
-        """The deliveries (messages ``rows``) grouped by shape, and the size of each shape. A shape is a source,
-        type and track event (page and screen names vary inside a shape); shapes come in the order they first
-        appear, deliveries keep their order inside a shape."""
+        """The deliveries (messages ``rows``) grouped by shape, and the size of each shape. A shape is a
+        source, type and track event (page and screen names vary inside a shape); shapes come in the order
+        they first appear, deliveries keep their order inside a shape."""
         kind = events["type"].gather(batch.order[rows])
         shapes = (
             pl.DataFrame({"source": batch.source[rows], "type": kind})

@@ -20,7 +20,8 @@ class IdentityQuality:
     recall: float
     evidenced_recall: float
     """Recall over the pairs of identifiers that messages tie to their person (the truth's ``evidenced``): a
-    device never signed in, never used for an e-mail click-through or a checkout, cannot be found by anyone."""
+    device never signed in, never used for an e-mail click-through or a checkout, cannot be found by
+    anyone."""
     identifiers: int
     """Identifiers scored: in the map and in the truth, with one true person."""
     predicted_persons: int
@@ -39,7 +40,8 @@ def _pairs(sizes: pl.Expr) -> pl.Expr:
 
 
 def _correct_and_true_pairs(scored: pl.DataFrame) -> tuple[int, int]:
-    """Pairs of ``scored`` identifiers put together by the map and truly together, and pairs truly together."""
+    """Pairs of ``scored`` identifiers put together by the map and truly together, and pairs truly
+    together."""
     correct = scored.group_by("predicted", "true").len().select(_pairs(pl.col("len").cast(pl.Int64))).item()
     true_pairs = scored.group_by("true").len().select(_pairs(pl.col("len").cast(pl.Int64))).item()
     return correct, true_pairs

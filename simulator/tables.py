@@ -1,4 +1,5 @@
-"""The source databases of the simulated company: the CRM (PostgreSQL) and the shop (MySQL), table by table."""
+"""The source databases of the simulated company: the CRM (PostgreSQL) and the shop (MySQL), table by
+table."""
 
 from __future__ import annotations
 

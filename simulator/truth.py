@@ -1,8 +1,8 @@
 """The simulator's truth as the decision models see the world: the true expected revenue of every action for
 every person within the label horizon, and which true person a lake person is.
 
-Expected revenue of action ``a`` for true person ``x`` over the 7-day label horizon (decision_at, decision_at +
-7 days], in EUR, derived from the rules of :meth:`simulator.company.shop.Shop.step`:
+Expected revenue of action ``a`` for true person ``x`` over the 7-day label horizon (decision_at, decision_at
++ 7 days], in EUR, derived from the rules of :meth:`simulator.company.shop.Shop.step`:
 
 - purchases: a day's purchase probability is ``clip(base_weekly + uplift, 0, 1) / 7 * weekday factor``, the
   uplift of the action applying from the day after the decision to the day its 7-day effect ends. The horizon
@@ -13,10 +13,10 @@ Expected revenue of action ``a`` for true person ``x`` over the 7-day label hori
 - basket: the order's lines are drawn as the simulator draws them (the value ``basket_mean * basket_multiplier
   * lognormal(0, 0.3)`` sets the number of lines, ``value / 45 EUR`` stochastically rounded, 1 to 8; each line a
   product of the favourite category with probability 0.6, else of any category, quantity 2 with probability
-  0.15), and the order total follows the rules: 10% off the subtotal with ``discount_10``, 5 EUR off a subtotal
-  of at least 30 EUR with ``loyalty_offer``, shipping 4.95 EUR unless the subtotal reaches 50 EUR or the
-  action is ``free_shipping``. The lognormal is integrated by Gauss-Hermite quadrature; the total given the
-  number of lines and the favourite category by a fixed-seed Monte Carlo over the catalogue (prices at the
+  0.15), and the order total follows the rules: 10% off the subtotal with ``discount_10``, 5 EUR off a
+  subtotal of at least 30 EUR with ``loyalty_offer``, shipping 4.95 EUR unless the subtotal reaches 50 EUR or
+  the action is ``free_shipping``. The lognormal is integrated by Gauss-Hermite quadrature; the total given
+  the number of lines and the favourite category by a fixed-seed Monte Carlo over the catalogue (prices at the
   start of the window; their small drift is ignored).
 - orders that count: the label leaves out cancelled (3%) and refunded (4% of the rest) orders.
 
@@ -58,8 +58,8 @@ def share_before(hours: tuple[float, float]) -> float:
 
 
 def basket_totals(products: pl.DataFrame, seed: int = 0, draws: int = BASKET_DRAWS) -> np.ndarray:
-    """Expected order total (cents) per favourite category, number of lines (1..8) and action: an array of shape
-    (categories, MAX_LINES, actions), by a fixed-seed Monte Carlo of the simulator's basket rules."""
+    """Expected order total (cents) per favourite category, number of lines (1..8) and action: an array of
+    shape (categories, MAX_LINES, actions), by a fixed-seed Monte Carlo of the simulator's basket rules."""
     rng = np.random.default_rng(seed)
     categories = list(cat.CATEGORIES)
     code = products["category"].replace_strict(categories, list(range(len(categories)))).to_numpy()
@@ -98,7 +98,8 @@ def expected_order_total(
     action: int,
 ) -> np.ndarray:
     """Expected order total (cents) per person under one action: the lognormal basket value integrated by
-    Gauss-Hermite quadrature, its stochastically rounded number of lines, and ``totals`` (``basket_totals``)."""
+    Gauss-Hermite quadrature, its stochastically rounded number of lines, and ``totals``
+    (``basket_totals``)."""
     nodes, weights = np.polynomial.hermite_e.hermegauss(QUADRATURE_NODES)
     weights = weights / weights.sum()
     x = (basket_mean_cents * multiplier)[:, None] * np.exp(BASKET_SIGMA * nodes)[None, :] / LINE_VALUE_CENTS
@@ -161,9 +162,10 @@ def expected_revenue(
 
 def person_map(identity_person_map: pl.DataFrame, truth: Path) -> pl.DataFrame:
     """Which true person each lake person is, through the identifiers both know by the same value
-    (``crm_contact_id``, ``shop_customer_id``, ``app_user_id``): the true person holding most of the lake person's
-    identifiers (ties: the smallest id). Columns ``person_id``, ``true_person_id``, ``identifiers`` (matched),
-    ``purity`` (share of them held by that true person). Lake persons with no such identifier are left out."""
+    (``crm_contact_id``, ``shop_customer_id``, ``app_user_id``): the true person holding most of the lake
+    person's identifiers (ties: the smallest id). Columns ``person_id``, ``true_person_id``, ``identifiers``
+    (matched), ``purity`` (share of them held by that true person). Lake persons with no such identifier are
+    left out."""
     identifiers = pl.read_parquet(truth / "identifiers.parquet").filter(
         pl.col("identifier_type").is_in(MAP_IDENTIFIER_TYPES)
     )
