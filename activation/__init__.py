@@ -1,1 +1,2 @@
-"""Activation: the diff-based reverse-ETL sync of gold decisions to the CRM's destinations (PostgreSQL, files)."""
+"""Activation: the diff-based reverse-ETL sync of gold decisions to the CRM's destinations (PostgreSQL,
+files)."""

@@ -1,10 +1,11 @@
-"""Sync definitions: one YAML file per sync (``activation/syncs/<name>.yaml``, or the folder ``ACTIVATION_SYNCS_DIR``).
+"""Sync definitions: one YAML file per sync (``activation/syncs/<name>.yaml``, or the folder
+``ACTIVATION_SYNCS_DIR``).
 
-A sync names its source gold table, the key (the CRM's contact id), the mapping of destination columns to source
-columns, its destination (kind and name) and what happens to removed rows. Credentials never come from the file:
-a PostgreSQL destination reads its URL from the environment variable it names (``CRM_DATABASE_URL`` by default).
-Every file is validated on load; a problem raises :class:`SyncConfigError` naming the file, the field and the
-problem.
+A sync names its source gold table, the key (the CRM's contact id), the mapping of destination columns to
+source columns, its destination (kind and name) and what happens to removed rows. Credentials never come from
+the file: a PostgreSQL destination reads its URL from the environment variable it names (``CRM_DATABASE_URL``
+by default). Every file is validated on load; a problem raises :class:`SyncConfigError` naming the file, the
+field and the problem.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ Identifier = Annotated[str, StringConstraints(pattern=r"^[a-z_][a-z0-9_]*$", max
 
 
 class SyncConfigError(ValueError):
-    """A sync file is missing, unreadable or invalid (the message names the file, the field and the problem)."""
+    """A sync file is missing, unreadable or invalid (the message names the file, the field and the
+    problem)."""
 
 
 class _Strict(BaseModel):
@@ -121,8 +123,8 @@ def load_sync(path: Path) -> SyncConfig:
     written = _credentials(raw)
     if written:
         raise SyncConfigError(
-            f"{path}: {', '.join(written)}: a credential or connection URL is written in the file: credentials come "
-            "from the environment only (destination.url_env names the variable)"
+            f"{path}: {', '.join(written)}: a credential or connection URL is written in the file: "
+            "credentials come from the environment only (destination.url_env names the variable)"
         )
     raw.setdefault("name", path.stem)
     try:

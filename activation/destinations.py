@@ -1,8 +1,8 @@
 """Destinations of a sync: the CRM's PostgreSQL database and an outbox folder of files.
 
-A destination applies one diff (upserts and removals, by key) exactly once and keeps a checkpoint: the id of the
-last diff it applied and the records it refused then. PostgreSQL commits the rows and the checkpoint in one
-transaction, so after a crash at any point the checkpoint says exactly whether a diff was applied.
+A destination applies one diff (upserts and removals, by key) exactly once and keeps a checkpoint: the id of
+the last diff it applied and the records it refused then. PostgreSQL commits the rows and the checkpoint in
+one transaction, so after a crash at any point the checkpoint says exactly whether a diff was applied.
 """
 
 from __future__ import annotations
@@ -57,7 +57,8 @@ class Destination(Protocol):
         """The last applied diff, or None when nothing was ever applied (or the destination was reset)."""
 
     def apply(self, diff_id: int, upserts: pl.DataFrame, removals: pl.Series) -> dict[str, tuple[str, str]]:
-        """Apply the diff once (a diff id at or below the checkpoint is not applied again); the refused records."""
+        """Apply the diff once (a diff id at or below the checkpoint is not applied again); the refused
+        records."""
 
 
 def pg_type(dtype: pl.DataType) -> str:
@@ -172,8 +173,8 @@ class PostgresDestination:
         with self._connect() as conn, conn.cursor() as cur:
             cur.execute(
                 sql.SQL(
-                    "insert into {} (sync, diff_id, upserted, removed, failures) values (%s, 0, 0, 0, '{{}}') "
-                    "on conflict (sync) do nothing"
+                    "insert into {} (sync, diff_id, upserted, removed, failures) values (%s, 0, 0, 0, "
+                    "'{{}}') on conflict (sync) do nothing"
                 ).format(self.checkpoints),
                 [self.sync],
             )
@@ -199,8 +200,8 @@ class PostgresDestination:
             crash_point("activation.before_destination_commit")
             cur.execute(
                 sql.SQL(
-                    "update {} set diff_id = %s, upserted = %s, removed = %s, failures = %s, applied_at = now() "
-                    "where sync = %s"
+                    "update {} set diff_id = %s, upserted = %s, removed = %s, failures = %s, applied_at = "
+                    "now() where sync = %s"
                 ).format(self.checkpoints),
                 [diff_id, upserts.height - len(failures), removals.len(), json.dumps(failures), self.sync],
             )
@@ -222,8 +223,8 @@ class PostgresDestination:
             for c in [*upserts.columns, "_diff_id", "_synced_at"]
         )
         statement = sql.SQL(
-            "insert into {table} ({columns}, _diff_id, _synced_at) select {columns}, %s, now() from {staging} {where} "
-            "on conflict ({key}) do update set {updates}"
+            "insert into {table} ({columns}, _diff_id, _synced_at) select {columns}, %s, now() from "
+            "{staging} {where} on conflict ({key}) do update set {updates}"
         )
         bulk = statement.format(
             table=self.table,
@@ -261,8 +262,9 @@ class PostgresDestination:
 
 
 class FilesDestination:
-    """An outbox folder: per applied diff, ``diff-<id>.upserts.<fmt>`` and ``diff-<id>.removals.<fmt>``, then the
-    checkpoint ``_checkpoint.json`` (replaced atomically). Readers take the files up to the checkpoint's diff."""
+    """An outbox folder: per applied diff, ``diff-<id>.upserts.<fmt>`` and ``diff-<id>.removals.<fmt>``, then
+    the checkpoint ``_checkpoint.json`` (replaced atomically). Readers take the files up to the checkpoint's
+    diff."""
 
     def __init__(self, folder: Path, name: str, formats: tuple[str, ...], key: str):
         self.folder, self.name, self.formats, self.key = folder, name, formats, key

@@ -1,15 +1,18 @@
-"""The lake side of activation: per sync, the state last synced to its destination, the diff in flight, the run log
-and the per-record failures, as Delta tables under ``<lake root>/activation/``.
+"""The lake side of activation: per sync, the state last synced to its destination, the diff in flight, the
+run log and the per-record failures, as Delta tables under ``<lake root>/activation/``.
 
-This zone is restricted and of its own, not gold: it mirrors what each destination holds (operational state, not an
-analytic product), it is written only by the sync, and erasure must reach it like every other table. It holds ids
-and decision fields only, never personal data.
+This zone is restricted and of its own, not gold: it mirrors what each destination holds (operational state,
+not an analytic product), it is written only by the sync, and erasure must reach it like every other table. It
+holds ids and decision fields only, never personal data.
 
-- ``activation/state/<sync>``: one row per key as last applied at the destination. Every commit carries the Delta
+- ``activation/state/<sync>``: one row per key as last applied at the destination. Every commit carries the
+Delta
   application transaction ``(activation:<sync>, diff id)``, so the table says which diff it reflects.
-- ``activation/pending/<sync>``: the diff being sent (written before sending), from which the state is completed
+- ``activation/pending/<sync>``: the diff being sent (written before sending), from which the state is
+completed
   when the destination committed a diff that the lake did not record (a run killed in between).
-- ``activation/sync_runs``: one row per run; ``activation/sync_failures``: one row per record a destination refused.
+- ``activation/sync_runs``: one row per run; ``activation/sync_failures``: one row per record a destination
+refused.
 """
 
 from __future__ import annotations
@@ -49,8 +52,8 @@ RUN_SCHEMA = {
     "finished_at": pl.Datetime("us", "UTC"),
     "duration_s": pl.Float64,
 }
-"""The columns of ``activation/sync_runs``. Status: ``succeeded``, ``partial`` (some records failed), ``failed``,
-``reconciled`` (a diff a killed run had applied, recorded by the next run) or ``dry_run``."""
+"""The columns of ``activation/sync_runs``. Status: ``succeeded``, ``partial`` (some records failed),
+``failed``, ``reconciled`` (a diff a killed run had applied, recorded by the next run) or ``dry_run``."""
 
 FAILURE_SCHEMA = {
     "run_id": pl.String,
@@ -61,7 +64,8 @@ FAILURE_SCHEMA = {
     "reason": pl.String,
     "failed_at": pl.Datetime("us", "UTC"),
 }
-"""The columns of ``activation/sync_failures``: the record's key, what was attempted and the destination's reason."""
+"""The columns of ``activation/sync_failures``: the record's key, what was attempted and the destination's
+reason."""
 
 
 def app_id(sync: str) -> str:
@@ -90,8 +94,8 @@ def read_state(settings: Settings, sync: str, schema: dict[str, pl.DataType]) ->
 def write_state(
     settings: Settings, sync: str, diff: pl.DataFrame, key: str, diff_id: int, *, replace: bool = False
 ) -> None:
-    """Apply ``diff`` (with its ``_op``) to the state of ``sync`` in one commit recording ``diff_id``; ``replace``:
-    the state becomes the diff's added rows (a full re-sync)."""
+    """Apply ``diff`` (with its ``_op``) to the state of ``sync`` in one commit recording ``diff_id``;
+    ``replace``: the state becomes the diff's added rows (a full re-sync)."""
     target = uri(settings, "state", sync)
     properties = delta.commit_properties(app_id(sync), diff_id)
     rows = (
@@ -127,7 +131,8 @@ def write_state(
 
 
 def write_pending(settings: Settings, sync: str, diff: pl.DataFrame, diff_id: int) -> None:
-    """Keep the diff about to be sent, so that a run killed after the destination committed it can be completed."""
+    """Keep the diff about to be sent, so that a run killed after the destination committed it can be
+    completed."""
     write_deltalake(
         uri(settings, "pending", sync),
         diff.with_columns(pl.lit(diff_id, pl.Int64).alias(DIFF_ID)).to_arrow(),

@@ -1,10 +1,11 @@
 """The sync engine and its command line: ``python -m activation.sync [--sync NAME] [--dry-run]``.
 
 One run of a sync reads its gold source, keeps the decisions that are actions for a CRM contact whose channel
-consent is still granted (the latest consent in silver CRM), computes the diff against the state last synced to
-the destination (added, changed: any mapped field differs, removed), sends only that diff, and records the new
-state, the run and the refused records in the lake (``activation/``). Before that it reconciles the lake with the
-destination's checkpoint, so a run killed at any point and run again applies every record exactly once.
+consent is still granted (the latest consent in silver CRM), computes the diff against the state last synced
+to the destination (added, changed: any mapped field differs, removed), sends only that diff, and records the
+new state, the run and the refused records in the lake (``activation/``). Before that it reconciles the lake
+with the destination's checkpoint, so a run killed at any point and run again applies every record exactly
+once.
 """
 
 from __future__ import annotations
@@ -54,8 +55,8 @@ def _contact_channel(contact: str, channels: pl.Enum) -> pl.Expr:
 
 
 def granted_consents(settings: Settings, channels: pl.Enum) -> pl.LazyFrame:
-    """``_contact_channel`` of every (contact, channel) whose latest consent (by ``updated_at``) in silver CRM is
-    granted; ``channels`` lists every channel name (at most 1024)."""
+    """``_contact_channel`` of every (contact, channel) whose latest consent (by ``updated_at``) in silver CRM
+    is granted; ``channels`` lists every channel name (at most 1024)."""
     lazy = delta.scan(delta.table_uri(settings, "silver", "crm", "consents"), settings.storage_options)
     if lazy is None:
         return pl.LazyFrame(schema={"_contact_channel": pl.Int64})
@@ -140,7 +141,8 @@ def compute_diff(
 ) -> pl.DataFrame:
     """The rows to send: ``desired`` rows whose key is new (``added``) or whose mapped fields differ from the
     ``synced`` state (``changed``), and synced rows gone from ``desired`` (``removed``: all of them when
-    ``removed`` is ``clear``, else only those held back by consent, ``blocked``). Column ``_op`` says which."""
+    ``removed`` is ``clear``, else only those held back by consent, ``blocked``). Column ``_op`` says
+    which."""
     fields = [c for c in desired.columns if c != key]
     synced = synced.select(desired.columns).cast(desired.schema)
     added = desired.join(synced, on=key, how="anti")
@@ -192,8 +194,8 @@ def reconcile(
         pending = state.read_pending(settings, config.name)
         if pending is None or pending.is_empty() or pending[state.DIFF_ID][0] != applied:
             raise SyncError(
-                f"{config.name}: {destination.name} applied diff {applied} but the lake keeps no record of it "
-                f"(state at {lake_version}): the lake's activation/ zone was changed outside the sync"
+                f"{config.name}: {destination.name} applied diff {applied} but the lake keeps no record of "
+                f"it (state at {lake_version}): the lake's activation/ zone was changed outside the sync"
             )
         key = config.key_column
         refused = pl.Series(list(checkpoint.failures), dtype=pl.String)
@@ -325,11 +327,11 @@ def run_sync(config: SyncConfig, settings: Settings | None = None, *, dry_run: b
 def describe(row: dict) -> str:
     """One line about a run (counts and ids only)."""
     text = (
-        f"{row['sync']} -> {row['destination']}  diff {row['diff_id']}: added {row['added']}, changed {row['changed']}, "
-        f"removed {row['removed']} (cleared by consent {row['cleared_by_consent']}), sent {row['sent']}, "
-        f"failed {row['failed']}, retried {row['retried']}; skipped by consent {row['skipped_by_consent']}, "
-        f"not actions {row['not_actions']} of {row['source_rows']} source rows; {row['duration_s']:.2f} s "
-        f"[{row['status']}]"
+        f"{row['sync']} -> {row['destination']}  diff {row['diff_id']}: added {row['added']}, changed "
+        f"{row['changed']}, removed {row['removed']} (cleared by consent {row['cleared_by_consent']}), sent "
+        f"{row['sent']}, failed {row['failed']}, retried {row['retried']}; skipped by consent "
+        f"{row['skipped_by_consent']}, not actions {row['not_actions']} of {row['source_rows']} source rows; "
+        f"{row['duration_s']:.2f} s [{row['status']}]"
     )
     if "sample" in row:
         text += "\n  sample " + "; ".join(f"{op}: {keys}" for op, keys in row["sample"].items())
