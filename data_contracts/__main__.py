@@ -1,7 +1,7 @@
-"""``python -m data_contracts check [--against GIT_REF] [--contracts-dir DIR]``: lint every contract and fail on a breaking change
-that does not bump the major version, comparing each contract with its version at ``GIT_REF`` (HEAD by
-default; a contract new since then is compared with nothing, and one removed since then must have been
-retired first)."""
+"""``python -m data_contracts check [--against GIT_REF] [--contracts-dir DIR]``: lint every contract and fail
+on a breaking change that does not bump the major version, comparing each contract with its version at
+``GIT_REF`` (HEAD by default; a contract new since then is compared with nothing, and one removed since then
+must have been retired first)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ def _git(directory: Path, *args: str) -> subprocess.CompletedProcess:
 
 def check(against: str, directory: Path = CONTRACTS_DIR) -> list[str]:
     """Every problem of every contract in ``directory``, file by file: invalid fields, clashes with another
-    contract, failing lint, and breaking changes without a major version bump since git revision ``against``."""
+    contract, failing lint, and breaking changes without a major version bump since git revision
+    ``against``."""
     root = _git(directory, "rev-parse", "--show-toplevel")
     if (
         root.returncode

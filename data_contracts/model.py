@@ -1,5 +1,5 @@
-"""Contracts as Python objects: an Open Data Contract Standard (ODCS v3) YAML file per source feed, parsed with
-the ``open-data-contract-standard`` pydantic models and checked for what this project reads from it.
+"""Contracts as Python objects: an Open Data Contract Standard (ODCS v3) YAML file per source feed, parsed
+with the ``open-data-contract-standard`` pydantic models and checked for what this project reads from it.
 
 What ODCS has no field for is in ``customProperties`` with fixed names: at the contract level ``feed``
 (``cdc`` | ``clickstream`` | ``events``: the kind of feed), ``topic``, ``sourceSystem``, ``connector``,
@@ -137,7 +137,8 @@ class Column:
 
 @dataclass(frozen=True)
 class QualityRule:
-    """A data-quality rule on the decoded table, as a Great Expectations expectation type and its arguments."""
+    """A data-quality rule on the decoded table, as a Great Expectations expectation type and its
+    arguments."""
 
     name: str
     column: str | None
@@ -189,7 +190,8 @@ class Contract:
     @property
     def silver_tables(self) -> tuple[tuple[str, str], ...]:
         """The silver tables the feed writes, as ``(system, table)``: current state and history for CDC, the
-        events for the clickstream. Two feeds never share one (one's deletes would remove the other's rows)."""
+        events for the clickstream. Two feeds never share one (one's deletes would remove the other's
+        rows)."""
         if self.feed == "clickstream":
             return (("clickstream", "events"),)
         return ((self.source_system, self.name), (self.source_system, f"{self.name}_history"))
@@ -214,7 +216,8 @@ class Contract:
 
     def sla_duration(self, name: str) -> timedelta | None:
         """The duration of the ``slaProperties`` entry ``name`` (``freshness``, ``retention``, ``latency``,
-        ``frequency``), None when the contract has none; ContractError for a value or unit that is no duration."""
+        ``frequency``), None when the contract has none; ContractError for a value or unit that is no
+        duration."""
         entry = self.sla.get(name)
         if entry is None:
             return None
@@ -249,7 +252,8 @@ class Contract:
     @property
     def rules(self) -> tuple[QualityRule, ...]:
         """Every rule the decoded table must satisfy: not null for each required column and unique for the
-        primary key and each other unique column (all of severity error), then the contract's quality entries."""
+        primary key and each other unique column (all of severity error), then the contract's quality
+        entries."""
         derived = [
             QualityRule(
                 name=f"{c.name}_required",
@@ -483,7 +487,8 @@ def _to_contract(
                 and sla.value > 0
                 and str(sla.unit or "").strip().lower() in SLA_UNITS,
                 "slaProperties[freshness]",
-                f"needs a positive whole value and a unit of {', '.join(SLA_UNITS)} (has {sla.value!r} {sla.unit!r})",
+                f"needs a positive whole value and a unit of {', '.join(SLA_UNITS)} (has {sla.value!r} "
+                f"{sla.unit!r})",
             )
     columns: list[Column] = []
     quality: list[QualityRule] = []

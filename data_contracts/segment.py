@@ -1,5 +1,5 @@
-"""Segment field names, and the ids that are not ids: the placeholders that SDK and integration bugs send for a
-missing value.
+"""Segment field names, and the ids that are not ids: the placeholders that SDK and integration bugs send for
+a missing value.
 
 A ``userId``, ``anonymousId`` or ``previousId`` that is empty, blank or the text of a missing value in some
 language (``"null"``, ``"undefined"``, ``"None"``, ``"nil"``, ``"(null)"``, ``"NaN"``, in any case, with or
@@ -25,8 +25,8 @@ SEGMENT_NAMES = {
 }
 """Segment spec field names (the names the contract uses) by the lake's column name for them."""
 WHITESPACE = "' ' || chr(9) || chr(10) || chr(13)"
-"""DuckDB text of the characters trimmed (space, tab, line feed, carriage return): ``trim`` is much cheaper than a
-regular expression on millions of ids."""
+"""DuckDB text of the characters trimmed (space, tab, line feed, carriage return): ``trim`` is much cheaper
+than a regular expression on millions of ids."""
 
 
 def is_placeholder_sql(value: str) -> str:

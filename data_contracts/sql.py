@@ -4,7 +4,8 @@ from __future__ import annotations
 
 
 def sql_literal(value: object) -> str:
-    """``value`` as a SQL literal for DuckDB and Delta predicates: a string quoted (quotes doubled), else its text."""
+    """``value`` as a SQL literal for DuckDB and Delta predicates: a string quoted (quotes doubled), else its
+    text."""
     if isinstance(value, str):
         return "'" + value.replace("'", "''") + "'"
     return str(value)

@@ -62,7 +62,8 @@ def _syntax(encoding: FieldEncoding) -> list[tuple[Callable[[str], str], str]]:
                 f"(NOT regexp_full_match(coalesce({value}, ''), '{BASE64}') OR {shift} IS NULL OR {shift} < 0"
                 f" OR {shift} > {scale} + 38 OR {size} IS NULL"
                 f" OR ({digits} <= 38 AND {size} >= TRY_CAST('1' || repeat('0', {digits}) AS UHUGEINT))"
-                f" OR ({shift} > {scale} AND {size} % TRY_CAST('1' || repeat('0', {shift} - {scale}) AS UHUGEINT) <> 0))"
+                f" OR ({shift} > {scale} AND {size} % TRY_CAST('1' || repeat('0', {shift} - {scale}) AS "
+                "UHUGEINT) <> 0))"
             )
 
         return [(check, f"a VariableScaleDecimal that fits decimal({precision},{scale})")]
@@ -106,10 +107,11 @@ def violation_sql(contract: Contract, record: str, value_schema: str | None = No
     missing or null, a field that arrives in a type the contract's type cannot be converted from, a field of a
     JSON type its encoding does not allow, a value outside an accepted-values rule of severity error, a value
     whose text its encoding cannot decode (decimal, timestamp, JSON text, a TINYINT(1) other than 0 or 1), and
-    for the clickstream the Segment spec's rules (anonymousId or userId; event for track; previousId and userId
-    for alias; groupId for group), where a placeholder id such as "null" counts as absent
-    (:mod:`data_contracts.segment`). Fields the contract does not name are allowed. For a Debezium row image, the
-    encodings come from :func:`data_contracts.wire.field_encodings` with the message's ``value_schema``."""
+    for the clickstream the Segment spec's rules (anonymousId or userId; event for track; previousId and
+    userId for alias; groupId for group), where a placeholder id such as "null" counts as absent
+    (:mod:`data_contracts.segment`). Fields the contract does not name are allowed. For a Debezium row image,
+    the encodings come from :func:`data_contracts.wire.field_encodings` with the message's
+    ``value_schema``."""
     return _violation_sql(contract, record, contract.columns, True, value_schema)
 
 

@@ -1,5 +1,5 @@
-"""How each field of a Debezium row image is encoded on the wire: the one rule that record validation (DuckDB SQL
-over the raw JSON, :mod:`data_contracts.validation`) and decoding (``lake.debezium``) both follow.
+"""How each field of a Debezium row image is encoded on the wire: the one rule that record validation (DuckDB
+SQL over the raw JSON, :mod:`data_contracts.validation`) and decoding (``lake.debezium``) both follow.
 
 A change event that carries its Kafka Connect schema (``schemas.enable=true``) says how each field is encoded:
 its schema type (``int16``, ``string``, ``bytes``, ...) and name (``org.apache.kafka.connect.data.Decimal``
@@ -69,7 +69,8 @@ JSON_TYPES = {
     "iso_date": ("VARCHAR",),
     "iso_timestamp": ("VARCHAR",),
 }
-"""DuckDB ``json_type`` names of a non-null value, per encoding (``json_value`` depends on the value's kind)."""
+"""DuckDB ``json_type`` names of a non-null value, per encoding (``json_value`` depends on the value's
+kind)."""
 DECIMAL_MODE_DECODINGS = {"precise": "decimal_bytes", "string": "decimal_text", "double": "decimal_double"}
 TINYINT_1 = re.compile(r"^\s*tinyint\s*\(\s*1\s*\)", re.IGNORECASE)
 
@@ -88,7 +89,8 @@ class FieldEncoding:
     """The schema name (envelope) or ``debeziumType`` (contract), if any."""
     wire_precision: int | None = None
     wire_scale: int | None = None
-    """Precision and scale of a Decimal on the wire (``decimal_bytes`` reads its unscaled bytes with this scale)."""
+    """Precision and scale of a Decimal on the wire (``decimal_bytes`` reads its unscaled bytes with this
+    scale)."""
     fit: tuple[int, int] | None = None
     """(precision, scale) of the contract's decimal column: values must fit it."""
     problem: str | None = None
@@ -162,8 +164,8 @@ def _literal(wire: str | None) -> str:
 
 
 def _conversion(contract: Contract, column: Column, kind: str, wire: str) -> str | None:
-    """The encoding that turns what arrives (``kind``) into the column's logical type, when the connector's data
-    type mappings document it; None otherwise."""
+    """The encoding that turns what arrives (``kind``) into the column's logical type, when the connector's
+    data type mappings document it; None otherwise."""
     logical = column.logical_type
     if logical == "string":
         return "text" if kind in ("text", "json", "zoned") else None
@@ -177,7 +179,8 @@ def _conversion(contract: Contract, column: Column, kind: str, wire: str) -> str
     if logical == "boolean":
         if kind == "boolean":
             return "boolean"
-        # MySQL: TINYINT is INT16, and BOOLEAN is TINYINT(1) ("Boolean values"); PostgreSQL has no such mapping
+        # MySQL: TINYINT is INT16, and BOOLEAN is TINYINT(1) ("Boolean values"); PostgreSQL has no such
+        # mapping
         tinyint = kind == "integer" and wire in (ct.INT8, ct.INT16) and contract.connector == "mysql"
         return "int_boolean" if tinyint else None
     if logical == "date":
