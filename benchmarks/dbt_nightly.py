@@ -1,18 +1,20 @@
-"""Nightly dbt build benchmark: wall time and peak memory of ``dbt build --select tag:nightly`` on the simulated
-company at 1,000,000 persons over 30 days, against the same compiled SQL run directly in DuckDB in the same run.
+"""Nightly dbt build benchmark: wall time and peak memory of ``dbt build --select tag:nightly`` on the
+simulated company at 1,000,000 persons over 30 days, against the same compiled SQL run directly in DuckDB in
+the same run.
 
 1. Preparation, kept in the scratch folder and reused by later runs with the same arguments (a marker file per
    step): simulate the company, ingest it into bronze and silver (``python -m lake.ingest``), publish the
-   silver views into a warehouse file and ``dbt build`` everything the nightly models depend on. The models tagged both hourly and nightly are built there too (hourly models read them).
-   The daily feature snapshots are built for every date but the last, a few dates per dbt run (as Dagster
-   backfills their partitions), so that the measured build does what a night does: add the newest snapshot
-   date to the incremental ``person_features_daily``. Every other nightly relation is dropped, so the measured
-   build creates them from scratch. The warehouse is rebuilt when a file of the dbt project changed.
+   silver views into a warehouse file and ``dbt build`` everything the nightly models depend on. The models
+   tagged both hourly and nightly are built there too (hourly models read them). The daily feature snapshots
+   are built for every date but the last, a few dates per dbt run (as Dagster backfills their partitions), so
+   that the measured build does what a night does: add the newest snapshot date to the incremental
+   ``person_features_daily``. Every other nightly relation is dropped, so the measured build creates them from
+   scratch. The warehouse is rebuilt when a file of the dbt project changed.
 2. The prepared warehouse is copied twice, so that both measured runs start from the same state.
 3. dbt: ``dbt build --select tag:nightly`` (models, data tests and unit tests) in a subprocess, after an
    unmeasured ``dbt parse`` so that it starts from a warm partial parse as a deployed project does. Wall time,
-   and peak RSS of the process from ``wait4``. A failed build is reported (its time, peak RSS and failed nodes)
-   and ends the benchmark with exit status 1.
+   and peak RSS of the process from ``wait4``. A failed build is reported (its time, peak RSS and failed
+   nodes) and ends the benchmark with exit status 1.
 4. Raw DuckDB: the compiled SQL of every node that build ran, in the order dbt started them, executed in a
    subprocess by one DuckDB connection opened with the DuckDB options of the dbt profile: models as
    ``create or replace table|view <relation> as <sql>`` (the incremental one as ``insert into <relation> by
@@ -116,7 +118,8 @@ def measure(
     started = time.perf_counter()
     with log.open("w") as out:
         process = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
-        # wait4: this child's own peak RSS (RUSAGE_CHILDREN: the largest of every child so far, the simulator's)
+        # wait4: this child's own peak RSS (RUSAGE_CHILDREN: the largest of every child so far, the
+        # simulator's)
         _, status, usage = os.wait4(process.pid, 0)
     seconds = time.perf_counter() - started
     process.returncode = os.waitstatus_to_exitcode(status)
@@ -370,7 +373,8 @@ def measure_raw(scratch: Scratch, statements: list[dict]) -> tuple[Measured, dic
 def report(scratch: Scratch, ours: Measured, results: list[dict], raw: Measured, raw_seconds: dict) -> None:
     """Print the measures, where dbt's time goes, and the slowest nodes."""
     print(
-        f"  dbt build --select tag:nightly                 {ours.seconds:7.1f} s   peak RSS {ours.peak_gib:5.2f} GiB"
+        f"  dbt build --select tag:nightly                 {ours.seconds:7.1f} s   peak RSS "
+        f"{ours.peak_gib:5.2f} GiB"
     )
     events = dbt_events(scratch, "nightly")
     phases = [  # what, and when it ended
@@ -385,7 +389,8 @@ def report(scratch: Scratch, ours: Measured, results: list[dict], raw: Measured,
         print(f"    {what:<44} {until - previous:7.1f} s")
         previous = until
     print(
-        f"  raw DuckDB, the same SQL in a process          {raw.seconds:7.1f} s   peak RSS {raw.peak_gib:5.2f} GiB"
+        f"  raw DuckDB, the same SQL in a process          {raw.seconds:7.1f} s   peak RSS "
+        f"{raw.peak_gib:5.2f} GiB"
     )
     print(f"    statements, one after the other              {sum(raw_seconds.values()):7.1f} s")
     ratio = ours.seconds / raw.seconds
@@ -405,7 +410,8 @@ def report(scratch: Scratch, ours: Measured, results: list[dict], raw: Measured,
 def report_failure(scratch: Scratch, ours: Measured, failed: list[dict]) -> None:
     """Print what the failed nightly build measured and which nodes failed."""
     print(
-        f"  dbt build --select tag:nightly FAILED after {ours.seconds:.1f} s, peak RSS {ours.peak_gib:.2f} GiB"
+        f"  dbt build --select tag:nightly FAILED after {ours.seconds:.1f} s, peak RSS {ours.peak_gib:.2f} "
+        "GiB"
     )
     for result in failed:
         if result["status"] != "skipped":
@@ -457,8 +463,9 @@ def main() -> int:
     raw, raw_seconds = measure_raw(scratch, replay_statements(scratch, results))
     kinds = [r["unique_id"].split(".")[0] for r in results]
     print(
-        f"  {kinds.count('model')} models, {kinds.count('test')} data tests, {kinds.count('unit_test')} unit tests; "
-        f"dbt runs {profile_target()['threads']} at a time (the profile's threads), the raw run one after the other"
+        f"  {kinds.count('model')} models, {kinds.count('test')} data tests, {kinds.count('unit_test')} unit "
+        f"tests; dbt runs {profile_target()['threads']} at a time (the profile's threads), the raw run one "
+        "after the other"
     )
     report(scratch, ours, results, raw, raw_seconds)
 

@@ -7,7 +7,8 @@ latest snapshot date, and score every decision rule against the simulator's trut
   ``(learned - best single action) / (oracle - best single action) >= 0.5``.
 
 The lake (simulated, ingested, dbt marts built, gold published, with the simulator's truth) is prepared by
-``benchmarks/prepare_gold_lake.py`` under the scratch folder and reused by later runs (``READY`` marks it done).
+``benchmarks/prepare_gold_lake.py`` under the scratch folder and reused by later runs (``READY`` marks it
+done).
 
     python benchmarks/decision_quality.py [--persons 200000] [--days 30] [--scratch DIR] [--validation-days 7]
 """
@@ -94,8 +95,8 @@ def main() -> int:
     report = evaluate_decisions(settings, model=result.model, truth_dir=root / "truth")
     evaluated = time.perf_counter() - started
     print(
-        f"  decided and evaluated {report.persons:,} persons on {report.evaluation_date} in {evaluated:.0f} s "
-        f"({report.persons_with_truth:,} known to the truth); peak RSS "
+        f"  decided and evaluated {report.persons:,} persons on {report.evaluation_date} in {evaluated:.0f} "
+        f"s ({report.persons_with_truth:,} known to the truth); peak RSS "
         f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2:.2f} GiB"
     )
     print(format_table(report.table))

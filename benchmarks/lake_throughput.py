@@ -8,7 +8,8 @@
    a 1,000,000-row table, against a bare deltalake merge of the already-known changed rows into a
    1,000,000-row table. Target: within 3x.
 3. Peak memory of a separate process ingesting one 2 GB clickstream file. Target: under 2 GB.
-4. Bounded ingestion at scale: ``python -m lake.ingest`` (landing -> bronze -> silver, default settings) of the
+4. Bounded ingestion at scale: ``python -m lake.ingest`` (landing -> bronze -> silver, default settings) of
+the
    simulated company at 1,000,000 persons over 30 days, in a separate process: wall time, events/s, and its
    peak RSS against the target (under 4 GB whatever the landing zone's size) and against the landing zone's
    uncompressed size. The generated landing zone is kept in ``--scale-scratch`` (default: a folder in the temp
@@ -145,8 +146,8 @@ def bench_ingest(persons: int, days: int, scratch: Path) -> None:
     bad_lines = {row["source_file"]: set(row["line"]) for row in bad.iter_rows(named=True)}
     floor, floor_rows = floor_ingest(landing, scratch / "floor", bad_lines)
     print(
-        f"bronze ingestion: {records:,} records ({sum(r.quarantined for r in reports):,} quarantined) in {ours:.1f} s "
-        f"= {records / ours:,.0f} events/s"
+        f"bronze ingestion: {records:,} records ({sum(r.quarantined for r in reports):,} quarantined) in "
+        f"{ours:.1f} s = {records / ours:,.0f} events/s"
     )
     print(
         f"  floor (polars read_ndjson + deltalake append, same files): {floor_rows:,} rows in {floor:.1f} s "
@@ -154,7 +155,8 @@ def bench_ingest(persons: int, days: int, scratch: Path) -> None:
     )
     ratio = ours / floor
     print(
-        f"  ratio to floor: {ratio:.2f} (target <= {TARGET_INGEST_RATIO}) {'OK' if ratio <= TARGET_INGEST_RATIO else 'MISSED'}"
+        f"  ratio to floor: {ratio:.2f} (target <= {TARGET_INGEST_RATIO}) "
+        f"{'OK' if ratio <= TARGET_INGEST_RATIO else 'MISSED'}"
     )
 
 
@@ -255,7 +257,8 @@ def bench_apply(rows: int, scratch: Path) -> None:
     )
     ratio = ours_s / bare_s
     print(
-        f"  ratio: {ratio:.2f} (target <= {TARGET_APPLY_RATIO}) {'OK' if ratio <= TARGET_APPLY_RATIO else 'MISSED'}"
+        f"  ratio: {ratio:.2f} (target <= {TARGET_APPLY_RATIO}) "
+        f"{'OK' if ratio <= TARGET_APPLY_RATIO else 'MISSED'}"
     )
 
 
@@ -293,7 +296,8 @@ def bench_memory(gigabytes: float, scratch: Path) -> None:
             sys.executable,
             "-c",
             "from lake import bronze; from data_contracts import load_contracts; "
-            "from lake.settings import get_settings; print(bronze.ingest(get_settings(), load_contracts()['clickstream']))",
+            "from lake.settings import get_settings; print(bronze.ingest(get_settings(), "
+            "load_contracts()['clickstream']))",
         ],
         cwd=REPO_ROOT,
         env=env,
@@ -365,12 +369,12 @@ def bench_scale(persons: int, days: int, scratch: Path) -> None:
     raw_gb = landing_bytes(landing) / 1e9
     settings = get_settings()
     print(
-        f"python -m lake.ingest, {persons:,} persons x {days} days ({events:,} events, {raw_gb:.1f} GB uncompressed): "
-        f"{seconds:.0f} s = {events / seconds:,.0f} events/s, peak RSS {peak:.2f} GB"
+        f"python -m lake.ingest, {persons:,} persons x {days} days ({events:,} events, {raw_gb:.1f} GB "
+        f"uncompressed): {seconds:.0f} s = {events / seconds:,.0f} events/s, peak RSS {peak:.2f} GB"
     )
     print(
-        f"  settings: {settings.batch_bytes >> 20} MiB batches, {settings.apply_step_rows:,}-row apply steps, "
-        f"DuckDB memory limit {settings.duckdb_memory_limit}; peak RSS / uncompressed landing zone "
+        f"  settings: {settings.batch_bytes >> 20} MiB batches, {settings.apply_step_rows:,}-row apply "
+        f"steps, DuckDB memory limit {settings.duckdb_memory_limit}; peak RSS / uncompressed landing zone "
         f"{peak / raw_gb:.2f}"
     )
     print(

