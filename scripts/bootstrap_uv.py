@@ -1,4 +1,5 @@
-"""Install uv into a private folder with nothing but a Python interpreter (``make`` runs it when no uv is found).
+"""Install uv into a private folder with nothing but a Python interpreter (``make`` runs it when no uv is
+found).
 
 A distribution's Python refuses ``pip install`` into itself or the user's site (PEP 668, "externally managed")
 and may come without pip or ``venv``. So uv, a single binary, is installed with ``pip install --target`` into

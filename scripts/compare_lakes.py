@@ -1,7 +1,8 @@
-"""Compare two builds of the lake table by table: every Delta table of the chosen zones (silver and gold by default)
-and, when warehouses are given, every table and view of the two DuckDB warehouse files. Two tables are identical
-when ``except all`` returns no row either way (duplicates counted); the report gives, per table, the rows on each
-side and the rows found only before and only after. Exit status 1 when a table differs or exists on one side only.
+"""Compare two builds of the lake table by table: every Delta table of the chosen zones (silver and gold by
+default) and, when warehouses are given, every table and view of the two DuckDB warehouse files. Two tables
+are identical when ``except all`` returns no row either way (duplicates counted); the report gives, per table,
+the rows on each side and the rows found only before and only after. Exit status 1 when a table differs or
+exists on one side only.
 
     python scripts/compare_lakes.py BEFORE_LAKE_ROOT AFTER_LAKE_ROOT \\
         [--warehouses BEFORE.duckdb AFTER.duckdb] [--zones silver gold] [--ignore-columns _ingested_at ...]
@@ -36,7 +37,8 @@ class TableDiff:
 
 
 def delta_tables(lake_root: Path, zones: Sequence[str]) -> dict[str, Path]:
-    """Every Delta table (a folder holding ``_delta_log``) under the zones of ``lake_root``, by ``zone/path``."""
+    """Every Delta table (a folder holding ``_delta_log``) under the zones of ``lake_root``, by
+    ``zone/path``."""
     tables = {}
     for zone in zones:
         for log in sorted((lake_root / zone).rglob("_delta_log")):
