@@ -1,5 +1,5 @@
-"""dbt's cross-database macros as SQL linting sees them (the jinja templater of ``.sqlfluff`` has no dbt): each
-returns the DuckDB SQL that dbt-duckdb renders, so that the linted SQL is the SQL the models run."""
+"""dbt's cross-database macros as SQL linting sees them (the jinja templater of ``.sqlfluff`` has no dbt):
+each returns the DuckDB SQL that dbt-duckdb renders, so that the linted SQL is the SQL the models run."""
 
 
 def type_string() -> str:

@@ -6,12 +6,13 @@ Devices (anonymous ids) are then attached, never used as bridges: a device whose
 joins it, a device that reaches several (a family tablet) stays a component of its own. Values cut by the
 fan-out guard keep only themselves.
 
-Every identifier also gets ``linked_at``: from when on it belongs to its person, so that a feature dated T counts
-only the identifiers that were linked before T, and re-running a date gives the same row. A person grows from its
-anchor, the people-level identifier seen first (ties: the smallest ``type:identifier``). Another identifier is
-linked once evidence known by then connects it to the anchor: the earliest such time is the latest edge on their
-path in a minimum spanning tree weighted by when each edge was first known. A device is linked once it has an
-edge to the person and all of its edges lead to identifiers already linked (before, it reached two people).
+Every identifier also gets ``linked_at``: from when on it belongs to its person, so that a feature dated T
+counts only the identifiers that were linked before T, and re-running a date gives the same row. A person
+grows from its anchor, the people-level identifier seen first (ties: the smallest ``type:identifier``).
+Another identifier is linked once evidence known by then connects it to the anchor: the earliest such time is
+the latest edge on their path in a minimum spanning tree weighted by when each edge was first known. A device
+is linked once it has an edge to the person and all of its edges lead to identifiers already linked (before,
+it reached two people).
 """
 
 import numpy as np
@@ -23,9 +24,9 @@ DEVICE_TYPE = "anonymous_id"
 
 
 def components(con, identifiers: str, edges: str, cuts: str) -> pa.Table:
-    """Per identifier (of ``identifiers`` and ``edges``): its component key (the smallest ``type:identifier`` of the
-    component), when it was linked to its person, and, for a device, how many components of people its edges
-    reach."""
+    """Per identifier (of ``identifiers`` and ``edges``): its component key (the smallest ``type:identifier``
+    of the component), when it was linked to its person, and, for a device, how many components of people its
+    edges reach."""
     con.execute(f"""
         create or replace temp table identity_nodes as
         with keys as (
@@ -139,8 +140,8 @@ def people_link_times(
     first_seen: np.ndarray,
 ) -> np.ndarray:
     """Per node, when it was linked to the anchor of its people component (its first-seen people-level node),
-    given the people edges ``left[i] - right[i]`` (each pair once) first known at ``known[i]``: the latest edge
-    on the path of a minimum spanning tree. Anchors, and nodes that are no part of a people tree
+    given the people edges ``left[i] - right[i]`` (each pair once) first known at ``known[i]``: the latest
+    edge on the path of a minimum spanning tree. Anchors, and nodes that are no part of a people tree
     (devices, which ``device_link_times`` handles), count from their first sighting."""
     n = len(label)
     order = np.lexsort((np.arange(n), first_seen, is_device, label))  # per label, the anchor comes first
@@ -163,7 +164,8 @@ def people_link_times(
         shape=(n + 1, n + 1),
     )
     reached, parent = breadth_first_order(tree, root, directed=False, return_predecessors=True)
-    # the weight of the edge from each node up to its parent: tree edges in the forest, first sighting for anchors
+    # the weight of the edge from each node up to its parent: tree edges in the forest, first sighting for
+    # anchors
     edge_time = np.full(n + 1, np.iinfo(np.int64).min)
     weights = forest.data.astype(np.int64) + offset
     child_is_col = parent[forest.col] == forest.row
