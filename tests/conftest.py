@@ -87,8 +87,8 @@ def isolated_environment(warehouse: Path) -> Iterator[None]:
 
 @pytest.fixture(scope="session", autouse=True)
 def isolated_warehouse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Every test (and the processes it starts) runs in :func:`isolated_environment`, with its DuckDB warehouse
-    under a temporary folder."""
+    """Every test (and the processes it starts) runs in :func:`isolated_environment`, with its DuckDB
+    warehouse under a temporary folder."""
     path = tmp_path_factory.mktemp("warehouse") / "engagement.duckdb"
     with isolated_environment(path):
         yield path
@@ -168,8 +168,8 @@ def gold_models(scratch: Path) -> list[str]:
 
 @pytest.fixture(scope="session")
 def gold_lake(simulated: Simulated, tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    """The test company ingested, silver published, the marts built by dbt (every snapshot date of the features)
-    and the gold tables published as Delta: the Settings of that lake (read-only)."""
+    """The test company ingested, silver published, the marts built by dbt (every snapshot date of the
+    features) and the gold tables published as Delta: the Settings of that lake (read-only)."""
     from data_contracts import load_contracts
     from lake.gold import publish_gold
     from lake.ingest import ingest_all
@@ -189,8 +189,8 @@ def gold_lake(simulated: Simulated, tmp_path_factory: pytest.TempPathFactory) ->
 
 @contextlib.contextmanager
 def captured_output(path: Path) -> Iterator[None]:
-    """Everything written meanwhile to standard output and error, through Python and by libraries writing to the
-    file descriptors 1 and 2, into the file ``path``."""
+    """Everything written meanwhile to standard output and error, through Python and by libraries writing to
+    the file descriptors 1 and 2, into the file ``path``."""
     sys.stdout.flush()
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
@@ -209,8 +209,9 @@ def captured_output(path: Path) -> Iterator[None]:
 
 @dataclass
 class Demo:
-    """A run of ``python -m orchestration.demo`` under a temporary folder: the environment it ran with (Dagster
-    home, lake, warehouse, MLflow store), its arguments, what it printed and the working directory it left."""
+    """A run of ``python -m orchestration.demo`` under a temporary folder: the environment it ran with
+    (Dagster home, lake, warehouse, MLflow store), its arguments, what it printed and the working directory it
+    left."""
 
     env: dict[str, str]
     argv: list[str]
@@ -231,8 +232,8 @@ SMALL_DEMO = ["--persons", "300", "--days", "3", "--seed", "5", "--without-model
 
 @pytest.fixture(scope="session")
 def small_demo(tmp_path_factory: pytest.TempPathFactory) -> Demo:
-    """``make demo``'s command at 300 persons x 3 days (too little data to train on: ``--without-models``), run
-    once in this process from the repository on a fresh Dagster instance, lake, warehouse and MLflow store
+    """``make demo``'s command at 300 persons x 3 days (too little data to train on: ``--without-models``),
+    run once in this process from the repository on a fresh Dagster instance, lake, warehouse and MLflow store
     (read-only for the tests)."""
     from orchestration import demo
 

@@ -1,5 +1,5 @@
-"""What the erasure tests look for: a person's raw values, tokens and ids in every file of a lake and a warehouse,
-read as stored and decoded (gunzipped, parquet values, DuckDB tables)."""
+"""What the erasure tests look for: a person's raw values, tokens and ids in every file of a lake and a
+warehouse, read as stored and decoded (gunzipped, parquet values, DuckDB tables)."""
 
 from __future__ import annotations
 
@@ -29,8 +29,8 @@ class PersonValues:
 
     @classmethod
     def of(cls, identifiers: pl.DataFrame, lines: list[str], secret: str) -> PersonValues:
-        """From the person's identifiers (the simulator's truth, evidenced ones; plus the identity map's tokens
-        and person id) and their raw landing lines (names and phones as the sources wrote them)."""
+        """From the person's identifiers (the simulator's truth, evidenced ones; plus the identity map's
+        tokens and person id) and their raw landing lines (names and phones as the sources wrote them)."""
         found = cls()
         for kind, value in identifiers.select("identifier_type", "identifier").iter_rows():
             if kind == "crm_contact_id":
@@ -97,7 +97,8 @@ class PersonValues:
 
 
 def scan_lake(lake_root: Path, person: PersonValues) -> dict[str, list[str]]:
-    """Every file of the lake's zones where the person appears: bytes as stored, gunzipped, parquet decoded."""
+    """Every file of the lake's zones where the person appears: bytes as stored, gunzipped, parquet
+    decoded."""
     found = {}
     for zone in ZONES:
         for path in sorted((lake_root / zone).rglob("*")):

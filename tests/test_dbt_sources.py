@@ -1,5 +1,6 @@
-"""The dbt sources generated from the data contracts: the committed files are what the contracts give, they name
-the lake's tables and assets, and a new contract reaches dbt (a real dbt build over a real ingested feed)."""
+"""The dbt sources generated from the data contracts: the committed files are what the contracts give, they
+name the lake's tables and assets, and a new contract reaches dbt (a real dbt build over a real ingested
+feed)."""
 
 from __future__ import annotations
 

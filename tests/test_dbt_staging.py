@@ -1,4 +1,5 @@
-"""dbt over the lake: silver views in the warehouse, staging models and their tests, under Dagster and alone."""
+"""dbt over the lake: silver views in the warehouse, staging models and their tests, under Dagster and
+alone."""
 
 import os
 import shutil
@@ -121,8 +122,9 @@ def test_the_nightly_schedule_builds_the_snapshot_of_the_day_then_the_marts() ->
 
 
 def test_intermediate_models_keep_the_keys_and_groups_of_their_area() -> None:
-    # models/intermediate/<area>/ is laid out by area: a model there is the asset <area>/<model> in group <area>,
-    # and the ephemeral feature groups of the daily snapshots are no assets (their SQL is the snapshots' query)
+    # models/intermediate/<area>/ is laid out by area: a model there is the asset <area>/<model> in group
+    # <area>, and the ephemeral feature groups of the daily snapshots are no assets (their SQL is the
+    # snapshots' query)
     specs = {spec.key.to_user_string(): spec for spec in [*dbt_models.specs, *dbt_daily_snapshots.specs]}
     intermediate = {
         (path.parent.relative_to(REPO_ROOT / "dbt_project/models/intermediate").parts[0], path.stem)

@@ -1,6 +1,6 @@
-"""How the dbt project appears in Dagster, tested without a manifest and without dbt: the keys, groups, owners and
-kinds the translator gives hand-written manifest nodes, the daily partitions, and the dbt invocations a backfill of
-the snapshots is cut into."""
+"""How the dbt project appears in Dagster, tested without a manifest and without dbt: the keys, groups, owners
+and kinds the translator gives hand-written manifest nodes, the daily partitions, and the dbt invocations a
+backfill of the snapshots is cut into."""
 
 from __future__ import annotations
 

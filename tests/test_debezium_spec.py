@@ -1,5 +1,5 @@
-"""Debezium change events written by hand from the connector documentation, fed through real ingestion into real
-Delta tables: the schema envelope decides how a value is encoded, documented type mappings are converted,
+"""Debezium change events written by hand from the connector documentation, fed through real ingestion into
+real Delta tables: the schema envelope decides how a value is encoded, documented type mappings are converted,
 anything else is quarantined with its reason, and records quarantined by a wrong rule are replayed.
 
 Sources (the Debezium reference documentation, ``documentation/modules/ROOT/pages/connectors/``):
@@ -17,8 +17,9 @@ Sources (the Debezium reference documentation, ``documentation/modules/ROOT/page
   ``TIMESTAMPTZ`` -> ``STRING`` ``io.debezium.time.ZonedTimestamp``, ``JSON``/``JSONB`` -> ``STRING``
   ``io.debezium.data.Json``), temporal types (``DATE`` -> ``INT32`` ``io.debezium.time.Date``, ``TIME(4-6)``
   -> ``INT64`` ``io.debezium.time.MicroTime``, ``TIMESTAMP`` -> ``INT64`` ``io.debezium.time.MicroTimestamp``;
-  its example: ``2018-06-20 15:13:16.945104`` is ``1529507596945104``) and decimal types (the same three modes;
-  ``MONEY`` too; ``NUMERIC`` without scale as ``io.debezium.data.VariableScaleDecimal`` in precise mode).
+  its example: ``2018-06-20 15:13:16.945104`` is ``1529507596945104``) and decimal types (the same three
+  modes; ``MONEY`` too; ``NUMERIC`` without scale as ``io.debezium.data.VariableScaleDecimal`` in precise
+  mode).
 - The envelope layout (``schema`` with ``before``/``after`` structs, ``source``, ``op``, ``ts_ms``, then
   ``payload``) is the one of the "Data change events" sections of both pages, with ``schemas.enable=true``.
 """
@@ -100,7 +101,8 @@ def field(name: str, kafka_type: str, semantic: str | None = None, optional: boo
 
 
 def decimal_field(name: str, scale: int, precision: int) -> dict:
-    """``decimal.handling.mode=precise``: BYTES, org.apache.kafka.connect.data.Decimal, ``scale`` parameter."""
+    """``decimal.handling.mode=precise``: BYTES, org.apache.kafka.connect.data.Decimal, ``scale``
+    parameter."""
     return field(name, "bytes", DECIMAL, scale=scale, connect_decimal_precision=precision)
 
 
@@ -273,8 +275,9 @@ def account(account_id: int, balance: object, active: object = True, opened_at: 
 
 
 def test_each_message_is_read_with_its_own_envelope_whatever_the_contract_mode(tmp_path: Path) -> None:
-    """One topic whose connector changed decimal.handling.mode twice: precise, then string, then double (PostgreSQL
-    doc, "Decimal types"), under a contract whose default is precise: every message follows its own schema."""
+    """One topic whose connector changed decimal.handling.mode twice: precise, then string, then double
+    (PostgreSQL doc, "Decimal types"), under a contract whose default is precise: every message follows its
+    own schema."""
     settings = lake(tmp_path, ACCOUNTS, "postgresql", "precise", ACCOUNT_COLUMNS)
     as_precise = account_fields(decimal_field("balance", 2, 12))
     as_string = account_fields(field("balance", "string"))
@@ -340,8 +343,8 @@ def test_without_an_envelope_the_contract_mode_decides(tmp_path: Path) -> None:
 
 
 def test_a_numeric_without_scale_arrives_as_a_variable_scale_decimal(tmp_path: Path) -> None:
-    """PostgreSQL doc, "Decimal types": NUMERIC and DECIMAL without scale constraint, in precise mode, are a STRUCT
-    io.debezium.data.VariableScaleDecimal of scale (INT32) and value (BYTES, unscaled). The contract's
+    """PostgreSQL doc, "Decimal types": NUMERIC and DECIMAL without scale constraint, in precise mode, are a
+    STRUCT io.debezium.data.VariableScaleDecimal of scale (INT32) and value (BYTES, unscaled). The contract's
     numeric(12,2) takes the values that fit it exactly."""
     settings = lake(tmp_path, ACCOUNTS, "postgresql", "precise", ACCOUNT_COLUMNS)
     struct = [field("scale", "int32", optional=False), field("value", "bytes", optional=False)]
@@ -389,9 +392,9 @@ def test_a_numeric_without_scale_arrives_as_a_variable_scale_decimal(tmp_path: P
 
 
 def test_tinyint_1_becomes_a_boolean_on_mysql_only(tmp_path: Path) -> None:
-    """MySQL TINYINT(1) arrives as INT16 0/1 (MySQL doc, "Boolean values") and may be declared boolean; a value
-    other than 0 or 1 is no boolean; PostgreSQL maps only BOOLEAN and BIT(1) to BOOLEAN, so a PostgreSQL INT16
-    (SMALLINT) for a boolean column is refused."""
+    """MySQL TINYINT(1) arrives as INT16 0/1 (MySQL doc, "Boolean values") and may be declared boolean; a
+    value other than 0 or 1 is no boolean; PostgreSQL maps only BOOLEAN and BIT(1) to BOOLEAN, so a PostgreSQL
+    INT16 (SMALLINT) for a boolean column is refused."""
     settings = lake(tmp_path / "mysql", ITEMS, "mysql", "precise", ITEM_COLUMNS)
     as_boolean = {"in_stock": field("in_stock", "boolean")}  # TINYINT(1) through TinyIntOneToBooleanConverter
     land(
@@ -444,9 +447,9 @@ def test_tinyint_1_becomes_a_boolean_on_mysql_only(tmp_path: Path) -> None:
 
 
 def test_every_documented_temporal_encoding_gives_the_same_instant(tmp_path: Path) -> None:
-    """The contract names one Debezium temporal type per column, the envelope another documented one (other column
-    precision, time.precision.mode=connect, a TIMESTAMP turned TIMESTAMPTZ): the envelope decides. A type with no
-    documented way to the contract's (MicroTime is a time of day, not a timestamp) is refused."""
+    """The contract names one Debezium temporal type per column, the envelope another documented one (other
+    column precision, time.precision.mode=connect, a TIMESTAMP turned TIMESTAMPTZ): the envelope decides. A
+    type with no documented way to the contract's (MicroTime is a time of day, not a timestamp) is refused."""
     settings = lake(tmp_path, ITEMS, "mysql", "precise", ITEM_COLUMNS)
 
     def fields(**overrides: dict) -> list[dict]:
@@ -507,8 +510,8 @@ def test_every_documented_temporal_encoding_gives_the_same_instant(tmp_path: Pat
         2018, 6, 20, 15, 13, 16, 945000, tzinfo=UTC
     )
     assert quarantined["reason"].to_list() == [
-        "field changed_at arrives as int64 io.debezium.time.MicroTime, which the mysql connector does not map "
-        "to timestamp",
+        "field changed_at arrives as int64 io.debezium.time.MicroTime, which the mysql connector does not "
+        "map to timestamp",
         "field added_on arrives as string, which the mysql connector does not map to date",
     ]
 

@@ -1,4 +1,5 @@
-"""Drift: the population stability index of features and scores between a reference profile and a scoring run."""
+"""Drift: the population stability index of features and scores between a reference profile and a scoring
+run."""
 
 from __future__ import annotations
 

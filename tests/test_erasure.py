@@ -1,7 +1,8 @@
 """Erasure on a real small lake: generated, ingested, built by dbt, published to gold, then one person erased.
 
-After the erasure no file of the lake's zones (Delta logs and checkpoints included, gzip and parquet decoded) and
-nothing in the warehouse holds the person's raw values, tokens or ids, while every other row is unchanged."""
+After the erasure no file of the lake's zones (Delta logs and checkpoints included, gzip and parquet decoded)
+and nothing in the warehouse holds the person's raw values, tokens or ids, while every other row is
+unchanged."""
 
 from __future__ import annotations
 
@@ -80,8 +81,8 @@ def _landing_lines(landing: Path) -> list[tuple[str, str]]:
 
 
 def _namesakes(lake_root: Path, identifiers: pl.DataFrame) -> set[str]:
-    """Truth persons whose first and last name (their silver tokens) another truth person also has: an erasure of
-    one leaves the other's name tokens, so the scan could not tell them apart."""
+    """Truth persons whose first and last name (their silver tokens) another truth person also has: an erasure
+    of one leaves the other's name tokens, so the scan could not tell them apart."""
     named = []
     for table, key, identifier_type in (
         ("crm/contacts", "contact_id", "crm_contact_id"),
@@ -294,8 +295,8 @@ def test_the_audit_says_what_was_done_without_personal_data(erased: Erased):
     assert {"silver/shop/orders", "gold/identity_person_map", "warehouse/main.identity_person_map"} <= tables
     assert mine.filter(pl.col("table") == "silver/shop/orders")["action"].to_list() == ["deidentified"]
     assert (mine["rows"] > 0).all()
-    # the scan of the whole lake (privacy zone included) found nothing: the audit and the suppression list hold
-    # no value or token of the person
+    # the scan of the whole lake (privacy zone included) found nothing: the audit and the suppression list
+    # hold no value or token of the person
 
 
 def test_no_statistics_of_raw_or_personal_columns(erased: Erased):
@@ -416,8 +417,9 @@ def test_the_dagster_job_erases_the_requested_persons(erased: Erased, monkeypatc
 
 
 def test_a_shared_device_keeps_the_messages_of_others(erased: Erased):
-    """The rule for what a person shares: a device the identity graph detached from everyone (it reaches several
-    persons) is nobody's, so it is not erased; the person's own messages sent from it (signed in as them) are."""
+    """The rule for what a person shares: a device the identity graph detached from everyone (it reaches
+    several persons) is nobody's, so it is not erased; the person's own messages sent from it (signed in as
+    them) are."""
     settings = erased.settings
     events_uri = str(Path(settings.lake_root) / "silver" / "clickstream" / "events")
     with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:

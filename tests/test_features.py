@@ -1,8 +1,8 @@
 """The person marts on a real simulated company: sessions, point-in-time features and the training set.
 
-The landing zone is delivered in two parts by arrival time: the lake is built on what arrived in the first week,
-the marts are built and read, the rest lands and is ingested, the marts are built again (incrementally), and a
-copy of the warehouse gets a full refresh of the features."""
+The landing zone is delivered in two parts by arrival time: the lake is built on what arrived in the first
+week, the marts are built and read, the rest lands and is ingested, the marts are built again (incrementally),
+and a copy of the warehouse gets a full refresh of the features."""
 
 from __future__ import annotations
 
@@ -49,8 +49,9 @@ class MartsBuild:
 
 
 def arrival(relpath: Path, path: Path) -> datetime:
-    """When a landed file arrived: the hour of its folder for the clickstream (``clickstream/<source>/<day>/<hour>``,
-    the hour Segment received its messages), its modification time for CDC files."""
+    """When a landed file arrived: the hour of its folder for the clickstream
+    (``clickstream/<source>/<day>/<hour>``, the hour Segment received its messages), its modification time for
+    CDC files."""
     if relpath.parts[0] == "clickstream":
         day, hour = relpath.parts[2:4]
         return datetime.fromisoformat(f"{day}T{hour}:00:00+00:00")
@@ -58,7 +59,8 @@ def arrival(relpath: Path, path: Path) -> datetime:
 
 
 def land(source: Path, landing: Path, arrived_before: datetime | None) -> None:
-    """Link the files of ``source`` that arrived before ``arrived_before`` (all when None) into ``landing``."""
+    """Link the files of ``source`` that arrived before ``arrived_before`` (all when None) into
+    ``landing``."""
     for path in sorted(p for p in source.rglob("*") if p.is_file()):
         relpath = path.relative_to(source)
         target = landing / relpath
@@ -182,8 +184,8 @@ POINT_IN_TIME_CASE = Path(__file__).parent / "person_features_point_in_time.yml"
 def _fixture_relation(
     source: duckdb.DuckDBPyConnection, target: duckdb.DuckDBPyConnection, name: str, rows
 ) -> None:
-    """Create table ``name`` in ``target`` with the columns and types of relation ``name`` of ``source`` holding
-    ``rows`` (dicts; a column a row leaves out is null), as dbt's unit tests type their fixtures."""
+    """Create table ``name`` in ``target`` with the columns and types of relation ``name`` of ``source``
+    holding ``rows`` (dicts; a column a row leaves out is null), as dbt's unit tests type their fixtures."""
     columns = source.execute(f"describe {name}").fetchall()
     target.execute(f"create table {name} (" + ", ".join(f'"{c[0]}" {c[1]}' for c in columns) + ")")
     for row in rows:
@@ -194,8 +196,8 @@ def _fixture_relation(
 
 
 def test_features_use_only_facts_known_at_the_snapshot(marts: MartsBuild, tmp_path: Path) -> None:
-    # a hand-made case (tests/person_features_point_in_time.yml): dbt builds person_features_daily, its feature
-    # groups inlined, on a warehouse holding only the given relations, typed as in the real build
+    # a hand-made case (tests/person_features_point_in_time.yml): dbt builds person_features_daily, its
+    # feature groups inlined, on a warehouse holding only the given relations, typed as in the real build
     case = yaml.safe_load(POINT_IN_TIME_CASE.read_text())
     settings = replace(marts.settings, warehouse_path=tmp_path / "warehouse.duckdb")
     with (

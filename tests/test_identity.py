@@ -175,7 +175,8 @@ def rerun(identity: IdentityBuild, tmp_path_factory: pytest.TempPathFactory) -> 
     moved = identity.person_map.filter(pl.col("person_id") == person).sort(KEYS).row(0, named=True)
     with duckdb.connect(str(settings.warehouse_path)) as con:
         con.execute(
-            "update identity_person_map set person_id = 'p_absorbed' where identifier_type = ? and identifier = ?",
+            "update identity_person_map set person_id = 'p_absorbed' where identifier_type = ? and "
+            "identifier = ?",
             [moved["identifier_type"], moved["identifier"]],
         )
     dbt_build(settings, scratch)

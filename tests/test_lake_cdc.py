@@ -1,4 +1,5 @@
-"""CDC apply, bronze to silver: Debezium decoding, log-position order, deletes, truncates, history, privacy."""
+"""CDC apply, bronze to silver: Debezium decoding, log-position order, deletes, truncates, history,
+privacy."""
 
 from __future__ import annotations
 
@@ -84,7 +85,8 @@ FILES = {
 
 
 def build(tmp: Path, order: list[str], split: int | None = None) -> dict[str, pl.DataFrame]:
-    """Land FILES in ``order`` of arrival, ingest (all at once, or the first ``split`` files, then the rest)."""
+    """Land FILES in ``order`` of arrival, ingest (all at once, or the first ``split`` files, then the
+    rest)."""
     landing = tmp / "landing"
     settings = lake_settings(tmp / "lake", landing)
     for i, name in enumerate(order):
@@ -267,7 +269,8 @@ def silver(ingested) -> dict[str, pl.DataFrame]:
 
 
 def test_silver_matches_a_naive_replay_of_every_change(ingested, silver) -> None:
-    """An independent reading of bronze (sort each key's events by position, take the last) gives silver's keys."""
+    """An independent reading of bronze (sort each key's events by position, take the last) gives silver's
+    keys."""
     settings, _ = ingested
     contracts = load_contracts()
     for topic in ("crm.public.contacts", "crm.public.consents", "shop.shop.orders", "shop.shop.order_lines"):

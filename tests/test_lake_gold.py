@@ -1,4 +1,5 @@
-"""Gold publication: warehouse tables written over Delta tables under ``gold/`` (real DuckDB file, real Delta)."""
+"""Gold publication: warehouse tables written over Delta tables under ``gold/`` (real DuckDB file, real
+Delta)."""
 
 from __future__ import annotations
 
@@ -89,7 +90,8 @@ def test_a_republication_overwrites_rows_and_schema_in_one_commit(settings: Sett
 
     warehouse(
         settings,
-        "create or replace table orders_daily as select range::integer as day, 'eur' as currency from range(2)",
+        "create or replace table orders_daily as select range::integer as day, 'eur' as currency from "
+        "range(2)",
     )
     assert publish_gold(settings, ["orders_daily"]) == {"orders_daily": 2}
     assert DeltaTable(uri).version() == 2

@@ -1,4 +1,5 @@
-"""Landing to bronze on real generated files: nothing lost, nothing duplicated, crashes repaired by a re-run."""
+"""Landing to bronze on real generated files: nothing lost, nothing duplicated, crashes repaired by a
+re-run."""
 
 from __future__ import annotations
 
@@ -187,7 +188,11 @@ def test_large_files_are_read_in_chunks_with_the_same_result(simulated: Simulate
 def test_invalid_utf8_and_gzipped_lines_are_quarantined_with_their_line(tmp_path: Path) -> None:
     folder = tmp_path / "landing" / "clickstream" / "web" / "2026-09-01" / "00"
     folder.mkdir(parents=True)
-    message = '{"messageId": "m%d", "type": "page", "anonymousId": "a", "receivedAt": "2026-09-01T00:00:01Z", "sentAt": "2026-09-01T00:00:00Z", "originalTimestamp": "2026-09-01T00:00:00Z", "timestamp": "2026-09-01T00:00:00Z"}'
+    message = (
+        '{"messageId": "m%d", "type": "page", "anonymousId": "a", "receivedAt": '
+        '"2026-09-01T00:00:01Z", "sentAt": "2026-09-01T00:00:00Z", "originalTimestamp": '
+        '"2026-09-01T00:00:00Z", "timestamp": "2026-09-01T00:00:00Z"}'
+    )
     lines = [(message % i).encode() for i in range(5)]
     lines[2] = b'{"messageId": "\xff\xfe"}'
     with gzip.open(folder / "part-0000.jsonl.gz", "wb") as f:

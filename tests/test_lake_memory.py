@@ -103,8 +103,8 @@ def test_gzipped_files_count_for_their_uncompressed_size_in_a_batch(tmp_path: Pa
 
 
 def without_batches(tables: dict[str, pl.DataFrame], feeds: list[str]) -> dict[str, pl.DataFrame]:
-    """The bronze, silver and quarantine rows of ``feeds`` without the columns that number batches (they differ
-    with the batch size)."""
+    """The bronze, silver and quarantine rows of ``feeds`` without the columns that number batches (they
+    differ with the batch size)."""
     names = {"clickstream/events" if f == "clickstream" else f for f in feeds}
     names |= {f"{system}/{table}" for system, _, table in (f.split(".") for f in feeds if "." in f)}
     kept = {}

@@ -1,5 +1,5 @@
-"""``make dev`` started in the background by a script (an end-to-end test, a service manager) stops on SIGTERM:
-every process it started (uv, ``dg dev``, the webserver, the daemon, the code servers) exits."""
+"""``make dev`` started in the background by a script (an end-to-end test, a service manager) stops on
+SIGTERM: every process it started (uv, ``dg dev``, the webserver, the daemon, the code servers) exits."""
 
 from __future__ import annotations
 
@@ -60,8 +60,8 @@ def describe(pids: list[int]) -> str:
 
 
 def as_a_background_job() -> None:
-    """The signals of a command that a shell without job control starts with ``&``: SIGINT and SIGQUIT ignored,
-    SIGTERM as usual (whatever this test process has done with its own)."""
+    """The signals of a command that a shell without job control starts with ``&``: SIGINT and SIGQUIT
+    ignored, SIGTERM as usual (whatever this test process has done with its own)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGQUIT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)

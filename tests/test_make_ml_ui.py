@@ -179,7 +179,8 @@ def test_make_notebooks_serves_jupyterlab_with_the_project_kernel_on_loopback(tm
         assert listening_addresses(port) <= {"0100007F"}, listening_addresses(port)
         base = f"http://127.0.0.1:{port}"
         token = f"token={jupyter['JUPYTER_TOKEN']}"
-        # opening a notebook starts a kernel of the project's environment (the repository's .venv) in notebooks/
+        # opening a notebook starts a kernel of the project's environment (the repository's .venv) in
+        # notebooks/
         session = {"path": "explore_training_data.ipynb", "type": "notebook", "kernel": {"name": "python3"}}
         request = urllib.request.Request(
             f"{base}/api/sessions",

@@ -1,8 +1,8 @@
-"""Drift of the decisions, the registry's state and the retrain sensor, in Dagster, on a real lake and a real MLflow
-store: a champion trained on the test company (xgboost, its reference profile logged with the run: the persons
-scorable on the last decision date of its training set), then decision dates whose persons are that very
-population (no drift), the same persons with one feature moved for a share of them (a warning) and for a larger
-share (an error), and the test company's latest date as it is."""
+"""Drift of the decisions, the registry's state and the retrain sensor, in Dagster, on a real lake and a real
+MLflow store: a champion trained on the test company (xgboost, its reference profile logged with the run: the
+persons scorable on the last decision date of its training set), then decision dates whose persons are that
+very population (no drift), the same persons with one feature moved for a share of them (a warning) and for a
+larger share (an error), and the test company's latest date as it is."""
 
 from __future__ import annotations
 
@@ -49,11 +49,11 @@ VALIDATION_DAYS = 2
 
 @pytest.fixture(scope="module")
 def world(gold_lake, tmp_path_factory):
-    """A champion trained on the test company in a fresh MLflow store, and a lake whose feature snapshots of three
-    dates are the population of the champion's reference profile (the persons scorable on the last decision date
-    of its training set), the moved feature beyond the reference's range for ``MOVED`` of them, and whose
-    ``LATEST`` snapshot is the test company's latest one; the lake, ML settings, the reference population, the
-    moved feature and the training report."""
+    """A champion trained on the test company in a fresh MLflow store, and a lake whose feature snapshots of
+    three dates are the population of the champion's reference profile (the persons scorable on the last
+    decision date of its training set), the moved feature beyond the reference's range for ``MOVED`` of them,
+    and whose ``LATEST`` snapshot is the test company's latest one; the lake, ML settings, the reference
+    population, the moved feature and the training report."""
     from ml.pipeline import train_candidate
 
     root = tmp_path_factory.mktemp("drift_world")
@@ -107,8 +107,8 @@ def world(gold_lake, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def decided(world):
-    """The registry's state and the decisions of the three dates materialized in Dagster, one run per date (the
-    error date last), on a test instance: the instance and each date's result."""
+    """The registry's state and the decisions of the three dates materialized in Dagster, one run per date
+    (the error date last), on a test instance: the instance and each date's result."""
     settings, ml, *_ = world
     resources = {
         "lake": LakeResource(lake_root=settings.lake_root),
@@ -166,8 +166,8 @@ def test_drift_report_finds_no_drift_on_the_reference_population_and_the_moved_f
 
 
 def test_the_reference_is_the_scorable_population_of_the_last_training_date(world, gold_lake):
-    """The logged reference describes the persons scorable on the last decision date of the training set, all of
-    them (the test company is smaller than the bound), or a seeded sample of the bound's size."""
+    """The logged reference describes the persons scorable on the last decision date of the training set, all
+    of them (the test company is smaller than the bound), or a seeded sample of the bound's size."""
     _settings, ml, population, _moved, report = world
     configure(ml)
     profile = mlflow.artifacts.load_dict(f"runs:/{report.run_id}/{REFERENCE_PROFILE_ARTIFACT}")
@@ -199,11 +199,12 @@ def test_the_reference_is_the_scorable_population_of_the_last_training_date(worl
 def test_the_latest_date_of_the_test_company_measures_time_not_selection_against_a_champion_trained_on_it(
     world, gold_lake
 ):
-    """The test company's latest snapshot, decided in full by the champion, against the champion's reference (the
-    persons scorable on its last training date, a week earlier) and against the training rows (the campaigns'
-    selection) as references: what was in error through the selection is calm (tenure), the errors left are
-    fewer and smaller, and they are the company's own change over the week (its 30-day windows still filling
-    from a two-week history): a reference of the same population two days before the latest date has none."""
+    """The test company's latest snapshot, decided in full by the champion, against the champion's reference
+    (the persons scorable on its last training date, a week earlier) and against the training rows (the
+    campaigns' selection) as references: what was in error through the selection is calm (tenure), the errors
+    left are fewer and smaller, and they are the company's own change over the week (its 30-day windows still
+    filling from a two-week history): a reference of the same population two days before the latest date has
+    none."""
     settings, ml, _population, _moved, report = world
     decided = score_and_decide(LATEST, settings, ml)
     assert decided.decided_by == "champion" and decided.persons > 0

@@ -1,5 +1,5 @@
-"""Decision quality against the truth: each policy's true value worked out by hand on a few persons, the oracle
-never beaten, ineligible actions never credited."""
+"""Decision quality against the truth: each policy's true value worked out by hand on a few persons, the
+oracle never beaten, ineligible actions never credited."""
 
 from __future__ import annotations
 
@@ -259,7 +259,8 @@ def test_truths_on_the_logged_decisions() -> None:
         {"row_id": ["r1", "r2", "r3"], "action": ["cart_reminder", "cart_reminder", "discount_10"]}
     )
     truths = logged_truth(logs, truth(), target, by_row, COST)
-    # logged: p1's discount by e-mail, p2 nothing, p3's cart reminder by push (expected revenue net of the cost)
+    # logged: p1's discount by e-mail, p2 nothing, p3's cart reminder by push (expected revenue net of the
+    # cost)
     assert truths["logging"] == pytest.approx(((14.0 - 0.1) + 5.0 + (2.0 - 0.0)) / 3)
     # target: p1's cart reminder by e-mail; p2's and p3's choices are not eligible, so they get nothing
     assert truths["target"] == pytest.approx(((11.0 - 0.1) + 5.0 + 0.0) / 3)
@@ -340,7 +341,8 @@ def test_evaluation_against_the_simulator_truth(gold_lake: Settings, simulated: 
     assert set(ope) == {"learned", "logging"}
     assert {e["estimator"] for e in ope["learned"]["ope_estimates"]} == {"ips", "snips", "dr"}
     assert ope["learned"]["ope_decisions"] == ope["logging"]["ope_decisions"] > 100
-    # valued on the randomised campaigns' decisions, as the promotion gate values it: every choice is supported
+    # valued on the randomised campaigns' decisions, as the promotion gate values it: every choice is
+    # supported
     assert all(e["support"] == 1.0 and not e["unsupported"] for e in ope["learned"]["ope_estimates"])
     # the logs' mean reward is an unbiased estimate of the truth's expected reward of the logged decisions
     (logged,) = ope["logging"]["ope_estimates"]

@@ -35,7 +35,8 @@ LOGS = pl.DataFrame(
         "campaign_id": ["explore", "explore", "explore", "explore", "bau", "bau"],
     }
 )
-# a stochastic target policy; row 4 (reminder campaign) puts 0.5 on discount_10, which that campaign never logged
+# a stochastic target policy; row 4 (reminder campaign) puts 0.5 on discount_10, which that campaign never
+# logged
 TARGET = np.array(
     [
         [0.2, 0.8, 0.0],
@@ -157,7 +158,8 @@ def test_logging_policy_value_is_the_mean_reward_with_its_interval():
 
 
 def test_an_action_the_logging_policy_never_took_is_flagged_unsupported():
-    # a target that always sends the loyalty offer, which no campaign logged: support 0, IPS 0, SNIPS undefined
+    # a target that always sends the loyalty offer, which no campaign logged: support 0, IPS 0, SNIPS
+    # undefined
     actions = [*ACTIONS, "loyalty_offer"]
     target = np.zeros((6, 4))
     target[:, 3] = 1.0
@@ -232,7 +234,8 @@ def test_exploration_probabilities():
     np.testing.assert_allclose(exploration_probabilities(np.array([1, 0, 2]), eligible, 0.0).sum(axis=1), 1)
 
 
-# -- synthetic logged bandit data with a known true policy value ----------------------------------------------
+# -- synthetic logged bandit data with a known true policy value
+# ----------------------------------------------
 K = 4
 BASE = np.array([0.10, 0.05, 0.15, 0.12])  # purchase probability of each action at x0 = 0 ...
 SLOPE = np.array([0.10, 0.50, -0.10, 0.20])  # ... rising with x0 by this much at x0 = 1

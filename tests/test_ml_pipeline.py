@@ -1,5 +1,6 @@
-"""The training pipeline: the greedy policy valued off-policy, and train -> value -> log -> register -> gate twice on
-the test company's gold tables in a real SQLite MLflow store, with no personal data anywhere in the store."""
+"""The training pipeline: the greedy policy valued off-policy, and train -> value -> log -> register -> gate
+twice on the test company's gold tables in a real SQLite MLflow store, with no personal data anywhere in the
+store."""
 
 from __future__ import annotations
 
@@ -43,9 +44,9 @@ def test_greedy_policy_picks_the_best_allowed_action_net_of_message_cost():
         }
     )
     target, reward_model, channels = greedy_policy(predictions, rows, POLICY, ACTIONS)
-    # row 0: discount 12 - 10 - 0.01 beats the reminder 11 - 10 - 0.01; row 1: a recent purchaser gets no discount;
-    # row 2: SMS only, the discount through SMS (2 - 0.06) and no reminder (e-mail only); row 3: no consent;
-    # row 4: nothing beats no_action once the message costs
+    # row 0: discount 12 - 10 - 0.01 beats the reminder 11 - 10 - 0.01; row 1: a recent purchaser gets no
+    # discount; row 2: SMS only, the discount through SMS (2 - 0.06) and no reminder (e-mail only); row 3: no
+    # consent; row 4: nothing beats no_action once the message costs
     assert target.argmax(axis=1).tolist() == [1, 2, 1, 0, 0]
     assert (target.sum(axis=1) == 1).all() and set(np.unique(target)) == {0.0, 1.0}
     np.testing.assert_allclose(reward_model[0], [10.0, 11.99, 10.99])
@@ -86,8 +87,8 @@ def test_the_gate_values_policies_on_the_randomised_campaigns_decisions():
                 "no_action",
             ],
             "propensity": [1 / 3, 1 / 3, 1 / 3, 1.0, 1.0, 0.5],
-            # a randomised campaign (every action drawn), a person it could not reach (no choice: propensity 1),
-            # a rule-based reminder (one action only) and a campaign that never drew cart_reminder
+            # a randomised campaign (every action drawn), a person it could not reach (no choice: propensity
+            # 1), a rule-based reminder (one action only) and a campaign that never drew cart_reminder
             "campaign_id": ["explore", "explore", "explore", "explore", "bau-reminder", "partial"],
         }
     ).with_row_index("row")
@@ -127,7 +128,8 @@ def personal_values_in(folder: Path, emails: set[str], phones: set[str]) -> list
 
 @pytest.fixture(scope="module")
 def two_candidates(gold_lake, tmp_path_factory):
-    """Two candidates trained on the test company, in a fresh MLflow store: the reports and the store's folder."""
+    """Two candidates trained on the test company, in a fresh MLflow store: the reports and the store's
+    folder."""
     from ml.train import TrainingConfig
 
     store = tmp_path_factory.mktemp("pipeline_mlflow")
@@ -164,7 +166,8 @@ def test_second_candidate_is_gated_against_the_champion_on_the_same_logs(two_can
     assert second.champion_value.n == second.candidate_value.n == second.logging_value.n
     # valued on the randomised campaign's decisions only, where the logs support every choice
     assert not second.candidate_value.unsupported, second.candidate_value.support
-    # the champion (the first candidate, served through the registry) valued on the same logs as in its own run
+    # the champion (the first candidate, served through the registry) valued on the same logs as in its own
+    # run
     assert second.champion_value.value == pytest.approx(first.candidate_value.value)
     assert second.outcome in ("champion", "pending", "challenger")
     client = MlflowClient(settings.tracking_uri)

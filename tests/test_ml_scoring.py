@@ -1,6 +1,6 @@
-"""The batch scorer on real Delta tables and a real MLflow registry (SQLite under tmp_path): hand-made gold features
-and identity map, silver CRM consents, contacts and activities, a suppression list, and pyfunc models whose
-outputs the test sets."""
+"""The batch scorer on real Delta tables and a real MLflow registry (SQLite under tmp_path): hand-made gold
+features and identity map, silver CRM consents, contacts and activities, a suppression list, and pyfunc models
+whose outputs the test sets."""
 
 from __future__ import annotations
 
@@ -327,7 +327,8 @@ def test_champion_decisions_honour_consent_caps_and_suppression(lake, registry, 
     assert {s["reason"] for s in today["p04"]["action_scores"][1:]} == {"no_address"}
     assert {s["reason"] for s in today["p05"]["action_scores"][1:]} == {"no_consent"}
     assert {s["reason"] for s in today["p10"]["action_scores"][1:]} == {"no_address"}
-    # p08: an e-mail and an SMS day from the CRM, then the policy's own e-mail of D1: the cap (3) is reached on D2
+    # p08: an e-mail and an SMS day from the CRM, then the policy's own e-mail of D1: the cap (3) is reached
+    # on D2
     assert rows_by_person(decisions.filter(pl.col("decision_date") == D1))["p08"]["action"] == "discount_10"
     assert today["p08"]["action"] == NO_ACTION
     assert {s["reason"] for s in today["p08"]["action_scores"][1:]} == {"frequency_cap"}
@@ -503,8 +504,8 @@ def test_report_holds_no_personal_data(lake, registry, tmp_path):
 
 @pytest.mark.slow
 def test_scoring_the_test_company(gold_lake, registry, tmp_path):
-    """The whole path on the lake the project builds (ingestion, dbt, gold): the champion decides for the latest
-    snapshot date, then a re-run of that date by the fallback replaces it."""
+    """The whole path on the lake the project builds (ingestion, dbt, gold): the champion decides for the
+    latest snapshot date, then a re-run of that date by the fallback replaces it."""
     settings = replace(gold_lake, lake_root=str(tmp_path / "lake"))
     shutil.copytree(gold_lake.lake_root, settings.lake_root, symlinks=True)
     set_aliases(registry, champion=1)

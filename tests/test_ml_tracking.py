@@ -1,5 +1,5 @@
-"""MLflow tracking of a training run on the test company's gold tables, in a real SQLite MLflow store: what the run
-records, the served pyfunc, and a reproduction after the table version it read was vacuumed."""
+"""MLflow tracking of a training run on the test company's gold tables, in a real SQLite MLflow store: what
+the run records, the served pyfunc, and a reproduction after the table version it read was vacuumed."""
 
 from __future__ import annotations
 
@@ -172,8 +172,8 @@ def test_served_pyfunc_predicts_what_the_model_predicts(logged):
 
 
 def test_the_batch_scores_through_the_served_uplift_model(logged):
-    """The batch unwraps the pyfunc (no pandas round trip): the same expected revenue as the pyfunc's ``predict``,
-    and, for the S-learner, as its boosters on a fresh frame per action."""
+    """The batch unwraps the pyfunc (no pandas round trip): the same expected revenue as the pyfunc's
+    ``predict``, and, for the S-learner, as its boosters on a fresh frame per action."""
     from ml.features import model_frame
     from ml.scoring import predict_scores, uplift_model
     from ml.train import action_frame

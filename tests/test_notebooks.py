@@ -1,4 +1,5 @@
-"""The notebooks: stored without outputs, and each runs top to bottom on the test lake with a real MLflow store."""
+"""The notebooks: stored without outputs, and each runs top to bottom on the test lake with a real MLflow
+store."""
 
 from __future__ import annotations
 
@@ -37,9 +38,9 @@ def test_the_notebooks_are_stored_without_outputs():
 
 @pytest.fixture
 def notebook_env(gold_lake: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    """The environment the notebook kernels inherit: the test lake, an MLflow store under ``tmp_path``, and the
-    Jupyter and IPython folders under ``tmp_path`` (nothing written to the home folder). Returns the lake's
-    settings with that store."""
+    """The environment the notebook kernels inherit: the test lake, an MLflow store under ``tmp_path``, and
+    the Jupyter and IPython folders under ``tmp_path`` (nothing written to the home folder). Returns the
+    lake's settings with that store."""
     store = f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}"
     values = {
         "LAKE_ROOT": gold_lake.lake_root,
@@ -115,10 +116,10 @@ def test_explore_training_data_runs_on_the_test_lake(notebook_env: Settings):
 
 
 SMALL_LAKE = "validation_days = 2\nmax_rounds = 60\nmax_depth = 3\n"
-"""The test company has two weeks of decisions: two validation dates and fewer rounds (as the training tests), and
-the champion's depth: the notebook's candidate is then the champion's model again, which passed its quality checks
-and cannot beat itself by the margin, so the gate's outcome does not depend on how well a model learns from a
-small lake."""
+"""The test company has two weeks of decisions: two validation dates and fewer rounds (as the training tests),
+and the champion's depth: the notebook's candidate is then the champion's model again, which passed its
+quality checks and cannot beat itself by the margin, so the gate's outcome does not depend on how well a model
+learns from a small lake."""
 
 
 @pytest.mark.slow
@@ -145,8 +146,8 @@ def test_train_and_compare_registers_a_challenger_beside_the_champion(notebook_e
     assert sorted(versions) == ["1", "2"]
     candidate = client.get_model_version(settings.model_name, "2")
     model = client.get_registered_model(settings.model_name)
-    # the candidate is the challenger, gated against the champion on the same logs, its figures on the version;
-    # the champion did not move
+    # the candidate is the challenger, gated against the champion on the same logs, its figures on the
+    # version; the champion did not move
     assert str(model.aliases["champion"]) == first.model_version == "1"
     assert str(model.aliases["challenger"]) == "2"
     assert candidate.tags["gate.outcome"] == "challenger"

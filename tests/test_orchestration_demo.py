@@ -1,5 +1,5 @@
-"""``make demo`` in one process (``python -m orchestration.demo``), and the version of the dbt installed beside
-this Python known without starting it."""
+"""``make demo`` in one process (``python -m orchestration.demo``), and the version of the dbt installed
+beside this Python known without starting it."""
 
 from __future__ import annotations
 
@@ -154,8 +154,8 @@ def test_a_demo_too_small_to_train_stops_at_the_training_and_says_why(
 def test_the_models_run_trains_promotes_decides_and_evaluates_the_latest_date(
     gold_lake, simulated, tmp_path, monkeypatch, mlflow_uris
 ) -> None:
-    """The last run of ``make demo`` on the test company's lake (3,000 persons x 14 days, built by ingestion, dbt
-    and the gold publication): what the demo must leave behind, and what it prints."""
+    """The last run of ``make demo`` on the test company's lake (3,000 persons x 14 days, built by ingestion,
+    dbt and the gold publication): what the demo must leave behind, and what it prints."""
     from mlflow import MlflowClient
 
     from ml.policy import NO_ACTION, load_policy

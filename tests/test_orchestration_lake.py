@@ -1,4 +1,5 @@
-"""The lake under Dagster: assets from contracts, checks, the landing sensor, maintenance, a new feed by contract."""
+"""The lake under Dagster: assets from contracts, checks, the landing sensor, maintenance, a new feed by
+contract."""
 
 import json
 import os
@@ -171,7 +172,10 @@ def test_a_new_cdc_source_needs_only_a_contract_and_a_landing_folder(tmp_path: P
     quarantined = pl.read_delta(str(tmp_path / "lake" / "quarantine" / "records"))
     assert quarantined["line"].to_list() == [6]  # status is required: the create without it is quarantined
     # and Dagster shows the new feed from landing to silver, with the contract's checks
-    code = "from orchestration.definitions import defs; print(sorted(k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()))"
+    code = (
+        "from orchestration.definitions import defs; print(sorted(k.to_user_string() for k in "
+        "defs.resolve_asset_graph().get_all_asset_keys()))"
+    )
     listed = subprocess.run(
         [sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True
     )

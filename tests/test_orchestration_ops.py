@@ -1,6 +1,6 @@
-"""What an operator sees and runs in Dagster: the code location loads from a fresh clone, descriptions of jobs,
-schedules and sensors, what runs by default, metadata of dbt and lake assets, freshness and retention from the
-contracts, maintenance of every zone."""
+"""What an operator sees and runs in Dagster: the code location loads from a fresh clone, descriptions of
+jobs, schedules and sensors, what runs by default, metadata of dbt and lake assets, freshness and retention
+from the contracts, maintenance of every zone."""
 
 import os
 import shutil
@@ -243,9 +243,10 @@ def test_freshness_and_retention_come_from_the_contract(simulated, tmp_path: Pat
         tmp_path,
         topic,
         sla
-        + "\n    element: consents.updated_at\n    description: The newest change in silver is at most a day old.\n"
-        "  - property: retention\n    value: 90\n    unit: d",
-        "  - property: freshness\n    value: 3\n    unit: h\n  - property: retention\n    value: 10\n    unit: days",
+        + "\n    element: consents.updated_at\n    description: The newest change in silver is at most a day "
+        "old.\n  - property: retention\n    value: 90\n    unit: d",
+        "  - property: freshness\n    value: 3\n    unit: h\n  - property: retention\n    value: "
+        "10\n    unit: days",
     )
     contract = load_contracts(folder)[topic]
     assets, _ = lake_definitions({topic: contract}, produced=set())

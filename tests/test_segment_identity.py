@@ -1,6 +1,6 @@
 """The identity graph over Segment messages written from the spec: alias links whatever previousId names (an
-earlier user id or an anonymous id), decided from all the data when the graph is built, and placeholder ids link
-nothing. Real ingestion, real Delta tables, a real dbt build."""
+earlier user id or an anonymous id), decided from all the data when the graph is built, and placeholder ids
+link nothing. Real ingestion, real Delta tables, a real dbt build."""
 
 from __future__ import annotations
 
@@ -188,7 +188,8 @@ pytestmark = pytest.mark.slow  # the maps fixture runs two dbt builds of the ide
 
 @pytest.fixture(scope="module")
 def maps(tmp_path_factory: pytest.TempPathFactory) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """The person map after the alias arrived alone, and after the earlier user id's messages arrived later."""
+    """The person map after the alias arrived alone, and after the earlier user id's messages arrived
+    later."""
     tmp = tmp_path_factory.mktemp("segment_identity")
     settings = replace(lake_settings(tmp / "lake"), warehouse_path=tmp / "warehouse.duckdb")
     land_cdc(Path(settings.landing))

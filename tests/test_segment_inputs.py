@@ -67,7 +67,8 @@ def first_file() -> list[dict]:
 
 
 def placeholder_file() -> list[dict]:
-    """Placeholder ids beside a real one (kept, the placeholder becomes null), alone (quarantined), in alias."""
+    """Placeholder ids beside a real one (kept, the placeholder becomes null), alone (quarantined), in
+    alias."""
     kept = [
         segment(
             f"user-{i}",

@@ -1,5 +1,5 @@
-"""The truth's expected revenue per person and action against a Monte Carlo of the simulator's own purchase rules,
-and the map from lake persons to true persons."""
+"""The truth's expected revenue per person and action against a Monte Carlo of the simulator's own purchase
+rules, and the map from lake persons to true persons."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ WINDOWS = 30_000
 
 @pytest.fixture(scope="module")
 def truth(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small truth folder: persons with high purchase rates (a precise Monte Carlo), uplifts of both signs, one
-    rate clipped at 1, every favourite category."""
+    """A small truth folder: persons with high purchase rates (a precise Monte Carlo), uplifts of both signs,
+    one rate clipped at 1, every favourite category."""
     folder = tmp_path_factory.mktemp("truth")
     rng = np.random.default_rng(3)
     ids = [f"P{i:07d}" for i in range(PERSONS)]
@@ -65,8 +65,8 @@ def truth(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def monte_carlo(truth: Path, person: int, action: int, rng: np.random.Generator) -> np.ndarray:
     """Revenue (EUR) of WINDOWS simulated label windows for one person and action, drawn with the simulator's
-    rules day by day: a decision at 10:00-12:00 UTC on a random weekday, the action's uplift and basket from the
-    next day until 7 days after it, orders counted in (decision, decision + 7 days] unless cancelled or
+    rules day by day: a decision at 10:00-12:00 UTC on a random weekday, the action's uplift and basket from
+    the next day until 7 days after it, orders counted in (decision, decision + 7 days] unless cancelled or
     refunded."""
     persons = pl.read_parquet(truth / "persons.parquet").row(person, named=True)
     responses = pl.read_parquet(truth / "responses.parquet").filter(
@@ -157,7 +157,8 @@ def test_person_map_picks_the_true_person_holding_most_identifiers(tmp_path: Pat
                 "email_token",
             ],
             "identifier": ["1", "2", "10", "usr_a", "tok"],
-            # lake person a wrongly merged P1 and P2 (3 identifiers of P1, 1 of P2); b holds only an email token
+            # lake person a wrongly merged P1 and P2 (3 identifiers of P1, 1 of P2); b holds only an email
+            # token
             "person_id": ["a", "a", "a", "a", "b"],
         }
     )

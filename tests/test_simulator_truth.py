@@ -1,4 +1,5 @@
-"""The ground truth covers every identifier in the feeds, and the identity traps are present at their rates."""
+"""The ground truth covers every identifier in the feeds, and the identity traps are present at their
+rates."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""How a backfill of the daily feature snapshots is cut into dbt invocations: windows sized by persons x dates."""
+"""How a backfill of the daily feature snapshots is cut into dbt invocations: windows sized by persons x
+dates."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The dbt models pass the SQL lint of ``make lint`` (sqlfluff with ``dbt_project/.sqlfluff``), so CI runs it."""
+"""The dbt models pass the SQL lint of ``make lint`` (sqlfluff with ``dbt_project/.sqlfluff``), so CI runs
+it."""
 
 import json
 import subprocess
@@ -18,7 +19,8 @@ def test_every_sql_model_passes_the_sql_lint() -> None:
     linted = {Path(result["filepath"]).resolve() for result in results}
     assert linted == {path.resolve() for path in MODELS.rglob("*.sql")}
     violations = [
-        f"{Path(result['filepath']).name}:{violation['start_line_no']} {violation['code']} {violation['description']}"
+        f"{Path(result['filepath']).name}:{violation['start_line_no']} {violation['code']} "
+        f"{violation['description']}"
         for result in results
         for violation in result["violations"]
     ]

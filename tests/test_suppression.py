@@ -1,4 +1,5 @@
-"""The suppression list's keyed hashes: the vectorised hashing gives the digests of the standard library's HMAC."""
+"""The suppression list's keyed hashes: the vectorised hashing gives the digests of the standard library's
+HMAC."""
 
 from __future__ import annotations
 

@@ -130,8 +130,8 @@ def _pooled_auc(result) -> float:
 
 
 def test_leaves_scale_with_the_data_so_a_small_training_set_learns() -> None:
-    # 4,000 logged decisions (a demo-sized campaign): whether a person buys depends on tenure and on the action;
-    # a fixed leaf weight made for 200,000 persons leaves every tree a single leaf (AUC 0.5)
+    # 4,000 logged decisions (a demo-sized campaign): whether a person buys depends on tenure and on the
+    # action; a fixed leaf weight made for 200,000 persons leaves every tree a single leaf (AUC 0.5)
     logged, _ = _logged_bandit(4_000, seed=3)
     config = TrainingConfig(validation_days=3, max_rounds=100, early_stopping_rounds=20)
     scaled = train_uplift(logged, config)
@@ -143,10 +143,11 @@ def test_leaves_scale_with_the_data_so_a_small_training_set_learns() -> None:
 
 def _logged_bandit(n: int, seed: int) -> tuple[pl.DataFrame, np.ndarray]:
     """Decisions of a randomised campaign (every action with probability 1/5 each day) on persons with an
-    activity, a tenure and a price sensitivity, and each decision's true expected revenue of every action (columns
-    in ``ACTIONS`` order): a purchase probability that grows with the activity, that the loyalty offer raises
-    for long-standing customers and lowers for new ones, that the discount raises for price-sensitive persons,
-    times a basket of 60 EUR (54 EUR with the discount, 58 EUR with the loyalty offer)."""
+    activity, a tenure and a price sensitivity, and each decision's true expected revenue of every action
+    (columns in ``ACTIONS`` order): a purchase probability that grows with the activity, that the loyalty
+    offer raises for long-standing customers and lowers for new ones, that the discount raises for
+    price-sensitive persons, times a basket of 60 EUR (54 EUR with the discount, 58 EUR with the loyalty
+    offer)."""
     rng = np.random.default_rng(seed)
     activity, tenure, sensitivity = rng.uniform(0, 1, n), rng.uniform(0, 1000, n), rng.uniform(0, 1, n)
     loyalty = np.minimum(tenure / 730, 1.0)
