@@ -75,7 +75,8 @@ schema:
     physicalType: table
     logicalType: object
     properties:
-      - {name: account_id, logicalType: integer, physicalType: bigint, required: true, primaryKey: true, primaryKeyPosition: 1}
+      - {name: account_id, logicalType: integer, physicalType: bigint, required: true,
+         primaryKey: true, primaryKeyPosition: 1}
       - {name: segment, logicalType: string, physicalType: varchar, required: true}
       - {name: balance, logicalType: number, physicalType: "numeric(12,2)", required: true,
          customProperties: [{property: debeziumType, value: org.apache.kafka.connect.data.Decimal}]}

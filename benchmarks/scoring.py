@@ -451,11 +451,12 @@ def main() -> int:
         f"{solo_peak:.2f} GB"
     )
     print(
-        f"bare inplace_predict, champion:     {c['bare']:6.1f} s      {c['bare_cpu']:6.1f} s   (features in "
-        "memory)"
+        f"bare inplace_predict, champion:     {c['bare']:6.1f} s      {c['bare_cpu']:6.1f} s   "
+        "(features in memory)"
     )
     print(
-        f"ratio batch / bare:                 {solo_seconds / c['bare']:6.2f}        {solo_cpu / c['bare_cpu']:6.2f}     (target <= {TARGET_RATIO})"
+        f"ratio batch / bare:                 {solo_seconds / c['bare']:6.2f}        "
+        f"{solo_cpu / c['bare_cpu']:6.2f}     (target <= {TARGET_RATIO})"
     )
     print(
         f"python -m ml.score, with shadow:    {both_seconds:6.1f} s      {both_cpu:6.1f} s   peak RSS "

@@ -52,7 +52,7 @@ BRONZE_COLUMNS = ["message_id", "source", "raw", "_source_file", "_line", "_batc
 SEGMENT_FIELDS = """{"type": "VARCHAR", "event": "VARCHAR", "name": "VARCHAR", "anonymousId": "VARCHAR",
     "userId": "VARCHAR", "previousId": "VARCHAR", "groupId": "VARCHAR", "properties": "JSON", "traits": "JSON",
     "context": "JSON", "originalTimestamp": "VARCHAR", "timestamp": "VARCHAR", "sentAt": "VARCHAR",
-    "receivedAt": "VARCHAR", "channel": "VARCHAR", "version": "BIGINT"}"""
+    "receivedAt": "VARCHAR", "channel": "VARCHAR", "version": "BIGINT"}"""  # noqa: E501 (a SQL literal)
 CONTEXT_FIELDS = """{"ip": "VARCHAR", "userAgent": "VARCHAR", "locale": "VARCHAR",
     "library": {"name": "VARCHAR", "version": "VARCHAR"},
     "page": {"path": "VARCHAR", "url": "VARCHAR", "referrer": "VARCHAR"},
@@ -69,7 +69,8 @@ with messages as (
     from bronze
 ),
 typed as (
-    select *, json_transform(m.context, '{CONTEXT_FIELDS}') as c, json_transform(m.properties, '{PROPERTY_FIELDS}') as p,
+    select *, json_transform(m.context, '{CONTEXT_FIELDS}') as c,
+        json_transform(m.properties, '{PROPERTY_FIELDS}') as p,
         try_cast(m.originalTimestamp as timestamptz) as original_timestamp,
         try_cast(m.timestamp as timestamptz) as explicit_timestamp,
         try_cast(m.sentAt as timestamptz) as sent_at,
@@ -78,10 +79,12 @@ typed as (
 )
 select
     message_id, m.type as type, m.event as event, m.name as name,
-    {{anonymous_id}} as anonymous_id, {{user_id}} as user_id, {{previous_id}} as previous_id, m.groupId as group_id,
+    {{anonymous_id}} as anonymous_id, {{user_id}} as user_id, {{previous_id}} as previous_id,
+    m.groupId as group_id,
     source, m.channel as channel, m.version as spec_version,
-    coalesce(explicit_timestamp, received_at - (sent_at - original_timestamp), original_timestamp, received_at)
-        as event_at,
+    coalesce(
+        explicit_timestamp, received_at - (sent_at - original_timestamp), original_timestamp, received_at
+    ) as event_at,
     original_timestamp, explicit_timestamp as "timestamp", sent_at, received_at,
     epoch(received_at - sent_at) as clock_skew_seconds,
     coalesce(c.page.path, p.path) as page_path, coalesce(c.page.url, p.url) as page_url,

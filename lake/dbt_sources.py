@@ -126,8 +126,8 @@ def source_files(contracts: dict[str, Contract]) -> dict[Path, str]:
         feeds = sorted({c.feed_id for c, *_ in tables})
         source = {
             "name": system,
-            "description": f"Silver tables of {system} (feeds {', '.join(feeds)}), as warehouse views over their live "
-            "Delta files (lake.warehouse); generated from the data contracts.",
+            "description": f"Silver tables of {system} (feeds {', '.join(feeds)}), as warehouse views "
+            "over their live Delta files (lake.warehouse); generated from the data contracts.",
             "schema": SCHEMA,
             "tables": [_table(*t) for t in tables],
         }

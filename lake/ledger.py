@@ -93,7 +93,8 @@ class Ledger:
         taken = rows.filter(pl.col("status").is_in([COMMITTED, ERASED])).sort(
             "recorded_at", maintain_order=True
         )
-        done = {  # the file as last seen: an erasure's rewrite replaces the size and time it was taken in with
+        # the file as last seen: an erasure's rewrite replaces the size and time it was taken in with
+        done = {
             relpath: (size, mtime)
             for relpath, size, mtime in taken.select("relpath", "size", "mtime_ns").iter_rows()
         }

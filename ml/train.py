@@ -49,9 +49,9 @@ BASELINE = "no_action"
 METHODS = ("s_learner", "t_learner", "dr_learner")
 """The learners, the default first."""
 DECISION_COLUMNS = (
-    "activity_id", "person_id", "contact_id", "campaign_id", "activity_type", "action", "channel", "propensity",
-    "offer_value", "decision_at", "decision_date", "feature_snapshot_date", "snapshot_date", "label_window_end_at",
-    "converted", "order_count_in_horizon", "revenue_in_horizon", "first_order_at",
+    "activity_id", "person_id", "contact_id", "campaign_id", "activity_type", "action", "channel",
+    "propensity", "offer_value", "decision_at", "decision_date", "feature_snapshot_date", "snapshot_date",
+    "label_window_end_at", "converted", "order_count_in_horizon", "revenue_in_horizon", "first_order_at",
 )  # fmt: skip
 """Columns of the training set that are not features: the decision, its logging and its labels."""
 NOT_MODEL_FEATURES = ("has_profiling_consent",)

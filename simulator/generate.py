@@ -234,8 +234,8 @@ def write_truth(
         "response_model": {
             "effect_days": 7,
             "actions": list(cat.ACTIONS),
-            "meaning": "a person's daily purchase probability is (base_weekly + weekly_purchase_uplift of the "
-            "action sent in the last 7 days) / 7; basket value is scaled by basket_multiplier",
+            "meaning": "a person's daily purchase probability is (base_weekly + weekly_purchase_uplift "
+            "of the action sent in the last 7 days) / 7; basket value is scaled by basket_multiplier",
         },
     }
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")

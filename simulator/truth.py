@@ -10,14 +10,14 @@ Expected revenue of action ``a`` for true person ``x`` over the 7-day label hori
   the decision's time of day (treated); over that span each weekday occurs once, so the weekday factor
   averages to its weekly mean. The share of a day's purchases before the decision time follows the shop's
   hourly traffic (``SESSION_HOURS``) and the campaign's sending hours (10:00-12:00 UTC by default).
-- basket: the order's lines are drawn as the simulator draws them (the value ``basket_mean * basket_multiplier
-  * lognormal(0, 0.3)`` sets the number of lines, ``value / 45 EUR`` stochastically rounded, 1 to 8; each line a
-  product of the favourite category with probability 0.6, else of any category, quantity 2 with probability
-  0.15), and the order total follows the rules: 10% off the subtotal with ``discount_10``, 5 EUR off a
-  subtotal of at least 30 EUR with ``loyalty_offer``, shipping 4.95 EUR unless the subtotal reaches 50 EUR or
-  the action is ``free_shipping``. The lognormal is integrated by Gauss-Hermite quadrature; the total given
-  the number of lines and the favourite category by a fixed-seed Monte Carlo over the catalogue (prices at the
-  start of the window; their small drift is ignored).
+- basket: the order's lines are drawn as the simulator draws them (the value
+  ``basket_mean * basket_multiplier * lognormal(0, 0.3)`` sets the number of lines, ``value / 45 EUR``
+  stochastically rounded, 1 to 8; each line a product of the favourite category with probability 0.6, else of
+  any category, quantity 2 with probability 0.15), and the order total follows the rules: 10% off the subtotal
+  with ``discount_10``, 5 EUR off a subtotal of at least 30 EUR with ``loyalty_offer``, shipping 4.95 EUR
+  unless the subtotal reaches 50 EUR or the action is ``free_shipping``. The lognormal is integrated by
+  Gauss-Hermite quadrature; the total given the number of lines and the favourite category by a fixed-seed
+  Monte Carlo over the catalogue (prices at the start of the window; their small drift is ignored).
 - orders that count: the label leaves out cancelled (3%) and refunded (4% of the rest) orders.
 
 Approximations, documented: a person under another action's effect during the horizon, and the prices'

@@ -379,7 +379,8 @@ def test_sync_files_are_validated_with_file_field_and_problem(tmp_path):
     cases = {
         "fields: {contact_id: crm_contact_id}\ndestination: {kind: kafka, name: x}\n": "destination.kind",
         "fields: {id: decision_id}\ndestination: {kind: files, name: x}\n": "must be mapped",
-        "fields: {contact_id: crm_contact_id}\ndestination: {kind: files, name: x}\nremoved: drop\n": "removed",
+        "fields: {contact_id: crm_contact_id}\ndestination: {kind: files, name: x}\n"
+        "removed: drop\n": "removed",
         "fields: {contact_id: crm_contact_id}\n": "destination",
         "fields: {contact_id: crm_contact_id}\ndestination: {kind: postgres, name: crm, url: "
         "'postgresql://u:pw@h/db'}\n": "credential",

@@ -56,7 +56,8 @@ def test_dbt_assets_continue_the_lake_lineage_and_build(ingested, tmp_path: Path
     }
     instance = dg.DagsterInstance.ephemeral()
     snapshots = dg.AssetSelection.assets(dbt_daily_snapshots)
-    runs = [  # as `make demo` runs them: the models before the snapshots, one snapshot partition, the models after
+    # as `make demo` runs them: the models before the snapshots, one snapshot partition, the models after
+    runs = [
         dg.materialize(
             [dbt_models, dbt_daily_snapshots],
             selection=dg.AssetSelection.assets(dbt_models) - snapshots.downstream(),

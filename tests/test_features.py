@@ -162,7 +162,8 @@ def test_features_count_only_what_was_known_at_the_snapshot(marts: MartsBuild) -
     recomputed = read_warehouse(
         marts.settings,
         f"""
-        select features.snapshot_date, features.person_id, features.event_count_7d, count(events.message_id) as n
+        select features.snapshot_date, features.person_id, features.event_count_7d,
+            count(events.message_id) as n
         from person_features_daily as features
         left join int_marts__person_events as events
             on events.person_id = features.person_id

@@ -26,7 +26,8 @@ def settings(tmp_path: Path) -> Settings:
         settings,
         """
         create table person_scores (
-            person_id varchar, seen_at timestamp, decided_at timestamptz, amount decimal(10, 2), visits integer
+            person_id varchar, seen_at timestamp, decided_at timestamptz,
+            amount decimal(10, 2), visits integer
         );
         insert into person_scores values
             ('p1', '2026-09-01 10:00:00', '2026-09-01 12:00:00+02', 12.50, 3),

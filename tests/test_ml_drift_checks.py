@@ -80,7 +80,8 @@ def world(gold_lake, tmp_path_factory):
     beyond = rows[moved].cast(pl.Float64).max() * 10 + 100
     rng = np.random.default_rng(3)
     settings = lake_settings(root / "lake")
-    write_deltalake(  # nobody linked to a CRM contact or app user: the decisions need no address to be measured
+    # nobody linked to a CRM contact or app user: the decisions need no address to be measured
+    write_deltalake(
         gold_uri(settings, "identity_person_map"),
         pl.scan_delta(gold_uri(gold_lake, "identity_person_map")).head(0).collect().to_arrow(),
     )

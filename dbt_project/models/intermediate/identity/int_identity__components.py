@@ -94,7 +94,8 @@ def components(con, identifiers: str, edges: str, cuts: str) -> pa.Table:
     )
     result = con.sql("""
         with labelled as (
-            select nodes.identifier_type, nodes.identifier, labels.label, labels.reached, labels.linked_at, nodes.is_device
+            select nodes.identifier_type, nodes.identifier, labels.label,
+                labels.reached, labels.linked_at, nodes.is_device
             from identity_nodes as nodes
             inner join identity_labels as labels using (node)
         )
