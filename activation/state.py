@@ -6,13 +6,11 @@ not an analytic product), it is written only by the sync, and erasure must reach
 holds ids and decision fields only, never personal data.
 
 - ``activation/state/<sync>``: one row per key as last applied at the destination. Every commit carries the
-Delta
-  application transaction ``(activation:<sync>, diff id)``, so the table says which diff it reflects.
+  Delta application transaction ``(activation:<sync>, diff id)``, so the table says which diff it reflects.
 - ``activation/pending/<sync>``: the diff being sent (written before sending), from which the state is
-completed
-  when the destination committed a diff that the lake did not record (a run killed in between).
-- ``activation/sync_runs``: one row per run; ``activation/sync_failures``: one row per record a destination
-refused.
+  completed when the destination committed a diff that the lake did not record (a run killed in between).
+- ``activation/sync_runs``: one row per run; ``activation/sync_failures``: one row per record a
+  destination refused.
 """
 
 from __future__ import annotations

@@ -9,11 +9,10 @@
    1,000,000-row table. Target: within 3x.
 3. Peak memory of a separate process ingesting one 2 GB clickstream file. Target: under 2 GB.
 4. Bounded ingestion at scale: ``python -m lake.ingest`` (landing -> bronze -> silver, default settings) of
-the
-   simulated company at 1,000,000 persons over 30 days, in a separate process: wall time, events/s, and its
-   peak RSS against the target (under 4 GB whatever the landing zone's size) and against the landing zone's
-   uncompressed size. The generated landing zone is kept in ``--scale-scratch`` (default: a folder in the temp
-   dir) and reused by later runs; each run ingests it into a fresh lake.
+   the simulated company at 1,000,000 persons over 30 days, in a separate process: wall time, events/s, and
+   its peak RSS against the target (under 4 GB whatever the landing zone's size) and against the landing
+   zone's uncompressed size. The generated landing zone is kept in ``--scale-scratch`` (default: a folder in
+   the temp dir) and reused by later runs; each run ingests it into a fresh lake.
 
     python benchmarks/lake_throughput.py [--persons 100000] [--days 30] [--rows 1000000] [--file-gb 2]
         [--scale-persons 1000000] [--scale-scratch DIR] [--only ingest|apply|memory|scale]

@@ -51,8 +51,7 @@ IDENTITY_TYPES_NUMERIC = ("crm_contact_id", "shop_customer_id")
 CRM_TABLES = ("contacts_history", "consents_history", "activities")
 
 
-# -- the scoring input
-# ------------------------------------------------------------------------------------------
+# -- the scoring input ---------------------------------------------------------------------------------------
 
 
 def copied_ids(person_ids: pl.Series, copy: int) -> pl.Series:
@@ -171,8 +170,7 @@ def build_input(source: Settings, target: Settings, persons: int, erased: int) -
     }
 
 
-# -- the models
-# -------------------------------------------------------------------------------------------------
+# -- the models ----------------------------------------------------------------------------------------------
 
 
 def train_models(source: Settings, ml: MlSettings) -> dict:
@@ -255,8 +253,7 @@ def scratch_ml(root: Path, database: str) -> MlSettings:
     return replace(get_ml_settings(), tracking_uri=f"sqlite:///{root / 'mlflow' / database}")
 
 
-# -- the measurements
-# -------------------------------------------------------------------------------------------
+# -- the measurements ----------------------------------------------------------------------------------------
 
 
 def batch_environment(root: Path, database: str) -> dict[str, str]:

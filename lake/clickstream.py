@@ -7,17 +7,15 @@
 - Typed columns for the Segment fields, the context and the e-commerce properties the models use; the raw
   ``properties`` and ``traits`` objects are kept as JSON text.
 - Placeholder ids (``"null"``, ``"undefined"``, blank, ...: :mod:`data_contracts.segment`) become null: they
-are
-  no identifier and link nothing.
+  are no identifier and link nothing.
 - No raw personal data: the contract's PII paths (the IP in ``context``; e-mail, phone, names, user name,
-birthday
-  and address among the reserved traits, camelCase or snake_case, in ``traits`` and ``context.traits``) become
-  tokens, a network prefix or a year (:mod:`lake.privacy`), one column per trait whatever its case form, or
-  nothing (address); they are removed from the traits JSON kept, which stays null when a message has none.
+  birthday and address among the reserved traits, camelCase or snake_case, in ``traits`` and
+  ``context.traits``) become tokens, a network prefix or a year (:mod:`lake.privacy`), one column per trait
+  whatever its case form, or nothing (address); they are removed from the traits JSON kept, which stays null
+  when a message has none.
 - Partitioned by event date. Each run reads only the bronze batches it has not applied yet, in steps of at
-most
-  ``Settings.apply_step_rows`` bronze rows (a batch is split into several steps when larger), and commits the
-  last step of a batch with the application transaction ``(clickstream-silver, batch)``. A step is safe to
+  most ``Settings.apply_step_rows`` bronze rows (a batch is split into several steps when larger), and commits
+  the last step of a batch with the application transaction ``(clickstream-silver, batch)``. A step is safe to
   apply again (a message already in silver is kept unless the step brings an earlier delivery), so a run
   interrupted inside a batch applies that batch again from its start.
 """

@@ -102,8 +102,7 @@ class PolicyError(ValueError):
     """The policy file is missing, unreadable or invalid (the message names the file and the field)."""
 
 
-# -- the policy file
-# -------------------------------------------------------------------------------------------
+# -- the policy file -----------------------------------------------------------------------------------------
 
 
 class _Strict(BaseModel):
@@ -285,8 +284,7 @@ def load_policy(path: Path | None = None) -> Policy:
     )
 
 
-# -- hashing
-# ---------------------------------------------------------------------------------------------------
+# -- hashing -------------------------------------------------------------------------------------------------
 
 
 _FNV_OFFSET = 0xCBF29CE484222325
@@ -366,8 +364,7 @@ def _labels(name: str, names: Iterable[str], codes: np.ndarray, null: np.ndarray
     return labels.zip_with(pl.Series(~null), pl.Series(name, [None] * len(labels), dtype=pl.String))
 
 
-# -- eligibility
-# -----------------------------------------------------------------------------------------------
+# -- eligibility ---------------------------------------------------------------------------------------------
 
 
 def count_touches(events: pl.DataFrame, policy: Policy, decision_date: date) -> pl.DataFrame:
@@ -459,8 +456,7 @@ def eligibility(
     return pl.concat(parts).sort("person_id", "action", maintain_order=True)
 
 
-# -- fallback
-# --------------------------------------------------------------------------------------------------
+# -- fallback ------------------------------------------------------------------------------------------------
 
 
 def fallback_scores(candidates: pl.DataFrame, policy: Policy) -> pl.DataFrame:
@@ -494,8 +490,7 @@ def _condition(column: str, condition: Condition) -> pl.Expr:
     return pl.all_horizontal(tests)
 
 
-# -- deciding
-# --------------------------------------------------------------------------------------------------
+# -- deciding ------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)

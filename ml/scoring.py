@@ -106,8 +106,7 @@ class ScoringReport:
         return "\n".join(lines)
 
 
-# -- reading
-# ---------------------------------------------------------------------------------------------------
+# -- reading -------------------------------------------------------------------------------------------------
 
 
 def latest_snapshot_date(settings: Settings | None = None) -> date:
@@ -292,8 +291,7 @@ def scorable_features(
     return frame.filter(~gone & ~objected).select("person_id", *columns).sort("person_id")
 
 
-# -- scoring
-# ---------------------------------------------------------------------------------------------------
+# -- scoring -------------------------------------------------------------------------------------------------
 
 
 def model_input(frame: pl.DataFrame, columns: list[str]) -> pd.DataFrame:
@@ -414,8 +412,7 @@ def _load(ml: MlSettings, alias: str, available: list[str]) -> tuple[_Scorer | N
     return _Scorer(ModelRef(ml.model_name, str(version.version), alias), model, columns), None
 
 
-# -- writing
-# ---------------------------------------------------------------------------------------------------
+# -- writing -------------------------------------------------------------------------------------------------
 
 
 def write_date(uri: str, frame: pl.DataFrame, decision_date: date, settings: Settings) -> None:
@@ -480,8 +477,7 @@ def publish(settings: Settings, decisions: pl.DataFrame, decision_date: date) ->
             write.result()
 
 
-# -- the batch
-# -------------------------------------------------------------------------------------------------
+# -- the batch -----------------------------------------------------------------------------------------------
 
 
 def score_and_decide(

@@ -4,13 +4,13 @@ purchase probability, learned with xgboost from the logged campaign decisions (g
 Three learners, compared against the simulator's truth (``benchmarks/uplift_learners.py``):
 
 - ``s_learner`` (the default): one purchase classifier for all actions, with the action as a native
-categorical
-  feature, trained on the decisions of randomised campaigns, times one order-value regressor (the revenue in
-  the horizon of the decisions that led to a purchase, all campaigns, the action again a feature). Pooling the
-  actions lets every decision inform the shared baseline, and splitting the revenue into whether a person buys
-  and how much they spend when they do keeps the heavy-tailed basket value out of the noisy comparison of the
-  actions. On the 200,000-person benchmark it is the only learner that captures more than half of the
-  personalisation headroom (0.82 of it on the out-of-time decisions, with the seeds 7 and 1 alike).
+  categorical feature, trained on the decisions of randomised campaigns, times one order-value regressor (the
+  revenue in the horizon of the decisions that led to a purchase, all campaigns, the action again a feature).
+  Pooling the actions lets every decision inform the shared baseline, and splitting the revenue into whether a
+  person buys and how much they spend when they do keeps the heavy-tailed basket value out of the noisy
+  comparison of the actions. On the 200,000-person benchmark it is the only learner that captures more than
+  half of the personalisation headroom (0.82 of it on the out-of-time decisions, with the seeds 7 and 1
+  alike).
 - ``t_learner``: one revenue regressor and one purchase classifier per action, each trained on the decisions
   that logged that action, weighted by the inverse of the logged propensity (clipped), so that each action's
   model learns on the population the logging policy sampled rather than on the policy's own choices.

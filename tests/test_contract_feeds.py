@@ -109,8 +109,7 @@ def test_two_contracts_of_one_feed_are_refused_naming_both_files(tmp_path: Path)
     assert {problem.path, problem.other} == {copy, folder / "crm.public.consents.odcs.yaml"}
 
 
-# -- invalid contracts: every problem, file and field, no traceback
-# --------------------------------------------
+# -- invalid contracts: every problem, file and field, no traceback ------------------------------------------
 
 
 def break_contacts(data: dict) -> None:
@@ -266,8 +265,7 @@ def test_the_code_location_loads_the_valid_feeds_and_shows_the_invalid_contracts
     assert "invalid data contract, feed skipped" in done.stderr and "Traceback" not in done.stderr
 
 
-# -- landing file names
-# ----------------------------------------------------------------------------------------
+# -- landing file names --------------------------------------------------------------------------------------
 
 
 def test_the_file_names_sinks_write_are_taken_in_and_others_are_reported(tmp_path: Path) -> None:

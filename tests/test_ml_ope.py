@@ -234,8 +234,7 @@ def test_exploration_probabilities():
     np.testing.assert_allclose(exploration_probabilities(np.array([1, 0, 2]), eligible, 0.0).sum(axis=1), 1)
 
 
-# -- synthetic logged bandit data with a known true policy value
-# ----------------------------------------------
+# -- synthetic logged bandit data with a known true policy value ---------------------------------------------
 K = 4
 BASE = np.array([0.10, 0.05, 0.15, 0.12])  # purchase probability of each action at x0 = 0 ...
 SLOPE = np.array([0.10, 0.50, -0.10, 0.20])  # ... rising with x0 by this much at x0 = 1

@@ -92,8 +92,7 @@ def action_scores(row: dict) -> dict[str, dict]:
     return {s["action"]: s for s in row["action_scores"]}
 
 
-# -- the policy file
-# -------------------------------------------------------------------------------------------
+# -- the policy file -----------------------------------------------------------------------------------------
 
 
 def test_the_project_policy_file_loads():
@@ -139,8 +138,7 @@ def test_a_missing_policy_file_is_refused(tmp_path):
         load_policy(tmp_path / "absent.yaml")
 
 
-# -- eligibility
-# -----------------------------------------------------------------------------------------------
+# -- eligibility ---------------------------------------------------------------------------------------------
 
 
 def test_an_action_needs_a_consented_channel_with_an_address(tmp_path):
@@ -215,8 +213,7 @@ def test_touches_count_one_per_person_day_and_channel_within_the_window(tmp_path
     assert counted == {"a": 3, "b": 1}
 
 
-# -- value, channels, budgets
-# ----------------------------------------------------------------------------------
+# -- value, channels, budgets --------------------------------------------------------------------------------
 
 
 def test_value_is_incremental_revenue_minus_the_cheapest_eligible_channel(tmp_path):
@@ -306,8 +303,7 @@ def test_a_spent_channel_budget_moves_the_action_to_the_next_channel(tmp_path):
     assert decided["p00000"]["reason"] == "budget_next_best"
 
 
-# -- holdout, exploration, canary
-# ------------------------------------------------------------------------------
+# -- holdout, exploration, canary ----------------------------------------------------------------------------
 
 
 def test_the_holdout_share_and_its_stability(tmp_path):
@@ -406,8 +402,7 @@ def test_canary_persons_are_decided_on_the_challengers_scores(tmp_path):
     assert again["is_canary"].to_list() == decided["is_canary"].to_list()
 
 
-# -- determinism, ids, fallback
-# --------------------------------------------------------------------------------
+# -- determinism, ids, fallback ------------------------------------------------------------------------------
 
 
 def test_deciding_twice_gives_the_same_decisions(tmp_path):
