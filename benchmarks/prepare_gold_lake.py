@@ -4,8 +4,8 @@ build the marts with dbt (the daily feature snapshots in windows of dates, as a 
 publish the gold tables. Each step leaves a marker, so an interrupted preparation resumes; ``READY`` marks a
 finished lake.
 
-    python benchmarks/prepare_gold_lake.py --root /tmp/lake-200000x30 [--persons 200000] [--days 30] [--seed
-    7]
+    python benchmarks/prepare_gold_lake.py --root /tmp/lake-200000x30
+        [--persons 200000] [--days 30] [--seed 7]
 
 The lake is under ``<root>/lake`` (``LAKE_ROOT``), the warehouse ``<root>/warehouse/engagement.duckdb``
 (``WAREHOUSE_PATH``), the simulator's truth under ``<root>/truth``.
