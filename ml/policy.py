@@ -582,23 +582,29 @@ def decide(
 
     # the greedy choice, under the daily budgets (the highest values get them; ties by a hash of the person)
     available = ok.copy()
-    first_action, first_channel, _ = _best_option(value, available)
+    first_action, first_channel, first_best = _best_option(value, available)
+    action, channel, best = first_action.copy(), first_channel.copy(), first_best.copy()
     tiebreak = uniform(hashed, "budget" + day)
     budgets = [
         (actions.index(a), channels.index(c), limit) for (a, c), limit in policy.budgets.items() if deploy
     ]
     while True:  # every pass that spills removes options, so this ends
-        action, channel, best = _best_option(value, available)
-        spilled = False
+        spilled = []
         for a, c, limit in budgets:
             taking = np.flatnonzero(~holdout & (action == a) & (channel == c))
             if len(taking) > limit:
                 order = np.lexsort((tiebreak[taking], -best[taking]))
                 available[taking[order[limit:]], a, c] = False
-                spilled = True
+                spilled.append(taking[order[limit:]])
         if not spilled:
             break
+        # only the persons who lost an option choose again
+        rows = np.unique(np.concatenate(spilled))
+        action[rows], channel[rows], best[rows] = _best_option(value[rows], available[rows])
     greedy, greedy_channel = action, channel
+    open_value = np.where(ok, value, -np.inf).max(
+        axis=2
+    )  # the best value of each action through an open channel
     budget_hit = eligible & ~available.any(axis=2)
     budget_hit[:, 0] = False
     reason[budget_hit] = ACTION_REASONS.index("budget")
@@ -632,7 +638,7 @@ def decide(
             (action > 0) & (greedy == first_action) & (greedy_channel == first_channel),
             action > 0,
             ~eligible[:, 1:].any(axis=1),
-            (budget_hit & (np.where(ok, value, -np.inf).max(axis=2) > 0)).any(axis=1),
+            (budget_hit & (open_value > 0)).any(axis=1),
         ],
         [DECISION_REASONS.index(r) for r in DECISION_REASONS[:2]]
         + [DECISION_REASONS.index(r) for r in ("best_value", "budget_next_best")]
@@ -665,7 +671,7 @@ def decide(
         model_version = _labels("model_version", [r.version for r in refs], served)
 
     # the value an ineligible action would have had through its cheapest offered channel, for the record
-    shown = np.where(ok, value, -np.inf).max(axis=2)
+    shown = open_value
     cheapest = np.array(
         [min((policy.message_cost[c] for c in policy.action_channels[a]), default=0.0) for a in actions]
     )
