@@ -42,9 +42,10 @@ class SyncError(RuntimeError):
     """A sync cannot run (its source is invalid, or the lake and the destination cannot be reconciled)."""
 
 
-class SyncSkipped(RuntimeError):
-    """A sync to an optional destination whose credentials are not in the environment: not run, not a
-    failure (the message says which variable to set)."""
+class SyncSkipped(SyncConfigError):
+    """A sync to an optional destination (HubSpot) whose credentials are not in the environment: not run,
+    not a failure (the message says which variable to set). A :class:`SyncConfigError`, like a PostgreSQL
+    destination's missing URL, so that callers that check credentials first treat both alike."""
 
 
 def outbox_dir() -> Path:
@@ -334,6 +335,7 @@ def run_sync(config: SyncConfig, settings: Settings | None = None, *, dry_run: b
         counts["retried"] = (
             diff.filter(pl.col(key).cast(pl.String).is_in(list(retry_keys))).height if retry_keys else 0
         )
+        lap("diff")
         refused_by_contract = {}
         if contract is not None:
             sent = diff.filter(pl.col(state.OP) != "removed").drop(state.OP)
@@ -359,7 +361,7 @@ def run_sync(config: SyncConfig, settings: Settings | None = None, *, dry_run: b
                 quota.per_seconds,
                 quota.daily,
             )
-        lap("diff")
+        lap("contract")
         if dry_run:
             row = _run_row(run_id, config, diff_id, "dry_run", started, counts)
             row["sample"] = {op: frame[key].head(SAMPLE_SIZE).to_list() for op, frame in ops.items()}
@@ -409,6 +411,8 @@ def describe(row: dict) -> str:
         f"{row['skipped_by_consent']}, not actions {row['not_actions']} of {row['source_rows']} source rows; "
         f"{row['duration_s']:.2f} s [{row['status']}]"
     )
+    if row.get("refused_by_contract"):
+        text += f"; refused by the outbound contract {row['refused_by_contract']}"
     if row.get("planned_s") is not None:
         text += f"; at least {row['planned_s']:.0f} s under the destination's quota"
     if "sample" in row:
