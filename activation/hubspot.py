@@ -201,17 +201,33 @@ class HubSpotDestination:
                 self.burst.record()
                 self.day.record()
                 self.requests += 1
-            payload = response.json() if response.content else {}
+            self._adopt(response.headers)
+            try:
+                payload = response.json() if response.content else {}
+            except ValueError:  # a proxy's HTML page, a truncated body
+                payload = {"message": response.text[:200]}
             if response.status_code >= 400:
-                after = response.headers.get("Retry-After")
+                after = response.headers.get("Retry-After", "")
                 raise HubSpotError(
                     response.status_code,
-                    str(payload.get("message", response.text))[:500],
-                    float(after) if after and after.replace(".", "", 1).isdigit() else None,
+                    str(payload.get("message", ""))[:500],
+                    float(after) if after.replace(".", "", 1).isdigit() else None,
                 )
             return response.status_code, payload
 
         return self.retrying(once)
+
+    def _adopt(self, headers: httpx.Headers) -> None:
+        """Keep to the account's own limit when its answer states a stricter one than the sync file
+        (``X-HubSpot-RateLimit-Max`` requests per ``-Interval-Milliseconds``): the quota is shared by every
+        app of the account."""
+        limit, interval = (
+            headers.get("X-HubSpot-RateLimit-Max"),
+            headers.get("X-HubSpot-RateLimit-Interval-Milliseconds"),
+        )
+        if limit and limit.isdigit() and interval and interval.isdigit():
+            self.burst.limit = min(self.burst.limit, int(limit))
+            self.burst.window_s = max(self.burst.window_s, int(interval) / 1000)
 
     def ensure_properties(self) -> None:
         """Create the property group and the custom properties that are missing (the key's with unique

@@ -68,7 +68,8 @@ class HubSpotEmulator:
         """Every request: time (monotonic), method, path, status and the number of inputs."""
         self.state_changes = 0
         self._accepted: deque[float] = deque()
-        self._fail: list[int] = []
+        self._fail: list[tuple[int, bool, str | None]] = []
+        self._throttle = 0
         self._next_id = 1
         self.server: ThreadingHTTPServer | None = None
 
@@ -102,10 +103,19 @@ class HubSpotEmulator:
         """The base URL (``http://127.0.0.1:<port>``)."""
         return f"http://127.0.0.1:{self.server.server_address[1]}"
 
-    def fail_next(self, count: int, status: int = 503) -> None:
-        """The next ``count`` requests fail with ``status`` (a 5xx storm), before anything is applied."""
+    def fail_next(
+        self, count: int, status: int = 503, *, after_apply: bool = False, path: str | None = None
+    ) -> None:
+        """The next ``count`` requests (to ``path``, or any) fail with ``status`` (a 5xx storm): before
+        anything is applied, or (``after_apply``) once the request was applied, as when the answer is lost on
+        its way back."""
         with self.lock:
-            self._fail += [status] * count
+            self._fail += [(status, after_apply, path)] * count
+
+    def throttle_next(self, count: int) -> None:
+        """The next ``count`` requests get 429 whatever the quota says (other apps of the account used it)."""
+        with self.lock:
+            self._throttle += count
 
     def requests(self, path: str | None = None, status: int | None = None) -> list[dict]:
         """The logged requests (to ``path``, with ``status``)."""
@@ -166,8 +176,9 @@ class HubSpotEmulator:
         while self._accepted and now - self._accepted[0] >= self.interval_s:
             self._accepted.popleft()
         interval_ms = str(int(self.interval_s * 1000))
-        if len(self._accepted) >= self.max_requests:
-            wait = self.interval_s - (now - self._accepted[0])
+        if len(self._accepted) >= self.max_requests or self._throttle:
+            wait = self.interval_s - (now - self._accepted[0]) if self._accepted else self.interval_s
+            self._throttle = max(0, self._throttle - 1)
             headers = {
                 "Retry-After": str(max(1, round(wait + 0.5))),
                 "X-HubSpot-RateLimit-Max": str(self.max_requests),
@@ -188,9 +199,10 @@ class HubSpotEmulator:
             "X-HubSpot-RateLimit-Remaining": str(self.max_requests - len(self._accepted)),
             "X-HubSpot-RateLimit-Interval-Milliseconds": interval_ms,
         }
-        if self._fail:
-            status = self._fail.pop(0)
-            return status, _error(status, "INTERNAL_ERROR", "internal error"), headers, 0
+        matching = [i for i, (_, _, where) in enumerate(self._fail) if where in (None, path)]
+        failure = self._fail.pop(matching[0]) if matching else None
+        if failure is not None and not failure[1]:
+            return failure[0], _error(failure[0], "INTERNAL_ERROR", "internal error"), headers, 0
         try:
             payload = json.loads(raw) if raw else {}
         except ValueError:
@@ -206,7 +218,10 @@ class HubSpotEmulator:
         if route is None:
             return 404, _error(404, "OBJECT_NOT_FOUND", f"no route {method} {path}"), headers, 0
         status, body = route(payload)
-        return status, body, headers, len(payload.get("inputs") or []) if isinstance(payload, dict) else 0
+        inputs = len(payload.get("inputs") or []) if isinstance(payload, dict) else 0
+        if failure is not None:  # applied, but the answer is an error
+            return failure[0], _error(failure[0], "INTERNAL_ERROR", "internal error"), headers, inputs
+        return status, body, headers, inputs
 
     def _create_group(self, payload: dict) -> tuple[int, dict]:
         name = payload.get("name")

@@ -20,7 +20,7 @@ from hubspot_emulator import UPSERT, HubSpotEmulator
 
 from activation import state
 from activation.config import load_sync
-from activation.hubspot import RollingWindow, plan_seconds
+from activation.hubspot import HubSpotError, RollingWindow, plan_seconds
 from activation.sync import SyncSkipped, main, run_sync
 from lake.settings import REPO_ROOT
 from tests.test_activation_sync import lake  # noqa: F401 (the fixture)
@@ -161,24 +161,46 @@ def test_first_sync_creates_properties_and_upserts_all_then_nothing_changed_send
 
 def test_storms_of_429_and_5xx_are_survived_and_no_record_is_lost(hubspot, emulator):
     rows = write_gold(hubspot, 60)
-    emulator.max_requests = 3  # the account's real quota is lower than the one the sync file states
-    emulator.fail_next(3, status=503)
+    emulator.throttle_next(3)  # other apps of the account used the quota
+    emulator.fail_next(2, status=503)
+    emulator.fail_next(2, status=502, after_apply=True, path=UPSERT)  # applied, the answer lost
     config = hubspot_sync(batch_size=5, requests=10, per_seconds=0.5)
 
     result = run_sync(config, hubspot)
     assert (result["sent"], result["failed"], result["status"]) == (60, 0, "succeeded")
-    throttled = emulator.requests(status=429)
-    assert throttled, "the emulator's quota was exceeded"
-    assert len(emulator.requests(status=503)) == 3
+    assert len(emulator.requests(status=429)) == 3
+    assert len(emulator.requests(status=503)) == 2
+    assert len(emulator.requests(UPSERT, status=502)) == 2
     assert {emulator.record(str(c))["nba_decision_id"] for c in rows} == {
         r["decision_id"] for r in rows.values()
     }
+    # 12 batches, the two whose answer was lost sent again: 14 applied, 60 records changed once each
+    assert len([r for r in emulator.requests(UPSERT) if r["status"] in (200, 502)]) == 14
     assert emulator.state_changes == 60
     # Retry-After honoured: after each 429 the next request came at least a second later
     log = emulator.requests()
     for i, entry in enumerate(log[:-1]):
         if entry["status"] == 429:
             assert log[i + 1]["at"] - entry["at"] >= 1.0
+
+
+def test_the_client_adopts_a_stricter_limit_the_account_states(hubspot, emulator):
+    write_gold(hubspot, 60)
+    emulator.max_requests = 3  # the sync file says 10 per 0.5 s; the account's answers say 3
+    result = run_sync(hubspot_sync(batch_size=5, requests=10, per_seconds=0.5), hubspot)
+    assert result["sent"] == 60
+    assert not emulator.requests(status=429)
+    assert emulator.max_in_window(0.5) <= 3
+
+
+def test_a_wrong_token_fails_the_run_clearly_and_sends_nothing(hubspot, emulator, monkeypatch):
+    write_gold(hubspot, 5)
+    monkeypatch.setenv("HUBSPOT_ACCESS_TOKEN", "pat-revoked")
+    with pytest.raises(HubSpotError, match="HubSpot answered 401: Authentication credentials not found"):
+        run_sync(hubspot_sync(), hubspot)
+    assert len(emulator.requests(status=401)) == 1  # not retried
+    assert not emulator.contacts and state.state_version(hubspot, "hubspot_contacts") == 0
+    assert state.runs(hubspot, "hubspot_contacts")["status"].to_list() == ["failed"]
 
 
 def test_207_refusals_are_recorded_with_hubspots_reason_and_retried_next_run(hubspot, emulator):
