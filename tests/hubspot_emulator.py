@@ -67,6 +67,9 @@ class HubSpotEmulator:
         self.log: list[dict] = []
         """Every request: time (monotonic), method, path, status and the number of inputs."""
         self.state_changes = 0
+        self.on_applied = None
+        """Called with (path, how many requests to that path were applied) after applying one, before the
+        answer is sent (tests kill the client there)."""
         self._accepted: deque[float] = deque()
         self._fail: list[tuple[int, bool, str | None]] = []
         self._throttle = 0
@@ -162,6 +165,9 @@ class HubSpotEmulator:
             self.log.append(
                 {"at": time.monotonic(), "method": method, "path": path, "status": status, "inputs": inputs}
             )
+            applied = sum(1 for r in self.log if r["path"] == path and r["status"] in (200, 201, 207))
+        if self.on_applied is not None and status in (200, 201, 207):
+            self.on_applied(path, applied)
         self._reply(handler, status, body, headers)
 
     def _respond(self, method: str, path: str, request_headers, raw: bytes) -> tuple:

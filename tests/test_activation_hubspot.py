@@ -8,6 +8,7 @@ sync."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from datetime import UTC, date, datetime
@@ -293,39 +294,44 @@ def test_emulator_enforces_the_documented_contract(emulator):
         assert last.json()["policyName"] == "TEN_SECONDLY_ROLLING"
 
 
-def test_killed_mid_sync_then_run_again_changes_every_record_exactly_once(hubspot, emulator):
+def sync_process(env: dict) -> subprocess.Popen:
+    """``python -m activation.sync --sync hubspot_contacts`` as a real process."""
+    command = [sys.executable, "-m", "activation.sync", "--sync", "hubspot_contacts"]
+    return subprocess.Popen(
+        command, env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+@pytest.mark.parametrize("kill", ["crash point after the answer", "SIGKILL while the request is in flight"])
+def test_killed_mid_sync_then_run_again_changes_every_record_exactly_once(hubspot, emulator, kill):
     rows = write_gold(hubspot, 450)
     hubspot_sync(requests=10, per_seconds=0.5)
-    env = {**os.environ, "LAKE_CRASH_AT": "activation.hubspot.batch_sent.3"}
-    killed = subprocess.run(
-        [sys.executable, "-m", "activation.sync", "--sync", "hubspot_contacts"],
-        env=env,
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert killed.returncode == -9, killed.stderr
-    assert [b["inputs"] for b in upsert_batches(emulator)] == [
+    env = dict(os.environ)
+    if kill.startswith(
+        "crash point"
+    ):  # killed after HubSpot answered the third batch, before it was recorded
+        process = sync_process(env | {"LAKE_CRASH_AT": "activation.hubspot.batch_sent.3"})
+    else:  # killed from outside once HubSpot applied the third batch, before the answer reaches it
+        process = sync_process(env)
+        emulator.on_applied = lambda path, n: (
+            path == UPSERT and n == 3 and os.kill(process.pid, signal.SIGKILL)
+        )
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == -signal.SIGKILL, stderr
+    assert [b["inputs"] for b in emulator.requests(UPSERT)] == [
         100,
         100,
         100,
-    ]  # the third answered, not recorded
+    ]  # the third applied, unrecorded
     assert emulator.state_changes == 300 and state.state_version(hubspot, "hubspot_contacts") == 0
 
-    env.pop("LAKE_CRASH_AT")
-    rerun = subprocess.run(
-        [sys.executable, "-m", "activation.sync", "--sync", "hubspot_contacts"],
-        env=env,
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert rerun.returncode == 0, rerun.stderr
-    assert "sent 450" in rerun.stdout
+    emulator.on_applied = None
+    rerun = sync_process(env)
+    stdout, stderr = rerun.communicate(timeout=120)
+    assert rerun.returncode == 0, stderr
+    assert "sent 450" in stdout
     # only the batch in flight at the kill went again: 3 + (1 again + 2) upserts, 450 state changes
-    assert [b["inputs"] for b in upsert_batches(emulator)] == [100, 100, 100, 100, 100, 50]
+    assert [b["inputs"] for b in emulator.requests(UPSERT)] == [100, 100, 100, 100, 100, 50]
     assert emulator.state_changes == 450
     assert {k: emulator.record(k) for k in emulator.contacts} == {
         str(c): expected_properties(r) for c, r in rows.items()
