@@ -108,6 +108,7 @@ def disagreeing(tmp_path: Path, old: str, new: str) -> str:
             "primary key []",
         ),
     ],
+    ids=["not-outbound", "personal-data", "other-fields", "no-key"],
 )
 def test_a_contract_that_disagrees_with_its_sync_stops_it(tmp_path, monkeypatch, old, new, problem):
     monkeypatch.setenv("ACTIVATION_CONTRACTS_DIR", disagreeing(tmp_path, old, new))
