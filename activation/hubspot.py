@@ -184,23 +184,19 @@ class HubSpotDestination:
             stop=stop_after_attempt(attempts),
             reraise=True,
         )
-        self.requests = 0
-        """Requests answered (retries included)."""
-        self.throttled_s = 0.0
-        """Seconds spent waiting for the quota."""
 
     # --------------------------------------------------------------------------------------------- HTTP
     def _send(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
         """One request within the quota, retried on 429, 5xx and connection errors; (status, JSON body)."""
 
         def once() -> tuple[int, dict]:
-            self.throttled_s += self.burst.wait() + self.day.wait()
+            self.burst.wait()
+            self.day.wait()
             try:
                 response = self.client.request(method, path, json=body)
             finally:
                 self.burst.record()
                 self.day.record()
-                self.requests += 1
             self._adopt(response.headers)
             try:
                 payload = response.json() if response.content else {}
