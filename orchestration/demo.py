@@ -36,7 +36,9 @@ SNAPSHOTS = dg.AssetSelection.assets(dg.AssetKey(["marts", "person_features_dail
 BEFORE_SNAPSHOTS = dg.AssetSelection.all() - SNAPSHOTS.downstream()
 MODELS = dg.AssetSelection.groups("ml")
 """Training, registry, decisions and evaluation: the last run, for the latest snapshot date."""
-AFTER_SNAPSHOTS = SNAPSHOTS.downstream() - SNAPSHOTS - MODELS
+SYNCS = dg.AssetSelection.groups("activation")
+"""The reverse-ETL syncs of the decisions, after the models."""
+AFTER_SNAPSHOTS = SNAPSHOTS.downstream() - SNAPSHOTS - MODELS - SYNCS
 
 CANDIDATE = dg.AssetKey(["ml", "uplift_candidate"])
 DECISIONS = dg.AssetKey(["ml", "nba_decisions"])
