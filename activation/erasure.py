@@ -1,5 +1,6 @@
 """Erasure in activation: a person's recommendations cleared at every sync's destination, and the person's
-rows removed from the activation zone of the lake (each sync's state and pending diff, the refused records).
+rows removed from the activation zone of the lake (each sync's state and pending diff, the refused records,
+the keys a failed run's error quotes).
 
 Called by the lake's erasure (:func:`lake.erasure.erase`) with the hashes of the request's identifiers, before
 it sweeps the other zones; it then purges every Delta table's history, this zone's included. Per sync, the
@@ -23,7 +24,7 @@ from typing import NamedTuple
 
 import polars as pl
 import psycopg
-from deltalake import DeltaTable
+from deltalake import DeltaTable, write_deltalake
 from psycopg import sql
 
 from activation import state
@@ -155,6 +156,29 @@ def _sweep_outbox(
     return [Cleared(f"outbox/{config.destination.name}/{config.name}", "deleted", rows)] if rows else []
 
 
+def _sweep_run_log(settings: Settings, syncs: dict[str, SyncConfig], wanted: set[str]) -> list[Cleared]:
+    """The run log's error texts with the erased keys they quote (a failed run names a few keys, e.g. of
+    duplicated rows) replaced by ``<erased>``; the log is rewritten whole (it is small)."""
+    runs = state.runs(settings)
+    errors = runs["error"].drop_nulls()
+    if errors.is_empty():
+        return []
+    numbers = errors.str.extract_all(r"\d+").explode().drop_nulls().unique()
+    keys = set()
+    for identifier_type in {config.source.key for config in syncs.values()}:
+        keys |= set(erased_keys(numbers, identifier_type, wanted, settings.pii_secret).to_list())
+    if not keys:
+        return []
+    pattern = r"\b(" + "|".join(sorted(keys)) + r")\b"
+    quoted = int(runs["error"].str.contains(pattern).fill_null(False).sum())
+    redacted = runs.with_columns(pl.col("error").str.replace_all(pattern, "<erased>"))
+    uri = state.uri(settings, "sync_runs")
+    write_deltalake(
+        uri, redacted.to_arrow(), mode="overwrite", storage_options=settings.storage_options or None
+    )
+    return [Cleared(_relative(settings, uri), "deidentified", quoted)]
+
+
 def _replace(path: Path, frame: pl.DataFrame) -> None:
     temporary = path.with_name(path.name + ".erasing")
     frame.write_parquet(temporary) if path.suffix == ".parquet" else frame.write_csv(temporary)
@@ -169,8 +193,9 @@ def erase(settings: Settings, wanted: set[str], syncs: dict[str, SyncConfig] | N
     """Clear the persons whose identifiers hash into ``wanted`` at every sync's destination and from the
     activation zone (see the module's description); what was done per table and destination. The CRM
     database is ``CRM_DATABASE_URL``, else the embedded server (:mod:`activation.crm_server`)."""
+    syncs = load_syncs() if syncs is None else syncs
     done: list[Cleared] = []
-    for config in (load_syncs() if syncs is None else syncs).values():
+    for config in syncs.values():
         uses_crm = config.destination.kind == "postgres" and config.destination.url_env == URL_ENV
         needs_url = uses_crm and not os.environ.get(URL_ENV) and _holds_erased(settings, config, wanted)
         with crm_environment(crm_database_url(settings)) if needs_url else contextlib.nullcontext():
@@ -181,4 +206,4 @@ def erase(settings: Settings, wanted: set[str], syncs: dict[str, SyncConfig] | N
         if config.destination.kind == "files":
             erasure_diff = state.state_version(settings, config.name) if cleared else None
             done += _sweep_outbox(settings, config, wanted, erasure_diff)
-    return done
+    return done + _sweep_run_log(settings, syncs, wanted)

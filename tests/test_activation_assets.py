@@ -6,6 +6,7 @@ in the outbox and in the activation zone with its Delta history."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -19,7 +20,7 @@ from deltalake import write_deltalake
 
 from activation import state
 from activation.config import load_sync, load_syncs
-from lake.erasure import ErasureRequest, erase
+from lake.erasure import ErasureRequest, TableErasure, erase
 from lake.settings import get_settings
 from orchestration.activation_assets import ACTIVATION_GROUP, CrmResource, sync_assets, sync_key
 from orchestration.resources import LakeResource
@@ -254,3 +255,20 @@ def scan_activation(settings) -> dict[str, list[str]]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(erasure_scan, "ZONES", ("activation",))
         return erasure_scan.scan_lake(Path(settings.lake_root), person)
+
+
+def test_erasure_redacts_the_keys_a_failed_run_quotes_in_the_run_log(lake, crm_url):
+    from activation.sync import SyncError, run_sync
+
+    write_decisions(lake, [decision(1), decision(2), decision(2, "free_shipping"), decision(12)])
+    write_consents(lake, GRANTED | {(12, "email"): "granted"}, T0)
+    write_identity(lake, [1, 2, 12])
+    with pytest.raises(SyncError, match=r"share a crm_contact_id \(e\.g\. \[2\]\)"):
+        run_sync(load_syncs()["crm_recommendations"], lake)
+    assert "[2]" in state.runs(lake)["error"][0]
+
+    (report,) = erase(lake, [ErasureRequest("crm_contact_id", "2", "ticket-2")])
+
+    (error,) = state.runs(lake)["error"].to_list()
+    assert "[<erased>]" in error and not re.search(r"\b2\b", error)
+    assert TableErasure("activation/sync_runs", "deidentified", 1) in report.tables
