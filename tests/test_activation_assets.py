@@ -23,6 +23,7 @@ from activation.config import load_sync, load_syncs
 from lake.erasure import ErasureRequest, TableErasure, erase
 from lake.settings import get_settings
 from orchestration.activation_assets import ACTIVATION_GROUP, CrmResource, sync_assets, sync_key
+from orchestration.demo import syncs_summary
 from orchestration.resources import LakeResource
 
 DAY = date(2026, 11, 20)
@@ -189,6 +190,16 @@ def test_sync_materializes_with_counts_then_sends_nothing_then_clears_a_revoked_
     crm = metadata(second, CRM)
     assert (crm["added"], crm["changed"], crm["removed"], crm["sent"]) == (0, 0, 0, 0)
     assert crm["state_diff_id"] == 1
+    # what make demo prints of these two runs: counts only
+    printed = syncs_summary(first, second, crm_url)
+    assert printed[0] == (
+        "the CRM's public.nba_recommendations holds 3 recommendations for 3 eligible persons of nba_current "
+        "(6 decisions: 2 holdout or no_action or without a CRM contact, 1 held back by consent)"
+    )
+    assert printed[1].split() == ["sync", "run", "added", "changed", "removed", "sent", "failed"]
+    assert printed[2].split()[:7] == ["crm_recommendations", "first", "3", "0", "0", "3", "0"]
+    assert printed[4].split()[:7] == ["crm_recommendations", "again", "0", "0", "0", "0", "0"]
+    assert not [line for line in printed if "d-" in line or "p1" in line]
 
     # the decisions are unchanged; contact 2 revokes the SMS consent after the decision: the next run clears
     # it
