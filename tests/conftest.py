@@ -287,3 +287,14 @@ def crm_url(postgres, request: pytest.FixtureRequest, monkeypatch: pytest.Monkey
     url = postgres.get_uri(database=name)
     monkeypatch.setenv("CRM_DATABASE_URL", url)
     return url
+
+
+@pytest.fixture(scope="session", autouse=True)
+def embedded_crm_servers_stopped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """At the end of the session, stop every embedded CRM server a test left running under the session's
+    temporary root (``activation.crm_server`` keeps its server running between processes, beside the lake)."""
+    yield
+    from activation.crm_server import stop
+
+    for pid_file in tmp_path_factory.getbasetemp().rglob("crm-postgres/postmaster.pid"):
+        stop(pid_file.parent)

@@ -1,0 +1,72 @@
+"""The embedded CRM database (activation/crm_server.py): started on first use beside the lake, reused by later
+processes and by processes asking at once, ``CRM_DATABASE_URL`` winning when set, stopped by its command."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from activation.crm_server import crm_data_dir, crm_database_url, running_pid
+from lake.settings import REPO_ROOT, get_settings
+
+
+def command(lake: Path, *args: str) -> str:
+    """``python -m activation.crm_server ARGS`` for the lake ``lake``, in its own process; what it printed."""
+    done = subprocess.run(
+        [sys.executable, "-m", "activation.crm_server", *args],
+        cwd=REPO_ROOT,
+        env={**_environment(), "LAKE_ROOT": str(lake)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout.strip()
+
+
+def _environment() -> dict[str, str]:
+    import os
+
+    return {k: v for k, v in os.environ.items() if k != "CRM_DATABASE_URL"}
+
+
+def test_started_once_beside_the_lake_reused_by_every_process_and_stopped(tmp_path, monkeypatch):
+    monkeypatch.delenv("CRM_DATABASE_URL", raising=False)
+    lake = tmp_path / "lake"
+    settings = replace(get_settings(), lake_root=str(lake))
+    assert crm_data_dir(settings) == tmp_path / "crm-postgres"
+    # three processes ask at once: one server, one crm database, the same URL for all
+    with ThreadPoolExecutor(3) as pool:
+        urls = set(pool.map(lambda _: command(lake, "url"), range(3)))
+    (url,) = urls
+    pid = running_pid(tmp_path / "crm-postgres")
+    assert pid is not None
+    with psycopg.connect(url) as conn:
+        conn.execute("create table t (x int)")
+        conn.execute("insert into t values (42)")
+    # a later process (this one) gets the same running server and its data
+    assert crm_database_url(settings) == url and running_pid(tmp_path / "crm-postgres") == pid
+    with psycopg.connect(url) as conn:
+        assert conn.execute("select x from t").fetchall() == [(42,)]
+    assert command(lake, "status") == f"embedded CRM server {tmp_path / 'crm-postgres'}: running (pid {pid})"
+    assert command(lake, "stop").endswith(": stopped")
+    assert running_pid(tmp_path / "crm-postgres") is None
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(url, connect_timeout=2)
+    # started again on the same folder, the data is still there
+    assert crm_database_url(settings) == url
+    with psycopg.connect(url) as conn:
+        assert conn.execute("select x from t").fetchall() == [(42,)]
+    assert command(lake, "stop").endswith(": stopped") and command(lake, "stop").endswith("was not running")
+
+
+def test_crm_database_url_wins_and_starts_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv("CRM_DATABASE_URL", "postgresql://crm@db.example:5432/crm")
+    settings = replace(get_settings(), lake_root=str(tmp_path / "lake"))
+    assert crm_database_url(settings) == "postgresql://crm@db.example:5432/crm"
+    assert not (tmp_path / "crm-postgres").exists()
