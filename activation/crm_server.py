@@ -17,7 +17,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import signal
 import sys
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,8 +35,6 @@ DATABASE = "crm"
 """The database of the embedded server that holds the CRM's tables."""
 CREATE_LOCK = 1_303_000_013
 """The advisory lock held while the ``crm`` database is looked up and created."""
-SYSTEM_USER = "embedded_postgres"
-"""The operating-system user the embedded server runs as when started by root (PostgreSQL refuses root)."""
 
 
 def crm_data_dir(settings: Settings) -> Path:
@@ -106,15 +106,21 @@ def running_pid(folder: Path) -> int | None:
     return info.pid if info is not None and info.is_running() else None
 
 
-def stop(folder: Path) -> bool:
-    """Stop the embedded server of the data folder ``folder`` (a fast shutdown: open sessions are ended);
-    False when it was not running."""
-    if running_pid(folder) is None:
+def stop(folder: Path, timeout: float = 60.0) -> bool:
+    """Stop the embedded server of the data folder ``folder`` with PostgreSQL's fast shutdown (SIGINT to the
+    postmaster: open sessions are ended) and wait until it has exited; False when it was not running."""
+    pid = running_pid(folder)
+    if pid is None:
         return False
-    pg_ctl = _embedded_postgres()._commands.pg_ctl
-    user = SYSTEM_USER if hasattr(os, "geteuid") and os.geteuid() == 0 else None
-    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=folder, user=user, timeout=60)
-    return True
+    os.kill(pid, signal.SIGINT)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    raise TimeoutError(f"the embedded CRM server {folder} (pid {pid}) did not stop within {timeout:g} s")
 
 
 def main(argv: list[str] | None = None) -> int:

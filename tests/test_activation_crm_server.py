@@ -3,8 +3,12 @@ processes and by processes asking at once, ``CRM_DATABASE_URL`` winning when set
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -12,7 +16,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from activation.crm_server import crm_data_dir, crm_database_url, running_pid
+from activation.crm_server import crm_data_dir, crm_database_url, running_pid, stop
 from lake.settings import REPO_ROOT, get_settings
 
 
@@ -24,38 +28,46 @@ def command(lake: Path, *args: str) -> str:
         env={**_environment(), "LAKE_ROOT": str(lake)},
         capture_output=True,
         text=True,
-        check=True,
     )
+    assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout.strip()
 
 
 def _environment() -> dict[str, str]:
-    import os
-
     return {k: v for k, v in os.environ.items() if k != "CRM_DATABASE_URL"}
 
 
-def test_started_once_beside_the_lake_reused_by_every_process_and_stopped(tmp_path, monkeypatch):
+@pytest.fixture
+def outside() -> Iterator[Path]:
+    """A folder outside pytest's temporary root: a concurrent pytest run resets that root's permissions, which
+    the server (running as another user when started by root) needs to reach its data folder."""
+    folder = Path(tempfile.mkdtemp(prefix="crm-server-test-"))
+    yield folder
+    stop(folder / "crm-postgres")
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_started_once_beside_the_lake_reused_by_every_process_and_stopped(outside, monkeypatch):
     monkeypatch.delenv("CRM_DATABASE_URL", raising=False)
-    lake = tmp_path / "lake"
+    lake = outside / "lake"
     settings = replace(get_settings(), lake_root=str(lake))
-    assert crm_data_dir(settings) == tmp_path / "crm-postgres"
+    assert crm_data_dir(settings) == outside / "crm-postgres"
     # three processes ask at once: one server, one crm database, the same URL for all
     with ThreadPoolExecutor(3) as pool:
         urls = set(pool.map(lambda _: command(lake, "url"), range(3)))
     (url,) = urls
-    pid = running_pid(tmp_path / "crm-postgres")
+    pid = running_pid(outside / "crm-postgres")
     assert pid is not None
     with psycopg.connect(url) as conn:
         conn.execute("create table t (x int)")
         conn.execute("insert into t values (42)")
     # a later process (this one) gets the same running server and its data
-    assert crm_database_url(settings) == url and running_pid(tmp_path / "crm-postgres") == pid
+    assert crm_database_url(settings) == url and running_pid(outside / "crm-postgres") == pid
     with psycopg.connect(url) as conn:
         assert conn.execute("select x from t").fetchall() == [(42,)]
-    assert command(lake, "status") == f"embedded CRM server {tmp_path / 'crm-postgres'}: running (pid {pid})"
+    assert command(lake, "status") == f"embedded CRM server {outside / 'crm-postgres'}: running (pid {pid})"
     assert command(lake, "stop").endswith(": stopped")
-    assert running_pid(tmp_path / "crm-postgres") is None
+    assert running_pid(outside / "crm-postgres") is None
     with pytest.raises(psycopg.OperationalError):
         psycopg.connect(url, connect_timeout=2)
     # started again on the same folder, the data is still there
