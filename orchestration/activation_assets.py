@@ -6,14 +6,13 @@ decisions did not change still clears at the destination the persons who revoked
 whose destination's credentials are not set is skipped (no materialization), with the reason in the log."""
 
 import contextlib
-import time
 
 import dagster as dg
 
 from activation import state
 from activation.config import SyncConfig, SyncConfigError, load_syncs
 from activation.crm_server import URL_ENV, crm_database_url, crm_environment
-from activation.sync import describe, destination_for, run_sync
+from activation.sync import SyncSkipped, describe, destination_for, run_sync
 from lake import delta
 from lake.settings import Settings
 from orchestration.resources import LakeResource
@@ -33,6 +32,7 @@ COUNTS = (
     "cleared_by_consent",
     "sent",
     "failed",
+    "refused_by_contract",
     "retried",
     "skipped_by_consent",
     "not_actions",
@@ -68,16 +68,21 @@ def missing_credentials(config: SyncConfig) -> str | None:
     None."""
     try:
         destination_for(config, {})
-    except SyncConfigError as error:
+    except SyncSkipped as error:  # its message names the sync and says it is skipped
         return str(error)
+    except SyncConfigError as error:
+        return f"{config.name}: skipped: {error}"
     return None
 
 
 def run_metadata(row: dict, settings: Settings) -> dict:
-    """The materialization metadata of a sync run: its counts, status, duration, the diff the destination
-    holds now and the state table's Delta version (ids and counts only)."""
+    """The materialization metadata of a sync run: its counts, status, duration (and, for an HTTP destination,
+    the least time its quota allowed), the diff the destination holds now and the state table's Delta version
+    (ids and counts only)."""
     table = delta.open_table(state.uri(settings, "state", row["sync"]), settings.storage_options)
+    planned = {"planned_s": float(row["planned_s"])} if row.get("planned_s") is not None else {}
     return {
+        **planned,
         **{name: int(row.get(name) or 0) for name in COUNTS},
         "status": row["status"],
         "destination": row["destination"],
@@ -91,11 +96,10 @@ def run_metadata(row: dict, settings: Settings) -> dict:
 def sync_asset(config: SyncConfig) -> dg.AssetsDefinition:
     """The asset of one sync file."""
     target = config.destination
-    where = (
-        f"{target.schema_}.{target.table} of the PostgreSQL server in {target.url_env}"
-        if target.kind == "postgres"
-        else f"the outbox folder {target.name}/{config.name} ({', '.join(target.formats)})"
-    )
+    where = {
+        "postgres": f"{target.schema_}.{target.table} of the PostgreSQL server in {target.url_env}",
+        "files": f"the outbox folder {target.name}/{config.name} ({', '.join(target.formats)})",
+    }.get(target.kind, f"the {target.kind} destination {target.name} (credentials from the environment)")
 
     @dg.asset(
         key=sync_key(config.name),
@@ -115,9 +119,8 @@ def sync_asset(config: SyncConfig) -> dg.AssetsDefinition:
         with crm_environment(url) if url else contextlib.nullcontext():
             missing = missing_credentials(config)
             if missing is not None:
-                context.log.warning(f"sync {config.name} skipped: {missing}")
+                context.log.warning(missing)
                 return
-            started = time.perf_counter()
             row = run_sync(config, settings)
         context.log.info(describe(row))
         if row["failed"]:
@@ -125,9 +128,7 @@ def sync_asset(config: SyncConfig) -> dg.AssetsDefinition:
                 f"sync {config.name}: {row['failed']} records refused by {row['destination']}; the next run "
                 f"sends them again (python -m activation.sync --log 5 --sync {config.name} shows the reasons)"
             )
-        metadata = run_metadata(row, settings)
-        metadata["asset_duration_s"] = time.perf_counter() - started
-        yield dg.MaterializeResult(metadata=metadata)
+        yield dg.MaterializeResult(metadata=run_metadata(row, settings))
 
     return _sync
 
