@@ -55,8 +55,9 @@ train: install  ## train an uplift candidate, log it to MLflow, register it and 
 score: install  ## decide the next-best action of every person for the latest snapshot date (gold nba_decisions)
 	$(RUN) python -m ml.score
 
-sync: install  ## send the changed next-best actions to the CRM destinations (CRM_DATABASE_URL; ARGS="--sync NAME --dry-run")
-	$(RUN) python -m activation.sync $(ARGS)
+# without CRM_DATABASE_URL the syncs write to the embedded CRM database (activation/crm_server.py), as make demo does
+sync: install  ## send the changed next-best actions to the CRM destinations (CRM_DATABASE_URL, else the embedded CRM; ARGS="--sync NAME --dry-run")
+	CRM_DATABASE_URL="$${CRM_DATABASE_URL:-$$($(RUN) python -m activation.crm_server url)}" $(RUN) python -m activation.sync $(ARGS)
 
 ingest: install  ## ingest everything in the landing zone (LAKE_ROOT) into bronze and silver, and print what it did
 	$(RUN) python -m lake.ingest

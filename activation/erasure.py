@@ -151,7 +151,7 @@ def _sweep_outbox(
     erasure's own, which tells the importing tool to forget them)."""
     folder = outbox_dir() / config.destination.name / config.name
     key = config.key_column
-    rows = 0
+    files = rows = 0
     for path in sorted(folder.glob("diff-*.*")):
         if path.suffix not in (".parquet", ".csv"):
             continue
@@ -162,9 +162,12 @@ def _sweep_outbox(
         if keys.is_empty():
             continue
         hit = pl.col(key).cast(pl.String).is_in(keys.implode())
-        rows += frame.filter(hit).height
+        files += 1
+        if path.suffix == f".{config.destination.formats[0]}":  # each format holds the same rows
+            rows += frame.filter(hit).height
         _replace(path, frame.filter(~hit))
-    return [Cleared(f"outbox/{config.destination.name}/{config.name}", "deleted", rows)] if rows else []
+    where = f"outbox/{config.destination.name}/{config.name}"
+    return [Cleared(where, "rewritten", files), Cleared(where, "deleted", rows)] if files else []
 
 
 def _sweep_run_log(settings: Settings, syncs: dict[str, SyncConfig], wanted: set[str]) -> list[Cleared]:

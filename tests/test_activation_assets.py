@@ -254,6 +254,11 @@ def test_erasure_clears_a_synced_person_at_the_crm_the_outbox_and_in_the_activat
     erased = {t.table: (t.action, t.rows) for t in report.tables}
     assert erased["postgres:crm/crm_recommendations"] == ("cleared", 1)
     assert erased["files:outbox/outbox_recommendations"] == ("cleared", 1)
+    outbox_files = [t for t in report.tables if t.table == "outbox/outbox/outbox_recommendations"]
+    assert outbox_files == [  # diff 1's upserts, as Parquet and as CSV: one row
+        TableErasure("outbox/outbox/outbox_recommendations", "rewritten", 2),
+        TableErasure("outbox/outbox/outbox_recommendations", "deleted", 1),
+    ]
     assert erased["activation/state/crm_recommendations"] == ("deleted", 1)
     crm_state = pl.read_delta(state.uri(lake, "state", "crm_recommendations"))
     assert sorted(crm_state["contact_id"].to_list()) == [1, 3]
