@@ -1,9 +1,10 @@
 """The reverse-ETL syncs as Dagster assets: one per sync file (``activation/syncs/<name>.yaml``, or the folder
-``ACTIVATION_SYNCS_DIR``), key ``activation/<name>``, downstream of the decisions (``ml/nba_decisions``). Each
-materialization is one run of the sync engine (:func:`activation.sync.run_sync`): the diff of gold
-``nba_current`` against the state last synced, with consent checked again at send time, so a run whose
-decisions did not change still clears at the destination the persons who revoked their consent since. A sync
-whose destination's credentials are not set is skipped (no materialization), with the reason in the log."""
+``ACTIVATION_SYNCS_DIR``), key ``activation/<name>``, downstream of the decisions (``ml/nba_decisions``) and
+of the consents they check again (``silver/crm/consents``). Each materialization is one run of the sync engine
+(:func:`activation.sync.run_sync`): the diff of gold ``nba_current`` against the state last synced, with
+consent checked again at send time, so a run whose decisions did not change still clears at the destination
+the persons who revoked their consent since. A sync whose destination's credentials are not set is skipped
+(no materialization), with the reason in the log."""
 
 import contextlib
 
@@ -19,6 +20,9 @@ from orchestration.resources import LakeResource
 
 ACTIVATION_GROUP = "activation"
 DECISIONS = dg.AssetKey(["ml", "nba_decisions"])
+CONSENTS = dg.AssetKey(["silver", "crm", "consents"])
+"""The consents every sync checks again at send time: upstream too, so that a run which ingests them (the
+hourly run) syncs after the ingestion."""
 SYNC_RETRY = dg.RetryPolicy(
     max_retries=3, delay=15, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
 )
@@ -103,7 +107,7 @@ def sync_asset(config: SyncConfig) -> dg.AssetsDefinition:
 
     @dg.asset(
         key=sync_key(config.name),
-        deps=[DECISIONS],
+        deps=[DECISIONS, CONSENTS],
         group_name=ACTIVATION_GROUP,
         kinds={target.kind},
         pool=destination_pool(config),

@@ -138,7 +138,7 @@ GRANTED = {(c, ch): "granted" for c in range(1, 8) for ch in ("email", "sms")}
 T0 = datetime(2026, 11, 19, tzinfo=UTC)
 
 
-def test_the_assets_are_one_per_sync_file_downstream_of_the_decisions():
+def test_the_assets_are_one_per_sync_file_downstream_of_the_decisions_and_consents():
     assets = sync_assets()
     keys = {key for a in assets for key in a.keys}
     syncs = load_syncs()
@@ -146,7 +146,10 @@ def test_the_assets_are_one_per_sync_file_downstream_of_the_decisions():
     for a in assets:
         (key,) = a.keys
         assert a.group_names_by_key[key] == ACTIVATION_GROUP
-        assert a.asset_deps[key] == {dg.AssetKey(["ml", "nba_decisions"])}
+        assert a.asset_deps[key] == {
+            dg.AssetKey(["ml", "nba_decisions"]),
+            dg.AssetKey(["silver", "crm", "consents"]),
+        }
         assert a.op.retry_policy.backoff == dg.Backoff.EXPONENTIAL and a.op.retry_policy.jitter is not None
         target = syncs[key.path[-1]].destination
         assert a.op.pool == f"activation_{target.kind}_{target.name}"
