@@ -1,12 +1,16 @@
 """The sync assets in Dagster (orchestration/activation_assets.py) against a real PostgreSQL server and real
 Delta tables, with the shipped sync files: materialized through Dagster with their counts as metadata, a
 second run sending nothing, a consent revoked since the decision cleared by the next run although the
-decisions did not change, a sync without credentials skipped, and an erasure clearing the person at the CRM,
-in the outbox and in the activation zone with its Delta history."""
+decisions did not change, a sync without credentials skipped, an erasure clearing the person at the CRM, in
+the outbox and in the activation zone with its Delta history, and both using the embedded CRM when no URL is
+set."""
 
 from __future__ import annotations
 
 import re
+import shutil
+import tempfile
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -20,6 +24,7 @@ from deltalake import write_deltalake
 
 from activation import state
 from activation.config import load_sync, load_syncs
+from activation.crm_server import crm_database_url, stop
 from lake.erasure import ErasureRequest, TableErasure, erase
 from lake.settings import get_settings
 from orchestration.activation_assets import ACTIVATION_GROUP, CrmResource, sync_assets, sync_key
@@ -299,3 +304,27 @@ def test_erasure_redacts_the_keys_a_failed_run_quotes_in_the_run_log(lake, crm_u
     (error,) = state.runs(lake)["error"].to_list()
     assert "[<erased>]" in error and not re.search(r"\b2\b", error)
     assert TableErasure("activation/sync_runs", "deidentified", 1) in report.tables
+
+
+@pytest.fixture
+def embedded_crm(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """No ``CRM_DATABASE_URL``: the embedded CRM server, its data folder outside pytest's temporary root
+    (``CRM_POSTGRES_DIR``), stopped and deleted after the test."""
+    folder = Path(tempfile.mkdtemp(prefix="crm-embedded-test-"))
+    monkeypatch.delenv("CRM_DATABASE_URL", raising=False)
+    monkeypatch.setenv("CRM_POSTGRES_DIR", str(folder / "pgdata"))
+    yield folder / "pgdata"
+    stop(folder / "pgdata")
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_without_a_url_the_syncs_and_the_erasure_use_the_embedded_crm(lake, embedded_crm):
+    write_decisions(lake, [decision(1), decision(2)])
+    write_consents(lake, GRANTED, T0)
+    write_identity(lake, [1, 2])
+    assert materialize(lake, None, selection=[CRM]).success  # CrmResource() without a URL
+    url = crm_database_url(lake)
+    assert f"host={embedded_crm}" in url and set(crm_rows(url)) == {1, 2}
+
+    erase(lake, [ErasureRequest("crm_contact_id", "1", "ticket-3")])
+    assert set(crm_rows(url)) == {2}
