@@ -138,3 +138,24 @@ class Connector:
     def finish(self) -> None:
         """Wait until every planned file is queued for writing, re-raising any encoding error."""
         self.sink.finish()
+
+    def export_state(self) -> dict:
+        """What continuing this connector later needs: its tables' rows, log position and topic offsets."""
+        return {
+            "rows": dict(self.rows.rows),
+            "unapplied": {name: list(parts) for name, parts in self.rows.unapplied.items()},
+            "snapshot_taken": self.rows.snapshot_taken,
+            "position": self.position,
+            "tx_id": self.tx_id,
+            "offsets": dict(self.sink.offsets),
+        }
+
+    def restore_state(self, state: dict) -> None:
+        """Continue from an :meth:`export_state` (tables missing from it start empty)."""
+        self.rows.rows.update(state["rows"])
+        for name, parts in state["unapplied"].items():
+            self.rows.unapplied[name] = list(parts)
+        self.rows.snapshot_taken = state["snapshot_taken"]
+        self.position = state["position"]
+        self.tx_id = state["tx_id"]
+        self.sink.offsets.update(state["offsets"])
