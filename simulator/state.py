@@ -16,6 +16,7 @@ module wrote (pickle must not be used on files of unknown origin).
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import pickle
@@ -84,11 +85,33 @@ def restored_rng(state: dict) -> np.random.Generator:
     return rng
 
 
+def _frame_from_ipc(data: bytes) -> pl.DataFrame:
+    """A polars frame from its Arrow IPC bytes (see :class:`_CanonicalPickler`)."""
+    return pl.read_ipc(io.BytesIO(data))
+
+
+class _CanonicalPickler(pickle.Pickler):
+    """Pickles polars frames as Arrow IPC in the oldest compatibility level: equal frames give equal bytes
+    (polars' own pickling keeps the layout of its string buffers, which differs between equal frames)."""
+
+    def reducer_override(self, obj):
+        """Frames as IPC bytes; everything else as usual."""
+        if isinstance(obj, pl.DataFrame):
+            data = io.BytesIO()
+            obj.write_ipc(data, compression="uncompressed", compat_level=pl.CompatLevel.oldest())
+            return _frame_from_ipc, (data.getvalue(),)
+        return NotImplemented
+
+
 def save_state(truth: Path, state: SimulatorState) -> Path:
     """Write ``state`` to ``<truth>/state/simulator.pkl`` atomically (a crash leaves the previous file)."""
     path = Path(truth) / STATE_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = pickle.dumps(state, protocol=5)
+    buffer = io.BytesIO()
+    pickler = _CanonicalPickler(buffer, protocol=5)
+    pickler.fast = True  # no memo: the bytes do not depend on which equal objects happen to be shared
+    pickler.dump(state)
+    payload = buffer.getvalue()
     header = {
         "format": STATE_FORMAT,
         "version": STATE_VERSION,

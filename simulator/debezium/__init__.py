@@ -140,10 +140,10 @@ class Connector:
         self.sink.finish()
 
     def export_state(self) -> dict:
-        """What continuing this connector later needs: its tables' rows, log position and topic offsets."""
+        """What continuing this connector later needs: its tables' rows (by key: their order in memory
+        varies, not what is written), log position and topic offsets."""
         return {
-            "rows": dict(self.rows.rows),
-            "unapplied": {name: list(parts) for name, parts in self.rows.unapplied.items()},
+            "rows": {t.name: self.rows.current(t).sort(t.primary_key) for t in self.server.tables},
             "snapshot_taken": self.rows.snapshot_taken,
             "position": self.position,
             "tx_id": self.tx_id,
@@ -153,8 +153,6 @@ class Connector:
     def restore_state(self, state: dict) -> None:
         """Continue from an :meth:`export_state` (tables missing from it start empty)."""
         self.rows.rows.update(state["rows"])
-        for name, parts in state["unapplied"].items():
-            self.rows.unapplied[name] = list(parts)
         self.rows.snapshot_taken = state["snapshot_taken"]
         self.position = state["position"]
         self.tx_id = state["tx_id"]
