@@ -75,9 +75,12 @@ def _advance(args: argparse.Namespace) -> int:
         progress=False if args.no_progress else None,
     )
     last = report.first_day + report.days - 1
+    reasons = (
+        " (" + ", ".join(f"{k}: {v:,}" for k, v in report.skipped.items()) + ")" if report.skipped else ""
+    )
     print(
         f"advanced days {report.first_day}..{last}: {report.executed:,} recommendations executed, "
-        f"{sum(report.skipped.values()):,} refused {report.skipped or ''}, {report.echo_changes:,} "
+        f"{sum(report.skipped.values()):,} refused{reasons}, {report.echo_changes:,} "
         f"recommendation changes captured; wrote {sum(report.lines_by_feed.values()):,} lines in "
         f"{report.files:,} files in {report.seconds:.1f} s "
         f"({report.person_days_per_second:,.0f} person-days/s)"

@@ -92,7 +92,8 @@ def _frame_from_ipc(data: bytes) -> pl.DataFrame:
 
 class _CanonicalPickler(pickle.Pickler):
     """Pickles polars frames as Arrow IPC in the oldest compatibility level: equal frames give equal bytes
-    (polars' own pickling keeps the layout of its string buffers, which differs between equal frames)."""
+    (polars' own pickling keeps the layout of its string buffers, which differs between equal frames). Sets
+    are not seen here (pickle handles them itself): a state keeps its sets sorted in ``__getstate__``."""
 
     def reducer_override(self, obj):
         """Frames as IPC bytes; everything else as usual."""

@@ -27,6 +27,7 @@ from lake.ingest import ingest_all
 from lake.settings import Settings
 from lake.warehouse import publish_silver
 from simulator import SimulationConfig, catalog
+from simulator.__main__ import main
 from simulator.advance import EXECUTED_SCHEMA, advance
 from simulator.company.crm import GRANTED, REVOKED
 from simulator.config import US_PER_DAY
@@ -420,3 +421,26 @@ def test_sends_and_echoes_are_not_behaviour(company: Path, tmp_path: Path) -> No
         echoed, "select campaign_id, order_count from decision_outcomes where campaign_id = 'nba'"
     )
     assert outcomes.height == len(contacts)
+
+
+def test_command_line_advances_from_the_crm_database(
+    company: Path, crm_url: str, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    granted, revoked = contacts_by_consent(company)
+    recommend(
+        crm_url,
+        [
+            (int(granted[0]), "d-a", "loyalty_offer", "email"),
+            (int(revoked[0]), "d-b", "discount_10", "email"),
+        ],
+    )
+    monkeypatch.setenv("CRM_DATABASE_URL", crm_url)
+    argv = ["advance", "--days", "2", "--out", str(company / "landing"), "--truth", str(company / "truth")]
+    assert main([*argv, "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert (
+        f"advanced days {FIRST}..{FIRST + 1}: 1 recommendations executed, 1 refused (no_consent: 1)"
+        in printed
+    )
+    assert "2 recommendation changes captured" in printed
+    assert load_state(company / "truth").next_day == FIRST + 2

@@ -41,6 +41,14 @@ class CampaignState:
     executed_decisions: set[str] = field(default_factory=set)
     """Decision ids of the recommendations the campaign tool already handled (executed or refused)."""
 
+    def __getstate__(self) -> dict:
+        """The fields, the decision ids sorted (a set's order depends on its history and the hash seed: the
+        persisted state must not)."""
+        return {**self.__dict__, "executed_decisions": sorted(self.executed_decisions)}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, executed_decisions=set(state["executed_decisions"]))
+
     @classmethod
     def initial(cls, world: World) -> CampaignState:
         """Before the first day: nobody under any action."""
