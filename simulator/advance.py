@@ -35,6 +35,7 @@ from simulator.debezium import Connector
 from simulator.files import FileWriter
 from simulator.generate import rng_seeds
 from simulator.state import (
+    LOOP_FOLDER,
     RECOMMENDATION_COLUMNS,
     SimulatorState,
     load_state,
@@ -47,7 +48,6 @@ from simulator.truth import KEPT_ORDER_SHARE, basket_totals, expected_order_tota
 from simulator.world import World, build_world
 
 RECOMMENDATIONS_TABLE = "public.nba_recommendations"
-LOOP_FOLDER = "loop"
 ECHO_DELAY_US = 3600 * 1_000_000
 """When in the day the CRM's CDC captures the rows the sync wrote overnight (01:00 UTC)."""
 EFFECT_DAYS = 7

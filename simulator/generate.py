@@ -19,7 +19,7 @@ from simulator.company import Company
 from simulator.config import SimulationConfig
 from simulator.debezium import Connector
 from simulator.files import FileWriter
-from simulator.state import SimulatorState, empty_recommendations, rng_state, save_state
+from simulator.state import LOOP_FOLDER, SimulatorState, empty_recommendations, rng_state, save_state
 from simulator.tables import crm_server, shop_server
 from simulator.world import World, build_world
 
@@ -96,6 +96,8 @@ def generate(
     report.seconds = time.perf_counter() - started
     if truth:
         write_truth(Path(truth), config, world, company, report)
+        # a new company: the closed-loop days appended to an earlier one's truth no longer apply
+        shutil.rmtree(Path(truth) / LOOP_FOLDER, ignore_errors=True)
         save_state(
             Path(truth),
             SimulatorState(

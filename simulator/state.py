@@ -32,6 +32,8 @@ STATE_FORMAT = "simulator-state"
 STATE_VERSION = 1
 """Bumped whenever what is persisted changes: an older state is refused, not misread."""
 STATE_FILE = Path("state") / "simulator.pkl"
+LOOP_FOLDER = "loop"
+"""Folder of the truth that :mod:`simulator.advance` appends the closed loop's days to."""
 RECOMMENDATION_COLUMNS = {
     "contact_id": pl.Int64,
     "decision_id": pl.String,

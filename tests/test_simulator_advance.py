@@ -444,3 +444,13 @@ def test_command_line_advances_from_the_crm_database(
     )
     assert "2 recommendation changes captured" in printed
     assert load_state(company / "truth").next_day == FIRST + 2
+
+
+def test_generating_again_starts_a_new_loop(company: Path, crm_url: str) -> None:
+    granted, _ = contacts_by_consent(company)
+    recommend(crm_url, [(int(granted[0]), "d-a", "discount_10", "email")])
+    advance(company / "landing", company / "truth", 1, database_url=crm_url, progress=False)
+    assert (company / "truth" / "loop" / "executed.parquet").exists()
+    generate(CONFIG, company / "landing", company / "truth", overwrite=True, progress=False)
+    assert not (company / "truth" / "loop").exists()
+    assert load_state(company / "truth").next_day == FIRST
