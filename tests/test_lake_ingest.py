@@ -39,6 +39,9 @@ def test_every_landed_record_is_in_bronze_or_quarantine(simulated: Simulated, in
     quarantine = pl.read_delta(bronze.quarantine_uri(settings))
     contracts = load_contracts()
     for report in run.ingested:
+        if not report.records:  # a feed nothing landed for yet (the CRM's echo of the sync) has no table
+            assert report.feed_id not in lines
+            continue
         table = pl.read_delta(bronze.bronze_uri(settings, contracts[report.feed_id]))
         rejected = quarantine.filter(pl.col("feed_id") == report.feed_id)
         assert table.height + rejected.height == lines[report.feed_id] == report.records, report.feed_id
