@@ -20,6 +20,8 @@ from orchestration.resources import LakeResource
 
 ACTIVATION_GROUP = "activation"
 DECISIONS = dg.AssetKey(["ml", "nba_decisions"])
+CONSENTS = dg.AssetKey(["silver", "crm", "consents"])
+"""The consents a sync checks again at send time: in a run that ingests them, the syncs come after."""
 SYNC_RETRY = dg.RetryPolicy(
     max_retries=3, delay=15, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
 )
@@ -99,7 +101,7 @@ def sync_asset(config: SyncConfig) -> dg.AssetsDefinition:
 
     @dg.asset(
         key=sync_key(config.name),
-        deps=[DECISIONS],
+        deps=[DECISIONS, CONSENTS],
         group_name=ACTIVATION_GROUP,
         kinds={target.kind},
         pool=destination_pool(config),
