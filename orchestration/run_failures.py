@@ -29,7 +29,8 @@ MESSAGE_CHARS = 500
 _PERSONAL = [
     (re.compile(r"[\w.+-]+@[\w-]+(\.[\w-]+)+"), "<email>"),
     (re.compile(r"\b\d{1,3}(\.\d{1,3}){3}\b"), "<ip>"),
-    (re.compile(r"\+?\d[\d ()./-]{6,}\d"), "<number>"),
+    # seven digits or more, spaced or not, that are not a date nor part of an id
+    (re.compile(r"(?<![\w-])(?!\d{4}-\d{2}-\d{2}(?!\d))\+?\d(?:[ ()./-]?\d){6,}(?!\w)"), "<number>"),
 ]
 
 
@@ -74,6 +75,9 @@ def run_failures(instance: dg.DagsterInstance, run: dg.DagsterRun, run_message: 
     for record in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE):
         event = record.dagster_event
         error = _innermost(event.step_failure_data.error)
+        message = error.message.strip() if error else event.message or ""
+        if error and error.cls_name:
+            message = message.removeprefix(f"{error.cls_name}: ")  # "<class>: <message>"
         failures.append(
             RunFailure(
                 now,
@@ -82,7 +86,7 @@ def run_failures(instance: dg.DagsterInstance, run: dg.DagsterRun, run_message: 
                 partition,
                 event.step_key or "",
                 (error.cls_name if error else None) or "Error",
-                redact(error.message if error else event.message or ""),
+                redact(message),
             )
         )
     if failures:
