@@ -50,7 +50,7 @@ def run_job(job: str, tags: dict[str, str], without: list[str]) -> int:
 
     repository = ReconstructableRepository.for_module("orchestration.definitions", "defs", str(REPO_ROOT))
     definitions = repository.get_definition()
-    keys = definitions.get_job_def(job).asset_layer.executable_asset_keys
+    keys = definitions.get_job(job).asset_layer.executable_asset_keys
     selection = sorted(k for k in keys if k.to_user_string() not in without)
     with dg.DagsterInstance.get() as instance:
         result = dg.execute_job(
