@@ -15,6 +15,7 @@ from activation.config import SyncConfig, SyncConfigError, load_syncs
 from activation.crm_server import URL_ENV, crm_database_url, crm_environment
 from activation.sync import SyncSkipped, describe, destination_for, run_sync
 from lake import delta
+from lake.gold import gold_uri
 from lake.settings import Settings
 from orchestration.resources import LakeResource
 
@@ -124,6 +125,11 @@ def sync_asset(config: SyncConfig) -> dg.AssetsDefinition:
             missing = missing_credentials(config)
             if missing is not None:
                 context.log.warning(missing)
+                return
+            if delta.open_table(gold_uri(settings, config.source.table), settings.storage_options) is None:
+                context.log.warning(
+                    f"sync {config.name} skipped: no gold {config.source.table} yet (no decisions)"
+                )
                 return
             row = run_sync(config, settings)
         context.log.info(describe(row))

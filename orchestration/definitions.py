@@ -10,17 +10,13 @@ from orchestration.dbt_assets import daily_snapshots, dbt_daily_snapshots, dbt_m
 from orchestration.dbt_project import DBT_EXECUTABLE, LocalDbtCliResource, dbt_project
 from orchestration.erasure import erasure_job
 from orchestration.evaluation import identity_quality_check
-from orchestration.jobs import decisions_job, ingest_job, maintenance_job, refresh_jobs, training_job
+from orchestration.jobs import ingest_job, maintenance_job, run_jobs
 from orchestration.lake_assets import invalid_contract_specs, lake_definitions
 from orchestration.ml_assets import model_registry, nba_decisions, policy_evaluation, uplift_candidate
 from orchestration.resources import LakeResource, MlflowResource
-from orchestration.schedules import nightly_maintenance, refresh_schedules, weekly_training_schedule
-from orchestration.sensors import (
-    after_nightly_snapshots,
-    decisions_after,
-    landing_sensor,
-    retrain_when_drifted_or_stale,
-)
+from orchestration.run_failures import record_run_failures
+from orchestration.schedules import nightly_maintenance, run_schedules
+from orchestration.sensors import after_nightly_snapshots, landing_sensor
 from orchestration.simulation import simulated_company_asset, simulated_feeds
 
 disable_telemetry()
@@ -29,7 +25,7 @@ scanned = scan_contracts(get_settings().contracts_dir)  # an invalid contract le
 contracts = scanned.contracts
 lake_assets, lake_checks = lake_definitions(contracts, produced=simulated_feeds())
 maintenance = maintenance_job(contracts)
-refresh = refresh_jobs(dbt_models, dbt_daily_snapshots)
+runs = run_jobs(dbt_models, dbt_daily_snapshots)
 
 defs = dg.Definitions(
     assets=[
@@ -45,18 +41,9 @@ defs = dg.Definitions(
         *invalid_contract_specs(scanned.problems),
     ],
     asset_checks=[*lake_checks, identity_quality_check],
-    jobs=[ingest_job, maintenance, erasure_job, training_job, decisions_job],
-    schedules=[
-        nightly_maintenance(maintenance),
-        *refresh_schedules(contracts, refresh, daily_snapshots),
-        weekly_training_schedule,
-    ],
-    sensors=[
-        landing_sensor(contracts),
-        after_nightly_snapshots(refresh),
-        decisions_after(refresh.nightly),
-        retrain_when_drifted_or_stale,
-    ],
+    jobs=[ingest_job, maintenance, erasure_job],
+    schedules=[nightly_maintenance(maintenance), *run_schedules(contracts, runs, daily_snapshots)],
+    sensors=[landing_sensor(contracts), after_nightly_snapshots(runs), record_run_failures],
     resources={
         "lake": LakeResource(),
         "mlflow": MlflowResource(),

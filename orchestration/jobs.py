@@ -1,5 +1,6 @@
-"""The jobs: ingest the landing files, refresh the dbt models every hour and every night, care for the lake's
-tables, train a candidate model, decide and evaluate the next-best actions of a date."""
+"""The jobs: the hourly run (ingest, the hourly dbt models, the consent re-sync), the nightly chain (the
+daily feature snapshots, then the nightly models, training when due, the promotion gate, the decisions, the
+syncs and their evaluation), the ingestion alone, the care of the lake's tables."""
 
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -9,6 +10,7 @@ from dagster_dbt import build_dbt_asset_selection
 from data_contracts import Contract
 from lake import maintenance
 from lake.warehouse import publish_silver
+from orchestration.activation_assets import ACTIVATION_GROUP
 from orchestration.lake_assets import BRONZE_GROUP, SILVER_GROUP
 from orchestration.ml_assets import CANDIDATE, DECISIONS, EVALUATION, REGISTRY
 from orchestration.resources import WAREHOUSE_POOL, LakeResource
@@ -16,10 +18,14 @@ from orchestration.resources import WAREHOUSE_POOL, LakeResource
 if TYPE_CHECKING:  # what define_asset_job returns (not exported by dagster's top-level API)
     from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
+ACTIVATION = dg.AssetSelection.groups(ACTIVATION_GROUP)
+"""The syncs (one asset per sync file, downstream of the decisions and the consents)."""
+
 ingest_job = dg.define_asset_job(
     "ingest_lake",
     selection=dg.AssetSelection.groups(BRONZE_GROUP, SILVER_GROUP),
-    description="Landing files into bronze and silver, for every feed, with the contracts' checks.",
+    description="Landing files into bronze and silver, for every feed, with the contracts' checks (started "
+    "by new_landing_files as files land).",
 )
 
 
@@ -47,48 +53,47 @@ def maintenance_job(contracts: dict[str, Contract]) -> dg.JobDefinition:
     return lake_maintenance
 
 
-class RefreshJobs(NamedTuple):
-    """The jobs that refresh the dbt models: hourly, the daily snapshots, and nightly after the snapshots."""
+class RunJobs(NamedTuple):
+    """The jobs of the hourly and nightly runs: ``hourly``, then the nightly chain ``snapshots`` ->
+    ``nightly``."""
 
     hourly: "UnresolvedAssetJobDefinition"
     snapshots: "UnresolvedAssetJobDefinition"
     nightly: "UnresolvedAssetJobDefinition"
 
 
-def refresh_jobs(dbt_models: dg.AssetsDefinition, dbt_daily_snapshots: dg.AssetsDefinition) -> RefreshJobs:
-    """Hourly: the lake and the dbt models tagged ``hourly`` (staging, identity). The daily feature snapshots
-    of a date or range of dates. Nightly: the other models tagged ``nightly`` (profile, training sets,
-    outcomes)."""
-    return RefreshJobs(
+MODELS = dg.AssetSelection.assets(CANDIDATE, REGISTRY, DECISIONS, EVALUATION)
+"""Training, the registry's state, the decisions and their evaluation: the nightly's part after dbt."""
+
+
+def run_jobs(dbt_models: dg.AssetsDefinition, dbt_daily_snapshots: dg.AssetsDefinition) -> RunJobs:
+    """Hourly: the lake, the dbt models tagged ``hourly`` (staging, identity), the syncs (group
+    ``activation``: the consent re-sync). Nightly, in two jobs (the snapshots are partitioned by day, the
+    dbt models are not, and one dbt op cannot run both before and after them in one run): the daily feature
+    snapshots of a date, then the models tagged ``nightly`` (profile, training sets, outcomes), the training
+    (when due), the promotion gate, the decisions of the date, the syncs and the evaluation."""
+    return RunJobs(
         hourly=dg.define_asset_job(
             "hourly_refresh",
             selection=dg.AssetSelection.groups(BRONZE_GROUP, SILVER_GROUP)
-            | build_dbt_asset_selection([dbt_models], dbt_select="tag:hourly"),
-            description="Landing into bronze and silver, then the hourly dbt models.",
+            | build_dbt_asset_selection([dbt_models], dbt_select="tag:hourly")
+            | ACTIVATION,
+            description="Landing into bronze and silver, the hourly dbt models, then the syncs of the "
+            "current decisions against the consents just ingested (a revoked channel is cleared at the "
+            "destination).",
         ),
         snapshots=dg.define_asset_job(
             "nightly_snapshots",
             selection=dg.AssetSelection.assets(dbt_daily_snapshots),
             description="The daily feature snapshots of one date (a partition) or a range of dates (a "
-            "backfill).",
+            "backfill); when it succeeds, after_nightly_snapshots starts nightly_refresh for the same date.",
         ),
         nightly=dg.define_asset_job(
             "nightly_refresh",
-            selection=build_dbt_asset_selection([dbt_models], dbt_select="tag:nightly"),
-            description="The nightly dbt models rebuilt whole: profile, training sets, outcomes.",
+            selection=build_dbt_asset_selection([dbt_models], dbt_select="tag:nightly") | MODELS | ACTIVATION,
+            description="The nightly dbt models rebuilt whole (profile, training sets, outcomes), training "
+            "of a candidate when due (weekly, or when the champion drifted or aged) with its promotion gate, "
+            "the registry's state, the next-best actions of the date (a partition), the syncs to the CRM "
+            "destinations and the evaluation against the simulator's truth.",
         ),
     )
-
-
-training_job = dg.define_asset_job(
-    "weekly_training",
-    selection=dg.AssetSelection.assets(CANDIDATE, REGISTRY),
-    description="Train an uplift candidate on the current training set, register it, apply the promotion "
-    "gate and show the registry's state.",
-)
-decisions_job = dg.define_asset_job(
-    "daily_decisions",
-    selection=dg.AssetSelection.assets(REGISTRY, DECISIONS, EVALUATION),
-    description="The registry's state, the next-best actions of one snapshot date with their drift checks, "
-    "and their evaluation against the simulator's truth.",
-)

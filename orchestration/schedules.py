@@ -1,12 +1,12 @@
-"""The schedules: the hourly and nightly refreshes of the dbt models, the nightly care of the lake's tables,
-the weekly training. They start running unless ``AUTOMATION=off``."""
+"""The schedules, in the execution time zone (``SCHEDULE_TIMEZONE``): the hourly run, the nightly chain, the
+nightly care of the lake's tables. They start running unless ``AUTOMATION=off``."""
 
 import dagster as dg
 
 from data_contracts import Contract
 from lake.feeds import feed_of
 from lake.settings import Settings, get_settings
-from orchestration.jobs import RefreshJobs, training_job
+from orchestration.jobs import RunJobs
 from orchestration.resources import LakeResource
 
 
@@ -23,12 +23,12 @@ def nothing_landed(settings: Settings, contracts: dict[str, Contract]) -> dg.Ski
     return dg.SkipReason(f"nothing has landed in {settings.landing} yet")
 
 
-def refresh_schedules(
-    contracts: dict[str, Contract], jobs: RefreshJobs, partitions: dg.TimeWindowPartitionsDefinition
+def run_schedules(
+    contracts: dict[str, Contract], jobs: RunJobs, partitions: dg.TimeWindowPartitionsDefinition
 ) -> list[dg.ScheduleDefinition]:
-    """Hourly (schedule time zone): the lake and the dbt models tagged ``hourly``. Nightly: at 02:00 UTC
-    today's partition (of ``partitions``) of the daily feature snapshots. Both skip while nothing has
-    landed."""
+    """Hourly: the hourly run. Nightly, at 02:00: the newest started partition (of ``partitions``) of the
+    daily feature snapshots, which starts the rest of the nightly chain. Both in the execution time zone, and
+    both skip while nothing has landed."""
 
     @dg.schedule(
         name="hourly_refresh",
@@ -36,8 +36,9 @@ def refresh_schedules(
         cron_schedule="5 * * * *",
         execution_timezone=get_settings().schedule_timezone,
         default_status=schedule_status(),
-        description="At five past every hour: landing into bronze and silver for every feed, then the dbt "
-        "models tagged hourly (staging, identity graph, sessions). Skips while nothing has landed.",
+        description="At five past every hour (SCHEDULE_TIMEZONE): landing into bronze and silver for every "
+        "feed, the dbt models tagged hourly (staging, identity graph, sessions), then the syncs of the "
+        "current decisions re-checked against the consents just ingested. Skips while nothing has landed.",
     )
     def hourly_refresh(context: dg.ScheduleEvaluationContext, lake: LakeResource):
         """One run per hour once something has landed."""
@@ -47,14 +48,15 @@ def refresh_schedules(
         name="nightly_snapshots",
         job=jobs.snapshots,
         cron_schedule="0 2 * * *",
-        execution_timezone=partitions.timezone,
+        execution_timezone=get_settings().schedule_timezone,
         default_status=schedule_status(),
-        description="At 02:00 UTC: the daily feature snapshot of the day (the partition of that date, taken "
-        "at 00:00 UTC); when it succeeds, after_nightly_snapshots starts nightly_refresh. Skips while "
-        "nothing has landed.",
+        description="At 02:00 (SCHEDULE_TIMEZONE): the daily feature snapshot of the newest snapshot date "
+        "(taken at 00:00 UTC); when it succeeds, after_nightly_snapshots starts nightly_refresh for that "
+        "date (nightly dbt models, training when due, promotion gate, decisions, syncs, evaluation). Skips "
+        "while nothing has landed.",
     )
     def nightly_snapshots(context: dg.ScheduleEvaluationContext, lake: LakeResource):
-        """The partition of the day the tick falls on, once something has landed."""
+        """The newest partition started at the tick, once something has landed."""
         keys = partitions.get_partition_keys(current_time=context.scheduled_execution_time)
         skip = nothing_landed(lake.settings(), contracts)
         if skip or not keys:
@@ -72,17 +74,7 @@ def nightly_maintenance(job: dg.JobDefinition) -> dg.ScheduleDefinition:
         cron_schedule="30 3 * * *",
         execution_timezone=get_settings().schedule_timezone,
         default_status=schedule_status(),
-        description="At 03:30: lake_maintenance (raw bronze records past retention expired, every Delta "
-        "table compacted and vacuumed), after the night's dbt runs.",
+        description="At 03:30 (SCHEDULE_TIMEZONE): lake_maintenance (raw bronze records past retention "
+        "expired, every Delta table compacted and vacuumed), after the night's dbt runs; its step shares the "
+        "warehouse pool with the dbt steps, so it waits for a run still writing the warehouse.",
     )
-
-
-weekly_training_schedule = dg.ScheduleDefinition(
-    name="weekly_training",
-    job=training_job,
-    cron_schedule="0 4 * * 1",
-    execution_timezone="UTC",
-    default_status=schedule_status(),
-    description="Mondays at 04:00 UTC, after the night's dbt runs: train, register and gate an uplift "
-    "candidate.",
-)

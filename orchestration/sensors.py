@@ -1,9 +1,9 @@
-"""The sensors: ingest when files land, rebuild the nightly marts after the day's snapshots, decide after the
-nightly marts, retrain when the champion drifts or ages. They start running unless ``AUTOMATION=off``."""
+"""The sensors: ingest when files land; after the day's snapshots, the rest of the nightly (training when due:
+weekly, or when the champion drifts or ages). They start running unless ``AUTOMATION=off``."""
 
 import hashlib
-import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, NamedTuple
 
 import dagster as dg
 
@@ -11,9 +11,15 @@ from data_contracts import Contract
 from lake.ingest import backlog
 from lake.settings import get_settings
 from orchestration.dbt_assets import daily_snapshots
-from orchestration.jobs import RefreshJobs, decisions_job, ingest_job, training_job
-from orchestration.ml_assets import DECISIONS, DRIFT_CHECKS
+from orchestration.jobs import RunJobs, ingest_job
+from orchestration.ml_assets import CANDIDATE, DECISIONS, DRIFT_CHECKS
 from orchestration.resources import LakeResource, MlflowResource
+
+if TYPE_CHECKING:
+    from ml.settings import MlSettings
+
+PARTITION_TAG = "dagster/partition"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
 
 
 def sensor_status() -> dg.DefaultSensorStatus:
@@ -48,47 +54,53 @@ def landing_sensor(contracts: dict[str, Contract]) -> dg.SensorDefinition:
     return new_landing_files
 
 
-def after_nightly_snapshots(jobs: RefreshJobs) -> dg.SensorDefinition:
-    """Once a run of the daily snapshots succeeded: the nightly marts, which read them."""
+def after_nightly_snapshots(jobs: RunJobs) -> dg.SensorDefinition:
+    """Once a run of the daily snapshots succeeded: the rest of the nightly for the same date, with the
+    training when due (:func:`training_plan`)."""
 
     @dg.run_status_sensor(
         run_status=dg.DagsterRunStatus.SUCCESS,
         monitored_jobs=[jobs.snapshots],
         request_job=jobs.nightly,
         default_status=sensor_status(),
-        description="When a run of nightly_snapshots succeeds: one run of nightly_refresh, so the nightly "
-        "marts read the day's feature snapshots.",
+        description="When a run of nightly_snapshots succeeds: one run of nightly_refresh for the newest "
+        "snapshot date it built (nightly dbt models, registry, decisions, syncs, evaluation). Training is "
+        "included when due: no training run for TRAINING_INTERVAL_DAYS (7), or the champion's latest "
+        "feature_drift or score_drift check at or above DRIFT_ERROR_PSI, or the champion older than "
+        "CHAMPION_MAX_AGE_DAYS; each drift or age cause once per champion version. The run's tags "
+        "nightly/training and retrain/reason say why.",
     )
-    def after_nightly_snapshots(context: dg.RunStatusSensorContext):
-        """Rebuild the nightly marts once the day's feature snapshots are in."""
-        return dg.RunRequest(run_key=context.dagster_run.run_id)
+    def after_nightly_snapshots(context: dg.RunStatusSensorContext, mlflow: MlflowResource):
+        """One nightly_refresh run per successful snapshots run, for the date that run built."""
+        tags = context.dagster_run.tags
+        partition = tags.get(PARTITION_TAG) or tags.get(RANGE_END_TAG)
+        if not partition:
+            keys = daily_snapshots.get_partition_keys()
+            if not keys:
+                return dg.SkipReason("no snapshot date yet")
+            partition = keys[-1]
+        plan = training_plan(context.instance, mlflow.settings(), datetime.now(UTC))
+        context.log.info(f"nightly_refresh of {partition}: {plan.reason}")
+        selection = jobs.nightly.selection
+        if not plan.train:
+            selection = selection - dg.AssetSelection.assets(CANDIDATE)
+        assert context.repository_def is not None
+        return dg.RunRequest(
+            run_key=context.dagster_run.run_id,
+            partition_key=partition,
+            asset_selection=sorted(selection.resolve(context.repository_def.asset_graph)),
+            tags={
+                TRAINING_TAG: "yes" if plan.train else "no",
+                RETRAIN_REASON_TAG: plan.reason[:200],
+                RETRAIN_CAUSES_TAG: ",".join(plan.causes),
+            },
+        )
 
     return after_nightly_snapshots
 
 
-def decisions_after(nightly_refresh: dg.JobDefinition) -> dg.SensorDefinition:
-    """When the nightly marts are rebuilt: the next-best actions of the latest snapshot date."""
-
-    @dg.run_status_sensor(
-        run_status=dg.DagsterRunStatus.SUCCESS,
-        monitored_jobs=[nightly_refresh],
-        request_job=decisions_job,
-        default_status=sensor_status(),
-        description="When a run of nightly_refresh succeeds: daily_decisions for the latest snapshot date "
-        "(the champion scores every person, the policy decides, the decisions are evaluated).",
-    )
-    def decisions_after_nightly_refresh(context: dg.RunStatusSensorContext):
-        """One decisions run per successful nightly refresh, for the newest snapshot date."""
-        keys = daily_snapshots.get_partition_keys()
-        if not keys:
-            return dg.SkipReason("no snapshot date yet")
-        return dg.RunRequest(run_key=context.dagster_run.run_id, partition_key=keys[-1])
-
-    return decisions_after_nightly_refresh
-
-
 REQUESTED_KEYS_KEPT = 100
-"""Cause keys the retrain sensor's cursor remembers (the newest)."""
+"""Nightly runs with training whose causes count as requested (the newest)."""
 
 
 def latest_drift(instance: dg.DagsterInstance) -> list:
@@ -121,41 +133,64 @@ def latest_drift(instance: dg.DagsterInstance) -> list:
     return observations
 
 
-@dg.sensor(
-    job=training_job,
-    minimum_interval_seconds=3600,
-    default_status=sensor_status(),
-    description="Every hour: requests weekly_training when the latest feature_drift or score_drift check of "
-    "the champion is at or above DRIFT_ERROR_PSI, or the champion version is older than "
-    "CHAMPION_MAX_AGE_DAYS (since its registration). Each cause once per champion version (run key "
-    "cause:model:version); otherwise it says why not.",
-)
-def retrain_when_drifted_or_stale(context: dg.SensorEvaluationContext, mlflow: MlflowResource):
-    """Thin over ``ml.retraining.retrain_decision``: the registry's champion, the latest drift checks on the
-    instance, and the cause keys already requested (the cursor)."""
+TRAINING_INTERVAL_DAYS = 7
+"""The nightly trains a candidate when no training ran for this many days (the weekly training)."""
+TRAINING_TAG = "nightly/training"
+RETRAIN_REASON_TAG = "retrain/reason"
+RETRAIN_CAUSES_TAG = "retrain/causes"
+
+
+class TrainingPlan(NamedTuple):
+    """Whether tonight's nightly trains a candidate, why, and the drift or age causes it answers."""
+
+    train: bool
+    reason: str
+    causes: tuple[str, ...] = ()
+
+
+def last_training(instance: dg.DagsterInstance) -> datetime | None:
+    """When a candidate was last trained or tried: the newer of its latest materialization and the latest
+    nightly run that included the training (a failed training counts: it is not tried again every night)."""
+    times = []
+    event = instance.get_latest_materialization_event(CANDIDATE)
+    if event is not None:
+        times.append(event.timestamp)
+    runs = instance.get_run_records(dg.RunsFilter(tags={TRAINING_TAG: "yes"}), limit=1)
+    times += [r.create_timestamp.timestamp() for r in runs]
+    return datetime.fromtimestamp(max(times), UTC) if times else None
+
+
+def requested_causes(instance: dg.DagsterInstance) -> list[str]:
+    """The drift and age causes the newest nightly runs with training answered (run tag
+    ``retrain/causes``)."""
+    runs = instance.get_runs(dg.RunsFilter(tags={TRAINING_TAG: "yes"}), limit=REQUESTED_KEYS_KEPT)
+    return [key for run in runs for key in run.tags.get(RETRAIN_CAUSES_TAG, "").split(",") if key]
+
+
+def training_plan(instance: dg.DagsterInstance, settings: "MlSettings", now: datetime) -> TrainingPlan:
+    """Train tonight when no training ran for ``TRAINING_INTERVAL_DAYS`` (or ever), or when
+    ``ml.retraining.retrain_decision`` asks for it (the champion's latest drift checks at ERROR, or the
+    champion older than ``CHAMPION_MAX_AGE_DAYS``, each cause once per champion version)."""
     from ml.registry import registry_state
     from ml.retraining import Champion, retrain_decision
 
-    settings = mlflow.settings()
+    last = last_training(instance)
+    if last is None or now - last >= timedelta(days=TRAINING_INTERVAL_DAYS):
+        since = f"since {last:%Y-%m-%d %H:%M} UTC" if last else "yet"
+        return TrainingPlan(True, f"weekly training: no training {since}")
     state = registry_state(settings)
     champion = (
         Champion(settings.model_name, state.champion, state.registered_at[state.champion])
         if state.champion
         else None
     )
-    requested = json.loads(context.cursor) if context.cursor else []
     decision = retrain_decision(
         champion,
-        latest_drift(context.instance),
-        datetime.now(UTC),
+        latest_drift(instance),
+        now,
         settings.champion_max_age_days,
-        requested=requested,
+        requested=requested_causes(instance),
     )
-    if not decision.retrain:
-        return dg.SkipReason(decision.reason)
-    remembered = [key for key in requested if key not in decision.causes] + list(decision.causes)
-    context.update_cursor(json.dumps(remembered[-REQUESTED_KEYS_KEPT:]))
-    return dg.RunRequest(
-        run_key=decision.run_key,
-        tags={"retrain/reason": decision.reason[:200], "retrain/causes": ",".join(decision.causes)},
-    )
+    if decision.retrain:
+        return TrainingPlan(True, decision.reason, tuple(decision.causes))
+    return TrainingPlan(False, f"no training tonight (last {last:%Y-%m-%d %H:%M} UTC): {decision.reason}")

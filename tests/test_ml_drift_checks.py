@@ -37,7 +37,7 @@ from orchestration.ml_assets import (
     nba_decisions,
 )
 from orchestration.resources import LakeResource, MlflowResource
-from orchestration.sensors import retrain_when_drifted_or_stale
+from orchestration.sensors import RETRAIN_CAUSES_TAG, TRAINING_INTERVAL_DAYS, TRAINING_TAG, training_plan
 
 SAME, WARN, ERROR, FALLBACK = date(2026, 10, 1), date(2026, 10, 2), date(2026, 10, 3), date(2026, 10, 4)
 LATEST = date(2026, 10, 6)
@@ -337,35 +337,47 @@ def test_a_pending_promotion_shows_in_dagster_until_approved(world, decided):
     assert registry.registry_state(ml).champion == "1"
 
 
-def test_the_retrain_sensor_requests_training_once_per_cause_and_says_why_not(world, decided, monkeypatch):
+@dg.asset
+def nightly_marker() -> None:
+    """Stands for a nightly run: only its tags matter to the training plan."""
+
+
+def test_the_nightly_trains_weekly_and_once_per_drift_or_age_cause(world, decided, monkeypatch):
     _settings, ml, *_ = world
     instance, _results, resources = decided
 
-    def tick(cursor: str | None = None):
-        with dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources) as context:
-            return retrain_when_drifted_or_stale.evaluate_tick(context)
+    def plan(now: datetime | None = None):
+        return training_plan(instance, resources["mlflow"].settings(), now or datetime.now(UTC))
 
-    # the latest drift check of the champion (the error date) passed the error threshold
-    first = tick()
-    assert [r.run_key for r in first.run_requests] == [f"drift:{ml.model_name}:v1"]
-    assert retrain_when_drifted_or_stale.job_name == "weekly_training"
-    assert "feature_drift error on 2026-10-03" in first.run_requests[0].tags["retrain/reason"]
-    # the same cause is not requested again
-    again = tick(first.cursor)
-    assert again.run_requests == [] and "already requested" in again.skip_message
+    def nightly_with_training(causes: tuple[str, ...] = ()) -> None:
+        tags = {TRAINING_TAG: "yes", RETRAIN_CAUSES_TAG: ",".join(causes)}
+        dg.materialize([nightly_marker], instance=instance, tags=tags)
+
+    # no training on this instance yet: the weekly training is due
+    first = plan()
+    assert first.train and first.reason == "weekly training: no training yet" and first.causes == ()
+    nightly_with_training()
+    # trained tonight: the latest drift check of the champion (the error date) passed the error threshold
+    drifted = plan()
+    assert drifted.train and drifted.causes == (f"drift:{ml.model_name}:v1",)
+    assert "feature_drift error on 2026-10-03" in drifted.reason
+    nightly_with_training(drifted.causes)
+    # the same cause is not trained for again
+    again = plan()
+    assert not again.train and "already requested" in again.reason
     # a champion older than the limit is another cause
     monkeypatch.setenv("CHAMPION_MAX_AGE_DAYS", "0")
-    aged = tick(again.cursor)
-    assert [r.run_key for r in aged.run_requests] == [f"age:{ml.model_name}:v1"]
+    aged = plan()
+    assert aged.train and f"age:{ml.model_name}:v1" in aged.causes
     monkeypatch.setenv("CHAMPION_MAX_AGE_DAYS", "14")
+    # a week after the last training, the weekly training is due again
+    week_later = plan(datetime.now(UTC) + timedelta(days=TRAINING_INTERVAL_DAYS, minutes=1))
+    assert week_later.train and week_later.reason.startswith("weekly training: no training since")
     # once the latest drift is below the error threshold, nothing to do
     dg.materialize([nba_decisions], partition_key=SAME.isoformat(), instance=instance, resources=resources)
-    calm = tick()
-    assert calm.run_requests == []
-    assert (
-        "below the error threshold" in calm.skip_message
-        and "feature_drift ok on 2026-10-01" in calm.skip_message
-    )
+    calm = plan()
+    assert not calm.train
+    assert "below the error threshold" in calm.reason and "feature_drift ok on 2026-10-01" in calm.reason
 
 
 def test_no_drift_to_measure_when_the_fallback_decided_and_an_error_without_decisions(world, monkeypatch):

@@ -82,23 +82,18 @@ def test_every_job_schedule_and_sensor_says_what_it_does_and_the_loop_runs_by_de
         "nightly_lake_maintenance",
         "new_landing_files",
         "after_nightly_snapshots",
-        "weekly_training",
-        "daily_decisions",
-        "decisions_after_nightly_refresh",
-        "retrain_when_drifted_or_stale",
+        "record_run_failures",
     }
     assert [d.name for d in described if not (d.description or "").strip()] == []
     assert {s.name: s.default_status.value for s in repository.schedule_defs} == {
         "hourly_refresh": "RUNNING",
         "nightly_snapshots": "RUNNING",
         "nightly_lake_maintenance": "RUNNING",
-        "weekly_training": "RUNNING",
     }
     assert {s.name: s.default_status.value for s in repository.sensor_defs} == {
         "new_landing_files": "RUNNING",
         "after_nightly_snapshots": "RUNNING",
-        "decisions_after_nightly_refresh": "RUNNING",
-        "retrain_when_drifted_or_stale": "RUNNING",
+        "record_run_failures": "RUNNING",
     }
 
 
