@@ -1,5 +1,7 @@
 """Command line of the simulated company:
-``python -m simulator generate --out DIR --persons N --days D --seed S``."""
+``python -m simulator generate --out DIR --persons N --days D --seed S [--truth TRUTH]`` and
+``python -m simulator advance --days N --out DIR --truth TRUTH`` (recommendations from
+``CRM_DATABASE_URL``)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from dataclasses import fields
 from datetime import date
 from pathlib import Path
 
+from simulator.advance import advance
 from simulator.config import FaultRates, SimulationConfig
 from simulator.generate import generate
 
@@ -46,12 +49,47 @@ def _parser() -> argparse.ArgumentParser:
             default=f.default,
             help=f"fault rate (default {f.default})",
         )
+    adv = sub.add_parser(
+        "advance",
+        help="continue the company persisted in --truth by some days, executing the CRM's recommendations",
+    )
+    adv.add_argument("--days", type=int, required=True, help="days to simulate")
+    adv.add_argument("--out", type=Path, required=True, help="landing folder the company writes into")
+    adv.add_argument("--truth", type=Path, required=True, help="truth folder holding the persisted state")
+    adv.add_argument(
+        "--database-url",
+        help="the CRM database holding public.nba_recommendations (default: CRM_DATABASE_URL; none: no "
+        "recommendations)",
+    )
+    adv.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
     return parser
+
+
+def _advance(args: argparse.Namespace) -> int:
+    """Advance the company and print what it did."""
+    report = advance(
+        args.out,
+        args.truth,
+        args.days,
+        database_url=args.database_url,
+        progress=False if args.no_progress else None,
+    )
+    last = report.first_day + report.days - 1
+    print(
+        f"advanced days {report.first_day}..{last}: {report.executed:,} recommendations executed, "
+        f"{sum(report.skipped.values()):,} refused {report.skipped or ''}, {report.echo_changes:,} "
+        f"recommendation changes captured; wrote {sum(report.lines_by_feed.values()):,} lines in "
+        f"{report.files:,} files in {report.seconds:.1f} s "
+        f"({report.person_days_per_second:,.0f} person-days/s)"
+    )
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse the arguments, run the simulation and print what was written."""
     args = _parser().parse_args(argv)
+    if args.command == "advance":
+        return _advance(args)
     faults = FaultRates(**{f.name: getattr(args, f.name) for f in fields(FaultRates)})
     config = SimulationConfig(
         persons=args.persons,

@@ -16,6 +16,8 @@ OFFER_VALUE_CENTS = {
 
 CHANNELS = ("email", "sms", "push")
 """Channels the CRM asks consent for and sends through."""
+MESSAGE_COST_EUR = {"email": 0.01, "sms": 0.06, "push": 0.005}
+"""What one message through each channel costs the company (EUR)."""
 CONSENT_CHANNELS = (*CHANNELS, "profiling")
 """What the CRM records a consent for: the message channels, and profiling (an objection to personalised
 decisions is a revoked ``profiling`` consent)."""

@@ -299,6 +299,15 @@ class ClickstreamWriter:
         self.stats.update(self.written)
         self.written.clear()
 
+    def export_state(self) -> dict:
+        """What continuing this writer later needs: the number of batches written (it names the part
+        files)."""
+        return {"batches": self.batches}
+
+    def restore_state(self, state: dict) -> None:
+        """Continue from an :meth:`export_state`."""
+        self.batches = state["batches"]
+
 
 def _message_order(events: pl.DataFrame) -> np.ndarray:
     """The rows of ``events`` in message order: by true time, device, type and name, ties in their order."""

@@ -19,6 +19,7 @@ from simulator.company import Company
 from simulator.config import SimulationConfig
 from simulator.debezium import Connector
 from simulator.files import FileWriter
+from simulator.state import SimulatorState, empty_recommendations, rng_state, save_state
 from simulator.tables import crm_server, shop_server
 from simulator.world import World, build_world
 
@@ -54,12 +55,13 @@ def generate(
     progress: bool | None = None,
 ) -> GenerationReport:
     """Simulate ``config`` and write its raw files under ``landing`` (``cdc/``, ``clickstream/``) and, when
-    ``truth`` is given, its ground truth there. The same config always writes the same bytes."""
+    ``truth`` is given, its ground truth there with the state that :func:`simulator.advance.advance`
+    continues from (:mod:`simulator.state`). The same config always writes the same bytes."""
     landing = Path(landing)
     _prepare(landing, overwrite)
     started = time.perf_counter()
     world_rng, company_rng, crm_rng, shop_rng, click_rng = (
-        np.random.default_rng(s) for s in np.random.SeedSequence(config.seed).spawn(5)
+        np.random.default_rng(s) for s in rng_seeds(config)
     )
     world = build_world(config, world_rng)
     writer = FileWriter()
@@ -94,7 +96,30 @@ def generate(
     report.seconds = time.perf_counter() - started
     if truth:
         write_truth(Path(truth), config, world, company, report)
+        save_state(
+            Path(truth),
+            SimulatorState(
+                config=config,
+                next_day=config.days,
+                company=company.state,
+                rngs={
+                    "company": rng_state(company_rng),
+                    "crm": rng_state(crm_rng),
+                    "shop": rng_state(shop_rng),
+                    "clicks": rng_state(click_rng),
+                },
+                connectors={"crm": crm.export_state(), "shop": shop.export_state()},
+                clicks=clicks.export_state(),
+                recommendations=empty_recommendations(),
+            ),
+        )
     return report
+
+
+def rng_seeds(config: SimulationConfig) -> list[np.random.SeedSequence]:
+    """The seeds of the world's, the company's, the CRM connector's, the shop connector's and the
+    clickstream's random generators."""
+    return np.random.SeedSequence(config.seed).spawn(5)
 
 
 def _prepare(landing: Path, overwrite: bool) -> None:

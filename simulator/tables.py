@@ -61,7 +61,12 @@ class Server:
 
 
 def crm_server(days: int) -> Server:
-    """The CRM: PostgreSQL, pgoutput, schemas disabled, decimals as strings, ``before`` null on updates."""
+    """The CRM: PostgreSQL, pgoutput, schemas disabled, decimals as strings, ``before`` null on updates.
+
+    From day ``days`` on (the closed loop, after the generated window) the campaign tool records the decision
+    behind an activity (``activities.decision_id``), and the recommendations our reverse-ETL sync writes into
+    ``nba_recommendations`` are captured like any table of the database; the connector's
+    ``column.exclude.list`` leaves out the sync's own bookkeeping columns (``_diff_id``, ``_synced_at``)."""
     return Server(
         name="crm",
         connector="postgresql",
@@ -114,8 +119,23 @@ def crm_server(days: int) -> Server:
                     Column("propensity", "float64"),
                     Column("offer_value", "decimal", precision=10, scale=2),
                     Column("sent_at", "timestamptz", nullable=False),
+                    Column("decision_id", "string", added_on_day=days),
                 ),
                 partitions=2,
+            ),
+            Table(
+                "nba_recommendations",
+                "contact_id",
+                (
+                    Column("contact_id", "int64", nullable=False),
+                    Column("decision_id", "string", nullable=False),
+                    Column("decision_date", "date"),
+                    Column("action", "string", nullable=False),
+                    Column("channel", "string"),
+                    Column("expected_value", "float64"),
+                    Column("model_version", "string"),
+                    Column("policy_version", "string"),
+                ),
             ),
         ),
     )

@@ -97,24 +97,35 @@ class Company:
         """Day ``number`` of the simulation (0 is the first day of the observed window)."""
         return Day(number, self.config.start_us + number * US_PER_DAY, number == -self.config.history_days)
 
-    def simulate_day(self, number: int) -> DayChanges:
-        """Advance the state by one day and return what the day produced."""
+    def simulate_day(self, number: int, recommendations: pl.DataFrame | None = None) -> DayChanges:
+        """Advance the state by one day and return what the day produced; the campaign tool executes the
+        due ``recommendations`` (see :meth:`Campaigns.execute`; what it did is in ``executions``)."""
         day = self.day(number)
         out = DayChanges()
         # the domains share one random generator: the order of these steps is the order of the draws
         self.shop.reprice(day, out)
         self.crm.step(day, out)
         self.shop.sign_ups(day, out)
+        if recommendations is not None:
+            out.executions = self.campaigns.execute(day, out, recommendations)
         self.campaigns.step(day, out)
         self.shop.step(day, out)
         if day.observed:
             self.browsing.step(day, out)
         return out
 
-    def run_day(self, number: int) -> None:
-        """Simulate one day and hand its changes to the feeds; days before 0 only build the state that the CDC
-        snapshot captures."""
-        out = self.simulate_day(number)
+    def run_day(
+        self,
+        number: int,
+        recommendations: pl.DataFrame | None = None,
+        crm_changes: dict[str, pl.DataFrame] | None = None,
+    ) -> DayChanges:
+        """Simulate one day and hand its changes to the feeds, with further ``crm_changes`` of the CRM
+        database made by others that day (the rows a reverse-ETL sync wrote); days before 0 only build the
+        state that the CDC snapshot captures. Returns the day's changes."""
+        out = self.simulate_day(number, recommendations)
+        for table, frame in (crm_changes or {}).items():
+            out.crm.setdefault(table, []).append(frame)
         observed = self.day(number).observed
         for connector, changes in zip(self.feeds, (out.crm, out.shop), strict=True):
             frames = {}
@@ -127,3 +138,4 @@ class Company:
             parts = [c for c in out.clicks if c is not None and c.height]
             if parts:
                 self.clicks.add(pl.concat(parts, how="diagonal_relaxed"))
+        return out

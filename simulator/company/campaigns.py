@@ -3,7 +3,8 @@ campaign and the rule-based cart reminders), the activities that record it, and 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import timedelta
 
 import numpy as np
 import polars as pl
@@ -21,6 +22,10 @@ EXPLORATION_SHARE = 0.03
 """Share of the contacts not under an action's effect that the always-on randomised campaign picks each
 day."""
 NO_ACTION = 0
+NBA_CAMPAIGN = "nba"
+"""The campaign of the activities the campaign tool sends for the next-best-action recommendations."""
+RECOMMENDATION_VALID_DAYS = 7
+"""Days from its decision date within which the campaign tool still executes a recommendation."""
 
 
 @dataclass
@@ -32,6 +37,8 @@ class CampaignState:
     active_until: np.ndarray
     """Until when (epoch us) ``active_action`` changes the person's purchases."""
     next_activity_id: int
+    executed_decisions: set[str] = field(default_factory=set)
+    """Decision ids of the recommendations the campaign tool already handled (executed or refused)."""
 
     @classmethod
     def initial(cls, world: World) -> CampaignState:
@@ -110,46 +117,129 @@ class Campaigns:
                 )
             )
         for contacts, action, channel, propensity, ts, campaign in decisions:
-            if not len(contacts):
-                continue
-            ids = state.next_activity_id + np.arange(len(contacts))
-            state.next_activity_id += len(contacts)
-            offer = np.asarray([cat.OFFER_VALUE_CENTS[a] for a in cat.ACTIONS])[action]
-            out.crm["activities"].append(
-                pl.DataFrame(
-                    {
-                        "_ts": ts,
-                        "_op": constant("c", len(contacts)),
-                        "activity_id": ids,
-                        "contact_id": crm.contact_id[contacts],
-                        "campaign_id": constant(campaign, len(contacts)),
-                        "activity_type": labels(
-                            (action == NO_ACTION).astype(np.int64), ("campaign_touch", "control")
-                        ),
-                        "action": labels(action, cat.ACTIONS),
-                        "channel": labels(channel, cat.CHANNELS),
-                        "propensity": propensity,
-                        "offer_value": offer,
-                        "sent_at": ts,
-                    }
+            self._send(day, out, contacts, action, channel, propensity, ts, campaign)
+
+    def _send(
+        self,
+        day: Day,
+        out: DayChanges,
+        contacts: np.ndarray,
+        action: np.ndarray,
+        channel: np.ndarray,
+        propensity: np.ndarray | pl.Series,
+        ts: np.ndarray,
+        campaign: str,
+        decision_id: pl.Series | None = None,
+    ) -> np.ndarray:
+        """Record the activities of one campaign's decisions (with the decision behind each when given),
+        put the treated people under their action's effect and draw the e-mail click-throughs; returns the
+        activity ids."""
+        rng, crm, state = self.rng, self.crm, self.state
+        if not len(contacts):
+            return np.zeros(0, np.int64)
+        ids = state.next_activity_id + np.arange(len(contacts))
+        state.next_activity_id += len(contacts)
+        offer = np.asarray([cat.OFFER_VALUE_CENTS[a] for a in cat.ACTIONS])[action]
+        extra = {} if decision_id is None else {"decision_id": decision_id}
+        out.crm["activities"].append(
+            pl.DataFrame(
+                {
+                    "_ts": ts,
+                    "_op": constant("c", len(contacts)),
+                    "activity_id": ids,
+                    "contact_id": crm.contact_id[contacts],
+                    "campaign_id": constant(campaign, len(contacts)),
+                    "activity_type": labels(
+                        (action == NO_ACTION).astype(np.int64), ("campaign_touch", "control")
+                    ),
+                    "action": labels(action, cat.ACTIONS),
+                    "channel": labels(channel, cat.CHANNELS),
+                    "propensity": propensity,
+                    "offer_value": offer,
+                    "sent_at": ts,
+                    **extra,
+                }
+            )
+        )
+        treated = action != NO_ACTION
+        persons = crm.person[contacts[treated]]
+        state.active_action[persons] = action[treated]
+        state.active_until[persons] = ts[treated] + EFFECT_US
+        if day.observed:
+            emailed = treated & (channel == 0)
+            who = crm.person[contacts[emailed]]
+            clicked = rng.random(len(who)) < 0.04 + 0.08 * np.clip(self.people.engagement[who] / 2, 0, 1)
+            when = ts[emailed][clicked] + (rng.exponential(3 * HOUR_US, clicked.sum())).astype(np.int64)
+            out.clicks.append(
+                self.browsing.click_frame(
+                    self.browsing.pick_links(who[clicked]),
+                    when,
+                    "track",
+                    "Email Link Clicked",
+                    campaign_id=constant(campaign, int(clicked.sum())),
+                    activity_id=ids[emailed][clicked],
                 )
             )
-            treated = action != NO_ACTION
-            persons = crm.person[contacts[treated]]
-            state.active_action[persons] = action[treated]
-            state.active_until[persons] = ts[treated] + EFFECT_US
-            if day.observed:
-                emailed = treated & (channel == 0)
-                who = crm.person[contacts[emailed]]
-                clicked = rng.random(len(who)) < 0.04 + 0.08 * np.clip(self.people.engagement[who] / 2, 0, 1)
-                when = ts[emailed][clicked] + (rng.exponential(3 * HOUR_US, clicked.sum())).astype(np.int64)
-                out.clicks.append(
-                    self.browsing.click_frame(
-                        self.browsing.pick_links(who[clicked]),
-                        when,
-                        "track",
-                        "Email Link Clicked",
-                        campaign_id=constant(campaign, int(clicked.sum())),
-                        activity_id=ids[emailed][clicked],
-                    )
-                )
+        return ids
+
+    def execute(self, day: Day, out: DayChanges, recommendations: pl.DataFrame) -> pl.DataFrame:
+        """The CRM's campaign tool executes the recommendations it received (``contact_id``, ``decision_id``,
+        ``decision_date``, ``action``, ``channel``, ``policy_version``) that are due: each decision once, on
+        the first day from its decision date and within ``RECOMMENDATION_VALID_DAYS``, through its channel
+        only while the contact exists and still consents to it (push also needs the app). Returns one row
+        per recommendation looked at today: the decision, the contact position, ``executed`` and, when
+        not executed, ``skipped`` (the reason), plus the ``activity_id`` and ``sent_at`` of executed ones."""
+        state, crm, contacts_state = self.state, self.crm, self.crm.state
+        today = day.start_date
+        due = recommendations.filter(
+            pl.col("decision_date").is_null()
+            | (
+                (pl.col("decision_date") <= today)
+                & (pl.col("decision_date") > today - timedelta(days=RECOMMENDATION_VALID_DAYS))
+            ),
+            ~pl.col("decision_id").is_in(list(state.executed_decisions)),
+        ).sort("contact_id", "decision_id")
+        contact_id = due["contact_id"].to_numpy()
+        position = np.searchsorted(crm.contact_id, contact_id)
+        position = np.minimum(position, len(crm.contact_id) - 1)
+        known = crm.contact_id[position] == contact_id
+        action = due["action"].replace_strict(cat.ACTIONS, range(len(cat.ACTIONS)), default=-1).to_numpy()
+        channel = due["channel"].replace_strict(cat.CHANNELS, range(len(cat.CHANNELS)), default=-1)
+        channel = channel.fill_null(-1).to_numpy()
+        alive = known & contacts_state.alive[position] & (crm.created[position] < day.end)
+        sendable = (action > NO_ACTION) & (channel >= 0)
+        column = np.maximum(channel, 0)
+        consented = contacts_state.consent[position, column] == GRANTED
+        consented &= (channel != cat.CHANNELS.index("push")) | self.people.has_app[crm.person[position]]
+        skipped = np.select(
+            [~known, ~alive, ~sendable, ~consented],
+            ["unknown_contact", "contact_deleted", "not_an_action", "no_consent"],
+            default="",
+        )
+        go = np.flatnonzero(skipped == "")
+        n = len(go)
+        ts = day.start + 10 * HOUR_US + (self.rng.random(n) * 2 * HOUR_US).astype(np.int64)
+        ids = self._send(
+            day,
+            out,
+            position[go],
+            action[go],
+            channel[go],
+            pl.Series([None] * n, dtype=pl.Float64),
+            ts,
+            NBA_CAMPAIGN,
+            due["decision_id"].gather(go),
+        )
+        # every decision looked at is settled: executed now, or never (its channel's consent may come back,
+        # but the campaign tool does not send a stale decision later)
+        state.executed_decisions.update(due["decision_id"].to_list())
+        activity = np.full(len(due), -1, np.int64)
+        sent = np.full(len(due), -1, np.int64)
+        activity[go], sent[go] = ids, ts
+        return due.with_columns(
+            pl.Series("contact", position),
+            pl.Series("executed", skipped == ""),
+            pl.Series("skipped", skipped).replace("", None),
+            pl.Series("activity_id", activity).replace(-1, None),
+            pl.Series("sent_at_us", sent).replace(-1, None),
+        )

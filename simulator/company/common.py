@@ -90,6 +90,8 @@ class DayChanges:
         default_factory=lambda: {"products": [], "customers": [], "orders": [], "order_lines": []}
     )
     clicks: list[pl.DataFrame] = field(default_factory=list)
+    executions: pl.DataFrame | None = None
+    """The recommendations the campaign tool looked at that day (:meth:`Campaigns.execute`), if any."""
 
 
 @dataclass(frozen=True)

@@ -138,3 +138,22 @@ class Connector:
     def finish(self) -> None:
         """Wait until every planned file is queued for writing, re-raising any encoding error."""
         self.sink.finish()
+
+    def export_state(self) -> dict:
+        """What continuing this connector later needs: its tables' rows (by key: their order in memory
+        varies, not what is written), log position and topic offsets."""
+        return {
+            "rows": {t.name: self.rows.current(t).sort(t.primary_key) for t in self.server.tables},
+            "snapshot_taken": self.rows.snapshot_taken,
+            "position": self.position,
+            "tx_id": self.tx_id,
+            "offsets": dict(self.sink.offsets),
+        }
+
+    def restore_state(self, state: dict) -> None:
+        """Continue from an :meth:`export_state` (tables missing from it start empty)."""
+        self.rows.rows.update(state["rows"])
+        self.rows.snapshot_taken = state["snapshot_taken"]
+        self.position = state["position"]
+        self.tx_id = state["tx_id"]
+        self.sink.offsets.update(state["offsets"])
