@@ -118,5 +118,7 @@ docs: install  ## generate the dbt docs and serve them on http://127.0.0.1:8080
 contracts: install  ## lint the data contracts (DATA_CONTRACTS_DIR) and fail on a breaking change without a major version bump
 	$(RUN) python -m data_contracts check $(if $(DATA_CONTRACTS_DIR),--contracts-dir "$(DATA_CONTRACTS_DIR)")
 
-clean:  ## delete everything the project wrote at run time (the lake, warehouse, MLflow store, Dagster home)
+# the embedded CRM server (var/crm-postgres) is stopped first: it keeps running between commands
+clean:  ## delete everything the project wrote at run time (the lake, warehouse, MLflow store, Dagster home, the embedded CRM database)
+	@if [ -f var/crm-postgres/postmaster.pid ]; then LAKE_ROOT=$(CURDIR)/var/lake $(RUN) python -m activation.crm_server stop; fi
 	rm -rf var dbt_project/target dbt_project/logs

@@ -13,7 +13,9 @@ warehouse.
    A request by such a shared identifier is refused: it does not name one person.
 2. **Suppresses** them (:mod:`lake.suppression`): keyed hashes, so that a later snapshot or re-ingestion does
    not bring the person back (every apply to silver screens its rows with the list).
-3. **Sweeps** every zone with the request's hashes: landing files are rewritten without the person's lines
+3. **Sweeps** every zone with the request's hashes. First the person's recommendations are cleared at every
+   sync destination (the CRM's table, the outbox) and from the activation zone (:mod:`activation.erasure`).
+   Then landing files are rewritten without the person's lines
    (the ledger records the rewrite, see :mod:`lake.ledger`), bronze raw records and quarantine rows are
    deleted, silver current and history rows deleted, every gold table and every warehouse table cleaned. A
    raw line is the person's when a field of it (``contact_id``, ``customer_id``, ``anonymousId``, ``userId``,
@@ -50,6 +52,7 @@ import pyarrow.fs as pafs
 from deltalake import write_deltalake
 from isal import igzip
 
+from activation import erasure as activation_erasure
 from data_contracts import Contract, load_contracts
 from lake import bronze, delta, suppression
 from lake.feeds import feed_of, pending_steps
@@ -68,7 +71,7 @@ REQUEST_KINDS = {
 }
 """What a request may name, and the identifier type of the identity graph it becomes."""
 REQUEST_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
-ZONES = ("landing", "bronze", "quarantine", "silver", "gold", "privacy")
+ZONES = ("landing", "bronze", "quarantine", "silver", "gold", "privacy", "activation")
 """The zones of the lake whose files an erasure cleans (the simulator's truth is not one of them)."""
 RAW_FIELDS: list[tuple[str, tuple[str, ...]]] = [
     (r'"contact_id"\s*:\s*"?(-?\d+)', ("crm_contact_id",)),
@@ -574,11 +577,13 @@ def _wanted(settings: Settings, request_id: str, identifiers: list[tuple[str, st
 def sweep(settings: Settings, contracts: dict[str, Contract], wanted: set[str]) -> list[TableErasure]:
     """Remove (or, where records are kept, de-identify) every record carrying one of the ``wanted`` hashes
     from landing, bronze, quarantine, silver, gold and the warehouse; the ledger records rewritten landing
-    files."""
+    files. First the persons' recommendations are cleared at the sync destinations and from the activation
+    zone (:func:`activation.erasure.erase`), so that an unreachable destination stops the request before the
+    lake changes."""
+    done = [TableErasure(*cleared) for cleared in activation_erasure.erase(settings, wanted)]
     series = pl.Series(sorted(wanted), dtype=pl.String)
     ledger = Ledger(bronze.ledger_uri(settings), settings.storage_options)
     committed = ledger.committed_files()
-    done: list[TableErasure] = []
     quarantined, quarantine_fixed = _sweep_quarantine(settings, series)
     if quarantined or quarantine_fixed:
         table = _relative(settings, bronze.quarantine_uri(settings))

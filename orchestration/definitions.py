@@ -5,6 +5,7 @@ import dagster as dg
 
 from data_contracts import scan_contracts
 from lake.settings import disable_telemetry, get_settings
+from orchestration.activation_assets import CrmResource, sync_assets
 from orchestration.dbt_assets import daily_snapshots, dbt_daily_snapshots, dbt_models
 from orchestration.dbt_project import DBT_EXECUTABLE, LocalDbtCliResource, dbt_project
 from orchestration.erasure import erasure_job
@@ -40,6 +41,7 @@ defs = dg.Definitions(
         model_registry,
         nba_decisions,
         policy_evaluation,
+        *sync_assets(),
         *invalid_contract_specs(scanned.problems),
     ],
     asset_checks=[*lake_checks, identity_quality_check],
@@ -58,6 +60,7 @@ defs = dg.Definitions(
     resources={
         "lake": LakeResource(),
         "mlflow": MlflowResource(),
+        "crm": CrmResource(),
         "dbt": LocalDbtCliResource(project_dir=dbt_project, dbt_executable=DBT_EXECUTABLE),
     },
     executor=dg.in_process_executor,

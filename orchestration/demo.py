@@ -2,8 +2,10 @@
 every asset that does not depend on the daily feature snapshots, then the snapshots of every date the data
 supports (one run over the partition range), then the assets downstream of the snapshots but the models (group
 ``ml``), then the models for the latest snapshot date: train, register and gate a candidate, decide the
-next-best actions of that date, evaluate them against the simulator's truth. Then what was built: the lake,
-the gate's decision, the decision summary and where to look.
+next-best actions of that date, evaluate them against the simulator's truth; then the syncs of those actions
+to the CRM database (``CRM_DATABASE_URL``, else an embedded PostgreSQL server, see ``activation.crm_server``)
+and the outbox, twice: the second run finds nothing changed and sends nothing. Then what was built: the lake,
+the gate's decision, the decision summary, what the syncs sent and the CRM holds, and where to look.
 
 Each run is what ``dg launch -m orchestration.definitions --assets ...`` executes: a run of the code
 location's asset job on the Dagster instance of ``DAGSTER_HOME``, so the runs show in the Dagster UI. Launched
@@ -36,7 +38,9 @@ SNAPSHOTS = dg.AssetSelection.assets(dg.AssetKey(["marts", "person_features_dail
 BEFORE_SNAPSHOTS = dg.AssetSelection.all() - SNAPSHOTS.downstream()
 MODELS = dg.AssetSelection.groups("ml")
 """Training, registry, decisions and evaluation: the last run, for the latest snapshot date."""
-AFTER_SNAPSHOTS = SNAPSHOTS.downstream() - SNAPSHOTS - MODELS
+SYNCS = dg.AssetSelection.groups("activation")
+"""The reverse-ETL syncs of the decisions, after the models."""
+AFTER_SNAPSHOTS = SNAPSHOTS.downstream() - SNAPSHOTS - MODELS - SYNCS
 
 CANDIDATE = dg.AssetKey(["ml", "uplift_candidate"])
 DECISIONS = dg.AssetKey(["ml", "nba_decisions"])
@@ -179,9 +183,61 @@ def models_summary(result: dg.JobExecutionResult) -> list[str]:
     return lines
 
 
+def syncs_summary(first: dg.JobExecutionResult, second: dg.JobExecutionResult, crm_url: str) -> list[str]:
+    """What the two sync runs did (counts from their metadata) and what the CRM holds: its recommendations
+    against the eligible persons of nba_current (decided an action, not holdout, a CRM contact, the channel's
+    consent granted). Counts only, no personal data."""
+    import psycopg
+
+    from activation.config import load_syncs
+    from activation.sync import read_source
+    from lake.settings import get_settings
+
+    lines = [
+        f"  {'sync':<24} {'run':<6} {'added':>7} {'changed':>8} {'removed':>8} {'sent':>7} {'failed':>7}"
+    ]
+    for run, result in (("first", first), ("again", second)):
+        built = {
+            event.asset_key: _values(event.step_materialization_data.materialization.metadata)
+            for event in result.get_asset_materialization_events()
+        }
+        for key in sorted(built, key=lambda k: k.to_user_string()):
+            m = built[key]
+            lines.append(
+                f"  {key.path[-1]:<24} {run:<6} {m['added']:>7,} {m['changed']:>8,} {m['removed']:>8,} "
+                f"{m['sent']:>7,} {m['failed']:>7,}  ({m['duration_s']:.2f} s)"
+            )
+    config = load_syncs()["crm_recommendations"]
+    eligible, _, counts = read_source(config, get_settings())
+    target = config.destination
+    with psycopg.connect(crm_url, connect_timeout=10) as conn:
+        held = conn.execute(f'select count(*) from "{target.schema_}"."{target.table}"').fetchone()[0]
+    return [
+        f"the CRM's {target.schema_}.{target.table} holds {held:,} recommendations for {eligible.height:,} "
+        f"eligible persons of nba_current ({counts['source_rows']:,} decisions: {counts['not_actions']:,} "
+        f"holdout or no_action or without a CRM contact, {counts['skipped_by_consent']:,} held back by "
+        "consent)",
+        *lines,
+    ]
+
+
 def decisions_date(result: dg.JobExecutionResult) -> str:
     """The partition (decision date) of a models run."""
     return result.dagster_run.tags[PARTITION_NAME_TAG]
+
+
+def crm_location() -> str:
+    """Where the CRM database is, without credentials: ``CRM_DATABASE_URL``'s host, or the embedded server's
+    folder and how to stop it."""
+    from activation.crm_server import URL_ENV, crm_data_dir
+    from lake.settings import get_settings
+
+    if os.environ.get(URL_ENV):
+        return f"the PostgreSQL server of {URL_ENV}"
+    return (
+        f"embedded PostgreSQL in {crm_data_dir(get_settings())} (left running; python -m "
+        "activation.crm_server stop)"
+    )
 
 
 def where_to_look() -> list[str]:
@@ -195,6 +251,8 @@ def where_to_look() -> list[str]:
         "registered model versions, aliases, model cards",
         "  make dev     the Dagster UI on http://127.0.0.1:3000: these runs, every asset with its metadata, "
         "the promotion gate's check",
+        "  make sync ARGS='--log 10'  the sync runs and the records a destination refused",
+        f"  the CRM     {crm_location()}",
         f"  gold tables  {settings.lake_root}/gold/nba_decisions, nba_current, policy_evaluation",
     ]
 
@@ -215,6 +273,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
+    from activation.crm_server import crm_database_url
     from lake import summary
     from lake.settings import get_settings
     from orchestration.evaluation import truth_summary
@@ -230,15 +289,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         materialize(instance, SNAPSHOTS, partition_range=dates)
     with contextlib.chdir(here):
         materialize(instance, AFTER_SNAPSHOTS)
-    models = None
+    models = syncs = None
     if not args.without_models:
         with contextlib.chdir(here):
             models = materialize_models(instance, dates[1])
+        crm_url = crm_database_url(get_settings())  # the embedded CRM started, unless CRM_DATABASE_URL is set
+        runs = []
+        for _ in range(2):  # the second run finds nothing changed and sends nothing
+            with contextlib.chdir(here):
+                runs.append(materialize(instance, SYNCS))
+        syncs = tuple(runs)
     summary.main()
     for line in truth_summary(get_settings()):
         print(line)
     if models is not None:
         print("\n".join(models_summary(models)))
+    if syncs is not None:
+        print("\n".join(syncs_summary(*syncs, crm_url)))
     print("\n".join(where_to_look()))
     return 0
 

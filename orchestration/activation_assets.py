@@ -1,0 +1,137 @@
+"""The reverse-ETL syncs as Dagster assets: one per sync file (``activation/syncs/<name>.yaml``, or the folder
+``ACTIVATION_SYNCS_DIR``), key ``activation/<name>``, downstream of the decisions (``ml/nba_decisions``). Each
+materialization is one run of the sync engine (:func:`activation.sync.run_sync`): the diff of gold
+``nba_current`` against the state last synced, with consent checked again at send time, so a run whose
+decisions did not change still clears at the destination the persons who revoked their consent since. A sync
+whose destination's credentials are not set is skipped (no materialization), with the reason in the log."""
+
+import contextlib
+import time
+
+import dagster as dg
+
+from activation import state
+from activation.config import SyncConfig, SyncConfigError, load_syncs
+from activation.crm_server import URL_ENV, crm_database_url, crm_environment
+from activation.sync import describe, destination_for, run_sync
+from lake import delta
+from lake.settings import Settings
+from orchestration.resources import LakeResource
+
+ACTIVATION_GROUP = "activation"
+DECISIONS = dg.AssetKey(["ml", "nba_decisions"])
+SYNC_RETRY = dg.RetryPolicy(
+    max_retries=3, delay=15, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
+)
+"""A sync whose destination stays unreachable through the engine's own retries is tried again as a whole
+(15 s, 30 s, 60 s, each +/- up to 15 s): the next run reconciles with the destination's checkpoint, so a retry
+applies nothing twice."""
+COUNTS = (
+    "added",
+    "changed",
+    "removed",
+    "cleared_by_consent",
+    "sent",
+    "failed",
+    "retried",
+    "skipped_by_consent",
+    "not_actions",
+    "source_rows",
+)
+"""The run's counts published as materialization metadata (counts only: no key, no personal data)."""
+
+
+class CrmResource(dg.ConfigurableResource):
+    """The CRM's PostgreSQL database for the syncs whose destination reads ``CRM_DATABASE_URL``: the URL set
+    here, else ``CRM_DATABASE_URL``, else the embedded server beside the lake (``activation.crm_server``,
+    started when not running)."""
+
+    database_url: str | None = None
+
+    def url(self, settings: Settings) -> str:
+        """The URL the syncs of this run write to."""
+        return self.database_url or crm_database_url(settings)
+
+
+def sync_key(name: str) -> dg.AssetKey:
+    """The asset key of a sync: ``activation/<name>``."""
+    return dg.AssetKey([ACTIVATION_GROUP, name])
+
+
+def destination_pool(config: SyncConfig) -> str:
+    """The concurrency pool of a destination: two runs never sync to one destination at once."""
+    return f"activation_{config.destination.kind}_{config.destination.name}"
+
+
+def missing_credentials(config: SyncConfig) -> str | None:
+    """Why the sync's destination cannot be reached with the environment as it is (a credential not set), or
+    None."""
+    try:
+        destination_for(config, {})
+    except SyncConfigError as error:
+        return str(error)
+    return None
+
+
+def run_metadata(row: dict, settings: Settings) -> dict:
+    """The materialization metadata of a sync run: its counts, status, duration, the diff the destination
+    holds now and the state table's Delta version (ids and counts only)."""
+    table = delta.open_table(state.uri(settings, "state", row["sync"]), settings.storage_options)
+    return {
+        **{name: int(row.get(name) or 0) for name in COUNTS},
+        "status": row["status"],
+        "destination": row["destination"],
+        "sync_run_id": row["run_id"],
+        "state_diff_id": int(row["diff_id"]),
+        "state_table_version": table.version() if table is not None else -1,
+        "duration_s": float(row["duration_s"]),
+    }
+
+
+def sync_asset(config: SyncConfig) -> dg.AssetsDefinition:
+    """The asset of one sync file."""
+    target = config.destination
+    where = (
+        f"{target.schema_}.{target.table} of the PostgreSQL server in {target.url_env}"
+        if target.kind == "postgres"
+        else f"the outbox folder {target.name}/{config.name} ({', '.join(target.formats)})"
+    )
+
+    @dg.asset(
+        key=sync_key(config.name),
+        deps=[DECISIONS],
+        group_name=ACTIVATION_GROUP,
+        kinds={target.kind},
+        pool=destination_pool(config),
+        retry_policy=SYNC_RETRY,
+        output_required=False,
+        description=f"Reverse-ETL sync {config.name}: the changed next-best actions of gold "
+        f"{config.source.table} to {where} (removed rows: {config.removed}); consent checked again at send "
+        "time. Skipped when the destination's credentials are not set.",
+    )
+    def _sync(context: dg.AssetExecutionContext, lake: LakeResource, crm: CrmResource):
+        settings = lake.settings()
+        url = crm.url(settings) if target.kind == "postgres" and target.url_env == URL_ENV else None
+        with crm_environment(url) if url else contextlib.nullcontext():
+            missing = missing_credentials(config)
+            if missing is not None:
+                context.log.warning(f"sync {config.name} skipped: {missing}")
+                return
+            started = time.perf_counter()
+            row = run_sync(config, settings)
+        context.log.info(describe(row))
+        if row["failed"]:
+            context.log.warning(
+                f"sync {config.name}: {row['failed']} records refused by {row['destination']}; the next run "
+                f"sends them again (python -m activation.sync --log 5 --sync {config.name} shows the reasons)"
+            )
+        metadata = run_metadata(row, settings)
+        metadata["asset_duration_s"] = time.perf_counter() - started
+        yield dg.MaterializeResult(metadata=metadata)
+
+    return _sync
+
+
+def sync_assets(syncs: dict[str, SyncConfig] | None = None) -> list[dg.AssetsDefinition]:
+    """One asset per sync file (those of ``ACTIVATION_SYNCS_DIR`` by default)."""
+    return [sync_asset(config) for config in (load_syncs() if syncs is None else syncs).values()]

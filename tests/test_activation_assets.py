@@ -1,0 +1,256 @@
+"""The sync assets in Dagster (orchestration/activation_assets.py) against a real PostgreSQL server and real
+Delta tables, with the shipped sync files: materialized through Dagster with their counts as metadata, a
+second run sending nothing, a consent revoked since the decision cleared by the next run although the
+decisions did not change, a sync without credentials skipped, and an erasure clearing the person at the CRM,
+in the outbox and in the activation zone with its Delta history."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import dagster as dg
+import erasure_scan
+import polars as pl
+import psycopg
+import pytest
+from deltalake import write_deltalake
+
+from activation import state
+from activation.config import load_sync, load_syncs
+from lake.erasure import ErasureRequest, erase
+from lake.settings import get_settings
+from orchestration.activation_assets import ACTIVATION_GROUP, CrmResource, sync_assets, sync_key
+from orchestration.resources import LakeResource
+
+DAY = date(2026, 11, 20)
+CRM = sync_key("crm_recommendations")
+OUTBOX = sync_key("outbox_recommendations")
+
+
+@pytest.fixture
+def lake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Settings of an empty lake under tmp (its outbox too), with the shipped sync files."""
+    monkeypatch.setenv("LAKE_ROOT", str(tmp_path / "lake"))
+    monkeypatch.setenv("ACTIVATION_OUTBOX_DIR", str(tmp_path / "outbox"))
+    monkeypatch.delenv("ACTIVATION_SYNCS_DIR", raising=False)
+    return replace(get_settings(), lake_root=str(tmp_path / "lake"))
+
+
+def decision(
+    contact: int, action: str = "discount_10", channel: str = "email", holdout: bool = False
+) -> dict:
+    """One nba_current row with every column the shipped syncs map."""
+    return {
+        "decision_id": f"d-{contact}-{action}",
+        "decision_date": DAY,
+        "person_id": f"p{contact}",
+        "action": action,
+        "channel": None if action == "no_action" else channel,
+        "crm_contact_id": contact,
+        "expected_value": 1.25,
+        "model_version": "3",
+        "policy_version": "policy-1",
+        "is_holdout": holdout,
+    }
+
+
+def write_decisions(settings, rows: list[dict]) -> None:
+    frame = pl.DataFrame(
+        rows,
+        schema={
+            "decision_id": pl.String,
+            "decision_date": pl.Date,
+            "person_id": pl.String,
+            "action": pl.String,
+            "channel": pl.String,
+            "crm_contact_id": pl.Int64,
+            "expected_value": pl.Float64,
+            "model_version": pl.String,
+            "policy_version": pl.String,
+            "is_holdout": pl.Boolean,
+        },
+    )
+    write_deltalake(
+        f"{settings.lake_root}/gold/nba_current", frame.to_arrow(), mode="overwrite", schema_mode="overwrite"
+    )
+
+
+def write_consents(settings, consents: dict[tuple[int, str], str], at: datetime) -> None:
+    """Append consent rows (contact, channel) -> status updated at ``at`` to silver crm/consents."""
+    frame = pl.DataFrame(
+        [
+            {"consent_id": c * 10 + len(ch), "contact_id": c, "channel": ch, "status": s, "updated_at": at}
+            for (c, ch), s in sorted(consents.items())
+        ],
+        schema={
+            "consent_id": pl.Int64,
+            "contact_id": pl.Int64,
+            "channel": pl.String,
+            "status": pl.String,
+            "updated_at": pl.Datetime("us", "UTC"),
+        },
+    )
+    write_deltalake(f"{settings.lake_root}/silver/crm/consents", frame.to_arrow(), mode="append")
+
+
+def write_identity(settings, contacts: list[int]) -> None:
+    """gold identity_person_map: each contact its own person ``p<contact>``."""
+    frame = pl.DataFrame(
+        {
+            "identifier_type": ["crm_contact_id"] * len(contacts),
+            "identifier": [str(c) for c in contacts],
+            "person_id": [f"p{c}" for c in contacts],
+        }
+    )
+    write_deltalake(f"{settings.lake_root}/gold/identity_person_map", frame.to_arrow(), mode="overwrite")
+
+
+def materialize(settings, url: str | None, selection=None) -> dg.ExecuteInProcessResult:
+    """One Dagster run of the sync assets (or ``selection``) on an ephemeral instance."""
+    return dg.materialize(
+        sync_assets(),
+        selection=selection,
+        resources={"lake": LakeResource(lake_root=settings.lake_root), "crm": CrmResource(database_url=url)},
+        instance=dg.DagsterInstance.ephemeral(),
+    )
+
+
+def metadata(result: dg.ExecuteInProcessResult, key: dg.AssetKey) -> dict:
+    (event,) = [e for e in result.get_asset_materialization_events() if e.asset_key == key]
+    return {k: v.value for k, v in event.step_materialization_data.materialization.metadata.items()}
+
+
+def crm_rows(url: str) -> dict[int, tuple]:
+    """contact_id -> (action, channel, decision_id) in the CRM's recommendations table."""
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "select contact_id, action, channel, decision_id from nba_recommendations"
+        ).fetchall()
+    return {r[0]: r[1:] for r in rows}
+
+
+GRANTED = {(c, ch): "granted" for c in range(1, 8) for ch in ("email", "sms")}
+T0 = datetime(2026, 11, 19, tzinfo=UTC)
+
+
+def test_the_assets_are_one_per_sync_file_downstream_of_the_decisions():
+    assets = sync_assets()
+    keys = {key for a in assets for key in a.keys}
+    assert keys == {sync_key(name) for name in load_syncs()} == {CRM, OUTBOX}
+    for a in assets:
+        (key,) = a.keys
+        assert a.group_names_by_key[key] == ACTIVATION_GROUP
+        assert a.asset_deps[key] == {dg.AssetKey(["ml", "nba_decisions"])}
+        assert a.op.retry_policy.backoff == dg.Backoff.EXPONENTIAL and a.op.retry_policy.jitter is not None
+    pools = {a.op.pool for a in assets}
+    assert pools == {"activation_postgres_crm", "activation_files_outbox"}
+
+
+def test_sync_materializes_with_counts_then_sends_nothing_then_clears_a_revoked_consent(lake, crm_url):
+    rows = [
+        decision(1),
+        decision(2, "free_shipping", "sms"),
+        decision(3),
+        decision(4, holdout=True),  # holdout: never a target
+        decision(5, "no_action"),
+        decision(6),  # e-mail consent revoked before the decision
+    ]
+    write_decisions(lake, rows)
+    write_consents(lake, GRANTED | {(6, "email"): "revoked"}, T0)
+
+    first = materialize(lake, crm_url)
+    assert first.success
+    crm = metadata(first, CRM)
+    assert (crm["added"], crm["changed"], crm["removed"], crm["sent"], crm["failed"]) == (3, 0, 0, 3, 0)
+    assert (crm["skipped_by_consent"], crm["not_actions"], crm["source_rows"]) == (1, 2, 6)
+    assert crm["status"] == "succeeded" and crm["state_diff_id"] == 1 and crm["duration_s"] > 0
+    assert crm["destination"] == "postgres:crm" and crm["state_table_version"] == 0
+    assert not {"decision_id", "person_id", "contact_id", "crm_contact_id"} & set(crm)
+    assert crm_rows(crm_url) == {
+        1: ("discount_10", "email", "d-1-discount_10"),
+        2: ("free_shipping", "sms", "d-2-free_shipping"),
+        3: ("discount_10", "email", "d-3-discount_10"),
+    }
+    outbox = metadata(first, OUTBOX)
+    assert (outbox["added"], outbox["sent"], outbox["destination"]) == (3, 3, "files:outbox")
+
+    second = materialize(lake, crm_url, selection=[CRM])
+    crm = metadata(second, CRM)
+    assert (crm["added"], crm["changed"], crm["removed"], crm["sent"]) == (0, 0, 0, 0)
+    assert crm["state_diff_id"] == 1
+
+    # the decisions are unchanged; contact 2 revokes the SMS consent after the decision: the next run clears
+    # it
+    write_consents(lake, {(2, "sms"): "revoked"}, datetime(2026, 11, 21, tzinfo=UTC))
+    third = materialize(lake, crm_url, selection=[CRM])
+    crm = metadata(third, CRM)
+    assert (crm["added"], crm["changed"], crm["removed"], crm["cleared_by_consent"]) == (0, 0, 1, 1)
+    assert crm["state_diff_id"] == 2 and crm["skipped_by_consent"] == 2
+    assert set(crm_rows(crm_url)) == {1, 3}
+    synced = pl.read_delta(state.uri(lake, "state", "crm_recommendations"))
+    assert sorted(synced["contact_id"].to_list()) == [1, 3]
+
+
+def test_a_sync_without_its_credentials_is_skipped_not_failed(lake, tmp_path, monkeypatch):
+    syncs = tmp_path / "syncs"
+    syncs.mkdir()
+    shipped = load_syncs()["crm_recommendations"].path.read_text()
+    (syncs / "partner_crm.yaml").write_text(
+        shipped.replace("url_env: CRM_DATABASE_URL", "url_env: PARTNER_URL")
+    )
+    monkeypatch.setenv("ACTIVATION_SYNCS_DIR", str(syncs))
+    monkeypatch.delenv("PARTNER_URL", raising=False)
+    write_decisions(lake, [decision(1)])
+    write_consents(lake, GRANTED, T0)
+    instance = dg.DagsterInstance.ephemeral()
+    result = dg.materialize(
+        sync_assets(),
+        resources={"lake": LakeResource(lake_root=lake.lake_root), "crm": CrmResource()},
+        instance=instance,
+    )
+    assert result.success
+    assert result.get_asset_materialization_events() == []
+    messages = [e.user_message for e in instance.all_logs(result.run_id)]
+    assert any("sync partner_crm skipped" in m and "PARTNER_URL is not set" in m for m in messages)
+    assert state.runs(lake).is_empty()  # nothing ran, nothing was logged as failed
+    assert load_sync(syncs / "partner_crm.yaml").destination.url_env == "PARTNER_URL"
+
+
+def test_erasure_clears_a_synced_person_at_the_crm_the_outbox_and_in_the_activation_zone(
+    lake, crm_url, tmp_path
+):
+    write_decisions(lake, [decision(1), decision(2), decision(3, "free_shipping", "sms")])
+    write_consents(lake, GRANTED, T0)
+    write_identity(lake, [1, 2, 3])
+    assert materialize(lake, crm_url).success
+    assert set(crm_rows(crm_url)) == {1, 2, 3}
+    assert scan_activation(lake)  # the scan finds the person before the erasure
+
+    (report,) = erase(lake, [ErasureRequest("crm_contact_id", "2", "ticket-1")])
+
+    assert set(crm_rows(crm_url)) == {1, 3}
+    erased = {t.table: (t.action, t.rows) for t in report.tables}
+    assert erased["postgres:crm/crm_recommendations"] == ("cleared", 1)
+    assert erased["files:outbox/outbox_recommendations"] == ("cleared", 1)
+    assert erased["activation/state/crm_recommendations"] == ("deleted", 1)
+    crm_state = pl.read_delta(state.uri(lake, "state", "crm_recommendations"))
+    assert sorted(crm_state["contact_id"].to_list()) == [1, 3]
+    assert state.runs(lake, "crm_recommendations")["status"].to_list() == ["succeeded", "erased"]
+    # the outbox's earlier files no longer hold the person; the erasure's removals file tells the importer
+    outbox = tmp_path / "outbox" / "outbox" / "outbox_recommendations"
+    first = pl.read_parquet(outbox / "diff-00000001.upserts.parquet")
+    assert sorted(first["contact_id"].to_list()) == [1, 3]
+    assert pl.read_csv(outbox / "diff-00000001.upserts.csv")["contact_id"].sort().to_list() == [1, 3]
+    assert pl.read_parquet(outbox / "diff-00000002.removals.parquet")["contact_id"].to_list() == [2]
+    # no file of the activation zone (any table version, log or checkpoint) holds the person any more
+    assert scan_activation(lake) == {}
+
+
+def scan_activation(settings) -> dict[str, list[str]]:
+    """Where contact 2 or its decision id appears in the files of the activation zone."""
+    person = erasure_scan.PersonValues(strings={"d-2-discount_10"}, contact_ids={2})
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(erasure_scan, "ZONES", ("activation",))
+        return erasure_scan.scan_lake(Path(settings.lake_root), person)
