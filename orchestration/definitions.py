@@ -13,6 +13,7 @@ from orchestration.evaluation import identity_quality_check
 from orchestration.jobs import decisions_job, ingest_job, maintenance_job, refresh_jobs, training_job
 from orchestration.lake_assets import invalid_contract_specs, lake_definitions
 from orchestration.ml_assets import model_registry, nba_decisions, policy_evaluation, uplift_candidate
+from orchestration.outcome_assets import decision_attribution, lift_guardrail
 from orchestration.resources import LakeResource, MlflowResource
 from orchestration.schedules import nightly_maintenance, refresh_schedules, weekly_training_schedule
 from orchestration.sensors import (
@@ -41,6 +42,8 @@ defs = dg.Definitions(
         model_registry,
         nba_decisions,
         policy_evaluation,
+        decision_attribution,
+        lift_guardrail,
         *sync_assets(),
         *invalid_contract_specs(scanned.problems),
     ],
