@@ -5,7 +5,7 @@ with the check recorded in the lake."""
 from __future__ import annotations
 
 import math
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import numpy as np
@@ -224,3 +224,108 @@ def test_harm_rolls_the_champion_back_and_the_check_is_recorded(registry_store, 
     assert log["model_version"].to_list() == [second, second, first]
     assert log.row(1, named=True)["rolled_back_to"] == first
     assert log.row(1, named=True)["upper"] < 0 < log.row(0, named=True)["upper"]
+
+
+PERSONS = 3_000
+LOOP_DAYS = 10
+
+
+def registered_pair(model_uri: str, run_id: str, ml_settings) -> tuple[str, str]:
+    """Two versions registered and promoted one after the other: the first, then the second as champion."""
+    value, better, logged = (
+        policy_value("snips", 1.0),
+        policy_value("snips", 2.0),
+        policy_value("logged", 0.5),
+    )
+    versions = []
+    for champion_value in (None, value):
+        registered = registry.register_candidate(model_uri, run_id, value, logged, "card", ml_settings)
+        version = str(registered.version)
+        registry.apply_gate(
+            version, registry.gate(better, champion_value, logged, 0.02, True), False, ml_settings
+        )
+        versions.append(version)
+    return versions[0], versions[1]
+
+
+def run_daily_loop(
+    harmful_version: str | None, settings, ml_settings, seed: int
+) -> list[guardrail.GuardrailCheck]:
+    """``LOOP_DAYS`` days of the loop on plain functions: each day the serving champion decides for every
+    person (the policy's real holdout draw; ``harmful_version`` gives everyone its most expensive discount,
+    40% off, and any other version sends a message that changes nothing), the persons buy (20% a day, baskets
+    log-normal around 50 EUR), the day's outcomes are attributed (``ml.attribution.attribute``) and the
+    guardrail checks the champion on the real registry, rolling it back when it must."""
+    from ml.attribution import attribute
+    from ml.policy import NBA_SCHEMA, holdout_mask, load_policy
+    from tests.test_loop import COST, decision
+
+    rng = np.random.default_rng(seed)
+    policy = load_policy()
+    persons = [f"person-{i:05d}" for i in range(PERSONS)]
+    held = holdout_mask(persons, policy)
+    decisions, orders, executed, checks = [], [], [], []
+    for day in range(1, LOOP_DAYS + 1):
+        version = str(registry.champion(ml_settings).version)
+        harmful = version == harmful_version
+        action = "discount_10" if harmful else "cart_reminder"
+        day_rows = [
+            decision(f"{p}|{day}", p, day, holdout=True, version=version)
+            if h
+            else decision(f"{p}|{day}", p, day, action, "email", version=version)
+            for p, h in zip(persons, held, strict=True)
+        ]
+        decisions += day_rows
+        executed += [
+            (r["decision_id"], len(executed) + i) for i, r in enumerate(day_rows) if not r["is_holdout"]
+        ]
+        buys = rng.random(PERSONS) < 0.2
+        basket = rng.lognormal(math.log(50.0), 0.6, PERSONS)
+        price = np.where(held | (not harmful), basket, basket * 0.6)
+        orders += [
+            (p, datetime(2026, 11, day, 14, tzinfo=UTC), float(v))
+            for p, b, v in zip(persons, buys, price, strict=True)
+            if b
+        ]
+        attribution = attribute(
+            pl.DataFrame(decisions, schema=NBA_SCHEMA),
+            pl.DataFrame(
+                orders,
+                schema={
+                    "person_id": pl.String,
+                    "created_at": pl.Datetime("us", "UTC"),
+                    "total_amount": pl.Float64,
+                },
+                orient="row",
+            ),
+            pl.DataFrame(executed, schema={"decision_id": pl.String, "activity_id": pl.Int64}, orient="row"),
+            datetime(2026, 11, day + 1, tzinfo=UTC),
+            COST,
+        )
+        checks.append(guardrail.check_champion(attribution, settings, ml_settings))
+    return checks
+
+
+def test_the_daily_loop_rolls_a_harmful_champion_back_and_keeps_a_harmless_one(
+    registry_store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("GUARDRAIL_MIN_HOLDOUT", "200")
+    ml_settings, model_uri, run_id = registry_store
+    ml_settings = get_ml_settings()
+    first, second = registered_pair(model_uri, run_id, ml_settings)
+
+    harmless = run_daily_loop(None, lake_settings(tmp_path / "harmless"), ml_settings, seed=11)
+    assert [c.verdict for c in harmless].count(guardrail.VERDICT_ROLLBACK) == 0
+    assert str(registry.champion(ml_settings).version) == second
+    assert all(c.model_version == second for c in harmless)
+
+    harmful = run_daily_loop(second, lake_settings(tmp_path / "harmful"), ml_settings, seed=12)
+    verdicts = [c.verdict for c in harmful]
+    assert verdicts.count(guardrail.VERDICT_ROLLBACK) == 1
+    day = verdicts.index(guardrail.VERDICT_ROLLBACK)
+    assert day <= 6 and harmful[day].rolled_back_to == first and harmful[day].interval.upper < 0
+    # From the next day the restored version decides (no discount): measured on its own decisions only.
+    assert all(c.model_version == first for c in harmful[day + 1 :])
+    assert str(registry.champion(ml_settings).version) == first
+    log = guardrail.read_checks(lake_settings(tmp_path / "harmful"))
+    assert log.height == LOOP_DAYS and log["verdict"].to_list().count("rollback") == 1
