@@ -10,6 +10,7 @@ import gzip
 import json
 import shutil
 import tempfile
+from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -18,13 +19,22 @@ import numpy as np
 import polars as pl
 import psycopg
 import pytest
+from conftest import lake_settings, read_warehouse, run_dbt
 
 import simulator.advance as advance_module
+from data_contracts import load_contracts
+from lake.ingest import ingest_all
+from lake.settings import Settings
+from lake.warehouse import publish_silver
 from simulator import SimulationConfig, catalog
 from simulator.advance import EXECUTED_SCHEMA, advance
 from simulator.company.crm import GRANTED, REVOKED
+from simulator.config import US_PER_DAY
+from simulator.debezium import Connector
+from simulator.files import FileWriter
 from simulator.generate import generate
-from simulator.state import STATE_FILE, StateError, load_state
+from simulator.state import STATE_FILE, StateError, load_state, restored_rng
+from simulator.tables import crm_server
 from simulator.truth import KEPT_ORDER_SHARE
 
 CONFIG = SimulationConfig(persons=800, days=3, seed=11, history_days=4)
@@ -296,3 +306,117 @@ def test_a_damaged_or_foreign_state_is_refused(company: Path) -> None:
     path.write_bytes(header.replace(b'"version": 1', b'"version": 0') + b"\n" + payload)
     with pytest.raises(StateError, match="version 0"):
         advance(company / "landing", company / "truth", 1, database_url="", progress=False)
+
+
+def land_sends_and_echoes(company: Path, contacts: np.ndarray, day: int) -> None:
+    """Land, through the simulator's own CRM connector (after the last advanced day), what the CRM database
+    does for ``contacts`` on ``day`` when the sync wrote them a recommendation and the campaign tool sent it:
+    the recommendation rows (01:00) and the SMS sends with their decision ids (10:00). Nobody's behaviour
+    changes: no purchase, session or click is added."""
+    state = load_state(company / "truth")
+    config = state.config
+    writer = FileWriter()
+    crm = Connector(
+        crm_server(config.days), company / "landing", config, restored_rng(state.rngs["crm"]), writer
+    )
+    crm.restore_state(state.connectors["crm"])
+    start = config.start_us + day * US_PER_DAY
+    n = len(contacts)
+    decisions = [f"d-{c}" for c in contacts]
+    echo = pl.DataFrame(
+        {
+            "_ts": start + 3600 * 10**6 + np.arange(n),
+            "_op": ["c"] * n,
+            "contact_id": contacts,
+            "decision_id": decisions,
+            "decision_date": [(config.start + timedelta(days=day)).toordinal() - date(1970, 1, 1).toordinal()]
+            * n,
+            "action": ["cart_reminder"] * n,
+            "channel": ["sms"] * n,
+            "expected_value": [0.4] * n,
+            "model_version": ["7"] * n,
+            "policy_version": ["p1"] * n,
+        }
+    )
+    sent = start + 10 * 3600 * 10**6 + np.arange(n)
+    sends = pl.DataFrame(
+        {
+            "_ts": sent,
+            "_op": ["c"] * n,
+            "activity_id": state.company.campaigns.next_activity_id + np.arange(n),
+            "contact_id": contacts,
+            "campaign_id": ["nba"] * n,
+            "activity_type": ["campaign_touch"] * n,
+            "action": ["cart_reminder"] * n,
+            "channel": ["sms"] * n,
+            "propensity": [1.0] * n,
+            "offer_value": [0] * n,
+            "sent_at": sent,
+            "decision_id": decisions,
+        }
+    )
+    crm.apply(day, {"activities": sends, "nba_recommendations": echo}, True)
+    crm.finish()
+    writer.close()
+
+
+def build_lake(company: Path, scratch: Path) -> Settings:
+    """Ingest the company's landing zone into a fresh lake and build the features and training marts."""
+    settings = replace(
+        lake_settings(scratch / "lake", company / "landing"), warehouse_path=scratch / "warehouse.duckdb"
+    )
+    ingest_all(settings)
+    publish_silver(settings, load_contracts(settings.contracts_dir))
+    run_dbt(
+        settings,
+        scratch,
+        "build",
+        "--select",
+        "+person_features_daily",
+        "+training_decisions",
+        "+decision_outcomes",
+    )
+    return settings
+
+
+TREATMENT_FEATURES = ("days_since_campaign_touch", "email_sent_count_30d", "email_click_rate_30d")
+"""Features of what the company did to the person (its campaign touches), not of the person's behaviour."""
+
+
+@pytest.mark.slow
+def test_sends_and_echoes_are_not_behaviour(company: Path, tmp_path: Path) -> None:
+    """The same days landed twice, once with the CRM echoing recommendations and sending them (and nothing
+    else): every behavioural feature and every training label is the same; the sends are decisions."""
+    # three days: the features' last snapshot (midnight, the data window's last full day) sees the first one
+    advance(company / "landing", company / "truth", 3, database_url="", progress=False)
+    shutil.copytree(company, tmp_path / "echoed")
+    state = load_state(company / "truth")
+    contacts = (
+        np.flatnonzero(
+            state.company.crm.alive & (state.company.crm.consent[:, catalog.CHANNELS.index("sms")] == GRANTED)
+        )[:40]
+        + 1
+    )
+    land_sends_and_echoes(tmp_path / "echoed", contacts, FIRST)
+    plain = build_lake(company, tmp_path / "plain_lake")
+    echoed = build_lake(tmp_path / "echoed", tmp_path / "echoed_lake")
+
+    def table(settings: Settings, name: str) -> pl.DataFrame:
+        frame = read_warehouse(settings, f"select * from {name}")
+        return frame.sort(frame.columns)
+
+    recommendations = read_warehouse(echoed, "select * from silver.crm__nba_recommendations")
+    assert sorted(recommendations["contact_id"]) == sorted(contacts.tolist())
+    features, features_echoed = table(plain, "person_features_daily"), table(echoed, "person_features_daily")
+    assert features.height == features_echoed.height
+    behaviour = [c for c in features.columns if c not in TREATMENT_FEATURES]
+    assert features.select(behaviour).equals(features_echoed.select(behaviour))
+    touched = features_echoed.join(features, on=["snapshot_date", "person_id"], suffix="_plain").filter(
+        pl.col("days_since_campaign_touch").ne_missing(pl.col("days_since_campaign_touch_plain"))
+    )
+    assert touched.height > 0  # the sends were ingested: they are campaign touches of their persons
+    assert table(plain, "training_decisions").equals(table(echoed, "training_decisions"))
+    outcomes = read_warehouse(
+        echoed, "select campaign_id, order_count from decision_outcomes where campaign_id = 'nba'"
+    )
+    assert outcomes.height == len(contacts)

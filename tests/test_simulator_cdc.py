@@ -46,7 +46,9 @@ def cdc(simulated: Simulated) -> dict:
 
 def test_topics_are_the_source_tables(cdc: dict, simulated: Simulated) -> None:
     days = simulated.config.days
+    # the recommendations our sync writes into the CRM are captured only once the closed loop runs
     expected = {s.topic(t) for s in (crm_server(days), shop_server(days)) for t in s.tables}
+    expected.remove("crm.public.nba_recommendations")
     assert set(cdc) == expected
     assert sum(len(rows) for rows in cdc.values()) == simulated.manifest["lines_by_feed"]["cdc"]
 

@@ -23,7 +23,8 @@ EXPLORATION_SHARE = 0.03
 day."""
 NO_ACTION = 0
 NBA_CAMPAIGN = "nba"
-"""The campaign of the activities the campaign tool sends for the next-best-action recommendations."""
+"""The campaign of the activities the campaign tool sends for the next-best-action recommendations; it logs
+propensity 1 for them (it executes the decision it was given: not a randomised assignment)."""
 RECOMMENDATION_VALID_DAYS = 7
 """Days from its decision date within which the campaign tool still executes a recommendation."""
 
@@ -225,7 +226,7 @@ class Campaigns:
             position[go],
             action[go],
             channel[go],
-            pl.Series([None] * n, dtype=pl.Float64),
+            np.ones(n),  # the tool executes the decision as given (the policy's own odds are in gold)
             ts,
             NBA_CAMPAIGN,
             due["decision_id"].gather(go),

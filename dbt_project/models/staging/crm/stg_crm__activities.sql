@@ -18,6 +18,7 @@ renamed as (
         propensity,
         offer_value,
         sent_at,
+        decision_id,
         _changed_at as changed_at
     from source
 

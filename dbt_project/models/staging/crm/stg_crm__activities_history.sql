@@ -19,6 +19,7 @@ renamed as (
         propensity,
         offer_value,
         sent_at,
+        decision_id,
         _op as change_op,
         _valid_from as valid_from,
         _valid_to as valid_to
