@@ -1,8 +1,10 @@
 """Outcome attribution of the next-best-action decisions, and the policy's measured lift against the holdout.
 
-Every decision of gold ``nba_decisions`` (the holdout's included) gets the outcomes of its person from its
-decision date (00:00 UTC) until the person's next decision or 7 days, whichever comes first (last touch, as
-the ``decision_outcomes`` mart attributes the campaigns' decisions): orders and their revenue
+Every decision of gold ``nba_decisions`` (the holdout's included) gets the outcomes of its person from the day
+it acts until the next decision of the person acts, or 7 days, whichever comes first (last touch, as the
+``decision_outcomes`` mart attributes the campaigns' decisions). A decision dated D (features as of D 00:00
+UTC) is made once D's data has landed and synced that night, so the CRM acts on it the day after: its window
+starts at D + 1 day (``ACTION_LAG_DAYS``), the holdout's too. Outcomes: orders and their revenue
 (``int_marts__person_orders``, order totals already net of the discount, loyalty reduction or free shipping
 the action gave), and, when the CRM executed it, the activity that carries its decision id and the message's
 cost (the policy file's ``message_cost``). Net revenue = revenue - message cost. A row is final
@@ -43,6 +45,8 @@ ATTRIBUTION_TABLE = "decision_attribution"
 LIFT_TABLE = "policy_lift"
 DECISIONS_TABLE = "nba_decisions"
 WINDOW_DAYS = 7
+ACTION_LAG_DAYS = 1
+"""Days from a decision's date to the day the CRM acts on it (and its outcome window starts)."""
 ALL = "all"
 ATTRIBUTION_SCHEMA = {
     "decision_id": pl.String,
@@ -123,7 +127,7 @@ def attribute(
     ``person_id``, ``created_at``, ``total_amount`` (conversions only); ``executed``: ``decision_id``,
     ``activity_id`` of the CRM activities that executed a decision; ``data_until``: how far the loaded data
     reaches; ``message_cost``: EUR per message by channel."""
-    start = pl.col("decision_date").cast(pl.Datetime("us", "UTC"))
+    start = pl.col("decision_date").cast(pl.Datetime("us", "UTC")) + timedelta(days=ACTION_LAG_DAYS)
     rows = (
         decisions.join(intended_actions(decisions), on="decision_id", how="left")
         .sort(["person_id", "decision_date"])

@@ -11,6 +11,7 @@ import duckdb
 import polars as pl
 
 from lake.settings import Settings
+from ml.attribution import ACTION_LAG_DAYS
 from orchestration.resources import WAREHOUSE_POOL, LakeResource
 from simulator.scoring import IdentityQuality, identity_quality
 
@@ -123,8 +124,9 @@ def true_daily_effect(truth_dir: Path, model_version: str) -> pl.DataFrame:
 
 def true_lift(attribution: pl.DataFrame, truth_dir: Path, model_version: str) -> pl.DataFrame:
     """The true lift of net revenue per treated decision of ``model_version`` on each decision date whose
-    outcomes are final (``decision_attribution`` rows: each decision owns its person's day), the measure the
-    estimated lift estimates: ``true_lift`` of the date and ``true_lift_to_date`` over the dates so far."""
+    outcomes are final (``decision_attribution`` rows: each decision owns its person's day after its date,
+    when the CRM acts on it), the measure the estimated lift estimates: ``true_lift`` of the date and
+    ``true_lift_to_date`` over the dates so far."""
     treated = (
         attribution.filter(
             pl.col("window_complete")
@@ -132,8 +134,9 @@ def true_lift(attribution: pl.DataFrame, truth_dir: Path, model_version: str) ->
             & (pl.col("model_version") == model_version)
             & (pl.col("decided_by") == "champion")
         )
-        .group_by(pl.col("decision_date").alias("date"))
+        .group_by("decision_date")
         .agg(pl.len().alias("treated"))
+        .with_columns((pl.col("decision_date") + pl.duration(days=ACTION_LAG_DAYS)).alias("date"))
     )
     return (
         treated.join(true_daily_effect(truth_dir, model_version), on="date", how="left")

@@ -118,23 +118,25 @@ def test_daily_looks_under_harm_roll_back_within_days():
     assert float(np.median(first)) <= 15
 
 
-@pytest.fixture
-def registry_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """A real MLflow store with a run that logged a tiny pyfunc model, named by ``MLFLOW_TRACKING_URI``."""
+@pytest.fixture(scope="session")
+def registry_template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str]:
+    """One MLflow store holding a run that logged a tiny pyfunc model (each test gets a copy): the database,
+    the model's URI and the run id."""
     import mlflow
     import pandas as pd
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    root = tmp_path_factory.mktemp("guardrail_mlflow")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
 
     class Constant(mlflow.pyfunc.PythonModel):
         def predict(self, context, model_input, params=None):
             return model_input * 0.0
 
     client = mlflow.MlflowClient(tracking_uri=uri)
-    experiment = client.create_experiment("nba_uplift", artifact_location=str(tmp_path / "artifacts"))
-    before = mlflow.get_tracking_uri()
+    experiment = client.create_experiment("nba_uplift", artifact_location=str(root / "artifacts"))
+    before = (
+        mlflow.get_tracking_uri()
+    )  # the process-wide URI wins over the environment: set it, then restore it
     mlflow.set_tracking_uri(uri)
     try:
         with mlflow.start_run(experiment_id=experiment) as run:
@@ -143,7 +145,20 @@ def registry_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
             mlflow.log_input(mlflow.data.from_pandas(frame, name="training_decisions"))
     finally:
         mlflow.set_tracking_uri(before)
-    return get_ml_settings(), info.model_uri, run.info.run_id
+    return root / "mlflow.db", info.model_uri, run.info.run_id
+
+
+@pytest.fixture
+def registry_store(registry_template, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A fresh copy of the template store, named by ``MLFLOW_TRACKING_URI``: ML settings, model URI and run
+    id."""
+    import shutil
+
+    database, model_uri, run_id = registry_template
+    shutil.copyfile(database, tmp_path / "mlflow.db")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    return get_ml_settings(), model_uri, run_id
 
 
 def policy_value(estimator: str, value: float) -> PolicyValue:
@@ -283,7 +298,7 @@ def run_daily_loop(
         basket = rng.lognormal(math.log(50.0), 0.6, PERSONS)
         price = np.where(held | (not harmful), basket, basket * 0.6)
         orders += [
-            (p, datetime(2026, 11, day, 14, tzinfo=UTC), float(v))
+            (p, datetime(2026, 11, day + 1, 14, tzinfo=UTC), float(v))
             for p, b, v in zip(persons, buys, price, strict=True)
             if b
         ]
@@ -299,7 +314,7 @@ def run_daily_loop(
                 orient="row",
             ),
             pl.DataFrame(executed, schema={"decision_id": pl.String, "activity_id": pl.Int64}, orient="row"),
-            datetime(2026, 11, day + 1, tzinfo=UTC),
+            datetime(2026, 11, day + 2, tzinfo=UTC),
             COST,
         )
         checks.append(guardrail.check_champion(attribution, settings, ml_settings))

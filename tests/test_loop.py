@@ -15,7 +15,7 @@ from ml.policy import NBA_SCHEMA
 from orchestration.evaluation import true_daily_effect, true_lift
 
 COST = {"email": 0.01, "sms": 0.06, "push": 0.005}
-UNTIL = datetime(2026, 11, 3, tzinfo=UTC)
+UNTIL = datetime(2026, 11, 4, tzinfo=UTC)
 
 
 def scores(**values: tuple[bool, float]) -> list[dict]:
@@ -114,11 +114,12 @@ def test_outcomes_go_to_the_persons_latest_decision_net_of_the_message_cost():
         schema=NBA_SCHEMA,
     )
     bought = orders(
-        ("p1", at(1, 15), 40.0),  # after p1's first decision: its outcome
-        ("p1", at(2, 9), 20.0),  # after p1's second decision: that one's, not the first's
-        ("p2", at(1, 0), 30.0),  # at the decision instant: counts (half-open window from 00:00)
-        ("p2", at(3, 5), 10.0),  # after the data reaches (data_until): not known yet
-        ("p3", at(9, 0), 99.0),  # after p3's 7-day window
+        ("p1", at(1, 15), 80.0),  # on the decision's date, before the CRM acts on it: nobody's
+        ("p1", at(2, 15), 40.0),  # the day after p1's first decision, when it acts: its outcome
+        ("p1", at(3, 9), 20.0),  # once p1's second decision acts: that one's, not the first's
+        ("p2", at(2, 0), 30.0),  # at the window's first instant: counts (half-open window from 00:00)
+        ("p2", at(4, 5), 10.0),  # after the data reaches (data_until): not known yet
+        ("p3", at(10, 0), 99.0),  # after p3's 7-day window
     )
     executed = pl.DataFrame({"decision_id": ["p1-1"], "activity_id": [501]})
     got = {row["decision_id"]: row for row in attribute(decisions, bought, executed, UNTIL, COST).to_dicts()}
@@ -126,16 +127,16 @@ def test_outcomes_go_to_the_persons_latest_decision_net_of_the_message_cost():
     p1 = got["p1-1"]
     assert (p1["order_count"], p1["revenue"], p1["executed"], p1["activity_id"]) == (1, 40.0, True, 501)
     assert p1["message_cost"] == 0.01 and p1["net_revenue"] == pytest.approx(39.99)
-    assert p1["window_end"] == at(2, 0) and p1["window_complete"]
+    assert (p1["window_start"], p1["window_end"]) == (at(2, 0), at(3, 0)) and p1["window_complete"]
     assert (p1["model_version"], p1["policy_version"], p1["converted"]) == ("3", "p1", True)
-    assert got["p1-2"]["revenue"] == 20.0 and not got["p1-2"]["window_complete"]  # its window ends 11-09
+    assert got["p1-2"]["revenue"] == 20.0 and not got["p1-2"]["window_complete"]  # its window ends 11-10
     assert got["p2-1"]["revenue"] == 30.0 and got["p2-1"]["message_cost"] == 0.0
     assert got["p2-1"]["intended_action"] == "discount_10"
     assert got["p2-2"]["order_count"] == 0 and got["p2-2"]["net_revenue"] == 0.0
     # Not executed (no activity carries its id): no message cost; its window runs 7 days and is not over.
     p3 = got["p3-1"]
     assert (p3["executed"], p3["message_cost"], p3["revenue"]) == (False, 0.0, 0.0)
-    assert p3["window_end"] == at(8, 0) and not p3["window_complete"]
+    assert p3["window_end"] == at(9, 0) and not p3["window_complete"]
 
 
 def test_lift_compares_the_greedy_decisions_with_the_holdout_the_policy_would_have_treated_alike():
@@ -158,11 +159,11 @@ def test_lift_compares_the_greedy_decisions_with_the_holdout_the_policy_would_ha
     rows.append(decision("h3", "h3", 1, holdout=True))
     decisions = pl.DataFrame(rows, schema=NBA_SCHEMA)
     bought = orders(
-        ("t0", at(1, 10), 50.0),
-        ("t2", at(1, 11), 20.0),
-        ("t3", at(1, 12), 8.0),
-        ("h0", at(1, 10), 30.0),
-        ("h3", at(1, 10), 6.0),
+        ("t0", at(2, 10), 50.0),
+        ("t2", at(2, 11), 20.0),
+        ("t3", at(2, 12), 8.0),
+        ("h0", at(2, 10), 30.0),
+        ("h3", at(2, 10), 6.0),
     )
     executed = pl.DataFrame({"decision_id": ["t0", "t1", "t2", "t3"], "activity_id": [1, 2, 3, 4]})
     attribution = attribute(decisions, bought, executed, datetime(2026, 11, 9, tzinfo=UTC), COST)
@@ -207,7 +208,7 @@ def test_true_lift_spreads_each_executed_effect_over_its_seven_days(tmp_path: Pa
 
     attribution = pl.DataFrame(
         {
-            "decision_date": [date(2026, 11, 2)] * 2 + [date(2026, 11, 3)] * 3 + [date(2026, 11, 3)],
+            "decision_date": [date(2026, 11, 1)] * 2 + [date(2026, 11, 2)] * 3 + [date(2026, 11, 2)],
             "is_holdout": [False, False, False, False, False, True],
             "window_complete": [True] * 6,
             "model_version": ["3"] * 6,
@@ -215,6 +216,7 @@ def test_true_lift_spreads_each_executed_effect_over_its_seven_days(tmp_path: Pa
         }
     )
     truth = true_lift(attribution, tmp_path, "3")
-    # 11-02: 0.94 over 2 treated decisions; 11-03: 3.0 over 3; to date (0.94 + 3.0) / 5.
+    # Decisions of 11-01 act on 11-02: 0.94 over 2 treated decisions; those of 11-02 on 11-03: 3.0 over 3;
+    # to date (0.94 + 3.0) / 5.
     assert truth["true_lift"].to_list() == pytest.approx([0.47, 1.0])
     assert truth["true_lift_to_date"].to_list() == pytest.approx([0.47, 3.94 / 5])
