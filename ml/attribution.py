@@ -283,7 +283,7 @@ def plot_lift(lift: pl.DataFrame, path: Path) -> None:
             pl.col("action") != ALL, "action", "channel"
         )
         labels = [
-            f"{a} / {c}" if a != ALL else "policy (all decisions)"
+            ("policy (all decisions)" if a == ALL else f"{a} / {c}" if c else a)
             for a, c in rows.select("action", "channel").rows()
         ]
         value = rows["lift"].fill_null(np.nan).to_numpy()

@@ -106,14 +106,15 @@ def lift_interval(
 ) -> LiftInterval:
     """The difference of means of ``treated`` and ``holdout`` outcomes with its anytime-valid ``1 - alpha``
     interval (the module's confidence sequence, tightest near ``t_opt`` observations). Infinite bounds while
-    either group has fewer than two observations."""
+    either group has fewer than two observations or no spread at all (every outcome the same, as when nobody
+    bought yet: its variance is not estimated)."""
     treated = np.asarray(treated, dtype=float)
     holdout = np.asarray(holdout, dtype=float)
     n1, n0 = len(treated), len(holdout)
     m1 = float(treated.mean()) if n1 else math.nan
     m0 = float(holdout.mean()) if n0 else math.nan
     lift = m1 - m0
-    if n1 < 2 or n0 < 2:
+    if n1 < 2 or n0 < 2 or treated.var() == 0 or holdout.var() == 0:
         return LiftInterval(n1, n0, m1, m0, lift, -math.inf, math.inf, alpha)
     t = n1 + n0
     variance = t * (treated.var(ddof=1) / n1 + holdout.var(ddof=1) / n0)

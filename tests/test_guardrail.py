@@ -51,6 +51,14 @@ def test_lift_interval_of_two_small_groups_by_hand():
     assert interval.lift - interval.lower == pytest.approx(3.612751, rel=1e-4)
     one = lift_interval(np.array([1.0, 2.0]), np.array([3.0]))
     assert (one.lower, one.upper) == (-math.inf, math.inf)
+    # Nobody in the holdout bought, every treated decision cost a message: no spread, no interval (a point
+    # interval at -0.01 would roll back on no evidence).
+    nobody = lift_interval(np.array([-0.01, -0.01, 4.0]), np.zeros(500))
+    assert (nobody.lift, nobody.lower, nobody.upper) == (
+        pytest.approx(4.0 / 3 - 0.01 * 2 / 3),
+        -math.inf,
+        math.inf,
+    )
 
 
 def test_verdict_needs_the_whole_interval_below_the_threshold_and_enough_holdout():
