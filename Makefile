@@ -59,8 +59,9 @@ train: install  ## train an uplift candidate, log it to MLflow, register it and 
 score: install  ## decide the next-best action of every person for the latest snapshot date (gold nba_decisions)
 	$(RUN) python -m ml.score
 
-sync: install  ## send the changed next-best actions to the CRM destinations (CRM_DATABASE_URL; ARGS="--sync NAME --dry-run")
-	$(RUN) python -m activation.sync $(ARGS)
+# without CRM_DATABASE_URL the syncs write to the embedded CRM database (activation/crm_server.py), as make demo does
+sync: install  ## send the changed next-best actions to the CRM destinations (CRM_DATABASE_URL, else the embedded CRM; ARGS="--sync NAME --dry-run")
+	CRM_DATABASE_URL="$${CRM_DATABASE_URL:-$$($(RUN) python -m activation.crm_server url)}" $(RUN) python -m activation.sync $(ARGS)
 
 ingest: install  ## ingest everything in the landing zone (LAKE_ROOT) into bronze and silver, and print what it did
 	$(RUN) python -m lake.ingest
@@ -109,6 +110,7 @@ bench: install  ## print throughput and memory figures (benchmarks/)
 	-$(RUN) python benchmarks/scoring.py --persons 1000000
 	-$(RUN) python benchmarks/training_scale.py --decisions 1000000
 	-$(RUN) python benchmarks/sync_postgres.py --decisions 1000000
+	-$(RUN) python benchmarks/sync_hubspot.py --decisions 1000000
 
 lint: install  ## ruff lint and format check, SQL lint of the dbt models (sqlfluff), the import boundaries between the packages (lint-imports)
 	$(RUN) ruff check .
@@ -124,5 +126,5 @@ contracts: install  ## lint the data contracts (DATA_CONTRACTS_DIR) and fail on 
 
 # the embedded CRM server (var/crm-postgres) is stopped first: it keeps running between commands
 clean:  ## delete everything the project wrote at run time (the lake, warehouse, MLflow store, Dagster home, the embedded CRM database)
-	@if [ -f var/crm-postgres/postmaster.pid ]; then LAKE_ROOT=$(CURDIR)/var/lake $(RUN) python -m activation.crm_server stop; fi
+	@if [ -f var/crm-postgres/postmaster.pid ]; then CRM_POSTGRES_DIR= LAKE_ROOT=$(CURDIR)/var/lake $(RUN) python -m activation.crm_server stop; fi
 	rm -rf var dbt_project/target dbt_project/logs

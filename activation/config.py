@@ -42,10 +42,19 @@ class Source(_Strict):
     key: Identifier = "crm_contact_id"
 
 
-class Destination(_Strict):
-    """Where a sync writes: a PostgreSQL table (URL from the environment) or an outbox folder of files."""
+class Quota(_Strict):
+    """An HTTP API's request quota: ``requests`` per rolling ``per_seconds``, and ``daily`` requests."""
 
-    kind: Literal["postgres", "files"]
+    requests: int = Field(100, gt=0)
+    per_seconds: float = Field(10.0, gt=0)
+    daily: int = Field(250_000, gt=0)
+
+
+class Destination(_Strict):
+    """Where a sync writes: a PostgreSQL table (URL from the environment), an outbox folder of files, or the
+    contacts of a HubSpot account (token from the environment)."""
+
+    kind: Literal["postgres", "files", "hubspot"]
     name: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]*$")]
     table: Identifier = "nba_recommendations"
     """PostgreSQL: the recommendations table (created when missing)."""
@@ -55,6 +64,17 @@ class Destination(_Strict):
     """PostgreSQL: the environment variable holding the server's URL."""
     formats: tuple[Literal["parquet", "csv"], ...] = ("parquet", "csv")
     """Files: the formats written to the outbox."""
+    token_env: Annotated[str, StringConstraints(pattern=r"^[A-Z][A-Z0-9_]*$")] = "HUBSPOT_ACCESS_TOKEN"
+    """HubSpot: the environment variable holding the private app's access token."""
+    base_url_env: Annotated[str, StringConstraints(pattern=r"^[A-Z][A-Z0-9_]*$")] = "HUBSPOT_BASE_URL"
+    """HubSpot: the environment variable that may hold another base URL than https://api.hubapi.com."""
+    group: Identifier = "next_best_action"
+    """HubSpot: the property group of the custom properties the sync creates."""
+    batch_size: int = Field(100, ge=1, le=100)
+    """HubSpot: records per batch upsert request (HubSpot takes at most 100)."""
+    quota: Quota = Quota()
+    """HubSpot: the account's documented limits for private apps (Free and Starter: 100 requests per 10 s and
+    250,000 a day; Professional 190 and 650,000; Enterprise 190 and 1,000,000)."""
 
 
 class SyncConfig(_Strict):
@@ -65,6 +85,9 @@ class SyncConfig(_Strict):
     fields: dict[Identifier, Identifier] = Field(min_length=1)
     destination: Destination
     mode: Literal["upsert"] = "upsert"
+    contract: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$")] | None = None
+    """The outbound data contract the payload is validated against
+    (``activation/contracts/<name>.odcs.yaml``)."""
     removed: Literal["clear", "keep"] = "clear"
     """Rows gone from the source since the last sync: cleared at the destination, or left there. Rows whose
     channel consent was revoked are cleared either way."""
@@ -90,6 +113,10 @@ class SyncConfig(_Strict):
                 "is not set (the PostgreSQL URL, e.g. postgresql://user@host:5432/crm)"
             )
         return url
+
+    def hubspot_token(self) -> str | None:
+        """The HubSpot access token from the environment, None when it is not set."""
+        return os.environ.get(self.destination.token_env) or None
 
 
 _CREDENTIAL_KEYS = re.compile(r"^(password|passwd|secret|token|api_key|url|dsn|credentials?)$", re.IGNORECASE)

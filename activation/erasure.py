@@ -1,5 +1,6 @@
 """Erasure in activation: a person's recommendations cleared at every sync's destination, and the person's
-rows removed from the activation zone of the lake (each sync's state and pending diff, the refused records).
+rows removed from the activation zone of the lake (each sync's state and pending diff, the refused records,
+the keys a failed run's error quotes).
 
 Called by the lake's erasure (:func:`lake.erasure.erase`) with the hashes of the request's identifiers, before
 it sweeps the other zones; it then purges every Delta table's history, this zone's included. Per sync, the
@@ -23,11 +24,11 @@ from typing import NamedTuple
 
 import polars as pl
 import psycopg
-from deltalake import DeltaTable
+from deltalake import DeltaTable, write_deltalake
 from psycopg import sql
 
 from activation import state
-from activation.config import SyncConfig, load_syncs
+from activation.config import SyncConfig, SyncConfigError, load_syncs
 from activation.crm_server import URL_ENV, crm_database_url, crm_environment
 from activation.destinations import PostgresDestination
 from activation.sync import _run_row, destination_for, outbox_dir, reconcile
@@ -37,6 +38,11 @@ from lake.suppression import hashes
 
 ERASED = "erased"
 """The run-log status of the diff an erasure applies."""
+
+
+class ErasureBlocked(RuntimeError):
+    """A destination holds an erased person's recommendation and cannot be reached (its credentials are not
+    set): the erasure stops before the lake changes; run it again once they are."""
 
 
 class Cleared(NamedTuple):
@@ -76,7 +82,13 @@ def _clear_at_destination(settings: Settings, config: SyncConfig, wanted: set[st
         return []
     columns = delta.scan(uri, settings.storage_options).collect_schema()
     schema = {name: dtype for name, dtype in columns.items() if name != state.DIFF_ID}
-    destination = destination_for(config, schema)
+    try:
+        destination = destination_for(config, schema)
+    except SyncConfigError as error:
+        raise ErasureBlocked(
+            f"{config.name}: the erased persons' recommendations at {config.destination.name} cannot be "
+            f"cleared: {error}"
+        ) from error
     run_id = uuid.uuid4().hex
     started = datetime.now(UTC)
     lake_version, _ = reconcile(config, settings, destination, run_id)
@@ -139,7 +151,7 @@ def _sweep_outbox(
     erasure's own, which tells the importing tool to forget them)."""
     folder = outbox_dir() / config.destination.name / config.name
     key = config.key_column
-    rows = 0
+    files = rows = 0
     for path in sorted(folder.glob("diff-*.*")):
         if path.suffix not in (".parquet", ".csv"):
             continue
@@ -150,9 +162,35 @@ def _sweep_outbox(
         if keys.is_empty():
             continue
         hit = pl.col(key).cast(pl.String).is_in(keys.implode())
-        rows += frame.filter(hit).height
+        files += 1
+        if path.suffix == f".{config.destination.formats[0]}":  # each format holds the same rows
+            rows += frame.filter(hit).height
         _replace(path, frame.filter(~hit))
-    return [Cleared(f"outbox/{config.destination.name}/{config.name}", "deleted", rows)] if rows else []
+    where = f"outbox/{config.destination.name}/{config.name}"
+    return [Cleared(where, "rewritten", files), Cleared(where, "deleted", rows)] if files else []
+
+
+def _sweep_run_log(settings: Settings, syncs: dict[str, SyncConfig], wanted: set[str]) -> list[Cleared]:
+    """The run log's error texts with the erased keys they quote (a failed run names a few keys, e.g. of
+    duplicated rows) replaced by ``<erased>``; the log is rewritten whole (it is small)."""
+    runs = state.runs(settings)
+    errors = runs["error"].drop_nulls()
+    if errors.is_empty():
+        return []
+    numbers = errors.str.extract_all(r"\d+").explode().drop_nulls().unique()
+    keys = set()
+    for identifier_type in {config.source.key for config in syncs.values()}:
+        keys |= set(erased_keys(numbers, identifier_type, wanted, settings.pii_secret).to_list())
+    if not keys:
+        return []
+    pattern = r"\b(" + "|".join(sorted(keys)) + r")\b"
+    quoted = int(runs["error"].str.contains(pattern).fill_null(False).sum())
+    redacted = runs.with_columns(pl.col("error").str.replace_all(pattern, "<erased>"))
+    uri = state.uri(settings, "sync_runs")
+    write_deltalake(
+        uri, redacted.to_arrow(), mode="overwrite", storage_options=settings.storage_options or None
+    )
+    return [Cleared(_relative(settings, uri), "deidentified", quoted)]
 
 
 def _replace(path: Path, frame: pl.DataFrame) -> None:
@@ -169,8 +207,9 @@ def erase(settings: Settings, wanted: set[str], syncs: dict[str, SyncConfig] | N
     """Clear the persons whose identifiers hash into ``wanted`` at every sync's destination and from the
     activation zone (see the module's description); what was done per table and destination. The CRM
     database is ``CRM_DATABASE_URL``, else the embedded server (:mod:`activation.crm_server`)."""
+    syncs = load_syncs() if syncs is None else syncs
     done: list[Cleared] = []
-    for config in (load_syncs() if syncs is None else syncs).values():
+    for config in syncs.values():
         uses_crm = config.destination.kind == "postgres" and config.destination.url_env == URL_ENV
         needs_url = uses_crm and not os.environ.get(URL_ENV) and _holds_erased(settings, config, wanted)
         with crm_environment(crm_database_url(settings)) if needs_url else contextlib.nullcontext():
@@ -181,4 +220,4 @@ def erase(settings: Settings, wanted: set[str], syncs: dict[str, SyncConfig] | N
         if config.destination.kind == "files":
             erasure_diff = state.state_version(settings, config.name) if cleared else None
             done += _sweep_outbox(settings, config, wanted, erasure_diff)
-    return done
+    return done + _sweep_run_log(settings, syncs, wanted)

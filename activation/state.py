@@ -45,13 +45,18 @@ RUN_SCHEMA = {
     "sent": pl.Int64,
     "failed": pl.Int64,
     "retried": pl.Int64,
+    "refused_by_contract": pl.Int64,
+    "planned_s": pl.Float64,
     "error": pl.String,
     "started_at": pl.Datetime("us", "UTC"),
     "finished_at": pl.Datetime("us", "UTC"),
     "duration_s": pl.Float64,
 }
 """The columns of ``activation/sync_runs``. Status: ``succeeded``, ``partial`` (some records failed),
-``failed``, ``reconciled`` (a diff a killed run had applied, recorded by the next run) or ``dry_run``."""
+``failed``, ``reconciled`` (a diff a killed run had applied, recorded by the next run) or ``dry_run``.
+``refused_by_contract``: rows the outbound contract kept from being sent (counted in ``failed`` too);
+``planned_s``: for an HTTP destination, the least time the diff takes under its quota, known before
+sending."""
 
 FAILURE_SCHEMA = {
     "run_id": pl.String,

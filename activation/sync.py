@@ -11,6 +11,7 @@ once.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import time
@@ -22,7 +23,9 @@ import polars as pl
 
 from activation import state
 from activation.config import SyncConfig, SyncConfigError, load_syncs
+from activation.contract import load_outbound, violations
 from activation.destinations import Destination, FilesDestination, PostgresDestination
+from activation.hubspot import DEFAULT_BASE_URL, HubSpotDestination
 from lake import delta
 from lake.faults import crash_point
 from lake.settings import REPO_ROOT, Settings, disable_telemetry, get_settings
@@ -32,8 +35,17 @@ SAMPLE_SIZE = 5
 """Keys shown per kind of change by a dry run (ids only)."""
 
 
+log = logging.getLogger("activation")
+
+
 class SyncError(RuntimeError):
     """A sync cannot run (its source is invalid, or the lake and the destination cannot be reconciled)."""
+
+
+class SyncSkipped(SyncConfigError):
+    """A sync to an optional destination (HubSpot) whose credentials are not in the environment: not run,
+    not a failure (the message says which variable to set). A :class:`SyncConfigError`, like a PostgreSQL
+    destination's missing URL, so that callers that check credentials first treat both alike."""
 
 
 def outbox_dir() -> Path:
@@ -165,9 +177,42 @@ def compute_diff(
     ).sort(state.OP, key)
 
 
-def destination_for(config: SyncConfig, columns: dict[str, pl.DataType]) -> Destination:
+def progress_dir(settings: Settings) -> Path:
+    """Where HTTP destinations keep their per-batch progress: ``ACTIVATION_PROGRESS_DIR``, else the lake's
+    ``activation/_progress`` folder when the lake is local, else ``var/activation-progress``."""
+    if os.environ.get("ACTIVATION_PROGRESS_DIR"):
+        return Path(os.environ["ACTIVATION_PROGRESS_DIR"])
+    if "://" not in str(settings.lake_root):
+        return Path(settings.lake_root) / "activation" / "_progress"
+    return REPO_ROOT / "var" / "activation-progress"
+
+
+def destination_for(
+    config: SyncConfig, columns: dict[str, pl.DataType], settings: Settings | None = None
+) -> Destination:
     """The destination object of a sync."""
     target = config.destination
+    if target.kind == "hubspot":
+        token = config.hubspot_token()
+        if token is None:
+            raise SyncSkipped(
+                f"{config.name}: skipped: {target.token_env} is not set (the HubSpot private app's access "
+                "token); set it to run this sync"
+            )
+        return HubSpotDestination(
+            target.name,
+            config.name,
+            base_url=os.environ.get(target.base_url_env) or DEFAULT_BASE_URL,
+            token=token,
+            columns=columns,
+            key=config.key_column,
+            group=target.group,
+            progress_path=progress_dir(settings or get_settings()) / f"{config.name}.json",
+            per_window=target.quota.requests,
+            window_s=target.quota.per_seconds,
+            daily=target.quota.daily,
+            batch_size=target.batch_size,
+        )
     if target.kind == "postgres":
         return PostgresDestination(
             config.database_url(),
@@ -264,9 +309,12 @@ def run_sync(config: SyncConfig, settings: Settings | None = None, *, dry_run: b
 
     counts: dict[str, int] = {}
     diff_id = 0
+    if config.destination.kind == "hubspot" and config.hubspot_token() is None:
+        destination_for(config, {}, settings)  # raises SyncSkipped naming the variable
     try:
+        contract = load_outbound(config)
         desired, blocked, counts = read_source(config, settings)
-        destination = destination_for(config, dict(desired.schema))
+        destination = destination_for(config, dict(desired.schema), settings)
         key = config.key_column
         lap("read_and_consent")
         if dry_run:
@@ -288,12 +336,41 @@ def run_sync(config: SyncConfig, settings: Settings | None = None, *, dry_run: b
             diff.filter(pl.col(key).cast(pl.String).is_in(list(retry_keys))).height if retry_keys else 0
         )
         lap("diff")
+        refused_by_contract = {}
+        if contract is not None:
+            sent = diff.filter(pl.col(state.OP) != "removed").drop(state.OP)
+            refused_by_contract = {
+                k: ("upsert", f"outbound contract {config.contract}: {reason}")
+                for k, reason in violations(contract, sent, key).items()
+            }
+            if refused_by_contract:
+                diff = diff.filter(~pl.col(key).cast(pl.String).is_in(list(refused_by_contract)))
+        counts["refused_by_contract"] = len(refused_by_contract)
+        if hasattr(destination, "plan"):
+            removals = diff.filter(pl.col(state.OP) == "removed").height
+            requests, counts["planned_s"] = destination.plan(diff.height - removals, removals)
+            quota = config.destination.quota
+            log.info(
+                "%s: %d records to send in %d requests: at least %.0f s under the quota of %d requests per "
+                "%g s and %d a day",
+                config.name,
+                diff.height,
+                requests,
+                counts["planned_s"],
+                quota.requests,
+                quota.per_seconds,
+                quota.daily,
+            )
+        lap("contract")
         if dry_run:
             row = _run_row(run_id, config, diff_id, "dry_run", started, counts)
             row["sample"] = {op: frame[key].head(SAMPLE_SIZE).to_list() for op, frame in ops.items()}
             return row
         if diff.is_empty():
-            row = _run_row(run_id, config, lake_version, "succeeded", started, counts)
+            state.log_failures(settings, run_id, config.name, lake_version, refused_by_contract)
+            counts.update(failed=len(refused_by_contract))
+            status = "partial" if refused_by_contract else "succeeded"
+            row = _run_row(run_id, config, lake_version, status, started, counts)
             state.log_run(settings, row)
             lap("run_log")
             return row | {"phases": phases}
@@ -309,6 +386,7 @@ def run_sync(config: SyncConfig, settings: Settings | None = None, *, dry_run: b
         state.write_state(settings, config.name, done, key, diff_id, replace=full)
         crash_point("activation.after_state")
         lap("state")
+        failures = refused_by_contract | failures
         state.log_failures(settings, run_id, config.name, diff_id, failures)
         counts.update(sent=done.height, failed=len(failures))
         row = _run_row(run_id, config, diff_id, "partial" if failures else "succeeded", started, counts)
@@ -333,6 +411,10 @@ def describe(row: dict) -> str:
         f"{row['skipped_by_consent']}, not actions {row['not_actions']} of {row['source_rows']} source rows; "
         f"{row['duration_s']:.2f} s [{row['status']}]"
     )
+    if row.get("refused_by_contract"):
+        text += f"; refused by the outbound contract {row['refused_by_contract']}"
+    if row.get("planned_s") is not None:
+        text += f"; at least {row['planned_s']:.0f} s under the destination's quota"
     if "sample" in row:
         text += "\n  sample " + "; ".join(f"{op}: {keys}" for op, keys in row["sample"].items())
     return text
@@ -393,9 +475,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unknown sync {', '.join(unknown)} (known: {', '.join(syncs)})", file=sys.stderr)
         return 1
     status = 0
+    handler = logging.StreamHandler(sys.stderr)
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
     for name in args.sync or list(syncs):
         try:
             print(describe(run_sync(syncs[name], dry_run=args.dry_run)))
+        except SyncSkipped as skipped:
+            print(skipped)
         except Exception as error:  # every sync runs; each failure is reported and logged
             print(f"{name}: failed: {type(error).__name__}: {error}", file=sys.stderr)
             status = 1

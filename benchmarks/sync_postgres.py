@@ -162,9 +162,12 @@ def main() -> int:
         picked = rng.choice(n, int(n * args.changed), replace=False)
         mask = np.zeros(n, dtype=bool)
         mask[picked] = True
+        rotate = dict(
+            zip(ACTIONS, ACTIONS[1:] + ACTIONS[:1], strict=True)
+        )  # another action the contract allows
         moved = frame.with_columns(
             pl.when(pl.Series(mask))
-            .then(pl.lit("loyalty_offer_plus"))
+            .then(pl.col("action").replace_strict(rotate))
             .otherwise(pl.col("action"))
             .alias("action")
         )

@@ -27,7 +27,9 @@ from data_contracts import connect_types as ct
 CONTRACTS_DIR = Path(__file__).parent / "contracts"
 CONTRACT_SUFFIX = ".odcs.yaml"
 
-FEEDS = ("cdc", "clickstream", "events")
+FEEDS = ("cdc", "clickstream", "events", "outbound")
+"""What a contract describes: an inbound feed (change data capture, clickstream, events) or the payload a
+sync sends to a destination (``outbound``, kept beside the syncs in ``activation/contracts``)."""
 CONNECTORS = ("postgresql", "mysql")
 DECIMAL_MODES = ("string", "precise", "double")
 PII_KINDS = ("email", "phone", "ip", "name", "birth_date", "address")

@@ -15,9 +15,9 @@ warehouse.
    not bring the person back (every apply to silver screens its rows with the list).
 3. **Sweeps** every zone with the request's hashes. First the person's recommendations are cleared at every
    sync destination (the CRM's table, the outbox) and from the activation zone (:mod:`activation.erasure`).
-   Then landing files are rewritten without the person's lines
-   (the ledger records the rewrite, see :mod:`lake.ledger`), bronze raw records and quarantine rows are
-   deleted, silver current and history rows deleted, every gold table and every warehouse table cleaned. A
+   Then landing files are rewritten without the person's lines (the ledger records the rewrite, see
+   :mod:`lake.ledger`), bronze raw records and quarantine rows are deleted, silver current and history rows
+   deleted, every gold table and every warehouse table cleaned. A
    raw line is the person's when a field of it (``contact_id``, ``customer_id``, ``anonymousId``, ``userId``,
    ``previousId``, an e-mail or phone) hashes into the request; a typed row when one of its identifier
    columns does (:func:`lake.suppression.identifier_columns`). Records that must be kept
@@ -32,7 +32,7 @@ warehouse.
 
 Running a request again is safe: it sweeps with the hashes recorded for its request id, so it also removes
 what arrived since (a new snapshot's lines in landing and bronze). Ingestion must not run at the same time
-(a batch left open by a crash is refused: finish the ingestion first).
+(a batch left open by a crash is refused: finish the ingestion first), nor a sync.
 """
 
 from __future__ import annotations

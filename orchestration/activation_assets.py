@@ -1,25 +1,28 @@
 """The reverse-ETL syncs as Dagster assets: one per sync file (``activation/syncs/<name>.yaml``, or the folder
-``ACTIVATION_SYNCS_DIR``), key ``activation/<name>``, downstream of the decisions (``ml/nba_decisions``). Each
-materialization is one run of the sync engine (:func:`activation.sync.run_sync`): the diff of gold
-``nba_current`` against the state last synced, with consent checked again at send time, so a run whose
-decisions did not change still clears at the destination the persons who revoked their consent since. A sync
-whose destination's credentials are not set is skipped (no materialization), with the reason in the log."""
+``ACTIVATION_SYNCS_DIR``), key ``activation/<name>``, downstream of the decisions (``ml/nba_decisions``) and
+of the consents they check again (``silver/crm/consents``). Each materialization is one run of the sync engine
+(:func:`activation.sync.run_sync`): the diff of gold ``nba_current`` against the state last synced, with
+consent checked again at send time, so a run whose decisions did not change still clears at the destination
+the persons who revoked their consent since. A sync whose destination's credentials are not set is skipped
+(no materialization), with the reason in the log."""
 
 import contextlib
-import time
 
 import dagster as dg
 
 from activation import state
 from activation.config import SyncConfig, SyncConfigError, load_syncs
 from activation.crm_server import URL_ENV, crm_database_url, crm_environment
-from activation.sync import describe, destination_for, run_sync
+from activation.sync import SyncSkipped, describe, destination_for, run_sync
 from lake import delta
 from lake.settings import Settings
 from orchestration.resources import LakeResource
 
 ACTIVATION_GROUP = "activation"
 DECISIONS = dg.AssetKey(["ml", "nba_decisions"])
+CONSENTS = dg.AssetKey(["silver", "crm", "consents"])
+"""The consents every sync checks again at send time: upstream too, so that a run which ingests them (the
+hourly run) syncs after the ingestion."""
 SYNC_RETRY = dg.RetryPolicy(
     max_retries=3, delay=15, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
 )
@@ -33,6 +36,7 @@ COUNTS = (
     "cleared_by_consent",
     "sent",
     "failed",
+    "refused_by_contract",
     "retried",
     "skipped_by_consent",
     "not_actions",
@@ -68,16 +72,21 @@ def missing_credentials(config: SyncConfig) -> str | None:
     None."""
     try:
         destination_for(config, {})
-    except SyncConfigError as error:
+    except SyncSkipped as error:  # its message names the sync and says it is skipped
         return str(error)
+    except SyncConfigError as error:
+        return f"{config.name}: skipped: {error}"
     return None
 
 
 def run_metadata(row: dict, settings: Settings) -> dict:
-    """The materialization metadata of a sync run: its counts, status, duration, the diff the destination
-    holds now and the state table's Delta version (ids and counts only)."""
+    """The materialization metadata of a sync run: its counts, status, duration (and, for an HTTP destination,
+    the least time its quota allowed), the diff the destination holds now and the state table's Delta version
+    (ids and counts only)."""
     table = delta.open_table(state.uri(settings, "state", row["sync"]), settings.storage_options)
+    planned = {"planned_s": float(row["planned_s"])} if row.get("planned_s") is not None else {}
     return {
+        **planned,
         **{name: int(row.get(name) or 0) for name in COUNTS},
         "status": row["status"],
         "destination": row["destination"],
@@ -91,15 +100,14 @@ def run_metadata(row: dict, settings: Settings) -> dict:
 def sync_asset(config: SyncConfig) -> dg.AssetsDefinition:
     """The asset of one sync file."""
     target = config.destination
-    where = (
-        f"{target.schema_}.{target.table} of the PostgreSQL server in {target.url_env}"
-        if target.kind == "postgres"
-        else f"the outbox folder {target.name}/{config.name} ({', '.join(target.formats)})"
-    )
+    where = {
+        "postgres": f"{target.schema_}.{target.table} of the PostgreSQL server in {target.url_env}",
+        "files": f"the outbox folder {target.name}/{config.name} ({', '.join(target.formats)})",
+    }.get(target.kind, f"the {target.kind} destination {target.name} (credentials from the environment)")
 
     @dg.asset(
         key=sync_key(config.name),
-        deps=[DECISIONS],
+        deps=[DECISIONS, CONSENTS],
         group_name=ACTIVATION_GROUP,
         kinds={target.kind},
         pool=destination_pool(config),
@@ -115,9 +123,8 @@ def sync_asset(config: SyncConfig) -> dg.AssetsDefinition:
         with crm_environment(url) if url else contextlib.nullcontext():
             missing = missing_credentials(config)
             if missing is not None:
-                context.log.warning(f"sync {config.name} skipped: {missing}")
+                context.log.warning(missing)
                 return
-            started = time.perf_counter()
             row = run_sync(config, settings)
         context.log.info(describe(row))
         if row["failed"]:
@@ -125,9 +132,7 @@ def sync_asset(config: SyncConfig) -> dg.AssetsDefinition:
                 f"sync {config.name}: {row['failed']} records refused by {row['destination']}; the next run "
                 f"sends them again (python -m activation.sync --log 5 --sync {config.name} shows the reasons)"
             )
-        metadata = run_metadata(row, settings)
-        metadata["asset_duration_s"] = time.perf_counter() - started
-        yield dg.MaterializeResult(metadata=metadata)
+        yield dg.MaterializeResult(metadata=run_metadata(row, settings))
 
     return _sync
 

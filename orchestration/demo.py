@@ -242,8 +242,8 @@ def crm_location() -> str:
     )
 
 
-def where_to_look() -> list[str]:
-    """The commands that show what the demo built."""
+def where_to_look(synced: bool = False) -> list[str]:
+    """The commands that show what the demo built (and the CRM database, when it ``synced``)."""
     from lake.settings import get_settings
 
     settings = get_settings()
@@ -253,8 +253,14 @@ def where_to_look() -> list[str]:
         "registered model versions, aliases, model cards",
         "  make dev     the Dagster UI on http://127.0.0.1:3000: these runs, every asset with its metadata, "
         "the promotion gate's check",
-        "  make sync ARGS='--log 10'  the sync runs and the records a destination refused",
-        f"  the CRM     {crm_location()}",
+        *(
+            [
+                "  make sync ARGS='--log 10'  the sync runs and the records a destination refused",
+                f"  the CRM     {crm_location()}",
+            ]
+            if synced
+            else []
+        ),
         f"  gold tables  {settings.lake_root}/gold/nba_decisions, nba_current, policy_evaluation",
     ]
 
@@ -308,7 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\n".join(models_summary(models)))
     if syncs is not None:
         print("\n".join(syncs_summary(*syncs, crm_url)))
-    print("\n".join(where_to_look()))
+    print("\n".join(where_to_look(synced=syncs is not None)))
     return 0
 
 

@@ -40,9 +40,10 @@ def erase_requested_persons(
 
 @dg.job(
     name="erase_persons",
-    description="Erase persons on request (right to be forgotten): their records removed from landing, "
-    "bronze, quarantine, silver, gold and the warehouse, orders de-identified, identifiers suppressed. Run "
-    "it while no ingestion runs.",
+    description="Erase persons on request (right to be forgotten): their recommendations cleared at every "
+    "sync destination (the CRM's table, the outbox) and from the activation zone, their records removed from "
+    "landing, bronze, quarantine, silver, gold and the warehouse, orders de-identified, identifiers "
+    "suppressed. Run it while no ingestion and no sync runs.",
 )
 def erasure_job():
     erase_requested_persons()

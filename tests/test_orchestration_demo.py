@@ -64,6 +64,7 @@ def test_the_demo_materializes_every_asset_in_three_runs_on_the_instance(small_d
     assert "make mlflow  the MLflow UI on http://127.0.0.1:5000" in small_demo.printed
     assert "make dev     the Dagster UI on http://127.0.0.1:3000" in small_demo.printed
     assert "next-best actions of" not in small_demo.printed
+    assert "nba_recommendations" not in small_demo.printed  # no decisions, no syncs
 
 
 def check_demo_runs() -> None:
@@ -73,7 +74,8 @@ def check_demo_runs() -> None:
     from orchestration.snapshot_dates import supported_snapshot_dates
 
     graph = defs.resolve_asset_graph()
-    models = dg.AssetSelection.groups("ml").resolve(graph)  # trained and decided by commands after these runs
+    # trained, decided and synced by commands after these runs
+    models = dg.AssetSelection.groups("ml", "activation").resolve(graph)
     after = dg.AssetSelection.assets(SNAPSHOTS).downstream().resolve(graph) - {SNAPSHOTS} - models
     with dg.DagsterInstance.get() as instance:
         runs = demo_runs(instance)
