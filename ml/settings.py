@@ -41,6 +41,15 @@ class MlSettings:
     scoring_chunk_rows: int = 100_000
     """Persons the batch scorer reads and scores at a time (one model call per chunk): the bound on its
     memory."""
+    guardrail_threshold: float = 0.0
+    """Lift of net revenue per decision (EUR, treated against holdout) confidently below which the champion is
+    rolled back (:mod:`ml.guardrail`)."""
+    guardrail_alpha: float = 0.05
+    """The guardrail's interval holds the true lift at every look at once with probability ``1 - alpha``."""
+    guardrail_min_holdout: int = 200
+    """Holdout decisions with complete outcomes the guardrail needs before it acts."""
+    guardrail_t_opt: float = 10_000.0
+    """Decisions at which the guardrail's confidence sequence is tightest."""
 
 
 VARIABLES: dict[str, tuple[str, Callable[[str], object]]] = {
@@ -54,6 +63,10 @@ VARIABLES: dict[str, tuple[str, Callable[[str], object]]] = {
     "drift_error_psi": ("DRIFT_ERROR_PSI", float),
     "drift_reference_persons": ("DRIFT_REFERENCE_PERSONS", int),
     "scoring_chunk_rows": ("NBA_SCORING_CHUNK_ROWS", int),
+    "guardrail_threshold": ("GUARDRAIL_LIFT_THRESHOLD", float),
+    "guardrail_alpha": ("GUARDRAIL_ALPHA", float),
+    "guardrail_min_holdout": ("GUARDRAIL_MIN_HOLDOUT", int),
+    "guardrail_t_opt": ("GUARDRAIL_T_OPT", float),
 }
 """The fields of :class:`MlSettings` an environment variable sets: field, (variable, parser of its value)."""
 

@@ -13,6 +13,7 @@ from orchestration.evaluation import identity_quality_check
 from orchestration.jobs import ingest_job, maintenance_job, run_jobs
 from orchestration.lake_assets import invalid_contract_specs, lake_definitions
 from orchestration.ml_assets import model_registry, nba_decisions, policy_evaluation, uplift_candidate
+from orchestration.outcome_assets import decision_attribution, lift_guardrail
 from orchestration.resources import LakeResource, MlflowResource
 from orchestration.run_failures import record_run_failures
 from orchestration.schedules import nightly_maintenance, run_schedules
@@ -37,6 +38,8 @@ defs = dg.Definitions(
         model_registry,
         nba_decisions,
         policy_evaluation,
+        decision_attribution,
+        lift_guardrail,
         *sync_assets(),
         *invalid_contract_specs(scanned.problems),
     ],

@@ -40,7 +40,9 @@ MODELS = dg.AssetSelection.groups("ml")
 """Training, registry, decisions and evaluation: the last run, for the latest snapshot date."""
 SYNCS = dg.AssetSelection.groups("activation")
 """The reverse-ETL syncs of the decisions, after the models."""
-AFTER_SNAPSHOTS = SNAPSHOTS.downstream() - SNAPSHOTS - MODELS - SYNCS
+OUTCOMES = dg.AssetSelection.groups("outcomes")
+"""The decisions' attributed outcomes and the lift guardrail: run by the loop (``orchestration.loop``)."""
+AFTER_SNAPSHOTS = SNAPSHOTS.downstream() - SNAPSHOTS - MODELS - SYNCS - OUTCOMES
 
 CANDIDATE = dg.AssetKey(["ml", "uplift_candidate"])
 DECISIONS = dg.AssetKey(["ml", "nba_decisions"])

@@ -11,6 +11,7 @@ import duckdb
 import polars as pl
 
 from lake.settings import Settings
+from ml.attribution import ACTION_LAG_DAYS
 from orchestration.resources import WAREHOUSE_POOL, LakeResource
 from simulator.scoring import IdentityQuality, identity_quality
 
@@ -80,4 +81,69 @@ def identity_quality_check(lake: LakeResource) -> dg.AssetCheckResult:
             "true_persons": quality.true_persons,
             "shared_identifiers_left_out": quality.ambiguous,
         },
+    )
+
+
+LOOP_EXECUTED = "loop/executed.parquet"
+"""The simulator's record of every decision its CRM executed, with the decision's true expected effect."""
+EFFECT_DAYS = 7
+"""Days an executed action works, from the day after it was sent (the simulator's response model)."""
+
+
+def true_daily_effect(truth_dir: Path, model_version: str) -> pl.DataFrame:
+    """Per calendar day (``date``): the true incremental revenue of the actions of ``model_version`` in
+    effect that day (each executed decision's expected 7-day effect spread evenly over the 7 days after its
+    send) less the cost of its messages sent that day, in EUR (``true_net_effect``); empty before the loop
+    executed anything."""
+    path = truth_dir / LOOP_EXECUTED
+    if not path.exists():
+        return pl.DataFrame(schema={"date": pl.Date, "true_net_effect": pl.Float64})
+    executed = pl.read_parquet(
+        path, columns=["date", "model_version", "true_incremental_revenue", "message_cost"]
+    ).filter(pl.col("model_version") == model_version)
+    spread = (
+        executed.with_columns(
+            pl.date_ranges(
+                pl.col("date") + pl.duration(days=1), pl.col("date") + pl.duration(days=EFFECT_DAYS)
+            ).alias("effect_date"),
+            (pl.col("true_incremental_revenue") / EFFECT_DAYS).alias("effect"),
+        )
+        .explode("effect_date")
+        .group_by(pl.col("effect_date").alias("date"))
+        .agg(pl.col("effect").sum())
+    )
+    costs = executed.group_by("date").agg(pl.col("message_cost").sum().alias("cost"))
+    return (
+        spread.join(costs, on="date", how="full", coalesce=True)
+        .select(
+            "date", (pl.col("effect").fill_null(0.0) - pl.col("cost").fill_null(0.0)).alias("true_net_effect")
+        )
+        .sort("date")
+    )
+
+
+def true_lift(attribution: pl.DataFrame, truth_dir: Path, model_version: str) -> pl.DataFrame:
+    """The true lift of net revenue per treated decision of ``model_version`` on each decision date whose
+    outcomes are final (``decision_attribution`` rows: each decision owns its person's day after its date,
+    when the CRM acts on it), the measure the estimated lift estimates: ``true_lift`` of the date and
+    ``true_lift_to_date`` over the dates so far."""
+    treated = (
+        attribution.filter(
+            pl.col("window_complete")
+            & ~pl.col("is_holdout")
+            & (pl.col("model_version") == model_version)
+            & (pl.col("decided_by") == "champion")
+        )
+        .group_by("decision_date")
+        .agg(pl.len().alias("treated"))
+        .with_columns((pl.col("decision_date") + pl.duration(days=ACTION_LAG_DAYS)).alias("date"))
+    )
+    return (
+        treated.join(true_daily_effect(truth_dir, model_version), on="date", how="left")
+        .with_columns(pl.col("true_net_effect").fill_null(0.0))
+        .sort("date")
+        .with_columns(
+            (pl.col("true_net_effect") / pl.col("treated")).alias("true_lift"),
+            (pl.col("true_net_effect").cum_sum() / pl.col("treated").cum_sum()).alias("true_lift_to_date"),
+        )
     )

@@ -74,8 +74,8 @@ def check_demo_runs() -> None:
     from orchestration.snapshot_dates import supported_snapshot_dates
 
     graph = defs.resolve_asset_graph()
-    # trained, decided and synced by commands after these runs
-    models = dg.AssetSelection.groups("ml", "activation").resolve(graph)
+    # trained, decided and synced by commands after these runs; the outcomes are measured by the loop
+    models = dg.AssetSelection.groups("ml", "activation", "outcomes").resolve(graph)
     after = dg.AssetSelection.assets(SNAPSHOTS).downstream().resolve(graph) - {SNAPSHOTS} - models
     with dg.DagsterInstance.get() as instance:
         runs = demo_runs(instance)
