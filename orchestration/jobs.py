@@ -1,6 +1,7 @@
 """The jobs: the hourly run (ingest, the hourly dbt models, the consent re-sync), the nightly chain (the
 daily feature snapshots, then the nightly models, training when due, the promotion gate, the decisions, the
-syncs and their evaluation), the ingestion alone, the care of the lake's tables."""
+syncs, their evaluation, the attributed outcomes and the guardrail), the ingestion alone, the care of the
+lake's tables."""
 
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -13,6 +14,7 @@ from lake.warehouse import publish_silver
 from orchestration.activation_assets import ACTIVATION_GROUP
 from orchestration.lake_assets import BRONZE_GROUP, SILVER_GROUP
 from orchestration.ml_assets import CANDIDATE, DECISIONS, EVALUATION, REGISTRY
+from orchestration.outcome_assets import OUTCOMES_GROUP
 from orchestration.resources import WAREHOUSE_POOL, LakeResource
 
 if TYPE_CHECKING:  # what define_asset_job returns (not exported by dagster's top-level API)
@@ -20,6 +22,8 @@ if TYPE_CHECKING:  # what define_asset_job returns (not exported by dagster's to
 
 ACTIVATION = dg.AssetSelection.groups(ACTIVATION_GROUP)
 """The syncs (one asset per sync file, downstream of the decisions and the consents)."""
+OUTCOMES = dg.AssetSelection.groups(OUTCOMES_GROUP)
+"""The decisions' attributed outcomes, the policy's lift and the guardrail that may roll the champion back."""
 
 ingest_job = dg.define_asset_job(
     "ingest_lake",
@@ -71,7 +75,8 @@ def run_jobs(dbt_models: dg.AssetsDefinition, dbt_daily_snapshots: dg.AssetsDefi
     ``activation``: the consent re-sync). Nightly, in two jobs (the snapshots are partitioned by day, the
     dbt models are not, and one dbt op cannot run both before and after them in one run): the daily feature
     snapshots of a date, then the models tagged ``nightly`` (profile, training sets, outcomes), the training
-    (when due), the promotion gate, the decisions of the date, the syncs and the evaluation."""
+    (when due), the promotion gate, the decisions of the date, the syncs, the evaluation, the attributed
+    outcomes and the lift guardrail."""
     return RunJobs(
         hourly=dg.define_asset_job(
             "hourly_refresh",
@@ -90,10 +95,15 @@ def run_jobs(dbt_models: dg.AssetsDefinition, dbt_daily_snapshots: dg.AssetsDefi
         ),
         nightly=dg.define_asset_job(
             "nightly_refresh",
-            selection=build_dbt_asset_selection([dbt_models], dbt_select="tag:nightly") | MODELS | ACTIVATION,
+            selection=build_dbt_asset_selection([dbt_models], dbt_select="tag:nightly")
+            | MODELS
+            | ACTIVATION
+            | OUTCOMES,
             description="The nightly dbt models rebuilt whole (profile, training sets, outcomes), training "
             "of a candidate when due (weekly, or when the champion drifted or aged) with its promotion gate, "
             "the registry's state, the next-best actions of the date (a partition), the syncs to the CRM "
-            "destinations and the evaluation against the simulator's truth.",
+            "destinations, the evaluation against the simulator's truth, the outcomes attributed to every "
+            "decision, the policy's lift against the holdout and the guardrail (a rollback serves from the "
+            "next night's decisions).",
         ),
     )

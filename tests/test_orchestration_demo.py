@@ -64,7 +64,9 @@ def test_the_demo_materializes_every_asset_in_three_runs_on_the_instance(small_d
     assert "make mlflow  the MLflow UI on http://127.0.0.1:5000" in small_demo.printed
     assert "make dev     the Dagster UI on http://127.0.0.1:3000" in small_demo.printed
     assert "next-best actions of" not in small_demo.printed
-    assert "nba_recommendations" not in small_demo.printed  # no decisions, no syncs
+    # no decisions, no syncs: neither the CRM's holdings nor the syncs' table
+    assert "recommendations for" not in small_demo.printed
+    assert "eligible persons of nba_current" not in small_demo.printed
 
 
 def check_demo_runs() -> None:

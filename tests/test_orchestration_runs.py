@@ -48,6 +48,7 @@ def test_the_hourly_ingests_refreshes_and_resyncs_and_the_nightly_does_the_rest(
     assert snapshots == {"marts/person_features_daily"}
     assert {CANDIDATE, "ml/model_registry", "ml/nba_decisions", "ml/policy_evaluation"} <= nightly
     assert {"marts/training_decisions", *syncs} <= nightly
+    assert {"outcomes/decision_attribution", "outcomes/lift_guardrail"} <= nightly
     assert not {k for k in nightly if k.split("/")[0] in ("bronze", "silver", "staging")}
     # in the hourly run the syncs come after the consents they check again
     graph = defs.get_repository_def().asset_graph
