@@ -64,7 +64,8 @@ def after_nightly_snapshots(jobs: RunJobs) -> dg.SensorDefinition:
         request_job=jobs.nightly,
         default_status=sensor_status(),
         description="When a run of nightly_snapshots succeeds: one run of nightly_refresh for the newest "
-        "snapshot date it built (nightly dbt models, registry, decisions, syncs, evaluation). Training is "
+        "snapshot date it built (nightly dbt models, registry, decisions, syncs, evaluation, outcomes and "
+        "guardrail). Training is "
         "included when due: no training run for TRAINING_INTERVAL_DAYS (7), or the champion's latest "
         "feature_drift or score_drift check at or above DRIFT_ERROR_PSI, or the champion older than "
         "CHAMPION_MAX_AGE_DAYS; each drift or age cause once per champion version. The run's tags "
