@@ -83,7 +83,7 @@ def _clear_at_destination(settings: Settings, config: SyncConfig, wanted: set[st
     columns = delta.scan(uri, settings.storage_options).collect_schema()
     schema = {name: dtype for name, dtype in columns.items() if name != state.DIFF_ID}
     try:
-        destination = destination_for(config, schema)
+        destination = destination_for(config, schema, settings)
     except SyncConfigError as error:
         raise ErasureBlocked(
             f"{config.name}: the erased persons' recommendations at {config.destination.name} cannot be "
