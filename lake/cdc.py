@@ -120,12 +120,26 @@ def decode_changes(
     if not parts:
         return pl.DataFrame(), truncates, 0
     changes = pl.concat(parts, how="diagonal_relaxed").sort("_order").drop("_order")
-    pii = {c.name: c.pii for c in contract.pii_columns}
-    region = "country" if any(c.name == "country" for c in contract.columns) else None
-    changes = protect(changes, pii, secret, region)
+    changes = _protected(changes, contract, secret)
     unique = changes.unique([*contract.primary_key, *POSITION], keep="first", maintain_order=True)
     data = [c for c in unique.columns if c not in CHANGE_COLUMNS]
     return unique.select(*data, *CHANGE_COLUMNS), truncates, changes.height - unique.height
+
+
+def _protected(rows: pl.DataFrame, contract: Contract, secret: str) -> pl.DataFrame:
+    """``rows`` with the contract's personal columns in their protected form (``country`` coarsens places)."""
+    pii = {c.name: c.pii for c in contract.pii_columns}
+    region = "country" if any(c.name == "country" for c in contract.columns) else None
+    return protect(rows, pii, secret, region)
+
+
+def empty_silver(contract: Contract, secret: str, history: bool) -> pl.DataFrame:
+    """The current-state (or history) table of ``contract`` with no rows: its columns and types as silver
+    keeps them, before the source's first change arrives."""
+    data = _protected(pl.from_arrow(contract.arrow_schema().empty_table()), contract, secret)
+    added = {"_op": pl.String, "_log_file": pl.String, "_log_pos": pl.Int64, "_log_row": pl.Int64}
+    added |= dict.fromkeys(INTERVAL if history else ["_changed_at"], pl.Datetime("us", "UTC"))
+    return pl.concat([data, pl.DataFrame(schema=added)], how="horizontal")
 
 
 def history_versions(versions: pl.DataFrame, truncates: pl.DataFrame, key: list[str]) -> pl.DataFrame:

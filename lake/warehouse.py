@@ -13,11 +13,12 @@ from dataclasses import dataclass
 
 import duckdb
 import polars as pl
+import pyarrow as pa
 
 from data_contracts import Contract
 from data_contracts.sql import sql_literal
 from lake import delta
-from lake.feeds import feed_of
+from lake.feeds import Feed, SilverTable, feed_of
 from lake.settings import Settings
 
 SCHEMA = "silver"
@@ -25,27 +26,32 @@ SCHEMA = "silver"
 
 @dataclass(frozen=True)
 class SilverView:
-    """A silver Delta table and the name of its warehouse view (``silver.<system>__<table>``)."""
+    """A silver Delta table and the name of its warehouse view (``silver.<system>__<table>``), with the feed
+    and table it belongs to."""
 
     uri: str
     view: str
+    feed: Feed
+    table: SilverTable
 
 
 def silver_tables(settings: Settings, contracts: dict[str, Contract]) -> list[SilverView]:
     """Every silver table of the contracted feeds, with its view name."""
     return [
-        SilverView(table.uri(settings), table.view)
-        for contract in contracts.values()
-        for table in feed_of(contract).silver
+        SilverView(table.uri(settings), table.view, feed, table)
+        for feed in (feed_of(contract) for contract in contracts.values())
+        for table in feed.silver
     ]
 
 
 def view_sql(table: SilverView, settings: Settings) -> str | None:
-    """The ``create or replace view`` statement of one table's current version (None: no table yet)."""
+    """The ``create or replace view`` statement of one table's current version; before the table exists, a
+    typed view with no rows when its feed gives one (None: no view yet)."""
+    name = f'{SCHEMA}."{table.view}"'
     dt = delta.open_table(table.uri, settings.storage_options)
     if dt is None:
-        return None
-    name = f'{SCHEMA}."{table.view}"'
+        empty = table.feed.empty_silver(table.table, settings)
+        return None if empty is None else _empty_view(name, empty.to_arrow(), settings)
     files = dt.file_uris()
     if files:
         partitioned = bool(dt.metadata().partition_columns)
@@ -60,13 +66,13 @@ def view_sql(table: SilverView, settings: Settings) -> str | None:
             ).collect_schema()
         )
         return f"create or replace view {name} as select {columns} from {source}"
-    with duckdb.connect(config=settings.duckdb_config()) as con:  # an empty table: a typed view with no rows
-        empty = (
-            pl.scan_delta(table.uri, storage_options=settings.storage_options or None)
-            .head(0)
-            .collect()
-            .to_arrow()
-        )
+    empty = pl.scan_delta(table.uri, storage_options=settings.storage_options or None).head(0).collect()
+    return _empty_view(name, empty.to_arrow(), settings)
+
+
+def _empty_view(name: str, empty: pa.Table, settings: Settings) -> str:
+    """A typed view with no rows, of the columns and types of ``empty``."""
+    with duckdb.connect(config=settings.duckdb_config()) as con:
         con.register("empty", empty)
         types = con.sql("select * from empty").types
     columns = ", ".join(f'cast(null as {t}) as "{c}"' for c, t in zip(empty.column_names, types, strict=True))

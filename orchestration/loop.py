@@ -231,17 +231,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     here = os.getcwd()
     instance = dg.DagsterInstance.get()
     crm_url = crm_database_url(get_settings())
-    print(
+    legend = (
         "the closed loop: T = treated decisions, H = holdout; outcomes of the newest decision date whose day "
         "is complete, net revenue in EUR per decision (order totals, discounts deducted, less message cost); "
         "lift of the serving model to date against the holdout; true = the simulator's truth for the same "
         "decisions"
     )
-    print(HEADER)
+    print(legend, HEADER, sep="\n")
     started = time.perf_counter()
+    lines = []
     for day in range(1, args.days + 1):
-        report = run_day(instance, day, crm_url, here)
-        print(format_day(report), flush=True)
+        lines.append(format_day(run_day(instance, day, crm_url, here)))
+        print(lines[-1], flush=True)
+    # once more without the runs' logs between the days
+    print("", legend, HEADER, *lines, sep="\n")
     print(
         f"{args.days} days in {time.perf_counter() - started:.0f} s; the guardrail's checks: "
         "python -m ml.guardrail --log"

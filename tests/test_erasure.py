@@ -304,8 +304,14 @@ def test_no_statistics_of_raw_or_personal_columns(erased: Erased):
     contracts = load_contracts(settings.contracts_dir)
     uris = [bronze.bronze_uri(settings, c) for c in contracts.values()] + [bronze.quarantine_uri(settings)]
     uris += [str(p.parent) for p in Path(settings.zone("silver")).rglob("_delta_log")]
-    for uri in uris:
-        table = delta.open_table(uri)
+    # a feed nothing landed for has no table (the CRM's recommendations before the loop)
+    tables = {uri: delta.open_table(uri) for uri in uris}
+    assert {uri for uri, table in tables.items() if table is None} == {
+        bronze.bronze_uri(settings, contracts["crm.public.nba_recommendations"])
+    }
+    for uri, table in tables.items():
+        if table is None:
+            continue
         assert delta.STATS_COLUMNS in table.metadata().configuration, uri
         adds = [
             action["add"]

@@ -12,6 +12,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 
+import duckdb
 import polars as pl
 import pytest
 from conftest import Simulated, lake_settings, lake_tables
@@ -19,7 +20,10 @@ from conftest import Simulated, lake_settings, lake_tables
 from data_contracts import load_contracts
 from lake import cdc
 from lake.debezium import decode_images, precise_decimals
+from lake.feeds import feed_of
 from lake.ingest import ingest_all
+from lake.settings import get_settings
+from lake.warehouse import publish_silver
 
 CONTACTS = "crm.public.contacts"
 T0 = 1_788_000_000_000  # ms
@@ -169,6 +173,35 @@ def test_a_truncate_ends_everything_before_it_even_rows_that_arrive_late(tmp_pat
     assert history.filter(pl.col("_valid_to").is_null() & (pl.col("_op") != "t"))[
         "contact_id"
     ].sort().to_list() == [1, 3]
+
+
+def test_a_cdc_table_before_its_first_change_has_a_typed_empty_view(tmp_path: Path) -> None:
+    # a source table can stay empty for long (the CRM's recommendations before the first sync): dbt's sources
+    # and their tests need its view from the start, with the types the first change will bring
+    built = build(tmp_path / "a", ["0000000000", "0000000003", "0000000006"])
+    contract = load_contracts()[CONTACTS]
+    for kind, history in (("current", False), ("history", True)):
+        assert cdc.empty_silver(contract, get_settings().pii_secret, history).schema == built[kind].schema
+
+    def views(settings) -> dict[str, tuple[list, int]]:
+        published = publish_silver(settings, load_contracts())
+        with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+            return {
+                view: (
+                    con.execute(f'describe silver."{view}"').fetchall(),
+                    con.execute(f'select count(*) from silver."{view}"').fetchone()[0],
+                )
+                for view in published
+            }
+
+    landed = views(lake_settings(tmp_path / "a" / "lake", warehouse_path=tmp_path / "a.duckdb"))
+    empty = views(lake_settings(tmp_path / "empty", warehouse_path=tmp_path / "empty.duckdb"))
+    assert landed["crm__contacts"][1] == 2 and landed["crm__contacts_history"][1] == 6
+    for view in ("crm__contacts", "crm__contacts_history"):
+        assert empty[view] == (landed[view][0], 0)  # same columns and types, no rows
+    # every CDC table has its view before anything landed; a clickstream table only once it exists
+    cdc_views = {t.view for c in load_contracts().values() if c.feed == "cdc" for t in feed_of(c).silver}
+    assert set(empty) == cdc_views
 
 
 def test_every_debezium_encoding_decodes_to_its_value() -> None:

@@ -212,6 +212,11 @@ class Feed(ABC):
                 columns[c.name] = (c.name, c.description)
         return columns
 
+    def empty_silver(self, table: SilverTable, settings: Settings) -> pl.DataFrame | None:
+        """``table`` with no rows, for its warehouse view before the feed's first records (None: no view until
+        then)."""
+        return None
+
     @abstractmethod
     def source_doc(self, table: SilverTable, subject: str) -> tuple[str, str, dict[str, str]]:
         """For the dbt source of one silver table: its description (``subject`` says what a row is), its

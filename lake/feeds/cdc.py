@@ -10,6 +10,7 @@ the encodings of the schema envelope it carries (one rule with decoding, see
 from __future__ import annotations
 
 import duckdb
+import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -252,6 +253,11 @@ class CdcFeed(Feed):
             },
             {"rows_merged": report.history_rows_merged},
         ]
+
+    def empty_silver(self, table: SilverTable, settings: Settings) -> pl.DataFrame:
+        """A source table can stay empty for a long time (the CRM's recommendations before the first sync):
+        its views exist from the start, typed, so that ``dbt build`` and its source tests run."""
+        return cdc.empty_silver(self.contract, settings.pii_secret, table.history)
 
     def source_doc(self, table: SilverTable, subject: str) -> tuple[str, str, dict[str, str]]:
         """Current state or history, with the change and interval columns."""
