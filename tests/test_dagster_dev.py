@@ -1,7 +1,8 @@
-"""End to end through the Dagster UI's GraphQL API: ``dg dev`` started as ``make dev`` starts it, over a tiny
-landed company, lists the assets, the schedules and the sensors, runs the hourly job then the nightly chain
-(the day's snapshots, then the nightly refresh with its decisions and syncs), and stops on SIGTERM with every
-process it started."""
+"""End to end through the Dagster UI's GraphQL API: ``make dev`` started in the background as a script or a
+service manager starts it, over a tiny landed company, lists the assets, the schedules and the sensors, runs
+the hourly job then the nightly chain (the day's snapshots, then the nightly refresh with its decisions, syncs
+and outcomes), and stops on SIGTERM to make with every process it started (uv, ``dg dev``, the webserver, the
+daemon, the code servers)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from datetime import date
@@ -19,14 +19,14 @@ from pathlib import Path
 import duckdb
 import polars as pl
 import pytest
-from test_make_dev import describe, free_port, session_processes, wait_for_webserver
+from processes import as_a_background_job, describe, free_port, session_processes, wait_for_webserver
 
 from lake.settings import REPO_ROOT, TELEMETRY_OFF
 from simulator import SimulationConfig, generate
 
 STARTUP_LIMIT_S = 300
 RUN_LIMIT_S = 300
-STOP_LIMIT_S = 30
+STOP_LIMIT_S = 120
 LOCATION = "orchestration.definitions"
 REPOSITORY = "__repository__"
 CANDIDATE = ["ml", "uplift_candidate"]
@@ -137,21 +137,19 @@ def test_dagster_dev_lists_runs_the_hourly_and_nightly_jobs_and_stops_on_sigterm
         "AUTOMATION": "off",
     }
     port = free_port()
-    log = (tmp_path / "dg-dev.log").open("wb")
-    # as `make dev` starts it: SIGINT and SIGTERM restored, so that the process group stops on SIGTERM
-    command = ["dg", "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)]
-    command[0] = str(Path(sys.executable).parent / "dg")
+    log = (tmp_path / "make-dev.log").open("wb")
     server = subprocess.Popen(
-        ["env", "--default-signal=INT,TERM", *command],
+        ["make", "dev", f"DEV_PORT={port}"],
         cwd=REPO_ROOT,
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
-        start_new_session=True,  # its own process group and session: stopped and checked as one
+        start_new_session=True,  # its own session: every process it starts is found by the session id
+        preexec_fn=as_a_background_job,
     )
     try:
-        wait_for_webserver(server, port, tmp_path / "dg-dev.log", STARTUP_LIMIT_S)
+        wait_for_webserver(server, port, tmp_path / "make-dev.log", STARTUP_LIMIT_S)
 
         listed = graphql(port, DEFINITIONS)
         nodes = {tuple(n["assetKey"]["path"]): n["jobNames"] for n in listed["assetNodes"]}
@@ -186,8 +184,8 @@ def test_dagster_dev_lists_runs_the_hourly_and_nightly_jobs_and_stops_on_sigterm
         assert list((tmp_path / "outbox").rglob("*.parquet"))  # the nightly sync wrote its diff
 
         started = session_processes(server.pid)
-        assert len(started) >= 3  # dg dev, the webserver, the daemon, code servers
-        os.killpg(server.pid, signal.SIGTERM)
+        assert len(started) >= 4  # make, uv, dg dev, the webserver, the daemon, code servers
+        server.send_signal(signal.SIGTERM)  # to make alone, as a service manager stops it
         deadline = time.monotonic() + STOP_LIMIT_S
         while (left := session_processes(server.pid)) and time.monotonic() < deadline:
             time.sleep(0.5)

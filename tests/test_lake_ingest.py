@@ -173,11 +173,15 @@ def test_a_file_over_the_reject_threshold_fails_loudly_but_keeps_every_record(
     assert bronze.ingest(settings, load_contracts()[topic]).files == 0
 
 
-@pytest.mark.slow  # ingests the test company twice (minutes)
+@pytest.mark.slow  # ingests part of the test company's clickstream twice, once in 4 KiB chunks
 def test_large_files_are_read_in_chunks_with_the_same_result(simulated: Simulated, tmp_path: Path) -> None:
     contract = load_contracts()["clickstream"]
-    small = lake_settings(tmp_path / "small", simulated.landing)
-    large = lake_settings(tmp_path / "large", simulated.landing)
+    landing = tmp_path / "landing"
+    for source in sorted(simulated.landing.glob("clickstream/**/*.jsonl.gz"))[:120]:
+        (landing / source.relative_to(simulated.landing)).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, landing / source.relative_to(simulated.landing))
+    small = lake_settings(tmp_path / "small", landing)
+    large = lake_settings(tmp_path / "large", landing)
     bronze.ingest(small, contract, chunk_bytes=4096, max_files_per_batch=50)
     bronze.ingest(large, contract)
     columns = ["message_id", "raw", "_source_file", "_line"]

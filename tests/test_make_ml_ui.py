@@ -12,7 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from test_make_dev import as_a_background_job, describe, free_port, session_processes
+from processes import as_a_background_job, describe, free_port, session_processes
 
 REPO = Path(__file__).resolve().parent.parent
 STARTUP_LIMIT_S = 600

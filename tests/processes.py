@@ -1,22 +1,14 @@
-"""``make dev`` started in the background by a script (an end-to-end test, a service manager) stops on
-SIGTERM: every process it started (uv, ``dg dev``, the webserver, the daemon, the code servers) exits."""
+"""Helpers of the tests that start servers in the background (``make dev``, ``make mlflow``) as a script or a
+service manager would: a free port, the processes of a session, waiting for the Dagster webserver."""
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
 import time
 import urllib.request
 from pathlib import Path
-
-import pytest
-
-REPO = Path(__file__).resolve().parent.parent
-STARTUP_LIMIT_S = 600
-"""The webserver answers after about 25 s on a quiet 2-core machine; a loaded one takes minutes."""
-STOP_LIMIT_S = 120
 
 
 def free_port() -> int:
@@ -80,36 +72,3 @@ def as_a_background_job() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGQUIT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads the process table from /proc")
-def test_make_dev_in_the_background_stops_on_sigterm(tmp_path):
-    port = free_port()
-    env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "dagster")}
-    log = (tmp_path / "make-dev.log").open("wb")
-    make = subprocess.Popen(
-        ["make", "dev", f"DEV_PORT={port}"],
-        cwd=REPO,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,  # its own session: every process it starts is found by the session id
-        preexec_fn=as_a_background_job,
-    )
-    try:
-        wait_for_webserver(make, port, tmp_path / "make-dev.log", STARTUP_LIMIT_S)
-        started = session_processes(make.pid)
-        assert len(started) >= 4  # make, uv, dg dev, the webserver, the daemon, code servers
-
-        make.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + STOP_LIMIT_S
-        while (left := session_processes(make.pid)) and time.monotonic() < deadline:
-            time.sleep(1)
-        assert left == [], f"still running after SIGTERM:\n{describe(left)}"
-    finally:
-        for pid in session_processes(make.pid):
-            os.kill(pid, signal.SIGKILL)
-        make.wait(timeout=30)
-        log.close()
