@@ -22,6 +22,7 @@ from activation.config import SyncConfigError, load_sync, load_syncs
 from activation.destinations import retrying
 from activation.sync import SyncError, compute_diff, destination_for, main, read_source, run_sync
 from lake.settings import REPO_ROOT, get_settings
+from ml.policy import NBA_SCHEMA
 
 CRM_SYNC = """
 source: {table: nba_current, key: crm_contact_id}
@@ -61,18 +62,21 @@ def decision(
 
 
 DECISION_COLUMNS = {
-    "decision_id": pl.String,
-    "decision_date": pl.Date,
-    "person_id": pl.String,
-    "action": pl.String,
-    "channel": pl.String,
-    "crm_contact_id": pl.Int64,
-    "expected_value": pl.Float64,
-    "model_version": pl.String,
-    "policy_version": pl.String,
-    "is_holdout": pl.Boolean,
+    name: NBA_SCHEMA[name]
+    for name in (
+        "decision_id",
+        "decision_date",
+        "person_id",
+        "action",
+        "channel",
+        "crm_contact_id",
+        "expected_value",
+        "model_version",
+        "policy_version",
+        "is_holdout",
+    )
 }
-"""The columns of nba_current a test may write, with their types."""
+"""The columns of nba_current a test may write, with the types the scorer writes them in."""
 
 
 def write_decisions(settings, rows: list[dict]) -> None:

@@ -202,20 +202,7 @@ def attribution_rows(version: str, treated: np.ndarray, holdout: np.ndarray) -> 
 def test_harm_rolls_the_champion_back_and_the_check_is_recorded(registry_store, tmp_path: Path):
     ml_settings, model_uri, run_id = registry_store
     settings = lake_settings(tmp_path / "lake")
-    value, better, logged = (
-        policy_value("snips", 1.0),
-        policy_value("snips", 2.0),
-        policy_value("logged", 0.5),
-    )
-    versions = []
-    for champion_value in (None, value):
-        version = str(
-            registry.register_candidate(model_uri, run_id, value, logged, "card", ml_settings).version
-        )
-        decision = registry.gate(better, champion_value, logged, 0.02, True)
-        registry.apply_gate(version, decision, False, ml_settings)
-        versions.append(version)
-    first, second = versions
+    first, second = registered_pair(model_uri, run_id, ml_settings)
     assert str(registry.champion(ml_settings).version) == second
 
     rng = np.random.default_rng(3)
