@@ -237,7 +237,8 @@ def support_matrix(
     for a, action in enumerate(actions):
         rows = campaigns.with_columns(pl.lit(action).alias("action"))
         if target_channels is not None:
-            channel = pl.Series("channel", target_channels[:, a], dtype=pl.String).fill_null(_NULL)
+            # from a list: polars cannot build strings from an object array that starts with None
+            channel = pl.Series("channel", list(target_channels[:, a]), dtype=pl.String).fill_null(_NULL)
             rows = rows.with_columns(channel)
         found = rows.lazy().join(logged.select(keys).unique(), on=keys, how="semi").select("i").collect()
         column = np.zeros(logs.height, dtype=bool)

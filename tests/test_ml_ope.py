@@ -220,6 +220,16 @@ def test_channels_the_target_would_not_use_get_no_weight():
         evaluate_policy(logs, TARGET, REWARD_MODEL, ACTIONS)
 
 
+def test_a_first_row_without_any_channel_is_unsupported_through_one():
+    # the first logged person could be reached through no channel (no consent): polars refused to build the
+    # channel column from such an object array; only no_action is supported for that row
+    channels = np.array([[None, None, None]] + [[None, "email", "email"]] * 5, dtype=object)
+    np.testing.assert_array_equal(
+        support_matrix(LOGS, ACTIONS, channels),
+        [[True, False, False]] + [[True, True, False]] * 3 + [[True, False, True]] * 2,
+    )
+
+
 def test_exploration_probabilities():
     eligible = np.array([[True, True, False, True], [True, False, False, False], [True, False, True, False]])
     probabilities = exploration_probabilities(np.array([1, 0, 2]), eligible, 0.1)
