@@ -72,8 +72,8 @@ replay: install  ## move quarantined records the contracts accept now into bronz
 erase: install  ## erase a person from the lake and the warehouse: make erase ERASE='--contact-id 42' (--customer-id, --app-user-id, --email)
 	$(RUN) python -m lake.erasure $(ERASE)
 
-test: install  ## run the whole test suite
-	$(RUN) pytest
+test: install  ## run the whole test suite (and list the 20 slowest tests)
+	$(RUN) pytest --durations=20
 
 test-quick: install  ## run the tests not marked slow (the inner loop)
 	$(RUN) pytest -m "not slow"

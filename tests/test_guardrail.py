@@ -240,22 +240,24 @@ PERSONS = 3_000
 LOOP_DAYS = 10
 
 
+def promoted(model_uri: str, run_id: str, ml_settings, champion_value: PolicyValue | None = None) -> str:
+    """A version of ``model_uri`` registered and promoted to champion by the gate (its off-policy value beats
+    ``champion_value``, the serving champion's); its version."""
+    better, logged = policy_value("snips", 2.0), policy_value("logged", 0.5)
+    registered = registry.register_candidate(
+        model_uri, run_id, policy_value("snips", 1.0), logged, "card", ml_settings
+    )
+    version = str(registered.version)
+    registry.apply_gate(
+        version, registry.gate(better, champion_value, logged, 0.02, True), False, ml_settings
+    )
+    return version
+
+
 def registered_pair(model_uri: str, run_id: str, ml_settings) -> tuple[str, str]:
     """Two versions registered and promoted one after the other: the first, then the second as champion."""
-    value, better, logged = (
-        policy_value("snips", 1.0),
-        policy_value("snips", 2.0),
-        policy_value("logged", 0.5),
-    )
-    versions = []
-    for champion_value in (None, value):
-        registered = registry.register_candidate(model_uri, run_id, value, logged, "card", ml_settings)
-        version = str(registered.version)
-        registry.apply_gate(
-            version, registry.gate(better, champion_value, logged, 0.02, True), False, ml_settings
-        )
-        versions.append(version)
-    return versions[0], versions[1]
+    first = promoted(model_uri, run_id, ml_settings)
+    return first, promoted(model_uri, run_id, ml_settings, policy_value("snips", 1.0))
 
 
 def run_daily_loop(
