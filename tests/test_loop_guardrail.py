@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from lake.settings import REPO_ROOT
-from ml import guardrail, registry
+from ml import guardrail, registry, tracking
 from ml.settings import DEFAULT_POLICY_FILE, get_ml_settings
 from tests.test_guardrail import policy_value, promoted
 
@@ -70,16 +70,19 @@ def log_models(actions: tuple[str, ...]) -> tuple[str, str, str]:
                 {f"expected_revenue__{a}": [self.promised.get(a, 0.0)] * rows for a in actions}
             )
 
-    ml = get_ml_settings()
-    mlflow.set_tracking_uri(ml.tracking_uri)
-    mlflow.set_experiment(ml.experiment_name)
+    before = mlflow.get_tracking_uri(), mlflow.get_registry_uri()  # process-wide, over the environment
+    ml = tracking.configure()
     uris = []
-    with mlflow.start_run() as run:
-        for name, promised in (("harmless", HARMLESS), ("harmful", HARMFUL)):
-            info = mlflow.pyfunc.log_model(
-                name=name, python_model=PromisedRevenue(promised), pip_requirements=["pandas"]
-            )
-            uris.append(info.model_uri)
+    try:
+        with mlflow.start_run(experiment_id=tracking.experiment_id(ml)) as run:
+            for name, promised in (("harmless", HARMLESS), ("harmful", HARMFUL)):
+                info = mlflow.pyfunc.log_model(
+                    name=name, python_model=PromisedRevenue(promised), pip_requirements=["pandas"]
+                )
+                uris.append(info.model_uri)
+    finally:
+        mlflow.set_tracking_uri(before[0])
+        mlflow.set_registry_uri(before[1])
     return uris[0], uris[1], run.info.run_id
 
 
