@@ -49,17 +49,25 @@ BATCH_LIMIT = 100
 """HubSpot's limit of inputs per batch request."""
 DEFAULT_BASE_URL = "https://api.hubapi.com"
 RETRY_STATUSES = {429, 500, 502, 503, 504}
+DAILY_POLICY = "DAILY"
+"""The ``policyName`` of a 429 beyond the daily limit: retrying within the run cannot help."""
 SETUP_REQUESTS = 4
 """Requests to create what is missing: list the groups and the properties, create the group and the
 properties."""
 
 
 class HubSpotError(RuntimeError):
-    """HubSpot refused a whole request (or kept failing after the retries): status and HubSpot's message."""
+    """HubSpot refused a whole request (or kept failing after the retries): status and HubSpot's message, and
+    for a 429 the limit it names (``policyName``: ``DAILY``, ``TEN_SECONDLY_ROLLING``, ...)."""
 
-    def __init__(self, status: int, message: str, retry_after: float | None = None):
+    def __init__(self, status: int, message: str, retry_after: float | None = None, policy: str = ""):
+        if policy == DAILY_POLICY:
+            message += (
+                " (the account's daily limit: it resets at midnight in the account's time zone; the run "
+            )
+            message += "stops and the next run sends what is left)"
         super().__init__(f"HubSpot answered {status}: {message}")
-        self.status, self.retry_after = status, retry_after
+        self.status, self.retry_after, self.policy = status, retry_after, policy
 
 
 class RollingWindow:
@@ -117,7 +125,7 @@ def _wait(base: float, cap: float):
 
 def _transient(error: BaseException) -> bool:
     if isinstance(error, HubSpotError):
-        return error.status in RETRY_STATUSES
+        return error.status in RETRY_STATUSES and error.policy != DAILY_POLICY
     return isinstance(error, httpx.TransportError)
 
 
@@ -208,6 +216,7 @@ class HubSpotDestination:
                     response.status_code,
                     str(payload.get("message", ""))[:500],
                     float(after) if after.replace(".", "", 1).isdigit() else None,
+                    str(payload.get("policyName", "")),
                 )
             return response.status_code, payload
 
@@ -264,12 +273,14 @@ class HubSpotDestination:
         if status != 207:
             return {}
         done = {str(r.get("properties", {}).get(self.key)) for r in body.get("results", [])}
-        reasons = {}
+        reasons, messages = {}, []
         for error in body.get("errors", []):
             message = f"{error.get('category', 'ERROR')}: {error.get('message', '')}"[:500]
+            messages.append(message)
             for refused in (error.get("context") or {}).get("ids", []):
                 reasons[str(refused)] = message
-        fallback = "; ".join(sorted({m for m in reasons.values()})) or "refused in a 207 multi-status answer"
+        # an error that names no ids: each record missing from the results gets every error's message
+        fallback = "; ".join(sorted(set(messages)))[:500] or "refused in a 207 multi-status answer"
         return {k: reasons.get(k, fallback) for k in keys if k not in done}
 
     # ------------------------------------------------------------------------------------ the checkpoint
