@@ -149,7 +149,7 @@ def _sweep_outbox(
 ) -> list[Cleared]:
     """An outbox's diff files rewritten without the erased keys, but the removals file of diff ``keep`` (the
     erasure's own, which tells the importing tool to forget them)."""
-    folder = outbox_dir() / config.destination.name / config.name
+    folder = outbox_dir(settings) / config.destination.name / config.name
     key = config.key_column
     files = rows = 0
     for path in sorted(folder.glob("diff-*.*")):

@@ -48,9 +48,15 @@ class SyncSkipped(SyncConfigError):
     destination's missing URL, so that callers that check credentials first treat both alike."""
 
 
-def outbox_dir() -> Path:
-    """The outbox folder of file destinations: ``ACTIVATION_OUTBOX_DIR``, by default ``var/outbox``."""
-    return Path(os.environ.get("ACTIVATION_OUTBOX_DIR") or REPO_ROOT / "var" / "outbox")
+def outbox_dir(settings: Settings) -> Path:
+    """The outbox folder of file destinations: ``ACTIVATION_OUTBOX_DIR``, else ``outbox/`` beside a local
+    lake's root (``var/outbox`` by default; the outbox's checkpoint belongs to that lake's sync state), else
+    ``var/outbox``."""
+    if os.environ.get("ACTIVATION_OUTBOX_DIR"):
+        return Path(os.environ["ACTIVATION_OUTBOX_DIR"])
+    if settings.is_local:
+        return Path(settings.lake_root.removeprefix("file://")).parent / "outbox"
+    return REPO_ROOT / "var" / "outbox"
 
 
 def _scan_source(config: SyncConfig, settings: Settings) -> pl.LazyFrame:
@@ -224,7 +230,10 @@ def destination_for(
             config.key_column,
         )
     return FilesDestination(
-        outbox_dir() / target.name / config.name, target.name, target.formats, config.key_column
+        outbox_dir(settings or get_settings()) / target.name / config.name,
+        target.name,
+        target.formats,
+        config.key_column,
     )
 
 

@@ -118,7 +118,7 @@ def test_a_contract_that_disagrees_with_its_sync_stops_it(tmp_path, monkeypatch,
 
 
 def test_a_row_that_breaks_the_contract_is_not_written_and_is_sent_once_fixed(lake):  # noqa: F811
-    from activation.sync import run_sync
+    from activation.sync import outbox_dir, run_sync
 
     path = Path(os.environ["ACTIVATION_SYNCS_DIR"]) / "outbox_recommendations.yaml"
     path.write_text((REPO_ROOT / "activation" / "syncs" / "outbox_recommendations.yaml").read_text())
@@ -129,7 +129,7 @@ def test_a_row_that_breaks_the_contract_is_not_written_and_is_sent_once_fixed(la
     first = run_sync(config, lake)
     assert (first["added"], first["sent"], first["failed"], first["refused_by_contract"]) == (3, 2, 1, 1)
     assert first["status"] == "partial"
-    outbox = Path(os.environ["ACTIVATION_OUTBOX_DIR"]) / "outbox" / "outbox_recommendations"
+    outbox = outbox_dir(lake) / "outbox" / "outbox_recommendations"
     written = pl.read_parquet(outbox / "diff-00000001.upserts.parquet")
     assert sorted(written["contact_id"]) == [1, 2]
     failed = state.failures(lake, "outbox_recommendations")

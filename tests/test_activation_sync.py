@@ -36,10 +36,11 @@ DAY = date(2026, 11, 20)
 
 @pytest.fixture
 def lake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """Settings of an empty lake under tmp, and its syncs folder and outbox (also in the environment)."""
+    """Settings of an empty lake under tmp, and its syncs folder (also in the environment); the outbox is the
+    default one, ``outbox/`` beside the lake."""
     monkeypatch.setenv("LAKE_ROOT", str(tmp_path / "lake"))
     monkeypatch.setenv("ACTIVATION_SYNCS_DIR", str(tmp_path / "syncs"))
-    monkeypatch.setenv("ACTIVATION_OUTBOX_DIR", str(tmp_path / "outbox"))
+    monkeypatch.delenv("ACTIVATION_OUTBOX_DIR", raising=False)
     (tmp_path / "syncs").mkdir()
     return replace(get_settings(), lake_root=str(tmp_path / "lake"))
 
