@@ -123,7 +123,9 @@ def _wait(base: float, cap: float):
     return wait
 
 
-def _transient(error: BaseException) -> bool:
+def is_transient(error: BaseException) -> bool:
+    """Whether an error of a request may pass when it is sent again (429 but the daily limit, 5xx, a lost
+    connection)."""
     if isinstance(error, HubSpotError):
         return error.status in RETRY_STATUSES and error.policy != DAILY_POLICY
     return isinstance(error, httpx.TransportError)
@@ -187,7 +189,7 @@ class HubSpotDestination:
             timeout=httpx.Timeout(30.0, connect=10.0),
         )
         self.retrying = Retrying(
-            retry=retry_if_exception(_transient),
+            retry=retry_if_exception(is_transient),
             wait=_wait(backoff_s, max_backoff_s),
             stop=stop_after_attempt(attempts),
             reraise=True,

@@ -25,7 +25,7 @@ from activation import state
 from activation.config import SyncConfig, SyncConfigError, load_syncs
 from activation.contract import load_outbound, violations
 from activation.destinations import Destination, FilesDestination, PostgresDestination
-from activation.hubspot import DEFAULT_BASE_URL, HubSpotDestination
+from activation.hubspot import DEFAULT_BASE_URL, HubSpotDestination, HubSpotError, is_transient
 from lake import delta
 from lake.faults import crash_point
 from lake.settings import REPO_ROOT, Settings, disable_telemetry, get_settings
@@ -46,6 +46,17 @@ class SyncSkipped(SyncConfigError):
     """A sync to an optional destination (HubSpot) whose credentials are not in the environment: not run,
     not a failure (the message says which variable to set). A :class:`SyncConfigError`, like a PostgreSQL
     destination's missing URL, so that callers that check credentials first treat both alike."""
+
+
+def retryable(error: BaseException) -> bool:
+    """Whether running the whole sync again later may succeed where this run failed: not for a sync that
+    cannot run (:class:`SyncConfigError`, :class:`SyncError`) nor for HubSpot refusing the request itself (a
+    wrong token, a missing scope, the daily limit); yes for anything else (an unreachable destination)."""
+    if isinstance(error, SyncConfigError | SyncError):
+        return False
+    if isinstance(error, HubSpotError):
+        return is_transient(error)
+    return True
 
 
 def outbox_dir(settings: Settings) -> Path:

@@ -13,7 +13,7 @@ import dagster as dg
 from activation import state
 from activation.config import SyncConfig, SyncConfigError, load_syncs
 from activation.crm_server import URL_ENV, crm_database_url, crm_environment
-from activation.sync import SyncSkipped, describe, destination_for, run_sync
+from activation.sync import SyncSkipped, describe, destination_for, retryable, run_sync
 from lake import delta
 from lake.gold import gold_uri
 from lake.settings import Settings
@@ -29,7 +29,8 @@ SYNC_RETRY = dg.RetryPolicy(
 )
 """A sync whose destination stays unreachable through the engine's own retries is tried again as a whole
 (15 s, 30 s, 60 s, each +/- up to 15 s): the next run reconciles with the destination's checkpoint, so a retry
-applies nothing twice."""
+applies nothing twice. A sync that cannot run, or that the destination refuses outright (a wrong token, the
+daily limit), fails at once (:func:`activation.sync.retryable`)."""
 COUNTS = (
     "added",
     "changed",
@@ -131,7 +132,12 @@ def sync_asset(config: SyncConfig) -> dg.AssetsDefinition:
                     f"sync {config.name} skipped: no gold {config.source.table} yet (no decisions)"
                 )
                 return
-            row = run_sync(config, settings)
+            try:
+                row = run_sync(config, settings)
+            except Exception as error:
+                if retryable(error):
+                    raise
+                raise dg.Failure(f"sync {config.name}: {error}", allow_retries=False) from error
         context.log.info(describe(row))
         if row["failed"]:
             context.log.warning(

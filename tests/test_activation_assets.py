@@ -226,6 +226,33 @@ def test_a_sync_without_its_credentials_is_skipped_not_failed(lake, tmp_path, mo
     assert load_sync(syncs / "partner_crm.yaml").destination.url_env == "PARTNER_URL"
 
 
+def test_a_sync_that_cannot_run_fails_at_once_without_the_retries(lake, tmp_path, monkeypatch):
+    # an outbox shared by two lakes: the second lake's sync finds a checkpoint it has no record of
+    syncs = tmp_path / "syncs"
+    syncs.mkdir()
+    shutil.copy(load_syncs()["outbox_recommendations"].path, syncs)
+    monkeypatch.setenv("ACTIVATION_SYNCS_DIR", str(syncs))
+    other = replace(lake, lake_root=str(tmp_path / "other-lake"))
+    results = []
+    for settings in (lake, other):
+        write_decisions(settings, [decision(1)])
+        write_consents(settings, GRANTED, T0)
+        instance = dg.DagsterInstance.ephemeral()
+        result = dg.materialize(
+            sync_assets(),
+            resources={"lake": LakeResource(lake_root=settings.lake_root), "crm": CrmResource()},
+            instance=instance,
+            raise_on_error=False,
+        )
+        results.append((result, [e.dagster_event_type for e in instance.all_logs(result.run_id)]))
+    assert results[0][0].success
+    failed, events = results[1]
+    assert not failed.success
+    assert dg.DagsterEventType.STEP_UP_FOR_RETRY not in events  # SYNC_RETRY would have waited 15 s
+    [failure] = [e for e in failed.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+    assert "keeps no record of it" in failure.event_specific_data.error.message
+
+
 def test_erasure_clears_a_synced_person_at_the_crm_the_outbox_and_in_the_activation_zone(
     lake, crm_url, tmp_path
 ):

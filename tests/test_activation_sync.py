@@ -20,7 +20,7 @@ from deltalake import write_deltalake
 from activation import state
 from activation.config import SyncConfigError, load_sync, load_syncs
 from activation.destinations import retrying
-from activation.sync import SyncError, compute_diff, destination_for, main, read_source, run_sync
+from activation.sync import SyncError, compute_diff, destination_for, main, read_source, retryable, run_sync
 from lake.settings import REPO_ROOT, get_settings
 from ml.policy import NBA_SCHEMA
 
@@ -389,6 +389,18 @@ def test_a_destination_that_lost_its_rows_and_checkpoint_gets_everything_again(l
     assert sorted(destination_rows(crm_url)) == [1, 2, 3]
     assert checkpoint(crm_url) == 2 == state.state_version(lake, "crm")
     assert run_sync(config, lake)["sent"] == 0
+
+
+def test_only_a_failure_that_a_later_run_may_mend_is_retried_as_a_whole():
+    from activation.hubspot import HubSpotError
+
+    assert not retryable(SyncError("the lake keeps no record of it"))
+    assert not retryable(SyncConfigError("crm.yaml: destination.table: field required"))
+    assert not retryable(HubSpotError(401, "Authentication credentials not found"))
+    assert not retryable(HubSpotError(429, "You have reached your daily limit.", policy="DAILY"))
+    assert retryable(HubSpotError(429, "You have reached your ten_secondly_rolling limit."))
+    assert retryable(HubSpotError(503, "Service Unavailable"))
+    assert retryable(psycopg.OperationalError("connection refused"))
 
 
 def test_transient_errors_are_retried_with_backoff_and_others_are_not(postgres, tmp_path):
