@@ -171,7 +171,23 @@ def syncs_dir() -> Path:
     return Path(os.environ.get("ACTIVATION_SYNCS_DIR") or SYNCS_DIR)
 
 
+def scan_syncs(folder: Path | None = None) -> tuple[dict[str, SyncConfig], dict[Path, str]]:
+    """Every sync file of the folder (``*.yaml``, sorted) loaded on its own: the valid syncs by name, and the
+    problem of each invalid file, which leaves out its own sync only."""
+    syncs, problems = {}, {}
+    for path in sorted((folder or syncs_dir()).glob("*.yaml")):
+        try:
+            config = load_sync(path)
+        except SyncConfigError as error:
+            problems[path] = str(error)
+        else:
+            syncs[config.name] = config
+    return syncs, problems
+
+
 def load_syncs(folder: Path | None = None) -> dict[str, SyncConfig]:
-    """Every sync of the folder, by name (files ``*.yaml``, sorted)."""
-    folder = folder or syncs_dir()
-    return {config.name: config for config in map(load_sync, sorted(folder.glob("*.yaml")))}
+    """Every sync of the folder, by name; :class:`SyncConfigError` naming every invalid file."""
+    syncs, problems = scan_syncs(folder)
+    if problems:
+        raise SyncConfigError("; ".join(problems.values()))
+    return syncs

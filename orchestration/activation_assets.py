@@ -7,16 +7,18 @@ the persons who revoked their consent since. A sync whose destination's credenti
 (no materialization), with the reason in the log."""
 
 import contextlib
+from pathlib import Path
 
 import dagster as dg
 
 from activation import state
-from activation.config import SyncConfig, SyncConfigError, load_syncs
+from activation.config import SyncConfig, SyncConfigError, scan_syncs
 from activation.crm_server import URL_ENV, crm_database_url, crm_environment
 from activation.sync import SyncSkipped, describe, destination_for, retryable, run_sync
 from lake import delta
 from lake.gold import gold_uri
 from lake.settings import Settings
+from orchestration.invalid_files import invalid_file_spec
 from orchestration.resources import LakeResource
 
 ACTIVATION_GROUP = "activation"
@@ -149,6 +151,16 @@ def sync_asset(config: SyncConfig) -> dg.AssetsDefinition:
     return _sync
 
 
-def sync_assets(syncs: dict[str, SyncConfig] | None = None) -> list[dg.AssetsDefinition]:
-    """One asset per sync file (those of ``ACTIVATION_SYNCS_DIR`` by default)."""
-    return [sync_asset(config) for config in (load_syncs() if syncs is None else syncs).values()]
+INVALID_SYNCS_GROUP = "invalid_syncs"
+
+
+def sync_assets(syncs: dict[str, SyncConfig] | None = None) -> list[dg.AssetsDefinition | dg.AssetSpec]:
+    """One asset per sync file (those of ``ACTIVATION_SYNCS_DIR`` by default); a file of that folder that does
+    not load is left out and stands as an asset of the group ``invalid_syncs`` that says why."""
+    problems: dict[Path, str] = {}
+    if syncs is None:
+        syncs, problems = scan_syncs()
+    return [sync_asset(config) for config in syncs.values()] + [
+        invalid_file_spec(INVALID_SYNCS_GROUP, path, path.stem, "its sync is not loaded", [message])
+        for path, message in problems.items()
+    ]

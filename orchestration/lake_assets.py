@@ -5,8 +5,6 @@ A new contract file (and its landing folder) adds a feed here without code. The 
 and ``lake.quality``.
 """
 
-import logging
-import re
 from pathlib import Path
 
 import dagster as dg
@@ -15,6 +13,7 @@ from data_contracts import Contract, ContractProblem
 from lake import bronze, quality
 from lake.feeds import feed_of
 from lake.landing import DATA_SUFFIXES
+from orchestration.invalid_files import invalid_file_spec
 from orchestration.metadata import contract_metadata, contract_schema, table_metadata
 from orchestration.resources import LakeResource
 
@@ -228,29 +227,21 @@ INVALID_CONTRACTS_GROUP = "invalid_contracts"
 
 def invalid_contract_specs(problems: list[ContractProblem]) -> list[dg.AssetSpec]:
     """One asset per contract file that did not load (its feed is left out of the code location), described by
-    its problems, in the group ``invalid_contracts``; each is logged as a warning when the definitions
-    load."""
+    its problems, in the group ``invalid_contracts``."""
     files: dict[Path, list[str]] = {}
     for problem in problems:
         for path in filter(None, (problem.path, problem.other)):
             files.setdefault(path, []).append(str(problem))
-    specs = []
-    for path, messages in sorted(files.items()):
-        stem = path.name.removesuffix(".odcs.yaml")
-        for message in messages:
-            logging.getLogger(__name__).warning("invalid data contract, feed skipped: %s", message)
-        specs.append(
-            dg.AssetSpec(
-                key=dg.AssetKey([INVALID_CONTRACTS_GROUP, re.sub(r"[^A-Za-z0-9_]", "_", stem)]),
-                description=f"The data contract `{path.name}` is invalid, so its feed is not loaded: "
-                + "; ".join(messages),
-                group_name=INVALID_CONTRACTS_GROUP,
-                kinds={"yaml"},
-                metadata={"contract": dg.MetadataValue.path(str(path)), "problems": messages},
-                tags={"contract_status": "invalid"},
-            )
+    return [
+        invalid_file_spec(
+            INVALID_CONTRACTS_GROUP,
+            path,
+            path.name.removesuffix(".odcs.yaml"),
+            "its feed is not loaded (invalid data contract, feed skipped)",
+            messages,
         )
-    return specs
+        for path, messages in sorted(files.items())
+    ]
 
 
 def lake_definitions(contracts: dict[str, Contract], produced: set[str]) -> tuple[list, list]:

@@ -226,6 +226,28 @@ def test_a_sync_without_its_credentials_is_skipped_not_failed(lake, tmp_path, mo
     assert load_sync(syncs / "partner_crm.yaml").destination.url_env == "PARTNER_URL"
 
 
+def test_an_invalid_sync_file_leaves_out_its_own_sync_and_shows_why(tmp_path, monkeypatch, caplog):
+    syncs = tmp_path / "syncs"
+    syncs.mkdir()
+    shutil.copy(load_syncs()["outbox_recommendations"].path, syncs)
+    (syncs / "partner_crm.yaml").write_text(
+        load_syncs()["crm_recommendations"].path.read_text().replace("mode: upsert", "mode: sometimes")
+    )
+    monkeypatch.setenv("ACTIVATION_SYNCS_DIR", str(syncs))
+    resources = {"lake": LakeResource(), "crm": CrmResource()}
+    graph = dg.Definitions(assets=sync_assets(), resources=resources).resolve_asset_graph()
+    keys = {key.to_user_string() for key in graph.get_all_asset_keys()} - {
+        "ml/nba_decisions",
+        "silver/crm/consents",
+    }
+    assert keys == {
+        "activation/outbox_recommendations",
+        "invalid_syncs/partner_crm",
+    }  # beside the syncs' parents
+    shown = graph.get(dg.AssetKey(["invalid_syncs", "partner_crm"])).description
+    assert "partner_crm.yaml" in shown and "mode" in shown and "its sync is not loaded" in caplog.text
+
+
 def test_a_sync_that_cannot_run_fails_at_once_without_the_retries(lake, tmp_path, monkeypatch):
     # an outbox shared by two lakes: the second lake's sync finds a checkpoint it has no record of
     syncs = tmp_path / "syncs"
