@@ -297,15 +297,19 @@ def drift_check(name: str, summary: "DriftSummary", report: "DriftReport") -> dg
     kinds={"delta"},
     description="The true value of the learned, logging, single-action, random and oracle policies on a "
     "decision date, against the simulated company's truth (gold policy_evaluation); skipped for a lake "
-    "without it.",
+    "without it, and while no champion is registered (the fallback rules decide).",
 )
-def policy_evaluation(context: dg.AssetExecutionContext, lake: LakeResource):
+def policy_evaluation(context: dg.AssetExecutionContext, lake: LakeResource, mlflow: MlflowResource):
     """Evaluate the partition's decisions against ``simulator_truth/``."""
     from ml.evaluate import evaluate_decisions, format_table
+    from ml.registry import champion
 
     settings = lake.settings()
     if not Path(settings.simulator_truth, "responses.parquet").exists():
         return dg.MaterializeResult(metadata={"note": "no simulator truth in this lake"})
+    if champion(mlflow.settings()) is None:
+        context.log.warning("no champion registered yet: the fallback rules decided, nothing to evaluate")
+        return dg.MaterializeResult(metadata={"note": "no champion registered yet"})
     report = evaluate_decisions(settings, context.partition_time_window.start.date())
     context.log.info(format_table(report.table))
     return dg.MaterializeResult(

@@ -171,17 +171,16 @@ def test_dagster_dev_lists_runs_the_hourly_and_nightly_jobs_and_stops_on_sigterm
         wait_for(port, launch(port, "nightly_snapshots", day))
         # the nightly as the chain's sensor launches it on a night without training: a tiny company holds too
         # little to train on, so no model is registered, the fallback rules decide, and the evaluation against
-        # the truth (which compares with a champion) is left out
-        left_out = (CANDIDATE, EVALUATION)
-        nightly = [
-            list(k) for k, jobs in nodes.items() if "nightly_refresh" in jobs and list(k) not in left_out
-        ]
+        # the truth (which compares with a champion) notes that there is none
+        nightly = [list(k) for k, jobs in nodes.items() if "nightly_refresh" in jobs and list(k) != CANDIDATE]
+        assert EVALUATION in nightly
         wait_for(port, launch(port, "nightly_refresh", day, nightly))
 
         decisions = pl.read_delta(str(lake / "gold" / "nba_decisions"))
         assert decisions["decision_date"].cast(pl.Utf8).unique().to_list() == [day]
         assert decisions.height >= 300
         assert list((tmp_path / "outbox").rglob("*.parquet"))  # the nightly sync wrote its diff
+        assert not (lake / "gold" / "policy_evaluation").exists()  # the run succeeded without a champion
 
         started = session_processes(server.pid)
         assert len(started) >= 4  # make, uv, dg dev, the webserver, the daemon, code servers
