@@ -95,13 +95,16 @@ def write_identity(settings, contacts: list[int]) -> None:
     write_deltalake(f"{settings.lake_root}/gold/identity_person_map", frame.to_arrow(), mode="overwrite")
 
 
-def materialize(settings, url: str | None, selection=None) -> dg.ExecuteInProcessResult:
-    """One Dagster run of the sync assets (or ``selection``) on an ephemeral instance."""
+def materialize(
+    settings, url: str | None = None, selection=None, instance=None, raise_on_error: bool = True
+) -> dg.ExecuteInProcessResult:
+    """One Dagster run of the sync assets (or ``selection``) on ``instance`` (an ephemeral one by default)."""
     return dg.materialize(
         sync_assets(),
         selection=selection,
         resources={"lake": LakeResource(lake_root=settings.lake_root), "crm": CrmResource(database_url=url)},
-        instance=dg.DagsterInstance.ephemeral(),
+        instance=instance or dg.DagsterInstance.ephemeral(),
+        raise_on_error=raise_on_error,
     )
 
 
@@ -213,11 +216,7 @@ def test_a_sync_without_its_credentials_is_skipped_not_failed(lake, tmp_path, mo
     write_decisions(lake, [decision(1)])
     write_consents(lake, GRANTED, T0)
     instance = dg.DagsterInstance.ephemeral()
-    result = dg.materialize(
-        sync_assets(),
-        resources={"lake": LakeResource(lake_root=lake.lake_root), "crm": CrmResource()},
-        instance=instance,
-    )
+    result = materialize(lake, instance=instance)
     assert result.success
     assert result.get_asset_materialization_events() == []
     messages = [e.user_message for e in instance.all_logs(result.run_id)]
@@ -260,12 +259,7 @@ def test_a_sync_that_cannot_run_fails_at_once_without_the_retries(lake, tmp_path
         write_decisions(settings, [decision(1)])
         write_consents(settings, GRANTED, T0)
         instance = dg.DagsterInstance.ephemeral()
-        result = dg.materialize(
-            sync_assets(),
-            resources={"lake": LakeResource(lake_root=settings.lake_root), "crm": CrmResource()},
-            instance=instance,
-            raise_on_error=False,
-        )
+        result = materialize(settings, instance=instance, raise_on_error=False)
         results.append((result, [e.dagster_event_type for e in instance.all_logs(result.run_id)]))
     assert results[0][0].success
     failed, events = results[1]
