@@ -27,11 +27,11 @@ from tests.test_guardrail import policy_value, promoted
 
 pytestmark = pytest.mark.slow
 
-PERSONS, DAYS, SEED = 3_000, 7, 3
+PERSONS, DAYS, SEED = 2_000, 4, 3
 MAIL_EUR = 4.0
 HARMLESS = {"cart_reminder": 1.0}
 HARMFUL = {"loyalty_offer": 12.0}
-MAX_DAYS = 7
+MAX_DAYS = 5
 
 
 def costly_mail_policy(path: Path) -> Path:
@@ -118,7 +118,7 @@ def test_the_loop_rolls_a_harmful_champion_back_and_keeps_the_harmless_one(
 
     # The harmless champion decides the demo's last date and the CRM receives its actions (as make demo
     # ends); then the harmful model passes the gate and serves, day by day, until the guardrail rolls it
-    # back; the harmless one serves again and is judged on its own decisions.
+    # back.
     ml = get_ml_settings()
     harmless_uri, harmful_uri, run_id = log_models(load_policy().actions)
     harmless = promoted(harmless_uri, run_id, ml)
@@ -129,22 +129,29 @@ def test_the_loop_rolls_a_harmful_champion_back_and_keeps_the_harmless_one(
     reports = []
     for day in range(1, MAX_DAYS + 1):
         reports.append(run_day(instance, day, crm_url, str(REPO_ROOT)))
-        verdicts = [r.verdict for r in reports]
-        if guardrail.VERDICT_ROLLBACK in verdicts and reports[-1].verdict == guardrail.VERDICT_OK:
+        if reports[-1].verdict == guardrail.VERDICT_ROLLBACK:
             break
-    served = [r.model_version for r in reports]
-    verdicts = [r.verdict for r in reports]
-    assert verdicts.count(guardrail.VERDICT_ROLLBACK) == 1, verdicts
-    rolled = verdicts.index(guardrail.VERDICT_ROLLBACK)
-    assert reports[rolled].rolled_back_to == harmless and reports[rolled].upper < 0
-    assert set(served[: rolled + 1]) == {harmful} and set(served[rolled + 1 :]) == {harmless}, served
-    # the harmless champion is judged on enough outcomes of its own (the demo date's) and kept
-    assert verdicts[-1] == guardrail.VERDICT_OK and reports[-1].model_version == harmless, verdicts
+    assert [r.model_version for r in reports] == [harmful] * len(reports)
+    assert [r.verdict for r in reports[:-1]] == [guardrail.VERDICT_TOO_FEW] * (len(reports) - 1)
+    rolled = reports[-1]
+    assert rolled.verdict == guardrail.VERDICT_ROLLBACK and rolled.rolled_back_to == harmless
+    # rolled back on the first day the harmful decisions' outcomes are final (the third)
+    assert rolled.upper < 0 and len(reports) <= 3
     assert str(registry.champion(ml).version) == harmless
     tags = registry._client(ml).get_model_version(ml.model_name, harmful).tags
     assert tags["rollback.reason"].startswith("guardrail: net revenue lift")
-    checks = guardrail.read_checks(get_settings())
-    assert guardrail.VERDICT_ROLLBACK not in checks.filter(pl.col("model_version") == harmless)["verdict"]
+
+    # The restored champion decides the latest date again, the sync carries that to the CRM, and the guardrail
+    # judges it on its own final outcomes (of the demo date): kept.
+    demo.materialize(instance, DECIDE, partition_key=supported_snapshot_dates()[1])
+    demo.materialize(instance, demo.SYNCS)
+    demo.materialize(instance, demo.OUTCOMES)
+    checks = guardrail.read_checks(get_settings()).sort("checked_at")
+    assert checks.row(-1, named=True)["model_version"] == harmless
+    verdicts = checks["verdict"].to_list()
+    assert verdicts[-1] == guardrail.VERDICT_OK and verdicts.count(guardrail.VERDICT_ROLLBACK) == 1
+    current = pl.read_delta(gold_uri(get_settings(), "nba_current"))
+    assert set(current["model_version"]) == {harmless}
 
     # The harm went through the loop: the CRM received the loyalty offers by e-mail, the company sent them
     # (its activities carry the decision ids) and each costs its 4 EUR in the attributed outcomes.
