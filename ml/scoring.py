@@ -24,9 +24,9 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import polars as pl
 import pyarrow as pa
 from deltalake import DeltaTable, write_deltalake
@@ -47,6 +47,9 @@ from ml.policy import (
 )
 from ml.registry import CHALLENGER, CHAMPION
 from ml.settings import MlSettings, get_ml_settings
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -319,6 +322,8 @@ def predict_scores(model, frame: pl.DataFrame, columns: list[str], actions: tupl
     if uplift is not None:
         predicted = uplift.predict(frame.select(columns))
     else:
+        import pandas as pd  # imported with mlflow, in the thread that loads the models
+
         output = model.predict(model_input(frame, columns))
         predicted = pl.from_pandas(output) if isinstance(output, pd.DataFrame) else pl.DataFrame(output)
     wanted = [f"expected_revenue__{a}" for a in actions]
