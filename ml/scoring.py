@@ -440,12 +440,18 @@ def write_date(uri: str, rows: pl.DataFrame | pa.Table, decision_date: date, set
     """Replace the rows of ``decision_date`` in the table at ``uri`` with ``rows`` (one commit)."""
     write_deltalake(
         uri,
-        rows.to_arrow() if isinstance(rows, pl.DataFrame) else rows,
+        _arrow(rows),
         mode="overwrite",
         predicate=f"decision_date = '{decision_date.isoformat()}'",
         partition_by=["decision_date"],
         storage_options=settings.storage_options or None,
     )
+
+
+def _arrow(rows: pl.DataFrame | pa.Table) -> pa.Table:
+    """``rows`` as Arrow, without copying a polars frame's strings (string views, which delta-rs writes as
+    strings)."""
+    return rows.to_arrow(compat_level=pl.CompatLevel.newest()) if isinstance(rows, pl.DataFrame) else rows
 
 
 def _clear_date(uri: str, decision_date: date, settings: Settings) -> None:
@@ -470,7 +476,7 @@ def refresh_current(settings: Settings) -> int:
 def _write_current(settings: Settings, current: pl.DataFrame | pa.Table) -> None:
     write_deltalake(
         gold_uri(settings, CURRENT),
-        current.to_arrow() if isinstance(current, pl.DataFrame) else current,
+        _arrow(current),
         mode="overwrite",
         schema_mode="overwrite",
         storage_options=settings.storage_options or None,
@@ -489,7 +495,8 @@ def publish(settings: Settings, decisions: pl.DataFrame, decision_date: date) ->
         write_date(uri, decisions, decision_date, settings)
         refresh_current(settings)
         return
-    rows = decisions.cast(NBA_SCHEMA).to_arrow()  # converted once, for both tables
+    # converted once, for both tables
+    rows = _arrow(decisions.cast(NBA_SCHEMA))
     with ThreadPoolExecutor(max_workers=2) as pool:
         writes = [
             pool.submit(write_date, uri, rows, decision_date, settings),
@@ -603,21 +610,25 @@ def score_and_decide(
             fallback_reason=fallback_reason,
             decided_at=decided_at,
         )
-    publish(settings, decisions, decision_date)
     shadow_rows = 0
-    if shadow:
-        shadow_decisions = decide(
-            _concat(challenger.scores, policy),
-            candidates,
-            policy,
-            decision_date,
-            challenger.ref,
-            decided_at=decided_at,
-        )
-        write_date(gold_uri(settings, SHADOW), shadow_decisions, decision_date, settings)
-        shadow_rows = shadow_decisions.height
-    else:
-        _clear_date(gold_uri(settings, SHADOW), decision_date, settings)
+    with ThreadPoolExecutor(max_workers=2) as publisher:
+        writes = [publisher.submit(publish, settings, decisions, decision_date)]
+        if shadow:  # decided while the decisions are written (delta-rs encodes outside the GIL)
+            shadow_decisions = decide(
+                _concat(challenger.scores, policy),
+                candidates,
+                policy,
+                decision_date,
+                challenger.ref,
+                decided_at=decided_at,
+            )
+            shadow_uri = gold_uri(settings, SHADOW)
+            writes.append(publisher.submit(write_date, shadow_uri, shadow_decisions, decision_date, settings))
+            shadow_rows = shadow_decisions.height
+        else:
+            _clear_date(gold_uri(settings, SHADOW), decision_date, settings)
+        for write in writes:
+            write.result()
     return _report(
         decisions,
         decision_date,
