@@ -154,9 +154,9 @@ def _identity(settings: Settings, as_of: datetime) -> pl.DataFrame:
 
 
 def addresses(settings: Settings, policy: Policy, as_of: datetime, identity: pl.DataFrame) -> pl.DataFrame:
-    """Per person, ``address__<channel>``: for a CRM channel the person's live contact that holds a granted
-    consent to it as of ``as_of`` (the latest granted, then the lowest contact id); for push the app user (the
-    latest linked, then the lowest id)."""
+    """Per person (in no particular order), ``address__<channel>``: for a CRM channel the person's live
+    contact that holds a granted consent to it as of ``as_of`` (the latest granted, then the lowest contact
+    id); for push the app user (the latest linked, then the lowest id)."""
     contacts = identity.filter(pl.col("identifier_type") == "crm_contact_id").select(
         "person_id", pl.col("identifier").cast(pl.Int64, strict=False).alias("contact_id")
     )
@@ -175,7 +175,7 @@ def addresses(settings: Settings, policy: Policy, as_of: datetime, identity: pl.
             .join(live, on="contact_id", how="semi")
             .collect()
         )
-    out = identity.select("person_id").unique().sort("person_id")
+    out = identity.select("person_id").unique()  # in no particular order: the callers join it
     for channel in policy.channels:
         column = f"address__{channel}"
         if policy.address[channel] == "app_user_id":
@@ -192,7 +192,7 @@ def addresses(settings: Settings, policy: Policy, as_of: datetime, identity: pl.
                 .unique("person_id", keep="first")
                 .select("person_id", pl.col("contact_id").alias(column))
             )
-        out = out.join(chosen, on="person_id", how="left", maintain_order="left")
+        out = out.join(chosen, on="person_id", how="left")
     return out
 
 
