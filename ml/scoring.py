@@ -610,25 +610,21 @@ def score_and_decide(
             fallback_reason=fallback_reason,
             decided_at=decided_at,
         )
+    publish(settings, decisions, decision_date)
     shadow_rows = 0
-    with ThreadPoolExecutor(max_workers=2) as publisher:
-        writes = [publisher.submit(publish, settings, decisions, decision_date)]
-        if shadow:  # decided while the decisions are written (delta-rs encodes outside the GIL)
-            shadow_decisions = decide(
-                _concat(challenger.scores, policy),
-                candidates,
-                policy,
-                decision_date,
-                challenger.ref,
-                decided_at=decided_at,
-            )
-            shadow_uri = gold_uri(settings, SHADOW)
-            writes.append(publisher.submit(write_date, shadow_uri, shadow_decisions, decision_date, settings))
-            shadow_rows = shadow_decisions.height
-        else:
-            _clear_date(gold_uri(settings, SHADOW), decision_date, settings)
-        for write in writes:
-            write.result()
+    if shadow:
+        shadow_decisions = decide(
+            _concat(challenger.scores, policy),
+            candidates,
+            policy,
+            decision_date,
+            challenger.ref,
+            decided_at=decided_at,
+        )
+        write_date(gold_uri(settings, SHADOW), shadow_decisions, decision_date, settings)
+        shadow_rows = shadow_decisions.height
+    else:
+        _clear_date(gold_uri(settings, SHADOW), decision_date, settings)
     return _report(
         decisions,
         decision_date,
