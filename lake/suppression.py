@@ -16,6 +16,7 @@ import hashlib
 import hmac
 from datetime import UTC, datetime
 
+import duckdb
 import polars as pl
 import pyarrow as pa
 
@@ -60,35 +61,27 @@ def identifier_hash(identifier_type: str, value: str, secret: str) -> str:
 
 def hashes(identifier_type: str, values: pl.Series, secret: str) -> pl.Series:
     """The suppression hash of every non-null value (as text): the digests of :func:`identifier_hash`,
-    computed as RFC 2104 defines HMAC, with the inner hash of the key and the message's fixed prefix and the
-    outer hash of the key computed once and continued for each distinct value (about twice as fast as ``hmac``
-    objects)."""
-    text = values.cast(pl.String)
-    distinct = text.drop_nulls().unique()
-    inner, outer = _hmac_states(secret.encode(), f"suppressed:{identifier_type}:".encode())
-    digests = []
-    for value in distinct.to_list():
-        message = inner()
-        message.update(value.encode())
-        digest = outer()
-        digest.update(message.digest())
-        digests.append(digest.hexdigest())
-    return text.replace_strict(
-        distinct, pl.Series(digests, dtype=pl.String), default=None, return_dtype=pl.String
-    )
+    computed as RFC 2104 defines HMAC (``sha256(key ^ opad || sha256(key ^ ipad || message))``) by DuckDB, in
+    native code on every core."""
+    text = pl.DataFrame({"value": values.cast(pl.String)})
+    inner, outer = _hmac_pads(secret.encode())
+    with duckdb.connect() as connection:
+        connection.register("identifiers", text)
+        digests = connection.sql(
+            "select sha256($outer || unhex(sha256($inner || encode(value)))) as digest from identifiers",
+            params={"inner": inner + f"suppressed:{identifier_type}:".encode(), "outer": outer},
+        ).to_arrow_table()
+    return pl.Series(values.name, digests["digest"], dtype=pl.String)
 
 
-def _hmac_states(key: bytes, prefix: bytes):
-    """The ``copy`` methods of HMAC-SHA256's inner hash (key XOR ipad, then ``prefix``) and outer hash (key
-    XOR opad), RFC 2104."""
+def _hmac_pads(key: bytes) -> tuple[bytes, bytes]:
+    """HMAC-SHA256's key XOR ipad and key XOR opad (the key hashed first when longer than a block), RFC
+    2104."""
     block = hashlib.sha256().block_size
     if len(key) > block:
         key = hashlib.sha256(key).digest()
     key = key.ljust(block, b"\0")
-    inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
-    inner.update(prefix)
-    outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
-    return inner.copy, outer.copy
+    return bytes(b ^ 0x36 for b in key), bytes(b ^ 0x5C for b in key)
 
 
 def erased_marker(identifier_type: str, value: str, secret: str) -> int:

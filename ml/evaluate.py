@@ -643,9 +643,10 @@ def scoring_candidates(settings: Settings, decision_date: date, policy: Policy) 
         raise ValueError(f"gold {FEATURES_TABLE} has no rows for {decision_date}")
     as_of = datetime(decision_date.year, decision_date.month, decision_date.day, tzinfo=UTC)
     identity = scoring._identity(settings, as_of)
-    suppressed = suppression.suppressed(settings)
-    erased_ids = scoring.erased_identities(identity, suppressed, settings.pii_secret)
-    gone = scoring.erased_persons(features["person_id"], erased_ids, suppressed, settings.pii_secret)
+    erased = scoring.erased_among(
+        features["person_id"], identity, suppression.suppressed(settings), settings.pii_secret
+    )
+    gone = features["person_id"].is_in(erased.implode())
     objected = ~features[scoring.PROFILING_CONSENT].fill_null(True)
     return (
         features.filter(~gone & ~objected)

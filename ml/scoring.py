@@ -24,10 +24,11 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import polars as pl
+import pyarrow as pa
 from deltalake import DeltaTable, write_deltalake
 
 from lake import delta, suppression
@@ -46,6 +47,9 @@ from ml.policy import (
 )
 from ml.registry import CHALLENGER, CHAMPION
 from ml.settings import MlSettings, get_ml_settings
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -150,9 +154,9 @@ def _identity(settings: Settings, as_of: datetime) -> pl.DataFrame:
 
 
 def addresses(settings: Settings, policy: Policy, as_of: datetime, identity: pl.DataFrame) -> pl.DataFrame:
-    """Per person, ``address__<channel>``: for a CRM channel the person's live contact that holds a granted
-    consent to it as of ``as_of`` (the latest granted, then the lowest contact id); for push the app user (the
-    latest linked, then the lowest id)."""
+    """Per person (in no particular order), ``address__<channel>``: for a CRM channel the person's live
+    contact that holds a granted consent to it as of ``as_of`` (the latest granted, then the lowest contact
+    id); for push the app user (the latest linked, then the lowest id)."""
     contacts = identity.filter(pl.col("identifier_type") == "crm_contact_id").select(
         "person_id", pl.col("identifier").cast(pl.Int64, strict=False).alias("contact_id")
     )
@@ -171,7 +175,7 @@ def addresses(settings: Settings, policy: Policy, as_of: datetime, identity: pl.
             .join(live, on="contact_id", how="semi")
             .collect()
         )
-    out = identity.select("person_id").unique().sort("person_id")
+    out = identity.select("person_id").unique()  # in no particular order: the callers join it
     for channel in policy.channels:
         column = f"address__{channel}"
         if policy.address[channel] == "app_user_id":
@@ -188,7 +192,7 @@ def addresses(settings: Settings, policy: Policy, as_of: datetime, identity: pl.
                 .unique("person_id", keep="first")
                 .select("person_id", pl.col("contact_id").alias(column))
             )
-        out = out.join(chosen, on="person_id", how="left", maintain_order="left")
+        out = out.join(chosen, on="person_id", how="left")
     return out
 
 
@@ -255,13 +259,20 @@ def erased_persons(
     return hit | person_ids.is_in(erased_ids.implode())
 
 
-def excluded(
-    chunk: pl.DataFrame, erased_ids: pl.Series, suppressed: set[str], secret: str
-) -> tuple[pl.Series, pl.Series]:
-    """For each row of a ``person_features_daily`` chunk: whether the person is erased
-    (:func:`erased_persons`), and whether, not erased, they objected to profiling (``has_profiling_consent``
+def erased_among(
+    person_ids: pl.Series, identity: pl.DataFrame, suppressed: set[str], secret: str
+) -> pl.Series:
+    """The persons of ``person_ids`` who are erased: their person id, CRM contact or app user (rows of
+    ``identity``) is on the suppression list (:func:`erased_persons`)."""
+    erased_ids = erased_identities(identity, suppressed, secret)
+    return person_ids.filter(erased_persons(person_ids, erased_ids, suppressed, secret)).unique()
+
+
+def excluded(chunk: pl.DataFrame, erased: pl.Series) -> tuple[pl.Series, pl.Series]:
+    """For each row of a ``person_features_daily`` chunk: whether the person is erased (in ``erased``, see
+    :func:`erased_among`), and whether, not erased, they objected to profiling (``has_profiling_consent``
     false). Neither is scored."""
-    gone = erased_persons(chunk["person_id"], erased_ids, suppressed, secret)
+    gone = chunk["person_id"].is_in(erased.implode())
     return gone, ~chunk[PROFILING_CONSENT].fill_null(True) & ~gone
 
 
@@ -285,9 +296,10 @@ def scorable_features(
         .collect()
     )
     as_of = datetime(snapshot_date.year, snapshot_date.month, snapshot_date.day, tzinfo=UTC)
-    suppressed = suppression.suppressed(settings)
-    erased_ids = erased_identities(_identity(settings, as_of), suppressed, settings.pii_secret)
-    gone, objected = excluded(frame, erased_ids, suppressed, settings.pii_secret)
+    erased = erased_among(
+        frame["person_id"], _identity(settings, as_of), suppression.suppressed(settings), settings.pii_secret
+    )
+    gone, objected = excluded(frame, erased)
     return frame.filter(~gone & ~objected).select("person_id", *columns).sort("person_id")
 
 
@@ -310,6 +322,8 @@ def predict_scores(model, frame: pl.DataFrame, columns: list[str], actions: tupl
     if uplift is not None:
         predicted = uplift.predict(frame.select(columns))
     else:
+        import pandas as pd  # imported with mlflow, in the thread that loads the models
+
         output = model.predict(model_input(frame, columns))
         predicted = pl.from_pandas(output) if isinstance(output, pd.DataFrame) else pl.DataFrame(output)
     wanted = [f"expected_revenue__{a}" for a in actions]
@@ -412,19 +426,32 @@ def _load(ml: MlSettings, alias: str, available: list[str]) -> tuple[_Scorer | N
     return _Scorer(ModelRef(ml.model_name, str(version.version), alias), model, columns), None
 
 
+def _load_scorers(
+    ml: MlSettings, available: list[str]
+) -> tuple[tuple[_Scorer | None, str | None], tuple[_Scorer | None, str | None]]:
+    """The champion and the challenger loaded for scoring (:func:`_load`), each with why not when not."""
+    return _load(ml, CHAMPION, available), _load(ml, CHALLENGER, available)
+
+
 # -- writing -------------------------------------------------------------------------------------------------
 
 
-def write_date(uri: str, frame: pl.DataFrame, decision_date: date, settings: Settings) -> None:
-    """Replace the rows of ``decision_date`` in the table at ``uri`` with ``frame`` (one commit)."""
+def write_date(uri: str, rows: pl.DataFrame | pa.Table, decision_date: date, settings: Settings) -> None:
+    """Replace the rows of ``decision_date`` in the table at ``uri`` with ``rows`` (one commit)."""
     write_deltalake(
         uri,
-        frame.to_arrow(),
+        _arrow(rows),
         mode="overwrite",
         predicate=f"decision_date = '{decision_date.isoformat()}'",
         partition_by=["decision_date"],
         storage_options=settings.storage_options or None,
     )
+
+
+def _arrow(rows: pl.DataFrame | pa.Table) -> pa.Table:
+    """``rows`` as Arrow, without copying a polars frame's strings (string views, which delta-rs writes as
+    strings)."""
+    return rows.to_arrow(compat_level=pl.CompatLevel.newest()) if isinstance(rows, pl.DataFrame) else rows
 
 
 def _clear_date(uri: str, decision_date: date, settings: Settings) -> None:
@@ -446,10 +473,10 @@ def refresh_current(settings: Settings) -> int:
     return current.height
 
 
-def _write_current(settings: Settings, current: pl.DataFrame) -> None:
+def _write_current(settings: Settings, current: pl.DataFrame | pa.Table) -> None:
     write_deltalake(
         gold_uri(settings, CURRENT),
-        current.to_arrow(),
+        _arrow(current),
         mode="overwrite",
         schema_mode="overwrite",
         storage_options=settings.storage_options or None,
@@ -468,10 +495,12 @@ def publish(settings: Settings, decisions: pl.DataFrame, decision_date: date) ->
         write_date(uri, decisions, decision_date, settings)
         refresh_current(settings)
         return
+    # converted once, for both tables
+    rows = _arrow(decisions.cast(NBA_SCHEMA))
     with ThreadPoolExecutor(max_workers=2) as pool:
         writes = [
-            pool.submit(write_date, uri, decisions, decision_date, settings),
-            pool.submit(_write_current, settings, decisions.cast(NBA_SCHEMA)),
+            pool.submit(write_date, uri, rows, decision_date, settings),
+            pool.submit(_write_current, settings, rows),
         ]
         for write in writes:
             write.result()
@@ -504,26 +533,33 @@ def score_and_decide(
             "cannot be left out, so nobody is scored"
         )
 
-    champion, fallback_reason = _load(ml, CHAMPION, available)
-    challenger, shadow_error = _load(ml, CHALLENGER, available)
+    dated = lazy.filter(pl.col("snapshot_date") == decision_date)
+    # the models load (GIL-bound imports and MLflow's store) while the lake is read and the identifiers
+    # hashed (native code, outside the GIL)
+    with ThreadPoolExecutor(max_workers=1) as loader:
+        loading = loader.submit(_load_scorers, ml, available)
+        identity = _identity(settings, as_of)
+        erased = erased_among(
+            dated.select("person_id").collect()["person_id"],
+            identity,
+            suppression.suppressed(settings),
+            settings.pii_secret,
+        )
+        reachable = addresses(settings, policy, as_of, identity)
+        touched = touches(settings, policy, decision_date, as_of, identity)
+        (champion, fallback_reason), (challenger, shadow_error) = loading.result()
     if shadow_error == "no_challenger":
         shadow_error = None
-    identity = _identity(settings, as_of)
-    suppressed = suppression.suppressed(settings)
-    erased_ids = erased_identities(identity, suppressed, settings.pii_secret)
     wanted = [
         "person_id",
         *policy.consent_column.values(),
         "days_since_last_order",
         *policy.rule_columns,
     ]
-    candidate_parts, erased, objected = [], 0, 0
-    chunks = lazy.filter(pl.col("snapshot_date") == decision_date).collect_batches(
-        chunk_size=ml.scoring_chunk_rows
-    )
-    for chunk in chunks:
-        gone, no_profiling = excluded(chunk, erased_ids, suppressed, settings.pii_secret)
-        erased += int(gone.sum())
+    candidate_parts, excluded_erased, objected = [], 0, 0
+    for chunk in dated.collect_batches(chunk_size=ml.scoring_chunk_rows):
+        gone, no_profiling = excluded(chunk, erased)
+        excluded_erased += int(gone.sum())
         objected += int(no_profiling.sum())
         chunk = chunk.filter(~gone & ~no_profiling)
         if not chunk.height:
@@ -532,7 +568,7 @@ def score_and_decide(
         for scorer in (champion, challenger):
             if scorer is not None:
                 scorer.score(chunk, policy.actions)
-    if not candidate_parts and not (erased or objected):
+    if not candidate_parts and not (excluded_erased or objected):
         raise ScoringError(f"gold {FEATURES_TABLE} has no rows for {decision_date}: nothing to decide")
 
     candidates = (
@@ -541,8 +577,8 @@ def score_and_decide(
         else pl.DataFrame(schema={c: lazy.collect_schema()[c] for c in dict.fromkeys(wanted)})
     )
     candidates = (
-        candidates.join(addresses(settings, policy, as_of, identity), on="person_id", how="left")
-        .join(touches(settings, policy, decision_date, as_of, identity), on="person_id", how="left")
+        candidates.join(reachable, on="person_id", how="left")
+        .join(touched, on="person_id", how="left")
         .with_columns(pl.col("touches").fill_null(0))
         .sort("person_id")
     )
@@ -594,7 +630,7 @@ def score_and_decide(
         decision_date,
         policy,
         ml,
-        erased,
+        excluded_erased,
         objected,
         champion.ref if usable else None,
         None if usable else fallback_reason,

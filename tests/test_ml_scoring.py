@@ -24,7 +24,7 @@ from mlflow.models import infer_signature
 from lake import suppression
 from lake.gold import gold_uri
 from ml.policy import NO_ACTION, ModelRef, load_policy
-from ml.scoring import ScoringError, main, score_and_decide, score_frame
+from ml.scoring import ScoringError, _identity, erased_among, main, score_and_decide, score_frame
 from ml.settings import DEFAULT_POLICY_FILE, MlSettings
 
 D1, D2 = date(2026, 9, 9), date(2026, 9, 10)
@@ -344,6 +344,24 @@ def test_champion_decisions_honour_consent_caps_and_suppression(lake, registry, 
         1 for r in today.values() if (r["action"], r["channel"]) == ("discount_10", "email")
     )
     assert report.expected_value_total == pytest.approx(sum(r["expected_value"] for r in today.values()))
+
+
+def test_erased_among_finds_persons_by_person_id_crm_contact_and_app_user(lake):
+    persons = pl.Series("person_id", [p["person_id"] for p in PERSONS])
+    identity = _identity(lake, utc(2026, 9, 10))
+    secret = lake.pii_secret
+
+    def erased(suppressed: set[str]) -> list[str]:
+        return sorted(erased_among(persons, identity, suppressed, secret).to_list())
+
+    assert erased(suppression.suppressed(lake)) == ["p06", "p11"]
+    suppression.add(lake, [("app_user_id", "usr_3")], "erasure-of-an-app-user")
+    assert erased(suppression.suppressed(lake)) == ["p03", "p06", "p11"]
+    assert erased(set()) == []
+    # a person not among ``person_ids`` is not returned, even when erased
+    assert erased_among(
+        persons.filter(persons != "p06"), identity, suppression.suppressed(lake), secret
+    ).sort().to_list() == ["p03", "p11"]
 
 
 def test_a_rerun_replaces_the_date_with_the_same_decisions(lake, registry, tmp_path):
