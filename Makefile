@@ -22,7 +22,7 @@ DEMO_DAYS ?= 30
 DEMO_SEED ?= 7
 DAYS ?= 7
 
-.PHONY: help install environment demo loop train score sync ingest replay erase test test-quick dev mlflow notebooks bench lint docs contracts clean
+.PHONY: help install environment demo loop train score sync ingest replay erase test test-quick dev dev-postgres mlflow notebooks bench lint docs contracts clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -35,10 +35,14 @@ DBT_INPUTS := uv.lock $(shell find dbt_project data_contracts \( -path dbt_proje
 
 install: environment $(DBT_MANIFEST)  ## bootstrap uv if missing and install the locked environment
 
+# the Dagster instance's configuration: the production profile (storage in PostgreSQL, its URL read from
+# DAGSTER_POSTGRES_URL at run time) when DAGSTER_POSTGRES_URL is set, else the embedded default (SQLite in DAGSTER_HOME)
+DAGSTER_PROFILE := orchestration/$(if $(DAGSTER_POSTGRES_URL),dagster-postgres.yaml,dagster.yaml)
+
 environment:
 	@$(if $(filter $(UV_BOOTSTRAP)/bin/uv,$(UV)),$(PYTHON) scripts/bootstrap_uv.py $(UV_BOOTSTRAP))
 	$(UV) sync --frozen
-	@mkdir -p $(DAGSTER_HOME) && cp orchestration/dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+	@mkdir -p $(DAGSTER_HOME) && cp $(DAGSTER_PROFILE) $(DAGSTER_HOME)/dagster.yaml
 
 $(DBT_MANIFEST): $(DBT_INPUTS) | environment
 	$(RUN) python -m lake.dbt_sources || echo "dbt sources left as they were: fix the contracts above (make contracts)"
@@ -85,6 +89,12 @@ DEV_PORT ?= 3000
 dev: install  ## serve the Dagster UI on http://127.0.0.1:3000 (DEV_PORT)
 	$(RUN) env --default-signal=INT,TERM dg dev -w workspace.yaml -h 127.0.0.1 -p $(DEV_PORT)
 
+# the embedded PostgreSQL server of the CRM (var/crm-postgres) with the databases dagster and mlflow beside crm, the
+# instance in var/dagster-postgres (orchestration/postgres_stores.py)
+dev-postgres: install  ## serve the Dagster UI (DEV_PORT) with Dagster's storage and MLflow's store and registry on the embedded PostgreSQL server
+	$(RUN) env --default-signal=INT,TERM python -m orchestration.postgres_stores \
+		dg dev -w workspace.yaml -h 127.0.0.1 -p $(DEV_PORT)
+
 MLFLOW_PORT ?= 5000
 NOTEBOOK_PORT ?= 8888
 
@@ -127,6 +137,6 @@ contracts: install  ## lint the data contracts (DATA_CONTRACTS_DIR) and fail on 
 	$(RUN) python -m data_contracts check $(if $(DATA_CONTRACTS_DIR),--contracts-dir "$(DATA_CONTRACTS_DIR)")
 
 # the embedded CRM server (var/crm-postgres) is stopped first: it keeps running between commands
-clean:  ## delete everything the project wrote at run time (the lake, warehouse, MLflow store, Dagster home, the embedded CRM database)
+clean:  ## delete everything the project wrote at run time (the lake, warehouse, MLflow store, Dagster home, the embedded PostgreSQL server's databases)
 	@if [ -f var/crm-postgres/postmaster.pid ]; then CRM_POSTGRES_DIR= LAKE_ROOT=$(CURDIR)/var/lake $(RUN) python -m activation.crm_server stop; fi
 	rm -rf var dbt_project/target dbt_project/logs
