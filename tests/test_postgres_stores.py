@@ -60,6 +60,41 @@ def test_the_production_profile_differs_from_the_default_only_by_its_storage() -
     assert production == default and default["telemetry"] == {"enabled": False}
 
 
+def test_make_install_installs_the_production_profile_when_its_url_is_set(tmp_path: Path) -> None:
+    def copied(environment: dict[str, str]) -> str:
+        done = subprocess.run(
+            ["make", "-n", "environment", f"DAGSTER_HOME={tmp_path}"],
+            cwd=REPO_ROOT,
+            env=environment,
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 0, done.stderr
+        return next(line for line in done.stdout.splitlines() if "dagster.yaml" in line)
+
+    unset = {k: v for k, v in os.environ.items() if k != DAGSTER_URL_ENV}
+    assert f"cp orchestration/dagster.yaml {tmp_path}/dagster.yaml" in copied(unset)
+    production = {**unset, DAGSTER_URL_ENV: "postgresql+psycopg2://dagster@db:5432/dagster"}
+    assert f"cp orchestration/dagster-postgres.yaml {tmp_path}/dagster.yaml" in copied(production)
+
+
+def test_mlflow_artifacts_go_to_the_artifact_root_else_beside_sqlite_else_to_var(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ml.settings import DATABASE_STORE_ARTIFACTS, MlSettings, get_ml_settings
+
+    sqlite = MlSettings(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    assert sqlite.experiment_artifact_location() == (tmp_path / "artifacts").as_uri()
+    database = MlSettings(tracking_uri="postgresql+psycopg://mlflow@db:5432/mlflow")
+    assert database.experiment_artifact_location() == DATABASE_STORE_ARTIFACTS.as_uri()
+    assert MlSettings(tracking_uri="http://127.0.0.1:5000").experiment_artifact_location() is None
+    monkeypatch.setenv("MLFLOW_ARTIFACT_ROOT", "s3://models/mlflow")
+    assert get_ml_settings().experiment_artifact_location() == "s3://models/mlflow"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_ARTIFACT_ROOT", "artifacts")
+    assert get_ml_settings().artifact_root == (tmp_path / "artifacts").as_uri()
+
+
 @pytest.mark.slow
 def test_a_dagster_instance_on_postgres_keeps_runs_materializations_and_schedule_state(
     postgres, simulated: Simulated, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
