@@ -22,7 +22,7 @@ DEMO_DAYS ?= 30
 DEMO_SEED ?= 7
 DAYS ?= 7
 
-.PHONY: help install environment demo loop train score sync ingest replay erase test test-quick dev dev-postgres mlflow notebooks bench lint docs contracts clean
+.PHONY: help install environment demo demo-postgres loop train score sync ingest replay erase test test-quick dev dev-postgres mlflow notebooks bench lint docs contracts clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -53,6 +53,12 @@ $(DBT_MANIFEST): $(DBT_INPUTS) | environment
 # latest snapshot date), in one process, then what was built: the lake, the gate's decision, the decision summary
 demo: install  ## generate the demo company's data and materialize every asset in Dagster (lake, dbt models, daily snapshots, training and promotion, decisions, evaluation); print what was built and where to look
 	$(RUN) python -m orchestration.demo --persons $(DEMO_PERSONS) --days $(DEMO_DAYS) --seed $(DEMO_SEED)
+
+# the same runs with Dagster's storage and MLflow's store and registry on the embedded PostgreSQL server
+# (orchestration/postgres_stores.py: databases dagster and mlflow beside crm, the instance in var/dagster-postgres)
+demo-postgres: install  ## make demo with Dagster and MLflow on the embedded PostgreSQL server (see make dev-postgres)
+	$(RUN) python -m orchestration.postgres_stores \
+		python -m orchestration.demo --persons $(DEMO_PERSONS) --days $(DEMO_DAYS) --seed $(DEMO_SEED)
 
 loop: install  ## run DAYS (default 7) days of the closed loop through Dagster after make demo: the company lives a day, ingest, dbt, decisions, sync, outcomes, guardrail; a line per day with the lift and the true lift
 	$(RUN) python -m orchestration.loop --days $(DAYS)
