@@ -13,7 +13,7 @@ import argparse
 import os
 import shutil
 
-from lake.settings import TELEMETRY_OFF
+from lake.settings import TELEMETRY_OFF, without_password
 from ml.settings import MlSettings, get_ml_settings
 
 SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> None:
     if settings.sqlite_path is not None:
         settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
     command = server_command(args.port, settings)
-    print(f"MLflow UI of {settings.tracking_uri} on http://127.0.0.1:{args.port}", flush=True)
+    store = without_password(settings.tracking_uri)
+    print(f"MLflow UI of {store} on http://127.0.0.1:{args.port}", flush=True)
     executable = shutil.which(command[0])
     if executable is None:
         raise SystemExit("mlflow is not installed in this environment: run make install")

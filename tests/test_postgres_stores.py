@@ -95,6 +95,15 @@ def test_mlflow_artifacts_go_to_the_artifact_root_else_beside_sqlite_else_to_var
     assert get_ml_settings().artifact_root == (tmp_path / "artifacts").as_uri()
 
 
+def test_a_store_url_is_shown_without_its_password() -> None:
+    from lake.settings import without_password
+
+    shown = without_password("postgresql+psycopg://mlflow:s3cret@db.internal:5432/mlflow?sslmode=require")
+    assert shown == "postgresql+psycopg://mlflow:***@db.internal:5432/mlflow?sslmode=require"
+    for plain in ("sqlite:////var/mlflow/mlflow.db", "postgresql://postgres:@/mlflow?host=/tmp/pg"):
+        assert without_password(plain) == plain
+
+
 @pytest.mark.slow
 def test_a_dagster_instance_on_postgres_keeps_runs_materializations_and_schedule_state(
     postgres, simulated: Simulated, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
