@@ -22,7 +22,7 @@ DEMO_DAYS ?= 30
 DEMO_SEED ?= 7
 DAYS ?= 7
 
-.PHONY: help install environment demo loop train score sync ingest replay erase test test-quick dev mlflow notebooks bench lint docs contracts clean
+.PHONY: help install environment demo demo-postgres loop train score sync ingest replay erase test test-quick dev dev-postgres mlflow notebooks bench lint docs contracts clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -35,10 +35,14 @@ DBT_INPUTS := uv.lock $(shell find dbt_project data_contracts \( -path dbt_proje
 
 install: environment $(DBT_MANIFEST)  ## bootstrap uv if missing and install the locked environment
 
+# the Dagster instance's configuration: the production profile (storage in PostgreSQL, its URL read from
+# DAGSTER_POSTGRES_URL at run time) when DAGSTER_POSTGRES_URL is set, else the embedded default (SQLite in DAGSTER_HOME)
+DAGSTER_PROFILE := orchestration/$(if $(DAGSTER_POSTGRES_URL),dagster-postgres.yaml,dagster.yaml)
+
 environment:
 	@$(if $(filter $(UV_BOOTSTRAP)/bin/uv,$(UV)),$(PYTHON) scripts/bootstrap_uv.py $(UV_BOOTSTRAP))
 	$(UV) sync --frozen
-	@mkdir -p $(DAGSTER_HOME) && cp orchestration/dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+	@mkdir -p $(DAGSTER_HOME) && cp $(DAGSTER_PROFILE) $(DAGSTER_HOME)/dagster.yaml
 
 $(DBT_MANIFEST): $(DBT_INPUTS) | environment
 	$(RUN) python -m lake.dbt_sources || echo "dbt sources left as they were: fix the contracts above (make contracts)"
@@ -49,6 +53,12 @@ $(DBT_MANIFEST): $(DBT_INPUTS) | environment
 # latest snapshot date), in one process, then what was built: the lake, the gate's decision, the decision summary
 demo: install  ## generate the demo company's data and materialize every asset in Dagster (lake, dbt models, daily snapshots, training and promotion, decisions, evaluation); print what was built and where to look
 	$(RUN) python -m orchestration.demo --persons $(DEMO_PERSONS) --days $(DEMO_DAYS) --seed $(DEMO_SEED)
+
+# the same runs with Dagster's storage and MLflow's store and registry on the embedded PostgreSQL server
+# (orchestration/postgres_stores.py: databases dagster and mlflow beside crm, the instance in var/dagster-postgres)
+demo-postgres: install  ## make demo with Dagster and MLflow on the embedded PostgreSQL server (see make dev-postgres)
+	$(RUN) python -m orchestration.postgres_stores \
+		python -m orchestration.demo --persons $(DEMO_PERSONS) --days $(DEMO_DAYS) --seed $(DEMO_SEED)
 
 loop: install  ## run DAYS (default 7) days of the closed loop through Dagster after make demo: the company lives a day, ingest, dbt, decisions, sync, outcomes, guardrail; a line per day with the lift and the true lift
 	$(RUN) python -m orchestration.loop --days $(DAYS)
@@ -84,6 +94,12 @@ DEV_PORT ?= 3000
 # SIGTERM too: `env --default-signal` restores both, so that SIGTERM to make (or SIGINT) stops every process.
 dev: install  ## serve the Dagster UI on http://127.0.0.1:3000 (DEV_PORT)
 	$(RUN) env --default-signal=INT,TERM dg dev -w workspace.yaml -h 127.0.0.1 -p $(DEV_PORT)
+
+# the embedded PostgreSQL server of the CRM (var/crm-postgres) with the databases dagster and mlflow beside crm, the
+# instance in var/dagster-postgres (orchestration/postgres_stores.py)
+dev-postgres: install  ## serve the Dagster UI (DEV_PORT) with Dagster's storage and MLflow's store and registry on the embedded PostgreSQL server
+	$(RUN) env --default-signal=INT,TERM python -m orchestration.postgres_stores \
+		dg dev -w workspace.yaml -h 127.0.0.1 -p $(DEV_PORT)
 
 MLFLOW_PORT ?= 5000
 NOTEBOOK_PORT ?= 8888
@@ -127,6 +143,6 @@ contracts: install  ## lint the data contracts (DATA_CONTRACTS_DIR) and fail on 
 	$(RUN) python -m data_contracts check $(if $(DATA_CONTRACTS_DIR),--contracts-dir "$(DATA_CONTRACTS_DIR)")
 
 # the embedded CRM server (var/crm-postgres) is stopped first: it keeps running between commands
-clean:  ## delete everything the project wrote at run time (the lake, warehouse, MLflow store, Dagster home, the embedded CRM database)
+clean:  ## delete everything the project wrote at run time (the lake, warehouse, MLflow store, Dagster home, the embedded PostgreSQL server's databases)
 	@if [ -f var/crm-postgres/postmaster.pid ]; then CRM_POSTGRES_DIR= LAKE_ROOT=$(CURDIR)/var/lake $(RUN) python -m activation.crm_server stop; fi
 	rm -rf var dbt_project/target dbt_project/logs

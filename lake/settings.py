@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_VAR_DIR = REPO_ROOT / "var"
@@ -220,6 +221,16 @@ def _pii_secret(lake_root: str) -> str:
             "development key outside local development"
         )
     return secret
+
+
+def without_password(uri: str) -> str:
+    """``uri`` with the password of its user info masked (``postgresql://user:***@host/db``), to be shown or
+    logged: a production database URL carries its password."""
+    parts = urlsplit(uri)
+    if not parts.password:
+        return uri
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
 def disable_telemetry() -> None:

@@ -7,7 +7,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from lake import delta
-from lake.settings import get_settings
+from lake.settings import get_settings, without_password
 
 TABLE_ZONES = ("bronze", "silver", "gold", "quarantine")
 
@@ -54,7 +54,7 @@ def main() -> int:
     for table, count in table_summary(root):
         print(f"  {table:<42} {count:>10,} rows")
     print(f"warehouse: {settings.warehouse_path}")
-    print(f"mlflow:    {settings.mlflow_tracking_uri}")
+    print(f"mlflow:    {without_password(settings.mlflow_tracking_uri)}")
     return 0
 
 

@@ -33,7 +33,7 @@ from deltalake import write_deltalake
 
 from lake import delta, suppression
 from lake.gold import gold_uri
-from lake.settings import Settings, disable_telemetry, get_settings
+from lake.settings import Settings, disable_telemetry, get_settings, without_password
 from ml import scoring
 from ml.data import (
     DECISIONS_TABLE,
@@ -691,8 +691,8 @@ def champion_model(ml_settings: MlSettings) -> tuple[UpliftModel, ModelRef]:
         version = client.get_model_version_by_alias(ml_settings.model_name, CHAMPION)
     except MlflowException as error:
         raise LookupError(
-            f"no champion of {ml_settings.model_name!r} in {ml_settings.tracking_uri}: train and promote one "
-            "first"
+            f"no champion of {ml_settings.model_name!r} in {without_password(ml_settings.tracking_uri)}: "
+            "train and promote one first"
         ) from error
     mlflow.set_registry_uri(ml_settings.tracking_uri)
     mlflow.set_tracking_uri(ml_settings.tracking_uri)

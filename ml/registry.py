@@ -26,7 +26,6 @@ import math
 import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ml.settings import MlSettings, get_ml_settings
@@ -170,8 +169,8 @@ def _client(settings: MlSettings) -> MlflowClient:
     from lake.settings import disable_telemetry
 
     disable_telemetry()
-    if settings.tracking_uri.startswith("sqlite:///"):
-        Path(settings.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    if settings.sqlite_path is not None:
+        settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
     import mlflow
 
     # MLflow resolves a version's source model (models:/m-...) through the process-wide tracking URI, whatever

@@ -10,9 +10,23 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from lake.settings import REPO_ROOT, from_environment, get_settings, parse_switch
+from lake.settings import DEFAULT_VAR_DIR, REPO_ROOT, from_environment, get_settings, parse_switch
 
 DEFAULT_POLICY_FILE = REPO_ROOT / "ml" / "policy.yaml"
+SQLITE_PREFIX = "sqlite:///"
+TRACKING_SERVER_SCHEMES = ("http", "https", "databricks")
+"""Tracking URIs of an MLflow server, which keeps the artifacts where its own configuration says."""
+DATABASE_STORE_ARTIFACTS = DEFAULT_VAR_DIR / "mlflow" / "artifacts"
+"""Where the experiments of a database server's store (PostgreSQL) keep their artifacts unless
+``MLFLOW_ARTIFACT_ROOT`` says otherwise."""
+
+
+def artifact_root_uri(value: str) -> str:
+    """``MLFLOW_ARTIFACT_ROOT`` as MLflow takes it: a URI (``s3://...``) as it is, a folder as the ``file://``
+    URI of its absolute path."""
+    if "://" in value:
+        return value
+    return Path(value).expanduser().resolve().as_uri()
 
 
 @dataclass(frozen=True)
@@ -20,6 +34,12 @@ class MlSettings:
     """Where models are tracked and registered, which policy decides, and how promotion is gated."""
 
     tracking_uri: str
+    """The tracking store and model registry: a SQLite file by default, a PostgreSQL database
+    (``postgresql+psycopg://...``) in production, or an MLflow tracking server."""
+    artifact_root: str | None = None
+    """Where a new experiment keeps its runs' artifacts and models (a URI): None for the default of
+    :meth:`experiment_artifact_location`. In production an object-store URI (``s3://...``), shared by every
+    machine that trains or scores."""
     experiment_name: str = "nba_uplift"
     model_name: str = "nba_uplift"
     """The registered model whose aliases (``champion``, ``challenger``) serve the decisions."""
@@ -51,8 +71,28 @@ class MlSettings:
     guardrail_t_opt: float = 10_000.0
     """Decisions at which the guardrail's confidence sequence is tightest."""
 
+    @property
+    def sqlite_path(self) -> Path | None:
+        """The database file of a ``sqlite:///<path>`` tracking store (None for another store)."""
+        if not self.tracking_uri.startswith(SQLITE_PREFIX):
+            return None
+        return Path(self.tracking_uri.removeprefix(SQLITE_PREFIX)).resolve()
+
+    def experiment_artifact_location(self) -> str | None:
+        """Where a new experiment keeps its artifacts: ``artifact_root`` when set, else ``artifacts/`` beside
+        a SQLite store, else :data:`DATABASE_STORE_ARTIFACTS` for a database server's store (MLflow would
+        take ``./mlruns`` of the working directory), else None: a tracking server decides."""
+        if self.artifact_root is not None:
+            return self.artifact_root
+        if self.sqlite_path is not None:
+            return (self.sqlite_path.parent / "artifacts").as_uri()
+        if self.tracking_uri.split("://", 1)[0] in TRACKING_SERVER_SCHEMES:
+            return None
+        return DATABASE_STORE_ARTIFACTS.as_uri()
+
 
 VARIABLES: dict[str, tuple[str, Callable[[str], object]]] = {
+    "artifact_root": ("MLFLOW_ARTIFACT_ROOT", artifact_root_uri),
     "experiment_name": ("MLFLOW_EXPERIMENT_NAME", str),
     "model_name": ("MLFLOW_MODEL_NAME", str),
     "policy_file": ("NBA_POLICY_FILE", Path),

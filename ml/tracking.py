@@ -55,20 +55,6 @@ class LoggedRun:
     data_ref: GoldRef
 
 
-def artifact_location(tracking_uri: str) -> str | None:
-    """Where a new experiment keeps its artifacts: ``artifacts/`` beside a local SQLite store (None for
-    another store, which decides itself)."""
-    database = sqlite_path(tracking_uri)
-    return None if database is None else (database.parent / "artifacts").as_uri()
-
-
-def sqlite_path(tracking_uri: str) -> Path | None:
-    """The database file of a ``sqlite:///<path>`` tracking URI (None for another store)."""
-    if not tracking_uri.startswith("sqlite:///"):
-        return None
-    return Path(tracking_uri.removeprefix("sqlite:///")).resolve()
-
-
 def configure(settings: MlSettings | None = None) -> MlSettings:
     """Point MLflow's tracking and registry at ``settings.tracking_uri`` (telemetry off; the folder of a local
     SQLite store created) and return the settings."""
@@ -76,24 +62,23 @@ def configure(settings: MlSettings | None = None) -> MlSettings:
 
     settings = settings or get_ml_settings()
     disable_telemetry()
-    database = sqlite_path(settings.tracking_uri)
-    if database is not None:
-        database.parent.mkdir(parents=True, exist_ok=True)
+    if settings.sqlite_path is not None:
+        settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(settings.tracking_uri)
     mlflow.set_registry_uri(settings.tracking_uri)
     return settings
 
 
 def experiment_id(settings: MlSettings) -> str:
-    """The id of the experiment ``settings.experiment_name``, created (artifacts beside a SQLite store) if
-    new."""
+    """The id of the experiment ``settings.experiment_name``, created if new (its artifacts where
+    :meth:`MlSettings.experiment_artifact_location` says)."""
     import mlflow
 
     experiment = mlflow.get_experiment_by_name(settings.experiment_name)
     if experiment is not None:
         return experiment.experiment_id
     return mlflow.create_experiment(
-        settings.experiment_name, artifact_location=artifact_location(settings.tracking_uri)
+        settings.experiment_name, artifact_location=settings.experiment_artifact_location()
     )
 
 

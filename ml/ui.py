@@ -3,7 +3,8 @@
 ``python -m ml.ui [--port 5000]`` replaces itself with ``mlflow server`` bound to 127.0.0.1, with the backend
 store of the ML settings (``MLFLOW_TRACKING_URI``, default the local SQLite store under ``var/mlflow/``), one
 worker, no server-side job execution, and telemetry off. Artifacts are read from where each run logged them
-(the runs' own artifact URIs); experiments created from the UI keep theirs beside a local SQLite store.
+(the runs' own artifact URIs); experiments created from the UI keep theirs where the project's do
+(``MlSettings.experiment_artifact_location``: ``MLFLOW_ARTIFACT_ROOT``, else beside a local SQLite store).
 """
 
 from __future__ import annotations
@@ -11,22 +12,13 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-from pathlib import Path
 
-from lake.settings import TELEMETRY_OFF
+from lake.settings import TELEMETRY_OFF, without_password
 from ml.settings import MlSettings, get_ml_settings
 
-SQLITE_PREFIX = "sqlite:///"
 SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 """The UI runs no server-side jobs (GenAI evaluation and trace jobs): without them ``mlflow server`` starts no
 job runner and no consumer process per job type, each of which imports MLflow while the server starts."""
-
-
-def sqlite_path(tracking_uri: str) -> Path | None:
-    """The database file of a ``sqlite:///`` tracking URI (None for another backend)."""
-    if not tracking_uri.startswith(SQLITE_PREFIX):
-        return None
-    return Path(tracking_uri[len(SQLITE_PREFIX) :])
 
 
 def server_command(port: int, settings: MlSettings | None = None, host: str = "127.0.0.1") -> list[str]:
@@ -46,9 +38,9 @@ def server_command(port: int, settings: MlSettings | None = None, host: str = "1
         "1",
         "--no-serve-artifacts",
     ]
-    database = sqlite_path(settings.tracking_uri)
-    if database is not None:
-        command += ["--default-artifact-root", (database.parent / "artifacts").resolve().as_uri()]
+    artifact_location = settings.experiment_artifact_location()
+    if artifact_location is not None:
+        command += ["--default-artifact-root", artifact_location]
     return command
 
 
@@ -58,11 +50,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=int(os.environ.get("MLFLOW_PORT") or 5000))
     args = parser.parse_args(argv)
     settings = get_ml_settings()
-    database = sqlite_path(settings.tracking_uri)
-    if database is not None:
-        database.parent.mkdir(parents=True, exist_ok=True)
+    if settings.sqlite_path is not None:
+        settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
     command = server_command(args.port, settings)
-    print(f"MLflow UI of {settings.tracking_uri} on http://127.0.0.1:{args.port}", flush=True)
+    store = without_password(settings.tracking_uri)
+    print(f"MLflow UI of {store} on http://127.0.0.1:{args.port}", flush=True)
     executable = shutil.which(command[0])
     if executable is None:
         raise SystemExit("mlflow is not installed in this environment: run make install")

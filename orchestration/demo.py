@@ -244,13 +244,14 @@ def crm_location() -> str:
 
 def where_to_look(synced: bool = False) -> list[str]:
     """The commands that show what the demo built (and the CRM database, when it ``synced``)."""
-    from lake.settings import get_settings
+    from lake.settings import get_settings, without_password
 
     settings = get_settings()
     return [
         "where to look:",
-        f"  make mlflow  the MLflow UI on http://127.0.0.1:5000 over {settings.mlflow_tracking_uri}: runs, "
-        "registered model versions, aliases, model cards",
+        f"  make mlflow  the MLflow UI on http://127.0.0.1:5000 over "
+        f"{without_password(settings.mlflow_tracking_uri)}: runs, registered model versions, aliases, "
+        "model cards",
         "  make dev     the Dagster UI on http://127.0.0.1:3000: these runs, every asset with its metadata, "
         "the promotion gate's check",
         *(
