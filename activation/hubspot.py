@@ -64,8 +64,8 @@ class HubSpotError(RuntimeError):
         if policy == DAILY_POLICY:
             message += (
                 " (the account's daily limit: it resets at midnight in the account's time zone; the run "
+                "stops and the next run sends what is left)"
             )
-            message += "stops and the next run sends what is left)"
         super().__init__(f"HubSpot answered {status}: {message}")
         self.status, self.retry_after, self.policy = status, retry_after, policy
 

@@ -65,9 +65,7 @@ def outbox_dir(settings: Settings) -> Path:
     ``var/outbox``."""
     if os.environ.get("ACTIVATION_OUTBOX_DIR"):
         return Path(os.environ["ACTIVATION_OUTBOX_DIR"])
-    if settings.is_local:
-        return Path(settings.lake_root.removeprefix("file://")).parent / "outbox"
-    return REPO_ROOT / "var" / "outbox"
+    return settings.beside_lake("outbox")
 
 
 def _scan_source(config: SyncConfig, settings: Settings) -> pl.LazyFrame:

@@ -106,6 +106,14 @@ class Settings:
         """True when the lake root is a folder on this machine rather than an object-store URI."""
         return _is_local(self.lake_root)
 
+    def beside_lake(self, name: str) -> Path:
+        """The folder ``name`` beside a local lake's root (``var/<name>`` for the default lake), else in
+        ``var/``: where local state that belongs to this lake lives outside it (the embedded server, the
+        outbox)."""
+        if self.is_local:
+            return Path(self.lake_root.removeprefix("file://")).parent / name
+        return DEFAULT_VAR_DIR / name
+
     def zone(self, name: str) -> str:
         """The URI or path of one zone of the lake (``landing``, ``bronze``, ``silver``, ``gold``, ...)."""
         return f"{self.lake_root.rstrip('/')}/{name}"

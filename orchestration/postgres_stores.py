@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from activation.crm_server import embedded_database_url
-from lake.settings import DEFAULT_VAR_DIR, REPO_ROOT, TELEMETRY_OFF, Settings, get_settings
+from lake.settings import REPO_ROOT, TELEMETRY_OFF, Settings, get_settings
 
 DAGSTER_URL_ENV = "DAGSTER_POSTGRES_URL"
 """The variable the production profile of the Dagster instance reads its database URL from."""
@@ -55,9 +55,7 @@ def install_profile(home: Path) -> Path:
 def dagster_home(settings: Settings) -> Path:
     """The Dagster instance's folder on the embedded server: ``dagster-postgres/`` beside a local lake's root
     (``var/dagster-postgres`` for the default lake), else in ``var/``."""
-    if settings.is_local:
-        return Path(settings.lake_root.removeprefix("file://")).parent / "dagster-postgres"
-    return DEFAULT_VAR_DIR / "dagster-postgres"
+    return settings.beside_lake("dagster-postgres")
 
 
 def embedded_stores_environment(settings: Settings) -> dict[str, str]:
