@@ -169,8 +169,7 @@ def _client(settings: MlSettings) -> MlflowClient:
     from lake.settings import disable_telemetry
 
     disable_telemetry()
-    if settings.sqlite_path is not None:
-        settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+    settings.create_store_folder()
     import mlflow
 
     # MLflow resolves a version's source model (models:/m-...) through the process-wide tracking URI, whatever

@@ -78,6 +78,12 @@ class MlSettings:
             return None
         return Path(self.tracking_uri.removeprefix(SQLITE_PREFIX)).resolve()
 
+    def create_store_folder(self) -> None:
+        """Create the folder of a local SQLite store (MLflow creates the file, not its folder); nothing for
+        another store."""
+        if self.sqlite_path is not None:
+            self.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+
     def experiment_artifact_location(self) -> str | None:
         """Where a new experiment keeps its artifacts: ``artifact_root`` when set, else ``artifacts/`` beside
         a SQLite store, else :data:`DATABASE_STORE_ARTIFACTS` for a database server's store (MLflow would

@@ -62,8 +62,7 @@ def configure(settings: MlSettings | None = None) -> MlSettings:
 
     settings = settings or get_ml_settings()
     disable_telemetry()
-    if settings.sqlite_path is not None:
-        settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+    settings.create_store_folder()
     mlflow.set_tracking_uri(settings.tracking_uri)
     mlflow.set_registry_uri(settings.tracking_uri)
     return settings

@@ -50,8 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=int(os.environ.get("MLFLOW_PORT") or 5000))
     args = parser.parse_args(argv)
     settings = get_ml_settings()
-    if settings.sqlite_path is not None:
-        settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+    settings.create_store_folder()
     command = server_command(args.port, settings)
     store = without_password(settings.tracking_uri)
     print(f"MLflow UI of {store} on http://127.0.0.1:{args.port}", flush=True)
