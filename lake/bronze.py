@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from gzip import BadGzipFile
+from typing import TypeVar
 
 import duckdb
 import pyarrow as pa
@@ -32,6 +34,8 @@ from lake.feeds import feed_of
 from lake.landing import CHUNK_BYTES, LandedFile, landing_filesystem, read_line_chunks
 from lake.ledger import FileCounts, Ledger
 from lake.settings import Settings
+
+T = TypeVar("T")
 
 MAX_FILES_PER_BATCH = 5_000
 REASONS_SHOWN = 3
@@ -166,33 +170,39 @@ class BatchParser:
             )
         ]
 
-    def _chunks(self) -> Iterator[pa.Table]:
-        pending: list[pa.Table] = []
-        size = 0
+    def _file_chunks(self) -> Iterator[tuple[int, int, pa.Array | None, Exception | None]]:
+        """``(file index, first line, lines, None)`` for every chunk of every file in turn, and ``(file index,
+        line, None, error)`` where a file cannot be read past ``line``."""
         for index, file in enumerate(self.files):
             next_line = 1
             try:
                 for first_line, lines in read_line_chunks(self.settings.landing, file, self.chunk_bytes):
-                    pending.append(
-                        pa.table(
-                            {
-                                "file_idx": pa.repeat(pa.scalar(index, pa.int32()), len(lines)),
-                                "line_no": pa.array(range(first_line, first_line + len(lines)), pa.int64()),
-                                "line": lines,
-                            }
-                        )
-                    )
+                    yield index, first_line, lines, None
                     next_line = first_line + len(lines)
-                    size += lines.nbytes
-                    if size >= self.chunk_bytes:
-                        yield pa.concat_tables(pending)
-                        pending, size = [], 0
-            except (
-                EOFError,
-                BadGzipFile,
-                isal_zlib.error,
-            ) as error:  # a truncated or corrupt file (not an I/O error)
-                self._unreadable(index, next_line, error)
+            except (EOFError, BadGzipFile, isal_zlib.error) as error:  # truncated or corrupt (not I/O)
+                yield index, next_line, None, error
+
+    def _chunks(self) -> Iterator[pa.Table]:
+        pending: list[pa.Table] = []
+        size = 0
+        # the files are read (decompressed, split into lines) one chunk ahead, while this chunk is parsed
+        for index, first_line, lines, error in read_ahead(self._file_chunks()):
+            if error is not None:
+                self._unreadable(index, first_line, error)
+                continue
+            pending.append(
+                pa.table(
+                    {
+                        "file_idx": pa.repeat(pa.scalar(index, pa.int32()), len(lines)),
+                        "line_no": pa.array(range(first_line, first_line + len(lines)), pa.int64()),
+                        "line": lines,
+                    }
+                )
+            )
+            size += lines.nbytes
+            if size >= self.chunk_bytes:
+                yield pa.concat_tables(pending)
+                pending, size = [], 0
         if pending:
             yield pa.concat_tables(pending)
 
@@ -300,6 +310,17 @@ class BatchParser:
             ],
             schema=QUARANTINE_SCHEMA,
         )
+
+
+def read_ahead(items: Iterator[T]) -> Iterator[T]:
+    """The items of ``items``, each next one produced in a background thread while the caller works on the
+    current one (decompression and Arrow release the GIL); an error of ``items`` is raised to the caller."""
+    done = object()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="read-ahead") as pool:
+        following = pool.submit(next, items, done)
+        while (item := following.result()) is not done:
+            following = pool.submit(next, items, done)
+            yield item
 
 
 def _counts(file_idx: pa.ChunkedArray) -> tuple[list[int], list[int]]:

@@ -34,14 +34,18 @@ METADATA_FIELDS = [
 """Ingestion metadata at the end of every bronze row, whatever the kind of feed."""
 
 PARSE_ERRORS_SQL = """
-    select row_id, file_idx, line_no, line,
-        case when trim(line) = '' then 'empty line'
+    select row_id, file_idx, line_no, line, is_object,
+        case when is_object then null
+             when trim(line) = '' then 'empty line'
              when trim(line) = 'null' and $tombstones then null
              when not json_valid(line) then 'invalid JSON'
-             when json_type(line) <> 'OBJECT' then 'not a JSON object' end as reason
-    from chunk
+             else 'not a JSON object' end as reason
+    from (select *, case when json_valid(line) then json_type(line) = 'OBJECT' else false end as is_object
+          from chunk)
 """
-"""Lines that cannot be parsed at all; a kind's query only sees JSON objects (and, for CDC, tombstones)."""
+"""Lines that cannot be parsed at all; a kind's query only sees JSON objects (``is_object``) and, for CDC,
+tombstones. A JSON object is recognised first: ``trim`` reads the whole line (16 us for a 3.6 KB change event
+with its schema), so it only runs on the rare lines that are not objects."""
 
 
 def parse_errors_sql(tombstones: bool) -> str:

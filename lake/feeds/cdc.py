@@ -46,7 +46,7 @@ CDC_SCHEMA = pa.schema(
 
 CDC_SQL = """
 with classified as ({parse_errors}),
-ok as (select row_id, file_idx, line_no, line from classified where reason is null and trim(line) <> 'null'),
+ok as (select row_id, file_idx, line_no, line from classified where is_object),
 envelope as (
     select row_id, file_idx, line_no, line,
         json_transform(line, '{{"schema": "JSON", "payload": "JSON"}}') as e
@@ -89,7 +89,7 @@ from positioned
 union all
 select row_id, file_idx, line_no, line, true,
     null, null, null, null, null, null, null, null, null, null, null, null, null, null, null
-from classified where reason is null and trim(line) = 'null'
+from classified where reason is null and not is_object
 union all
 select row_id, file_idx, line_no, line, false,
     null, null, null, null, null, null, null, null, null, null, null, null, null, null, reason
