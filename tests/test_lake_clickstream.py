@@ -39,7 +39,9 @@ def land(landing: Path, hour: str, messages: list[dict], mtime: int) -> None:
     os.utime(path, (mtime, mtime))
 
 
-def silver_of(tmp: Path, order: list[str]) -> pl.DataFrame:
+def silver_of(tmp: Path, order: list[str], together: bool = False, step_rows: int = 250_000) -> pl.DataFrame:
+    """Silver after the files of ``order`` landed in that order, each ingested in a run of its own, or all in
+    one run (``together``) applied ``step_rows`` bronze rows at a time."""
     files = {
         "10": [
             # a device clock two days behind: the event happened 1.5 s before Segment received it
@@ -57,6 +59,10 @@ def silver_of(tmp: Path, order: list[str]) -> pl.DataFrame:
                 "2026-09-03T10:38:00.000Z",
                 timestamp="2026-09-03T09:00:00.000Z",
             ),
+            # received just before midnight with the device clock right: its event date is the 3rd
+            message(
+                "moved", "2026-09-03T23:59:59.000Z", "2026-09-03T23:59:58.500Z", "2026-09-03T23:59:58.000Z"
+            ),
             {
                 "messageId": "who",
                 "type": "identify",
@@ -70,13 +76,24 @@ def silver_of(tmp: Path, order: list[str]) -> pl.DataFrame:
         ],
         # the client retried: the same message delivered again an hour later
         "11": [
-            message("dup", "2026-09-03T11:30:00.000Z", "2026-09-03T11:29:59.000Z", "2026-09-03T10:29:58.000Z")
+            message(
+                "dup", "2026-09-03T11:30:00.000Z", "2026-09-03T11:29:59.000Z", "2026-09-03T10:29:58.000Z"
+            ),
+            # retried the next day by a device whose clock is now two hours behind: this delivery's corrected
+            # event time falls on the 4th, so the two deliveries belong to different partitions of silver
+            message(
+                "moved", "2026-09-04T10:00:00.000Z", "2026-09-04T08:00:00.000Z", "2026-09-03T23:59:58.000Z"
+            ),
         ],
     }
     landing = tmp / "landing"
+    settings = lake_settings(tmp / "lake", landing, apply_step_rows=step_rows)
     for i, hour in enumerate(order):
         land(landing, hour, files[hour], 1_800_000_000 + i)
-        ingest_all(settings := lake_settings(tmp / "lake", landing), ["clickstream"])
+        if not together:
+            ingest_all(settings, ["clickstream"])
+    if together:
+        ingest_all(settings, ["clickstream"])
     return pl.read_delta(clickstream.silver_uri(settings)).sort("message_id")
 
 
@@ -84,9 +101,13 @@ def test_duplicates_skew_and_pii_whatever_the_delivery_order(tmp_path: Path) -> 
     first = silver_of(tmp_path / "a", ["10", "11"])
     reversed_order = silver_of(tmp_path / "b", ["11", "10"])
     assert first.equals(reversed_order)
-    assert first["message_id"].to_list() == ["dup", "server", "skewed", "who"]
+    # one run, one message per step: the steps find what the earlier steps wrote
+    assert first.equals(silver_of(tmp_path / "d", ["11", "10"], together=True, step_rows=1))
+    assert first["message_id"].to_list() == ["dup", "moved", "server", "skewed", "who"]
     rows = {r["message_id"]: r for r in first.iter_rows(named=True)}
     assert rows["dup"]["received_at"] == datetime(2026, 9, 3, 10, 30, tzinfo=UTC)  # the first delivery
+    assert rows["moved"]["received_at"] == datetime(2026, 9, 3, 23, 59, 59, tzinfo=UTC)
+    assert rows["moved"]["event_date"].isoformat() == "2026-09-03"
     assert rows["skewed"]["event_at"] == datetime(2026, 9, 3, 10, 0, 1, 500000, tzinfo=UTC)
     assert rows["skewed"]["event_date"].isoformat() == "2026-09-03"
     assert rows["server"]["event_at"] == datetime(2026, 9, 3, 9, 0, tzinfo=UTC)
