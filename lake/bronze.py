@@ -355,6 +355,7 @@ def _run_batch(
             app_id=app_id,
             version=seq,
             configuration=delta.stats_only(BRONZE_STATS_COLUMNS),
+            writer_properties=delta.RAW_RECORDS,
         )
     crash_point("ingest:after_bronze")
     if parser.quarantine and delta.applied_version(quarantine, app_id, options) < seq:
@@ -366,6 +367,7 @@ def _run_batch(
             app_id=app_id,
             version=seq,
             configuration=delta.stats_only(QUARANTINE_STATS_COLUMNS),
+            writer_properties=delta.RAW_RECORDS,
         )
     crash_point("ingest:after_quarantine")
     ledger.commit(contract.feed_id, seq, parser.counts)

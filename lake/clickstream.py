@@ -212,8 +212,13 @@ def typed_events(
 
 
 def _first_deliveries(events: pl.DataFrame) -> tuple[pl.DataFrame, int]:
-    ranked = events.sort([*DEDUP_KEY, *RANK], nulls_last=True)
-    first = ranked.unique(DEDUP_KEY, keep="first", maintain_order=True)
+    """The first delivery of each message of ``events`` (by :data:`RANK`), and how many later ones were
+    dropped; only the messages delivered more than once are sorted."""
+    repeated = events.select(pl.struct(DEDUP_KEY).is_duplicated()).to_series()
+    if not repeated.any():
+        return events, 0
+    ranked = events.filter(repeated).sort([*DEDUP_KEY, *RANK], nulls_last=True)
+    first = pl.concat([events.filter(~repeated), ranked.unique(DEDUP_KEY, keep="first", maintain_order=True)])
     return first, events.height - first.height
 
 

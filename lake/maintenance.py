@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from deltalake import WriterProperties
+
 from data_contracts import Contract, ContractError
 from lake import bronze, delta
 from lake.feeds import feed_of
@@ -64,17 +66,24 @@ def expire_bronze(settings: Settings, contract: Contract, now: datetime | None =
         return 0
     cutoff = ((now or datetime.now(UTC)) - bronze_retention(settings, contract)).date()
     applied = feed_of(contract).watermark(settings)
-    result = table.delete(f"_ingest_date < '{cutoff.isoformat()}' AND _batch_seq <= {applied}")
+    expired = f"_ingest_date < '{cutoff.isoformat()}' AND _batch_seq <= {applied}"
+    result = table.delete(expired, writer_properties=delta.RAW_RECORDS)
     return int(result.get("num_deleted_rows") or 0)
 
 
-def care_for(uri: str, settings: Settings, retention_hours: int = VACUUM_RETENTION_HOURS) -> TableCare | None:
-    """Compact the table's small files, checkpoint its log and vacuum unreferenced files."""
+def care_for(
+    uri: str,
+    settings: Settings,
+    retention_hours: int = VACUUM_RETENTION_HOURS,
+    writer_properties: WriterProperties | None = None,
+) -> TableCare | None:
+    """Compact the table's small files (written with ``writer_properties``), checkpoint its log and vacuum
+    unreferenced files."""
     table = delta.open_table(uri, settings.storage_options)
     if table is None:
         return None
     before = len(table.file_uris())
-    table.optimize.compact()
+    table.optimize.compact(writer_properties=writer_properties)
     table.create_checkpoint()
     vacuumed = table.vacuum(retention_hours=retention_hours, dry_run=False, enforce_retention_duration=False)
     table.cleanup_metadata()
@@ -92,9 +101,10 @@ def maintain(
             expired[bronze.bronze_uri(settings, contract)] = expire_bronze(settings, contract)
         except ContractError as error:
             unknown.append(str(error))
+    raw = {bronze.quarantine_uri(settings), *(bronze.bronze_uri(settings, c) for c in contracts.values())}
     done = []
     for uri in table_uris(settings, contracts):
-        care = care_for(uri, settings, retention_hours)
+        care = care_for(uri, settings, retention_hours, delta.RAW_RECORDS if uri in raw else None)
         if care is not None:
             done.append(
                 TableCare(

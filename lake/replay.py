@@ -160,7 +160,13 @@ def replay(
     else:
         reader = pa.RecordBatchReader.from_batches(parser.schema, parser.batches(chunks))
         delta.append(
-            target, reader, storage_options=options, partition_by=["_ingest_date"], app_id=app_id, version=seq
+            target,
+            reader,
+            storage_options=options,
+            partition_by=["_ingest_date"],
+            app_id=app_id,
+            version=seq,
+            writer_properties=delta.RAW_RECORDS,
         )
     crash_point("replay:after_bronze")
     moved = (

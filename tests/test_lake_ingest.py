@@ -11,8 +11,10 @@ import sys
 from pathlib import Path
 
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
 from conftest import Simulated, lake_settings, lake_tables, read_lines
+from deltalake import DeltaTable
 
 from data_contracts import load_contracts
 from lake import bronze
@@ -71,6 +73,18 @@ def test_tombstones_and_kafka_offsets_are_kept(simulated: Simulated, ingested) -
     partition = pl.col("_source_file").str.extract(r"\+(\d+)\+").cast(pl.Int64)
     assert orders.filter(pl.col("_kafka_offset") != start + pl.col("_line") - 1).height == 0
     assert orders.filter(pl.col("_kafka_partition") != partition).height == 0
+
+
+def test_raw_records_are_written_with_zstd_and_no_dictionary(ingested) -> None:
+    settings, _ = ingested
+    files = [Path(f) for f in DeltaTable(bronze.quarantine_uri(settings)).file_uris()]
+    files += [Path(f) for f in DeltaTable(f"{settings.zone('bronze')}/clickstream/events").file_uris()]
+    for file in files:
+        metadata = pq.ParquetFile(file).metadata
+        names = [metadata.schema.column(i).name for i in range(metadata.num_columns)]
+        raw = metadata.row_group(0).column(names.index("raw"))
+        assert raw.compression == "ZSTD", file
+        assert "RLE_DICTIONARY" not in raw.encodings and "PLAIN_DICTIONARY" not in raw.encodings, file
 
 
 def test_ingesting_again_changes_nothing(simulated: Simulated, tmp_path: Path) -> None:
