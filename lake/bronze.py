@@ -312,6 +312,29 @@ class BatchParser:
         )
 
 
+def append_batch(
+    settings: Settings, parser: BatchParser, app_id: str, chunks: Iterable[pa.Table] | None = None
+) -> None:
+    """Append the valid records of ``parser``'s batch (read from its files, or from ``chunks``) to the feed's
+    bronze table in one commit that records ``(app_id, batch number)``; when that commit exists already, only
+    read them, for the quarantine rows and counts."""
+    target, options = bronze_uri(settings, parser.contract), settings.storage_options
+    if delta.applied_version(target, app_id, options) >= parser.seq:
+        for _ in parser.batches(chunks):
+            pass
+        return
+    delta.append(
+        target,
+        pa.RecordBatchReader.from_batches(parser.schema, parser.batches(chunks)),
+        storage_options=options,
+        partition_by=["_ingest_date"],
+        app_id=app_id,
+        version=parser.seq,
+        configuration=delta.stats_only(BRONZE_STATS_COLUMNS),
+        writer_properties=delta.RAW_RECORDS,
+    )
+
+
 def read_ahead(items: Iterator[T]) -> Iterator[T]:
     """The items of ``items``, each next one produced in a background thread while the caller works on the
     current one (decompression and Arrow release the GIL); an error of ``items`` is raised to the caller."""
@@ -340,23 +363,9 @@ def _run_batch(
 ) -> None:
     options = settings.storage_options
     app_id = f"ingest:{contract.feed_id}"
-    target, quarantine = bronze_uri(settings, contract), quarantine_uri(settings)
+    quarantine = quarantine_uri(settings)
     parser = BatchParser(settings, contract, seq, files, chunk_bytes)
-    if delta.applied_version(target, app_id, options) >= seq:
-        for _ in parser.batches():  # already committed: only the quarantine rows and counts are needed
-            pass
-    else:
-        reader = pa.RecordBatchReader.from_batches(parser.schema, parser.batches())
-        delta.append(
-            target,
-            reader,
-            storage_options=options,
-            partition_by=["_ingest_date"],
-            app_id=app_id,
-            version=seq,
-            configuration=delta.stats_only(BRONZE_STATS_COLUMNS),
-            writer_properties=delta.RAW_RECORDS,
-        )
+    append_batch(settings, parser, app_id)
     crash_point("ingest:after_bronze")
     if parser.quarantine and delta.applied_version(quarantine, app_id, options) < seq:
         delta.append(

@@ -27,7 +27,7 @@ import pyarrow as pa
 from data_contracts import Contract, load_contracts
 from data_contracts.sql import sql_literal
 from lake import delta
-from lake.bronze import BatchParser, bronze_uri, ledger_uri, quarantine_uri
+from lake.bronze import BatchParser, append_batch, bronze_uri, ledger_uri, quarantine_uri
 from lake.faults import crash_point
 from lake.landing import CHUNK_BYTES, LandedFile
 from lake.ledger import REPLAY, FileCounts, Ledger
@@ -154,20 +154,7 @@ def replay(
     parser = BatchParser(settings, contract, seq, files, CHUNK_BYTES)
     chunks = _chunks(selection, files, rows_per_chunk) if selection is not None and files else iter(())
     app_id, target, quarantine = f"ingest:{feed}", bronze_uri(settings, contract), quarantine_uri(settings)
-    if delta.applied_version(target, app_id, options) >= seq:
-        for _ in parser.batches(chunks):  # already in bronze: only the new reasons are needed
-            pass
-    else:
-        reader = pa.RecordBatchReader.from_batches(parser.schema, parser.batches(chunks))
-        delta.append(
-            target,
-            reader,
-            storage_options=options,
-            partition_by=["_ingest_date"],
-            app_id=app_id,
-            version=seq,
-            writer_properties=delta.RAW_RECORDS,
-        )
+    append_batch(settings, parser, app_id, chunks)
     crash_point("replay:after_bronze")
     moved = (
         delta.scan(target, options)
