@@ -13,6 +13,7 @@ import pyarrow.fs as pafs
 from deltalake import write_deltalake
 
 from lake import delta
+from lake.object_store import filesystem
 from lake.settings import Settings
 
 
@@ -24,7 +25,7 @@ def gold_uri(settings: Settings, model: str) -> str:
 def gold_uris(settings: Settings) -> list[str]:
     """Every Delta table under ``gold/`` (each folder holding a ``_delta_log``), sorted."""
     zone = settings.zone("gold")
-    fs, base = pafs.FileSystem.from_uri(zone) if "://" in zone else (pafs.LocalFileSystem(), zone)
+    fs, base = filesystem(zone, settings.storage_options)
     folders = fs.get_file_info(pafs.FileSelector(base, allow_not_found=True))
     return sorted(
         f"{zone}/{folder.base_name}"

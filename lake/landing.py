@@ -19,6 +19,8 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 from isal import igzip
 
+from lake.object_store import filesystem
+
 DATA_SUFFIXES = tuple(f".{ext}{gz}" for ext in ("json", "jsonl", "ndjson") for gz in ("", ".gz"))
 """The endings of the files ingestion takes in: JSON lines, plain or gzipped."""
 KAFKA_FILE_NAME = re.compile(
@@ -48,10 +50,9 @@ class LandedFile:
 
 
 def landing_filesystem(landing: str) -> tuple[pafs.FileSystem, str]:
-    """The filesystem and base path of the landing zone (a local folder or an object-store URI)."""
-    if "://" in landing:
-        return pafs.FileSystem.from_uri(landing)
-    return pafs.LocalFileSystem(), landing
+    """The filesystem and base path of the landing zone (a local folder or an object-store URI, whose store
+    the ``AWS_*`` variables describe: :func:`lake.object_store.filesystem`)."""
+    return filesystem(landing)
 
 
 def _landed(feed_id: str, relpath: str, info: pafs.FileInfo) -> LandedFile:

@@ -124,14 +124,7 @@ class Settings:
         local)."""
         if self.is_local:
             return {}
-        names = (
-            "AWS_ENDPOINT_URL",
-            "AWS_REGION",
-            "AWS_ACCESS_KEY_ID",
-            "AWS_SECRET_ACCESS_KEY",
-            "AWS_ALLOW_HTTP",
-        )
-        return {name: os.environ[name] for name in names if os.environ.get(name)}
+        return object_store_options()
 
     @property
     def landing(self) -> str:
@@ -207,6 +200,23 @@ def get_settings() -> Settings:
         pii_secret=_pii_secret(lake_root),
         **from_environment(VARIABLES),
     )
+
+
+OBJECT_STORE_VARIABLES = (
+    "AWS_ENDPOINT_URL",
+    "AWS_REGION",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_ALLOW_HTTP",
+)
+"""The standard variables of an S3-compatible object store that the lake passes on to deltalake, polars and
+pyarrow (unset ones are left to each client's own defaults: instance credentials, the default region)."""
+
+
+def object_store_options() -> dict[str, str]:
+    """The set (and not blank) variables of :data:`OBJECT_STORE_VARIABLES`, by name."""
+    return {name: os.environ[name] for name in OBJECT_STORE_VARIABLES if os.environ.get(name, "").strip()}
 
 
 def _is_local(lake_root: str) -> bool:
