@@ -31,7 +31,7 @@ from data_contracts import Contract
 from lake import delta
 from lake.faults import crash_point
 from lake.feeds import feed_of
-from lake.landing import CHUNK_BYTES, LandedFile, landing_filesystem, read_line_chunks
+from lake.landing import CHUNK_BYTES, LandedFile, arrival_order, landing_filesystem, read_line_chunks
 from lake.ledger import FileCounts, Ledger
 from lake.settings import Settings
 
@@ -444,7 +444,7 @@ def ingest(
     report.changed_files = [
         f.relpath for f in landed if state.done.get(f.relpath, (f.size, f.mtime_ns)) != (f.size, f.mtime_ns)
     ]
-    pending.sort(key=lambda f: (f.mtime_ns, f.relpath))
+    pending.sort(key=arrival_order)
     batch_bytes = max_batch_bytes or settings.batch_bytes
     for files in _plan_batches(settings.landing, pending, max_files_per_batch, batch_bytes):
         ledger.plan(contract.feed_id, seq, files)

@@ -279,7 +279,7 @@ def _write_landing(settings: Settings, file: LandedFile, lines: list[bytes]) -> 
     if file.compressed:
         data = igzip.compress(data)
     temporary = path + ".erasing"
-    with fs.open_output_stream(temporary) as out:
+    with fs.open_output_stream(temporary, compression=None) as out:
         out.write(data)
     fs.move(temporary, path)
     info = fs.get_file_info(path)

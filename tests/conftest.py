@@ -275,11 +275,15 @@ def postgres() -> Iterator[object]:
     shutil.rmtree(folder, ignore_errors=True)
 
 
+S3_PII_SECRET = "a-test-secret-for-the-lake-on-object-storage"
+"""The tokenisation key of the tests' lakes on object storage (a lake outside this machine needs its own)."""
+
+
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[object]:
-    """A real S3 server (SeaweedFS, :mod:`lake.s3_server`) for the session on free ports of 127.0.0.1, stopped
-    and deleted at the end. Its data folder is not under pytest's temporary root, which a concurrent pytest run
-    may prune while this server still runs."""
+    """A real S3 server (SeaweedFS, :mod:`lake.s3_server`) for the session on free ports of 127.0.0.1,
+    stopped and deleted at the end. Its data folder is not under pytest's temporary root, which a concurrent
+    pytest run may prune while this server still runs."""
     from lake import s3_server as servers
 
     folder = Path(tempfile.mkdtemp(prefix="seaweedfs-"))
@@ -292,13 +296,13 @@ def s3_server() -> Iterator[object]:
 def s3_lake(
     s3_server, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> Settings:
-    """Settings of a lake at ``s3://lake/<test name>`` on the session's S3 server, with its warehouse under the
-    test's temporary folder; the lake's variables (``LAKE_ROOT``, the ``AWS_*`` options, a ``PII_SECRET``) are
-    set for the test and the processes it starts."""
+    """Settings of a lake at ``s3://lake/<test name>`` on the session's S3 server, with its warehouse under
+    the test's temporary folder; the lake's variables (``LAKE_ROOT``, the ``AWS_*`` options, a
+    ``PII_SECRET``) are set for the test and the processes it starts."""
     prefix = request.node.name.lower().translate(str.maketrans("[]:.", "____"))
     for name, value in s3_server.environment(prefix).items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setenv("PII_SECRET", "a-test-secret-for-the-lake-on-object-storage")
+    monkeypatch.setenv("PII_SECRET", S3_PII_SECRET)
     monkeypatch.setenv("WAREHOUSE_PATH", str(tmp_path / "warehouse" / "engagement.duckdb"))
     return get_settings()
 
