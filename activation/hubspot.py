@@ -33,7 +33,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import time
 from collections import deque
 from pathlib import Path
@@ -43,6 +42,7 @@ import polars as pl
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from activation.destinations import Checkpoint
+from lake import object_store
 from lake.faults import crash_point
 
 BATCH_LIMIT = 100
@@ -167,7 +167,7 @@ class HubSpotDestination:
         columns: dict[str, pl.DataType],
         key: str,
         group: str,
-        progress_path: Path,
+        progress_path: str | Path,
         per_window: int = 100,
         window_s: float = 10.0,
         daily: int = 250_000,
@@ -287,15 +287,11 @@ class HubSpotDestination:
 
     # ------------------------------------------------------------------------------------ the checkpoint
     def _progress(self) -> dict | None:
-        if not self.progress_path.exists():
-            return None
-        return json.loads(self.progress_path.read_text())
+        data = object_store.read_bytes(str(self.progress_path))
+        return None if data is None else json.loads(data)
 
     def _save(self, progress: dict) -> None:
-        self.progress_path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.progress_path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(progress))
-        os.replace(temporary, self.progress_path)
+        object_store.write_bytes(str(self.progress_path), json.dumps(progress).encode())
 
     def checkpoint(self) -> Checkpoint | None:
         """The last diff sent completely and the records refused then, or None."""

@@ -26,9 +26,9 @@ from activation.config import SyncConfig, SyncConfigError, load_syncs
 from activation.contract import load_outbound, violations
 from activation.destinations import Destination, FilesDestination, PostgresDestination
 from activation.hubspot import DEFAULT_BASE_URL, HubSpotDestination, HubSpotError, is_transient
-from lake import delta
+from lake import delta, object_store
 from lake.faults import crash_point
-from lake.settings import REPO_ROOT, Settings, disable_telemetry, get_settings
+from lake.settings import Settings, disable_telemetry, get_settings
 
 NO_ACTION = "no_action"
 SAMPLE_SIZE = 5
@@ -192,14 +192,13 @@ def compute_diff(
     ).sort(state.OP, key)
 
 
-def progress_dir(settings: Settings) -> Path:
-    """Where HTTP destinations keep their per-batch progress: ``ACTIVATION_PROGRESS_DIR``, else the lake's
-    ``activation/_progress`` folder when the lake is local, else ``var/activation-progress``."""
+def progress_dir(settings: Settings) -> str:
+    """Where HTTP destinations keep their per-batch progress (a folder or an object-store URI):
+    ``ACTIVATION_PROGRESS_DIR``, else the lake's ``activation/_progress`` (on object storage too, so that
+    every machine that syncs finds it)."""
     if os.environ.get("ACTIVATION_PROGRESS_DIR"):
-        return Path(os.environ["ACTIVATION_PROGRESS_DIR"])
-    if "://" not in str(settings.lake_root):
-        return Path(settings.lake_root) / "activation" / "_progress"
-    return REPO_ROOT / "var" / "activation-progress"
+        return os.environ["ACTIVATION_PROGRESS_DIR"]
+    return object_store.join(settings.lake_root, "activation", "_progress")
 
 
 def destination_for(
@@ -222,7 +221,7 @@ def destination_for(
             columns=columns,
             key=config.key_column,
             group=target.group,
-            progress_path=progress_dir(settings or get_settings()) / f"{config.name}.json",
+            progress_path=object_store.join(progress_dir(settings or get_settings()), f"{config.name}.json"),
             per_window=target.quota.requests,
             window_s=target.quota.per_seconds,
             daily=target.quota.daily,

@@ -15,13 +15,18 @@ from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pytest
 from conftest import S3_PII_SECRET, read_warehouse
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError
+from test_activation_sync import GRANTED, crm_sync, decision, write_consents, write_decisions
 
+from activation import state
+from activation.sync import progress_dir, run_sync
 from data_contracts import scan_contracts
 from lake import delta, object_store
+from lake.landing import arrival_order, survey
 from lake.maintenance import maintain
 from lake.settings import REPO_ROOT
 from lake.summary import delta_tables
@@ -240,3 +245,73 @@ def test_a_run_killed_on_s3_is_repaired_by_a_rerun(
     actual = tables_of(s3_lake.lake_root, s3_lake.storage_options, feeds=CRASH_FEEDS)
     assert {LEDGER, "silver/crm/contacts", "silver/shop/orders", "silver/clickstream/events"} <= actual.keys()
     assert_same_tables({name: expected[name] for name in actual}, actual)
+
+
+# --------------------------------------------------------------------- the other users of the lake root
+
+
+def test_files_on_s3_are_replaced_whole_and_uploaded_in_arrival_order(s3_lake, tmp_path: Path) -> None:
+    uri = object_store.join(s3_lake.lake_root, "activation", "_progress", "hubspot.json")
+    assert object_store.read_bytes(uri) is None
+    object_store.write_bytes(uri, b'{"diff_id": 1}')
+    object_store.write_bytes(uri, b'{"diff_id": 2}')
+    assert object_store.read_bytes(uri) == b'{"diff_id": 2}'
+    # the HTTP destinations' progress lives in the lake, on object storage too
+    assert progress_dir(s3_lake) == object_store.join(s3_lake.lake_root, "activation", "_progress")
+
+    # arrival on S3 is the object's LastModified (whole seconds), then the Kafka offset: a file that lands a
+    # second later comes later whatever its offset
+    def land(offset: int, mtime: int) -> Path:
+        path = tmp_path / f"landed-{offset}" / "cdc" / "t" / f"t+0+{offset:010d}.json"
+        path.parent.mkdir(parents=True)
+        path.write_text('{"a": 1}\n')
+        os.utime(path, (mtime, mtime))
+        return path.parents[2]
+
+    assert object_store.upload_folder(land(9, 10), s3_lake.landing) == 1
+    time.sleep(1.1)
+    for offset, mtime in ((0, 20), (5, 30)):
+        object_store.upload_folder(land(offset, mtime), s3_lake.landing)
+    landed = sorted(survey(s3_lake.landing, "t", "cdc/t")[0], key=arrival_order)
+    assert [f.kafka_start_offset for f in landed] == [9, 0, 5]
+    assert landed[0].mtime_ns < landed[1].mtime_ns and all(f.mtime_ns % 1_000_000_000 == 0 for f in landed)
+
+
+def test_the_sync_engine_keeps_its_state_in_the_lake_on_s3(s3_lake, crm_url, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("ACTIVATION_SYNCS_DIR", str(tmp_path / "syncs"))
+    (tmp_path / "syncs").mkdir()
+    write_decisions(s3_lake, [decision(1), decision(2, "free_shipping", "sms"), decision(3)])
+    write_consents(s3_lake, GRANTED)
+    config = crm_sync(s3_lake)
+    first = run_sync(config, s3_lake)
+    assert (first["added"], first["sent"], first["status"]) == (3, 3, "succeeded")
+    assert run_sync(config, s3_lake)["sent"] == 0  # the synced state, read back from S3, equals the source
+    assert state.state_version(s3_lake, "crm") == 1
+    assert state.runs(s3_lake, "crm")["sent"].to_list() == [3, 0]
+    assert delta.open_table(state.uri(s3_lake, "state", "crm"), s3_lake.storage_options) is not None
+
+
+def test_dagster_compute_logs_go_to_the_s3_server(s3_lake, s3_server, tmp_path, monkeypatch) -> None:
+    import dagster as dg
+
+    home = tmp_path / "dagster"
+    home.mkdir()
+    profile = (
+        REPO_ROOT / "orchestration" / name for name in ("dagster.yaml", "dagster-s3-compute-logs.yaml")
+    )
+    (home / "dagster.yaml").write_text("".join(p.read_text() for p in profile))  # as make install does
+    monkeypatch.setenv("DAGSTER_COMPUTE_LOG_BUCKET", s3_server.bucket)
+
+    @dg.asset
+    def says_hello() -> None:
+        print("hello from a step")
+
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert dg.materialize([says_hello], instance=instance).success
+    fs, base = object_store.filesystem(f"s3://{s3_server.bucket}/dagster/compute-logs")
+    outputs = [
+        i.path
+        for i in fs.get_file_info(pafs.FileSelector(base, recursive=True))
+        if i.type == pafs.FileType.File and i.path.endswith(".out")
+    ]
+    assert [fs.open_input_stream(p).read() for p in outputs] == [b"hello from a step\n"]
