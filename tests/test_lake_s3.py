@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pytest
-from conftest import S3_PII_SECRET, read_warehouse
+from conftest import GOLD_SELECT, S3_PII_SECRET, gold_models, read_warehouse, run_dbt
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError
 from test_activation_sync import GRANTED, crm_sync, decision, write_consents, write_decisions
@@ -26,11 +27,13 @@ from activation import state
 from activation.sync import progress_dir, run_sync
 from data_contracts import scan_contracts
 from lake import delta, object_store
+from lake.gold import gold_uri, gold_uris, publish_gold
 from lake.landing import arrival_order, survey
 from lake.maintenance import maintain
 from lake.settings import REPO_ROOT
 from lake.summary import delta_tables
 from lake.warehouse import mirror_dir, publish_silver, silver_tables
+from ml.data import load_training_set, read_gold
 from simulator import SimulationConfig, generate
 
 WRITERS = 4
@@ -315,3 +318,56 @@ def test_dagster_compute_logs_go_to_the_s3_server(s3_lake, s3_server, tmp_path, 
         if i.type == pafs.FileType.File and i.path.endswith(".out")
     ]
     assert [fs.open_input_stream(p).read() for p in outputs] == [b"hello from a step\n"]
+
+
+@pytest.mark.slow  # a dbt build of the marts the models read (about 40 s)
+def test_dbt_builds_on_the_lake_on_s3_and_gold_is_published_there(
+    company: Path, s3_lake, tmp_path: Path
+) -> None:
+    object_store.upload_folder(company, s3_lake.landing)
+    assert run_ingest().returncode == 0  # also refreshes the silver views (over the mirror)
+    run_dbt(s3_lake, tmp_path, "build", "--select", *GOLD_SELECT)
+    models = gold_models(tmp_path)
+    published = publish_gold(s3_lake, models)
+    assert gold_uris(s3_lake) == sorted(object_store.join(s3_lake.zone("gold"), m) for m in models)
+    for model, rows in published.items():
+        assert read_warehouse(s3_lake, f'select count(*) as n from "{model}"')["n"][0] == rows
+        frame, ref = read_gold(model, s3_lake)  # the models' reader, on S3
+        assert frame.height == rows and ref.uri.startswith("s3://"), model
+    assert published["identity_person_map"] > 0
+
+
+def test_a_model_learns_from_gold_on_s3_and_keeps_its_artifacts_there(gold_lake, s3_lake, tmp_path) -> None:
+    from ml.ope import logging_policy_value
+    from ml.pipeline import ope_logs, value_policy
+    from ml.policy import load_policy
+    from ml.settings import get_ml_settings
+    from ml.tracking import log_training_run, reproduce_and_compare
+    from ml.train import TrainingConfig, train_uplift
+
+    frame, _ = read_gold("training_decisions", gold_lake)
+    write_deltalake(
+        gold_uri(s3_lake, "training_decisions"), frame.to_arrow(), storage_options=s3_lake.storage_options
+    )
+    settings = replace(get_ml_settings(), tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    assert settings.artifact_root == object_store.join("s3://lake", "mlflow")  # MLFLOW_ARTIFACT_ROOT
+    training, ref = load_training_set(s3_lake)
+    assert ref.uri.startswith("s3://") and training.height == frame.height
+    config = TrainingConfig(validation_days=2, max_rounds=60)
+    result = train_uplift(training, config)
+    policy = load_policy(settings.policy_file)
+    evaluation = value_policy(result.validation_predictions, result.validation, policy, result.model.actions)
+    run = log_training_run(
+        result,
+        ref,
+        evaluation,
+        logging_policy_value(ope_logs(result.validation, policy)),
+        settings,
+        config=config,
+    )
+    fs, base = object_store.filesystem(settings.artifact_root)
+    stored = [i.path for i in fs.get_file_info(pafs.FileSelector(base, recursive=True))]
+    assert any(p.endswith(f"{run.run_id}/artifacts/training_snapshot/training_set.parquet") for p in stored)
+    assert any(p.endswith("/MLmodel") for p in stored)
+    # the run is reproduced from its snapshot on S3 and the served model (loaded from S3) predicts the same
+    assert reproduce_and_compare(run.run_id, settings) == 0.0
