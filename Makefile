@@ -139,6 +139,7 @@ bench: install  ## print throughput and memory figures (benchmarks/)
 	-$(RUN) python benchmarks/sync_hubspot.py --decisions 1000000
 	-$(RUN) python benchmarks/run_cost.py --persons 100000 --days 30
 	-$(RUN) python benchmarks/simulator_advance.py --persons 10000 100000 --days 7
+	-$(RUN) python benchmarks/lake_s3.py
 
 lint: install  ## ruff lint and format check, SQL lint of the dbt models (sqlfluff), the import boundaries between the packages (lint-imports)
 	$(RUN) ruff check .
