@@ -9,8 +9,8 @@ whole interface; :meth:`S3Server.environment` gives the variables that put the l
 MLflow's artifacts (``MLFLOW_ARTIFACT_ROOT``) on it.
 
 ``python -m lake.s3_server serve [--data-dir DIR] [--port PORT]`` serves until interrupted and prints the
-variables; ``python -m lake.s3_server run [--data-dir DIR] COMMAND [ARGS...]`` runs one command with them and
-stops the server afterwards.
+variables; ``python -m lake.s3_server run [--data-dir DIR] [--port PORT] COMMAND [ARGS...]`` runs one command
+with them and stops the server afterwards.
 """
 
 from __future__ import annotations
@@ -226,17 +226,25 @@ def running(data_dir: Path, bucket: str = BUCKET, port: int | None = None) -> It
         stop(server)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``serve`` until interrupted, or ``run`` one command with the lake on the server."""
+def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m lake.s3_server", description=__doc__.splitlines()[0])
-    parser.add_argument("action", choices=("serve", "run"))
-    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="default: var/s3")
-    parser.add_argument("--port", type=int, default=None, help="S3 port (serve: 8333, run: a free one)")
-    parser.add_argument("--prefix", default="lake", help="the lake root's prefix in the bucket")
-    parser.add_argument("command", nargs=argparse.REMAINDER, help="run: the command and its arguments")
+    actions = parser.add_subparsers(dest="action", required=True)
+    serve = actions.add_parser("serve", help="serve until interrupted and print the lake's variables")
+    run = actions.add_parser("run", help="run one command with the lake on the server, then stop it")
+    for action, port in ((serve, f"default: {DEFAULT_PORT}"), (run, "default: a free one")):
+        action.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="default: var/s3")
+        action.add_argument("--port", type=int, default=None, help=f"the S3 port ({port})")
+        action.add_argument("--prefix", default="lake", help="the lake root's prefix in the bucket")
+    run.add_argument("command", nargs=argparse.REMAINDER, help="the command and its arguments")
     args = parser.parse_args(argv)
     if args.action == "run" and not args.command:
-        parser.error("run needs a command")
+        run.error("run needs a command")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``serve`` until interrupted, or ``run`` one command with the lake on the server."""
+    args = _arguments(argv)
     port = args.port or (DEFAULT_PORT if args.action == "serve" else None)
     with running(args.data_dir, port=port) as server:
         environment = server.environment(args.prefix)

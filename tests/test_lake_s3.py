@@ -26,7 +26,7 @@ from test_activation_sync import GRANTED, crm_sync, decision, write_consents, wr
 from activation import state
 from activation.sync import progress_dir, run_sync
 from data_contracts import scan_contracts
-from lake import delta, object_store
+from lake import delta, object_store, s3_server
 from lake.gold import gold_uri, gold_uris, publish_gold
 from lake.landing import arrival_order, survey
 from lake.maintenance import maintain
@@ -371,3 +371,27 @@ def test_a_model_learns_from_gold_on_s3_and_keeps_its_artifacts_there(gold_lake,
     assert any(p.endswith("/MLmodel") for p in stored)
     # the run is reproduced from its snapshot on S3 and the served model (loaded from S3) predicts the same
     assert reproduce_and_compare(run.run_id, settings) == 0.0
+
+
+def test_the_command_runs_a_command_with_the_lake_on_a_server_on_the_given_port(tmp_path: Path) -> None:
+    port = s3_server.free_ports(1)[0]
+    probe = (
+        "import os; from lake import object_store; "
+        "object_store.write_bytes(os.environ['LAKE_ROOT'] + '/probe.txt', b'written'); "
+        "print(os.environ['AWS_ENDPOINT_URL'], os.environ['LAKE_ROOT'])"
+    )
+    options = ["--data-dir", str(tmp_path), "--port", str(port), "--prefix", "probe-lake"]
+    done = subprocess.run(
+        [sys.executable, "-m", "lake.s3_server", "run", *options, sys.executable, "-c", probe],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.splitlines()[-1] == f"http://127.0.0.1:{port} s3://lake/probe-lake"
+    # the server is stopped afterwards; its data stays in the folder: a new server on it serves the object
+    assert (tmp_path / "s3.json").exists()
+    with s3_server.running(tmp_path) as server:
+        probe_uri = server.uri("probe-lake/probe.txt")
+        assert object_store.read_bytes(probe_uri, server.storage_options) == b"written"
