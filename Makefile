@@ -22,7 +22,7 @@ DEMO_DAYS ?= 30
 DEMO_SEED ?= 7
 DAYS ?= 7
 
-.PHONY: help install environment demo demo-postgres s3 loop train score sync ingest replay erase test test-quick dev dev-postgres mlflow notebooks bench lint docs contracts clean
+.PHONY: help install environment demo demo-postgres demo-distributed s3 loop train score sync ingest replay erase test test-quick dev dev-postgres mlflow notebooks bench lint docs contracts clean
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -69,6 +69,20 @@ S3_PORT ?= 8333
 
 s3: install  ## serve a local S3 server (SeaweedFS) on http://127.0.0.1:8333 (S3_PORT) until Ctrl-C, and print the LAKE_ROOT and AWS_* settings of a lake on it
 	$(RUN) env --default-signal=INT,TERM python -m lake.s3_server serve --port $(S3_PORT)
+
+# make demo on the services of a deployment beyond one machine, all started here: the lake on the S3 server of make s3
+# (data in var/s3, free ports while it runs), Dagster and MLflow on the embedded PostgreSQL server (the lake's local
+# state in var/lakes/s3-lake-lake/), MLflow's artifacts in the bucket; the DuckDB warehouse and the lake's own
+# tokenisation key (PII_SECRET, made once unless set) in var/distributed/
+DISTRIBUTED_DIR := $(CURDIR)/var/distributed
+
+demo-distributed: install  ## make demo with the lake on a local S3 server (SeaweedFS), Dagster and MLflow on the embedded PostgreSQL server
+	@mkdir -p $(DISTRIBUTED_DIR) && test -s $(DISTRIBUTED_DIR)/pii_secret || (umask 077 && \
+		$(RUN) python -c 'import secrets; print(secrets.token_urlsafe(32))' > $(DISTRIBUTED_DIR)/pii_secret)
+	PII_SECRET="$${PII_SECRET:-$$(cat $(DISTRIBUTED_DIR)/pii_secret)}" \
+	WAREHOUSE_PATH=$(DISTRIBUTED_DIR)/warehouse/engagement.duckdb \
+	$(RUN) python -m lake.s3_server run python -m orchestration.postgres_stores \
+		python -m orchestration.demo --persons $(DEMO_PERSONS) --days $(DEMO_DAYS) --seed $(DEMO_SEED)
 
 loop: install  ## run DAYS (default 7) days of the closed loop through Dagster after make demo: the company lives a day, ingest, dbt, decisions, sync, outcomes, guardrail; a line per day with the lift and the true lift
 	$(RUN) python -m orchestration.loop --days $(DAYS)
@@ -155,5 +169,6 @@ contracts: install  ## lint the data contracts (DATA_CONTRACTS_DIR) and fail on 
 
 # the embedded CRM server (var/crm-postgres) is stopped first: it keeps running between commands
 clean:  ## delete everything the project wrote at run time (the lake, warehouse, MLflow store, Dagster home, the embedded PostgreSQL server's databases)
-	@if [ -f var/crm-postgres/postmaster.pid ]; then CRM_POSTGRES_DIR= LAKE_ROOT=$(CURDIR)/var/lake $(RUN) python -m activation.crm_server stop; fi
+	@for dir in var/crm-postgres var/lakes/*/crm-postgres; do if [ -f $$dir/postmaster.pid ]; then \
+		CRM_POSTGRES_DIR=$(CURDIR)/$$dir $(RUN) python -m activation.crm_server stop; fi; done
 	rm -rf var dbt_project/target dbt_project/logs

@@ -47,8 +47,8 @@ CREATE_LOCK = 1_303_000_013
 
 
 def crm_data_dir(settings: Settings) -> Path:
-    """The embedded server's data folder: ``CRM_POSTGRES_DIR``, else ``crm-postgres/`` beside a local lake's
-    root, else in ``var/``."""
+    """The embedded server's data folder: ``CRM_POSTGRES_DIR``, else ``crm-postgres/`` beside the lake
+    (:meth:`Settings.beside_lake`)."""
     if os.environ.get(DATA_DIR_ENV):
         return Path(os.environ[DATA_DIR_ENV]).expanduser().resolve()
     return settings.beside_lake("crm-postgres")

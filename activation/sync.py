@@ -60,9 +60,9 @@ def retryable(error: BaseException) -> bool:
 
 
 def outbox_dir(settings: Settings) -> Path:
-    """The outbox folder of file destinations: ``ACTIVATION_OUTBOX_DIR``, else ``outbox/`` beside a local
-    lake's root (``var/outbox`` by default; the outbox's checkpoint belongs to that lake's sync state), else
-    ``var/outbox``."""
+    """The outbox folder of file destinations: ``ACTIVATION_OUTBOX_DIR``, else ``outbox/`` beside the lake
+    (:meth:`Settings.beside_lake`: ``var/outbox`` by default; the outbox's checkpoint belongs to that lake's
+    sync state)."""
     if os.environ.get("ACTIVATION_OUTBOX_DIR"):
         return Path(os.environ["ACTIVATION_OUTBOX_DIR"])
     return settings.beside_lake("outbox")

@@ -102,3 +102,10 @@ def upload_folder(source: Path, uri: str, storage_options: dict[str, str] | None
             while block := data.read(8 << 20):
                 out.write(block)
     return len(files)
+
+
+def delete_folder(uri: str, storage_options: dict[str, str] | None = None) -> None:
+    """Delete the folder (or object-store prefix) ``uri`` and everything under it (nothing when missing)."""
+    fs, path = filesystem(uri, storage_options)
+    if fs.get_file_info(path).type != pafs.FileType.NotFound:
+        fs.delete_dir(path)

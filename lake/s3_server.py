@@ -246,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     """``serve`` until interrupted, or ``run`` one command with the lake on the server."""
     args = _arguments(argv)
     port = args.port or (DEFAULT_PORT if args.action == "serve" else None)
+    # SIGTERM unwinds like Ctrl-C: the server is stopped (and a running command killed) on the way out
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     with running(args.data_dir, port=port) as server:
         environment = server.environment(args.prefix)
         up = f"up in {server.started_in_s:.1f} s"

@@ -8,6 +8,7 @@ repository (git-ignored).
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
@@ -107,12 +108,13 @@ class Settings:
         return _is_local(self.lake_root)
 
     def beside_lake(self, name: str) -> Path:
-        """The folder ``name`` beside a local lake's root (``var/<name>`` for the default lake), else in
-        ``var/``: where local state that belongs to this lake lives outside it (the embedded server, the
-        outbox)."""
+        """The folder ``name`` beside a local lake's root (``var/<name>`` for the default lake), else in the
+        folder of ``var/lakes/`` named after the lake's URI (``var/lakes/s3-bucket-prefix/<name>``): where
+        local state that belongs to this lake lives outside it (the embedded server, the outbox, the
+        simulator's truth)."""
         if self.is_local:
             return Path(self.lake_root.removeprefix("file://")).parent / name
-        return DEFAULT_VAR_DIR / name
+        return DEFAULT_VAR_DIR / "lakes" / re.sub(r"[^A-Za-z0-9._-]+", "-", self.lake_root).strip("-") / name
 
     def zone(self, name: str) -> str:
         """The URI or path of one zone of the lake (``landing``, ``bronze``, ``silver``, ``gold``, ...)."""
@@ -133,9 +135,10 @@ class Settings:
 
     @property
     def simulator_truth(self) -> str:
-        """Where the simulated company keeps its ground truth: inside the lake root, outside the landing
-        zone."""
-        return self.zone("simulator_truth")
+        """Where the simulated company keeps its ground truth: inside a local lake's root, outside the landing
+        zone; a local folder beside a lake on object storage (:meth:`beside_lake`), as the simulator is a
+        program on this machine."""
+        return self.zone("simulator_truth") if self.is_local else str(self.beside_lake("simulator_truth"))
 
 
 def parse_switch(value: str) -> bool:

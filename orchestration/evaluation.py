@@ -40,8 +40,8 @@ def warehouse_identity_quality(warehouse_path: Path, truth_dir: Path) -> Identit
 def truth_summary(settings: Settings) -> list[str]:
     """Where the simulator's ground truth is and the person map's quality against it, as lines to print (none
     for a lake without the truth)."""
-    truth = Path(settings.simulator_truth) if settings.is_local else None
-    if truth is None or not truth.is_dir():
+    truth = Path(settings.simulator_truth)
+    if not truth.is_dir():
         return []
     lines = [f"simulator ground truth: {truth}"]
     quality = warehouse_identity_quality(settings.warehouse_path, truth)

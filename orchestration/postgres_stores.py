@@ -53,8 +53,8 @@ def install_profile(home: Path) -> Path:
 
 
 def dagster_home(settings: Settings) -> Path:
-    """The Dagster instance's folder on the embedded server: ``dagster-postgres/`` beside a local lake's root
-    (``var/dagster-postgres`` for the default lake), else in ``var/``."""
+    """The Dagster instance's folder on the embedded server: ``dagster-postgres/`` beside the lake
+    (``var/dagster-postgres`` for the default lake, :meth:`Settings.beside_lake`)."""
     return settings.beside_lake("dagster-postgres")
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 import dagster as dg
 
 from data_contracts import Contract
+from lake import object_store
 from lake.feeds.clickstream import ClickstreamFeed
 from lake.settings import get_settings
 from orchestration.lake_assets import landing_spec
@@ -38,19 +39,23 @@ def simulated_company_asset(contracts: dict[str, Contract]) -> dg.AssetsDefiniti
         shop (``landing/cdc/<topic>/``) and Segment messages per received hour (``landing/clickstream/``),
         with its ground truth beside them (``simulator_truth/``). Replaces the feeds a previous run wrote."""
         from simulator import SimulationConfig, generate
+        from simulator.generate import FEEDS
 
         settings = lake.settings()
-        if not settings.is_local:
-            raise dg.Failure(f"the simulator writes local folders; LAKE_ROOT is {settings.lake_root}")
         sim = SimulationConfig(
             persons=config.persons, days=config.days, seed=config.seed, start=date.fromisoformat(config.start)
         )
-        report = generate(
-            sim, Path(settings.landing), Path(settings.simulator_truth), overwrite=True, progress=False
-        )
+        # with the lake on object storage the simulator writes a local folder, delivered as a sink would
+        written = Path(settings.landing) if settings.is_local else settings.beside_lake("simulated_landing")
+        report = generate(sim, written, Path(settings.simulator_truth), overwrite=True, progress=False)
         context.log.info(f"wrote {report.lines:,} lines in {report.files:,} files in {report.seconds:.1f} s")
+        if not settings.is_local:
+            for feed in FEEDS:
+                object_store.delete_folder(object_store.join(settings.landing, feed))
+            uploaded = object_store.upload_folder(written, settings.landing)
+            context.log.info(f"uploaded {uploaded:,} files to the landing zone on object storage")
         summary = {
-            "landing": dg.MetadataValue.path(str(report.landing)),
+            "landing": dg.MetadataValue.path(settings.landing),
             "truth": dg.MetadataValue.path(str(report.truth)),
             "files": report.files,
             "cdc_lines": report.lines_by_feed["cdc"],

@@ -30,7 +30,7 @@ from lake import delta, object_store, s3_server
 from lake.gold import gold_uri, gold_uris, publish_gold
 from lake.landing import arrival_order, survey
 from lake.maintenance import maintain
-from lake.settings import REPO_ROOT
+from lake.settings import REPO_ROOT, get_settings
 from lake.summary import delta_tables
 from lake.warehouse import mirror_dir, publish_silver, silver_tables
 from ml.data import load_training_set, read_gold
@@ -395,3 +395,53 @@ def test_the_command_runs_a_command_with_the_lake_on_a_server_on_the_given_port(
     with s3_server.running(tmp_path) as server:
         probe_uri = server.uri("probe-lake/probe.txt")
         assert object_store.read_bytes(probe_uri, server.storage_options) == b"written"
+
+
+def test_sigterm_to_the_command_stops_its_server(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "lake.s3_server", "run", "--data-dir", str(tmp_path), "sleep", "120"]
+    process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
+    assert process.stdout.readline().startswith("SeaweedFS S3 on http://127.0.0.1:")
+    servers = [p for p in Path("/proc").glob("[0-9]*") if str(tmp_path) in _command_line(p)]
+    assert servers, "no server process found for the data folder"
+    process.terminate()
+    assert process.wait(timeout=60) == 128 + 15
+    assert not [p for p in servers if p.exists() and "weed" in _command_line(p)]
+
+
+def _command_line(proc: Path) -> str:
+    try:
+        return (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def test_the_simulated_company_lands_on_s3_as_a_sink_delivers(s3_lake, tmp_path: Path, monkeypatch) -> None:
+    import dagster as dg
+
+    from lake.summary import landing_summary
+    from orchestration.definitions import defs
+
+    monkeypatch.setattr("lake.settings.DEFAULT_VAR_DIR", tmp_path / "var")  # the lake's local state
+    stale = object_store.join(s3_lake.landing, "cdc", "crm.public.contacts", "left-by-an-earlier-run.json")
+    object_store.write_bytes(stale, b"{}\n")
+    asset = defs.resolve_assets_def(dg.AssetKey(["landing", "crm", "contacts"]))
+    result = dg.materialize(
+        [asset],
+        run_config={"ops": {"simulated_company": {"config": {"persons": 300, "days": 2, "seed": 1}}}},
+        instance=dg.DagsterInstance.ephemeral(),
+    )
+    assert result.success
+    metadata = result.asset_materializations_for_node("simulated_company")[0].metadata
+    on_s3 = landing_summary(s3_lake.landing, s3_lake.storage_options)
+    assert sum(files for _, files, _ in on_s3) == metadata["files"].value  # every file, none left from before
+    assert object_store.read_bytes(stale) is None
+    # the ground truth stays on this machine, in the lake's own local folder
+    truth = Path(get_settings().simulator_truth)
+    assert truth.is_relative_to(tmp_path / "var" / "lakes") and (truth / "identifiers.parquet").exists()
+    # uploaded in the order the simulator wrote them: along the files' local times LastModified never falls
+    written = get_settings().beside_lake("simulated_landing")
+    local = sorted((p for p in written.rglob("*") if p.is_file()), key=lambda p: p.stat().st_mtime_ns)
+    landed = {f.relpath: f.mtime_ns for f in survey(s3_lake.landing, "clickstream", "clickstream")[0]}
+    relpaths = [p.relative_to(written).as_posix() for p in local]
+    seconds = [landed[relpath] for relpath in relpaths if relpath.startswith("clickstream/")]
+    assert len(seconds) > 10 and seconds == sorted(seconds)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from data_contracts import CONTRACTS_DIR
-from lake.settings import VARIABLES, Settings, get_settings
+from lake.settings import REPO_ROOT, VARIABLES, Settings, get_settings
 from ml.settings import VARIABLES as ML_VARIABLES
 from ml.settings import MlSettings, get_ml_settings
 from simulator import SimulationConfig
@@ -72,3 +72,23 @@ def test_a_value_that_does_not_parse_names_its_variable(
     monkeypatch.setenv(name, value)
     with pytest.raises(ValueError, match=message):
         get_ml_settings()
+
+
+def test_each_lake_keeps_its_local_state_in_a_folder_of_its_own(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("PII_SECRET", "a-secret-of-this-test")
+    folders = {}
+    for lake in (
+        "s3://bucket/lake",
+        "s3://bucket/other-lake",
+        "s3://other-bucket/lake",
+        str(tmp_path / "lake"),
+    ):
+        monkeypatch.setenv("LAKE_ROOT", lake)
+        settings = get_settings()
+        folders[lake] = {settings.beside_lake("crm-postgres").parent, Path(settings.simulator_truth).parent}
+    # a local lake: its state beside it, the simulator's truth inside it
+    assert folders[str(tmp_path / "lake")] == {tmp_path, tmp_path / "lake"}
+    remote = [folders[lake] for lake in folders if lake.startswith("s3://")]
+    # a lake on object storage keeps its local state (embedded CRM, simulator truth) in one folder per lake
+    assert all(len(f) == 1 and next(iter(f)).is_relative_to(REPO_ROOT / "var") for f in remote)
+    assert len({next(iter(f)) for f in remote}) == 3
