@@ -38,8 +38,9 @@ def test_defaults_stay_inside_the_repository(monkeypatch) -> None:
     assert s.warehouse_path.is_relative_to(REPO_ROOT / "var")
 
 
-def test_simulated_company_asset_materializes_into_the_lake_root(monkeypatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("LAKE_ROOT", str(tmp_path / "lake"))
+def materialize_small_company() -> dg.ExecuteInProcessResult:
+    """The simulated company asset (300 persons x 2 days) materialized on an ephemeral instance, into the lake
+    of the environment's settings."""
     from orchestration.definitions import defs
 
     asset = defs.resolve_assets_def(dg.AssetKey(["landing", "crm", "contacts"]))
@@ -49,6 +50,12 @@ def test_simulated_company_asset_materializes_into_the_lake_root(monkeypatch, tm
         instance=dg.DagsterInstance.ephemeral(),
     )
     assert result.success
+    return result
+
+
+def test_simulated_company_asset_materializes_into_the_lake_root(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("LAKE_ROOT", str(tmp_path / "lake"))
+    result = materialize_small_company()
     materialized = result.asset_materializations_for_node("simulated_company")
     assert {m.asset_key.to_user_string() for m in materialized} >= {
         "landing/crm/contacts",

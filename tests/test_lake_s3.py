@@ -22,6 +22,7 @@ from conftest import GOLD_SELECT, S3_PII_SECRET, gold_models, read_warehouse, ru
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError
 from test_activation_sync import GRANTED, crm_sync, decision, write_consents, write_decisions
+from test_foundation import materialize_small_company
 
 from activation import state
 from activation.sync import progress_dir, run_sync
@@ -416,21 +417,12 @@ def _command_line(proc: Path) -> str:
 
 
 def test_the_simulated_company_lands_on_s3_as_a_sink_delivers(s3_lake, tmp_path: Path, monkeypatch) -> None:
-    import dagster as dg
-
     from lake.summary import landing_summary
-    from orchestration.definitions import defs
 
     monkeypatch.setattr("lake.settings.DEFAULT_VAR_DIR", tmp_path / "var")  # the lake's local state
     stale = object_store.join(s3_lake.landing, "cdc", "crm.public.contacts", "left-by-an-earlier-run.json")
     object_store.write_bytes(stale, b"{}\n")
-    asset = defs.resolve_assets_def(dg.AssetKey(["landing", "crm", "contacts"]))
-    result = dg.materialize(
-        [asset],
-        run_config={"ops": {"simulated_company": {"config": {"persons": 300, "days": 2, "seed": 1}}}},
-        instance=dg.DagsterInstance.ephemeral(),
-    )
-    assert result.success
+    result = materialize_small_company()
     metadata = result.asset_materializations_for_node("simulated_company")[0].metadata
     on_s3 = landing_summary(s3_lake.landing, s3_lake.storage_options)
     assert sum(files for _, files, _ in on_s3) == metadata["files"].value  # every file, none left from before
