@@ -292,6 +292,18 @@ def s3_server() -> Iterator[object]:
     shutil.rmtree(folder, ignore_errors=True)
 
 
+@pytest.fixture(scope="session")
+def spark_server() -> Iterator[object]:
+    """A real Spark Connect server (Sail, :mod:`lake.spark_server`) for the session on a free port of
+    127.0.0.1, stopped at the end."""
+    from lake import spark_server as servers
+
+    folder = Path(tempfile.mkdtemp(prefix="sail-"))
+    with servers.running(log=folder / "sail.log") as server:
+        yield server
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 @pytest.fixture
 def s3_lake(
     s3_server, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
