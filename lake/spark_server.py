@@ -3,9 +3,10 @@ Rust that reads, writes and merges Delta tables), for the tests, ``make dbt-spar
 should run dbt on the Spark target.
 
 The server binds 127.0.0.1 only; clients reach it at :attr:`SparkServer.remote` (``SPARK_REMOTE``). Each
-Spark Connect session has its own catalog on Sail (a new session starts with no schema and no table): dbt's
-Spark target registers the silver Delta tables and its own models' Delta tables at the start of every run
-(``macros/spark_catalog.sql``). :func:`start` and :func:`stop` (or :func:`running`) are the whole interface.
+Spark Connect session has its own catalog on Sail (a new session starts with no schema and no table), kept in
+the server's memory: :attr:`SparkServer.remote` names one session that every client joins, so the silver
+tables registered by :mod:`lake.spark_warehouse` and the tables dbt writes stay known from one command to the
+next until the server stops. :func:`start` and :func:`stop` (or :func:`running`) are the whole interface.
 
 ``python -m lake.spark_server run [--port PORT] COMMAND [ARGS...]`` runs one command with ``SPARK_REMOTE`` set
 and stops the server afterwards.
@@ -23,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +43,8 @@ class SparkServer:
     """A running Sail Spark Connect server: its port, process and log file."""
 
     port: int
+    session_id: str
+    """The Spark Connect session every client of :attr:`remote` joins: on Sail the catalog is per session."""
     process: subprocess.Popen
     log: Path
     started_in_s: float
@@ -48,8 +52,8 @@ class SparkServer:
 
     @property
     def remote(self) -> str:
-        """The Spark Connect URL of the server (``SPARK_REMOTE``)."""
-        return f"sc://{HOST}:{self.port}"
+        """The Spark Connect URL of the server's shared session (``SPARK_REMOTE``)."""
+        return f"sc://{HOST}:{self.port}/;session_id={self.session_id}"
 
 
 def sail_executable() -> str:
@@ -82,7 +86,7 @@ def start(port: int | None = None, log: Path | None = None, timeout_s: float = 6
             _terminate(process, 10.0)
             raise SparkServerError(f"port {port} did not answer within {timeout_s:g} s:\n{_tail(log)}")
         time.sleep(0.1)
-    return SparkServer(port, process, log, time.monotonic() - began)
+    return SparkServer(port, str(uuid.uuid4()), process, log, time.monotonic() - began)
 
 
 def _tail(log: Path, lines: int = 30) -> str:
