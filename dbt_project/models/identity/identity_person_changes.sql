@@ -1,7 +1,12 @@
 -- Every merge and split of persons between two runs, appended run after run.
 -- A merge: a person absorbed into the surviving person id. A split: identifiers of a previous person that
 -- went to another person.
-{{ config(materialized="incremental", unique_key=["change_type", "person_id", "previous_person_id"]) }}
+-- On Spark: a Delta merge on the key (dbt-spark has no delete+insert, DuckDB's default with a unique_key).
+{{ config(
+    materialized="incremental",
+    unique_key=["change_type", "person_id", "previous_person_id"],
+    incremental_strategy=("merge" if target.type == "spark" else none),
+) }}
 
 with
 
@@ -42,12 +47,12 @@ changes as (
 
     select 'merge' as change_type, moves.*
     from moves
-    inner join merged_persons using (person_id)
+    inner join merged_persons on moves.person_id = merged_persons.person_id
     where moves.previous_person_id <> moves.person_id
     union all
     select 'split' as change_type, moves.*
     from moves
-    inner join split_persons using (previous_person_id)
+    inner join split_persons on moves.previous_person_id = split_persons.previous_person_id
     where moves.previous_person_id <> moves.person_id
 
 ),

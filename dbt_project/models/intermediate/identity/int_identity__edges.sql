@@ -32,24 +32,38 @@ events as (
 
 ),
 
+token_types as (
+
+    -- the two contact details a row may carry: a row per detail type (unpivoted by a cross join and a case,
+    -- which both engines run; Sail has no correlated lateral subquery)
+    select 'email_token' as identifier_type
+    union all
+    select 'phone_token'
+
+),
+
 contact_tokens as (
 
     select
         'crm_contact_id' as left_type,
-        cast(contacts.contact_id as {{ dbt.type_string() }}) as left_identifier,
+        cast(token.contact_id as {{ dbt.type_string() }}) as left_identifier,
         token.identifier_type as right_type,
         token.identifier as right_identifier,
         'crm_contact_' || token.identifier_type as evidence,
         'crm' as source,
-        contacts.valid_from as seen_at,
-        contacts.valid_from as known_at
-    from contacts
-    cross join
-        lateral (
-            select 'email_token' as identifier_type, email_token as identifier
-            union all
-            select 'phone_token', phone_token
-        ) as token
+        token.valid_from as seen_at,
+        token.valid_from as known_at
+    from (
+        select
+            contacts.contact_id,
+            contacts.valid_from,
+            token_types.identifier_type,
+            case token_types.identifier_type
+                when 'email_token' then contacts.email_token else contacts.phone_token
+            end as identifier
+        from contacts
+        cross join token_types
+    ) as token
     where token.identifier is not null
 
 ),
@@ -58,20 +72,24 @@ customer_tokens as (
 
     select
         'shop_customer_id' as left_type,
-        cast(customers.customer_id as {{ dbt.type_string() }}) as left_identifier,
+        cast(token.customer_id as {{ dbt.type_string() }}) as left_identifier,
         token.identifier_type as right_type,
         token.identifier as right_identifier,
         'shop_customer_' || token.identifier_type as evidence,
         'shop' as source,
-        customers.valid_from as seen_at,
-        customers.valid_from as known_at
-    from customers
-    cross join
-        lateral (
-            select 'email_token' as identifier_type, email_token as identifier
-            union all
-            select 'phone_token', phone_token
-        ) as token
+        token.valid_from as seen_at,
+        token.valid_from as known_at
+    from (
+        select
+            customers.customer_id,
+            customers.valid_from,
+            token_types.identifier_type,
+            case token_types.identifier_type
+                when 'email_token' then customers.email_token else customers.phone_token
+            end as identifier
+        from customers
+        cross join token_types
+    ) as token
     where token.identifier is not null
 
 ),
@@ -121,13 +139,15 @@ alias_targets as (
     ) as aliases
     left join seen_user_ids as users on aliases.previous_id = users.identifier
     left join seen_anonymous_ids as devices on aliases.previous_id = devices.identifier
-    cross join lateral (
+    cross join (
         select 'app_user_id' as identifier_type
-        where users.identifier is not null
         union all
         select 'anonymous_id'
-        where devices.identifier is not null or users.identifier is null
     ) as target
+    where (target.identifier_type = 'app_user_id' and users.identifier is not null)
+        or (
+            target.identifier_type = 'anonymous_id' and (devices.identifier is not null or users.identifier is null)
+        )
 
 ),
 
@@ -154,24 +174,29 @@ trait_tokens as (
 
     -- contact details given in traits, held by the user (or, before sign-in, the device) that sent them
     select
-        case when events.user_id is not null then 'app_user_id' else 'anonymous_id' end as left_type,
-        coalesce(events.user_id, events.anonymous_id) as left_identifier,
+        case when token.user_id is not null then 'app_user_id' else 'anonymous_id' end as left_type,
+        coalesce(token.user_id, token.anonymous_id) as left_identifier,
         token.identifier_type as right_type,
         token.identifier as right_identifier,
         'traits_' || token.identifier_type as evidence,
         'clickstream' as source,
-        events.event_at as seen_at,
-        events.received_at as known_at
-    from events
-    cross join
-        lateral (
-            select
-                'email_token' as identifier_type,
-                coalesce(traits_email_token, context_traits_email_token) as identifier
-            union all
-            select 'phone_token', coalesce(traits_phone_token, context_traits_phone_token)
-        ) as token
-    where token.identifier is not null and coalesce(events.user_id, events.anonymous_id) is not null
+        token.event_at as seen_at,
+        token.received_at as known_at
+    from (
+        select
+            events.user_id,
+            events.anonymous_id,
+            events.event_at,
+            events.received_at,
+            token_types.identifier_type,
+            case token_types.identifier_type
+                when 'email_token' then coalesce(events.traits_email_token, events.context_traits_email_token)
+                else coalesce(events.traits_phone_token, events.context_traits_phone_token)
+            end as identifier
+        from events
+        cross join token_types
+    ) as token
+    where token.identifier is not null and coalesce(token.user_id, token.anonymous_id) is not null
 
 ),
 

@@ -114,8 +114,8 @@ final as (
         members.component_key,
         members.linked_at
     from members
-    left join survivors using (component_key)
-    inner join new_ids using (component_key)
+    left join survivors on members.component_key = survivors.component_key
+    inner join new_ids on members.component_key = new_ids.component_key
 
 )
 
