@@ -31,3 +31,9 @@
             then array_join(array_sort(collect_set({{ measure }})), {{ delimiter_text }})
     end
 {%- endmacro %}
+
+{#- Spark: dbt.dateadd on Spark goes through unix seconds and to_timestamp, which drops the fraction of a second
+    and which Sail reads as microseconds; timestampadd keeps the instant whole on both Spark and Sail. -#}
+{% macro spark__dateadd(datepart, interval, from_date_or_timestamp) -%}
+    timestampadd({{ datepart }}, {{ interval }}, {{ from_date_or_timestamp }})
+{%- endmacro %}

@@ -68,3 +68,14 @@
     {%- set relation = features_relation() -%}
     {{ return(relation is not none and relation.type == 'table' and not should_full_refresh()) }}
 {%- endmacro %}
+
+{#- Spark's pre-hook of person_features_daily: on an incremental run given the window [snapshot_from,
+    snapshot_until), the delete of the rows of its dates (which the run then appends again); nothing otherwise,
+    the run adding only dates after the latest present (int_features__snapshots). -#}
+{% macro delete_snapshot_window() -%}
+    {%- if is_incremental() and var('snapshot_from', none) is not none -%}
+        delete from {{ this }}
+        where snapshot_date >= cast('{{ var("snapshot_from") }}' as date)
+            and snapshot_date < cast('{{ var("snapshot_until") }}' as date)
+    {%- endif -%}
+{%- endmacro %}
