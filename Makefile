@@ -22,7 +22,7 @@ DEMO_DAYS ?= 30
 DEMO_SEED ?= 7
 DAYS ?= 7
 
-.PHONY: help install environment demo demo-postgres demo-distributed s3 loop train score sync ingest replay erase test test-quick dev dev-postgres mlflow notebooks bench lint docs contracts clean
+.PHONY: help install environment demo demo-postgres demo-distributed s3 dbt-spark loop train score sync ingest replay erase test test-quick dev dev-postgres mlflow notebooks bench lint docs contracts clean
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -83,6 +83,14 @@ demo-distributed: install  ## make demo with the lake on a local S3 server (Seaw
 	WAREHOUSE_PATH=$(DISTRIBUTED_DIR)/warehouse/engagement.duckdb \
 	$(RUN) python -m lake.s3_server run python -m orchestration.postgres_stores \
 		python -m orchestration.demo --persons $(DEMO_PERSONS) --days $(DEMO_DAYS) --seed $(DEMO_SEED)
+
+# the dbt project on its Spark target: Sail's Spark Connect server started for the run on a free port of 127.0.0.1
+# (lake/spark_server.py), the silver tables registered in its session (lake/spark_warehouse.py), the models written as
+# Delta tables under SPARK_WAREHOUSE_DIR (default <LAKE_ROOT>/spark_warehouse); dbt's artifacts in dbt_project/target/spark
+# (dbt_project/target/manifest.json stays the DuckDB one Dagster loads)
+dbt-spark: install  ## build the dbt project on Spark (Sail, started for the run) over the lake's silver tables (run make demo or make ingest first)
+	DBT_TARGET=spark LAKE_ROOT="$${LAKE_ROOT:-$(CURDIR)/var/lake}" $(RUN) python -m lake.spark_server run \
+		sh -c 'python -m lake.spark_warehouse && cd dbt_project && dbt build --profiles-dir . --target-path target/spark'
 
 loop: install  ## run DAYS (default 7) days of the closed loop through Dagster after make demo: the company lives a day, ingest, dbt, decisions, sync, outcomes, guardrail; a line per day with the lift and the true lift
 	$(RUN) python -m orchestration.loop --days $(DAYS)

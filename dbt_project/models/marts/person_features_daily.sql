@@ -84,7 +84,16 @@ final as (
         coalesce(consent_flags.has_sms_consent, false) as has_sms_consent,
         coalesce(consent_flags.has_push_consent, false) as has_push_consent,
         {{ dbt.datediff('tenure.customer_since_at', 'person_snapshots.snapshot_at', 'day') }} as tenure_days,
-        cast(order_summary.monetary_value / order_summary.order_count as decimal(18, 2)) as average_order_value,
+        -- in whole cents, half a cent up, by integer arithmetic: a decimal division is a double in DuckDB and exact
+        -- in Spark, which then round the same half cent differently
+        cast(
+            cast(
+                floor(
+                    (2 * cast(order_summary.monetary_value * 100 as bigint) + order_summary.order_count)
+                    / (2 * nullif(order_summary.order_count, 0))
+                ) as decimal(18, 2)
+            ) * 0.01 as decimal(18, 2)
+        ) as average_order_value,
         engagement.cart_abandon_rate_90d,
         coalesce(consent_flags.has_profiling_consent, true) as has_profiling_consent
     from person_snapshots
