@@ -63,9 +63,8 @@ def silver_statements(settings: Settings, contracts: dict[str, Contract]) -> lis
             continue
         empty = table.feed.empty_silver(table.table, settings)
         if empty is not None:
-            columns = ", ".join(
-                f"cast(null as {spark_type(field.type)}) as `{field.name}`" for field in empty.to_arrow().schema
-            )
+            fields = empty.to_arrow().schema
+            columns = ", ".join(f"cast(null as {spark_type(f.type)}) as `{f.name}`" for f in fields)
             statements.append((name, f"create view {name} as select {columns} where false"))
     return statements
 

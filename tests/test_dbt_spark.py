@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-
 from conftest import GOLD_SELECT, gold_models, read_warehouse, run_dbt
+
 from data_contracts import load_contracts
 from lake.settings import Settings
 
@@ -57,7 +57,7 @@ def differences(duckdb: pl.DataFrame, spark: pl.DataFrame) -> list[str]:
 
 
 def test_differences_see_a_changed_value_and_forgive_float_noise() -> None:
-    """The comparison itself: a float off by 1e-12 relative passes, one off by 1e-6 or a changed text fails."""
+    """The comparison itself: float noise of 1e-12 passes; a float off by 1e-6, or a changed text, fails."""
     base = pl.DataFrame({"k": ["a", "b"], "x": [1.0, 2.0], "n": [1, 2]})
     assert differences(base, base.with_columns(pl.col("x") * (1 + 1e-12))) == []
     assert differences(base, base.with_columns(pl.col("x") * (1 + 1e-6))) == ["x: 2 rows differ"]

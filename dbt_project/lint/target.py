@@ -1,0 +1,3 @@
+"""dbt's ``target`` as SQL linting sees it: the default target, DuckDB."""
+
+type = "duckdb"
