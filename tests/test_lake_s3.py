@@ -21,7 +21,7 @@ import pytest
 from conftest import GOLD_SELECT, S3_PII_SECRET, gold_models, read_warehouse, run_dbt
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError
-from processes import command_line, free_port
+from processes import command_line
 from test_activation_sync import GRANTED, crm_sync, decision, write_consents, write_decisions
 from test_foundation import materialize_small_company
 
@@ -376,7 +376,7 @@ def test_a_model_learns_from_gold_on_s3_and_keeps_its_artifacts_there(gold_lake,
 
 
 def test_the_command_runs_a_command_with_the_lake_on_a_server_on_the_given_port(tmp_path: Path) -> None:
-    port = free_port()
+    port = s3_server.free_port_block(len(s3_server.COMPONENT_PORTS))
     probe = (
         "import os; from lake import object_store; "
         "object_store.write_bytes(os.environ['LAKE_ROOT'] + '/probe.txt', b'written'); "
