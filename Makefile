@@ -114,8 +114,11 @@ replay: install  ## move quarantined records the contracts accept now into bronz
 erase: install  ## erase a person from the lake and the warehouse: make erase ERASE='--contact-id 42' (--customer-id, --app-user-id, --email)
 	$(RUN) python -m lake.erasure $(ERASE)
 
-test: install  ## run the whole test suite (and list the 20 slowest tests)
-	$(RUN) pytest --durations=20
+# the suite runs in TEST_WORKERS processes (pytest-xdist; 0: in this one), each building the session fixtures it needs
+TEST_WORKERS ?= 2
+
+test: install  ## run the whole test suite in TEST_WORKERS (2) processes (and list the 20 slowest tests)
+	$(RUN) pytest --durations=20 -n $(TEST_WORKERS)
 
 test-quick: install  ## run the tests not marked slow (the inner loop)
 	$(RUN) pytest -m "not slow"

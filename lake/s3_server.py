@@ -19,6 +19,7 @@ import argparse
 import contextlib
 import json
 import os
+import random
 import secrets
 import shutil
 import signal
@@ -104,13 +105,24 @@ class S3Server:
         }
 
 
-def free_ports(count: int, host: str = HOST) -> list[int]:
-    """``count`` distinct TCP ports on ``host`` that nothing listens on now (held together while chosen)."""
-    with contextlib.ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for sock in sockets:
-            sock.bind((host, 0))
-        return [sock.getsockname()[1] for sock in sockets]
+def free_port_block(count: int, host: str = HOST, attempts: int = 200) -> int:
+    """The first of ``count`` consecutive TCP ports on ``host`` that nothing holds now, drawn below the
+    system's ephemeral range so that no outgoing connection takes one of them before the server binds it."""
+    try:
+        ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_low = 32768
+    draw = random.Random()
+    for _ in range(attempts):
+        first = draw.randrange(10000, ephemeral_low - count)
+        with contextlib.ExitStack() as stack:
+            try:
+                for port in range(first, first + count):
+                    stack.enter_context(socket.socket()).bind((host, port))
+            except OSError:
+                continue
+        return first
+    raise S3ServerError(f"no {count} consecutive free ports on {host} after {attempts} draws")
 
 
 def weed_executable() -> str:
@@ -136,14 +148,13 @@ def _identity(data_dir: Path) -> tuple[str, str]:
 
 def start(data_dir: Path, bucket: str = BUCKET, port: int | None = None, timeout_s: float = 60.0) -> S3Server:
     """Start SeaweedFS on ``data_dir`` (created when missing) with the bucket ``bucket``, its S3 endpoint on
-    ``port`` and its other ports on the next ones up (default: free ports chosen now), and wait until the
+    ``port`` and its other ports on the next ones up (default: a free block chosen now), and wait until the
     bucket answers; S3ServerError when it does not within ``timeout_s``."""
     data_dir = Path(data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     access_key, secret_key = _identity(data_dir)
-    ports = (
-        free_ports(len(COMPONENT_PORTS)) if port is None else [port + i for i in range(len(COMPONENT_PORTS))]
-    )
+    first = free_port_block(len(COMPONENT_PORTS)) if port is None else port
+    ports = [first + i for i in range(len(COMPONENT_PORTS))]
     (data_dir / "mini.options").unlink(missing_ok=True)  # weed mini keeps its last options there
     command = [
         weed_executable(),

@@ -69,10 +69,12 @@ fixture) is marked ``slow``, so that ``make test-quick`` builds none of them."""
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark ``slow`` every test that uses a fixture of :data:`SLOW_FIXTURES`."""
+    """Mark ``slow`` every test that uses a fixture of :data:`SLOW_FIXTURES`, and run the slow tests first (in
+    their order), so that the workers of ``make test`` share out the long ones before the many short ones."""
     for item in items:
         if any(name in getattr(item, "fixturenames", ()) for name in SLOW_FIXTURES):
             item.add_marker(pytest.mark.slow)
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @contextlib.contextmanager

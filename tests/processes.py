@@ -34,12 +34,20 @@ def session_processes(session_id: int) -> list[int]:
     return found
 
 
+def command_line(pid: int) -> str:
+    """The command line of a process, its arguments joined by spaces ("" when it is gone)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
 def describe(pids: list[int]) -> str:
     """Each process's command line and ignored-signals mask, for a failure message."""
     lines = []
     for pid in pids:
+        command = command_line(pid)[:160]
         try:
-            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:160]
             ignored = next(
                 line
                 for line in Path(f"/proc/{pid}/status").read_text().splitlines()

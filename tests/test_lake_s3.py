@@ -21,6 +21,7 @@ import pytest
 from conftest import GOLD_SELECT, S3_PII_SECRET, gold_models, read_warehouse, run_dbt
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError
+from processes import command_line
 from test_activation_sync import GRANTED, crm_sync, decision, write_consents, write_decisions
 from test_foundation import materialize_small_company
 
@@ -375,7 +376,7 @@ def test_a_model_learns_from_gold_on_s3_and_keeps_its_artifacts_there(gold_lake,
 
 
 def test_the_command_runs_a_command_with_the_lake_on_a_server_on_the_given_port(tmp_path: Path) -> None:
-    port = s3_server.free_ports(1)[0]
+    port = s3_server.free_port_block(len(s3_server.COMPONENT_PORTS))
     probe = (
         "import os; from lake import object_store; "
         "object_store.write_bytes(os.environ['LAKE_ROOT'] + '/probe.txt', b'written'); "
@@ -402,18 +403,12 @@ def test_sigterm_to_the_command_stops_its_server(tmp_path: Path) -> None:
     command = [sys.executable, "-m", "lake.s3_server", "run", "--data-dir", str(tmp_path), "sleep", "120"]
     process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
     assert process.stdout.readline().startswith("SeaweedFS S3 on http://127.0.0.1:")
-    servers = [p for p in Path("/proc").glob("[0-9]*") if str(tmp_path) in _command_line(p)]
+    pids = [int(p.name) for p in Path("/proc").glob("[0-9]*")]
+    servers = [pid for pid in pids if str(tmp_path) in command_line(pid)]
     assert servers, "no server process found for the data folder"
     process.terminate()
     assert process.wait(timeout=60) == 128 + 15
-    assert not [p for p in servers if p.exists() and "weed" in _command_line(p)]
-
-
-def _command_line(proc: Path) -> str:
-    try:
-        return (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
+    assert not [pid for pid in servers if "weed" in command_line(pid)]
 
 
 def test_the_simulated_company_lands_on_s3_as_a_sink_delivers(s3_lake, tmp_path: Path, monkeypatch) -> None:
