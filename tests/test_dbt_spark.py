@@ -6,6 +6,9 @@ column exactly (timestamps to the microsecond, decimals to their scale, strings,
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +17,7 @@ import pytest
 from conftest import GOLD_SELECT, gold_models, read_warehouse, run_dbt
 
 from data_contracts import load_contracts
-from lake.settings import Settings
+from lake.settings import REPO_ROOT, Settings
 
 FLOAT_RELATIVE_TOLERANCE = 1e-9
 
@@ -96,3 +99,20 @@ def test_gold_tables_equal_on_spark_and_duckdb(
         assert duckdb.height > 0, model
         found[model] = differences(duckdb, spark)
     assert found == {model: [] for model in models}
+
+
+def test_a_spawned_dagster_step_process_can_import_great_expectations_beside_the_spark_client() -> None:
+    """A step process (``python -c``: no file, no spec for ``__main__``) imports the code location, then Great
+    Expectations, which imports pyspark's Connect client: the client must not take it for a doctest run."""
+    environment = {k: v for k, v in os.environ.items() if k != "SPARK_HOME"}
+    code = "import orchestration, great_expectations; print('imported')"
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO_ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "imported"
