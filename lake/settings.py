@@ -85,6 +85,19 @@ class Settings:
     apply_step_rows: int = 250_000
     """Bronze rows the apply to silver reads, decodes and merges at a time, the bound on its memory
     (clickstream batches are split into steps of this size; a CDC batch larger than this is applied whole)."""
+    dbt_target: str = "local"
+    """The dbt target the dbt assets build on: ``local`` (DuckDB, the warehouse file) or ``spark`` (dbt-spark
+    on the Spark Connect server of ``spark_remote``; the profile reads the same variable)."""
+    spark_remote: str | None = None
+    """The Spark Connect URL of the ``spark`` target (``sc://host:port``)."""
+    spark_warehouse_dir: str | None = None
+    """Where the ``spark`` target writes its models, one Delta table per model (None: ``spark_warehouse`` in
+    the lake root, as the dbt project's default)."""
+
+    @property
+    def spark_models(self) -> str:
+        """The folder (or URI) of the ``spark`` target's models: ``<model>/`` holds each one's Delta table."""
+        return (self.spark_warehouse_dir or self.zone("spark_warehouse")).rstrip("/")
 
     @property
     def duckdb_temp_directory(self) -> Path:
@@ -151,6 +164,16 @@ def parse_switch(value: str) -> bool:
     raise ValueError("expected on or off")
 
 
+DBT_TARGETS = ("local", "spark")
+
+
+def parse_dbt_target(value: str) -> str:
+    """One of :data:`DBT_TARGETS`; ValueError otherwise."""
+    if value.strip() not in DBT_TARGETS:
+        raise ValueError(f"expected one of {', '.join(DBT_TARGETS)}")
+    return value.strip()
+
+
 VARIABLES: dict[str, tuple[str, Callable[[str], object]]] = {
     "schedule_timezone": ("SCHEDULE_TIMEZONE", str),
     "max_reject_rate": ("INGEST_MAX_REJECT_RATE", float),
@@ -165,6 +188,9 @@ VARIABLES: dict[str, tuple[str, Callable[[str], object]]] = {
     "duckdb_threads": ("LAKE_DUCKDB_THREADS", int),
     "batch_bytes": ("LAKE_BATCH_BYTES", int),
     "apply_step_rows": ("LAKE_APPLY_STEP_ROWS", int),
+    "dbt_target": ("DBT_TARGET", parse_dbt_target),
+    "spark_remote": ("SPARK_REMOTE", str),
+    "spark_warehouse_dir": ("SPARK_WAREHOUSE_DIR", str),
 }
 """The fields of :class:`Settings` an environment variable sets: field, (variable, parser of its value)."""
 

@@ -7,22 +7,29 @@ feed gives one, as in DuckDB. On Sail the catalog lives in the server's memory, 
 :mod:`lake.spark_server` gives every client the same session (``SPARK_REMOTE`` carries its ``session_id``),
 so the tables registered here are those dbt sees, until the server stops.
 
+The other way round, :func:`mirror_models` makes the models the Spark target wrote (Delta tables under
+``SPARK_WAREHOUSE_DIR``) views of the warehouse file, so that everything downstream of dbt reads them there as
+it reads a DuckDB build.
+
 ``python -m lake.spark_warehouse`` registers them in the session of ``SPARK_REMOTE`` for the lake of the
 settings (``LAKE_ROOT``, ``DATA_CONTRACTS_DIR``).
 """
 
 from __future__ import annotations
 
-import os
 import sys
 
+import duckdb
 import pyarrow as pa
 
 from data_contracts import Contract, load_contracts
 from data_contracts.sql import sql_literal
 from lake import delta
 from lake.settings import Settings, get_settings
-from lake.warehouse import SCHEMA, silver_tables
+from lake.warehouse import SCHEMA, delta_view_sql, silver_tables
+
+MODELS_SCHEMA = "main"
+"""The schema of the dbt models, in the Spark catalog and in the warehouse file."""
 
 
 def spark_type(arrow: pa.DataType) -> str:
@@ -83,16 +90,49 @@ def publish_silver(settings: Settings, contracts: dict[str, Contract], session) 
     return names
 
 
+def spark_session(settings: Settings):
+    """The Spark Connect session of ``settings.spark_remote``; ValueError when it is unset."""
+    from pyspark.sql import SparkSession  # the Spark client loads only where the Spark target is used
+
+    if not settings.spark_remote:
+        raise ValueError("SPARK_REMOTE is not set: the spark target needs a Spark Connect server")
+    return SparkSession.builder.remote(settings.spark_remote).getOrCreate()
+
+
+def mirror_models(settings: Settings, models: list[str]) -> list[str]:
+    """Make each model the Spark target wrote (a Delta table under ``settings.spark_models``) a view
+    ``main.<model>`` of the warehouse file over its current version, so that the warehouse's readers (the gold
+    publication, the snapshot dates, the evaluation, anyone with a DuckDB client) read what Spark built; a
+    table or view of the same name there (a DuckDB build's) is replaced. The models mirrored (those with a
+    Delta table: Spark's views have none)."""
+    statements = []
+    for model in models:
+        uri = f"{settings.spark_models}/{model}"
+        dt = delta.open_table(uri, settings.storage_options)
+        if dt is not None:
+            statements.append((model, delta_view_sql(f'{MODELS_SCHEMA}."{model}"', uri, dt, settings)))
+    settings.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
+    with duckdb.connect(str(settings.warehouse_path), config=settings.duckdb_config(warehouse=True)) as con:
+        kinds = dict(
+            con.execute(
+                "select table_name, table_type from information_schema.tables where table_schema = ?",
+                [MODELS_SCHEMA],
+            ).fetchall()
+        )
+        for model, statement in statements:
+            if kinds.get(model) == "BASE TABLE":
+                con.execute(f'drop table {MODELS_SCHEMA}."{model}"')
+            con.execute(statement)
+    return [model for model, _ in statements]
+
+
 def main() -> int:
     """Register the settings' silver tables in the Spark Connect session of ``SPARK_REMOTE``."""
-    from pyspark.sql import SparkSession
-
-    if not os.environ.get("SPARK_REMOTE"):
+    settings = get_settings()
+    if not settings.spark_remote:
         print("SPARK_REMOTE is not set: run this under python -m lake.spark_server run", file=sys.stderr)
         return 2
-    settings = get_settings()
-    session = SparkSession.builder.remote(os.environ["SPARK_REMOTE"]).getOrCreate()
-    names = publish_silver(settings, load_contracts(settings.contracts_dir), session)
+    names = publish_silver(settings, load_contracts(settings.contracts_dir), spark_session(settings))
     print(f"{len(names)} silver tables registered in the Spark catalog")
     return 0
 

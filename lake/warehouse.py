@@ -69,22 +69,23 @@ def view_sql(table: SilverView, settings: Settings) -> str | None:
     if dt is None:
         empty = table.feed.empty_silver(table.table, settings)
         return None if empty is None else _empty_view(name, empty.to_arrow(), settings)
-    files = readable_files(table.uri, dt, settings)
+    return delta_view_sql(name, table.uri, dt, settings)
+
+
+def delta_view_sql(name: str, uri: str, dt: DeltaTable, settings: Settings) -> str:
+    """The ``create or replace view`` statement of the view ``name`` over the current version ``dt`` of the
+    Delta table at ``uri``: its live parquet files (a typed view with no rows when it has none)."""
+    files = readable_files(uri, dt, settings)
+    lazy = pl.scan_delta(uri, storage_options=settings.storage_options or None)
     if files:
         partitioned = bool(dt.metadata().partition_columns)
         source = (
             f"read_parquet([{', '.join(sql_literal(f) for f in files)}], hive_partitioning = "
             f"{str(partitioned).lower()})"
         )
-        columns = ", ".join(
-            f'"{c}"'
-            for c in pl.scan_delta(
-                table.uri, storage_options=settings.storage_options or None
-            ).collect_schema()
-        )
+        columns = ", ".join(f'"{c}"' for c in lazy.collect_schema())
         return f"create or replace view {name} as select {columns} from {source}"
-    empty = pl.scan_delta(table.uri, storage_options=settings.storage_options or None).head(0).collect()
-    return _empty_view(name, empty.to_arrow(), settings)
+    return _empty_view(name, lazy.head(0).collect().to_arrow(), settings)
 
 
 def mirror_dir(settings: Settings) -> Path:

@@ -4,6 +4,7 @@ The business logic lives in the other packages (``simulator``, ``lake``, ...); t
 """
 
 import os
+import warnings
 from importlib.util import find_spec
 
 # Dagster runs each step in a process spawned by ``multiprocessing``, whose ``__main__`` has neither a file
@@ -13,3 +14,5 @@ from importlib.util import find_spec
 _pyspark = find_spec("pyspark")
 if _pyspark is not None and _pyspark.origin is not None:
     os.environ.setdefault("SPARK_HOME", os.path.dirname(_pyspark.origin))
+    # the client warns at every import (whatever the program does) that it is not fully tested with pandas 3
+    warnings.filterwarnings("ignore", "PySpark does not yet fully support pandas", FutureWarning)

@@ -9,6 +9,7 @@ import dagster as dg
 from dagster_dbt import DbtCliInvocation, DbtCliResource, dbt_assets
 
 from data_contracts import scan_contracts
+from lake import spark_warehouse
 from lake.gold import publish_gold
 from lake.settings import get_settings
 from lake.warehouse import publish_silver
@@ -49,13 +50,21 @@ def _build(
     args: list[str],
     runs_before: Sequence[list[str]] = (),
 ) -> Iterator[Any]:
-    """Refresh the warehouse views of the silver tables, ``dbt run`` the selected models once with each of
-    ``runs_before``, ``dbt build`` them and their tests with ``args`` (each model's materialization with its
-    row count, unless a view, and column schema, read from the warehouse once dbt has released it),
-    then publish those of the built marts marked ``meta: {gold: true}`` as Delta tables under ``gold/``."""
+    """Refresh the silver tables of the warehouse (views of the DuckDB file; on the Spark target, tables of
+    the Spark catalog), ``dbt run`` the selected models once with each of ``runs_before``, ``dbt build`` them
+    and their tests with ``args`` (each model's materialization with its row count, unless a view, and column
+    schema, read from the warehouse once dbt has released it); on the Spark target, mirror the models built as
+    views of the warehouse file; then publish those of the built marts marked ``meta: {gold: true}`` as Delta
+    tables under ``gold/``."""
     settings = lake.settings()
-    views = publish_silver(settings, scan_contracts(settings.contracts_dir).contracts)
-    context.log.info(f"{len(views)} silver views refreshed in {settings.warehouse_path}")
+    contracts = scan_contracts(settings.contracts_dir).contracts
+    if settings.dbt_target == "spark":
+        session = spark_warehouse.spark_session(settings)
+        tables = spark_warehouse.publish_silver(settings, contracts, session)
+        context.log.info(f"{len(tables)} silver tables registered in the Spark catalog")
+    else:
+        views = publish_silver(settings, contracts)
+        context.log.info(f"{len(views)} silver views refreshed in {settings.warehouse_path}")
     for run_args in runs_before:
         dbt.cli(["run", *run_args], context=context).wait()
     invocation = dbt.cli(["build", *args], context=context)
@@ -67,6 +76,10 @@ def _build(
         if r["status"] == "success"
     }
     nodes = invocation.get_artifact("manifest.json")["nodes"]
+    if settings.dbt_target == "spark":
+        models = sorted(n["name"] for uid, n in nodes.items() if uid in built and uid.startswith("model."))
+        mirrored = spark_warehouse.mirror_models(settings, models)
+        context.log.info(f"{len(mirrored)} Spark models mirrored as views in {settings.warehouse_path}")
     gold = [
         n["name"]
         for uid, n in nodes.items()

@@ -56,5 +56,15 @@ class ManifestPreparer(DagsterDbtProjectPreparer):
         ).wait()
 
 
-dbt_project = DbtProject(project_dir=REPO_ROOT / "dbt_project", profiles_dir=REPO_ROOT / "dbt_project")
+DBT_TARGET = get_settings().dbt_target
+"""The profile's target the dbt assets build on (``DBT_TARGET``); each target has its own manifest, parsed
+into its own target path (``target/`` for DuckDB, ``target/spark/`` as ``make dbt-spark`` writes it): the
+two differ in the models enabled per engine (the identity components)."""
+
+dbt_project = DbtProject(
+    project_dir=REPO_ROOT / "dbt_project",
+    profiles_dir=REPO_ROOT / "dbt_project",
+    target=DBT_TARGET,
+    target_path=Path("target") if DBT_TARGET == "local" else Path("target") / DBT_TARGET,
+)
 ManifestPreparer().prepare_if_dev(dbt_project)

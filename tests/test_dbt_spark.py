@@ -6,9 +6,11 @@ column exactly (timestamps to the microsecond, decimals to their scale, strings,
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -75,7 +77,7 @@ def test_gold_tables_equal_on_spark_and_duckdb(
     its DuckDB build made; every dbt test passes on Spark too (run_dbt asserts the build's success)."""
     from pyspark.sql import SparkSession
 
-    from lake.spark_warehouse import publish_silver
+    from lake.spark_warehouse import mirror_models, publish_silver
 
     warehouse = tmp_path / "spark_warehouse"
     monkeypatch.setenv("DBT_TARGET", "spark")
@@ -92,11 +94,15 @@ def test_gold_tables_equal_on_spark_and_duckdb(
         "training_decisions",
         "training_propensity",
     ]
+    # the Spark build as the warehouse's readers see it: views of a warehouse file over the Delta tables
+    mirror = replace(gold_lake, warehouse_path=tmp_path / "mirror.duckdb", spark_warehouse_dir=str(warehouse))
+    assert mirror_models(mirror, [*models, "no_such_model"]) == models
     found = {}
     for model in models:
         duckdb = read_warehouse(gold_lake, f"select * from main.{model}")
-        spark = pl.read_delta(str(warehouse / model))
+        spark = read_warehouse(mirror, f"select * from main.{model}")
         assert duckdb.height > 0, model
+        assert spark.height == pl.read_delta(str(warehouse / model)).height, model
         found[model] = differences(duckdb, spark)
     assert found == {model: [] for model in models}
 
@@ -116,3 +122,31 @@ def test_a_spawned_dagster_step_process_can_import_great_expectations_beside_the
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "imported"
+
+
+@pytest.mark.slow
+def test_the_dagster_dbt_assets_on_the_spark_target_keep_their_keys_and_checks(tmp_path: Path) -> None:
+    """With ``DBT_TARGET=spark`` the code location loads the Spark target's manifest (its own target path):
+    the same dbt asset keys and asset checks as on DuckDB, so run, partition and check history carry over
+    from one engine to the other."""
+    code = (
+        "import json; from orchestration.definitions import defs; "
+        "from orchestration.dbt_project import dbt_project; "
+        "graph = defs.resolve_asset_graph(); "
+        "print(json.dumps({'manifest': str(dbt_project.manifest_path), "
+        "'assets': sorted(k.to_user_string() for k in graph.get_all_asset_keys()), "
+        "'checks': sorted(c.to_user_string() for c in graph.asset_check_keys)}))"
+    )
+    found = {}
+    for target in ("local", "spark"):
+        environment = {**os.environ, "DBT_TARGET": target, "DAGSTER_HOME": str(tmp_path)}
+        done = subprocess.run(
+            [sys.executable, "-c", code], cwd=REPO_ROOT, env=environment, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        found[target] = json.loads(done.stdout.splitlines()[-1])
+    assert found["spark"]["manifest"].endswith("dbt_project/target/spark/manifest.json")
+    assert found["local"]["manifest"].endswith("dbt_project/target/manifest.json")
+    assert any(key.endswith("int_identity__components") for key in found["spark"]["assets"])
+    assert found["spark"]["assets"] == found["local"]["assets"]
+    assert found["spark"]["checks"] == found["local"]["checks"]
