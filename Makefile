@@ -88,7 +88,7 @@ demo-distributed: install  ## make demo with the lake on a local S3 server (Seaw
 # the dbt project on its Spark target: Sail's Spark Connect server started for the run on a free port of 127.0.0.1
 # (lake/spark_server.py), the silver tables registered in its session (lake/spark_warehouse.py), the models written as
 # Delta tables under SPARK_WAREHOUSE_DIR (default <LAKE_ROOT>/spark_warehouse); dbt's artifacts in dbt_project/target/spark
-# (dbt_project/target/manifest.json stays the DuckDB one Dagster loads)
+# (the manifest Dagster loads with DBT_TARGET=spark; dbt_project/target/manifest.json stays the DuckDB one)
 dbt-spark: install  ## build the dbt project on Spark (Sail, started for the run) over the lake's silver tables (run make demo or make ingest first)
 	DBT_TARGET=spark LAKE_ROOT="$${LAKE_ROOT:-$(CURDIR)/var/lake}" $(RUN) python -m lake.spark_server run \
 		sh -c 'python -m lake.spark_warehouse && cd dbt_project && dbt build --profiles-dir . --target-path target/spark'
