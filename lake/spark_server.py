@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from lake.s3_server import free_ports
+from lake.s3_server import free_port_block
 
 HOST = "127.0.0.1"
 
@@ -69,7 +69,7 @@ def start(port: int | None = None, log: Path | None = None, timeout_s: float = 6
     """Start Sail's Spark Connect server on 127.0.0.1:``port`` (default: a free port chosen now), its output
     appended to ``log`` (default: a new temporary file), and wait until the port accepts connections;
     SparkServerError when it does not within ``timeout_s``."""
-    port = port or free_ports(1)[0]
+    port = port or free_port_block(1)
     log = log or Path(tempfile.mkstemp(prefix="sail-", suffix=".log")[1])
     command = [sail_executable(), "spark", "server", "--ip", HOST, "--port", str(port)]
     began = time.monotonic()
