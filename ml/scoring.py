@@ -9,6 +9,11 @@ or scoring fails, a feature it needs is missing) the policy file's rule-based fa
 say ``decided_by = "fallback"`` with the reason. A registered challenger scores the same persons into
 ``nba_shadow_decisions`` (never sent) and serves the policy's canary share of persons.
 
+The features are read and the models run by the engine of ``SCORING_ENGINE`` (:class:`Features`): this
+process (:class:`LocalFeatures`, polars in chunks) or a Spark Connect server
+(:class:`ml.spark_scoring.SparkFeatures`, each model an MLflow Spark UDF); the exclusions, the checks of the
+scores, the policy and the writes are the same on both.
+
 Gold tables written: ``nba_decisions`` and ``nba_shadow_decisions`` (partitioned by ``decision_date``; a
 re-run of a date replaces that date's rows in one commit) and ``nba_current`` (the decisions of the latest
 decision date: the current decision of every person still decided for; an erased or objecting person has

@@ -598,6 +598,7 @@ def test_decision_differences_see_a_changed_score_and_forgive_float_noise(lake, 
     assert decision_differences(decisions, decisions.slice(1)) == ["persons"]
 
 
+@pytest.mark.slow
 def test_spark_engine_decides_as_the_local_engine(lake, registry, tmp_path, spark_server):
     """The same date scored in this process and on Spark (Sail, each model an MLflow Spark UDF) gives the same
     decisions, shadow decisions and report, holdout, exploration and canary included; scored on Spark with
