@@ -23,14 +23,14 @@ import polars as pl
 from lake.gold import gold_uri
 from lake.settings import Settings
 from ml.data import FEATURES_TABLE
-from ml.scoring import PROFILING_CONSENT, Scorer, ScoringPass, checked_scores, excluded
+from ml.scoring import PROFILING_CONSENT, Scorer, ScoringError, ScoringPass, checked_scores, excluded
 from ml.settings import MlSettings
 
 SCORES = "scores"
 """The struct column the UDF gives, one field per ``expected_revenue__<action>``."""
 
 
-class SparkScoringError(RuntimeError):
+class SparkScoringError(ScoringError):
     """The Spark engine cannot be used (no ``SPARK_REMOTE``)."""
 
 

@@ -28,7 +28,7 @@ from lake import suppression
 from lake.gold import gold_uri
 from ml.policy import NO_ACTION, ModelRef, load_policy
 from ml.scoring import ScoringError, _identity, erased_among, main, score_and_decide, score_frame
-from ml.settings import DEFAULT_POLICY_FILE, MlSettings
+from ml.settings import DEFAULT_POLICY_FILE, MlSettings, get_ml_settings
 
 D1, D2 = date(2026, 9, 9), date(2026, 9, 10)
 MODEL = "nba_uplift"
@@ -629,3 +629,20 @@ def test_spark_engine_decides_as_the_local_engine(lake, registry, tmp_path, spar
     assert {"action", "score_expected_revenue", "model_version"} <= set(
         decision_differences(local[0], read(lake, "nba_decisions"))
     )
+
+
+def test_the_spark_engine_is_chosen_by_one_setting_and_needs_its_server(
+    lake, registry, tmp_path, monkeypatch
+):
+    """``SCORING_ENGINE`` takes ``local`` or ``spark`` (any case), nothing else; the Spark engine without
+    ``SPARK_REMOTE`` refuses to score, as a scoring error the command reports."""
+    monkeypatch.setenv("SCORING_ENGINE", "Spark")
+    monkeypatch.delenv("SPARK_REMOTE", raising=False)
+    assert get_ml_settings().scoring_engine == "spark"
+    monkeypatch.setenv("SCORING_ENGINE", "duckdb")
+    with pytest.raises(ValueError, match="SCORING_ENGINE"):
+        get_ml_settings()
+    set_aliases(registry, champion=1)
+    spark_ml = replace(ml_settings(registry, tmp_path), scoring_engine="spark")
+    with pytest.raises(ScoringError, match="SPARK_REMOTE"):
+        score_and_decide(D2, lake, spark_ml)
