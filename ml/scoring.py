@@ -9,6 +9,11 @@ or scoring fails, a feature it needs is missing) the policy file's rule-based fa
 say ``decided_by = "fallback"`` with the reason. A registered challenger scores the same persons into
 ``nba_shadow_decisions`` (never sent) and serves the policy's canary share of persons.
 
+The features are read and the models run by the engine of ``SCORING_ENGINE`` (:class:`Features`): this
+process (:class:`LocalFeatures`, polars in chunks) or a Spark Connect server
+(:class:`ml.spark_scoring.SparkFeatures`, each model an MLflow Spark UDF); the exclusions, the checks of the
+scores, the policy and the writes are the same on both.
+
 Gold tables written: ``nba_decisions`` and ``nba_shadow_decisions`` (partitioned by ``decision_date``; a
 re-run of a date replaces that date's rows in one commit) and ``nba_current`` (the decisions of the latest
 decision date: the current decision of every person still decided for; an erased or objecting person has
@@ -24,7 +29,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import polars as pl
@@ -49,6 +54,8 @@ from ml.registry import CHALLENGER, CHAMPION
 from ml.settings import MlSettings, get_ml_settings
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import pandas as pd
 
 log = logging.getLogger(__name__)
@@ -115,9 +122,11 @@ class ScoringReport:
 
 def latest_snapshot_date(settings: Settings | None = None) -> date:
     """The latest snapshot date of gold ``person_features_daily``."""
-    settings = settings or get_settings()
-    lazy = delta.scan(gold_uri(settings, FEATURES_TABLE), settings.storage_options)
-    latest = None if lazy is None else lazy.select(pl.col("snapshot_date").max()).collect().item()
+    return _latest(LocalFeatures(settings or get_settings()))
+
+
+def _latest(features: Features) -> date:
+    latest = features.latest_date()
     if latest is None:
         raise ScoringError(f"gold {FEATURES_TABLE} has no rows: build the features first")
     return latest
@@ -326,16 +335,23 @@ def predict_scores(model, frame: pl.DataFrame, columns: list[str], actions: tupl
 
         output = model.predict(model_input(frame, columns))
         predicted = pl.from_pandas(output) if isinstance(output, pd.DataFrame) else pl.DataFrame(output)
+    return checked_scores(frame["person_id"], predicted, actions)
+
+
+def checked_scores(person_ids: pl.Series, predicted: pl.DataFrame, actions: tuple[str, ...]) -> pl.DataFrame:
+    """``person_id`` and ``expected_revenue__<action>`` of every action, from a model's output ``predicted``
+    for ``person_ids`` (row for row); ValueError when it has fewer rows, lacks an action or holds a missing
+    or non-finite value."""
     wanted = [f"expected_revenue__{a}" for a in actions]
     lacking = [c for c in wanted if c not in predicted.columns]
     if lacking:
         raise ValueError(f"the model gives no {', '.join(lacking)}")
-    if predicted.height != frame.height:
-        raise ValueError(f"the model gave {predicted.height} rows for {frame.height}")
+    if predicted.height != person_ids.len():
+        raise ValueError(f"the model gave {predicted.height} rows for {person_ids.len()}")
     values = predicted.select(pl.col(wanted).cast(pl.Float64))
     if not np.isfinite(values.to_numpy()).all():
         raise ValueError("the model gave a missing or infinite expected revenue")
-    return pl.concat([frame.select("person_id"), values], how="horizontal")
+    return pl.concat([person_ids.to_frame("person_id"), values], how="horizontal")
 
 
 def uplift_model(model):
@@ -382,26 +398,32 @@ def score_frame(
 
 
 @dataclass
-class _Scorer:
-    """A registered model version loaded for scoring, until it fails."""
+class Scorer:
+    """A registered model version loaded for scoring, and the scores it gave, until it fails."""
 
     ref: ModelRef
     model: object
     columns: list[str]
+    """The feature columns the model takes (:func:`input_columns`)."""
     scores: list[pl.DataFrame] = field(default_factory=list)
     error: str | None = None
 
     def score(self, chunk: pl.DataFrame, actions: tuple[str, ...]) -> None:
+        """Score a chunk of features in this process (:func:`predict_scores`)."""
+        self.attempt(lambda: predict_scores(self.model, chunk, self.columns, actions))
+
+    def attempt(self, scoring: Callable[[], pl.DataFrame]) -> None:
+        """Keep the scores ``scoring`` gives (see :func:`checked_scores`); after a failure, score no more."""
         if self.error is not None:
             return
         try:
-            self.scores.append(predict_scores(self.model, chunk, self.columns, actions))
+            self.scores.append(scoring())
         except Exception as error:  # any failure of the model hands the decision to the fallback
             log.warning("scoring with %s v%s failed: %s", self.ref.name, self.ref.version, error)
             self.error = "scoring_failed"
 
 
-def _load(ml: MlSettings, alias: str, available: list[str]) -> tuple[_Scorer | None, str | None]:
+def _load(ml: MlSettings, alias: str, available: list[str]) -> tuple[Scorer | None, str | None]:
     """The model version behind ``models:/<name>@<alias>`` loaded for scoring, or None and why not."""
     import mlflow
     from mlflow.exceptions import MlflowException
@@ -423,14 +445,112 @@ def _load(ml: MlSettings, alias: str, available: list[str]) -> tuple[_Scorer | N
     if lacking:
         log.warning("%s v%s needs features the table lacks: %s", ml.model_name, version.version, lacking)
         return None, "features_missing"
-    return _Scorer(ModelRef(ml.model_name, str(version.version), alias), model, columns), None
+    return Scorer(ModelRef(ml.model_name, str(version.version), alias), model, columns), None
 
 
 def _load_scorers(
     ml: MlSettings, available: list[str]
-) -> tuple[tuple[_Scorer | None, str | None], tuple[_Scorer | None, str | None]]:
+) -> tuple[tuple[Scorer | None, str | None], tuple[Scorer | None, str | None]]:
     """The champion and the challenger loaded for scoring (:func:`_load`), each with why not when not."""
     return _load(ml, CHAMPION, available), _load(ml, CHALLENGER, available)
+
+
+# -- the engines --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ScoringPass:
+    """What one pass of an engine over the features of a date gave (each model's scores are on its
+    :class:`Scorer`)."""
+
+    candidates: pl.DataFrame
+    """The persons scored (neither erased nor objecting to profiling), with the columns the policy reads."""
+    excluded_erased: int
+    objected: int
+    """Persons left out because they objected to profiling (and are not erased)."""
+
+
+class Features(Protocol):
+    """Gold ``person_features_daily`` as an engine reads and scores it: :class:`LocalFeatures` or
+    :class:`ml.spark_scoring.SparkFeatures`."""
+
+    def columns(self) -> list[str] | None:
+        """The table's columns; None when it does not exist."""
+
+    def latest_date(self) -> date | None:
+        """The latest snapshot date; None when the table has no rows."""
+
+    def person_ids(self, day: date) -> pl.Series:
+        """The persons of snapshot date ``day``."""
+
+    def score(
+        self,
+        day: date,
+        erased: pl.Series,
+        wanted: list[str],
+        scorers: list[Scorer],
+        actions: tuple[str, ...],
+    ) -> ScoringPass:
+        """Leave out the persons of ``day`` erased (in ``erased``) or objecting to profiling
+        (:func:`excluded`), score the others with every scorer (its scores, or its error, are kept on it) and
+        return them with their ``wanted`` columns."""
+
+
+class LocalFeatures:
+    """The features read in this process (polars over delta-rs) and scored in chunks of ``chunk_rows``
+    persons, one model call per chunk."""
+
+    def __init__(self, settings: Settings, chunk_rows: int = 100_000):
+        self.lazy = delta.scan(gold_uri(settings, FEATURES_TABLE), settings.storage_options)
+        self.chunk_rows = chunk_rows
+
+    def columns(self) -> list[str] | None:
+        """The table's columns; None when it does not exist."""
+        return None if self.lazy is None else self.lazy.collect_schema().names()
+
+    def latest_date(self) -> date | None:
+        """The latest snapshot date; None when the table does not exist or has no rows."""
+        return None if self.lazy is None else self.lazy.select(pl.col("snapshot_date").max()).collect().item()
+
+    def person_ids(self, day: date) -> pl.Series:
+        """The persons of snapshot date ``day``."""
+        return self._dated(day).select("person_id").collect()["person_id"]
+
+    def _dated(self, day: date) -> pl.LazyFrame:
+        return self.lazy.filter(pl.col("snapshot_date") == day)
+
+    def score(
+        self,
+        day: date,
+        erased: pl.Series,
+        wanted: list[str],
+        scorers: list[Scorer],
+        actions: tuple[str, ...],
+    ) -> ScoringPass:
+        """The pass of :meth:`Features.score`, chunk by chunk."""
+        parts, excluded_erased, objected = [], 0, 0
+        for chunk in self._dated(day).collect_batches(chunk_size=self.chunk_rows):
+            gone, no_profiling = excluded(chunk, erased)
+            excluded_erased += int(gone.sum())
+            objected += int(no_profiling.sum())
+            chunk = chunk.filter(~gone & ~no_profiling)
+            if not chunk.height:
+                continue
+            parts.append(chunk.select(wanted))
+            for scorer in scorers:
+                scorer.score(chunk, actions)
+        schema = self.lazy.collect_schema()
+        candidates = pl.concat(parts) if parts else pl.DataFrame(schema={c: schema[c] for c in wanted})
+        return ScoringPass(candidates, excluded_erased, objected)
+
+
+def open_features(settings: Settings, ml: MlSettings) -> Features:
+    """The features on the engine of ``ml.scoring_engine``."""
+    if ml.scoring_engine == "spark":
+        from ml.spark_scoring import SparkFeatures  # imports pyspark: only on that engine
+
+        return SparkFeatures.connect(settings, ml)
+    return LocalFeatures(settings, ml.scoring_chunk_rows)
 
 
 # -- writing -------------------------------------------------------------------------------------------------
@@ -516,31 +636,31 @@ def score_and_decide(
 ) -> ScoringReport:
     """Decide the next-best action of every person of ``decision_date`` (default: the latest snapshot date)
     and publish ``nba_decisions``, ``nba_current`` and ``nba_shadow_decisions``; the run's aggregate
-    report."""
+    report. The features are read and the models run on the engine of ``ml_settings.scoring_engine``
+    (:func:`open_features`); the exclusions, the policy and the writes run here on either."""
     disable_telemetry()
     settings = settings or get_settings()
     ml = ml_settings or get_ml_settings()
     policy = load_policy(ml.policy_file)
-    decision_date = decision_date or latest_snapshot_date(settings)
-    as_of = datetime(decision_date.year, decision_date.month, decision_date.day, tzinfo=UTC)
-    lazy = delta.scan(gold_uri(settings, FEATURES_TABLE), settings.storage_options)
-    if lazy is None:
+    features = open_features(settings, ml)
+    available = features.columns()
+    if available is None:
         raise ScoringError(f"gold {FEATURES_TABLE} does not exist: build the features first")
-    available = list(lazy.collect_schema())
     if PROFILING_CONSENT not in available:
         raise ScoringError(
             f"gold {FEATURES_TABLE} has no {PROFILING_CONSENT} column: persons who objected to profiling "
             "cannot be left out, so nobody is scored"
         )
+    decision_date = decision_date or _latest(features)
+    as_of = datetime(decision_date.year, decision_date.month, decision_date.day, tzinfo=UTC)
 
-    dated = lazy.filter(pl.col("snapshot_date") == decision_date)
     # the models load (GIL-bound imports and MLflow's store) while the lake is read and the identifiers
     # hashed (native code, outside the GIL)
     with ThreadPoolExecutor(max_workers=1) as loader:
         loading = loader.submit(_load_scorers, ml, available)
         identity = _identity(settings, as_of)
         erased = erased_among(
-            dated.select("person_id").collect()["person_id"],
+            features.person_ids(decision_date),
             identity,
             suppression.suppressed(settings),
             settings.pii_secret,
@@ -556,28 +676,18 @@ def score_and_decide(
         "days_since_last_order",
         *policy.rule_columns,
     ]
-    candidate_parts, excluded_erased, objected = [], 0, 0
-    for chunk in dated.collect_batches(chunk_size=ml.scoring_chunk_rows):
-        gone, no_profiling = excluded(chunk, erased)
-        excluded_erased += int(gone.sum())
-        objected += int(no_profiling.sum())
-        chunk = chunk.filter(~gone & ~no_profiling)
-        if not chunk.height:
-            continue
-        candidate_parts.append(chunk.select(list(dict.fromkeys(wanted))))
-        for scorer in (champion, challenger):
-            if scorer is not None:
-                scorer.score(chunk, policy.actions)
-    if not candidate_parts and not (excluded_erased or objected):
+    scored = features.score(
+        decision_date,
+        erased,
+        list(dict.fromkeys(wanted)),
+        [s for s in (champion, challenger) if s is not None],
+        policy.actions,
+    )
+    if not scored.candidates.height and not (scored.excluded_erased or scored.objected):
         raise ScoringError(f"gold {FEATURES_TABLE} has no rows for {decision_date}: nothing to decide")
 
     candidates = (
-        pl.concat(candidate_parts)
-        if candidate_parts
-        else pl.DataFrame(schema={c: lazy.collect_schema()[c] for c in dict.fromkeys(wanted)})
-    )
-    candidates = (
-        candidates.join(reachable, on="person_id", how="left")
+        scored.candidates.join(reachable, on="person_id", how="left")
         .join(touched, on="person_id", how="left")
         .with_columns(pl.col("touches").fill_null(0))
         .sort("person_id")
@@ -630,8 +740,8 @@ def score_and_decide(
         decision_date,
         policy,
         ml,
-        excluded_erased,
-        objected,
+        scored.excluded_erased,
+        scored.objected,
         champion.ref if usable else None,
         None if usable else fallback_reason,
         challenger.ref if challenger is not None else None,

@@ -19,6 +19,8 @@ TRACKING_SERVER_SCHEMES = ("http", "https", "databricks")
 DATABASE_STORE_ARTIFACTS = DEFAULT_VAR_DIR / "mlflow" / "artifacts"
 """Where the experiments of a database server's store (PostgreSQL) keep their artifacts unless
 ``MLFLOW_ARTIFACT_ROOT`` says otherwise."""
+SCORING_ENGINES = ("local", "spark")
+"""Where the batch scorer reads the features and runs the models (``SCORING_ENGINE``)."""
 
 
 def artifact_root_uri(value: str) -> str:
@@ -27,6 +29,14 @@ def artifact_root_uri(value: str) -> str:
     if "://" in value:
         return value
     return Path(value).expanduser().resolve().as_uri()
+
+
+def parse_engine(value: str) -> str:
+    """``SCORING_ENGINE``: one of :data:`SCORING_ENGINES`; ValueError otherwise."""
+    engine = value.strip().lower()
+    if engine not in SCORING_ENGINES:
+        raise ValueError(f"expected one of {', '.join(SCORING_ENGINES)}")
+    return engine
 
 
 @dataclass(frozen=True)
@@ -61,6 +71,12 @@ class MlSettings:
     scoring_chunk_rows: int = 100_000
     """Persons the batch scorer reads and scores at a time (one model call per chunk): the bound on its
     memory."""
+    scoring_engine: str = "local"
+    """Where the batch scorer reads the features and runs the models: ``local`` (this process, polars) or
+    ``spark`` (the Spark Connect server of :attr:`spark_remote`, each model an MLflow Spark UDF; see
+    :mod:`ml.spark_scoring`)."""
+    spark_remote: str | None = None
+    """The Spark Connect URL (``SPARK_REMOTE``) the ``spark`` scoring engine connects to."""
     guardrail_threshold: float = 0.0
     """Lift of net revenue per decision (EUR, treated against holdout) confidently below which the champion is
     rolled back (:mod:`ml.guardrail`)."""
@@ -109,6 +125,8 @@ VARIABLES: dict[str, tuple[str, Callable[[str], object]]] = {
     "drift_error_psi": ("DRIFT_ERROR_PSI", float),
     "drift_reference_persons": ("DRIFT_REFERENCE_PERSONS", int),
     "scoring_chunk_rows": ("NBA_SCORING_CHUNK_ROWS", int),
+    "scoring_engine": ("SCORING_ENGINE", parse_engine),
+    "spark_remote": ("SPARK_REMOTE", str),
     "guardrail_threshold": ("GUARDRAIL_LIFT_THRESHOLD", float),
     "guardrail_alpha": ("GUARDRAIL_ALPHA", float),
     "guardrail_min_holdout": ("GUARDRAIL_MIN_HOLDOUT", int),

@@ -6,26 +6,29 @@ from __future__ import annotations
 
 import math
 import shutil
-from dataclasses import replace
+from dataclasses import asdict, replace
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
 import polars as pl
 import pyarrow as pa
 import pytest
+import scoring_models
 import yaml
 from conftest import lake_settings
 from deltalake import write_deltalake
 from mlflow.models import infer_signature
+from scoring_models import Uplift
 
 from lake import suppression
 from lake.gold import gold_uri
 from ml.policy import NO_ACTION, ModelRef, load_policy
 from ml.scoring import ScoringError, _identity, erased_among, main, score_and_decide, score_frame
-from ml.settings import DEFAULT_POLICY_FILE, MlSettings
+from ml.settings import DEFAULT_POLICY_FILE, MlSettings, get_ml_settings
 
 D1, D2 = date(2026, 9, 9), date(2026, 9, 10)
 MODEL = "nba_uplift"
@@ -34,20 +37,6 @@ FILLERS = [f"p{i:02d}" for i in range(12, 40)]
 
 def utc(*args: int) -> datetime:
     return datetime(*args, tzinfo=UTC)
-
-
-class Uplift(mlflow.pyfunc.PythonModel):
-    """Expected revenue 10 + order_count / 10 without action, plus a fixed uplift per action."""
-
-    def __init__(self, uplift: dict[str, float], fail: bool = False):
-        self.uplift = uplift
-        self.fail = fail
-
-    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-        if self.fail:
-            raise RuntimeError("the model cannot score")
-        base = 10.0 + model_input["order_count"].astype(float) / 10 + 0.0 * model_input["monetary_value"]
-        return pd.DataFrame({f"expected_revenue__{a}": base + u for a, u in self.uplift.items()})
 
 
 ACTIONS = ("no_action", "discount_10", "free_shipping", "cart_reminder", "loyalty_offer")
@@ -81,6 +70,7 @@ def registry(tmp_path_factory) -> dict[str, str]:
                 python_model=model,
                 signature=infer_signature(frame, output),
                 pip_requirements=["mlflow"],
+                code_paths=[str(Path(scoring_models.__file__))],
                 registered_model_name=MODEL,
             )
     return {"uri": uri}
@@ -551,3 +541,108 @@ def test_scoring_the_test_company(gold_lake, registry, tmp_path):
     again = read(settings, "nba_decisions")
     assert again.height == decisions.height
     assert set(again["decided_by"]) == {"fallback"}
+
+
+FLOAT_RELATIVE_TOLERANCE = 1e-9
+
+
+def decision_differences(local: pl.DataFrame, other: pl.DataFrame) -> list[str]:
+    """The columns of two engines' decisions of a date that differ (``decided_at`` left out), person by
+    person: every action score's fields as columns of their own (``score_<field>``), the floating ones to a
+    relative 1e-9, the others exactly; ``persons`` when they decide for other persons."""
+
+    def flat(frame: pl.DataFrame) -> pl.DataFrame:
+        return (
+            frame.drop("decided_at")
+            .sort("person_id")
+            .explode("action_scores")
+            .with_columns(pl.col("action_scores").struct.unnest().name.prefix("score_"))
+            .drop("action_scores")
+        )
+
+    if sorted(local["person_id"]) != sorted(other["person_id"]):
+        return ["persons"]
+    left, right = flat(local), flat(other)
+    found = []
+    for column in left.columns:
+        a, b = left[column], right[column]
+        if a.dtype.is_float():
+            same = (a.is_null() == b.is_null()).all() and np.allclose(
+                a.fill_null(0).to_numpy(), b.fill_null(0).to_numpy(), rtol=FLOAT_RELATIVE_TOLERANCE, atol=0.0
+            )
+        else:
+            same = not a.ne_missing(b).any()
+        if not same:
+            found.append(column)
+    return found
+
+
+def test_decision_differences_see_a_changed_score_and_forgive_float_noise(lake, registry, tmp_path):
+    """The comparison itself, on real decisions: float noise of 1e-12 passes; a score off by 1e-6, another
+    action or a missing person fails."""
+    set_aliases(registry, champion=1)
+    score_and_decide(D2, lake, ml_settings(registry, tmp_path))
+    decisions = read(lake, "nba_decisions")
+
+    def scaled(factor: float) -> pl.DataFrame:
+        return decisions.with_columns(
+            pl.col("action_scores").list.eval(
+                pl.element().struct.with_fields(pl.field("expected_revenue") * factor)
+            )
+        )
+
+    assert decision_differences(decisions, scaled(1 + 1e-12)) == []
+    assert decision_differences(decisions, scaled(1 + 1e-6)) == ["score_expected_revenue"]
+    other = decisions.with_columns(pl.lit("loyalty_offer").alias("action"))
+    assert decision_differences(decisions, other) == ["action"]
+    assert decision_differences(decisions, decisions.slice(1)) == ["persons"]
+
+
+@pytest.mark.slow
+def test_spark_engine_decides_as_the_local_engine(lake, registry, tmp_path, spark_server):
+    """The same date scored in this process and on Spark (Sail, each model an MLflow Spark UDF) gives the same
+    decisions, shadow decisions and report, holdout, exploration and canary included; scored on Spark with
+    another champion version, the decisions differ (the comparison does not compare one engine to itself)."""
+    set_aliases(registry, champion=1, challenger=2)
+    local_ml = ml_settings(
+        registry, tmp_path, chunk_rows=7, holdout__share=0.2, exploration__share=0.2, canary__share=0.3
+    )
+    spark_ml = replace(local_ml, scoring_engine="spark", spark_remote=spark_server.remote)
+    local_report = score_and_decide(D2, lake, local_ml)
+    local = read(lake, "nba_decisions"), read(lake, "nba_shadow_decisions")
+    spark_report = score_and_decide(D2, lake, spark_ml)
+    spark = read(lake, "nba_decisions"), read(lake, "nba_shadow_decisions")
+
+    assert (spark_report.decided_by, spark_report.model_version, spark_report.challenger_version) == (
+        "champion",
+        "1",
+        "2",
+    )
+    assert asdict(spark_report) == asdict(local_report)
+    assert decision_differences(local[0], spark[0]) == []
+    assert decision_differences(local[1], spark[1]) == []
+    assert local[0]["is_canary"].any() and local[0]["is_holdout"].any()
+    assert "p06" not in set(spark[0]["person_id"]) and "p07" not in set(spark[0]["person_id"])
+
+    set_aliases(registry, champion=2)
+    score_and_decide(D2, lake, spark_ml)
+    assert {"action", "score_expected_revenue", "model_version"} <= set(
+        decision_differences(local[0], read(lake, "nba_decisions"))
+    )
+
+
+def test_the_spark_engine_is_chosen_by_one_setting_and_needs_its_server(
+    lake, registry, tmp_path, monkeypatch
+):
+    """``SCORING_ENGINE`` takes ``local`` or ``spark`` (any case), nothing else; the Spark engine without
+    ``SPARK_REMOTE`` refuses to score, as a scoring error the command reports."""
+    monkeypatch.setenv("SCORING_ENGINE", "Spark")
+    monkeypatch.delenv("SPARK_REMOTE", raising=False)
+    assert get_ml_settings().scoring_engine == "spark"
+    monkeypatch.setenv("SCORING_ENGINE", "duckdb")
+    with pytest.raises(ValueError, match="SCORING_ENGINE"):
+        get_ml_settings()
+    set_aliases(registry, champion=1)
+    spark_ml = replace(ml_settings(registry, tmp_path), scoring_engine="spark")
+    with pytest.raises(ScoringError, match="SPARK_REMOTE"):
+        score_and_decide(D2, lake, spark_ml)
