@@ -81,7 +81,7 @@ demo-distributed: install  ## make demo with the lake on a local S3 server (Seaw
 	@mkdir -p $(DISTRIBUTED_DIR) && test -s $(DISTRIBUTED_DIR)/pii_secret || (umask 077 && \
 		$(RUN) python -c 'import secrets; print(secrets.token_urlsafe(32))' > $(DISTRIBUTED_DIR)/pii_secret)
 	PII_SECRET="$${PII_SECRET:-$$(cat $(DISTRIBUTED_DIR)/pii_secret)}" \
-	WAREHOUSE_PATH=$(DISTRIBUTED_DIR)/warehouse/engagement.duckdb DBT_TARGET=spark \
+	WAREHOUSE_PATH=$(DISTRIBUTED_DIR)/warehouse/engagement.duckdb DBT_TARGET=spark SCORING_ENGINE=spark \
 	$(RUN) python -m lake.s3_server run python -m lake.spark_server run python -m orchestration.postgres_stores \
 		python -m orchestration.demo --persons $(DEMO_PERSONS) --days $(DEMO_DAYS) --seed $(DEMO_SEED)
 

@@ -90,13 +90,14 @@ def publish_silver(settings: Settings, contracts: dict[str, Contract], session) 
     return names
 
 
-def spark_session(settings: Settings):
-    """The Spark Connect session of ``settings.spark_remote``; ValueError when it is unset."""
-    from pyspark.sql import SparkSession  # the Spark client loads only where the Spark target is used
+def spark_session(remote: str | None):
+    """The Spark Connect session of ``remote`` (``SPARK_REMOTE``: ``sc://host:port``; with Sail, the shared
+    session in it); ValueError when it is unset."""
+    from pyspark.sql import SparkSession  # the Spark client loads only where Spark is used
 
-    if not settings.spark_remote:
-        raise ValueError("SPARK_REMOTE is not set: the spark target needs a Spark Connect server")
-    return SparkSession.builder.remote(settings.spark_remote).getOrCreate()
+    if not remote:
+        raise ValueError("SPARK_REMOTE is not set: the Spark Connect URL of the Spark server")
+    return SparkSession.builder.remote(remote).getOrCreate()
 
 
 def mirror_models(settings: Settings, models: list[str]) -> list[str]:
@@ -132,7 +133,9 @@ def main() -> int:
     if not settings.spark_remote:
         print("SPARK_REMOTE is not set: run this under python -m lake.spark_server run", file=sys.stderr)
         return 2
-    names = publish_silver(settings, load_contracts(settings.contracts_dir), spark_session(settings))
+    names = publish_silver(
+        settings, load_contracts(settings.contracts_dir), spark_session(settings.spark_remote)
+    )
     print(f"{len(names)} silver tables registered in the Spark catalog")
     return 0
 

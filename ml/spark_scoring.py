@@ -22,6 +22,7 @@ import polars as pl
 
 from lake.gold import gold_uri
 from lake.settings import Settings
+from lake.spark_warehouse import spark_session
 from ml.data import FEATURES_TABLE
 from ml.scoring import PROFILING_CONSENT, Scorer, ScoringError, ScoringPass, checked_scores, excluded
 from ml.settings import MlSettings
@@ -32,13 +33,6 @@ SCORES = "scores"
 
 class SparkScoringError(ScoringError):
     """The Spark engine cannot be used (no ``SPARK_REMOTE``)."""
-
-
-def session(remote: str):
-    """The Spark Connect session of ``remote`` (``sc://host:port``; with Sail, the shared session in it)."""
-    from pyspark.sql import SparkSession
-
-    return SparkSession.builder.remote(remote).getOrCreate()
 
 
 def model_input(frame, columns: list[str]):
@@ -79,7 +73,7 @@ class SparkFeatures:
         """The features of the settings' lake on the Spark Connect server of ``ml.spark_remote``."""
         if not ml.spark_remote:
             raise SparkScoringError("SCORING_ENGINE=spark needs SPARK_REMOTE, the Spark Connect URL")
-        return cls(session(ml.spark_remote), gold_uri(settings, FEATURES_TABLE), ml.tracking_uri)
+        return cls(spark_session(ml.spark_remote), gold_uri(settings, FEATURES_TABLE), ml.tracking_uri)
 
     def _table(self):
         return self.spark.read.format("delta").load(self.uri)

@@ -59,7 +59,7 @@ def _build(
     settings = lake.settings()
     contracts = scan_contracts(settings.contracts_dir).contracts
     if settings.dbt_target == "spark":
-        session = spark_warehouse.spark_session(settings)
+        session = spark_warehouse.spark_session(settings.spark_remote)
         tables = spark_warehouse.publish_silver(settings, contracts, session)
         context.log.info(f"{len(tables)} silver tables registered in the Spark catalog")
     else:
