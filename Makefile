@@ -158,6 +158,7 @@ bench: install  ## print throughput and memory figures (benchmarks/)
 	$(RUN) python benchmarks/lake_throughput.py
 	$(RUN) python benchmarks/identity_components.py
 	$(RUN) python benchmarks/dbt_nightly.py
+	-$(RUN) python benchmarks/dbt_spark.py
 	-$(RUN) python benchmarks/decision_quality.py --persons 200000
 	-$(RUN) python benchmarks/scoring.py --persons 1000000
 	-$(RUN) python benchmarks/training_scale.py --decisions 1000000

@@ -242,14 +242,15 @@ def prepare_warehouse(scratch: Scratch, lake: dict) -> dict:
     return {**marker, "reused": False}
 
 
-def build_snapshots_but_the_last(scratch: Scratch) -> None:
+def build_snapshots_but_the_last(scratch: Scratch, person_dates_per_run: int | None = None) -> None:
     """Build the daily feature snapshots of every supported date but the last, in dbt runs of at most
-    ``SNAPSHOT_PERSON_DATES_PER_DBT_RUN`` persons x dates, as a Dagster backfill of their partitions does."""
+    ``person_dates_per_run`` (default ``SNAPSHOT_PERSON_DATES_PER_DBT_RUN``) persons x dates, as a Dagster
+    backfill of their partitions does."""
     with duckdb.connect(str(scratch.warehouse), read_only=True) as con:
         first, last = con.execute(
             "select first_snapshot_date, last_snapshot_date from int_marts__data_window"
         ).fetchall()[0]
-    budget = get_settings().snapshot_person_dates_per_dbt_run
+    budget = person_dates_per_run or get_settings().snapshot_person_dates_per_dbt_run
     dates = dates_per_dbt_run(warehouse_persons(scratch.warehouse), budget)
     for day, until in snapshot_windows(first, last, dates):
         print(f"  snapshot dates [{day}, {until}) ...", flush=True)
