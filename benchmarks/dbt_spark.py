@@ -113,18 +113,16 @@ def measure_spark(scratch: SparkScratch, built: Path, server: spark_server.Spark
     """Prepare the Spark catalog as the DuckDB warehouse was prepared, then measure the nightly build on
     Spark: its measure, dbt's results, the server's peak RSS during the build (GiB) and the preparation's
     seconds."""
-    from pyspark.sql import SparkSession
-
     from data_contracts import load_contracts
     from lake.settings import get_settings
-    from lake.spark_warehouse import publish_silver
+    from lake.spark_warehouse import publish_silver, spark_session
 
     shutil.rmtree(scratch.root, ignore_errors=True)  # the models of an earlier run: built again from scratch
     scratch.warehouse.parent.mkdir(parents=True, exist_ok=True)
     # the snapshot dates and the persons are read from the DuckDB build's warehouse file (the same lake)
     shutil.copyfile(built, scratch.warehouse)
     settings = replace(get_settings(), lake_root=str(scratch.lake))
-    session = SparkSession.builder.remote(scratch.remote).getOrCreate()
+    session = spark_session(scratch.remote)
     publish_silver(settings, load_contracts(settings.contracts_dir), session)
     print("building the models the nightly ones depend on, on Spark ...", flush=True)
     dbt(scratch, "parse", log="prepare-parse")

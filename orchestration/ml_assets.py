@@ -188,11 +188,13 @@ def nba_decisions(context: dg.AssetExecutionContext, lake: LakeResource, mlflow:
     from ml.scoring import score_and_decide
 
     decision_date = context.partition_time_window.start.date()
-    report = score_and_decide(decision_date, lake.settings(), mlflow.settings())
-    context.log.info(report.summary())
+    ml_settings = mlflow.settings()
+    report = score_and_decide(decision_date, lake.settings(), ml_settings)
+    context.log.info(f"{report.summary()} (scored on the {ml_settings.scoring_engine} engine)")
     return dg.MaterializeResult(
         metadata={
             "persons": report.persons,
+            "scoring_engine": ml_settings.scoring_engine,
             "decided_by": report.decided_by,
             "fallback_reason": report.fallback_reason or "",
             "model_version": report.model_version or "",
