@@ -74,14 +74,18 @@ s3: install  ## serve a local S3 server (SeaweedFS) on http://127.0.0.1:8333 (S3
 # (data in var/s3, free ports while it runs), the dbt models on Sail's Spark Connect server (Delta tables in the bucket,
 # mirrored as views of the DuckDB warehouse file), Dagster and MLflow on the embedded PostgreSQL server (the lake's local
 # state in var/lakes/s3-lake-lake/), MLflow's artifacts in the bucket; the DuckDB warehouse and the lake's own
-# tokenisation key (PII_SECRET, made once unless set) in var/distributed/
+# tokenisation key (PII_SECRET, made once unless set) in var/distributed/. Sail builds a window of many snapshot dates
+# slowly and with much memory (benchmarks/dbt_spark.py): its backfill goes to dbt in windows of at most
+# SPARK_PERSON_DATES_PER_DBT_RUN persons x dates (7 dates at 10,000 simulated persons)
 DISTRIBUTED_DIR := $(CURDIR)/var/distributed
+SPARK_PERSON_DATES_PER_DBT_RUN ?= 100000
 
-demo-distributed: install  ## make demo with the lake on a local S3 server (SeaweedFS), dbt on Spark (Sail), Dagster and MLflow on the embedded PostgreSQL server
+demo-distributed: install  ## make demo with the lake on a local S3 server (SeaweedFS), dbt and scoring on Spark (Sail), Dagster and MLflow on the embedded PostgreSQL server
 	@mkdir -p $(DISTRIBUTED_DIR) && test -s $(DISTRIBUTED_DIR)/pii_secret || (umask 077 && \
 		$(RUN) python -c 'import secrets; print(secrets.token_urlsafe(32))' > $(DISTRIBUTED_DIR)/pii_secret)
 	PII_SECRET="$${PII_SECRET:-$$(cat $(DISTRIBUTED_DIR)/pii_secret)}" \
 	WAREHOUSE_PATH=$(DISTRIBUTED_DIR)/warehouse/engagement.duckdb DBT_TARGET=spark SCORING_ENGINE=spark \
+	SNAPSHOT_PERSON_DATES_PER_DBT_RUN=$(SPARK_PERSON_DATES_PER_DBT_RUN) \
 	$(RUN) python -m lake.s3_server run python -m lake.spark_server run python -m orchestration.postgres_stores \
 		python -m orchestration.demo --persons $(DEMO_PERSONS) --days $(DEMO_DAYS) --seed $(DEMO_SEED)
 
