@@ -73,10 +73,8 @@ class MlSettings:
     memory."""
     scoring_engine: str = "local"
     """Where the batch scorer reads the features and runs the models: ``local`` (this process, polars) or
-    ``spark`` (the Spark Connect server of :attr:`spark_remote`, each model an MLflow Spark UDF; see
-    :mod:`ml.spark_scoring`)."""
-    spark_remote: str | None = None
-    """The Spark Connect URL (``SPARK_REMOTE``) the ``spark`` scoring engine connects to."""
+    ``spark`` (the Spark Connect server of the lake's settings, ``SPARK_REMOTE``, each model an MLflow Spark
+    UDF; see :mod:`ml.spark_scoring`)."""
     guardrail_threshold: float = 0.0
     """Lift of net revenue per decision (EUR, treated against holdout) confidently below which the champion is
     rolled back (:mod:`ml.guardrail`)."""
@@ -126,7 +124,6 @@ VARIABLES: dict[str, tuple[str, Callable[[str], object]]] = {
     "drift_reference_persons": ("DRIFT_REFERENCE_PERSONS", int),
     "scoring_chunk_rows": ("NBA_SCORING_CHUNK_ROWS", int),
     "scoring_engine": ("SCORING_ENGINE", parse_engine),
-    "spark_remote": ("SPARK_REMOTE", str),
     "guardrail_threshold": ("GUARDRAIL_LIFT_THRESHOLD", float),
     "guardrail_alpha": ("GUARDRAIL_ALPHA", float),
     "guardrail_min_holdout": ("GUARDRAIL_MIN_HOLDOUT", int),

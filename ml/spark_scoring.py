@@ -70,10 +70,10 @@ class SparkFeatures:
 
     @classmethod
     def connect(cls, settings: Settings, ml: MlSettings) -> SparkFeatures:
-        """The features of the settings' lake on the Spark Connect server of ``ml.spark_remote``."""
-        if not ml.spark_remote:
+        """The features of the settings' lake on the Spark Connect server of ``settings.spark_remote``."""
+        if not settings.spark_remote:
             raise SparkScoringError("SCORING_ENGINE=spark needs SPARK_REMOTE, the Spark Connect URL")
-        return cls(spark_session(ml.spark_remote), gold_uri(settings, FEATURES_TABLE), ml.tracking_uri)
+        return cls(spark_session(settings.spark_remote), gold_uri(settings, FEATURES_TABLE), ml.tracking_uri)
 
     def _table(self):
         return self.spark.read.format("delta").load(self.uri)

@@ -607,10 +607,11 @@ def test_spark_engine_decides_as_the_local_engine(lake, registry, tmp_path, spar
     local_ml = ml_settings(
         registry, tmp_path, chunk_rows=7, holdout__share=0.2, exploration__share=0.2, canary__share=0.3
     )
-    spark_ml = replace(local_ml, scoring_engine="spark", spark_remote=spark_server.remote)
+    spark_ml = replace(local_ml, scoring_engine="spark")
+    spark_lake = replace(lake, spark_remote=spark_server.remote)
     local_report = score_and_decide(D2, lake, local_ml)
     local = read(lake, "nba_decisions"), read(lake, "nba_shadow_decisions")
-    spark_report = score_and_decide(D2, lake, spark_ml)
+    spark_report = score_and_decide(D2, spark_lake, spark_ml)
     spark = read(lake, "nba_decisions"), read(lake, "nba_shadow_decisions")
 
     assert (spark_report.decided_by, spark_report.model_version, spark_report.challenger_version) == (
@@ -625,7 +626,7 @@ def test_spark_engine_decides_as_the_local_engine(lake, registry, tmp_path, spar
     assert "p06" not in set(spark[0]["person_id"]) and "p07" not in set(spark[0]["person_id"])
 
     set_aliases(registry, champion=2)
-    score_and_decide(D2, lake, spark_ml)
+    score_and_decide(D2, spark_lake, spark_ml)
     assert {"action", "score_expected_revenue", "model_version"} <= set(
         decision_differences(local[0], read(lake, "nba_decisions"))
     )
@@ -645,4 +646,4 @@ def test_the_spark_engine_is_chosen_by_one_setting_and_needs_its_server(
     set_aliases(registry, champion=1)
     spark_ml = replace(ml_settings(registry, tmp_path), scoring_engine="spark")
     with pytest.raises(ScoringError, match="SPARK_REMOTE"):
-        score_and_decide(D2, lake, spark_ml)
+        score_and_decide(D2, replace(lake, spark_remote=None), spark_ml)
