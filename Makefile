@@ -90,7 +90,8 @@ demo-distributed: install  ## make demo with the lake on a local S3 server (Seaw
 		python -m orchestration.demo --persons $(DEMO_PERSONS) --days $(DEMO_DAYS) --seed $(DEMO_SEED)
 
 # the dbt project on its Spark target: Sail's Spark Connect server started for the run on a free port of 127.0.0.1
-# (lake/spark_server.py), the silver tables registered in its session (lake/spark_warehouse.py), the models written as
+# (lake/spark_server.py), the silver tables and the model tables of an earlier build registered in its session
+# (lake/spark_warehouse.py: so incremental models add to theirs), the models written as
 # Delta tables under SPARK_WAREHOUSE_DIR (default <LAKE_ROOT>/spark_warehouse); dbt's artifacts in dbt_project/target/spark
 # (the manifest Dagster loads with DBT_TARGET=spark; dbt_project/target/manifest.json stays the DuckDB one)
 dbt-spark: install  ## build the dbt project on Spark (Sail, started for the run) over the lake's silver tables (run make demo or make ingest first)

@@ -23,9 +23,11 @@ none).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -544,13 +546,17 @@ class LocalFeatures:
         return ScoringPass(candidates, excluded_erased, objected)
 
 
-def open_features(settings: Settings, ml: MlSettings) -> Features:
-    """The features on the engine of ``ml.scoring_engine``."""
+@contextlib.contextmanager
+def open_features(settings: Settings, ml: MlSettings) -> Iterator[Features]:
+    """The features on the engine of ``ml.scoring_engine`` while the block runs (on Spark, a connection to the
+    server, closed afterwards)."""
     if ml.scoring_engine == "spark":
         from ml.spark_scoring import SparkFeatures  # imports pyspark: only on that engine
 
-        return SparkFeatures.connect(settings, ml)
-    return LocalFeatures(settings, ml.scoring_chunk_rows)
+        with SparkFeatures.connect(settings, ml) as features:
+            yield features
+        return
+    yield LocalFeatures(settings, ml.scoring_chunk_rows)
 
 
 # -- writing -------------------------------------------------------------------------------------------------
@@ -642,47 +648,47 @@ def score_and_decide(
     settings = settings or get_settings()
     ml = ml_settings or get_ml_settings()
     policy = load_policy(ml.policy_file)
-    features = open_features(settings, ml)
-    available = features.columns()
-    if available is None:
-        raise ScoringError(f"gold {FEATURES_TABLE} does not exist: build the features first")
-    if PROFILING_CONSENT not in available:
-        raise ScoringError(
-            f"gold {FEATURES_TABLE} has no {PROFILING_CONSENT} column: persons who objected to profiling "
-            "cannot be left out, so nobody is scored"
-        )
-    decision_date = decision_date or _latest(features)
-    as_of = datetime(decision_date.year, decision_date.month, decision_date.day, tzinfo=UTC)
+    with open_features(settings, ml) as features:
+        available = features.columns()
+        if available is None:
+            raise ScoringError(f"gold {FEATURES_TABLE} does not exist: build the features first")
+        if PROFILING_CONSENT not in available:
+            raise ScoringError(
+                f"gold {FEATURES_TABLE} has no {PROFILING_CONSENT} column: persons who objected to profiling "
+                "cannot be left out, so nobody is scored"
+            )
+        decision_date = decision_date or _latest(features)
+        as_of = datetime(decision_date.year, decision_date.month, decision_date.day, tzinfo=UTC)
 
-    # the models load (GIL-bound imports and MLflow's store) while the lake is read and the identifiers
-    # hashed (native code, outside the GIL)
-    with ThreadPoolExecutor(max_workers=1) as loader:
-        loading = loader.submit(_load_scorers, ml, available)
-        identity = _identity(settings, as_of)
-        erased = erased_among(
-            features.person_ids(decision_date),
-            identity,
-            suppression.suppressed(settings),
-            settings.pii_secret,
+        # the models load (GIL-bound imports and MLflow's store) while the lake is read and the identifiers
+        # hashed (native code, outside the GIL)
+        with ThreadPoolExecutor(max_workers=1) as loader:
+            loading = loader.submit(_load_scorers, ml, available)
+            identity = _identity(settings, as_of)
+            erased = erased_among(
+                features.person_ids(decision_date),
+                identity,
+                suppression.suppressed(settings),
+                settings.pii_secret,
+            )
+            reachable = addresses(settings, policy, as_of, identity)
+            touched = touches(settings, policy, decision_date, as_of, identity)
+            (champion, fallback_reason), (challenger, shadow_error) = loading.result()
+        if shadow_error == "no_challenger":
+            shadow_error = None
+        wanted = [
+            "person_id",
+            *policy.consent_column.values(),
+            "days_since_last_order",
+            *policy.rule_columns,
+        ]
+        scored = features.score(
+            decision_date,
+            erased,
+            list(dict.fromkeys(wanted)),
+            [s for s in (champion, challenger) if s is not None],
+            policy.actions,
         )
-        reachable = addresses(settings, policy, as_of, identity)
-        touched = touches(settings, policy, decision_date, as_of, identity)
-        (champion, fallback_reason), (challenger, shadow_error) = loading.result()
-    if shadow_error == "no_challenger":
-        shadow_error = None
-    wanted = [
-        "person_id",
-        *policy.consent_column.values(),
-        "days_since_last_order",
-        *policy.rule_columns,
-    ]
-    scored = features.score(
-        decision_date,
-        erased,
-        list(dict.fromkeys(wanted)),
-        [s for s in (champion, challenger) if s is not None],
-        policy.actions,
-    )
     if not scored.candidates.height and not (scored.excluded_erased or scored.objected):
         raise ScoringError(f"gold {FEATURES_TABLE} has no rows for {decision_date}: nothing to decide")
 

@@ -16,13 +16,15 @@ the artifact store's location, as the driver does.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from datetime import date
 
 import polars as pl
 
 from lake.gold import gold_uri
 from lake.settings import Settings
-from lake.spark_warehouse import spark_session
+from lake.spark_warehouse import connected
 from ml.data import FEATURES_TABLE
 from ml.scoring import PROFILING_CONSENT, Scorer, ScoringError, ScoringPass, checked_scores, excluded
 from ml.settings import MlSettings
@@ -69,11 +71,14 @@ class SparkFeatures:
         self.spark, self.uri, self.tracking_uri = spark, uri, tracking_uri
 
     @classmethod
-    def connect(cls, settings: Settings, ml: MlSettings) -> SparkFeatures:
-        """The features of the settings' lake on the Spark Connect server of ``settings.spark_remote``."""
+    @contextlib.contextmanager
+    def connect(cls, settings: Settings, ml: MlSettings) -> Iterator[SparkFeatures]:
+        """The features of the settings' lake on the Spark Connect server of ``settings.spark_remote``, while
+        the block runs."""
         if not settings.spark_remote:
             raise SparkScoringError("SCORING_ENGINE=spark needs SPARK_REMOTE, the Spark Connect URL")
-        return cls(spark_session(settings.spark_remote), gold_uri(settings, FEATURES_TABLE), ml.tracking_uri)
+        with connected(settings.spark_remote) as spark:
+            yield cls(spark, gold_uri(settings, FEATURES_TABLE), ml.tracking_uri)
 
     def _table(self):
         return self.spark.read.format("delta").load(self.uri)

@@ -2,6 +2,7 @@
 files to the marts; dbt tests (source tests included) become asset checks. The incremental daily snapshots are
 partitioned by day, the other models are rebuilt whole."""
 
+import json
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -11,7 +12,7 @@ from dagster_dbt import DbtCliInvocation, DbtCliResource, dbt_assets
 from data_contracts import scan_contracts
 from lake import spark_warehouse
 from lake.gold import publish_gold
-from lake.settings import get_settings
+from lake.settings import Settings, get_settings
 from lake.warehouse import publish_silver
 from orchestration.dbt_project import dbt_project
 from orchestration.dbt_translation import (
@@ -43,6 +44,23 @@ def _release_warehouse(invocation: DbtCliInvocation) -> None:
         DuckDBConnectionManager.close_all_connections()
 
 
+def _restore_spark_catalog(
+    context: dg.AssetExecutionContext, dbt: DbtCliResource, settings: Settings, session
+) -> None:
+    """Give the Spark catalog back what a new server's empty catalog lost: the model tables written before are
+    registered again, the views it does not know are run again (a selection reads them whether it builds them
+    or not)."""
+    manifest = json.loads(dbt_project.manifest_path.read_text())
+    registered = spark_warehouse.register_models(settings, session, manifest)
+    if registered:
+        context.log.info(f"model tables registered again in the Spark catalog: {registered}")
+    views = spark_warehouse.views_to_restore(session, manifest)
+    if views:
+        context.log.info(f"dbt run of {len(views)} views the Spark catalog does not know: {views}")
+        # one argument: dagster-dbt takes the value after --select as the selection, dbt splits it at spaces
+        dbt.cli(["run", "--select", " ".join(views)]).wait()
+
+
 def _build(
     context: dg.AssetExecutionContext,
     dbt: DbtCliResource,
@@ -59,9 +77,10 @@ def _build(
     settings = lake.settings()
     contracts = scan_contracts(settings.contracts_dir).contracts
     if settings.dbt_target == "spark":
-        session = spark_warehouse.spark_session(settings.spark_remote)
-        tables = spark_warehouse.publish_silver(settings, contracts, session)
-        context.log.info(f"{len(tables)} silver tables registered in the Spark catalog")
+        with spark_warehouse.connected(settings.spark_remote) as session:
+            tables = spark_warehouse.publish_silver(settings, contracts, session)
+            context.log.info(f"{len(tables)} silver tables registered in the Spark catalog")
+            _restore_spark_catalog(context, dbt, settings, session)
     else:
         views = publish_silver(settings, contracts)
         context.log.info(f"{len(views)} silver views refreshed in {settings.warehouse_path}")

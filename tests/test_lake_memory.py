@@ -7,6 +7,7 @@ import gzip
 import json
 import os
 import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -89,6 +90,35 @@ def test_the_dbt_profile_takes_its_memory_limit_and_spill_folder_from_the_settin
     assert dbt_setting("temp_directory", env, tmp_path) == str(warehouse.parent / "duckdb_tmp")
     env.pop("WAREHOUSE_MEMORY_LIMIT")
     assert dbt_setting("memory_limit", env, tmp_path) == reported_limit("8GB")  # the default
+
+
+# one dbt process, two queries: the first spills to the profile's temp_directory (4,000,000 groups in 30 MB),
+# the second is a new cursor, on which dbt-duckdb sets the profile's settings again
+SPILL_THEN_QUERY = """
+import json, sys
+from dbt.cli.main import dbtRunner
+project, scratch = sys.argv[1:]
+common = ["--quiet", "--profiles-dir", project, "--project-dir", project, "--output", "json",
+          "--target-path", scratch + "/target", "--log-path", scratch + "/logs"]
+spill = "select count(*) from (select i % 4000000 as k, count(*) from range(8000000) t(i) group by k)"
+first = dbtRunner().invoke(["show", "--inline", spill, *common])
+second = dbtRunner().invoke(["show", "--inline", "select 1 as one", *common])
+print(json.dumps({"first": first.success, "second": second.success, "error": str(second.exception)}))
+"""
+
+
+@pytest.mark.slow  # runs dbt (about 20 s)
+def test_a_dbt_process_goes_on_after_a_query_spilled_to_disk(tmp_path: Path) -> None:
+    """DuckDB refuses to set ``temp_directory`` again once it has spilled there, and dbt-duckdb sets the
+    profile's settings on every new cursor: the spill folder is given when the database opens instead, so the
+    nodes after one that spilled still run (at 1,000,000 persons every node after the first spill failed)."""
+    warehouse = tmp_path / "warehouse" / "engagement.duckdb"
+    warehouse.parent.mkdir()
+    env = {**os.environ, "WAREHOUSE_PATH": str(warehouse), "WAREHOUSE_MEMORY_LIMIT": "30MB"}
+    command = [sys.executable, "-c", SPILL_THEN_QUERY, str(DBT_PROJECT), str(tmp_path)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.splitlines()[-1]) == {"first": True, "second": True, "error": "None"}
 
 
 def test_gzipped_files_count_for_their_uncompressed_size_in_a_batch(tmp_path: Path) -> None:
