@@ -75,7 +75,7 @@ def view_sql(table: SilverView, settings: Settings) -> str | None:
 def delta_view_sql(name: str, uri: str, dt: DeltaTable, settings: Settings) -> str:
     """The ``create or replace view`` statement of the view ``name`` over the current version ``dt`` of the
     Delta table at ``uri``: its live parquet files (a typed view with no rows when it has none)."""
-    files = readable_files(uri, dt, settings)
+    files = typical_first(readable_files(uri, dt, settings))
     lazy = pl.scan_delta(uri, storage_options=settings.storage_options or None)
     if files:
         partitioned = bool(dt.metadata().partition_columns)
@@ -86,6 +86,25 @@ def delta_view_sql(name: str, uri: str, dt: DeltaTable, settings: Settings) -> s
         columns = ", ".join(f'"{c}"' for c in lazy.collect_schema())
         return f"create or replace view {name} as select {columns} from {source}"
     return _empty_view(name, lazy.head(0).collect().to_arrow(), settings)
+
+
+def typical_first(files: list[str]) -> list[str]:
+    """The local parquet ``files`` with first the one whose size is nearest their mean size. DuckDB estimates
+    the rows of a list of parquet files as the first one's rows times their number, and builds a join's hash
+    table on the side it estimates smaller: at 1,000,000 persons the clickstream's 199 files, a small one
+    first, were estimated at 116,216 rows instead of 18.9 million, and the events' hash table ran out of
+    memory."""
+    if len(files) < 2:
+        return files
+    sizes = {}
+    for path in files:
+        try:
+            sizes[path] = os.path.getsize(path)
+        except OSError:  # not a local path: keep the order
+            return files
+    mean = sum(sizes.values()) / len(files)
+    first = min(files, key=lambda path: abs(sizes[path] - mean))
+    return [first, *(path for path in files if path != first)]
 
 
 def mirror_dir(settings: Settings) -> Path:

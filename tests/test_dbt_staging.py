@@ -22,6 +22,34 @@ from orchestration.resources import LakeResource
 from orchestration.snapshot_dates import supported_snapshot_dates
 
 
+@pytest.mark.parametrize("small_commit", ["first", "last"])
+def test_a_silver_view_gives_duckdb_an_estimate_of_its_rows_near_their_count(
+    small_commit: str, tmp_path: Path
+) -> None:
+    """DuckDB estimates a list of parquet files from the first one: a table of one small file and four large
+    ones, the small one committed first or last (delta-rs lists the files in its own order), is estimated
+    within a factor 2 of its rows, not at five times the small file's."""
+    from deltalake import DeltaTable, write_deltalake
+
+    from lake.settings import get_settings
+    from lake.warehouse import delta_view_sql
+
+    uri = str(tmp_path / "events")
+    commits = [range(part * 50_000, (part + 1) * 50_000) for part in range(4)]
+    small = range(200_000, 200_010)
+    commits = [small, *commits] if small_commit == "first" else [*commits, small]
+    for ids in commits:
+        write_deltalake(uri, pl.DataFrame({"id": ids}).to_arrow(), mode="append")
+    settings = replace(get_settings(), lake_root=str(tmp_path), warehouse_path=tmp_path / "w.duckdb")
+    with duckdb.connect() as con:
+        con.execute(delta_view_sql("events", uri, DeltaTable(uri), settings))
+        plan = con.execute("explain select id from events").fetchall()[0][1]
+        rows = con.execute("select count(*) from events").fetchone()[0]
+    estimate = next(line for line in plan.splitlines() if "rows" in line).split("~")[1].split()[0]
+    assert rows == 200_010
+    assert rows / 2 <= int(estimate.replace(",", "")) <= rows * 2, plan
+
+
 def test_silver_views_hold_exactly_the_live_rows(ingested, tmp_path: Path) -> None:
     settings, _ = ingested
     settings = replace(settings, warehouse_path=tmp_path / "w.duckdb")
