@@ -259,10 +259,11 @@ def build_snapshots_but_the_last(scratch: Scratch, person_dates_per_run: int | N
 
 
 def profile_target() -> dict:
-    """The dbt profile's target output (its values unrendered)."""
+    """The dbt profile's DuckDB target output (its values unrendered): the target ``DBT_TARGET`` names,
+    ``local`` by default."""
     profiles = yaml.safe_load((DBT_PROJECT / "profiles.yml").read_text())
     profile = profiles[next(iter(profiles))]
-    return profile["outputs"][profile["target"]]
+    return profile["outputs"][rendered(profile["target"], dict(os.environ))]
 
 
 def rendered(value: object, env: dict[str, str]) -> object:
