@@ -65,17 +65,35 @@ def sail_executable() -> str:
     return found
 
 
-def start(port: int | None = None, log: Path | None = None, timeout_s: float = 60.0) -> SparkServer:
+SESSION_TIMEOUT_S = 10 * 365 * 24 * 3600
+"""How long the shared session may stay idle: as long as the server runs. Sail removes a session idle for 15
+minutes by default, with its catalog, and refuses its id afterwards, which every client of
+:attr:`SparkServer.remote` names (an hourly job after a quiet hour would fail)."""
+
+
+def start(
+    port: int | None = None,
+    log: Path | None = None,
+    timeout_s: float = 60.0,
+    session_timeout_s: int = SESSION_TIMEOUT_S,
+) -> SparkServer:
     """Start Sail's Spark Connect server on 127.0.0.1:``port`` (default: a free port chosen now), its output
-    appended to ``log`` (default: a new temporary file), and wait until the port accepts connections;
-    SparkServerError when it does not within ``timeout_s``."""
+    appended to ``log`` (default: a new temporary file), its sessions removed after ``session_timeout_s``
+    idle seconds, and wait until the port accepts connections; SparkServerError when it does not within
+    ``timeout_s``."""
     port = port or free_port_block(1)
     log = log or Path(tempfile.mkstemp(prefix="sail-", suffix=".log")[1])
     command = [sail_executable(), "spark", "server", "--ip", HOST, "--port", str(port)]
+    environment = {**os.environ, "SAIL_SPARK__SESSION_TIMEOUT_SECS": str(session_timeout_s)}
     began = time.monotonic()
     with log.open("ab") as out:
         process = subprocess.Popen(
-            command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            command,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env=environment,
         )
     while True:
         if process.poll() is not None:

@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -168,6 +169,30 @@ def test_a_new_spark_server_gets_the_tables_written_before_and_the_views_over_th
         run_dbt(gold_lake, tmp_path, "build", "--select", "int_marts__data_window")
         assert register_models(settings, session, manifest) == []
         assert session.table("main.int_marts__data_window").count() == window_rows
+
+
+def test_the_shared_session_outlives_an_idle_time_that_sail_would_end_it_after(tmp_path: Path) -> None:
+    """Sail removes an idle session (after 15 minutes by default) and refuses its id afterwards: with a 2 s
+    limit the shared session is gone after 4 idle seconds; the servers the project starts keep it, and its
+    catalog, as long as they run."""
+    from lake import spark_server as servers
+    from lake.spark_warehouse import connected
+
+    def catalog_after_idle(server) -> set[str]:
+        with connected(server.remote) as session:
+            session.sql("create schema if not exists kept")
+        time.sleep(4)
+        with connected(server.remote) as session:
+            return {row[0] for row in session.sql("show schemas").collect()}
+
+    server = servers.start(log=tmp_path / "short.log", session_timeout_s=2)
+    try:
+        with pytest.raises(Exception, match="is not running"):
+            catalog_after_idle(server)
+    finally:
+        servers.stop(server)
+    with servers.running(log=tmp_path / "default.log") as server:
+        assert "kept" in catalog_after_idle(server)
 
 
 def test_a_spawned_dagster_step_process_can_import_great_expectations_beside_the_spark_client() -> None:
