@@ -93,11 +93,23 @@ class Settings:
     spark_warehouse_dir: str | None = None
     """Where the ``spark`` target writes its models, one Delta table per model (None: ``spark_warehouse`` in
     the lake root, as the dbt project's default)."""
+    spark_memory_limit: int = 8_000_000_000
+    """Bytes of the memory pool of the Spark Connect server the project starts (Sail): beyond it sorts and
+    aggregations spill to ``spark_temp_directory``, and an operator that cannot spill (a hash join's build
+    side) fails with Sail's "Failed to allocate" error. Sail's own default is no limit: at 1,000,000 persons
+    the clickstream sessions grew it past the machine's 23 GB until the kernel killed it.
+    ``SPARK_MEMORY_LIMIT`` takes ``8GB``, ``512MiB`` or bytes."""
 
     @property
     def spark_models(self) -> str:
         """The folder (or URI) of the ``spark`` target's models: ``<model>/`` holds each one's Delta table."""
         return (self.spark_warehouse_dir or self.zone("spark_warehouse")).rstrip("/")
+
+    @property
+    def spark_temp_directory(self) -> Path:
+        """Where the Spark Connect server the project starts spills: ``spark_tmp/`` beside the warehouse
+        file."""
+        return self.warehouse_path.parent / "spark_tmp"
 
     @property
     def duckdb_temp_directory(self) -> Path:
@@ -164,6 +176,17 @@ def parse_switch(value: str) -> bool:
     raise ValueError("expected on or off")
 
 
+def parse_bytes(value: str) -> int:
+    """A size in bytes from ``8GB`` (powers of 1000, as DuckDB reads them), ``512MiB`` (powers of 1024) or a
+    number; ValueError otherwise."""
+    from pydantic import ByteSize, TypeAdapter, ValidationError
+
+    try:
+        return int(TypeAdapter(ByteSize).validate_python(value.strip()))
+    except ValidationError:
+        raise ValueError("expected a size such as 8GB, 512MiB or a number of bytes") from None
+
+
 DBT_TARGETS = ("local", "spark")
 
 
@@ -191,6 +214,7 @@ VARIABLES: dict[str, tuple[str, Callable[[str], object]]] = {
     "dbt_target": ("DBT_TARGET", parse_dbt_target),
     "spark_remote": ("SPARK_REMOTE", str),
     "spark_warehouse_dir": ("SPARK_WAREHOUSE_DIR", str),
+    "spark_memory_limit": ("SPARK_MEMORY_LIMIT", parse_bytes),
 }
 """The fields of :class:`Settings` an environment variable sets: field, (variable, parser of its value)."""
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -30,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lake.s3_server import free_port_block
+from lake.settings import get_settings
 
 HOST = "127.0.0.1"
 
@@ -76,15 +78,28 @@ def start(
     log: Path | None = None,
     timeout_s: float = 60.0,
     session_timeout_s: int = SESSION_TIMEOUT_S,
+    memory_limit: int | None = None,
+    spill_directory: Path | None = None,
 ) -> SparkServer:
     """Start Sail's Spark Connect server on 127.0.0.1:``port`` (default: a free port chosen now), its output
     appended to ``log`` (default: a new temporary file), its sessions removed after ``session_timeout_s``
-    idle seconds, and wait until the port accepts connections; SparkServerError when it does not within
-    ``timeout_s``."""
+    idle seconds, its queries held to ``memory_limit`` bytes spilling to ``spill_directory`` (default: the
+    settings' ``spark_memory_limit`` and ``spark_temp_directory``), and wait until the port accepts
+    connections; SparkServerError when it does not within ``timeout_s``."""
+    settings = get_settings()
     port = port or free_port_block(1)
     log = log or Path(tempfile.mkstemp(prefix="sail-", suffix=".log")[1])
+    spill_directory = spill_directory or settings.spark_temp_directory
+    spill_directory.mkdir(parents=True, exist_ok=True)
     command = [sail_executable(), "spark", "server", "--ip", HOST, "--port", str(port)]
-    environment = {**os.environ, "SAIL_SPARK__SESSION_TIMEOUT_SECS": str(session_timeout_s)}
+    environment = {
+        **os.environ,
+        "SAIL_SPARK__SESSION_TIMEOUT_SECS": str(session_timeout_s),
+        # Sail's pool is unbounded by default; the fair pool shares the limit between the spilling operators
+        "SAIL_RUNTIME__MEMORY_POOL__TYPE": "fair",
+        "SAIL_RUNTIME__MEMORY_POOL__FAIR__MAX_SIZE": str(memory_limit or settings.spark_memory_limit),
+        "SAIL_RUNTIME__TEMPORARY_FILES__PATHS": json.dumps([str(spill_directory)]),
+    }
     began = time.monotonic()
     with log.open("ab") as out:
         process = subprocess.Popen(

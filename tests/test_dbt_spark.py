@@ -195,6 +195,37 @@ def test_the_shared_session_outlives_an_idle_time_that_sail_would_end_it_after(t
         assert "kept" in catalog_after_idle(server)
 
 
+def test_the_spark_server_holds_a_query_to_its_memory_limit_and_spills_beyond_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ranking 5,000,000 rows sorts more than a 30 MB limit holds: the server the project starts spills to its
+    spill folder and answers; with spilling turned off the same limit refuses the query (Sail's own default is
+    no limit at all)."""
+    from lake import spark_server as servers
+    from lake.spark_warehouse import connected
+
+    rows = 5_000_000
+    ranking = (
+        f"select count(*), max(r) from (select row_number() over (order by hash(id)) r from range({rows}))"
+    )
+
+    def answer(name: str):
+        spill = tmp_path / f"{name}-spill"
+        server = servers.start(log=tmp_path / f"{name}.log", memory_limit=30_000_000, spill_directory=spill)
+        try:
+            with connected(server.remote) as session:
+                return tuple(session.sql(ranking).collect()[0]), sorted(p.name for p in spill.iterdir())
+        finally:
+            servers.stop(server)
+
+    answered, spilled = answer("spilling")
+    assert answered == (rows, rows)
+    assert any(name.startswith("datafusion-") for name in spilled)
+    monkeypatch.setenv("SAIL_RUNTIME__TEMPORARY_FILES__MAX_SIZE", "0")  # Sail's switch: no spilling
+    with pytest.raises(Exception, match="Memory Exhausted"):
+        answer("held")
+
+
 def test_a_spawned_dagster_step_process_can_import_great_expectations_beside_the_spark_client() -> None:
     """A step process (``python -c``: no file, no spec for ``__main__``) imports the code location, then Great
     Expectations, which imports pyspark's Connect client: the client must not take it for a doctest run."""

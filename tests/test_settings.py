@@ -47,6 +47,7 @@ def test_variables_set_their_fields(monkeypatch, tmp_path: Path) -> None:
         "PROMOTION_REQUIRES_APPROVAL": "YES",
         "NBA_POLICY_FILE": str(tmp_path / "policy.yaml"),
         "DRIFT_ERROR_PSI": "0.3",
+        "SPARK_MEMORY_LIMIT": "512MiB",
     }
     for name, value in values.items():
         monkeypatch.setenv(name, value)
@@ -56,6 +57,9 @@ def test_variables_set_their_fields(monkeypatch, tmp_path: Path) -> None:
     assert lake.duckdb_threads == 3 and lake.max_reject_rate == 0.5
     assert ml.promotion_requires_approval is True and ml.policy_file == tmp_path / "policy.yaml"
     assert ml.drift_error_psi == 0.3
+    assert lake.spark_memory_limit == 512 * 1024**2
+    monkeypatch.setenv("SPARK_MEMORY_LIMIT", "8GB")  # DuckDB's reading of GB: powers of 1000
+    assert get_settings().spark_memory_limit == 8 * 1000**3
 
 
 @pytest.mark.parametrize(
@@ -64,6 +68,7 @@ def test_variables_set_their_fields(monkeypatch, tmp_path: Path) -> None:
         ("AUTOMATION", "maybe", "AUTOMATION='maybe': expected on or off"),
         ("PROMOTION_REQUIRES_APPROVAL", "later", "PROMOTION_REQUIRES_APPROVAL='later': expected on or off"),
         ("LAKE_BATCH_BYTES", "lots", "LAKE_BATCH_BYTES='lots': invalid literal"),
+        ("SPARK_MEMORY_LIMIT", "lots", "SPARK_MEMORY_LIMIT='lots': expected a size such as 8GB"),
     ],
 )
 def test_a_value_that_does_not_parse_names_its_variable(
