@@ -268,15 +268,6 @@ def batch_environment(root: Path, database: str) -> dict[str, str]:
     }
 
 
-def compile_bytecode(root: Path) -> None:
-    """Import what the batch imports (and load the champion) once with bytecode caching on, so that a measured
-    start does not compile the libraries' sources again where ``PYTHONDONTWRITEBYTECODE`` is set."""
-    env = batch_environment(root, "mlflow.db")
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    code = "import mlflow, ml.scoring; mlflow.pyfunc.load_model('models:/nba_uplift@champion')"
-    subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, check=True)
-
-
 def run_batch(root: Path, database: str) -> tuple[float, float, float, dict]:
     """``python -m ml.score --json`` over the scratch lake and the MLflow store ``database``: wall seconds,
     CPU seconds (user + system), peak RSS in GB (``wait4``: the child's own) and its report."""
@@ -398,7 +389,6 @@ def main() -> int:
     )
     print(f"  load: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}", flush=True)
 
-    compile_bytecode(root)
     solo_seconds, solo_cpu, solo_peak, solo = run_batch(root, "champion-only.db")
     both_seconds, both_cpu, both_peak, both = run_batch(root, "mlflow.db")
     if solo["decided_by"] != "champion" or both["shadow_rows"] != both["persons"]:
