@@ -12,8 +12,10 @@ and rebuilds the profile, training sets and outcomes.
    peak RSS of the dbt process from ``wait4``).
 2. Spark: a Sail server on a free port of 127.0.0.1 (``lake.spark_server``), the silver tables of the same
    lake registered in its catalog (``lake.spark_warehouse.publish_silver``), then with ``DBT_TARGET=spark``
-   the same preparation (every model the nightly ones read, the snapshots but the last date, one date per
-   dbt run), an unmeasured ``dbt parse`` and the measured build. Its models are Delta tables under
+   the same preparation (every model the nightly ones read built on Spark; the snapshots of every date but the
+   last copied from the prepared DuckDB warehouse into the Delta table a dbt run over no date created, or with
+   ``--build-snapshots`` built on Spark one date per dbt run, which at 1,000,000 persons takes hours), an
+   unmeasured ``dbt parse`` and the measured build. Its models are Delta tables under
    the scratch folder's ``spark/spark_warehouse``, rewritten by every run. Peak memory: the dbt process (a
    Spark Connect client) and the Sail server (its peak RSS reset just before the measured build).
 3. Correctness: the row counts of the nightly tables are equal on both engines.
@@ -26,23 +28,28 @@ There is no target: the figure is the ratio, read with the crossover reasoning o
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import duckdb
 from dbt_nightly import (  # benchmarks/, the folder of this script
+    INCREMENTAL_MODEL,
     Measured,
     Scratch,
     build_snapshots_but_the_last,
     dbt,
+    dbt_project_hash,
     nightly_models,
     node_completed,
     node_started,
     prepare_lake,
     prepare_warehouse,
     read_manifest,
+    read_marker,
     read_results,
     reused,
     row_counts,
@@ -50,6 +57,7 @@ from dbt_nightly import (  # benchmarks/, the folder of this script
 
 from lake import spark_server
 from lake.settings import disable_telemetry
+from orchestration.dbt_translation import snapshot_window_vars
 
 
 @dataclass
@@ -109,30 +117,106 @@ def peak_rss_gib(pid: int) -> float:
     raise RuntimeError(f"no VmHWM for process {pid}")
 
 
-def measure_spark(scratch: SparkScratch, built: Path, server: spark_server.SparkServer) -> tuple:
-    """Prepare the Spark catalog as the DuckDB warehouse was prepared, then measure the nightly build on
-    Spark: its measure, dbt's results, the server's peak RSS during the build (GiB) and the preparation's
-    seconds."""
+def copy_snapshots_but_the_last(scratch: SparkScratch, prepared: Path, settings, session) -> int:
+    """Give the Spark target the daily snapshots of every date but the last without building them on Spark: a
+    dbt run over an empty window of dates creates ``person_features_daily`` as Spark declares it (its
+    contract), then the rows of the prepared DuckDB warehouse ``prepared`` (the same dates, built by the same
+    SQL) are appended to its Delta table, cast to that table's schema, in batches; the rows copied."""
+    import pyarrow as pa
+    from deltalake import DeltaTable, write_deltalake
+
+    with duckdb.connect(str(prepared), read_only=True) as con:
+        first = con.execute(f"select min(snapshot_date) from {INCREMENTAL_MODEL}").fetchall()[0][0]
+    print("  snapshot dates but the last: copied from the DuckDB warehouse ...", flush=True)
+    dbt(scratch, "run", "--select", INCREMENTAL_MODEL, "--vars", snapshot_window_vars(first, first),
+        log="prepare-snapshots-empty")  # fmt: skip
+    uri = f"{settings.spark_models}/{INCREMENTAL_MODEL}"
+    table = DeltaTable(uri)
+    schema = pa.schema(table.schema().to_arrow())
+    copied = 0
+    with duckdb.connect(str(prepared), read_only=True) as con:
+        reader = con.execute(f"select {', '.join(schema.names)} from {INCREMENTAL_MODEL}").to_arrow_reader(
+            500_000
+        )
+
+        def batches():
+            nonlocal copied
+            for batch in reader:
+                copied += batch.num_rows
+                yield pa.RecordBatch.from_arrays(
+                    [batch.column(i).cast(field.type) for i, field in enumerate(schema)], schema=schema
+                )
+
+        write_deltalake(
+            uri,
+            pa.RecordBatchReader.from_batches(schema, batches()),
+            mode="append",
+            partition_by=table.metadata().partition_columns or None,
+        )
+    session.sql(f"refresh table main.{INCREMENTAL_MODEL}")
+    return copied
+
+
+def prepare_spark_upstream(scratch: SparkScratch, settings, session, models: list[dict]) -> dict:
+    """Build on Spark every model the nightly ones read (the DuckDB side's preparation), unless an earlier run
+    built them from the same lake and dbt project (``upstream.json``): then its Delta tables are registered in
+    the new server's catalog and the views run again, as a Dagster step does on a restarted server. Either way
+    no model tagged nightly only is left. The marker, with ``reused``."""
+    from lake.spark_warehouse import known_relations, register_models, views_to_restore
+
+    marker_path = scratch.root / "upstream.json"
+    inputs = {"lake_made_at": json.loads((scratch.base / "lake.json").read_text())["made_at"]}
+    inputs["dbt_project"] = dbt_project_hash()
+    marker = read_marker(marker_path, inputs)
+    nightly_only = [node["name"] for node in models if "hourly" not in node["tags"]]
+    if marker:
+        for name in nightly_only:  # the models tagged hourly too are upstream of the others: kept
+            shutil.rmtree(Path(settings.spark_models) / name, ignore_errors=True)
+        register_models(settings, session, read_manifest(scratch))
+        # the views, and the upstream tables an interrupted run left unwritten (dbt orders them)
+        known = known_relations(session)
+        lost = [n["name"] for n in models if n["name"] not in nightly_only and n["name"] not in known]
+        selected = [*views_to_restore(session, read_manifest(scratch)), *lost]
+        dbt(scratch, "run", "--select", " ".join(selected), log="prepare-restore")
+        return {**marker, "reused": True}
+    shutil.rmtree(scratch.root / "spark_warehouse", ignore_errors=True)
+    print("building the models the nightly ones depend on, on Spark ...", flush=True)
+    upstream = dbt(
+        scratch, "build", "--select", "+tag:nightly", "--exclude", *nightly_only, log="prepare-build"
+    )
+    marker = {**inputs, "dbt_seconds": upstream.seconds}
+    marker_path.write_text(json.dumps(marker))
+    return {**marker, "reused": False}
+
+
+def measure_spark(
+    scratch: SparkScratch, built: Path, server: spark_server.SparkServer, prepared: Path | None
+) -> tuple:
+    """Prepare the Spark catalog as the DuckDB warehouse was prepared (:func:`prepare_spark_upstream`; the
+    snapshots but the last date copied from the prepared DuckDB warehouse ``prepared``, or with None built on
+    Spark one date per dbt run), then measure the nightly build on Spark: its measure, dbt's results, the
+    server's peak RSS during the build (GiB), the upstream preparation's marker and the row counts."""
     from data_contracts import load_contracts
     from lake.settings import get_settings
     from lake.spark_warehouse import publish_silver, spark_session
 
-    shutil.rmtree(scratch.root, ignore_errors=True)  # the models of an earlier run: built again from scratch
     scratch.warehouse.parent.mkdir(parents=True, exist_ok=True)
     # the snapshot dates and the persons are read from the DuckDB build's warehouse file (the same lake)
     shutil.copyfile(built, scratch.warehouse)
-    settings = replace(get_settings(), lake_root=str(scratch.lake))
+    settings = replace(
+        get_settings(), lake_root=str(scratch.lake), spark_warehouse_dir=str(scratch.root / "spark_warehouse")
+    )
     session = spark_session(scratch.remote)
     publish_silver(settings, load_contracts(settings.contracts_dir), session)
-    print("building the models the nightly ones depend on, on Spark ...", flush=True)
     dbt(scratch, "parse", log="prepare-parse")
     models = nightly_models(read_manifest(scratch))
-    nightly_only = [node["name"] for node in models if "hourly" not in node["tags"]]
-    upstream = dbt(
-        scratch, "build", "--select", "+tag:nightly", "--exclude", *nightly_only, log="prepare-build"
-    )
-    # one date per dbt run: Sail took over 4 minutes and 14 GB for 28 dates of 20,000 persons in one query
-    build_snapshots_but_the_last(scratch, person_dates_per_run=1)
+    upstream = prepare_spark_upstream(scratch, settings, session, models)
+    if prepared is not None:
+        copied = copy_snapshots_but_the_last(scratch, prepared, settings, session)
+        print(f"  {copied:,} snapshot rows copied", flush=True)
+    else:
+        # one date per dbt run: Sail took over 4 minutes and 14 GB for 28 dates of 20,000 persons in one query
+        build_snapshots_but_the_last(scratch, person_dates_per_run=1)
     dbt(scratch, "parse", log="parse")
     print("measuring dbt build --select tag:nightly on Spark ...", flush=True)
     reset_peak_rss(server.process.pid)
@@ -144,7 +228,7 @@ def measure_spark(scratch: SparkScratch, built: Path, server: spark_server.Spark
         if node["config"]["materialized"] != "view"
     }
     session.stop()
-    return measured, read_results(scratch), server_peak, upstream.seconds, counts
+    return measured, read_results(scratch), server_peak, upstream, counts
 
 
 def main() -> int:
@@ -153,6 +237,12 @@ def main() -> int:
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument(
         "--scratch", type=Path, help="kept between runs (default: the folder of benchmarks/dbt_nightly.py)"
+    )
+    parser.add_argument(
+        "--build-snapshots",
+        action="store_true",
+        help="build the Spark side's snapshots of every date but the last on Spark, one date per dbt run, "
+        "instead of copying them from the DuckDB warehouse (one date of 1,000,000 persons took over 8 min)",
     )
     args = parser.parse_args()
     disable_telemetry()
@@ -173,10 +263,12 @@ def main() -> int:
 
     with spark_server.running(log=scratch.root / "logs" / "sail.log") as server:
         spark = SparkScratch(scratch.root / "spark", base=scratch.root, remote=server.remote)
-        spark_measured, spark_results, server_peak, upstream_s, spark_counts = measure_spark(
-            spark, scratch.warehouse, server
+        spark_measured, spark_results, server_peak, upstream, spark_counts = measure_spark(
+            spark, scratch.warehouse, server, None if args.build_snapshots else scratch.prepared
         )
-    print(f"  Spark preparation: upstream dbt build {upstream_s:.0f} s (and the snapshots but the last date)")
+    snapshots = "built on Spark" if args.build_snapshots else "copied from DuckDB"
+    built_upstream = reused(upstream, f"upstream dbt build {upstream['dbt_seconds']:.0f} s")
+    print(f"  Spark preparation: {built_upstream}; snapshots but the last date {snapshots}")
 
     failures = {"DuckDB": failed_nodes(duck_results), "Spark": failed_nodes(spark_results)}
     failures["DuckDB"] += [] if duck.returncode == 0 or failures["DuckDB"] else ["dbt exited non-zero"]
