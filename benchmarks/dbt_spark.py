@@ -117,7 +117,7 @@ def peak_rss_gib(pid: int) -> float:
     raise RuntimeError(f"no VmHWM for process {pid}")
 
 
-def copy_snapshots_but_the_last(scratch: SparkScratch, prepared: Path, settings, session) -> int:
+def copy_snapshots_but_the_last(scratch: SparkScratch, prepared: Path, settings) -> int:
     """Give the Spark target the daily snapshots of every date but the last without building them on Spark: a
     dbt run over an empty window of dates creates ``person_features_daily`` as Spark declares it (its
     contract), then the rows of the prepared DuckDB warehouse ``prepared`` (the same dates, built by the same
@@ -135,7 +135,7 @@ def copy_snapshots_but_the_last(scratch: SparkScratch, prepared: Path, settings,
     schema = pa.schema(table.schema().to_arrow())
     copied = 0
     with duckdb.connect(str(prepared), read_only=True) as con:
-        reader = con.execute(f"select {', '.join(schema.names)} from {INCREMENTAL_MODEL}").to_arrow_reader(
+        reader = con.sql(f"select {', '.join(schema.names)} from {INCREMENTAL_MODEL}").to_arrow_reader(
             500_000
         )
 
@@ -153,7 +153,6 @@ def copy_snapshots_but_the_last(scratch: SparkScratch, prepared: Path, settings,
             mode="append",
             partition_by=table.metadata().partition_columns or None,
         )
-    session.sql(f"refresh table main.{INCREMENTAL_MODEL}")
     return copied
 
 
@@ -212,7 +211,7 @@ def measure_spark(
     models = nightly_models(read_manifest(scratch))
     upstream = prepare_spark_upstream(scratch, settings, session, models)
     if prepared is not None:
-        copied = copy_snapshots_but_the_last(scratch, prepared, settings, session)
+        copied = copy_snapshots_but_the_last(scratch, prepared, settings)
         print(f"  {copied:,} snapshot rows copied", flush=True)
     else:
         # one date per dbt run: Sail took over 4 minutes and 14 GB for 28 dates of 20,000 persons in one query
