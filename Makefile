@@ -40,9 +40,7 @@ install: environment $(DBT_MANIFEST)  ## bootstrap uv if missing and install the
 DAGSTER_PROFILE := orchestration/$(if $(DAGSTER_POSTGRES_URL),dagster-postgres.yaml,dagster.yaml)
 
 # ... with the compute logs on object storage (orchestration/dagster-s3-compute-logs.yaml) when DAGSTER_COMPUTE_LOG_BUCKET
-# is set
-
-# the bytecode of every package is compiled once, at install: a process started where PYTHONDONTWRITEBYTECODE is
+# is set. The bytecode of every package is compiled once, at install: a process started where PYTHONDONTWRITEBYTECODE is
 # set (as in many container images) would otherwise compile the sources it imports on every start (the scoring
 # batch spent 10.5 s of CPU importing and loading its models with none compiled, 3.9 s with all)
 environment:
