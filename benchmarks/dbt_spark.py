@@ -56,7 +56,7 @@ from dbt_nightly import (  # benchmarks/, the folder of this script
 )
 
 from lake import spark_server
-from lake.settings import disable_telemetry
+from lake.settings import Settings, disable_telemetry
 from orchestration.dbt_translation import snapshot_window_vars
 
 
@@ -117,7 +117,7 @@ def peak_rss_gib(pid: int) -> float:
     raise RuntimeError(f"no VmHWM for process {pid}")
 
 
-def copy_snapshots_but_the_last(scratch: SparkScratch, prepared: Path, settings) -> int:
+def copy_snapshots_but_the_last(scratch: SparkScratch, prepared: Path, settings: Settings) -> int:
     """Give the Spark target the daily snapshots of every date but the last without building them on Spark: a
     dbt run over an empty window of dates creates ``person_features_daily`` as Spark declares it (its
     contract), then the rows of the prepared DuckDB warehouse ``prepared`` (the same dates, built by the same
@@ -130,7 +130,7 @@ def copy_snapshots_but_the_last(scratch: SparkScratch, prepared: Path, settings)
     print("  snapshot dates but the last: copied from the DuckDB warehouse ...", flush=True)
     dbt(scratch, "run", "--select", INCREMENTAL_MODEL, "--vars", snapshot_window_vars(first, first),
         log="prepare-snapshots-empty")  # fmt: skip
-    uri = f"{settings.spark_models}/{INCREMENTAL_MODEL}"
+    uri = settings.spark_model(INCREMENTAL_MODEL)
     table = DeltaTable(uri)
     schema = pa.schema(table.schema().to_arrow())
     copied = 0
@@ -156,26 +156,28 @@ def copy_snapshots_but_the_last(scratch: SparkScratch, prepared: Path, settings)
     return copied
 
 
-def prepare_spark_upstream(scratch: SparkScratch, settings, session, models: list[dict]) -> dict:
+def prepare_spark_upstream(
+    scratch: SparkScratch, settings: Settings, session, manifest: dict, lake_made_at: float
+) -> dict:
     """Build on Spark every model the nightly ones read (the DuckDB side's preparation), unless an earlier run
-    built them from the same lake and dbt project (``upstream.json``): then its Delta tables are registered in
-    the new server's catalog and the views run again, as a Dagster step does on a restarted server. Either way
-    no model tagged nightly only is left. The marker, with ``reused``."""
+    built them from the same lake (``lake_made_at``) and dbt project (``upstream.json``): then its Delta
+    tables are registered in the new server's catalog and the views run again, as a Dagster step does on a
+    restarted server. Either way no model tagged nightly only is left. The marker, with ``reused``."""
     from lake.spark_warehouse import known_relations, register_models, views_to_restore
 
     marker_path = scratch.root / "upstream.json"
-    inputs = {"lake_made_at": json.loads((scratch.base / "lake.json").read_text())["made_at"]}
-    inputs["dbt_project"] = dbt_project_hash()
+    inputs = {"lake_made_at": lake_made_at, "dbt_project": dbt_project_hash()}
     marker = read_marker(marker_path, inputs)
+    models = nightly_models(manifest)
     nightly_only = [node["name"] for node in models if "hourly" not in node["tags"]]
     if marker:
         for name in nightly_only:  # the models tagged hourly too are upstream of the others: kept
-            shutil.rmtree(Path(settings.spark_models) / name, ignore_errors=True)
-        register_models(settings, session, read_manifest(scratch))
+            shutil.rmtree(settings.spark_model(name), ignore_errors=True)
+        register_models(settings, session, manifest)
         # the views, and the upstream tables an interrupted run left unwritten (dbt orders them)
         known = known_relations(session)
         lost = [n["name"] for n in models if n["name"] not in nightly_only and n["name"] not in known]
-        selected = [*views_to_restore(session, read_manifest(scratch)), *lost]
+        selected = [*views_to_restore(session, manifest), *lost]
         dbt(scratch, "run", "--select", " ".join(selected), log="prepare-restore")
         return {**marker, "reused": True}
     shutil.rmtree(scratch.root / "spark_warehouse", ignore_errors=True)
@@ -189,7 +191,11 @@ def prepare_spark_upstream(scratch: SparkScratch, settings, session, models: lis
 
 
 def measure_spark(
-    scratch: SparkScratch, built: Path, server: spark_server.SparkServer, prepared: Path | None
+    scratch: SparkScratch,
+    built: Path,
+    server: spark_server.SparkServer,
+    prepared: Path | None,
+    lake_made_at: float,
 ) -> tuple:
     """Prepare the Spark catalog as the DuckDB warehouse was prepared (:func:`prepare_spark_upstream`; the
     snapshots but the last date copied from the prepared DuckDB warehouse ``prepared``, or with None built on
@@ -208,8 +214,9 @@ def measure_spark(
     session = spark_session(scratch.remote)
     publish_silver(settings, load_contracts(settings.contracts_dir), session)
     dbt(scratch, "parse", log="prepare-parse")
-    models = nightly_models(read_manifest(scratch))
-    upstream = prepare_spark_upstream(scratch, settings, session, models)
+    manifest = read_manifest(scratch)
+    models = nightly_models(manifest)
+    upstream = prepare_spark_upstream(scratch, settings, session, manifest, lake_made_at)
     if prepared is not None:
         copied = copy_snapshots_but_the_last(scratch, prepared, settings)
         print(f"  {copied:,} snapshot rows copied", flush=True)
@@ -263,7 +270,11 @@ def main() -> int:
     with spark_server.running(log=scratch.root / "logs" / "sail.log") as server:
         spark = SparkScratch(scratch.root / "spark", base=scratch.root, remote=server.remote)
         spark_measured, spark_results, server_peak, upstream, spark_counts = measure_spark(
-            spark, scratch.warehouse, server, None if args.build_snapshots else scratch.prepared
+            spark,
+            scratch.warehouse,
+            server,
+            None if args.build_snapshots else scratch.prepared,
+            lake["made_at"],
         )
     snapshots = "built on Spark" if args.build_snapshots else "copied from DuckDB"
     built_upstream = reused(upstream, f"upstream dbt build {upstream['dbt_seconds']:.0f} s")

@@ -105,6 +105,10 @@ class Settings:
         """The folder (or URI) of the ``spark`` target's models: ``<model>/`` holds each one's Delta table."""
         return (self.spark_warehouse_dir or self.zone("spark_warehouse")).rstrip("/")
 
+    def spark_model(self, name: str) -> str:
+        """The Delta table (folder or URI) of the ``spark`` target's model or seed ``name``."""
+        return f"{self.spark_models}/{name}"
+
     @property
     def spark_temp_directory(self) -> Path:
         """Where the Spark Connect server the project starts spills: ``spark_tmp/`` beside the warehouse

@@ -139,7 +139,7 @@ def register_models(settings: Settings, session, manifest: dict) -> list[str]:
     known = known_relations(session)
     registered = []
     for name, materialized, _ in _models(manifest).values():
-        uri = f"{settings.spark_models}/{name}"
+        uri = settings.spark_model(name)
         if materialized not in TABLE_MATERIALIZATIONS or name in known:
             continue
         dt = delta.open_table(uri, settings.storage_options)
@@ -215,7 +215,7 @@ def mirror_models(settings: Settings, models: list[str]) -> list[str]:
     Delta table: Spark's views have none)."""
     statements = []
     for model in models:
-        uri = f"{settings.spark_models}/{model}"
+        uri = settings.spark_model(model)
         dt = delta.open_table(uri, settings.storage_options)
         if dt is not None:
             statements.append((model, delta_view_sql(f'{MODELS_SCHEMA}."{model}"', uri, dt, settings)))
