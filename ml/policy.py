@@ -568,9 +568,9 @@ def decide(
     ``challenger`` and its ``challenger_scores``, the canary share of persons is decided on the challenger's
     scores."""
     candidates = _with_touches(candidates, None).sort("person_id")
-    if candidates["person_id"].is_duplicated().any():
-        raise ValueError("candidates hold a person twice: one decision per person and day")
     persons = candidates["person_id"]
+    if persons.n_unique() < len(persons):  # on the sorted column: no hashing
+        raise ValueError("candidates hold a person twice: one decision per person and day")
     n, actions, channels = candidates.height, policy.actions, policy.channels
     day = f"|{decision_date.isoformat()}"
     hashed = key_hashes(persons)

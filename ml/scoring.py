@@ -188,23 +188,29 @@ def addresses(settings: Settings, policy: Policy, as_of: datetime, identity: pl.
         )
     out = identity.select("person_id").unique()  # in no particular order: the callers join it
     for channel in policy.channels:
-        column = f"address__{channel}"
         if policy.address[channel] == "app_user_id":
-            chosen = (
-                identity.filter(pl.col("identifier_type") == "app_user_id")
-                .sort(["person_id", "linked_at", "identifier"], descending=[False, True, False])
-                .unique("person_id", keep="first")
-                .select("person_id", pl.col("identifier").alias(column))
+            chosen = _first_per_person(
+                identity.filter(pl.col("identifier_type") == "app_user_id"), "identifier", "linked_at"
             )
         else:
-            chosen = (
-                contacts.join(granted.filter(pl.col("channel") == channel), on="contact_id")
-                .sort(["person_id", "updated_at", "contact_id"], descending=[False, True, False])
-                .unique("person_id", keep="first")
-                .select("person_id", pl.col("contact_id").alias(column))
+            chosen = _first_per_person(
+                contacts.join(granted.filter(pl.col("channel") == channel), on="contact_id"),
+                "contact_id",
+                "updated_at",
             )
-        out = out.join(chosen, on="person_id", how="left")
+        out = out.join(chosen.rename({"address": f"address__{channel}"}), on="person_id", how="left")
     return out
+
+
+def _first_per_person(rows: pl.DataFrame, address: str, latest: str) -> pl.DataFrame:
+    """``person_id`` and ``address``: per person, the ``address`` of the row with the latest ``latest`` (an
+    unknown time last), then the lowest ``address``."""
+    return rows.group_by("person_id").agg(
+        pl.col(address)
+        .sort_by([latest, address], descending=[True, False], nulls_last=True)
+        .first()
+        .alias("address")
+    )
 
 
 def touches(

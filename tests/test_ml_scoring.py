@@ -4,8 +4,12 @@ whose outputs the test sets."""
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import shutil
+import subprocess
+import sys
 from dataclasses import asdict, replace
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -26,8 +30,17 @@ from scoring_models import Uplift
 
 from lake import suppression
 from lake.gold import gold_uri
+from lake.settings import REPO_ROOT
 from ml.policy import NO_ACTION, ModelRef, load_policy
-from ml.scoring import ScoringError, _identity, erased_among, main, score_and_decide, score_frame
+from ml.scoring import (
+    ScoringError,
+    _first_per_person,
+    _identity,
+    erased_among,
+    main,
+    score_and_decide,
+    score_frame,
+)
 from ml.settings import DEFAULT_POLICY_FILE, MlSettings, get_ml_settings
 
 D1, D2 = date(2026, 9, 9), date(2026, 9, 10)
@@ -354,6 +367,25 @@ def test_erased_among_finds_persons_by_person_id_crm_contact_and_app_user(lake):
     ).sort().to_list() == ["p03", "p11"]
 
 
+def test_the_address_is_the_latest_then_the_lowest_per_person():
+    rows = pl.DataFrame(
+        {
+            "person_id": ["p1", "p1", "p1", "p2", "p3", "p3"],
+            "contact_id": [5, 3, 9, 7, 4, 8],
+            "updated_at": [
+                utc(2026, 9, 2),
+                utc(2026, 9, 2),
+                utc(2026, 9, 1),
+                utc(2026, 8, 1),
+                None,
+                utc(2026, 9, 1),
+            ],
+        }
+    )
+    chosen = _first_per_person(rows, "contact_id", "updated_at").sort("person_id")
+    assert chosen.rows() == [("p1", 3), ("p2", 7), ("p3", 8)]
+
+
 def test_a_rerun_replaces_the_date_with_the_same_decisions(lake, registry, tmp_path):
     set_aliases(registry, champion=1)
     ml = ml_settings(registry, tmp_path, holdout__share=0.3, exploration__share=0.3)
@@ -463,6 +495,29 @@ def test_the_cli_decides_for_the_latest_snapshot_date(lake, registry, tmp_path, 
     assert "2026-09-10" in out and "champion nba_uplift v1" in out
     assert set(read(lake, "nba_decisions")["decision_date"]) == {D2}
     assert "p0" not in out  # no person ids in the report
+
+
+def test_the_command_flushes_its_report_and_exits_with_the_batchs_status(lake, registry, tmp_path):
+    """``python -m ml.score`` ends without the interpreter's teardown: its piped output must still be whole,
+    and its exit status the batch's."""
+    set_aliases(registry, champion=1)
+    env = {
+        **os.environ,
+        "LAKE_ROOT": lake.lake_root,
+        "MLFLOW_TRACKING_URI": registry["uri"],
+        "NBA_POLICY_FILE": str(ml_settings(registry, tmp_path).policy_file),
+    }
+    env.pop("PYTHONUNBUFFERED", None)  # piped output block-buffered, as it is by default
+    command = [sys.executable, "-m", "ml.score", "--json"]
+    done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout)
+    assert report["decision_date"] == D2.isoformat() and report["persons"] == read(lake, "nba_current").height
+    refused = subprocess.run(
+        [*command, "--date", "2026-09-20"], cwd=REPO_ROOT, env=env, capture_output=True, text=True
+    )
+    assert refused.returncode == 1 and refused.stdout == ""
+    assert "no rows for 2026-09-20" in refused.stderr
 
 
 class CountingModel:
