@@ -5,6 +5,9 @@ orchestration."""
 
 from __future__ import annotations
 
+import ast
+import importlib.metadata
+import re
 import shutil
 import subprocess
 import sys
@@ -51,3 +54,42 @@ def test_a_broken_boundary_fails_with_the_import_that_breaks_it(tmp_path: Path) 
     assert result.returncode != 0
     assert "orchestration without the lake BROKEN" in result.stdout
     assert "orchestration.resources -> lake.settings" in result.stdout
+
+
+def undeclared_imports(package_dirs: list[Path], declared: set[str]) -> dict[str, str]:
+    """The third-party modules the code under ``package_dirs`` imports whose distribution is not in
+    ``declared`` (normalised names), each with a file that imports it."""
+    local = {p.name for p in package_dirs}
+    distributions = importlib.metadata.packages_distributions()
+    found: dict[str, str] = {}
+    for path in sorted(f for p in package_dirs for f in p.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                modules = [node.module]
+            else:
+                continue
+            for top in {m.split(".")[0] for m in modules} - local - set(sys.stdlib_module_names):
+                names = {_normalised(d) for d in distributions.get(top, [top])}
+                if not names & declared:
+                    found.setdefault(top, str(path))
+    return found
+
+
+def _normalised(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_every_package_the_project_imports_is_a_declared_dependency(tmp_path: Path) -> None:
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+    declared = {
+        _normalised(re.split(r"[<>=!~\[; ]", d, maxsplit=1)[0]) for d in project["project"]["dependencies"]
+    }
+    packages = [REPO_ROOT / p for p in project["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"]]
+    assert len(packages) >= 6
+    assert undeclared_imports(packages, declared) == {}
+    # a test-only package imported by the project would be found
+    (tmp_path / "lake").mkdir()
+    (tmp_path / "lake" / "probe.py").write_text("import hypothesis.strategies\nfrom lake import settings\n")
+    assert set(undeclared_imports([tmp_path / "lake"], declared)) == {"hypothesis"}
