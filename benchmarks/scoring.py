@@ -40,6 +40,7 @@ from lake import suppression
 from lake.gold import gold_uri
 from lake.settings import REPO_ROOT, Settings, disable_telemetry
 from ml.settings import MlSettings, get_ml_settings
+from ml.train import TrainingConfig
 
 SEED = 7
 COPY_OFFSET = 10_000_000
@@ -173,18 +174,17 @@ def build_input(source: Settings, target: Settings, persons: int, erased: int) -
 # -- the models ----------------------------------------------------------------------------------------------
 
 
-def train_models(source: Settings, ml: MlSettings) -> dict:
-    """Train the champion (the default learner) and the challenger (the T-learner) on the source lake's
-    training set with the project's pipeline into the store of ``ml``; the registered versions and the seconds
-    taken."""
+def train_models(source: Settings, ml: MlSettings, config: TrainingConfig) -> dict:
+    """Train the champion (``config``: the default learner) and the challenger (the T-learner) on the source
+    lake's training set with the project's pipeline into the store of ``ml``; the registered versions and the
+    seconds taken."""
     from mlflow import MlflowClient
 
     from ml.pipeline import train_candidate
-    from ml.train import TrainingConfig
 
     started = time.perf_counter()
-    first = train_candidate(ml, TrainingConfig(), source)
-    second = train_candidate(ml, TrainingConfig(method="t_learner"), source)
+    first = train_candidate(ml, config, source)
+    second = train_candidate(ml, replace(config, method="t_learner"), source)
     client = MlflowClient(tracking_uri=ml.tracking_uri, registry_uri=ml.tracking_uri)
     aliases = client.get_registered_model(ml.model_name).aliases
     if "challenger" not in aliases:  # the gate promoted the second: the first serves as its challenger
@@ -207,7 +207,7 @@ def champion_only_store(database: Path, copy: Path, model_name: str) -> None:
     MlflowClient(tracking_uri=uri, registry_uri=uri).delete_registered_model_alias(model_name, "challenger")
 
 
-def prepare_scratch(root: Path, source_root: Path, persons: int, erased: int) -> dict:
+def prepare_scratch(root: Path, source_root: Path, persons: int, erased: int, config: TrainingConfig) -> dict:
     """The scratch folder's scoring input and models, made once (``READY`` holds what was made)."""
     ready = root / "READY"
     if ready.exists():
@@ -227,7 +227,7 @@ def prepare_scratch(root: Path, source_root: Path, persons: int, erased: int) ->
     if not (root / "mlflow" / "TRAINED").exists():
         shutil.rmtree(root / "mlflow")
         (root / "mlflow").mkdir(parents=True)
-        (root / "mlflow" / "TRAINED").write_text(json.dumps(train_models(source, ml)) + "\n")
+        (root / "mlflow" / "TRAINED").write_text(json.dumps(train_models(source, ml, config)) + "\n")
     made["models"] = json.loads((root / "mlflow" / "TRAINED").read_text())
     champion_only_store(root / "mlflow" / "mlflow.db", root / "mlflow" / "champion-only.db", ml.model_name)
     made |= {"persons": persons, "source": str(source_root), "erased": erased}
@@ -351,8 +351,9 @@ def scored_features(root: Path, made: dict) -> pl.DataFrame:
     return features.filter(~hashed.is_in(list(erased)) & pl.col("has_profiling_consent").fill_null(True))
 
 
-def add_source_argument(parser: argparse.ArgumentParser) -> None:
-    """``--source``: the prepared gold lake the ML benchmarks copy from (the decision quality benchmark's)."""
+def add_source_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--source``: the prepared gold lake the ML benchmarks copy from (the decision quality benchmark's);
+    ``--validation-days``: how many of its latest decision dates the training validates on."""
     parser.add_argument(
         "--source",
         type=Path,
@@ -360,11 +361,18 @@ def add_source_argument(parser: argparse.ArgumentParser) -> None:
         help="a gold lake of benchmarks/prepare_gold_lake.py (prepared when missing; default: the decision "
         "quality benchmark's)",
     )
+    parser.add_argument(
+        "--validation-days",
+        type=int,
+        default=TrainingConfig.validation_days,
+        help="the source's latest decision dates the training validates on (default: the training's, "
+        f"{TrainingConfig.validation_days}; fewer for a lake of a few weeks)",
+    )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_source_argument(parser)
+    add_source_arguments(parser)
     parser.add_argument("--persons", type=int, default=1_000_000)
     parser.add_argument("--erased", type=int, default=100, help="persons on the suppression list")
     parser.add_argument("--scratch", type=Path, help="kept between runs (default: a folder in the temp dir)")
@@ -372,7 +380,13 @@ def main() -> int:
     disable_telemetry()
     root = (args.scratch or Path(tempfile.gettempdir()) / f"scoring-bench-{args.persons}").resolve()
     print(f"scoring and deciding, {args.persons:,} persons (scratch {root})", flush=True)
-    made = prepare_scratch(root, args.source.resolve(), args.persons, args.erased)
+    made = prepare_scratch(
+        root,
+        args.source.resolve(),
+        args.persons,
+        args.erased,
+        TrainingConfig(validation_days=args.validation_days),
+    )
     rows = ", ".join(f"{name} {n:,}" for name, n in made["rows"].items())
     print(
         f"  input: the {made['snapshot_date']} snapshot of {made['source_persons']:,} persons of "

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 from prepare_gold_lake import lake_settings  # benchmarks/, the folder of this script
-from scoring import COPY_OFFSET, SEED, add_source_argument, copied_ids, source_lake
+from scoring import COPY_OFFSET, SEED, add_source_arguments, copied_ids, source_lake
 
 from lake.gold import gold_uri
 from lake.settings import disable_telemetry
@@ -92,7 +92,7 @@ def prepare_scratch(root: Path, source_root: Path, decisions: int) -> dict:
     return made
 
 
-def child(root: Path, out: Path) -> None:
+def child(root: Path, out: Path, config: TrainingConfig) -> None:
     """The measured path: read the training set from the scratch lake and train the default learner; the
     timings and the rounds each booster kept to ``out``."""
     from ml.data import load_training_set
@@ -101,7 +101,7 @@ def child(root: Path, out: Path) -> None:
     started = time.perf_counter()
     training, _ = load_training_set(lake_settings(root))
     loaded = time.perf_counter()
-    result = train_uplift(training, TrainingConfig())
+    result = train_uplift(training, config)
     trained = time.perf_counter()
     out.write_text(
         json.dumps(
@@ -118,7 +118,7 @@ def child(root: Path, out: Path) -> None:
     )
 
 
-def bare_train(root: Path, rounds: dict[str, int]) -> tuple[float, float, float]:
+def bare_train(root: Path, rounds: dict[str, int], config: TrainingConfig) -> tuple[float, float, float]:
     """Seconds to build the matrices of every booster, and the wall and CPU seconds of the bare ``xgb.train``
     of each with the rounds it kept (no evaluation set, no early stopping)."""
     import xgboost as xgb
@@ -132,7 +132,6 @@ def bare_train(root: Path, rounds: dict[str, int]) -> tuple[float, float, float]
         training_feature_columns,
     )
 
-    config = TrainingConfig()
     training, _ = load_training_set(lake_settings(root))
     training = training.filter(pl.col("action").is_in(list(config.actions)))
     train, validation = out_of_time_split(training, config.validation_days)
@@ -171,15 +170,16 @@ def bare_train(root: Path, rounds: dict[str, int]) -> tuple[float, float, float]
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_source_argument(parser)
+    add_source_arguments(parser)
     parser.add_argument("--decisions", type=int, default=1_000_000)
     parser.add_argument("--scratch", type=Path, help="kept between runs (default: a folder in the temp dir)")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     disable_telemetry()
     root = (args.scratch or Path(tempfile.gettempdir()) / f"training-scale-{args.decisions}").resolve()
+    config = TrainingConfig(validation_days=args.validation_days)
     if args.child:
-        child(root, args.child)
+        child(root, args.child, config)
         return 0
     print(f"training on {args.decisions:,} logged decisions (scratch {root})", flush=True)
     made = prepare_scratch(root, args.source.resolve(), args.decisions)
@@ -194,7 +194,16 @@ def main() -> int:
     out = root / "child.json"
     started = time.perf_counter()
     process = subprocess.Popen(
-        [sys.executable, __file__, "--scratch", str(root), "--child", str(out)],
+        [
+            sys.executable,
+            __file__,
+            "--scratch",
+            str(root),
+            "--validation-days",
+            str(config.validation_days),
+            "--child",
+            str(out),
+        ],
     )
     _, status, usage = os.wait4(process.pid, 0)
     seconds = time.perf_counter() - started
@@ -203,10 +212,9 @@ def main() -> int:
     peak = usage.ru_maxrss * 1024 / 1e9
     cpu = usage.ru_utime + usage.ru_stime
     report = json.loads(out.read_text())
-    built, bare, bare_cpu = bare_train(root, report["rounds"])
+    built, bare, bare_cpu = bare_train(root, report["rounds"], config)
     load = os.getloadavg()
     rounds = report["rounds"]
-    config = TrainingConfig()
     # early stopping trains until early_stopping_rounds rounds without improvement, then keeps the best rounds
     trained_rounds = sum(min(config.max_rounds, n + config.early_stopping_rounds) for n in rounds.values())
     print(
