@@ -14,6 +14,7 @@ lake's training set with the project's pipeline (``ml.pipeline.train_candidate``
 the T-learner) into a scratch MLflow store. The scratch folder is kept (``READY``) and reused by later runs.
 
     python benchmarks/scoring.py [--source DIR] [--persons 1000000] [--scratch DIR] [--erased 100]
+        [--validation-days 7]
 
 The batch runs as a child process, so its wall time includes the interpreter's start and the imports, and its
 peak memory (``wait4``) is the batch's own.

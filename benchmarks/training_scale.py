@@ -11,6 +11,7 @@ that copies are not exact duplicates. The decisions are kept in the scratch fold
 later runs.
 
     python benchmarks/training_scale.py [--source DIR] [--decisions 1000000] [--scratch DIR]
+        [--validation-days 7]
 
 The training runs as a child process: its wall time includes the read of the table, and its peak memory
 (``wait4``) is its own. The bare effect boosters of the doubly robust learner are trained on their rows with
