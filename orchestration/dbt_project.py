@@ -1,5 +1,6 @@
 """The dbt project as Dagster sees it (kept in its own module: the manifest is read when the assets load)."""
 
+import os
 import shutil
 import sys
 from functools import cached_property
@@ -38,6 +39,12 @@ class LocalDbtCliResource(DbtCliResource):
         return super()._cli_version
 
 
+PARSE_STAGING = ".parsing"
+"""The folder under the target path that ``dbt parse`` writes to before its artifacts replace the target's."""
+PARTIAL_PARSE = "partial_parse.msgpack"
+PARSE_ARTIFACTS = (PARTIAL_PARSE, "perf_info.json", "semantic_manifest.json", "manifest.json")
+
+
 class ManifestPreparer(DagsterDbtProjectPreparer):
     """Parses the dbt project (``dbt parse``) under ``dagster dev``, so that edited models are picked up, and
     under any other command when the manifest is missing (a fresh clone loaded by ``dagster definitions
@@ -49,11 +56,24 @@ class ManifestPreparer(DagsterDbtProjectPreparer):
             self.prepare(project)
 
     def _prepare_manifest(self, project: DbtProject) -> None:
+        """Parse into a staging folder, then move the artifacts into the target path one rename each: a
+        process that loads the code location meanwhile (a run's worker, ``dagster`` commands) reads the old
+        manifest or the new one, never a half-written file, which dbt's own writes would show it."""
         # first the dbt sources of the contracts as they are now
         sync_dbt_sources(scan_contracts(get_settings().contracts_dir), project.project_dir)
+        target = project.project_dir / project.target_path
+        staging = target / PARSE_STAGING
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        if (target / PARTIAL_PARSE).exists():  # dbt parses only what changed since
+            shutil.copy2(target / PARTIAL_PARSE, staging / PARTIAL_PARSE)
         LocalDbtCliResource(project_dir=project, dbt_executable=DBT_EXECUTABLE).cli(
-            ["parse", "--quiet"], target_path=project.target_path
+            ["parse", "--quiet"], target_path=project.target_path / PARSE_STAGING
         ).wait()
+        for name in PARSE_ARTIFACTS:  # the manifest last
+            if (staging / name).exists():
+                os.replace(staging / name, target / name)
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 DBT_TARGET = get_settings().dbt_target

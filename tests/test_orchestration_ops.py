@@ -2,10 +2,12 @@
 jobs, schedules and sensors, what runs by default, metadata of dbt and lake assets, freshness and retention
 from the contracts, maintenance of every zone."""
 
+import json
 import os
 import shutil
 import subprocess
 import sys
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,7 +16,7 @@ import duckdb
 import polars as pl
 import pytest
 from conftest import lake_settings
-from dagster_dbt import DbtCliResource, build_dbt_asset_selection
+from dagster_dbt import DbtCliResource, DbtProject, build_dbt_asset_selection
 from deltalake import DeltaTable, write_deltalake
 
 from data_contracts import CONTRACTS_DIR, ContractError, load_contracts
@@ -22,7 +24,7 @@ from lake import bronze, cdc, maintenance
 from lake.gold import gold_uri, gold_uris, publish_gold
 from lake.settings import REPO_ROOT, get_settings
 from orchestration.dbt_assets import dbt_models
-from orchestration.dbt_project import dbt_project
+from orchestration.dbt_project import PARSE_STAGING, ManifestPreparer, dbt_project
 from orchestration.lake_assets import lake_definitions
 from orchestration.resources import LakeResource
 
@@ -65,6 +67,38 @@ def test_a_fresh_clone_validates_without_a_dbt_manifest(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert (clone / "dbt_project" / "target" / "manifest.json").exists()
+
+
+@pytest.mark.slow
+def test_a_parse_replaces_the_manifest_whole(tmp_path: Path) -> None:
+    """``dagster dev`` parses the dbt project on every load of the code location: a process that loads it
+    meanwhile (a run's worker, a ``dagster`` command) reads the old manifest or the new one, never a
+    half-written file."""
+    project_dir = fresh_clone(tmp_path) / "dbt_project"
+    project = DbtProject(project_dir=project_dir, profiles_dir=project_dir)
+    ManifestPreparer().prepare(project)
+    manifest = project.manifest_path
+    first = manifest.stat().st_ino
+    stop, torn, reads = threading.Event(), [], []
+
+    def read() -> None:
+        while not stop.is_set():
+            try:
+                reads.append(len(json.loads(manifest.read_bytes())["nodes"]))
+            except ValueError as error:
+                torn.append(str(error))
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        ManifestPreparer().prepare(project)
+    finally:
+        stop.set()
+        reader.join()
+    assert reads and not torn
+    assert manifest.stat().st_ino != first  # a new file renamed over the old one, not the old one rewritten
+    assert len(json.loads(manifest.read_bytes())["nodes"]) == reads[0] > 100
+    assert not (manifest.parent / PARSE_STAGING).exists()
 
 
 def test_every_job_schedule_and_sensor_says_what_it_does_and_the_loop_runs_by_default() -> None:
