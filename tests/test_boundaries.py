@@ -1,7 +1,7 @@
 """The dependency rules between the project's packages (``[tool.importlinter]`` in ``pyproject.toml``),
 checked by ``lint-imports`` over the real import graph: the lake runs without the simulator, the models and
 the orchestration; the data contracts import nothing of the project; the models do not import the
-orchestration."""
+orchestration. And every third-party package the project imports is a declared dependency."""
 
 from __future__ import annotations
 
