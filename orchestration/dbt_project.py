@@ -58,7 +58,7 @@ class ManifestPreparer(DagsterDbtProjectPreparer):
     def _prepare_manifest(self, project: DbtProject) -> None:
         """Parse into a staging folder, then move the artifacts into the target path one rename each: a
         process that loads the code location meanwhile (a run's worker, ``dagster`` commands) reads the old
-        manifest or the new one, never a half-written file, which dbt's own writes would show it."""
+        manifest or the new one, never a half-written file (dbt writes its artifacts in place)."""
         # first the dbt sources of the contracts as they are now
         sync_dbt_sources(scan_contracts(get_settings().contracts_dir), project.project_dir)
         target = project.project_dir / project.target_path
