@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import ast
 import importlib.metadata
-import re
 import shutil
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from lake.settings import REPO_ROOT
 
@@ -58,7 +60,7 @@ def test_a_broken_boundary_fails_with_the_import_that_breaks_it(tmp_path: Path) 
 
 def undeclared_imports(package_dirs: list[Path], declared: set[str]) -> dict[str, str]:
     """The third-party modules the code under ``package_dirs`` imports whose distribution is not in
-    ``declared`` (normalised names), each with a file that imports it."""
+    ``declared`` (canonical names), each with a file that imports it."""
     local = {p.name for p in package_dirs}
     distributions = importlib.metadata.packages_distributions()
     found: dict[str, str] = {}
@@ -71,21 +73,15 @@ def undeclared_imports(package_dirs: list[Path], declared: set[str]) -> dict[str
             else:
                 continue
             for top in {m.split(".")[0] for m in modules} - local - set(sys.stdlib_module_names):
-                names = {_normalised(d) for d in distributions.get(top, [top])}
+                names = {canonicalize_name(d) for d in distributions.get(top, [top])}
                 if not names & declared:
                     found.setdefault(top, str(path))
     return found
 
 
-def _normalised(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
 def test_every_package_the_project_imports_is_a_declared_dependency(tmp_path: Path) -> None:
     project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
-    declared = {
-        _normalised(re.split(r"[<>=!~\[; ]", d, maxsplit=1)[0]) for d in project["project"]["dependencies"]
-    }
+    declared = {canonicalize_name(Requirement(d).name) for d in project["project"]["dependencies"]}
     packages = [REPO_ROOT / p for p in project["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"]]
     assert len(packages) >= 6
     assert undeclared_imports(packages, declared) == {}
