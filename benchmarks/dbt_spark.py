@@ -125,16 +125,15 @@ def copy_snapshots_but_the_last(scratch: SparkScratch, prepared: Path, settings:
     import pyarrow as pa
     from deltalake import DeltaTable, write_deltalake
 
-    with duckdb.connect(str(prepared), read_only=True) as con:
-        first = con.execute(f"select min(snapshot_date) from {INCREMENTAL_MODEL}").fetchall()[0][0]
-    print("  snapshot dates but the last: copied from the DuckDB warehouse ...", flush=True)
-    dbt(scratch, "run", "--select", INCREMENTAL_MODEL, "--vars", snapshot_window_vars(first, first),
-        log="prepare-snapshots-empty")  # fmt: skip
-    uri = settings.spark_model(INCREMENTAL_MODEL)
-    table = DeltaTable(uri)
-    schema = pa.schema(table.schema().to_arrow())
     copied = 0
     with duckdb.connect(str(prepared), read_only=True) as con:
+        first = con.execute(f"select min(snapshot_date) from {INCREMENTAL_MODEL}").fetchall()[0][0]
+        print("  snapshot dates but the last: copied from the DuckDB warehouse ...", flush=True)
+        dbt(scratch, "run", "--select", INCREMENTAL_MODEL, "--vars", snapshot_window_vars(first, first),
+            log="prepare-snapshots-empty")  # fmt: skip
+        uri = settings.spark_model(INCREMENTAL_MODEL)
+        table = DeltaTable(uri)
+        schema = pa.schema(table.schema().to_arrow())
         reader = con.sql(f"select {', '.join(schema.names)} from {INCREMENTAL_MODEL}").to_arrow_reader(
             500_000
         )
